@@ -1,0 +1,5 @@
+"""Allow ``python -m zrelay``."""
+
+from zrelay.cli.main import main
+
+raise SystemExit(main())

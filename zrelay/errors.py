@@ -1,0 +1,167 @@
+"""One error hierarchy for the whole tool.
+
+Every error a user can meet is a ``ZrelayError``: it carries its own exit code
+and renders as one line, so the CLI never has to show a traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+
+
+class ZrelayError(Exception):
+    """Base of every expected failure; ``str()`` is the one-line message."""
+
+    exit_code: int = EXIT_JOB_FAILED
+
+
+# --- usage and input -------------------------------------------------------
+
+
+class UsageError(ZrelayError):
+    """Bad command line argument or option."""
+
+    exit_code = EXIT_USAGE
+
+
+class InventoryError(UsageError):
+    """A problem in an inventory file, located at file:line:column."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None,
+                 column: int | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = self.file or "<inventory>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.message}"
+
+
+class InventoryErrors(UsageError):
+    """Several inventory problems found in one pass (``inventory validate``)."""
+
+    def __init__(self, errors: list[InventoryError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(e.render() for e in errors))
+
+
+class InvalidName(UsageError):
+    """A dataset or snapshot name that ZFS would not accept (or that is unsafe)."""
+
+
+# --- transport ---------------------------------------------------------------
+
+
+class TransportError(ZrelayError):
+    """Anything that went wrong talking to a host."""
+
+    def __init__(self, host: str, message: str) -> None:
+        self.host = host
+        self.message = message
+        super().__init__(f"{host}: {message}")
+
+
+class HostUnreachable(TransportError):
+    """TCP connect failed, timed out, or the connection dropped."""
+
+
+class AuthFailed(TransportError):
+    """The host refused every key we offered."""
+
+
+class HostKeyError(TransportError):
+    """The host key is unknown or does not match known_hosts."""
+
+
+class RemoteCommandFailed(TransportError):
+    """A remote command exited non-zero; carries its argv, exit status and stderr."""
+
+    def __init__(self, host: str, command: str, exit_status: int | None, stderr: str) -> None:
+        self.command = command
+        self.exit_status = exit_status
+        self.stderr = stderr
+        status = "killed" if exit_status is None else f"exit {exit_status}"
+        first = stderr.strip().splitlines()[0] if stderr.strip() else "(no stderr)"
+        super().__init__(host, f"`{command}` failed ({status}): {first}")
+
+
+# --- zfs ---------------------------------------------------------------------
+
+
+class ZfsError(ZrelayError):
+    """A zfs command failed in a way we recognise; ``code`` names the case."""
+
+    code: str = "zfs-error"
+    hint: str = ""
+
+    def __init__(self, host: str, stderr: str, dataset: str | None = None,
+                 exit_status: int | None = None) -> None:
+        self.host = host
+        self.stderr = stderr
+        self.dataset = dataset
+        self.exit_status = exit_status
+        first = " ".join(stderr.strip().split("\n")[:2]).strip() or f"exit {exit_status}"
+        text = f"{host}: {first}"
+        if self.hint:
+            text += f" ({self.hint})"
+        super().__init__(text)
+
+
+class DatasetNotFound(ZfsError):
+    code = "dataset-not-found"
+
+
+class DestinationExists(ZfsError):
+    code = "destination-exists"
+    hint = "the target exists but shares no snapshot with the source"
+
+
+class DestinationModified(ZfsError):
+    code = "destination-modified"
+    hint = "the target changed since its newest snapshot; re-run with --rollback to discard that change"
+
+
+class MissingParent(ZfsError):
+    code = "missing-parent"
+    hint = "create the target's parent dataset first"
+
+
+class QuotaExceeded(ZfsError):
+    code = "quota-exceeded"
+
+
+class BadStream(ZfsError):
+    code = "bad-stream"
+    hint = "the stream was truncated or corrupted in transit; the target is unchanged"
+
+
+class NoResumableState(ZfsError):
+    code = "no-resumable-state"
+
+
+class SnapshotHeld(ZfsError):
+    code = "snapshot-held"
+
+
+class DatasetBusy(ZfsError):
+    code = "dataset-busy"
+
+
+class PermissionDenied(ZfsError):
+    code = "permission-denied"
+
+
+# --- planning ----------------------------------------------------------------
+
+
+class PlanRefused(ZrelayError):
+    """The planner will not transfer because doing so would lose target data."""

@@ -1,0 +1,111 @@
+"""Plain data describing what ZFS holds on a host: no I/O here.
+
+Snapshots are identified by GUID, never by name: a name can be reused for a
+different snapshot, a GUID cannot.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One snapshot of one dataset (``dataset@name``)."""
+
+    dataset: str
+    name: str
+    guid: int
+    createtxg: int
+    creation: int = 0  # unix seconds
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.dataset}@{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Bookmark:
+    """One bookmark (``dataset#name``): a send base that survives snapshot deletion."""
+
+    dataset: str
+    name: str
+    guid: int
+    createtxg: int
+    creation: int = 0
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.dataset}#{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetState:
+    """What one host says about one dataset at one moment.
+
+    ``snapshots`` is ordered oldest first (by createtxg). ``exists`` is False
+    when the dataset is absent; then every other field is empty.
+    """
+
+    name: str
+    exists: bool = True
+    snapshots: tuple[Snapshot, ...] = ()
+    bookmarks: tuple[Bookmark, ...] = ()
+    resume_token: str | None = None
+    encrypted: bool = False
+
+    @classmethod
+    def absent(cls, name: str) -> "DatasetState":
+        return cls(name=name, exists=False)
+
+    @property
+    def newest(self) -> Snapshot | None:
+        return self.snapshots[-1] if self.snapshots else None
+
+    def by_guid(self) -> dict[int, Snapshot]:
+        return {s.guid: s for s in self.snapshots}
+
+
+class Flavor(str, Enum):
+    OPENZFS = "openzfs"
+    ZFS_FUSE = "zfs-fuse"
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a host's zfs can do; probed once per host per run."""
+
+    flavor: Flavor
+    version: str = ""
+    list_parsable: bool = False      # `zfs list -p`
+    send_estimate: bool = False      # `zfs send -nvP`
+    resume: bool = False             # `receive -s`, `send -t`
+    bookmarks: bool = False
+    raw_send: bool = False           # `send -w`
+    holds: bool = True
+
+    @classmethod
+    def openzfs(cls, version: str) -> "Capabilities":
+        return cls(Flavor.OPENZFS, version, list_parsable=True, send_estimate=True,
+                   resume=True, bookmarks=True, raw_send=True, holds=True)
+
+    @classmethod
+    def zfs_fuse(cls, version: str = "0.7.0") -> "Capabilities":
+        return cls(Flavor.ZFS_FUSE, version)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFilter:
+    """Which source snapshots a job replicates: by name prefix and/or regex (both must match)."""
+
+    prefix: str | None = None
+    regex: str | None = None
+
+    def matches(self, name: str) -> bool:
+        if self.prefix is not None and not name.startswith(self.prefix):
+            return False
+        if self.regex is not None and re.search(self.regex, name) is None:
+            return False
+        return True
