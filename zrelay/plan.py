@@ -1,14 +1,35 @@
 """The planner: pure functions from snapshot lists to a replication plan.
 
-No I/O, no asyncio. Given what the source and the target hold (matched by
-GUID), decide what to send, or refuse and say why.
+No I/O, no asyncio. Given what the source and the target hold, decide what
+to send, or refuse and say why.
+
+Matching is by GUID, never by name: a renamed snapshot is still the same
+snapshot, and a reused name on the other side is a different one. The *base*
+is the newest target snapshot (target order) whose GUID the source also
+holds; the *goal* is the newest source snapshot the job's filter selects.
+
+Refusals come before transfers: an interrupted receive is resumed first; a
+target that shares nothing with the source is never overwritten; a target
+holding snapshots after the base, or a snapshot whose name the source uses
+for another GUID, has diverged and is only touched with ``--rollback``, and
+only when rolling back to the base removes every offending snapshot.
+
+``-I`` versus stepwise ``-i``: when every source snapshot strictly between
+the base and the goal is selected, one ``zfs send -I base goal`` carries all
+of them in a single stream (one round trip, one receive). When some of them
+are not selected (manual or hourly snapshots excluded by the filter), ``-I``
+would leak them to the target, so the plan sends one ``-i`` step per selected
+snapshot instead, each from the previous one. A single snapshot to send is
+always one plain ``-i`` step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
+from zrelay.errors import PlanRefused
 from zrelay.zfs.model import DatasetState, Snapshot, SnapshotFilter
 
 
@@ -60,3 +81,248 @@ class Plan:
     @property
     def transfers(self) -> bool:
         return self.kind in (PlanKind.FULL, PlanKind.INCREMENTAL, PlanKind.RESUME)
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def _at(snaps: list[Snapshot] | tuple[Snapshot, ...]) -> str:
+    """``@a, @b`` — names as a user would type them after the dataset."""
+    return ", ".join(f"@{s.name}" for s in snaps)
+
+
+def _count(n: int, word: str = "snapshot") -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _filter_text(select: SnapshotFilter) -> str:
+    """The filter in words, for reasons that blame it."""
+    parts: list[str] = []
+    if select.prefix is not None:
+        parts.append(f"prefix {select.prefix!r}")
+    if select.regex is not None:
+        parts.append(f"regex {select.regex!r}")
+    return " and ".join(parts) if parts else "any name"
+
+
+def _find_base(source: DatasetState, target: DatasetState) -> tuple[Snapshot, Snapshot, int] | None:
+    """(source copy, target copy, target index) of the newest common snapshot by GUID."""
+    src = source.by_guid()
+    for i in range(len(target.snapshots) - 1, -1, -1):
+        t = target.snapshots[i]
+        if t.guid in src:
+            return src[t.guid], t, i
+    return None
+
+
+def _forward(source: DatasetState, start: Snapshot, goal: Snapshot,
+             select: SnapshotFilter) -> tuple[tuple[SendStep, ...], list[Snapshot], str]:
+    """Incremental steps from ``start`` to ``goal`` (both on the source).
+
+    Returns (steps, snapshots that reach the target, how they travel in words).
+    The -I/-i choice is explained in the module docstring.
+    """
+    index = {s.guid: i for i, s in enumerate(source.snapshots)}
+    lo, hi = index[start.guid], index[goal.guid]
+    between = source.snapshots[lo + 1:hi]
+    sent = [s for s in source.snapshots[lo + 1:hi + 1] if select.matches(s.name)]
+    if len(sent) == 1:
+        return (SendStep(goal, start, False),), sent, f"@{goal.name} as one -i step from @{start.name}"
+    skipped = [s for s in between if not select.matches(s.name)]
+    if not skipped:
+        how = (f"@{sent[0].name} through @{goal.name} in one -I stream from @{start.name}, "
+               f"because every snapshot between them is selected")
+        return (SendStep(goal, start, True),), sent, how
+    steps: list[SendStep] = []
+    prev = start
+    for s in sent:
+        steps.append(SendStep(s, prev, False))
+        prev = s
+    how = (f"{_at(sent)} as {_count(len(sent), 'stepwise -i step')} from @{start.name}, "
+           f"because the unselected {_at(skipped)} in between must not reach the target")
+    return tuple(steps), sent, how
+
+
+# --- the planner ---------------------------------------------------------------
+
+
+def plan(source: DatasetState, target: DatasetState, *,
+         select: SnapshotFilter = SnapshotFilter(), rollback: bool = False,
+         resume_supported: bool = True) -> Plan:
+    """Decide how to bring ``target`` up to the newest selected snapshot of ``source``.
+
+    Pure: the same states always give the same plan, so the plan can be shown
+    (dry run), checked, and then executed without surprises.
+    """
+    src, dst = source.name, target.name
+    selected = [s for s in source.snapshots if select.matches(s.name)]
+    found = _find_base(source, target) if target.exists else None
+    base = found[0] if found else None
+
+    if not selected:
+        have = (f"none of its {_count(len(source.snapshots))} matches {_filter_text(select)}"
+                if source.snapshots else "it has no snapshots at all")
+        return Plan(
+            PlanKind.NO_SOURCE_SNAPSHOT, src, dst, base=base,
+            reason=(f"{src} has no snapshot to replicate ({have}); a snapshot must be taken first, "
+                    f"e.g. `zrelay sync --snapshot`."),
+            options=("take a snapshot first: `zrelay sync --snapshot`",
+                     f"or widen the job's snapshot filter (now {_filter_text(select)})"))
+    goal = selected[-1]
+
+    if target.resume_token and resume_supported:
+        behind = len(selected)
+        if base is not None:
+            newer = {s.guid for s in source.snapshots[source.snapshots.index(base) + 1:]}
+            behind = sum(1 for s in selected if s.guid in newer)
+        return Plan(
+            PlanKind.RESUME, src, dst, base=base, resume_token=target.resume_token, behind=behind,
+            reason=(f"{dst} holds the resume token of an interrupted receive, which will be resumed "
+                    f"(`zfs send -t`) before planning towards {src}@{goal.name}."))
+
+    if not target.exists:
+        first = selected[0]
+        steps: tuple[SendStep, ...] = (SendStep(first, None, False),)
+        if first.guid == goal.guid:
+            reason = f"{dst} does not exist: one full send of {src}@{first.name}."
+        else:
+            more, _, how = _forward(source, first, goal, select)
+            steps += more
+            reason = f"{dst} does not exist: full send of {src}@{first.name}, then {how}."
+        return Plan(PlanKind.FULL, src, dst, steps=steps, behind=len(selected), reason=reason)
+
+    if found is None:
+        have = (f"its snapshots {_at(target.snapshots)} have no GUID in common with {src}"
+                if target.snapshots else "it has no snapshots")
+        return Plan(
+            PlanKind.NO_COMMON_BASE, src, dst,
+            reason=f"{dst} exists but shares no snapshot with {src} ({have}), so nothing can be sent incrementally.",
+            options=(f"destroy or rename {dst} yourself (`zfs destroy -r {dst}` on its host), "
+                     f"then re-run for a full send",
+                     "or point the job at a new target dataset",
+                     "zrelay never overwrites an unrelated dataset, even with --rollback"))
+    _, tbase, tidx = found
+
+    # divergence: target snapshots after the base, or a source name with another GUID
+    by_name = {s.name: s for s in source.snapshots}
+    offending: list[Snapshot] = []
+    early: list[Snapshot] = []  # at or before the base: rollback can't remove them
+    for i, t in enumerate(target.snapshots):
+        clash = t.name in by_name and by_name[t.name].guid != t.guid
+        if i > tidx or clash:
+            offending.append(t)
+            if i <= tidx:
+                early.append(t)
+    kept = target.snapshots[:tidx + 1]
+    goal_clash = any(t.name == goal.name and t.guid != goal.guid for t in kept)
+    rollback_to: Snapshot | None = None
+    prefix = ""
+    if offending:
+        conflicts = tuple(t.name for t in offending)
+        after = [t for t in offending if t not in early]
+        what: list[str] = []
+        if after:
+            what.append(f"{_at(after)} after the newest common snapshot @{tbase.name}")
+        if early:
+            what.append(f"{_at(early)} reusing a source snapshot name with another GUID")
+        diverged = f"{dst} has diverged from {src} ({'; '.join(what)})"
+        fixable = not early and not goal_clash
+        if not (rollback and fixable):
+            if fixable:
+                options: tuple[str, ...] = (
+                    f"re-run with --rollback to roll {dst} back to @{tbase.name}, destroying {_at(offending)}",
+                    f"or destroy/rename {_at(offending)} on {dst} yourself",
+                    "or point the job at a new target dataset")
+                reason = f"{diverged}; refused without --rollback."
+            else:
+                stuck = early or [t for t in kept if t.name == goal.name]
+                options = (
+                    f"--rollback cannot fix this: {_at(stuck)} is at or before the newest common "
+                    f"snapshot @{tbase.name} and would survive a rollback",
+                    f"rename or destroy {_at(stuck)} on {dst} yourself "
+                    f"(`zfs rename {dst}@{stuck[0].name} {dst}@{stuck[0].name}-old`)",
+                    "or point the job at a new target dataset")
+                reason = f"{diverged}; refused, and --rollback cannot fix it."
+            return Plan(PlanKind.DIVERGED, src, dst, base=found[0], reason=reason,
+                        options=options, conflicts=conflicts)
+        rollback_to = tbase
+        prefix = f"Rolling {dst} back to @{tbase.name} destroys {_at(offending)}, then "
+    else:
+        conflicts = ()
+
+    sbase = found[0]
+    index = {s.guid: i for i, s in enumerate(source.snapshots)}
+    on_target = {t.guid for t in kept}
+    if goal.guid in on_target or index[sbase.guid] >= index[goal.guid]:
+        if goal.guid in on_target:
+            why = f"{dst} already holds {src}@{goal.name}, the newest selected snapshot"
+        else:
+            why = (f"the newest common snapshot {src}@{sbase.name} is newer than the newest "
+                   f"selected snapshot @{goal.name}")
+        if rollback_to is not None:
+            return Plan(PlanKind.INCREMENTAL, src, dst, base=sbase, rollback_to=rollback_to,
+                        conflicts=conflicts,
+                        reason=f"{prefix}nothing is sent, because {why}.")
+        return Plan(PlanKind.NOOP, src, dst, base=sbase, reason=f"Up to date: {why}.")
+
+    steps, sent, how = _forward(source, sbase, goal, select)
+    reason = f"{prefix}{dst} is {_count(len(sent))} behind {src}@{goal.name}: sending {how}."
+    return Plan(PlanKind.INCREMENTAL, src, dst, steps=steps, base=sbase, rollback_to=rollback_to,
+                behind=len(sent), conflicts=conflicts, reason=reason)
+
+
+def plan_recursive(sources: dict[str, DatasetState], targets: dict[str, DatasetState],
+                   source_root: str, target_root: str, **kw: Any) -> list[Plan]:
+    """One plan per source dataset under ``source_root``, parents before children.
+
+    Parents first because a child can only be received once its parent exists.
+    Each child maps to ``target_root`` plus the same relative path; a target
+    missing from ``targets`` is treated as absent.
+    """
+    source_root = source_root.rstrip("/")
+    target_root = target_root.rstrip("/")
+    names = [n for n in sources if n == source_root or n.startswith(source_root + "/")]
+    names.sort(key=lambda n: n.split("/"))
+    plans: list[Plan] = []
+    for name in names:
+        tname = target_root + name[len(source_root):]
+        tstate = targets.get(tname) or DatasetState.absent(tname)
+        plans.append(plan(sources[name], tstate, **kw))
+    return plans
+
+
+def describe(plan: Plan) -> str:
+    """One short line for listings, e.g. ``incremental tank/data@a → @c (-I, 2 snapshots)``."""
+    src, dst = plan.source, plan.target
+    kind = plan.kind
+    if kind is PlanKind.FULL:
+        first = plan.steps[0].snapshot
+        if len(plan.steps) == 1:
+            return f"full {src}@{first.name} → {dst} (1 snapshot)"
+        rest = plan.steps[1:]
+        how = "-I" if len(rest) == 1 and rest[0].intermediates else f"-i ×{len(rest)}"
+        return f"full {src}@{first.name} → @{plan.steps[-1].snapshot.name} into {dst} (then {how}, {_count(plan.behind)})"
+    if kind is PlanKind.INCREMENTAL:
+        lead = f"rollback {dst} to @{plan.rollback_to.name}, " if plan.rollback_to else ""
+        base = plan.base.name if plan.base else "?"
+        if not plan.steps:
+            return f"{lead}nothing to send from {src}@{base}"
+        how = "-I" if len(plan.steps) == 1 and plan.steps[0].intermediates else (
+            "-i" if len(plan.steps) == 1 else f"-i ×{len(plan.steps)}")
+        return f"{lead}incremental {src}@{base} → @{plan.steps[-1].snapshot.name} ({how}, {_count(plan.behind)})"
+    if kind is PlanKind.NOOP:
+        return f"up to date {src} → {dst}" + (f" (at @{plan.base.name})" if plan.base else "")
+    if kind is PlanKind.RESUME:
+        return f"resume interrupted receive into {dst}"
+    if kind is PlanKind.DIVERGED:
+        return f"diverged {dst}: {', '.join('@' + c for c in plan.conflicts)} (refused)"
+    if kind is PlanKind.NO_COMMON_BASE:
+        return f"no common base {src} → {dst} (refused)"
+    return f"no selected snapshot on {src}"
+
+
+def ensure_allowed(plan: Plan) -> Plan:
+    """Return ``plan`` unless it is refused; then raise with its reason and options."""
+    if plan.refused:
+        raise PlanRefused(f"{plan.reason} Options: {'; '.join(plan.options)}.")
+    return plan
