@@ -1,0 +1,1177 @@
+"""Read an inventory file into an Inventory, locating every problem at file:line:column.
+
+Why two stages: a *reader* walks one source (today Ansible-shaped YAML) into a
+``_Builder`` of raw groups, hosts, vars and the ``zrelay:`` section, each
+value checked on its own and tagged with where it was written; then
+``_Builder.finish`` merges variables by precedence, resolves references and
+builds the model. Other sources (INI inventories, host_vars/group_vars
+directories) only need a new reader: the value checks (``_HOST_CHECKS``,
+``_S3_CHECKS``) take plain Python values, and every raw value carries an
+Origin naming its own file.
+
+YAML is composed to a node tree rather than loaded, because only nodes know
+their line and column, and because PyYAML silently keeps the last of two
+duplicate keys (a classic way to lose a host) — here that is an error.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as _dt
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterable, Iterator, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from zrelay.errors import InventoryError, UsageError
+from zrelay.inventory.model import (DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_STORAGE_CLASS,
+                                    S3_SCHEME, Endpoint, Group, Host, Inventory, Job, Origin,
+                                    S3Ref, S3Target, Settings, Target, name_list, suggest)
+from zrelay.zfs.model import SnapshotFilter
+from zrelay.zfs.names import snapshot_problem
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+#: Keys in the top level of the file that are not groups.
+ZRELAY_SECTION = "zrelay"
+_GROUP_KEYS = ("hosts", "vars", "children")
+
+# --------------------------------------------------------------------------- errors
+
+
+class _Bad(Exception):
+    """A value check failed; the caller knows where the value was written."""
+
+
+class _Errors:
+    """Every problem found so far, in the order found."""
+
+    def __init__(self) -> None:
+        self.items: list[InventoryError] = []
+        self._seen: set[str] = set()
+
+    def add(self, origin: Origin, message: str) -> None:
+        """Record one problem; a node reached twice (through a YAML alias) is reported once."""
+        error = origin.error(message)
+        if error.render() not in self._seen:
+            self._seen.add(error.render())
+            self.items.append(error)
+
+    def sorted(self) -> list[InventoryError]:
+        """File order, so the first error is the first one a reader of the file meets."""
+        return sorted(self.items, key=lambda e: (e.file or "", e.line or 0, e.column or 0))
+
+
+# --------------------------------------------------------------------------- value checks
+#
+# These take plain Python values (as any reader produces them) and raise _Bad
+# with a one-line message saying what was expected.
+
+
+def _describe(value: Any) -> str:
+    """How a wrong value reads in an error message."""
+    if isinstance(value, _Tagged):
+        return f"a value tagged {value.tag}"
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"the string {shown!r}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, (_dt.date, _dt.datetime)):
+        return f"the date {value}"
+    return f"a {type(value).__name__}"
+
+
+def _want_str(value: Any, what: str) -> str:
+    """A non-empty one-line literal string (no Ansible templates: zrelay cannot render them)."""
+    if isinstance(value, _Tagged):
+        raise _Bad(f"{what}: YAML tag {value.tag} is not supported here")
+    if not isinstance(value, str):
+        hint = " (quote it)" if isinstance(value, (int, float, _dt.date)) else ""
+        raise _Bad(f"{what}: expected a string, got {_describe(value)}{hint}")
+    if not value.strip():
+        raise _Bad(f"{what}: expected a non-empty string")
+    if "{{" in value or "{%" in value:
+        raise _Bad(f"{what}: templates ('{{{{ ... }}}}') are not supported; write the value itself")
+    if any(ord(c) < 32 for c in value):
+        raise _Bad(f"{what}: must not contain control characters or newlines")
+    return value
+
+
+def _want_int(value: Any, what: str, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"{what}: expected an integer, got {_describe(value)}")
+    if value < low or (high is not None and value > high):
+        span = f"{low}-{high}" if high is not None else f">= {low}"
+        raise _Bad(f"{what}: {value} is out of range (expected {span})")
+    return value
+
+
+def _want_bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(f"{what}: expected true or false, got {_describe(value)}")
+    return value
+
+
+def _check_address(value: Any, what: str) -> str:
+    """A host name or IP address that is safe to hand to ssh."""
+    text = _want_str(value, what)
+    if any(c.isspace() for c in text):
+        raise _Bad(f"{what}: {text!r} contains whitespace")
+    if text.startswith("-"):
+        raise _Bad(f"{what}: {text!r} starts with '-' and would be read as an ssh option")
+    if "@" in text:
+        raise _Bad(f"{what}: {text!r} contains '@'; put the login name in 'user'")
+    if "/" in text:
+        raise _Bad(f"{what}: {text!r} contains '/'; expected a host name or IP address")
+    return text
+
+
+def _check_port(value: Any, what: str) -> int:
+    return _want_int(value, what, 1, 65535)
+
+
+def _check_user(value: Any, what: str) -> str:
+    text = _want_str(value, what)
+    if any(c.isspace() for c in text) or text.startswith("-") or "@" in text:
+        raise _Bad(f"{what}: {text!r} is not a valid login name")
+    return text
+
+
+def _check_positive(value: Any, what: str) -> int:
+    return _want_int(value, what, 1)
+
+
+def _check_ssh_options(value: Any, what: str) -> dict[str, str | int]:
+    """OpenSSH options as ``Name: value``; YAML's yes/no booleans become "yes"/"no" again."""
+    if not isinstance(value, dict):
+        raise _Bad(f"{what}: expected a mapping of ssh option names to values, "
+                   f"got {_describe(value)}")
+    options: dict[str, str | int] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", key):
+            raise _Bad(f"{what}: {key!r} is not an ssh option name")
+        if isinstance(item, bool):
+            options[key] = "yes" if item else "no"
+        elif isinstance(item, int):
+            options[key] = item
+        else:
+            options[key] = _want_str(item, f"{what}.{key}")
+    return options
+
+
+_HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {
+    "address": _check_address,
+    "port": _check_port,
+    "user": _check_user,
+    "identity_file": lambda v, w: _want_str(v, w),
+    "known_hosts": lambda v, w: _want_str(v, w),
+    "ssh_options": _check_ssh_options,
+    "sudo": _want_bool,
+    "max_sessions": _check_positive,
+    "sends": _check_positive,
+    "receives": _check_positive,
+    "direct_address": _check_address,
+}
+_PATH_SETTINGS = frozenset({"identity_file", "known_hosts"})
+
+#: Ansible's names for zrelay's host settings (including the pre-2.0 ``ansible_ssh_*`` ones).
+HOST_ALIASES: dict[str, str] = {
+    "ansible_host": "address",
+    "ansible_ssh_host": "address",
+    "ansible_port": "port",
+    "ansible_ssh_port": "port",
+    "ansible_user": "user",
+    "ansible_ssh_user": "user",
+    "ansible_ssh_private_key_file": "identity_file",
+    "ansible_private_key_file": "identity_file",
+    "ansible_become": "sudo",
+}
+
+#: Words people reach for that are not settings, and what they mean.
+_HOST_HINTS: dict[str, str] = {
+    "host": "address", "hostname": "address", "ip": "address", "addr": "address",
+    "username": "user", "login": "user", "key": "identity_file", "ssh_key": "identity_file",
+    "private_key": "identity_file", "become": "sudo", "known_hosts_file": "known_hosts",
+}
+
+
+def _resolve_path(text: str, base_dir: str) -> str:
+    """``~`` expanded, relative paths taken from the directory of the file that set them."""
+    path = os.path.expanduser(text)
+    if not os.path.isabs(path):
+        path = os.path.join(base_dir, path)
+    return os.path.normpath(path)
+
+
+def _unknown_key(key: str, valid: list[str], where: str,
+                 hints: dict[str, str] | None = None) -> str:
+    """One line naming the bad key, the likely intended one, and every valid one."""
+    if hints and key in hints:
+        hint = f" (did you mean {hints[key]!r}?)"
+    else:
+        hint = suggest(key, valid)
+    return f"unknown key {key!r} in {where}{hint}; expected one of: {', '.join(valid)}"
+
+
+# --------------------------------------------------------------------------- raw model
+
+
+@dataclass
+class _Setting:
+    """One checked host setting and where it was written."""
+
+    value: Any
+    origin: Origin
+
+
+@dataclass
+class _Vars:
+    """One source of variables (a host entry or a group's ``vars:``), already checked."""
+
+    settings: dict[str, _Setting] = field(default_factory=dict)  # canonical zrelay names
+    raw: dict[str, Any] = field(default_factory=dict)            # as written, ansible_* too
+    #: Settings rejected here ("?" for an unknown key, maybe a misspelt one): a later
+    #: "missing" error for one of them would only repeat the error already reported.
+    broken: set[str] = field(default_factory=set)
+
+    def update(self, other: _Vars) -> None:
+        self.settings.update(other.settings)
+        self.raw.update(other.raw)
+        self.broken |= other.broken
+
+
+@dataclass
+class _RawHost:
+    name: str
+    origin: Origin
+    vars: _Vars = field(default_factory=_Vars)
+
+
+@dataclass
+class _RawGroup:
+    name: str
+    origin: Origin
+    vars: _Vars = field(default_factory=_Vars)
+    hosts: dict[str, None] = field(default_factory=dict)  # an ordered set
+    children: dict[str, Origin] = field(default_factory=dict)  # child → where the edge is written
+
+
+@dataclass
+class _RawJob:
+    origin: Origin
+    name: str | None = None
+    name_origin: Origin | None = None
+    source: Endpoint | None = None
+    source_origin: Origin | None = None
+    recursive: bool = False
+    select: SnapshotFilter = SnapshotFilter()
+    targets: list[tuple[Target, Origin]] = field(default_factory=list)
+    complete: bool = True  # False when a required part was missing or invalid
+
+
+# --------------------------------------------------------------------------- builder
+
+
+class _Builder:
+    """Collects what readers found, then merges and cross-checks it into an Inventory."""
+
+    def __init__(self, path: Path, errors: _Errors) -> None:
+        self.path = path
+        self.errors = errors
+        top = Origin(str(path), 1, 1)
+        self.groups: dict[str, _RawGroup] = {"all": _RawGroup("all", top)}
+        self.hosts: dict[str, _RawHost] = {}
+        self.jobs: list[_RawJob] = []
+        self.s3_targets: dict[str, S3Target] = {}
+        self.settings: dict[str, Any] = {}
+
+    # -- fed by readers
+
+    def group(self, name: str, origin: Origin, parent: str | None) -> _RawGroup:
+        """The group ``name`` (created on first mention), linked under ``parent``."""
+        group = self.groups.get(name)
+        if group is None:
+            group = self.groups[name] = _RawGroup(name, origin)
+        if parent is not None and name not in self.groups[parent].children:
+            self.groups[parent].children[name] = origin
+        return group
+
+    def host(self, name: str, origin: Origin, group: str, host_vars: _Vars) -> None:
+        """Record that ``group`` lists host ``name``, adding ``host_vars`` (later mentions win)."""
+        if name not in self.hosts:
+            self.hosts[name] = _RawHost(name, origin)
+        self.hosts[name].vars.update(host_vars)
+        self.groups[group].hosts.setdefault(name)
+
+    # -- merging
+
+    def finish(self) -> Inventory:
+        """Merge, cross-check and build; problems go to ``self.errors``."""
+        parents: dict[str, set[str]] = {name: set() for name in self.groups}
+        for name, group in self.groups.items():
+            for child in group.children:
+                parents.setdefault(child, set()).add(name)
+        for name in self.groups:  # Ansible: a group without parents is a child of 'all'
+            if name != "all" and not parents[name]:
+                self.groups["all"].children[name] = self.groups[name].origin
+                parents[name].add("all")
+        self._check_cycles()
+        depth = self._depths()
+        direct: dict[str, list[str]] = {}
+        for name, group in self.groups.items():
+            for host in group.hosts:
+                direct.setdefault(host, []).append(name)
+        hosts = {name: self._host(raw, direct.get(name, []), parents, depth)
+                 for name, raw in self.hosts.items()}
+        hosts_ok = {name: h for name, h in hosts.items() if h is not None}
+        grouped = {h for name, g in self.groups.items() if name != "all" for h in g.hosts}
+        ungrouped = [h for h in self.hosts if h not in grouped]
+        groups = {
+            name: Group(name, tuple(g.hosts), tuple(g.children), dict(g.vars.raw), g.origin)
+            for name, g in self.groups.items()
+        }
+        if "ungrouped" not in groups:
+            groups["ungrouped"] = Group("ungrouped", tuple(ungrouped), (), {},
+                                       self.groups["all"].origin)
+        jobs = self._jobs()
+        settings = Settings(**self.settings)
+        return Inventory(self.path, hosts_ok, groups, jobs, dict(self.s3_targets), settings)
+
+    def _check_cycles(self) -> None:
+        """Report each group cycle once, at the child edge that closes it."""
+
+        def children(name: str) -> list[str]:
+            return [c for c in self.groups[name].children if c in self.groups]
+
+        for loop in _cycles(list(self.groups), children):
+            origin = self.groups[loop[-2]].children[loop[-1]]
+            self.errors.add(origin, f"group cycle: {' -> '.join(loop)}")
+
+    def _depths(self) -> dict[str, int]:
+        """Longest parent chain above each group: deeper groups' vars win, as in Ansible."""
+        depth: dict[str, int] = {}
+
+        def walk(name: str, d: int, seen: frozenset[str]) -> None:
+            if name in seen or depth.get(name, -1) >= d:
+                return
+            depth[name] = d
+            for child in self.groups[name].children:
+                walk(child, d + 1, seen | {name})
+
+        walk("all", 0, frozenset())
+        for name in self.groups:  # groups only reachable through a cycle
+            if name not in depth:
+                walk(name, 1, frozenset())
+        return depth
+
+    def _host(self, raw: _RawHost, direct: list[str], parents: dict[str, set[str]],
+              depth: dict[str, int]) -> Host | None:
+        """Merge all < groups (shallow to deep) < the host's own vars, then build the Host."""
+        member: set[str] = set()
+        todo = list(direct)
+        while todo:
+            g = todo.pop()
+            if g not in member:
+                member.add(g)
+                todo.extend(parents.get(g, ()))
+        member.discard("all")
+
+        def priority(name: str) -> int:
+            value = self.groups[name].vars.raw.get("ansible_group_priority", 1)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+        order = sorted(member, key=lambda g: (depth.get(g, 1), priority(g), g))
+        merged = _Vars()
+        merged.update(self.groups["all"].vars)
+        for g in order:
+            merged.update(self.groups[g].vars)
+        merged.update(raw.vars)
+        s = {k: v.value for k, v in merged.settings.items()}
+        if "address" not in s:
+            if merged.broken & {"address", "?"}:
+                return None
+            self.errors.add(raw.origin, f"host {raw.name!r} has no address; set 'address' "
+                            "(or 'ansible_host') on the host or one of its groups")
+            return None
+        return Host(
+            name=raw.name, address=s["address"], port=s.get("port", DEFAULT_PORT),
+            user=s.get("user"), identity_file=s.get("identity_file"),
+            known_hosts=s.get("known_hosts"), ssh_options=s.get("ssh_options", {}),
+            sudo=s.get("sudo", False), max_sessions=s.get("max_sessions", DEFAULT_MAX_SESSIONS),
+            sends=s.get("sends"), receives=s.get("receives"),
+            direct_address=s.get("direct_address"),
+            groups=tuple(g for g in order if g != "ungrouped"),
+            vars=dict(merged.raw), origin=raw.origin)
+
+    def _jobs(self) -> tuple[Job, ...]:
+        jobs: list[Job] = []
+        origins: list[dict[Target, Origin]] = []
+        names: dict[str, Origin] = {}
+        for raw in self.jobs:
+            if raw.source is None or raw.source_origin is None:
+                continue
+            ok = raw.complete
+            if raw.source.host not in self.hosts:
+                self.errors.add(raw.source_origin, self._unknown_host(raw.source.host, "source"))
+                ok = False
+            targets: list[Target] = []
+            for target, origin in raw.targets:
+                if not self._check_target(raw, target, origin, targets):
+                    ok = False
+                    continue
+                targets.append(target)
+            name = raw.name if raw.name is not None else str(raw.source)
+            name_origin = raw.name_origin or raw.source_origin
+            if name in names:
+                first = names[name]
+                self.errors.add(name_origin, f"job name {name!r} is already used by the job at "
+                                f"line {first.line}; give one of them a distinct 'name:'")
+                ok = False
+            else:
+                names[name] = name_origin
+            if ok:
+                jobs.append(Job(name, raw.source, raw.recursive, raw.select, tuple(targets),
+                                raw.origin))
+                origins.append(dict((t, o) for t, o in raw.targets))
+        self._check_job_overlaps(jobs, origins)
+        self._check_job_loops(jobs)
+        return tuple(jobs)
+
+    def _unknown_host(self, host: str, role: str) -> str:
+        return (f"unknown host {host!r} in {role}{suggest(host, self.hosts)}; "
+                f"known hosts: {name_list(self.hosts)}")
+
+    def _check_target(self, raw: _RawJob, target: Target, origin: Origin,
+                      earlier: list[Target]) -> bool:
+        assert raw.source is not None
+        if isinstance(target, S3Ref):
+            if target.name not in self.s3_targets:
+                known = (f"known: {name_list(self.s3_targets)}" if self.s3_targets
+                         else "zrelay.s3_targets defines none")
+                self.errors.add(origin, f"unknown S3 target {target.name!r}"
+                                f"{suggest(target.name, self.s3_targets)}; {known}")
+                return False
+        else:
+            if target.host not in self.hosts:
+                self.errors.add(origin, self._unknown_host(target.host, "target"))
+                return False
+            if target == raw.source:
+                self.errors.add(origin, f"target {target} is the job's own source")
+                return False
+            if target.contains(raw.source):
+                self.errors.add(origin, f"target {target} contains the source {raw.source}; "
+                                "receiving there would overwrite it")
+                return False
+            if raw.recursive and raw.source.contains(target):
+                self.errors.add(origin, f"target {target} is inside the recursive source "
+                                f"{raw.source}, so the job would replicate into itself")
+                return False
+            if "/" not in target.dataset:
+                self.errors.add(origin, f"target {target} is the root dataset of pool "
+                                f"{target.dataset!r}; replicate into a child dataset such as "
+                                f"'{target.dataset}/{raw.source.host}'")
+                return False
+        if target in earlier:
+            self.errors.add(origin, f"target {target} is listed twice in this job")
+            return False
+        return True
+
+    def _check_job_overlaps(self, jobs: list[Job], origins: list[dict[Target, Origin]]) -> None:
+        """Two jobs writing one dataset would fight over it (and refuse each other's snapshots).
+
+        Indexed by dataset so a large fleet stays linear: each target looks up
+        itself and its ancestors among every job's targets.
+        """
+        written: dict[Endpoint, list[int]] = {}
+        for index, job in enumerate(jobs):
+            for target in job.host_targets:
+                written.setdefault(target, []).append(index)
+        for j, job in enumerate(jobs):
+            for target in job.host_targets:
+                for above in _ancestors(target):
+                    for i in written.get(above, ()):
+                        if i == j:
+                            continue
+                        other = jobs[i]
+                        line = other.origin.line if other.origin else "?"
+                        if above == target and i < j:
+                            msg = (f"target {target} is also written by job {other.name!r} "
+                                   f"(line {line})")
+                            self.errors.add(origins[j][target], msg)
+                        elif above != target and other.recursive and i < j:
+                            msg = (f"target {target} is inside {above}, which job "
+                                   f"{other.name!r} (line {line}) writes recursively")
+                            self.errors.add(origins[j][target], msg)
+                        elif above != target and other.recursive and i > j:
+                            line = job.origin.line if job.origin else "?"
+                            msg = (f"target {above} is written recursively and contains {target}, "
+                                   f"which job {job.name!r} (line {line}) also writes")
+                            self.errors.add(origins[i][above], msg)
+
+    def _check_job_loops(self, jobs: list[Job]) -> None:
+        """A -> B -> A replication would send each side's snapshots back over the other."""
+        sources: dict[Endpoint, list[int]] = {}
+        for index, job in enumerate(jobs):
+            sources.setdefault(job.source, []).append(index)
+        by_host: dict[str, list[str]] = {}
+        for source in sources:
+            by_host.setdefault(source.host, []).append(source.dataset)
+        for datasets in by_host.values():
+            datasets.sort()
+
+        def fed(i: int) -> list[int]:
+            """Jobs whose source receives data from job i."""
+            a = jobs[i]
+            result: list[int] = []
+            for t in a.host_targets:
+                for above in _ancestors(t):
+                    result.extend(k for k in sources.get(above, ())
+                                  if above == t or jobs[k].recursive)
+                if a.recursive:
+                    datasets = by_host.get(t.host, [])
+                    low = t.dataset + "/"
+                    at = bisect.bisect_left(datasets, low)
+                    while at < len(datasets) and datasets[at].startswith(low):
+                        result.extend(sources[Endpoint(t.host, datasets[at])])
+                        at += 1
+            return [k for k in dict.fromkeys(result) if k != i]
+
+        for loop in _cycles(range(len(jobs)), fed):
+            names = " -> ".join(str(jobs[x].source) for x in loop)
+            closing = jobs[loop[-2]]
+            self.errors.add(closing.origin or Origin(str(self.path)), f"replication loop: {names}")
+
+
+def _ancestors(endpoint: Endpoint) -> list[Endpoint]:
+    """The endpoint and every ancestor dataset on the same host, deepest first."""
+    parts = endpoint.dataset.split("/")
+    return [Endpoint(endpoint.host, "/".join(parts[:n])) for n in range(len(parts), 0, -1)]
+
+
+_K = TypeVar("_K", bound=Hashable)
+
+
+def _cycles(starts: Iterable[_K], edges: Callable[[_K], Iterable[_K]]) -> list[list[_K]]:
+    """Each cycle once, as ``[a, b, ..., a]``; iterative, so deep graphs cannot overflow."""
+    state: dict[_K, int] = {}  # 1: on the current path, 2: finished
+    found: list[list[_K]] = []
+    reported: set[frozenset[_K]] = set()
+    for start in starts:
+        if start in state:
+            continue
+        state[start] = 1
+        path = [start]
+        stack: list[Iterator[_K]] = [iter(edges(start))]
+        while stack:
+            for nxt in stack[-1]:
+                if state.get(nxt) == 1:
+                    loop = path[path.index(nxt):] + [nxt]
+                    if frozenset(loop) not in reported:
+                        reported.add(frozenset(loop))
+                        found.append(loop)
+                elif nxt not in state:
+                    state[nxt] = 1
+                    path.append(nxt)
+                    stack.append(iter(edges(nxt)))
+                    break
+            else:
+                stack.pop()
+                state[path.pop()] = 2
+    return found
+
+
+# --------------------------------------------------------------------------- YAML reader
+
+
+class _Tagged(str):
+    """A scalar under a tag zrelay does not interpret (Ansible's !vault, !unsafe): kept as text."""
+
+    tag: str
+
+    def __new__(cls, value: str, tag: str) -> _Tagged:
+        obj = super().__new__(cls, value)
+        obj.tag = tag
+        return obj
+
+
+class _Constructor(SafeConstructor):
+    """Builds scalar values with YAML 1.1 rules (what Ansible sees)."""
+
+
+class _YamlReader:
+    """Walks one YAML document's node tree into a _Builder."""
+
+    def __init__(self, file: str, base_dir: str, builder: _Builder, errors: _Errors) -> None:
+        self.file = file
+        self.base_dir = base_dir
+        self.builder = builder
+        self.errors = errors
+        self.ctor = _Constructor()
+
+    # -- node helpers
+
+    def at(self, node: Node) -> Origin:
+        mark = node.start_mark
+        return Origin(self.file, mark.line + 1, mark.column + 1)
+
+    def fail(self, node: Node, message: str) -> None:
+        self.errors.add(self.at(node), message)
+
+    @staticmethod
+    def is_null(node: Node) -> bool:
+        return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
+
+    @staticmethod
+    def kind(node: Node) -> str:
+        if isinstance(node, MappingNode):
+            return "a mapping"
+        if isinstance(node, SequenceNode):
+            return "a list"
+        if node.tag == _NULL_TAG:
+            return "nothing"
+        return f"the value {node.value!r}"
+
+    def pairs(self, node: Node, what: str, _seen: frozenset[int] = frozenset()
+              ) -> list[tuple[str, ScalarNode, Node]] | None:
+        """A mapping's (key, key node, value node); null counts as empty.
+
+        Merge keys (``<<: *anchor``) are expanded with YAML's rule (explicit
+        keys win); duplicate explicit keys are reported, keeping the first.
+        """
+        if self.is_null(node):
+            return []
+        if not isinstance(node, MappingNode):
+            self.fail(node, f"{what}: expected a mapping, got {self.kind(node)}")
+            return None
+        if id(node) in _seen:
+            self.fail(node, f"{what}: recursive YAML merge")
+            return None
+        explicit: dict[str, tuple[str, ScalarNode, Node]] = {}
+        merged: dict[str, tuple[str, ScalarNode, Node]] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                for source in sources:
+                    for item in self.pairs(source, f"{what} (merged)", _seen | {id(node)}) or []:
+                        merged.setdefault(item[0], item)
+                continue
+            if not isinstance(key_node, ScalarNode) or self.is_null(key_node):
+                self.fail(key_node, f"{what}: keys must be plain names, got {self.kind(key_node)}")
+                continue
+            key = key_node.value
+            if key in explicit:
+                first = explicit[key][1].start_mark.line + 1
+                self.fail(key_node, f"duplicate key {key!r} in {what} (first at line {first}); "
+                          "YAML would silently keep only the last one")
+                continue
+            explicit[key] = (key, key_node, value_node)
+        inherited = [item for key, item in merged.items() if key not in explicit]
+        return inherited + list(explicit.values())
+
+    def value(self, node: Node, what: str = "value",
+              _active: frozenset[int] = frozenset()) -> Any:
+        """A node as plain Python data, reporting duplicate keys at any depth."""
+        if id(node) in _active:
+            self.fail(node, f"{what}: recursive YAML alias")
+            return None
+        if isinstance(node, ScalarNode):
+            if node.tag.startswith("!") and not node.tag.startswith("!!"):
+                return _Tagged(node.value, node.tag)
+            try:
+                return self.ctor.construct_object(node)
+            except Exception as exc:  # bad timestamps, unknown !!tags, ...
+                problem = getattr(exc, "problem", None) or str(exc)
+                self.fail(node, f"{what}: cannot read {node.value!r}: {problem}")
+                return node.value
+        inner = _active | {id(node)}
+        if isinstance(node, SequenceNode):
+            return [self.value(item, what, inner) for item in node.value]
+        result: dict[Any, Any] = {}
+        for key, _, value_node in self.pairs(node, what) or []:
+            result[key] = self.value(value_node, f"{what}.{key}", inner)
+        return result
+
+    # -- document
+
+    def read(self, root: Node) -> None:
+        top = self.pairs(root, "inventory")
+        if top is None:
+            return
+        if not top:
+            self.fail(root, "inventory is empty; expected a mapping with an 'all:' group")
+            return
+        zrelay_node: Node | None = None
+        for key, key_node, value_node in top:
+            if key == ZRELAY_SECTION:
+                zrelay_node = value_node
+            elif (key != "all" and suggest(key, [ZRELAY_SECTION])
+                  and self.has_foreign_keys(value_node)):
+                hint = suggest(key, [ZRELAY_SECTION])
+                self.fail(key_node, f"unknown top-level key {key!r}{hint}")
+            else:
+                self.read_group(key, key_node, value_node, parent=None)
+        if zrelay_node is not None:
+            self.read_zrelay(zrelay_node)
+
+    @staticmethod
+    def has_foreign_keys(node: Node) -> bool:
+        """True for a mapping with keys a group cannot have: a misspelt section, not a group."""
+        return isinstance(node, MappingNode) and any(
+            isinstance(k, ScalarNode) and k.tag != _MERGE_TAG and k.value not in _GROUP_KEYS
+            for k, _ in node.value)
+
+    def name(self, key: str, key_node: ScalarNode, what: str) -> str | None:
+        """A host or group name as written (YAML's own typing of keys is ignored)."""
+        if not key.strip():
+            self.fail(key_node, f"{what} name is empty")
+            return None
+        if any(c.isspace() for c in key):
+            self.fail(key_node, f"{what} name {key!r} contains whitespace")
+            return None
+        return key
+
+    def read_group(self, name: str, key_node: ScalarNode, node: Node, parent: str | None) -> None:
+        if self.name(name, key_node, "group") is None:
+            return
+        where = f"group {name!r}"
+        if name == "all" and parent is not None:
+            self.fail(key_node, "'all' cannot be a child group: every group is already in 'all'")
+            return
+        items = self.pairs(node, where)
+        group = self.builder.group(name, self.at(key_node), parent)
+        for key, k_node, v_node in items or []:
+            if key == "vars":
+                group.vars.update(self.read_vars(v_node, f"vars of {where}", for_host=False))
+            elif key == "hosts":
+                self.read_hosts(name, v_node, where)
+            elif key == "children":
+                for child, c_key, c_node in self.pairs(v_node, f"children of {where}") or []:
+                    self.read_group(child, c_key, c_node, parent=name)
+            else:
+                self.fail(k_node, _unknown_key(key, list(_GROUP_KEYS), where))
+
+    def read_hosts(self, group: str, node: Node, where: str) -> None:
+        if isinstance(node, SequenceNode):
+            self.fail(node, f"hosts of {where}: expected a mapping of host names (each "
+                      "followed by ':' and optional vars), got a list")
+            return
+        for name, key_node, value_node in self.pairs(node, f"hosts of {where}") or []:
+            if self.name(name, key_node, "host") is None:
+                continue
+            if re.search(r"\[[^\]]*:[^\]]*\]", name):
+                self.fail(key_node, f"host name {name!r} looks like a host range; "
+                          "ranges are not supported, list each host")
+                continue
+            if ":" in name:
+                self.fail(key_node, f"host name {name!r} contains ':'; set 'port' instead "
+                          "(host:port names are not supported)")
+                continue
+            if not (self.is_null(value_node) or isinstance(value_node, MappingNode)):
+                self.fail(value_node, f"host {name!r}: expected its vars as a mapping (or "
+                          f"nothing), got {self.kind(value_node)}")
+                host_vars = _Vars(broken={"?"})  # still a host, so jobs naming it do not cascade
+            else:
+                host_vars = self.read_vars(value_node, f"host {name!r}", for_host=True)
+            self.builder.host(name, self.at(key_node), group, host_vars)
+
+    def read_vars(self, node: Node, where: str, *, for_host: bool) -> _Vars:
+        """One vars mapping, each setting checked and every alias mapped to its zrelay name."""
+        result = _Vars()
+        valid = list(_HOST_CHECKS)
+        for key, key_node, value_node in self.pairs(node, where) or []:
+            value = self.value(value_node, key)
+            result.raw[key] = value
+            canonical = HOST_ALIASES.get(key, key)
+            if canonical not in _HOST_CHECKS:
+                if key.startswith("ansible_"):
+                    continue  # Ansible's business; kept in raw
+                if key == "vars" and for_host:
+                    self.fail(key_node, f"{where}: host vars go directly under the host, "
+                              "not under 'vars:'")
+                else:
+                    self.fail(key_node, _unknown_key(key, valid, where, _HOST_HINTS))
+                result.broken.add("?")
+                continue
+            origin = self.at(value_node)
+            try:
+                checked = _HOST_CHECKS[canonical](value, key)
+            except _Bad as bad:
+                self.errors.add(origin, str(bad))
+                result.broken.add(canonical)
+                continue
+            if canonical in _PATH_SETTINGS:
+                checked = _resolve_path(checked, self.base_dir)
+            previous = result.settings.get(canonical)
+            if previous is not None and previous.value != checked:
+                other = next(k for k in result.raw if HOST_ALIASES.get(k, k) == canonical)
+                self.fail(key_node, f"{key!r} and {other!r} both set {canonical!r} here, "
+                          "to different values; keep one")
+                result.broken.add(canonical)
+                continue
+            result.settings[canonical] = _Setting(checked, origin)
+        return result
+
+    # -- the zrelay: section
+
+    def read_zrelay(self, node: Node) -> None:
+        valid = ["snapshot_name", "limits", "s3_targets", "jobs"]
+        for key, key_node, value_node in self.pairs(node, "zrelay section") or []:
+            if key == "snapshot_name":
+                self.read_snapshot_name(value_node)
+            elif key == "limits":
+                self.read_limits(value_node)
+            elif key == "s3_targets":
+                for name, n_key, n_node in self.pairs(value_node, "s3_targets") or []:
+                    self.read_s3_target(name, n_key, n_node)
+            elif key == "jobs":
+                self.read_jobs(value_node)
+            else:
+                self.fail(key_node, _unknown_key(key, valid, "the zrelay section"))
+
+    def read_snapshot_name(self, node: Node) -> None:
+        try:
+            template = _want_str(self.value(node), "snapshot_name")
+        except _Bad as bad:
+            self.fail(node, str(bad))
+            return
+        problem = snapshot_name_problem(template)
+        if problem:
+            self.fail(node, problem)
+        else:
+            self.builder.settings["snapshot_name"] = template
+
+    def read_limits(self, node: Node) -> None:
+        valid = ["sends_per_host", "receives_per_host"]
+        for key, key_node, value_node in self.pairs(node, "limits") or []:
+            if key not in valid:
+                self.fail(key_node, _unknown_key(key, valid, "limits"))
+                continue
+            try:
+                self.builder.settings[key] = _check_positive(self.value(value_node), key)
+            except _Bad as bad:
+                self.fail(value_node, str(bad))
+
+    def read_s3_target(self, name: str, key_node: ScalarNode, node: Node) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            self.fail(key_node, f"S3 target name {name!r} must be letters, digits, '_', '.', '-'")
+            return
+        where = f"S3 target {name!r}"
+        items = self.pairs(node, where)
+        if items is None:
+            return
+        fields: dict[str, Any] = {}
+        ok = True
+        for key, k_node, v_node in items:
+            check = _S3_CHECKS.get(key)
+            if check is None:
+                self.fail(k_node, _unknown_key(key, list(_S3_CHECKS), where))
+                ok = False
+                continue
+            try:
+                fields[key] = check(self.value(v_node), key)
+            except _Bad as bad:
+                self.fail(v_node, str(bad))
+                ok = False
+        if "bucket" not in fields and ok:
+            self.fail(node if isinstance(node, MappingNode) else key_node,
+                      f"{where} has no 'bucket'")
+            ok = False
+        if ok:
+            fields.setdefault("storage_class", DEFAULT_STORAGE_CLASS)
+            self.builder.s3_targets[name] = S3Target(name=name, origin=self.at(key_node), **fields)
+
+    def read_jobs(self, node: Node) -> None:
+        if self.is_null(node):
+            return
+        if not isinstance(node, SequenceNode):
+            self.fail(node, f"jobs: expected a list of jobs (each starting with '- source:'), "
+                      f"got {self.kind(node)}")
+            return
+        for item in node.value:
+            self.read_job(item)
+
+    def read_job(self, node: Node) -> None:
+        job = _RawJob(self.at(node))
+        items = self.pairs(node, "job")
+        if items is None:
+            return
+        valid = ["source", "name", "recursive", "snapshots", "targets"]
+        seen: set[str] = set()
+        misspelt: set[str] = set()
+        for key, k_node, v_node in items:
+            seen.add(key)
+            try:
+                if key == "source":
+                    job.source_origin = self.at(v_node)
+                    job.source = self.endpoint(self.value(v_node), "source")
+                elif key == "name":
+                    job.name_origin = self.at(v_node)
+                    job.name = _want_str(self.value(v_node), "name")
+                    if job.name != job.name.strip():
+                        raise _Bad(f"name {job.name!r} has leading or trailing whitespace")
+                elif key == "recursive":
+                    job.recursive = _want_bool(self.value(v_node), "recursive")
+                elif key == "snapshots":
+                    job.select = self.snapshot_filter(v_node)
+                elif key == "targets":
+                    self.read_targets(job, v_node)
+                else:
+                    self.fail(k_node, _unknown_key(key, valid, "job"))
+                    job.complete = False
+                    misspelt.update(difflib.get_close_matches(key, valid, n=1, cutoff=0.6))
+            except _Bad as bad:
+                self.fail(v_node, str(bad))
+                job.complete = False
+        for required in ("source", "targets"):
+            if required not in seen:
+                if required not in misspelt:  # already reported as a misspelt key
+                    self.fail(node, f"job has no '{required}'")
+                job.complete = False
+        self.builder.jobs.append(job)
+
+    @staticmethod
+    def endpoint(value: Any, what: str) -> Endpoint:
+        text = _want_str(value, what)
+        try:
+            return Endpoint.parse(text)
+        except UsageError as exc:
+            raise _Bad(f"{what}: {exc}") from None
+
+    def snapshot_filter(self, node: Node) -> SnapshotFilter:
+        prefix: str | None = None
+        regex: str | None = None
+        valid = ["prefix", "regex"]
+        for key, k_node, v_node in self.pairs(node, "snapshots") or []:
+            try:
+                if key == "prefix":
+                    prefix = _want_str(self.value(v_node), "snapshots.prefix")
+                    problem = snapshot_problem(prefix)
+                    if problem:
+                        raise _Bad(f"snapshots.prefix: {problem}")
+                elif key == "regex":
+                    regex = _want_str(self.value(v_node), "snapshots.regex")
+                    try:
+                        re.compile(regex)
+                    except re.error as exc:
+                        raise _Bad(f"snapshots.regex {regex!r} is not a valid regular "
+                                   f"expression: {exc}") from None
+                else:
+                    self.fail(k_node, _unknown_key(key, valid, "snapshots"))
+            except _Bad as bad:
+                self.fail(v_node, str(bad))
+        return SnapshotFilter(prefix=prefix, regex=regex)
+
+    def read_targets(self, job: _RawJob, node: Node) -> None:
+        if not isinstance(node, SequenceNode):
+            raise _Bad(f"targets: expected a list such as [host:pool/dataset, s3:NAME], "
+                       f"got {self.kind(node)}")
+        if not node.value:
+            raise _Bad("targets: the list is empty; a job needs at least one target")
+        for item in node.value:
+            try:
+                text = _want_str(self.value(item), "target")
+                if text.startswith(S3_SCHEME + ":"):
+                    target: Target = S3Ref(text[len(S3_SCHEME) + 1:])
+                    if not target.name:
+                        raise _Bad(f"target {text!r}: missing S3 target name after 's3:'")
+                else:
+                    target = self.endpoint(text, "target")
+                job.targets.append((target, self.at(item)))
+            except _Bad as bad:
+                self.fail(item, str(bad))
+                job.complete = False
+
+
+def _check_bucket(value: Any, what: str) -> str:
+    text = _want_str(value, what)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", text) or ".." in text:
+        raise _Bad(f"{what}: {text!r} is not a valid bucket name (3-63 of a-z, 0-9, '.', '-', "
+                   "starting and ending with a letter or digit)")
+    return text
+
+
+def _check_endpoint_url(value: Any, what: str) -> str:
+    text = _want_str(value, what)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in text):
+        raise _Bad(f"{what}: {text!r} is not an http:// or https:// URL")
+    return text
+
+
+def _check_prefix(value: Any, what: str) -> str:
+    text = _want_str(value, what)
+    if text.startswith("/"):
+        raise _Bad(f"{what}: {text!r} must not start with '/' (S3 keys are relative)")
+    return text
+
+
+def _check_region(value: Any, what: str) -> str:
+    text = _want_str(value, what)
+    if not re.fullmatch(r"[a-z0-9-]+", text):
+        raise _Bad(f"{what}: {text!r} is not a region name such as 'us-east-1'")
+    return text
+
+
+def _check_storage_class(value: Any, what: str) -> str:
+    text = _want_str(value, what)
+    if not re.fullmatch(r"[A-Z][A-Z0-9_]*", text):
+        raise _Bad(f"{what}: {text!r} is not a storage class such as 'STANDARD' or 'GLACIER_IR'")
+    return text
+
+
+def _check_addressing(value: Any, what: str) -> str:
+    text = _want_str(value, what)
+    if text not in ("auto", "path", "virtual"):
+        raise _Bad(f"{what}: expected auto, path or virtual, got {text!r}")
+    return text
+
+
+_S3_CHECKS: dict[str, Callable[[Any, str], Any]] = {
+    "bucket": _check_bucket,
+    "endpoint": _check_endpoint_url,
+    "prefix": _check_prefix,
+    "region": _check_region,
+    "storage_class": _check_storage_class,
+    "profile": lambda v, w: _want_str(v, w),
+    "addressing_style": _check_addressing,
+}
+
+
+def snapshot_name_problem(template: str) -> str | None:
+    """Why ``template`` cannot name zrelay's snapshots, or None.
+
+    Rendered at two fixed dates: each must be a valid snapshot name, and they
+    must differ, or the second ``sync --snapshot`` would collide with the first.
+    """
+    first = _dt.datetime(2001, 2, 3, 4, 5, 6, tzinfo=_dt.timezone.utc)
+    second = _dt.datetime(2012, 11, 22, 13, 44, 55, tzinfo=_dt.timezone.utc)
+    try:
+        a, b = first.strftime(template), second.strftime(template)
+    except ValueError as exc:
+        return f"snapshot_name {template!r} is not a valid strftime template: {exc}"
+    problem = snapshot_problem(a)
+    if problem:
+        return f"snapshot_name {template!r} renders as {a!r}: {problem}"
+    if a == b:
+        return (f"snapshot_name {template!r} has no date or time field (such as %Y%m%d-%H%M%S), "
+                "so every snapshot would get the same name")
+    return None
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _read_text(path: Path, errors: _Errors) -> str | None:
+    where = Origin(str(path))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        errors.add(where, "inventory file not found")
+        return None
+    except IsADirectoryError:
+        errors.add(where, "is a directory; expected an inventory file")
+        return None
+    except OSError as exc:
+        errors.add(where, f"cannot read inventory: {exc.strerror or exc}")
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        errors.add(Origin(str(path), line, column), "not valid UTF-8 text")
+        return None
+
+
+def _yaml_message(exc: yaml.MarkedYAMLError, text: str, mark: Any) -> str:
+    """PyYAML's problem and context as one line, with a hint for the usual tab mistake."""
+    problem, context = exc.problem or "", exc.context or ""
+    if problem and context.startswith("while"):
+        message = f"{problem} ({context})"
+    else:
+        message = ", ".join(p for p in (context, problem) if p) or "syntax error"
+    if mark is not None:
+        lines = text.splitlines()
+        if mark.line < len(lines) and "\t" in lines[mark.line][:mark.column + 1]:
+            message += "; tabs cannot indent YAML, use spaces"
+    return " ".join(message.split())
+
+
+def _parse(text: str, path: Path, errors: _Errors) -> Inventory | None:
+    file = str(path)
+    try:
+        root = yaml.compose(text, Loader=_LOADER)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        errors.add(Origin(file, mark.line + 1, mark.column + 1) if mark else Origin(file),
+                   f"invalid YAML: {_yaml_message(exc, text, mark)}")
+        return None
+    except yaml.YAMLError as exc:
+        errors.add(Origin(file), f"invalid YAML: {exc}")
+        return None
+    if root is None:
+        errors.add(Origin(file, 1, 1),
+                   "inventory is empty; expected a mapping with an 'all:' group")
+        return None
+    base_dir = os.path.dirname(os.path.abspath(file))
+    builder = _Builder(path, errors)
+    _YamlReader(file, base_dir, builder, errors).read(root)
+    return builder.finish()
+
+
+def validate_inventory_text(text: str, path: str | Path = "<inventory>") -> list[InventoryError]:
+    """Every problem in inventory ``text`` (relative paths resolve against ``path``'s directory)."""
+    errors = _Errors()
+    _parse(text, Path(path), errors)
+    return errors.sorted()
+
+
+def loads_inventory(text: str, path: str | Path = "<inventory>") -> Inventory:
+    """Inventory from ``text``; raise its first InventoryError."""
+    errors = _Errors()
+    inventory = _parse(text, Path(path), errors)
+    if errors.items or inventory is None:
+        raise errors.sorted()[0]
+    return inventory
+
+
+def validate_inventory(path: str | Path) -> list[InventoryError]:
+    """Every problem in the inventory file, in file order (empty: it is valid)."""
+    errors = _Errors()
+    path = Path(path)
+    text = _read_text(path, errors)
+    if text is not None:
+        _parse(text, path, errors)
+    return errors.sorted()
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """The inventory at ``path``; raise its first InventoryError (validate_inventory lists all)."""
+    errors = _Errors()
+    path = Path(path)
+    text = _read_text(path, errors)
+    inventory = _parse(text, path, errors) if text is not None else None
+    if errors.items or inventory is None:
+        raise errors.sorted()[0]
+    return inventory

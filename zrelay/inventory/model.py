@@ -1,0 +1,331 @@
+"""The resolved inventory: plain frozen data, no I/O.
+
+Everything here is already validated and merged (variable precedence applied,
+paths made absolute, references checked), so the rest of zrelay never has to
+re-check an inventory or know which file a setting came from.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from zrelay.errors import InventoryError, UsageError
+from zrelay.zfs.model import SnapshotFilter
+from zrelay.zfs.names import dataset_problem
+
+DEFAULT_PORT = 22
+DEFAULT_MAX_SESSIONS = 10  # OpenSSH's MaxSessions default
+DEFAULT_SNAPSHOT_NAME = "zrelay_%Y-%m-%dT%H:%M:%SZ"
+DEFAULT_SENDS_PER_HOST = 2
+DEFAULT_RECEIVES_PER_HOST = 2
+DEFAULT_STORAGE_CLASS = "STANDARD"
+S3_SCHEME = "s3"  # ``s3:NAME`` in a job's targets names an S3 target
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where something was written, so later errors can point back at the file."""
+
+    file: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return where
+
+    def error(self, message: str) -> InventoryError:
+        """An InventoryError located here."""
+        return InventoryError(message, self.file, self.line, self.column)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One dataset on one inventory host (``host:dataset``)."""
+
+    host: str
+    dataset: str
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.dataset}"
+
+    def contains(self, other: Endpoint) -> bool:
+        """True if ``other`` is this dataset or one of its descendants on the same host."""
+        return self.host == other.host and (
+            other.dataset == self.dataset or other.dataset.startswith(self.dataset + "/"))
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        """Parse ``host:dataset``; raise UsageError saying what is wrong (one line)."""
+        if not isinstance(text, str):
+            raise UsageError(f"expected 'host:dataset', got {text!r}")
+        host, sep, dataset = text.partition(":")
+        if not sep:
+            raise UsageError(f"expected 'host:dataset', got {text!r} (no ':')")
+        if not host.strip():
+            raise UsageError(f"missing host before ':' in {text!r}")
+        if host != host.strip() or any(c.isspace() for c in host):
+            raise UsageError(f"host in {text!r} contains whitespace")
+        if not dataset:
+            raise UsageError(f"missing dataset after ':' in {text!r}")
+        problem = dataset_problem(dataset)
+        if problem:
+            raise UsageError(f"{problem} (in {text!r})")
+        return cls(host, dataset)
+
+
+@dataclass(frozen=True, slots=True)
+class S3Ref:
+    """A job target naming an entry of ``zrelay.s3_targets`` (written ``s3:NAME``)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"{S3_SCHEME}:{self.name}"
+
+
+Target = Endpoint | S3Ref
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """One machine zrelay reaches over SSH, with every variable already merged."""
+
+    name: str
+    address: str
+    port: int = DEFAULT_PORT
+    user: str | None = None             # None: ssh config / current user
+    identity_file: str | None = None    # absolute path
+    known_hosts: str | None = None      # absolute path; None: ~/.ssh/known_hosts
+    ssh_options: Mapping[str, str | int] = field(default_factory=dict, hash=False)
+    sudo: bool = False
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    sends: int | None = None            # None: zrelay.limits.sends_per_host
+    receives: int | None = None         # None: zrelay.limits.receives_per_host
+    direct_address: str | None = None   # how other hosts reach this one, if not ``address``
+    groups: tuple[str, ...] = ()        # every group holding it (ancestors too), 'all' excluded
+    vars: Mapping[str, Any] = field(default_factory=dict, hash=False)  # merged, as written
+    origin: Origin | None = None
+
+    @property
+    def peer_address(self) -> str:
+        """The address another host should use to reach this one."""
+        return self.direct_address or self.address
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """An Ansible-style group: direct hosts, child groups, and its own vars."""
+
+    name: str
+    hosts: tuple[str, ...] = ()
+    children: tuple[str, ...] = ()
+    vars: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class S3Target:
+    """An S3 bucket (and key prefix) that jobs can replicate into."""
+
+    name: str
+    bucket: str
+    endpoint: str | None = None         # None: AWS
+    prefix: str = ""                    # prepended verbatim to every object key
+    region: str | None = None
+    storage_class: str = DEFAULT_STORAGE_CLASS
+    profile: str | None = None          # AWS config/credentials profile
+    addressing_style: str = "auto"      # auto | path | virtual
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Replicate one source dataset (optionally its whole subtree) to one or more targets."""
+
+    name: str
+    source: Endpoint
+    recursive: bool = False
+    select: SnapshotFilter = SnapshotFilter()
+    targets: tuple[Target, ...] = ()
+    origin: Origin | None = None
+
+    @property
+    def host_targets(self) -> tuple[Endpoint, ...]:
+        return tuple(t for t in self.targets if isinstance(t, Endpoint))
+
+    @property
+    def s3_targets(self) -> tuple[S3Ref, ...]:
+        return tuple(t for t in self.targets if isinstance(t, S3Ref))
+
+    def narrowed(self, dataset: str) -> Job:
+        """This job restricted to a descendant of its (recursive) source.
+
+        Host targets move down by the same relative path, so replicating the
+        narrowed job writes exactly where the whole job would have.
+        """
+        base = self.source.dataset
+        if dataset == base:
+            return self
+        if not (self.recursive and dataset.startswith(base + "/")):
+            raise ValueError(f"{dataset!r} is not inside the recursive source {self.source}")
+        rel = dataset[len(base):]
+        targets = tuple(Endpoint(t.host, t.dataset + rel) if isinstance(t, Endpoint) else t
+                        for t in self.targets)
+        return replace(self, source=Endpoint(self.source.host, dataset), targets=targets)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Fleet-wide settings from the ``zrelay:`` section."""
+
+    snapshot_name: str = DEFAULT_SNAPSHOT_NAME
+    sends_per_host: int = DEFAULT_SENDS_PER_HOST
+    receives_per_host: int = DEFAULT_RECEIVES_PER_HOST
+
+    def snapshot_name_at(self, when: _dt.datetime) -> str:
+        """The snapshot name for ``when``; the template is always rendered in UTC."""
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=_dt.timezone.utc)
+        return when.astimezone(_dt.timezone.utc).strftime(self.snapshot_name)
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or ``""``: typos are the usual cause."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def name_list(names: Iterable[str], limit: int = 12) -> str:
+    """Comma-separated names, shortened so a message stays one readable line."""
+    items = list(names)
+    if len(items) > limit:
+        return ", ".join(items[:limit]) + f", … ({len(items) - limit} more)"
+    return ", ".join(items) if items else "(none)"
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """Hosts, groups, jobs, S3 targets and settings loaded from one inventory."""
+
+    path: Path
+    hosts: Mapping[str, Host] = field(default_factory=dict, hash=False)
+    groups: Mapping[str, Group] = field(default_factory=dict, hash=False)
+    jobs: tuple[Job, ...] = ()
+    s3_targets: Mapping[str, S3Target] = field(default_factory=dict, hash=False)
+    settings: Settings = Settings()
+
+    def host(self, name: str) -> Host:
+        """The host called ``name``; an unknown name is an error naming this inventory."""
+        try:
+            return self.hosts[name]
+        except KeyError:
+            raise InventoryError(
+                f"unknown host {name!r}{suggest(name, self.hosts)}; "
+                f"known hosts: {name_list(self.hosts)}", file=str(self.path)) from None
+
+    def host_targets(self, job: Job) -> tuple[Endpoint, ...]:
+        """The job's host (non-S3) targets."""
+        return job.host_targets
+
+    def s3_targets_of(self, job: Job) -> tuple[S3Target, ...]:
+        """The job's S3 targets, resolved to their settings."""
+        return tuple(self.s3_targets[ref.name] for ref in job.s3_targets)
+
+    def sends_limit(self, host: str) -> int:
+        """Concurrent sends allowed from ``host`` (host setting, else the fleet limit)."""
+        h = self.host(host)
+        return h.sends if h.sends is not None else self.settings.sends_per_host
+
+    def receives_limit(self, host: str) -> int:
+        """Concurrent receives allowed into ``host`` (host setting, else the fleet limit)."""
+        h = self.host(host)
+        return h.receives if h.receives is not None else self.settings.receives_per_host
+
+    def hosts_in(self, group: str) -> tuple[str, ...]:
+        """Every host in ``group`` or any of its descendants, in inventory order."""
+        if group == "all":
+            return tuple(self.hosts)
+        members: set[str] = set()
+        todo, seen = [group], set()
+        while todo:
+            g = todo.pop()
+            if g in seen or g not in self.groups:
+                continue
+            seen.add(g)
+            members.update(self.groups[g].hosts)
+            todo.extend(self.groups[g].children)
+        return tuple(h for h in self.hosts if h in members)
+
+    def jobs_matching(self, patterns: list[str]) -> list[Job]:
+        """The jobs selected by command-line patterns; no patterns means every job.
+
+        A pattern is a job name, a host or group (jobs whose source is on it), or
+        ``host:dataset``: the job with exactly that source, or — for a recursive
+        job — the job narrowed to that descendant of its source. A pattern that
+        selects nothing is a usage error, so a typo never silently does nothing.
+        """
+        if not patterns:
+            return list(self.jobs)
+        whole: set[int] = set()
+        scopes: dict[int, set[str]] = {}
+        for pattern in patterns:
+            hits = self._match(pattern)
+            if not hits:
+                raise UsageError(self._no_match(pattern))
+            for index, dataset in hits:
+                if dataset is None:
+                    whole.add(index)
+                else:
+                    scopes.setdefault(index, set()).add(dataset)
+        result: list[Job] = []
+        for index, job in enumerate(self.jobs):
+            if index in whole:
+                result.append(job)
+            elif index in scopes:
+                kept = sorted(d for d in scopes[index]
+                              if not any(o != d and d.startswith(o + "/") for o in scopes[index]))
+                result.extend(job.narrowed(d) for d in kept)
+        return result
+
+    def _match(self, pattern: str) -> list[tuple[int, str | None]]:
+        """(job index, narrowed dataset or None for the whole job) selected by one pattern."""
+        hits: list[tuple[int, str | None]] = []
+        group_hosts = set(self.hosts_in(pattern)) if pattern in self.groups else set()
+        endpoint: Endpoint | None = None
+        if ":" in pattern:
+            try:
+                endpoint = Endpoint.parse(pattern)
+            except UsageError:
+                endpoint = None
+        for index, job in enumerate(self.jobs):
+            if job.name == pattern or job.source.host == pattern or job.source.host in group_hosts:
+                hits.append((index, None))
+            elif endpoint is not None:
+                if endpoint == job.source:
+                    hits.append((index, None))
+                elif job.recursive and job.source.contains(endpoint):
+                    hits.append((index, endpoint.dataset))
+        return hits
+
+    def _no_match(self, pattern: str) -> str:
+        if not self.jobs:
+            return f"{pattern!r} matches no job: the inventory {self.path} defines no jobs"
+        sources = list(dict.fromkeys(str(j.source) for j in self.jobs))
+        names = [j.name for j in self.jobs if j.name != str(j.source)]
+        hint = suggest(pattern, sources + names + list(self.hosts))
+        if pattern in self.hosts:
+            why = f"no job replicates from host {pattern!r}"
+        elif pattern in self.groups:
+            why = f"no job replicates from a host in group {pattern!r}"
+        else:
+            why = f"{pattern!r} matches no job name, host, group or job source"
+        return f"{why}{hint}; job sources: {name_list(sources)}"
