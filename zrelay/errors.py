@@ -160,6 +160,66 @@ class PermissionDenied(ZfsError):
     code = "permission-denied"
 
 
+# Finer cases seen in real zfs output (OpenZFS 2.3 and zfs-fuse 0.7); each is a
+# subclass of the broader case callers already handle where one fits.
+
+
+class DestinationMissing(MissingParent):
+    """An incremental receive into a target that does not exist (OpenZFS wording)."""
+
+    code = "destination-missing"
+    hint = "the target dataset does not exist; it needs a full send first"
+
+
+class BaseMismatch(ZfsError):
+    """The target does not hold the incremental stream's base snapshot."""
+
+    code = "base-mismatch"
+    hint = "the target lacks the incremental base snapshot (destroyed, or the target diverged)"
+
+
+class NewerSnapshotsExist(ZfsError):
+    """``zfs rollback`` without ``-r`` refused because later snapshots exist."""
+
+    code = "newer-snapshots-exist"
+    hint = "rolling back would destroy the newer snapshots listed"
+
+
+class OutOfSpace(QuotaExceeded):
+    """zfs-fuse reports a quota hit as plain "out of space"; so does a full pool."""
+
+    code = "out-of-space"
+    hint = "the target's quota or pool is full"
+
+
+class SnapshotHeldOrBusy(SnapshotHeld, DatasetBusy):
+    """zfs-fuse answers "dataset is busy" both for a held snapshot and a briefly busy one."""
+
+    code = "snapshot-held-or-busy"
+    hint = "the snapshot is held (zfs hold) or briefly busy"
+
+
+class HoldExists(ZfsError):
+    code = "hold-exists"
+
+
+class NoSuchHold(ZfsError):
+    code = "no-such-hold"
+
+
+class ZfsUnsupported(ZfsError):
+    """This host's zfs rejected an option, subcommand or property it does not have."""
+
+    code = "unsupported"
+    hint = "this zfs does not support that (zfs-fuse and older ZFS lack newer options)"
+
+
+class ZfsUnavailable(ZfsError):
+    """No usable zfs on the host: not installed, module not loaded, daemon not running."""
+
+    code = "zfs-unavailable"
+
+
 # --- planning ----------------------------------------------------------------
 
 

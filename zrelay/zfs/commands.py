@@ -1,0 +1,329 @@
+"""Every zfs command line zrelay runs is built here, and quoted here.
+
+Builders return argv lists; ``quote``/``remote_command``/``pipeline`` are the
+only places an argv becomes a shell string. Each builder validates every name
+with ``zrelay.zfs.names`` first (InvalidName otherwise), so no shell
+metacharacter and no leading '-' can reach a command line: options only ever
+come from the literals in this module, never from user strings.
+
+Two dialects are spoken (see tests/fixtures/*/transcript.txt for the real
+outputs): OpenZFS 2.x, and zfs-fuse 0.7 (pool v23), which has no ``list -p``,
+no ``get -t``, no ``send -n/-P/-t/-w``, no ``receive -s/-A``, no bookmarks and
+takes one snapshot name per ``zfs snapshot``. ``receive -u`` is missing from
+zfs-fuse's usage text but accepted and honoured.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+
+from zrelay.errors import InvalidName
+from zrelay.zfs.model import Capabilities, Flavor
+from zrelay.zfs.names import check_dataset, check_snapshot
+
+ZFS = "zfs"
+
+# Fixed script: tells OpenZFS (``zfs version``) from zfs-fuse/older ZFS (pool
+# version line of ``zpool upgrade -v``) in one round trip. No user data in it.
+PROBE_SCRIPT = (
+    'command -v zfs >/dev/null 2>&1 || { echo "zrelay-probe: no zfs"; exit 127; }; '
+    "zfs version 2>/dev/null && exit 0; "
+    'echo "zrelay-probe: no zfs version"; '
+    "zpool upgrade -v 2>&1 | head -n 1"
+)
+
+# Columns of the state listings; parse.py reads them by position.
+FS_COLUMNS = ("name", "guid", "receive_resume_token", "mountpoint", "encryption", "encryptionroot")
+SNAPSHOT_COLUMNS = ("name", "guid", "createtxg", "creation", "used", "referenced")
+BOOKMARK_COLUMNS = ("name", "guid", "createtxg", "creation")
+FUSE_PROPERTIES = ("type", "guid", "createtxg", "creation")
+
+_TAG = re.compile(r"[A-Za-z0-9_.:][A-Za-z0-9_.:-]*")
+_TOKEN = re.compile(r"[0-9a-f]+(?:-[0-9a-f]+)+")
+_PROP_NAME = re.compile(r"[a-z][a-z0-9_]*|[a-z0-9_.][a-z0-9_.-]*:[a-z0-9_.:-]+")
+_PROP_VALUE = re.compile(r"[A-Za-z0-9_.:/@+,=-](?:[A-Za-z0-9_.:/@+,= -]*[A-Za-z0-9_.:/@+,=-])?")
+
+
+class Unsupported(ValueError):
+    """The host's zfs lacks what the caller asked for (caught before running anything)."""
+
+
+# --- quoting -----------------------------------------------------------------
+
+
+def quote(argv: Sequence[str]) -> str:
+    """The one place an argv becomes shell text (remote commands go through a shell)."""
+    return shlex.join(list(argv))
+
+
+def remote_command(argv: Sequence[str], *, sudo: bool = False) -> str:
+    """``argv`` quoted for the remote shell; ``sudo -n`` so a password prompt fails fast."""
+    text = quote(argv)
+    return f"sudo -n {text}" if sudo else text
+
+
+def pipeline(*argvs: Sequence[str], sudo: bool = False) -> str:
+    """``a | b | c`` with each stage quoted; sudo is applied to zfs/zpool stages only."""
+    if not argvs:
+        raise ValueError("pipeline needs at least one command")
+    return " | ".join(remote_command(a, sudo=sudo and bool(a) and a[0] in (ZFS, "zpool"))
+                      for a in argvs)
+
+
+# --- name checks ---------------------------------------------------------------
+
+
+def check_snapshot_name(full: str) -> str:
+    """Validate ``dataset@snap`` (the full name) or raise InvalidName."""
+    if not isinstance(full, str) or full.count("@") != 1:
+        raise InvalidName(f"snapshot {full!r} must look like dataset@name")
+    dataset, snap = full.split("@")
+    check_dataset(dataset)
+    check_snapshot(snap)
+    return full
+
+
+def check_bookmark_name(full: str) -> str:
+    """Validate ``dataset#bookmark`` or raise InvalidName."""
+    if not isinstance(full, str) or full.count("#") != 1 or "@" in full:
+        raise InvalidName(f"bookmark {full!r} must look like dataset#name")
+    dataset, mark = full.split("#")
+    check_dataset(dataset)
+    check_snapshot(mark)
+    return full
+
+
+def check_tag(tag: str) -> str:
+    """Hold tags come first on the command line, so they must not look like options."""
+    if not isinstance(tag, str) or not _TAG.fullmatch(tag) or len(tag) > 255:
+        raise InvalidName(f"hold tag {tag!r} must be letters, digits, '_', '.', ':', '-' "
+                          "and must not start with '-'")
+    return tag
+
+
+def check_resume_token(token: str) -> str:
+    """A receive_resume_token is ``1-hex-hex-hex``; anything else is refused."""
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise InvalidName(f"resume token {token!r} is not a zfs resume token")
+    return token
+
+
+def _check_send_base(base: str) -> str:
+    return check_bookmark_name(base) if "#" in base else check_snapshot_name(base)
+
+
+def _is_fuse(caps: Capabilities | None) -> bool:
+    return caps is not None and caps.flavor is Flavor.ZFS_FUSE
+
+
+def lists_with_get(caps: Capabilities) -> bool:
+    """True when state comes from one ``zfs get -H -p`` (no ``zfs list -p`` on this host)."""
+    return caps.flavor is Flavor.ZFS_FUSE or not caps.list_parsable
+
+
+# --- probing and listing ---------------------------------------------------------
+
+
+def probe_argv() -> list[str]:
+    """One command whose output names the ZFS flavour and version (see parse.parse_probe)."""
+    return ["sh", "-c", PROBE_SCRIPT]
+
+
+def exists_argv(dataset: str) -> list[str]:
+    """Succeeds iff ``dataset`` exists (fails with 'dataset does not exist' otherwise)."""
+    return [ZFS, "list", "-H", "-o", "name", check_dataset(dataset)]
+
+
+def list_state_argvs(dataset: str, caps: Capabilities, recursive: bool) -> list[list[str]]:
+    """Commands whose stdouts, in order, feed parse.parse_state.
+
+    OpenZFS: filesystems (guid, resume token, encryption), snapshots, and
+    bookmarks when supported, each with ``list -H -p``. zfs-fuse has no
+    ``list -p`` (it prints guids as "8.80E") and no ``get -t``, so one
+    ``get -H -p`` over the tree gives type/guid/createtxg/creation per name;
+    ``-d 1`` keeps it to the dataset and its snapshots (children are dropped
+    by the parser).
+    """
+    check_dataset(dataset)
+    if lists_with_get(caps):
+        depth = ["-r"] if recursive else ["-d", "1"]
+        return [[ZFS, "get", "-H", "-p", "-o", "name,property,value", ",".join(FUSE_PROPERTIES),
+                 *depth, dataset]]
+    tree = ["-r"] if recursive else []
+    snaps = ["-r"] if recursive else ["-d", "1"]
+    argvs = [
+        [ZFS, "list", "-H", "-p", "-t", "filesystem,volume", "-o", ",".join(FS_COLUMNS), *tree, dataset],
+        [ZFS, "list", "-H", "-p", "-t", "snapshot", "-o", ",".join(SNAPSHOT_COLUMNS), *snaps, dataset],
+    ]
+    if caps.bookmarks:
+        argvs.append([ZFS, "list", "-H", "-p", "-t", "bookmark", "-o", ",".join(BOOKMARK_COLUMNS),
+                      *snaps, dataset])
+    return argvs
+
+
+def holds_argv(snapshots: str | Sequence[str], *, caps: Capabilities | None = None,
+               recursive: bool = False) -> list[str]:
+    """``zfs holds -H``; zfs-fuse cannot list holds (its helper script is missing), see userrefs_argv."""
+    if _is_fuse(caps):
+        raise Unsupported("zfs-fuse cannot list holds (`zfs holds` fails: pyzfs.py not found); "
+                          "use userrefs_argv for the hold count")
+    names = [snapshots] if isinstance(snapshots, str) else list(snapshots)
+    if not names:
+        raise ValueError("holds_argv needs at least one snapshot")
+    return [ZFS, "holds", "-H", *(["-r"] if recursive else []),
+            *(check_snapshot_name(n) for n in names)]
+
+
+def userrefs_argv(snapshot: str) -> list[str]:
+    """Number of user holds on a snapshot; works on both dialects."""
+    return [ZFS, "get", "-H", "-p", "-o", "name,property,value", "userrefs",
+            check_snapshot_name(snapshot)]
+
+
+# --- send and receive ---------------------------------------------------------------
+
+
+def send_argv(snapshot: str, *, caps: Capabilities, base: str | None = None,
+              intermediates: bool = False, raw: bool = False, resume_token: str | None = None,
+              estimate: bool = False, props: bool = False, replicate: bool = False) -> list[str]:
+    """``zfs send``: full, ``-i``/``-I`` from a snapshot or ``-i`` from a bookmark, or ``-t`` resume.
+
+    With ``resume_token`` the snapshot argument is ignored (the token names
+    it). ``estimate`` gives the ``-nvP`` dry run whose ``size`` line
+    parse.parse_send_estimate reads. Raises Unsupported when ``caps`` lack
+    the feature, before anything runs.
+    """
+    argv = [ZFS, "send"]
+    if estimate:
+        if not caps.send_estimate:
+            raise Unsupported(f"{caps.flavor.value} has no `zfs send -nvP` size estimate")
+        argv.append("-nvP")
+    if resume_token is not None:
+        if not caps.resume:
+            raise Unsupported(f"{caps.flavor.value} cannot resume a send (no `zfs send -t`)")
+        return [*argv, "-t", check_resume_token(resume_token)]
+    check_snapshot_name(snapshot)
+    if raw:
+        if not caps.raw_send:
+            raise Unsupported(f"{caps.flavor.value} has no raw send (`zfs send -w`)")
+        argv.append("-w")
+    if replicate:
+        argv.append("-R")
+    if props:
+        argv.append("-p")
+    if base is not None:
+        _check_send_base(base)
+        if "#" in base:
+            if not caps.bookmarks:
+                raise Unsupported(f"{caps.flavor.value} has no bookmarks to send from")
+            if intermediates:
+                raise Unsupported("`zfs send -I` cannot start from a bookmark; use -i")
+        argv += ["-I" if intermediates else "-i", base]
+    elif intermediates:
+        raise ValueError("intermediates (-I) need a base snapshot")
+    argv.append(snapshot)
+    return argv
+
+
+def estimate_argv(send: Sequence[str]) -> list[str]:
+    """The ``-nvP`` dry run of an argv made by send_argv (OpenZFS only)."""
+    argv = list(send)
+    if argv[:2] != [ZFS, "send"]:
+        raise ValueError(f"not a zfs send argv: {argv!r}")
+    if "-nvP" in argv:
+        return argv
+    return [ZFS, "send", "-nvP", *argv[2:]]
+
+
+def receive_argv(target: str, *, caps: Capabilities, force: bool = False,
+                 resumable: bool | None = None, mount: bool = False) -> list[str]:
+    """``zfs receive`` into ``target`` (a dataset, or ``dataset@snap`` to name the snapshot).
+
+    ``-s`` (keep a resume token if interrupted) whenever the host supports it
+    and ``resumable`` is not False; ``-u`` unless ``mount`` so a replica is
+    not mounted over anything; ``-F`` only when asked, since it discards
+    target changes.
+    """
+    if "@" in target:
+        check_snapshot_name(target)
+    else:
+        check_dataset(target)
+    argv = [ZFS, "receive"]
+    if (resumable is None or resumable) and caps.resume:
+        argv.append("-s")
+    if force:
+        argv.append("-F")
+    if not mount:
+        argv.append("-u")
+    argv.append(target)
+    return argv
+
+
+def abort_receive_argv(target: str, *, caps: Capabilities | None = None) -> list[str]:
+    """``zfs receive -A``: drop a partial receive (and its resume token)."""
+    if caps is not None and not caps.resume:
+        raise Unsupported(f"{caps.flavor.value} keeps no partial receives (`zfs receive -A` is missing)")
+    return [ZFS, "receive", "-A", check_dataset(target)]
+
+
+# --- other changes -------------------------------------------------------------------
+
+
+def rollback_argv(snapshot: str, destroy_later: bool = True) -> list[str]:
+    """``zfs rollback``; ``-r`` destroys the snapshots after ``snapshot`` (refused without it)."""
+    return [ZFS, "rollback", *(["-r"] if destroy_later else []), check_snapshot_name(snapshot)]
+
+
+def snapshot_argv(names: Sequence[str], recursive: bool, *,
+                  caps: Capabilities | None = None) -> list[str]:
+    """``zfs snapshot [-r] a@s b@s``: several names are atomic on OpenZFS; zfs-fuse takes one."""
+    names = list(names)
+    if not names:
+        raise ValueError("snapshot_argv needs at least one name")
+    if len(names) > 1 and _is_fuse(caps):
+        raise Unsupported("zfs-fuse takes one snapshot per `zfs snapshot` (\"too many arguments\")")
+    return [ZFS, "snapshot", *(["-r"] if recursive else []), *(check_snapshot_name(n) for n in names)]
+
+
+def hold_argv(tag: str, snapshot: str, *, recursive: bool = False) -> list[str]:
+    """``zfs hold TAG SNAP``: keeps a send base from being destroyed by someone else."""
+    return [ZFS, "hold", *(["-r"] if recursive else []), check_tag(tag), check_snapshot_name(snapshot)]
+
+
+def release_argv(tag: str, snapshot: str, *, recursive: bool = False) -> list[str]:
+    return [ZFS, "release", *(["-r"] if recursive else []), check_tag(tag), check_snapshot_name(snapshot)]
+
+
+def create_argv(dataset: str, parents: bool = True,
+                props: Mapping[str, str] | None = None) -> list[str]:
+    """``zfs create [-p] [-o k=v]...``; property names and values are checked like names."""
+    argv = [ZFS, "create"]
+    if parents:
+        argv.append("-p")
+    for key, value in (props or {}).items():
+        if not isinstance(key, str) or not _PROP_NAME.fullmatch(key):
+            raise InvalidName(f"property name {key!r} is not valid")
+        if not isinstance(value, str) or not _PROP_VALUE.fullmatch(value):
+            raise InvalidName(f"property value {value!r} for {key} has characters zrelay does not pass")
+        argv += ["-o", f"{key}={value}"]
+    argv.append(check_dataset(dataset))
+    return argv
+
+
+def destroy_snapshot_argv(snapshot: str) -> list[str]:
+    """Destroy exactly one snapshot: the '@' check makes destroying a dataset impossible here."""
+    return [ZFS, "destroy", check_snapshot_name(snapshot)]
+
+
+def bookmark_argv(snapshot: str, bookmark: str, *, caps: Capabilities | None = None) -> list[str]:
+    """``zfs bookmark ds@snap ds#mark`` (OpenZFS): an incremental base that costs no space."""
+    if caps is not None and not caps.bookmarks:
+        raise Unsupported(f"{caps.flavor.value} has no bookmarks")
+    return [ZFS, "bookmark", check_snapshot_name(snapshot), check_bookmark_name(bookmark)]
+
+
+def resume_token_argv(dataset: str) -> list[str]:
+    """The receive_resume_token of one dataset ("-" when none), OpenZFS only."""
+    return [ZFS, "get", "-H", "-p", "-o", "value", "receive_resume_token", check_dataset(dataset)]

@@ -1,0 +1,379 @@
+"""Every zfs output zrelay reads is parsed here; every zfs error text is classified here.
+
+The texts come from real hosts: tests/fixtures/openzfs-2.3/transcript.txt
+(OpenZFS 2.3.2) and tests/fixtures/zfs-fuse/transcript.txt (zfs-fuse 0.7,
+recorded by record.sh beside it). The parsers are strict on purpose: a line
+that does not have the expected shape raises ValueError rather than silently
+dropping a snapshot the planner would then miss.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from zrelay.errors import (
+    BadStream,
+    BaseMismatch,
+    DatasetBusy,
+    DatasetNotFound,
+    DestinationExists,
+    DestinationMissing,
+    DestinationModified,
+    HoldExists,
+    InvalidName,
+    MissingParent,
+    NewerSnapshotsExist,
+    NoResumableState,
+    NoSuchHold,
+    OutOfSpace,
+    PermissionDenied,
+    QuotaExceeded,
+    SnapshotHeld,
+    SnapshotHeldOrBusy,
+    ZfsError,
+    ZfsUnavailable,
+    ZfsUnsupported,
+)
+from zrelay.zfs.commands import (
+    BOOKMARK_COLUMNS,
+    FS_COLUMNS,
+    SNAPSHOT_COLUMNS,
+    check_resume_token,
+    lists_with_get,
+)
+from zrelay.zfs.model import Bookmark, Capabilities, DatasetState, Flavor, Snapshot
+
+# --- probe -----------------------------------------------------------------------
+
+_OPENZFS_VERSION = re.compile(r"^zfs-(\d+\.\d+(?:\.\d+)?)", re.M)
+_POOL_VERSION = re.compile(r"running ZFS pool version (\d+)")
+_FEATURE_FLAGS = re.compile(r"supports ZFS pool feature flags")
+
+
+def parse_probe(stdout: str, stderr: str, rc: int, *, host: str = "?") -> Capabilities:
+    """Capabilities from the output of commands.probe_argv().
+
+    OpenZFS prints ``zfs-2.3.2-…`` (``zfs version``, present since 0.8, so
+    raw send, resume and bookmarks are all there). zfs-fuse has no ``zfs
+    version``; its ``zpool upgrade -v`` says "running ZFS pool version 23".
+    A pre-0.8 ZFS on Linux says "supports ZFS pool feature flags" and gets a
+    conservative set. Anything else raises the mapped ZfsError.
+    """
+    m = _OPENZFS_VERSION.search(stdout)
+    if m:
+        return Capabilities.openzfs(m.group(1))
+    m = _POOL_VERSION.search(stdout)
+    if m:
+        return Capabilities.zfs_fuse(f"pool v{m.group(1)}")
+    if _FEATURE_FLAGS.search(stdout):
+        return Capabilities(Flavor.OPENZFS, "pre-0.8", list_parsable=True, send_estimate=True,
+                            resume=False, bookmarks=True, raw_send=False, holds=True)
+    if "zrelay-probe: no zfs" in stdout and "no zfs version" not in stdout:
+        raise ZfsUnavailable(host, "zfs is not installed (or not on the PATH of this login)",
+                             exit_status=rc)
+    error = map_error(host, stderr if stderr.strip() else stdout, rc)
+    if type(error) is ZfsError:
+        text = (stderr.strip() or stdout.strip() or f"exit {rc}").splitlines()[0]
+        raise ZfsUnavailable(host, f"cannot tell which ZFS this is: {text}", exit_status=rc)
+    raise error
+
+
+# --- state --------------------------------------------------------------------------
+
+
+def _int(value: str, line: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"unexpected number {value!r} in zfs output line {line!r}") from None
+
+
+def _fields(line: str, count: int) -> list[str]:
+    parts = line.split("\t")
+    if len(parts) != count:
+        raise ValueError(f"expected {count} tab-separated fields in zfs output line {line!r}")
+    return parts
+
+
+def _in_scope(dataset: str, root: str, recursive: bool) -> bool:
+    if "%" in dataset:  # hidden receive clones (ds/%recv) are not datasets of ours
+        return False
+    return dataset == root or (recursive and dataset.startswith(root + "/"))
+
+
+class _Acc:
+    """Collects one dataset's facts while lines arrive in any order."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.snapshots: list[Snapshot] = []
+        self.bookmarks: list[Bookmark] = []
+        self.resume_token: str | None = None
+        self.encrypted = False
+
+    def state(self) -> DatasetState:
+        snaps = sorted(self.snapshots, key=lambda s: s.createtxg)  # stable: ties keep listing order
+        marks = sorted(self.bookmarks, key=lambda b: b.createtxg)
+        return DatasetState(name=self.name, exists=True, snapshots=tuple(snaps),
+                            bookmarks=tuple(marks), resume_token=self.resume_token,
+                            encrypted=self.encrypted)
+
+
+def parse_state(outputs: list[str], caps: Capabilities, root: str,
+                recursive: bool) -> dict[str, DatasetState]:
+    """Datasets under ``root`` (just ``root`` unless recursive) from list_state_argvs' stdouts.
+
+    Every dataset present is included, with or without snapshots; snapshots
+    and bookmarks are oldest first by createtxg. An absent root simply does
+    not appear (the listing command fails; see is_not_found).
+    """
+    accs: dict[str, _Acc] = {}
+
+    def acc(name: str) -> _Acc:
+        if name not in accs:
+            accs[name] = _Acc(name)
+        return accs[name]
+
+    if lists_with_get(caps):
+        _parse_get_tree(outputs[0] if outputs else "", root, recursive, acc)
+    else:
+        if len(outputs) < 2:
+            raise ValueError("OpenZFS state needs the filesystem and snapshot listings")
+        _parse_fs_listing(outputs[0], root, recursive, acc)
+        _parse_snapshot_listing(outputs[1], root, recursive, acc)
+        if len(outputs) > 2:
+            _parse_bookmark_listing(outputs[2], root, recursive, acc)
+    return {name: a.state() for name, a in accs.items()}
+
+
+def _parse_fs_listing(text: str, root: str, recursive: bool, acc: Callable[[str], _Acc]) -> None:
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        f = dict(zip(FS_COLUMNS, _fields(line, len(FS_COLUMNS))))
+        if not _in_scope(f["name"], root, recursive):
+            continue
+        a = acc(f["name"])
+        token = f["receive_resume_token"]
+        a.resume_token = None if token in ("-", "") else token
+        a.encrypted = f["encryption"] not in ("off", "-", "")
+
+
+def _parse_snapshot_listing(text: str, root: str, recursive: bool,
+                            acc: Callable[[str], _Acc]) -> None:
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        f = dict(zip(SNAPSHOT_COLUMNS, _fields(line, len(SNAPSHOT_COLUMNS))))
+        dataset, _, snap = f["name"].partition("@")
+        if not snap or not _in_scope(dataset, root, recursive):
+            continue
+        acc(dataset).snapshots.append(Snapshot(dataset, snap, _int(f["guid"], line),
+                                               _int(f["createtxg"], line), _int(f["creation"], line)))
+
+
+def _parse_bookmark_listing(text: str, root: str, recursive: bool,
+                            acc: Callable[[str], _Acc]) -> None:
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        f = dict(zip(BOOKMARK_COLUMNS, _fields(line, len(BOOKMARK_COLUMNS))))
+        dataset, _, mark = f["name"].partition("#")
+        if not mark or not _in_scope(dataset, root, recursive):
+            continue
+        acc(dataset).bookmarks.append(Bookmark(dataset, mark, _int(f["guid"], line),
+                                               _int(f["createtxg"], line), _int(f["creation"], line)))
+
+
+def _parse_get_tree(text: str, root: str, recursive: bool, acc: Callable[[str], _Acc]) -> None:
+    """zfs-fuse: ``name<TAB>property<TAB>value`` lines, four properties per name."""
+    props: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        name, prop, value = _fields(line, 3)
+        props.setdefault(name, {})[prop] = value
+    for name, p in props.items():
+        kind = p.get("type")
+        if kind in ("filesystem", "volume"):
+            if _in_scope(name, root, recursive):
+                acc(name)
+        elif kind == "snapshot":
+            dataset, _, snap = name.partition("@")
+            if not snap or not _in_scope(dataset, root, recursive):
+                continue
+            line = f"{name}: {p}"
+            try:
+                acc(dataset).snapshots.append(Snapshot(dataset, snap, _int(p["guid"], line),
+                                                       _int(p["createtxg"], line),
+                                                       _int(p.get("creation", "0"), line)))
+            except KeyError as missing:
+                raise ValueError(f"zfs get output lacks {missing} for {name!r}") from None
+        else:
+            raise ValueError(f"zfs get output has no usable type for {name!r}: {p}")
+
+
+def parse_exists(stdout: str, dataset: str) -> bool:
+    """True when ``zfs list -H -o name DS`` printed the dataset."""
+    return any(line == dataset for line in stdout.splitlines())
+
+
+# --- send estimates and resume tokens ----------------------------------------------------
+
+_SIZE_LINE = re.compile(r"^size\s+(\d+)\s*$", re.M)
+
+
+def parse_send_estimate(stdout: str) -> int:
+    """Total bytes from ``zfs send -nvP`` (the ``size`` line; also for -I/-R and -t output)."""
+    sizes = _SIZE_LINE.findall(stdout)
+    if not sizes:
+        raise ValueError("no 'size' line in zfs send -nvP output")
+    return int(sizes[-1])
+
+
+def parse_resume_token_contents(stdout: str) -> dict[str, int | str | bool]:
+    """The nvlist ``zfs send -nvP -t TOKEN`` prints: toname, toguid, fromguid, bytes, …
+
+    Hex numbers become ints; a bare key (a boolean nvpair) becomes True.
+    """
+    lines = stdout.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "resume token contents:")
+    except StopIteration:
+        raise ValueError("no 'resume token contents:' in zfs send -nvP -t output") from None
+    out: dict[str, int | str | bool] = {}
+    for line in lines[start + 1:]:
+        text = line.strip()
+        if not text or text.startswith("nvlist version"):
+            continue
+        if not line.startswith(("\t", " ")):
+            break  # the "full"/"incremental"/"size" lines that follow
+        key, sep, value = text.partition(" = ")
+        if not sep:
+            out[key] = True
+        elif re.fullmatch(r"0x[0-9a-fA-F]+", value):
+            out[key] = int(value, 16)
+        elif re.fullmatch(r"\d+", value):
+            out[key] = int(value)
+        else:
+            out[key] = value
+    return out
+
+
+_TOKEN_HINT = re.compile(r"zfs send -t\s+(\S+)")
+
+
+def resume_token_from_stderr(stderr: str) -> str | None:
+    """The token in OpenZFS's "A resuming stream can be generated … zfs send -t TOKEN" hint."""
+    m = _TOKEN_HINT.search(stderr)
+    if not m:
+        return None
+    try:
+        return check_resume_token(m.group(1))
+    except InvalidName:
+        return None
+
+
+# --- holds --------------------------------------------------------------------------------
+
+
+def parse_holds(stdout: str) -> list[tuple[str, str]]:
+    """(snapshot, tag) pairs from ``zfs holds -H`` (tabs) or the headed column form."""
+    out: list[tuple[str, str]] = []
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        if "\t" in line:
+            parts = line.split("\t")
+        else:
+            parts = line.split()
+            if parts[:2] == ["NAME", "TAG"]:
+                continue
+        if len(parts) < 2 or "@" not in parts[0]:
+            raise ValueError(f"unexpected zfs holds line {line!r}")
+        out.append((parts[0], parts[1]))
+    return out
+
+
+def parse_userrefs(stdout: str) -> dict[str, int]:
+    """Hold counts per snapshot from ``zfs get -H -p -o name,property,value userrefs``."""
+    out: dict[str, int] = {}
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        name, prop, value = _fields(line, 3)
+        if prop == "userrefs":
+            out[name] = _int(value, line)
+    return out
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+_I = re.I | re.S
+
+# First match wins: receive-specific texts come before the generic
+# "does not exist" / "busy", because a failed pipeline's stderr also carries
+# the sender's "Broken pipe" and zfs-fuse's "cannot open …" preamble.
+_RULES: list[tuple[re.Pattern[str], type[ZfsError]]] = [
+    (re.compile(r"permission denied|sudo: (a password is required|a terminal is required)"
+                r"|sudo: .* not allowed|operation not permitted", _I), PermissionDenied),
+    (re.compile(r"failed to initialize ZFS library|modules are not loaded|zrelay-probe: no zfs$"
+                r"|zfs: (command )?not found|/dev/zfs", _I | re.M), ZfsUnavailable),
+    (re.compile(r"checksum mismatch or incomplete stream|invalid backup stream|invalid stream"
+                r"|bad magic number|failed to read from stream|incomplete stream"
+                r"|stream has unsupported feature", _I), BadStream),
+    (re.compile(r"has been modified\s+since most recent snapshot", _I), DestinationModified),
+    (re.compile(r"most recent snapshot of .* does not\s+match incremental source", _I), BaseMismatch),
+    (re.compile(r"destination '[^']*' exists|destination has snapshots|destination already exists"
+                r"|must specify -F to overwrite", _I), DestinationExists),
+    (re.compile(r"cannot receive (incremental|resume) stream: destination '[^']*' does not exist",
+                _I), DestinationMissing),
+    (re.compile(r"cannot receive new filesystem stream: dataset does not exist"
+                r"|dataset does not exist.*cannot receive new filesystem stream: "
+                r"unable to restore to destination"
+                r"|parent of '[^']*' does not exist", _I), MissingParent),
+    (re.compile(r"quota exceeded", _I), QuotaExceeded),
+    (re.compile(r"out of space|no space left", _I), OutOfSpace),
+    (re.compile(r"does not have any resumable receive state|resume token is corrupt"
+                r"|used in the initial send no longer exists"
+                r"|no longer the same snapshot used in the initial send"
+                r"|incremental source [0-9xa-f]+ no longer exists", _I), NoResumableState),
+    (re.compile(r"it's being held|is being held", _I), SnapshotHeld),
+    (re.compile(r"cannot destroy '[^'@]*@[^']*': dataset is busy", _I), SnapshotHeldOrBusy),
+    (re.compile(r"tag already exists on this dataset", _I), HoldExists),
+    (re.compile(r"no such tag on this dataset", _I), NoSuchHold),
+    (re.compile(r"more recent snapshots exist", _I), NewerSnapshotsExist),
+    (re.compile(r"dataset is busy|pool or dataset is busy|target is busy|umount failed"
+                r"|device or resource busy", _I), DatasetBusy),
+    (re.compile(r"invalid option '|unrecognized command '|unrecognized option|invalid type '"
+                r"|bad property list: invalid property|pyzfs\.py not found|too many arguments", _I),
+     ZfsUnsupported),
+    (re.compile(r"dataset does not exist|could not send .*: does not exist"
+                r"|incremental source .* does not exist|no such pool|does not exist", _I),
+     DatasetNotFound),
+]
+
+
+def error_class(text: str) -> type[ZfsError]:
+    """The ZfsError subclass for a zfs error text (plain ZfsError when unrecognised)."""
+    for pattern, cls in _RULES:
+        if pattern.search(text):
+            return cls
+    return ZfsError
+
+
+def map_error(host: str, stderr: str, exit_status: int | None, dataset: str | None = None,
+              *, stdout: str = "") -> ZfsError:
+    """The typed error for a failed zfs command, from the texts of both dialects.
+
+    ``stdout`` is consulted only when stderr is empty: zfs-fuse prints some
+    failures ("pyzfs.py not found") on stdout.
+    """
+    text = stderr if stderr.strip() else stdout
+    return error_class(text)(host, text, dataset=dataset, exit_status=exit_status)
+
+
+def is_not_found(stderr: str) -> bool:
+    """True when a listing failed because the dataset (or pool) is absent."""
+    return error_class(stderr) is DatasetNotFound
