@@ -1,0 +1,66 @@
+# zrelay — every entry point a user or CI needs. Run as root on Debian 12.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := zfs-fuse openssh-server openssh-client pv mbuffer tmux python3-venv
+LAB := $(BIN)/python lab/zfslab.py
+INVENTORY := inventory/lab.yml
+
+.PHONY: help install deps venv lab-up lab-down demo test test-unit test-lab lint bench clean
+
+help:
+	@echo "make demo      install, start the 3-host lab, replicate, show status"
+	@echo "make test      install, start the lab, run every test"
+	@echo "make bench     benchmarks (prints ratios against OpenSSH measured in the same run)"
+	@echo "make lab-up | lab-down"
+
+install: deps venv
+
+# System packages, only when something is missing (apt is slow even when it has nothing to do).
+deps:
+	@missing=""; \
+	for bin in zfs-fuse:zfs-fuse sshd:openssh-server ssh:openssh-client pv:pv mbuffer:mbuffer tmux:tmux; do \
+	  command -v $${bin%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${bin%%:*} ] || missing="$$missing $${bin##*:}"; \
+	done; \
+	$(PY) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+lab-up: install
+	$(LAB) up
+
+lab-down:
+	$(PY) lab/zfslab.py down
+
+demo: lab-up
+	$(BIN)/python lab/demo_data.py
+	$(BIN)/zrelay -i $(INVENTORY) sync --dry-run
+	$(BIN)/zrelay -i $(INVENTORY) sync --snapshot
+	$(BIN)/zrelay -i $(INVENTORY) status
+
+lint: venv
+	$(BIN)/lint-imports
+
+test: install
+	$(BIN)/lint-imports
+	ZRELAY_REQUIRE_LAB=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+test-unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: lab-up
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

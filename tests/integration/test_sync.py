@@ -1,0 +1,284 @@
+"""`zrelay sync` and `zrelay status` against the real lab: zfs-fuse hosts behind real sshd."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import (REPO, exists, fingerprint, make_dataset, one_line_error, snapshots,
+                                       write, write_inventory, zrelay)
+
+pytestmark = pytest.mark.lab
+
+
+def test_full_then_incremental_then_noop(lab, tmp_path: Path) -> None:
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"backup/{name}"
+    make_dataset(lab, "nas1", src, snaps=["zrelay_1"])
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
+
+    first = zrelay("sync", inventory=inv)
+    assert first.returncode == 0, first.stderr + first.stdout
+    assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
+
+    for snap in ("zrelay_2", "zrelay_3", "zrelay_4"):
+        write(lab, "nas1", src, snap)
+        lab.run("nas1", "zfs", "snapshot", f"{src}@{snap}")
+    second = zrelay("sync", "--json", inventory=inv)
+    assert second.returncode == 0, second.stderr
+    result = json.loads(second.stdout)[0]
+    assert result["outcome"] == "ok"
+    assert result["plans"][0]["kind"] == "incremental"
+    assert [s for s, _ in snapshots(lab, "vault", dst)] == ["zrelay_1", "zrelay_2", "zrelay_3", "zrelay_4"]
+    assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
+
+    third = zrelay("sync", "--json", inventory=inv)
+    assert third.returncode == 0
+    assert json.loads(third.stdout)[0]["outcome"] == "noop"
+
+    status = zrelay("status", "--json", inventory=inv)
+    assert status.returncode == 0, status.stderr
+    row = json.loads(status.stdout)[0]
+    assert row["state"] == "in-sync" and row["common_base"] == "zrelay_4" and row["behind"] == 0
+
+
+def test_dry_run_prints_exact_commands_and_changes_nothing(lab, tmp_path: Path) -> None:
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"backup/deep/{name}"
+    make_dataset(lab, "nas1", src, snaps=["zrelay_a", "zrelay_b"])
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
+    proc = zrelay("sync", "--dry-run", "--snapshot", inventory=inv)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"nas1$ zfs snapshot {src}@zrelay_" in out
+    assert f"nas1$ zfs send {src}@zrelay_a" in out
+    assert f"vault$ zfs receive" in out and dst in out
+    assert not exists(lab, "vault", dst)
+    assert [s for s, _ in snapshots(lab, "nas1", src)] == ["zrelay_a", "zrelay_b"]
+
+
+def test_snapshot_option_and_prefix_filter_stepwise(lab, tmp_path: Path) -> None:
+    """Only zrelay_* snapshots travel; a manual snapshot in between forces stepwise -i."""
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"tank/replica/{name}"
+    make_dataset(lab, "nas1", src, snaps=["zrelay_1", "manual", "zrelay_2"])
+    inv = write_inventory(tmp_path / "inv.yml", lab, [
+        {"source": f"nas1:{src}", "snapshots": {"prefix": "zrelay_"}, "targets": [f"nas2:{dst}"]}])
+    proc = zrelay("sync", "--snapshot", inventory=inv)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    names = [s for s, _ in snapshots(lab, "nas2", dst)]
+    assert names[:2] == ["zrelay_1", "zrelay_2"] and len(names) == 3 and names[2].startswith("zrelay_")
+    assert "manual" not in names
+
+
+def test_recursive_job_with_children(lab, tmp_path: Path) -> None:
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"backup/{name}"
+    make_dataset(lab, "nas1", src)
+    make_dataset(lab, "nas1", f"{src}/child")
+    make_dataset(lab, "nas1", f"{src}/child/grandchild")
+    make_dataset(lab, "nas1", f"{src}/with space")
+    inv = write_inventory(tmp_path / "inv.yml", lab, [
+        {"source": f"nas1:{src}", "recursive": True, "targets": [f"vault:{dst}"]}])
+    first = zrelay("sync", "--snapshot", inventory=inv)
+    assert first.returncode == 0, first.stderr + first.stdout
+    for child in ("", "/child", "/child/grandchild", "/with space"):
+        assert snapshots(lab, "vault", dst + child) == snapshots(lab, "nas1", src + child) != []
+    write(lab, "nas1", f"{src}/child", "more")
+    second = zrelay("sync", "--snapshot", inventory=inv)
+    assert second.returncode == 0, second.stderr
+    assert snapshots(lab, "vault", f"{dst}/child") == snapshots(lab, "nas1", f"{src}/child")
+    assert len(snapshots(lab, "vault", f"{dst}/child")) == 2
+
+
+def test_two_targets_for_one_source(lab, tmp_path: Path) -> None:
+    name = lab.unique()
+    src = f"tank/{name}"
+    make_dataset(lab, "nas1", src, snaps=["zrelay_1", "zrelay_2"])
+    targets = [f"nas2:tank/replica/{name}", f"vault:backup/{name}"]
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": targets}])
+    proc = zrelay("sync", "--json", inventory=inv)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert sorted(r["target"] for r in results) == sorted(targets)
+    assert snapshots(lab, "nas2", f"tank/replica/{name}") == snapshots(lab, "nas1", src)
+    assert snapshots(lab, "vault", f"backup/{name}") == snapshots(lab, "nas1", src)
+
+
+def test_third_host_push_concurrent(lab, tmp_path: Path) -> None:
+    """nas1→vault and nas2→vault in one run, both streams in flight at once."""
+    name = lab.unique()
+    make_dataset(lab, "nas1", f"tank/{name}", mib=48, snaps=["zrelay_1"])
+    make_dataset(lab, "nas2", f"tank/{name}", mib=48, snaps=["zrelay_1"])
+    inv = write_inventory(tmp_path / "inv.yml", lab, [
+        {"source": f"nas1:tank/{name}", "targets": [f"vault:backup/{name}-from-nas1"]},
+        {"source": f"nas2:tank/{name}", "targets": [f"vault:backup/{name}-from-nas2"]},
+    ])
+    proc = zrelay("sync", "--json", inventory=inv)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert {r["outcome"] for r in results} == {"ok"}
+    assert snapshots(lab, "vault", f"backup/{name}-from-nas1") == snapshots(lab, "nas1", f"tank/{name}")
+    assert snapshots(lab, "vault", f"backup/{name}-from-nas2") == snapshots(lab, "nas2", f"tank/{name}")
+    # Concurrency: the two jobs overlapped in time (each took most of the total).
+    total = max(r["seconds"] for r in results)
+    assert sum(r["seconds"] for r in results) > total * 1.3
+
+
+def test_diverged_target_refused_then_rollback(lab, tmp_path: Path) -> None:
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"backup/{name}"
+    make_dataset(lab, "nas1", src, snaps=["zrelay_1"])
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
+    assert zrelay("sync", inventory=inv).returncode == 0
+    # The target grows a snapshot of its own; the source moves on.
+    lab.run("vault", "zfs", "snapshot", f"{dst}@local-only")
+    write(lab, "nas1", src, "f2")
+    lab.run("nas1", "zfs", "snapshot", f"{src}@zrelay_2")
+    before = fingerprint(lab, "vault", dst)
+
+    refused = zrelay("sync", inventory=inv)
+    assert refused.returncode == 1
+    text = refused.stdout + refused.stderr
+    assert "diverged" in text.lower() and "local-only" in text and "--rollback" in text
+    assert fingerprint(lab, "vault", dst) == before
+
+    status = json.loads(zrelay("status", "--json", inventory=inv).stdout)[0]
+    assert status["state"] == "diverged"
+
+    fixed = zrelay("sync", "--rollback", inventory=inv)
+    assert fixed.returncode == 0, fixed.stderr + fixed.stdout
+    assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
+
+
+def test_no_common_base_refused(lab, tmp_path: Path) -> None:
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"backup/{name}"
+    make_dataset(lab, "nas1", src, snaps=["zrelay_1"])
+    make_dataset(lab, "vault", dst, snaps=["unrelated"])
+    before = fingerprint(lab, "vault", dst)
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
+    for extra in ([], ["--rollback"]):
+        proc = zrelay("sync", *extra, inventory=inv)
+        assert proc.returncode == 1
+        assert "no common" in (proc.stdout + proc.stderr).lower()
+        assert fingerprint(lab, "vault", dst) == before
+
+
+def test_killed_send_leaves_target_unchanged_and_next_sync_works(lab, tmp_path: Path) -> None:
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"backup/{name}"
+    make_dataset(lab, "nas1", src, mib=8, snaps=["zrelay_1"])
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
+    assert zrelay("sync", inventory=inv).returncode == 0
+    write(lab, "nas1", src, "big", mib=400)
+    lab.run("nas1", "zfs", "snapshot", f"{src}@zrelay_2")
+    before = fingerprint(lab, "vault", dst)
+
+    argv = [sys.executable, "-m", "zrelay", "-i", str(inv), "sync"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = lab.run("nas1", "pgrep", "-f", f"zfs send .*{src}@", check=False)
+        if found.returncode == 0:
+            time.sleep(0.3)
+            # zfs-fuse's daemon writes the stream into the pipe it was handed, so killing the
+            # `zfs` client alone does not stop it; kill the sshd session that carries it too.
+            pid = found.stdout.split()[0]
+            ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            lab.run("nas1", "kill", "-KILL", pid, ppid, check=False)
+            killed = True
+            break
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=120)
+    assert killed, "never saw the zfs send running"
+    assert proc.returncode == 1, out + err
+    assert "Traceback" not in err
+    assert "nas1" in out + err and ("stream" in (out + err).lower() or "killed" in (out + err).lower())
+    assert fingerprint(lab, "vault", dst) == before
+
+    again = zrelay("sync", inventory=inv)
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
+
+
+def test_one_host_down_others_complete(lab, tmp_path: Path) -> None:
+    name = lab.unique()
+    make_dataset(lab, "nas1", f"tank/{name}", snaps=["zrelay_1"])
+    inv = write_inventory(tmp_path / "inv.yml", lab, [
+        {"source": f"nas1:tank/{name}", "targets": [f"vault:backup/{name}", f"ghost:tank/{name}"]},
+    ], hosts={"ghost": {"address": "127.0.0.9"}})
+    proc = zrelay("sync", inventory=inv)
+    assert proc.returncode == 1
+    text = proc.stdout + proc.stderr
+    assert "Traceback" not in text
+    assert "ghost" in proc.stderr and "127.0.0.9" in text
+    assert snapshots(lab, "vault", f"backup/{name}") == snapshots(lab, "nas1", f"tank/{name}")
+    status = json.loads(zrelay("status", "--json", inventory=inv).stdout)
+    assert {r["target"]: r["state"] for r in status}[f"ghost:tank/{name}"] == "unreachable"
+
+
+def test_wrong_host_key_refused(lab, tmp_path: Path) -> None:
+    wrong = tmp_path / "known_hosts"
+    # vault's real key registered under nas1's address: a "changed" host key for nas1.
+    lines = lab.known_hosts.read_text().splitlines()
+    vault_key = next(line for line in lines if line.startswith(lab.hosts["vault"]))
+    wrong.write_text(vault_key.replace(lab.hosts["vault"], lab.hosts["nas1"], 1) + "\n")
+    name = lab.unique()
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:tank/{name}", "targets": [f"vault:backup/{name}"]}],
+                          hosts={"nas1": {"address": lab.hosts["nas1"], "known_hosts": str(wrong)}})
+    proc = zrelay("sync", inventory=inv)
+    assert proc.returncode == 1
+    text = one_line_error(proc) + proc.stdout
+    assert "nas1" in text and str(wrong) in text and "does not match" in text.lower()
+
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    inv2 = write_inventory(tmp_path / "inv2.yml", lab, [{"source": f"nas1:tank/{name}", "targets": [f"vault:backup/{name}"]}],
+                           hosts={"nas1": {"address": lab.hosts["nas1"], "known_hosts": str(empty)}})
+    proc2 = zrelay("sync", inventory=inv2)
+    assert proc2.returncode == 1
+    assert "not in" in (proc2.stdout + proc2.stderr) and str(empty) in proc2.stdout + proc2.stderr
+
+
+def test_auth_failure_named(lab, tmp_path: Path) -> None:
+    other_key = tmp_path / "id_other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
+    name = lab.unique()
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:tank/{name}", "targets": [f"vault:backup/{name}"]}],
+                          hosts={"nas1": {"identity_file": str(other_key)}})
+    proc = zrelay("status", "--json", inventory=inv)
+    assert proc.returncode == 1
+    row = json.loads(proc.stdout)[0]
+    assert row["state"] == "unreachable" and "authentication" in row["message"]
+
+
+@pytest.mark.parametrize("bad", ["tank/a;touch /tmp/zrelay-pwned", "tank/$(touch /tmp/zrelay-pwned)",
+                                 "tank/`touch /tmp/zrelay-pwned`", "tank/a' 'b", 'tank/a"b', "tank/a|b",
+                                 "tank/a&&b", "-tank/x"])
+def test_injection_in_inventory_rejected(lab, tmp_path: Path, bad: str) -> None:
+    Path("/tmp/zrelay-pwned").unlink(missing_ok=True)
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{bad}", "targets": ["vault:backup/x"]}])
+    proc = zrelay("sync", inventory=inv)
+    assert proc.returncode == 2
+    message = one_line_error(proc)
+    assert len(message.splitlines()) == 1 and "inv.yml:" in message
+    assert not Path("/tmp/zrelay-pwned").exists()
+
+
+def test_space_in_names_quoted_safely(lab, tmp_path: Path) -> None:
+    name = lab.unique()
+    src, dst = f"tank/{name} has spaces", f"backup/{name} copy"
+    make_dataset(lab, "nas1", src, snaps=["zrelay_1", "snap with space"])
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
+    dry = zrelay("sync", "--dry-run", inventory=inv)
+    assert f"'{src}@zrelay_1'" in dry.stdout
+    proc = zrelay("sync", inventory=inv)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)

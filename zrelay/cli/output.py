@@ -1,0 +1,167 @@
+"""Terminal output for the CLI: live progress bars from engine events, summaries, tables."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn,
+                           TransferSpeedColumn)
+from rich.table import Table
+
+from zrelay.engine import TaskResult
+from zrelay.events import Event, JobFinished, Outcome, TransferFinished, TransferProgress, TransferStarted
+from zrelay.status import LocationStatus
+
+def _console(stderr: bool) -> Console:
+    """Wide enough for tables in logs and pipes; a terminal keeps its own width."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 140
+    return Console(stderr=stderr, highlight=False, width=width)
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
+
+_OUTCOME_STYLE = {
+    Outcome.OK: "green", Outcome.NOOP: "green", Outcome.SKIPPED: "cyan",
+    Outcome.REFUSED: "yellow", Outcome.FAILED: "red",
+}
+_STATE_STYLE = {
+    "in-sync": "green", "behind": "cyan", "missing": "cyan", "resumable": "cyan", "no-snapshots": "yellow",
+    "diverged": "red", "no-common-base": "red", "unreachable": "red", "error": "red",
+}
+
+
+def human_bytes(n: float | int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def human_seconds(s: float | int | None) -> str:
+    if s is None:
+        return "-"
+    s = int(s)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+class ProgressView:
+    """Consumes engine events: rich bars on a TTY, one log line per stream otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Progress | None = None
+        self._tasks: dict[tuple[str, str, str], TaskID] = {}
+
+    def __enter__(self) -> "ProgressView":
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn("{task.description}", justify="left"), BarColumn(), DownloadColumn(binary_units=True),
+                TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False,
+                refresh_per_second=4)
+            self._progress.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def handle(self, event: Event) -> None:
+        progress = self._progress
+        if progress is None:
+            return
+        if isinstance(event, TransferStarted):
+            key = (event.job, event.target, event.stream)
+            self._tasks[key] = progress.add_task(f"{event.stream} → {event.target_host}", total=event.estimate)
+        elif isinstance(event, TransferProgress):
+            task = self._tasks.get((event.job, event.target, event.stream))
+            if task is not None:
+                progress.update(task, completed=event.done)
+        elif isinstance(event, TransferFinished):
+            task = self._tasks.get((event.job, event.target, event.stream))
+            if task is not None:
+                progress.update(task, completed=event.done, total=event.done if event.ok else None)
+        elif isinstance(event, JobFinished) and event.outcome is Outcome.FAILED:
+            progress.console.print(f"[red]failed[/red] {event.job} → {event.target}: {event.message}")
+
+
+def result_dict(r: TaskResult) -> dict:
+    return {
+        "job": r.job, "source": r.source, "target": r.target, "outcome": r.outcome.value,
+        "message": r.message, "bytes": r.bytes, "seconds": round(r.seconds, 3),
+        "failed_host": r.failed_host,
+        "plans": [{"kind": p.kind.value, "source": p.source, "target": p.target, "reason": p.reason,
+                   "behind": p.behind} for p in r.plans],
+        "commands": [{"host": h, "command": c} for h, c in r.commands],
+    }
+
+
+def print_dry_run(results: list[TaskResult]) -> None:
+    for r in results:
+        style = _OUTCOME_STYLE.get(r.outcome, "")
+        out.print(f"[bold]{r.job}[/bold] → {r.target}: [{style}]{r.message}[/{style}]")
+        for p in r.plans:
+            if len(r.plans) > 1:
+                out.print(f"  {p.kind.value:<15} {p.source} → {p.target}: {p.reason}")
+            for option in p.options:
+                out.print(f"    option: {option}")
+        for host, command in r.commands:
+            out.print(f"    [dim]{host}$[/dim] {command}", markup=True, highlight=False)
+        if not r.commands and r.outcome is not Outcome.REFUSED:
+            out.print("    (no remote commands: nothing to do)")
+
+
+def print_summary(results: list[TaskResult]) -> None:
+    if not results:
+        out.print("no host targets matched: nothing to do")
+        return
+    table = Table(title="zrelay sync", title_justify="left")
+    for col in ("job", "target", "result", "bytes", "time", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        style = _OUTCOME_STYLE.get(r.outcome, "")
+        detail = r.message if r.outcome not in (Outcome.FAILED, Outcome.REFUSED) else "see below"
+        table.add_row(r.job, r.target, f"[{style}]{r.outcome.value}[/{style}]", human_bytes(r.bytes),
+                      f"{r.seconds:.1f}s", detail)
+    out.print(table)
+    failed = sorted({r.failed_host for r in results if r.outcome is Outcome.FAILED and r.failed_host})
+    bad = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.REFUSED)]
+    for r in bad:
+        err.print(f"{r.outcome.value}: {r.job} → {r.target}: {r.message}", markup=False, soft_wrap=True)
+    if bad:
+        hosts = f" (hosts: {', '.join(failed)})" if failed else ""
+        err.print(f"zrelay: {len(bad)} of {len(results)} job target(s) failed or refused{hosts}")
+
+
+def print_status(rows: list[LocationStatus]) -> None:
+    if not rows:
+        out.print("no host targets in the matching jobs")
+        return
+    table = Table(title=f"zrelay status  {time.strftime('%Y-%m-%d %H:%M:%S')}", title_justify="left")
+    for col in ("job", "target", "state", "source newest", "target newest", "common base", "lag", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        style = _STATE_STYLE.get(r.state, "")
+        label = f"behind {r.behind}" if r.state == "behind" else r.state
+        detail = r.message if r.state not in ("in-sync", "behind") else (
+            f"{r.datasets} datasets" if r.datasets > 1 else "")
+        table.add_row(r.job, r.target, f"[{style}]{label}[/{style}]", r.source_newest or "-",
+                      r.target_newest or "-", r.common_base or "-", human_seconds(r.lag_seconds), detail)
+    out.print(table)
+

@@ -1,0 +1,58 @@
+"""``zrelay sync``: replicate every matching job to its host targets."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from zrelay.cli import output
+from zrelay.engine import Engine, SyncOptions, TaskResult
+from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK
+from zrelay.events import Outcome
+from zrelay.inventory import load_inventory
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sync", help="replicate datasets host to host",
+                       description="Replicate every job (or the jobs matching PATTERN) to its host targets.")
+    p.add_argument("patterns", nargs="*", metavar="PATTERN",
+                   help="host, host:dataset or job name; default: every job")
+    p.add_argument("-n", "--dry-run", action="store_true",
+                   help="show the plan and the exact remote commands per host; change nothing")
+    p.add_argument("--snapshot", action="store_true",
+                   help="take a new source snapshot first (name from the inventory's snapshot_name)")
+    p.add_argument("--rollback", action="store_true",
+                   help="allow rolling a diverged target back to the common base (destroys its newer snapshots)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from zrelay.cli.main import find_inventory
+
+    inventory = load_inventory(find_inventory(args.inventory))
+    jobs = inventory.jobs_matching(args.patterns)
+    options = SyncOptions(dry_run=args.dry_run, take_snapshot=args.snapshot, rollback=args.rollback)
+    show_progress = not args.json and not args.dry_run and sys.stderr.isatty()
+    with output.ProgressView(enabled=show_progress) as view:
+        results = asyncio.run(_sync(inventory, jobs, options, view.handle))
+    if args.json:
+        json.dump([output.result_dict(r) for r in results], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.dry_run:
+        output.print_dry_run(results)
+    else:
+        output.print_summary(results)
+    return exit_code(results)
+
+
+async def _sync(inventory, jobs, options, sink) -> list[TaskResult]:  # type: ignore[no-untyped-def]
+    async with Engine(inventory, sink) as engine:
+        return await engine.sync(jobs, options)
+
+
+def exit_code(results: list[TaskResult]) -> int:
+    bad = {Outcome.FAILED, Outcome.REFUSED}
+    return EXIT_JOB_FAILED if any(r.outcome in bad for r in results) else EXIT_OK

@@ -1,0 +1,398 @@
+"""The engine: runs every replication job of a run concurrently, safely.
+
+Per-host limits (``sends`` per source host, ``receives`` per target host)
+keep a fleet run from overloading any single machine; one failing job never
+stops the others; everything that happens is reported as events
+(``zrelay.events``), which the frontends draw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable
+
+from zrelay.errors import DatasetNotFound, InvalidName, TransportError, ZfsError, ZrelayError
+from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outcome,
+                           TransferFinished, TransferProgress, TransferStarted, discard)
+from zrelay.inventory.model import Endpoint, Inventory, Job
+from zrelay.paths.relay import TransferFailed, relay
+from zrelay.plan import Plan, PlanKind, SendStep, describe, plan, plan_recursive
+from zrelay.transport.host import RemoteHost
+from zrelay.transport.ssh import ConnectionPool
+from zrelay.zfs import commands, parse
+from zrelay.zfs.model import Capabilities, DatasetState, Snapshot
+from zrelay.zfs.names import snapshot_problem
+
+PROGRESS_INTERVAL = 0.25  # seconds between TransferProgress events per stream
+MAX_REPLANS = 3           # resume, then re-plan what is left
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    dry_run: bool = False
+    take_snapshot: bool = False
+    rollback: bool = False
+    now: datetime | None = None
+
+
+@dataclass
+class TaskResult:
+    """The outcome of one job towards one target."""
+
+    job: str
+    source: str
+    target: str
+    outcome: Outcome
+    message: str = ""
+    bytes: int = 0
+    seconds: float = 0.0
+    failed_host: str | None = None
+    plans: list[Plan] = field(default_factory=list)
+    commands: list[tuple[str, str]] = field(default_factory=list)
+
+
+class StateCache:
+    """One listing per (host, dataset, recursive) per run, shared by every job that asks."""
+
+    def __init__(self) -> None:
+        self._futures: dict[tuple[str, str, bool], asyncio.Future[dict[str, DatasetState]]] = {}
+
+    async def get(self, host: RemoteHost, dataset: str, recursive: bool) -> dict[str, DatasetState]:
+        key = (host.name, dataset, recursive)
+        fut = self._futures.get(key)
+        if fut is None:
+            fut = self._futures[key] = asyncio.ensure_future(host.state(dataset, recursive))
+        return await asyncio.shield(fut)
+
+    def forget(self, host: str, dataset: str) -> None:
+        for key in [k for k in self._futures if k[0] == host and k[1] == dataset]:
+            del self._futures[key]
+
+
+class Engine:
+    """Runs jobs against live hosts; all I/O goes through one ConnectionPool."""
+
+    def __init__(self, inventory: Inventory, events: EventSink = discard) -> None:
+        self.inventory = inventory
+        self.emit = events
+        self.pool = ConnectionPool(inventory.hosts)
+        self._hosts: dict[str, RemoteHost] = {}
+        self.states = StateCache()
+        settings = inventory.settings
+        self._sends = {h.name: asyncio.Semaphore(h.sends or settings.sends_per_host)
+                       for h in inventory.hosts.values()}
+        self._receives = {h.name: asyncio.Semaphore(h.receives or settings.receives_per_host)
+                          for h in inventory.hosts.values()}
+
+    def host(self, name: str) -> RemoteHost:
+        remote = self._hosts.get(name)
+        if remote is None:
+            remote = self._hosts[name] = RemoteHost(self.pool.get(name))
+        return remote
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def __aenter__(self) -> "Engine":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- sync -------------------------------------------------------------
+
+    async def sync(self, jobs: Iterable[Job], options: SyncOptions = SyncOptions()) -> list[TaskResult]:
+        """Replicate every host target of ``jobs``; S3 targets are left to ``s3-push``."""
+        now = options.now or datetime.now(timezone.utc)
+        work = [self._sync_job(job, options, now) for job in jobs]
+        nested = await asyncio.gather(*work)
+        return [r for results in nested for r in results]
+
+    async def _sync_job(self, job: Job, options: SyncOptions, now: datetime) -> list[TaskResult]:
+        targets = [t for t in job.targets if isinstance(t, Endpoint)]
+        if not targets:
+            return []
+        source = self.host(job.source.host)
+        snapshot_name: str | None = None
+        try:
+            if options.take_snapshot:
+                snapshot_name = self._snapshot_name(now)
+                argv = commands.snapshot_argv([f"{job.source.dataset}@{snapshot_name}"], job.recursive)
+                if not options.dry_run:
+                    await source.zfs(argv, dataset=job.source.dataset)
+                    self.states.forget(source.name, job.source.dataset)
+        except ZrelayError as exc:
+            return [self._finish(job, t, Outcome.FAILED, str(exc), _blame(exc, source.name))
+                    for t in targets]
+        snap_cmd = [(source.name, source.command(argv))] if options.take_snapshot else []
+        results = await asyncio.gather(*(
+            self._sync_target(job, target, options, snapshot_name if options.dry_run else None, snap_cmd)
+            for target in targets))
+        return list(results)
+
+    def _snapshot_name(self, now: datetime) -> str:
+        name = now.strftime(self.inventory.settings.snapshot_name)
+        problem = snapshot_problem(name)
+        if problem:
+            raise InvalidName(f"snapshot_name template gives an invalid name: {problem}")
+        return name
+
+    async def _sync_target(self, job: Job, target: Endpoint, options: SyncOptions,
+                           simulated_snapshot: str | None,
+                           pre_commands: list[tuple[str, str]]) -> TaskResult:
+        started = time.monotonic()
+        self.emit(JobStarted(job.name, str(job.source), str(target)))
+        source, dest = self.host(job.source.host), self.host(target.host)
+        result = TaskResult(job.name, str(job.source), str(target), Outcome.OK,
+                            commands=list(pre_commands))
+        try:
+            for _round in range(MAX_REPLANS):
+                plans = await self.plan_job(job, target, options.rollback, simulated_snapshot)
+                result.plans = plans
+                cmds = await self._plan_commands(plans, source, dest, options.rollback)
+                result.commands.extend(cmds)
+                self.emit(JobPlanned(job.name, str(target), _overall_kind(plans),
+                                     "; ".join(describe(p) for p in plans), tuple(cmds)))
+                if options.dry_run:
+                    result.outcome = _dry_outcome(plans)
+                    result.message = _summarise(plans)
+                    break
+                refused = [p for p in plans if p.refused]
+                runnable = [p for p in plans if p.transfers]
+                for p in runnable:
+                    result.bytes += await self._execute(job, target, p, source, dest, options.rollback)
+                if refused:
+                    result.outcome = Outcome.REFUSED
+                    result.message = _refusal(refused)
+                    result.failed_host = dest.name
+                    break
+                if not runnable:
+                    result.outcome = Outcome.OK if result.bytes else Outcome.NOOP
+                    result.message = _summarise(plans) if not result.bytes else result.message
+                    break
+                result.message = _summarise(plans)
+                if not any(p.kind is PlanKind.RESUME for p in runnable):
+                    break
+                self.states.forget(dest.name, target.dataset)  # resumed: plan what is left
+        except ZrelayError as exc:
+            result.outcome = Outcome.FAILED
+            result.message = str(exc)
+            result.failed_host = _blame(exc, source.name)
+        result.seconds = time.monotonic() - started
+        self.emit(JobFinished(job.name, str(job.source), str(target), result.outcome, result.message,
+                              result.bytes, result.seconds, result.failed_host))
+        return result
+
+    def _finish(self, job: Job, target: Endpoint, outcome: Outcome, message: str,
+                failed_host: str | None) -> TaskResult:
+        self.emit(JobFinished(job.name, str(job.source), str(target), outcome, message, 0, 0.0, failed_host))
+        return TaskResult(job.name, str(job.source), str(target), outcome, message, failed_host=failed_host)
+
+    async def plan_job(self, job: Job, target: Endpoint, rollback: bool,
+                       simulated_snapshot: str | None = None) -> list[Plan]:
+        """Plan ``job`` towards ``target`` from fresh (or this run's cached) listings."""
+        source, dest = self.host(job.source.host), self.host(target.host)
+        src_states, dst_states = await asyncio.gather(
+            self.states.get(source, job.source.dataset, job.recursive),
+            self.states.get(dest, target.dataset, job.recursive))
+        dst_caps = await dest.capabilities()
+        if simulated_snapshot:
+            src_states = _with_new_snapshot(src_states, simulated_snapshot)
+        src_root = src_states.get(job.source.dataset)
+        if src_root is None or not src_root.exists:
+            raise DatasetNotFound(source.name, f"cannot open '{job.source.dataset}': dataset does not exist",
+                                  job.source.dataset)
+        if job.recursive:
+            return plan_recursive(src_states, dst_states, job.source.dataset, target.dataset,
+                                  select=job.select, rollback=rollback, resume_supported=dst_caps.resume)
+        dst = dst_states.get(target.dataset, DatasetState.absent(target.dataset))
+        return [plan(src_root, dst, select=job.select, rollback=rollback, resume_supported=dst_caps.resume)]
+
+    async def _plan_commands(self, plans: list[Plan], source: RemoteHost, dest: RemoteHost,
+                             rollback: bool) -> list[tuple[str, str]]:
+        """The exact remote commands a plan runs, in order, as (host, command line)."""
+        src_caps, dst_caps = await asyncio.gather(source.capabilities(), dest.capabilities())
+        out: list[tuple[str, str]] = []
+        for index, p in enumerate(plans):
+            if not p.transfers:
+                continue
+            if p.kind is PlanKind.FULL and index == 0 and "/" in p.target:
+                parent = p.target.rsplit("/", 1)[0]
+                if "/" in parent and not await dest.exists(parent):
+                    out.append((dest.name, dest.command(commands.create_argv(parent, parents=True))))
+            if p.rollback_to is not None:
+                out.append((dest.name, dest.command(commands.rollback_argv(
+                    f"{p.target}@{p.rollback_to.name}", destroy_later=True))))
+            for send_argv, recv_argv in _stream_argvs(p, src_caps, dst_caps, rollback):
+                out.append((source.name, source.command(send_argv)))
+                out.append((dest.name, dest.command(recv_argv)))
+        return out
+
+    async def _execute(self, job: Job, target: Endpoint, p: Plan, source: RemoteHost,
+                       dest: RemoteHost, rollback: bool) -> int:
+        src_caps, dst_caps = await asyncio.gather(source.capabilities(), dest.capabilities())
+        if p.kind is PlanKind.FULL and p.target == target.dataset:
+            await dest.create_parents(p.target)
+        if p.rollback_to is not None:
+            await dest.rollback(f"{p.target}@{p.rollback_to.name}")
+        moved = 0
+        for label, (send_argv, recv_argv) in zip(_stream_labels(p), _stream_argvs(p, src_caps, dst_caps, rollback)):
+            estimate = await self._estimate(source, src_caps, p, label, send_argv)
+            async with self._sends[source.name], self._receives[dest.name]:
+                moved += await self._stream(job, target, source, dest, label, estimate,
+                                            source.command(send_argv), dest.command(recv_argv), p.target)
+        self.states.forget(dest.name, target.dataset)
+        return moved
+
+    async def _estimate(self, source: RemoteHost, caps: Capabilities, p: Plan, label: str,
+                        send_argv: list[str]) -> int | None:
+        if not caps.send_estimate:
+            return None
+        try:
+            argv = commands.estimate_argv(send_argv)
+            return parse.parse_send_estimate((await source.zfs(argv)).stdout)
+        except (ZrelayError, ValueError):
+            return None  # an estimate is a nicety; the transfer itself will tell the truth
+
+    async def _stream(self, job: Job, target: Endpoint, source: RemoteHost, dest: RemoteHost,
+                      label: str, estimate: int | None, send_cmd: str, recv_cmd: str,
+                      target_dataset: str) -> int:
+        meter = _Meter(lambda done, rate: self.emit(TransferProgress(
+            job.name, str(target), label, done, estimate, rate)))
+        self.emit(TransferStarted(job.name, str(target), source.name, dest.name, label, estimate))
+        ok = False
+        try:
+            result = await relay(source, send_cmd, dest, recv_cmd, meter.add, target_dataset=target_dataset)
+            ok = True
+            return result.bytes
+        finally:
+            meter.flush()
+            self.emit(TransferFinished(job.name, str(target), label, meter.done, meter.elapsed(), ok))
+
+
+class _Meter:
+    """Counts bytes and emits at most one progress event per PROGRESS_INTERVAL."""
+
+    def __init__(self, report: Callable[[int, float], None]) -> None:
+        self.report = report
+        self.done = 0
+        self.started = time.monotonic()
+        self._last_at = self.started
+        self._last_done = 0
+        self.rate = 0.0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last_at >= PROGRESS_INTERVAL:
+            instant = (self.done - self._last_done) / (now - self._last_at)
+            self.rate = instant if self.rate == 0 else 0.7 * self.rate + 0.3 * instant
+            self._last_at, self._last_done = now, self.done
+            self.report(self.done, self.rate)
+
+    def flush(self) -> None:
+        elapsed = self.elapsed()
+        self.report(self.done, self.done / elapsed if elapsed > 0 else 0.0)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _stream_argvs(p: Plan, src_caps: Capabilities, dst_caps: Capabilities,
+                  rollback: bool) -> list[tuple[list[str], list[str]]]:
+    """(send argv, receive argv) for each stream of a plan."""
+    resumable = dst_caps.resume
+    if p.kind is PlanKind.RESUME:
+        assert p.resume_token is not None
+        return [(commands.send_argv("", caps=src_caps, resume_token=p.resume_token),
+                 commands.receive_argv(p.target, caps=dst_caps, resumable=True))]
+    out = []
+    for step in p.steps:
+        base = step.base.full_name if step.base is not None else None
+        send = commands.send_argv(step.snapshot.full_name, caps=src_caps, base=base,
+                                  intermediates=step.intermediates)
+        recv = commands.receive_argv(p.target, caps=dst_caps, force=rollback and p.rollback_to is not None,
+                                     resumable=resumable)
+        out.append((send, recv))
+    return out
+
+
+def _stream_labels(p: Plan) -> list[str]:
+    if p.kind is PlanKind.RESUME:
+        return [f"{p.target} (resume)"]
+    return [_step_label(s) for s in p.steps]
+
+
+def _step_label(step: SendStep) -> str:
+    if step.base is None:
+        return f"{step.snapshot.full_name} (full)"
+    flag = "-I" if step.intermediates else "-i"
+    return f"{step.snapshot.dataset}@{step.base.name} → @{step.snapshot.name} ({flag})"
+
+
+def _with_new_snapshot(states: dict[str, DatasetState], name: str) -> dict[str, DatasetState]:
+    """Source states as they will be after ``zfs snapshot [-r]``, for dry runs."""
+    out = {}
+    for ds, st in states.items():
+        if not st.exists:
+            out[ds] = st
+            continue
+        txg = (st.newest.createtxg + 1) if st.newest else 1
+        new = Snapshot(ds, name, guid=-(abs(hash((ds, name))) or 1), createtxg=txg, creation=int(time.time()))
+        out[ds] = DatasetState(st.name, True, st.snapshots + (new,), st.bookmarks, st.resume_token, st.encrypted)
+    return out
+
+
+def _overall_kind(plans: list[Plan]) -> str:
+    kinds = {p.kind for p in plans}
+    for kind in (PlanKind.DIVERGED, PlanKind.NO_COMMON_BASE, PlanKind.RESUME, PlanKind.FULL,
+                 PlanKind.INCREMENTAL, PlanKind.NO_SOURCE_SNAPSHOT):
+        if kind in kinds:
+            return kind.value
+    return PlanKind.NOOP.value
+
+
+def _dry_outcome(plans: list[Plan]) -> Outcome:
+    if any(p.refused for p in plans):
+        return Outcome.REFUSED
+    if any(p.transfers for p in plans):
+        return Outcome.SKIPPED
+    return Outcome.NOOP
+
+
+def _summarise(plans: list[Plan]) -> str:
+    """A short line for tables: the plan itself for one dataset, counts per kind for many."""
+    if len(plans) == 1:
+        return describe(plans[0])
+    counts: dict[str, int] = {}
+    for p in plans:
+        counts[p.kind.value] = counts.get(p.kind.value, 0) + 1
+    return f"{len(plans)} datasets: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+
+
+def _refusal(refused: list[Plan]) -> str:
+    first = refused[0]
+    text = f"{first.kind.value.replace('-', ' ')}: {first.target}: {first.reason}"
+    if first.options:
+        text += " Options: " + " | ".join(first.options)
+    if len(refused) > 1:
+        text += f" (+{len(refused) - 1} more datasets refused)"
+    return text
+
+
+def _blame(exc: ZrelayError, default: str) -> str | None:
+    if isinstance(exc, TransferFailed):
+        return exc.failed_host
+    if isinstance(exc, (TransportError, ZfsError)):
+        return exc.host
+    return default
+
+
+async def run_sync(inventory: Inventory, jobs: list[Job], options: SyncOptions,
+                   events: EventSink = discard) -> list[TaskResult]:
+    async with Engine(inventory, events) as engine:
+        return await engine.sync(jobs, options)
+

@@ -1,0 +1,214 @@
+"""Relay data path: ``zfs send`` on the source → this process → ``zfs receive`` on the target.
+
+Source and target need no trust in each other: each only talks to the
+orchestrator. Bytes are forwarded from one SSH channel to the other inside
+asyncssh's callbacks (no per-chunk task switch, no extra buffering), with
+flow control wired through: when the target channel's send buffer fills,
+reading from the source channel pauses, so memory stays bounded whatever
+the stream size.
+
+Failure rules: when either side fails, the other is stopped; the receiver's
+stderr is the primary message (a sender killed by the broken pipe has no
+useful status of its own); the target is left as it was, or resumable where
+``receive -s`` is in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import asyncssh
+
+from zrelay.errors import ZfsError, ZrelayError
+from zrelay.transport.host import RemoteHost
+from zrelay.transport.ssh import BULK_PKTSIZE, BULK_WINDOW
+from zrelay.zfs import parse
+
+WRITE_HIGH = 8 * 1024 * 1024
+WRITE_LOW = 2 * 1024 * 1024
+STDERR_CAP = 64 * 1024
+
+
+class TransferFailed(ZrelayError):
+    """A send|receive pair failed; names the host to blame and carries both sides' story."""
+
+    def __init__(self, message: str, failed_host: str, cause: ZfsError | None = None) -> None:
+        self.failed_host = failed_host
+        self.cause = cause
+        super().__init__(message)
+
+
+@dataclass
+class _End:
+    """What one side of the pipe reported."""
+
+    stderr: bytearray
+    exit_status: int | None = None
+    exit_signal: str | None = None
+    closed: bool = False
+
+    def describe(self) -> str:
+        if self.exit_signal:
+            return f"killed by signal {self.exit_signal}"
+        if self.exit_status is None:
+            return "ended without an exit status (connection closed)"
+        return f"exit {self.exit_status}"
+
+    @property
+    def text(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+class _Session(asyncssh.SSHClientSession[bytes]):
+    """Collects stderr and exit status; the pipe decides what to do with data."""
+
+    def __init__(self, pipe: "_Pipe", end: _End, done: asyncio.Future[None]) -> None:
+        self._pipe = pipe
+        self._end = end
+        self._done = done
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if datatype == asyncssh.EXTENDED_DATA_STDERR:
+            if len(self._end.stderr) < STDERR_CAP:
+                self._end.stderr += data
+        else:
+            self._pipe.on_data(self, data)
+
+    def eof_received(self) -> bool:
+        self._pipe.on_eof(self)
+        return False
+
+    def exit_status_received(self, status: int) -> None:
+        self._end.exit_status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self._end.exit_signal = signal
+
+    def pause_writing(self) -> None:
+        self._pipe.on_pause(self)
+
+    def resume_writing(self) -> None:
+        self._pipe.on_resume(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end.closed = True
+        if not self._done.done():
+            self._done.set_result(None)
+        self._pipe.on_closed(self)
+
+
+class _Pipe:
+    """Wires the sender's stdout into the receiver's stdin, with flow control."""
+
+    def __init__(self, on_bytes: Callable[[int], None]) -> None:
+        self.on_bytes = on_bytes
+        self.sender_chan: asyncssh.SSHClientChannel[bytes] | None = None
+        self.receiver_chan: asyncssh.SSHClientChannel[bytes] | None = None
+        self.sender_session: _Session | None = None
+        self.receiver_session: _Session | None = None
+        self.total = 0
+        self.receiver_stdout = bytearray()
+        self._eof_sent = False
+
+    def on_data(self, session: _Session, data: bytes) -> None:
+        if session is self.sender_session:
+            chan = self.receiver_chan
+            if chan is not None and not chan.is_closing():
+                chan.write(data)
+                self.total += len(data)
+                self.on_bytes(len(data))
+        elif len(self.receiver_stdout) < STDERR_CAP:
+            self.receiver_stdout += data
+
+    def on_eof(self, session: _Session) -> None:
+        if session is self.sender_session:
+            self._send_eof()
+
+    def _send_eof(self) -> None:
+        chan = self.receiver_chan
+        if chan is not None and not self._eof_sent and not chan.is_closing():
+            self._eof_sent = True
+            chan.write_eof()
+
+    def on_pause(self, session: _Session) -> None:
+        if session is self.receiver_session and self.sender_chan is not None:
+            self.sender_chan.pause_reading()
+
+    def on_resume(self, session: _Session) -> None:
+        if session is self.receiver_session and self.sender_chan is not None:
+            self.sender_chan.resume_reading()
+
+    def on_closed(self, session: _Session) -> None:
+        # Whichever side ends first, the other must not wait forever.
+        if session is self.receiver_session and self.sender_chan is not None:
+            self.sender_chan.close()
+        elif session is self.sender_session:
+            self._send_eof()
+
+
+@dataclass(frozen=True, slots=True)
+class RelayResult:
+    bytes: int
+    seconds: float
+
+
+async def relay(source: RemoteHost, send_command: str, target: RemoteHost, receive_command: str,
+                on_bytes: Callable[[int], None], *, target_dataset: str | None = None) -> RelayResult:
+    """Run ``send_command`` on ``source`` piped into ``receive_command`` on ``target``."""
+    loop = asyncio.get_running_loop()
+    pipe = _Pipe(on_bytes)
+    sender_end, receiver_end = _End(bytearray()), _End(bytearray())
+    sender_done: asyncio.Future[None] = loop.create_future()
+    receiver_done: asyncio.Future[None] = loop.create_future()
+    started = time.monotonic()
+    async with target.conn.slot() as tconn, source.conn.slot() as sconn:
+        try:
+            rchan, rsession = await tconn.create_session(
+                lambda: _Session(pipe, receiver_end, receiver_done), receive_command,
+                encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
+            pipe.receiver_chan, pipe.receiver_session = rchan, rsession  # type: ignore[assignment]
+            rchan.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+            schan, ssession = await sconn.create_session(
+                lambda: _Session(pipe, sender_end, sender_done), send_command,
+                encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
+            pipe.sender_chan, pipe.sender_session = schan, ssession  # type: ignore[assignment]
+            schan.write_eof()  # zfs send reads nothing
+            await asyncio.gather(sender_done, receiver_done)
+        except BaseException:
+            for chan in (pipe.sender_chan, pipe.receiver_chan):
+                if chan is not None:
+                    chan.close()
+            raise
+    seconds = time.monotonic() - started
+    if sender_end.ok and receiver_end.ok:
+        return RelayResult(pipe.total, seconds)
+    raise _failure(source, target, sender_end, receiver_end, target_dataset, pipe.total)
+
+
+def _failure(source: RemoteHost, target: RemoteHost, sender: _End, receiver: _End,
+             target_dataset: str | None, moved: int) -> TransferFailed:
+    """Blame the right side: the receiver first, unless the sender failed on its own."""
+    sender_failed_alone = (sender.exit_status not in (None, 0) and not sender.exit_signal
+                           and (receiver.ok or not receiver.text.strip()
+                                or "stream" in receiver.text and moved == 0))
+    if not receiver.ok and not sender_failed_alone:
+        cause = parse.map_error(target.name, receiver.text or receiver.describe(),
+                                receiver.exit_status, target_dataset)
+        message = str(cause)
+        if not sender.ok:
+            message += f"; zfs send on {source.name}: {sender.describe()}"
+            if sender.text.strip() and sender.exit_signal is None and sender.exit_status is not None:
+                message += f": {sender.text.strip().splitlines()[0]}"
+        return TransferFailed(message, target.name, cause)
+    cause = parse.map_error(source.name, sender.text or sender.describe(), sender.exit_status)
+    message = str(cause) if sender.text.strip() else f"{source.name}: zfs send {sender.describe()}"
+    if not receiver.ok and receiver.text.strip():
+        message += f"; zfs receive on {target.name}: {receiver.text.strip().splitlines()[0]}"
+    return TransferFailed(message, source.name, cause)

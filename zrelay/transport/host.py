@@ -1,0 +1,93 @@
+"""A remote host as ZFS sees it: run zfs commands, probe what it supports, read state.
+
+Every command line comes from ``zrelay.zfs.commands`` and every output goes
+through ``zrelay.zfs.parse``; this module only moves text over SSH and turns
+non-zero exits into typed errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Sequence
+
+from zrelay.errors import DatasetBusy, DatasetNotFound
+from zrelay.transport.ssh import CommandResult, Connection
+from zrelay.zfs import commands, parse
+from zrelay.zfs.model import Capabilities, DatasetState
+
+BUSY_RETRIES = 5
+
+
+class RemoteHost:
+    """One inventory host reached over its shared SSH connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.host = conn.host
+        self._caps: Capabilities | None = None
+        self._caps_lock = asyncio.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    def command(self, argv: Sequence[str]) -> str:
+        """The exact remote command line for ``argv`` on this host (sudo applied)."""
+        return commands.remote_command(list(argv), sudo=self.host.sudo)
+
+    async def capabilities(self) -> Capabilities:
+        """Probe once per run: OpenZFS 2.x and zfs-fuse speak different dialects."""
+        async with self._caps_lock:
+            if self._caps is None:
+                result = await self.conn.run(self.command(commands.probe_argv()), check=False)
+                self._caps = parse.parse_probe(result.stdout, result.stderr, result.exit_status or 0)
+            return self._caps
+
+    async def zfs(self, argv: Sequence[str], *, dataset: str | None = None,
+                  retry_busy: bool = False) -> CommandResult:
+        """Run one zfs command; failures become the matching ZfsError."""
+        attempt = 0
+        while True:
+            result = await self.conn.run(self.command(argv), check=False)
+            if result.exit_status == 0:
+                return result
+            error = parse.map_error(self.name, result.stderr, result.exit_status, dataset)
+            if isinstance(error, DatasetBusy) and retry_busy and attempt < BUSY_RETRIES:
+                attempt += 1
+                await asyncio.sleep(0.2 * attempt)  # zfs-fuse answers "busy" right after a receive
+                continue
+            raise error
+
+    async def state(self, dataset: str, recursive: bool = False) -> dict[str, DatasetState]:
+        """Snapshots (with GUIDs), resume token etc. of ``dataset`` (and descendants)."""
+        caps = await self.capabilities()
+        outputs: list[str] = []
+        for argv in commands.list_state_argvs(dataset, caps, recursive):
+            try:
+                outputs.append((await self.zfs(argv, dataset=dataset)).stdout)
+            except DatasetNotFound:
+                return {dataset: DatasetState.absent(dataset)}
+        states = parse.parse_state(outputs, caps, dataset, recursive)
+        if dataset not in states:
+            states[dataset] = DatasetState.absent(dataset)
+        return states
+
+    async def exists(self, dataset: str) -> bool:
+        try:
+            await self.zfs(commands.exists_argv(dataset), dataset=dataset)
+        except DatasetNotFound:
+            return False
+        return True
+
+    async def snapshot(self, names: list[str], recursive: bool) -> None:
+        await self.zfs(commands.snapshot_argv(names, recursive))
+
+    async def create_parents(self, dataset: str) -> None:
+        """Create the parent of ``dataset`` if absent, so a full receive has somewhere to land."""
+        parent = dataset.rsplit("/", 1)[0] if "/" in dataset else None
+        if parent and "/" in parent and not await self.exists(parent):
+            await self.zfs(commands.create_argv(parent, parents=True), dataset=parent)
+
+    async def rollback(self, snapshot: str) -> None:
+        await self.zfs(commands.rollback_argv(snapshot, destroy_later=True), dataset=snapshot,
+                       retry_busy=True)

@@ -1,0 +1,224 @@
+"""SSH connections: one per host, shared by all of its sessions.
+
+Why one connection per host: a fleet run opens many short sessions (listings,
+sends, receives) per host; reusing one authenticated connection is faster and
+kinder to the remote sshd. A semaphore caps concurrent channels at the host's
+``max_sessions`` (OpenSSH's MaxSessions defaults to 10), so a run never gets
+"open failed" from the server.
+
+Host keys are always verified: against the inventory's ``known_hosts`` when set,
+otherwise against ~/.ssh/known_hosts and ~/.ssh/config as OpenSSH would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Mapping
+
+import asyncssh
+
+from zrelay.errors import (AuthFailed, HostKeyError, HostUnreachable, RemoteCommandFailed,
+                           UsageError)
+from zrelay.inventory.model import Host
+
+#: Receive window and maximum packet size for bulk channels. Measured on loopback
+#: (see bench/README.md): a larger window lets the sender keep the pipe full.
+BULK_WINDOW = 16 * 1024 * 1024
+BULK_PKTSIZE = 256 * 1024
+
+CONNECT_TIMEOUT = 15.0
+KEEPALIVE_INTERVAL = 15.0
+KEEPALIVE_COUNT_MAX = 4
+
+# OpenSSH option names (as users write them in ssh_options) → asyncssh connect() keyword.
+_SSH_OPTION_MAP: dict[str, tuple[str, type]] = {
+    "connecttimeout": ("connect_timeout", float),
+    "serveraliveinterval": ("keepalive_interval", float),
+    "serveralivecountmax": ("keepalive_count_max", int),
+    "ciphers": ("encryption_algs", str),
+    "macs": ("mac_algs", str),
+    "kexalgorithms": ("kex_algs", str),
+    "compression": ("compression_algs", str),
+    "forwardagent": ("agent_forwarding", bool),
+    "identityagent": ("agent_path", str),
+    "proxyjump": ("tunnel", str),
+    "hostkeyalias": ("host_key_alias", str),
+    "userknownhostsfile": ("known_hosts", str),
+    "rekeylimit": ("rekey_bytes", str),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    command: str
+    exit_status: int | None
+    stdout: str
+    stderr: str
+
+
+def _as_bool(value: object) -> bool:
+    return str(value).strip().lower() in ("1", "yes", "true", "on")
+
+
+def connect_options(host: Host) -> dict[str, object]:
+    """asyncssh.connect() keyword arguments for ``host`` (no I/O)."""
+    opts: dict[str, object] = {
+        "host": host.address,
+        "port": host.port,
+        "connect_timeout": CONNECT_TIMEOUT,
+        "keepalive_interval": KEEPALIVE_INTERVAL,
+        "keepalive_count_max": KEEPALIVE_COUNT_MAX,
+    }
+    if host.user:
+        opts["username"] = host.user
+    if host.identity_file:
+        opts["client_keys"] = [str(host.identity_file)]
+    if host.known_hosts:
+        opts["known_hosts"] = str(host.known_hosts)
+    for key, value in (host.ssh_options or {}).items():
+        mapped = _SSH_OPTION_MAP.get(str(key).lower())
+        if mapped is None:
+            supported = ", ".join(sorted(k for k in _SSH_OPTION_MAP))
+            raise UsageError(f"host {host.name}: ssh option {key!r} is not supported "
+                             f"(supported: {supported})")
+        name, kind = mapped
+        if kind is bool:
+            opts[name] = _as_bool(value)
+        elif kind is str and name.endswith("_algs"):
+            opts[name] = [a.strip() for a in str(value).split(",") if a.strip()]
+        elif name == "compression_algs":
+            opts[name] = ["zlib@openssh.com", "zlib"] if _as_bool(value) else None
+        else:
+            opts[name] = kind(value)
+    if opts.get("compression_algs") is None:
+        opts.pop("compression_algs", None)
+    return opts
+
+
+def _known_hosts_path(host: Host) -> str:
+    return str(host.known_hosts) if host.known_hosts else str(Path("~/.ssh/known_hosts").expanduser())
+
+
+def _host_key_message(host: Host) -> str:
+    """Tell an unknown host key from a changed one by looking at known_hosts."""
+    path = _known_hosts_path(host)
+    listed = False
+    try:
+        known = asyncssh.read_known_hosts(path)
+        trusted = known.match(host.address, "", host.port)[0]
+        listed = bool(trusted)
+    except (OSError, ValueError, asyncssh.Error):
+        pass
+    where = f"{host.address}:{host.port}" if host.port != 22 else host.address
+    if listed:
+        return (f"host key of {where} does NOT match the one in {path} "
+                "(the host was reinstalled, or someone is in the middle); refusing to connect")
+    return (f"host key of {where} is not in {path}; add it after checking its fingerprint "
+            f"(e.g. ssh-keyscan -p {host.port} {host.address} >> {path})")
+
+
+class Connection:
+    """A lazily opened, shared SSH connection to one host."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(max(1, host.max_sessions))
+        self._failure: Exception | None = None
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    async def connection(self) -> asyncssh.SSHClientConnection:
+        async with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            if self._conn is None or self._conn.is_closed():
+                try:
+                    self._conn = await self._connect()
+                except Exception as exc:  # remember it: every job on this host fails the same way
+                    self._failure = exc
+                    raise
+            return self._conn
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        host = self.host
+        opts = connect_options(host)
+        try:
+            return await asyncssh.connect(**opts)  # type: ignore[arg-type]
+        except asyncssh.HostKeyNotVerifiable:
+            raise HostKeyError(host.name, _host_key_message(host)) from None
+        except asyncssh.PermissionDenied:
+            who = f"{host.user}@" if host.user else ""
+            key = f" with key {host.identity_file}" if host.identity_file else ""
+            raise AuthFailed(host.name, f"authentication refused for {who}{host.address}{key}") from None
+        except (asyncssh.DisconnectError, asyncssh.ChannelOpenError) as exc:
+            raise HostUnreachable(host.name, f"{host.address}:{host.port}: {exc.reason}") from None
+        except (OSError, asyncio.TimeoutError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or "timed out")
+            raise HostUnreachable(host.name, f"cannot connect to {host.address}:{host.port}: {reason}") from None
+        except (ValueError, asyncssh.KeyImportError) as exc:
+            raise UsageError(f"host {host.name}: {exc}") from None
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[asyncssh.SSHClientConnection]:
+        """Hold one of the host's channel slots while a session is open."""
+        conn = await self.connection()
+        async with self._slots:
+            yield conn
+
+    async def run(self, command: str, *, check: bool = True, stdin: bytes | None = None,
+                  timeout: float | None = 300.0) -> CommandResult:
+        """Run one remote command to completion; text output."""
+        try:
+            async with self.slot() as conn:
+                proc = await asyncio.wait_for(
+                    conn.run(command, check=False, input=stdin.decode() if stdin else None,
+                             encoding="utf-8", errors="replace"),
+                    timeout)
+        except asyncio.TimeoutError:
+            raise HostUnreachable(self.name, f"`{command}` did not finish within {timeout:.0f} s") from None
+        except (asyncssh.DisconnectError, asyncssh.ChannelOpenError, ConnectionError) as exc:
+            self._conn = None
+            raise HostUnreachable(self.name, f"connection lost: {getattr(exc, 'reason', exc)}") from None
+        result = CommandResult(command, proc.exit_status, str(proc.stdout or ""), str(proc.stderr or ""))
+        if check and result.exit_status != 0:
+            raise RemoteCommandFailed(self.name, command, result.exit_status, result.stderr)
+        return result
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            with contextlib.suppress(Exception):
+                await self._conn.wait_closed()
+            self._conn = None
+
+
+class ConnectionPool:
+    """Hands out the one Connection per host; closes them all at the end of a run."""
+
+    def __init__(self, hosts: Mapping[str, Host]) -> None:
+        self._hosts = hosts
+        self._conns: dict[str, Connection] = {}
+
+    def get(self, name: str) -> Connection:
+        conn = self._conns.get(name)
+        if conn is None:
+            conn = self._conns[name] = Connection(self._hosts[name])
+        return conn
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._conns.values()), return_exceptions=True)
+        self._conns.clear()
+
+    async def __aenter__(self) -> "ConnectionPool":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
