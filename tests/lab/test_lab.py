@@ -74,7 +74,7 @@ def test_ssh_sees_only_own_pool(lab, host):
     r = ssh(lab, host, "zpool list -H -o name")
     assert r.stdout.split() == [pool]
     r = ssh(lab, host, "zfs list -H -o name")
-    names = r.stdout.split()
+    names = r.stdout.splitlines()  # names may contain spaces
     assert pool in names
     assert all(n == pool or n.startswith(pool + "/") for n in names), names
     other = {"tank": "backup", "backup": "tank"}[pool]
