@@ -282,3 +282,36 @@ def test_space_in_names_quoted_safely(lab, tmp_path: Path) -> None:
     proc = zrelay("sync", inventory=inv)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
+
+
+def test_ctrl_c_stops_cleanly_and_target_is_unchanged(lab, tmp_path: Path) -> None:
+    import signal
+
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"backup/{name}"
+    make_dataset(lab, "nas1", src, snaps=["zrelay_1"])
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
+    assert zrelay("sync", inventory=inv).returncode == 0
+    write(lab, "nas1", src, "big", mib=300)
+    lab.run("nas1", "zfs", "snapshot", f"{src}@zrelay_2")
+    before = fingerprint(lab, "vault", dst)
+    proc = subprocess.Popen([sys.executable, "-m", "zrelay", "-i", str(inv), "sync"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if lab.run("vault", "pgrep", "-f", f"zfs receive .*{dst}", check=False).returncode == 0:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and "interrupted" in err
+    # The receive on vault ends with the channel; give zfs-fuse a moment to drop the partial stream.
+    deadline = time.monotonic() + 20
+    while lab.run("vault", "pgrep", "-f", f"zfs receive .*{dst}", check=False).returncode == 0:
+        assert time.monotonic() < deadline, "zfs receive still running after the interrupt"
+        time.sleep(0.2)
+    assert fingerprint(lab, "vault", dst) == before
+    assert zrelay("sync", inventory=inv).returncode == 0
+    assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
