@@ -96,7 +96,11 @@ class ProgressView:
         elif isinstance(event, TransferFinished):
             task = self._tasks.get((event.job, event.target, event.stream))
             if task is not None:
-                progress.update(task, completed=event.done, total=event.done if event.ok else None)
+                rate = event.done / event.seconds if event.seconds > 0 else 0.0
+                verdict = f"done, {human_bytes(rate)}/s" if event.ok else "[red]failed[/red]"
+                description = progress.tasks[task].description
+                progress.update(task, completed=event.done, total=event.done if event.ok else None,
+                                description=f"{description} ({verdict})")
         elif isinstance(event, JobFinished) and event.outcome is Outcome.FAILED:
             progress.console.print(f"[red]failed[/red] {event.job} → {event.target}: {event.message}")
 
