@@ -66,7 +66,7 @@ class ProgressView:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._progress: Progress | None = None
-        self._tasks: dict[tuple[str, str, str], TaskID] = {}
+        self._tasks: dict[tuple[str, str, str], tuple[TaskID, str]] = {}
 
     def __enter__(self) -> "ProgressView":
         if self.enabled:
@@ -88,17 +88,18 @@ class ProgressView:
             return
         if isinstance(event, TransferStarted):
             key = (event.job, event.target, event.stream)
-            self._tasks[key] = progress.add_task(f"{event.stream} → {event.target_host}", total=event.estimate)
+            description = f"{event.stream} → {event.target_host}"
+            self._tasks[key] = (progress.add_task(description, total=event.estimate), description)
         elif isinstance(event, TransferProgress):
-            task = self._tasks.get((event.job, event.target, event.stream))
-            if task is not None:
-                progress.update(task, completed=event.done)
+            entry = self._tasks.get((event.job, event.target, event.stream))
+            if entry is not None:
+                progress.update(entry[0], completed=event.done)
         elif isinstance(event, TransferFinished):
-            task = self._tasks.get((event.job, event.target, event.stream))
-            if task is not None:
+            entry = self._tasks.get((event.job, event.target, event.stream))
+            if entry is not None:
+                task, description = entry
                 rate = event.done / event.seconds if event.seconds > 0 else 0.0
                 verdict = f"done, {human_bytes(rate)}/s" if event.ok else "[red]failed[/red]"
-                description = progress.tasks[task].description
                 progress.update(task, completed=event.done, total=event.done if event.ok else None,
                                 description=f"{description} ({verdict})")
         elif isinstance(event, JobFinished) and event.outcome is Outcome.FAILED:
