@@ -239,17 +239,23 @@ class Engine:
         if p.rollback_to is not None:
             await dest.rollback(f"{p.target}@{p.rollback_to.name}")
         moved = 0
-        for label, (send_argv, recv_argv) in zip(_stream_labels(p), _stream_argvs(p, src_caps, dst_caps, rollback)):
-            estimate = await self._estimate(source, src_caps, p, label, send_argv)
+        streams = _stream_argvs(p, src_caps, dst_caps, rollback)
+        steps: list[SendStep | None] = list(p.steps) if p.kind is not PlanKind.RESUME else [None]
+        for label, step, (send_argv, recv_argv) in zip(_stream_labels(p), steps, streams):
+            estimate = await self._estimate(source, src_caps, step, send_argv)
             async with self._sends[source.name], self._receives[dest.name]:
                 moved += await self._stream(job, target, source, dest, label, estimate,
                                             source.command(send_argv), dest.command(recv_argv), p.target)
         self.states.forget(dest.name, target.dataset)
         return moved
 
-    async def _estimate(self, source: RemoteHost, caps: Capabilities, p: Plan, label: str,
+    async def _estimate(self, source: RemoteHost, caps: Capabilities, step: SendStep | None,
                         send_argv: list[str]) -> int | None:
+        """Stream size for progress bars: ``send -nvP`` where the host has it, else a full
+        stream's snapshot size (close: a full stream carries what the snapshot references)."""
         if not caps.send_estimate:
+            if step is not None and step.base is None and step.snapshot.referenced:
+                return step.snapshot.referenced
             return None
         try:
             argv = commands.estimate_argv(send_argv)

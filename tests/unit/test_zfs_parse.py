@@ -312,7 +312,7 @@ ERROR_CASES: list[tuple[str, str, int, type[e.ZfsError]]] = [
     (F, "zfs list -H -p -o name", 0, e.ZfsUnsupported),
     (F, "zfs list -H -t bookmark", 0, e.ZfsUnsupported),
     (F, "zfs get -H -p -o name,property,value guid,createtxg,creation -r -t snapshot", 0, e.ZfsUnsupported),
-    (F, "zfs get -H -p -o name,property,value type,guid,createtxg,creation -r tank/doesnotexist", 0,
+    (F, "zfs get -H -p -o name,property,value type,guid,createtxg,creation,referenced -r tank/doesnotexist", 0,
      e.DatasetNotFound),
     (F, "zfs get -H -p -o value receive_resume_token", 0, e.ZfsUnsupported),
     (F, "zfs list -H -o name tank/doesnotexist", 0, e.DatasetNotFound),

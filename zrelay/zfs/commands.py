@@ -38,7 +38,7 @@ PROBE_SCRIPT = (
 FS_COLUMNS = ("name", "guid", "receive_resume_token", "mountpoint", "encryption", "encryptionroot")
 SNAPSHOT_COLUMNS = ("name", "guid", "createtxg", "creation", "used", "referenced")
 BOOKMARK_COLUMNS = ("name", "guid", "createtxg", "creation")
-FUSE_PROPERTIES = ("type", "guid", "createtxg", "creation")
+FUSE_PROPERTIES = ("type", "guid", "createtxg", "creation", "referenced")
 
 _TAG = re.compile(r"[A-Za-z0-9_.:][A-Za-z0-9_.:-]*")
 _TOKEN = re.compile(r"[0-9a-f]+(?:-[0-9a-f]+)+")
@@ -327,3 +327,91 @@ def bookmark_argv(snapshot: str, bookmark: str, *, caps: Capabilities | None = N
 def resume_token_argv(dataset: str) -> list[str]:
     """The receive_resume_token of one dataset ("-" when none), OpenZFS only."""
     return [ZFS, "get", "-H", "-p", "-o", "value", "receive_resume_token", check_dataset(dataset)]
+
+
+# --- S3 streams: size bounds, filters, guarded pipelines -------------------------------
+
+#: Filter tools probed on a host before an S3 push or restore (see filter_probe_argv).
+FILTER_TOOLS = ("zstd", "age")
+#: Marker a guarded pipeline stage writes to stderr with its exit status.
+STAGE_MARK = "zrelay-stage"
+
+# Fixed script; dash's `command -v` takes one name, so one test per tool.
+FILTER_PROBE_SCRIPT = 'for t in ' + " ".join(FILTER_TOOLS) + '; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; true'
+
+_AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
+_SSH_RECIPIENT = re.compile(r"(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/]+={0,3}")
+_REMOTE_PATH = re.compile(r"/[A-Za-z0-9_.@+/-]+")
+
+
+def filter_probe_argv() -> list[str]:
+    """Prints the names of the installed filter tools (zstd, age), one a line."""
+    return ["sh", "-c", FILTER_PROBE_SCRIPT]
+
+
+def space_argv(snapshot: str) -> list[str]:
+    """``referenced`` and ``compressratio`` of a snapshot: an upper bound of its full stream size.
+
+    Both dialects have these (zfs-fuse has no ``send -nvP`` estimate).
+    """
+    return [ZFS, "get", "-H", "-p", "-o", "property,value", "referenced,compressratio",
+            check_snapshot_name(snapshot)]
+
+
+def check_age_recipient(recipient: str) -> str:
+    """An age public key (``age1…``) or an SSH public key; anything else is refused."""
+    if not isinstance(recipient, str) or not (_AGE_RECIPIENT.fullmatch(recipient)
+                                              or _SSH_RECIPIENT.fullmatch(recipient)):
+        raise InvalidName(f"age recipient {recipient!r} is not an age1… or ssh-ed25519/ssh-rsa public key")
+    return recipient
+
+
+def check_remote_path(path: str) -> str:
+    """An absolute path on a remote host made only of characters that need no quoting."""
+    if not isinstance(path, str) or not _REMOTE_PATH.fullmatch(path) or "/../" in path + "/":
+        raise InvalidName(f"path {path!r} must be absolute and use only letters, digits and _.@+/-")
+    return path
+
+
+def zstd_compress_argv(level: int = 3, threads: int = 1) -> list[str]:
+    """``zstd`` as a stream filter: quiet, stdout, fixed level and thread count."""
+    if not 1 <= level <= 19 or not 0 <= threads <= 64:
+        raise ValueError(f"zstd level {level} / threads {threads} out of range")
+    return ["zstd", "-q", "-c", f"-{level}", f"-T{threads}"]
+
+
+def zstd_decompress_argv() -> list[str]:
+    return ["zstd", "-q", "-d", "-c"]
+
+
+def age_encrypt_argv(recipients: Sequence[str]) -> list[str]:
+    """``age -e -r R …``: encrypting needs only public keys, so the source holds no secret."""
+    recipients = list(recipients)
+    if not recipients:
+        raise ValueError("age encryption needs at least one recipient")
+    argv = ["age", "-e"]
+    for r in recipients:
+        argv += ["-r", check_age_recipient(r)]
+    return argv
+
+
+def age_decrypt_argv(identity: str) -> list[str]:
+    """``age -d -i FILE``: the identity (private key) file lives on the restoring host."""
+    return ["age", "-d", "-i", check_remote_path(identity)]
+
+
+def guarded_pipeline(*argvs: Sequence[str], sudo: bool = False) -> str:
+    """``a | b | c`` where every stage but the last reports its exit status on stderr.
+
+    POSIX sh (dash) has no ``pipefail``: without this a failing ``zfs send``
+    piped into ``zstd`` would end in a clean, empty, "successful" stream. Each
+    guarded stage prints ``zrelay-stage N exit S`` (N from 1); the last
+    stage's status is the session's exit status. sudo is applied to zfs stages.
+    """
+    if not argvs:
+        raise ValueError("pipeline needs at least one command")
+    stages = [remote_command(a, sudo=sudo and bool(a) and a[0] in (ZFS, "zpool")) for a in argvs]
+    if len(stages) == 1:
+        return stages[0]
+    guarded = [f'{{ {s}; echo "{STAGE_MARK} {i} exit $?" >&2; }}' for i, s in enumerate(stages[:-1], 1)]
+    return " | ".join(guarded + [stages[-1]])

@@ -20,6 +20,7 @@ class Snapshot:
     guid: int
     createtxg: int
     creation: int = 0  # unix seconds
+    referenced: int = 0  # bytes; approximates the size of a full stream where no estimate exists
 
     @property
     def full_name(self) -> str:

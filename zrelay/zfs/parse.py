@@ -170,7 +170,8 @@ def _parse_snapshot_listing(text: str, root: str, recursive: bool,
         if not snap or not _in_scope(dataset, root, recursive):
             continue
         acc(dataset).snapshots.append(Snapshot(dataset, snap, _int(f["guid"], line),
-                                               _int(f["createtxg"], line), _int(f["creation"], line)))
+                                               _int(f["createtxg"], line), _int(f["creation"], line),
+                                               _int(f["referenced"], line)))
 
 
 def _parse_bookmark_listing(text: str, root: str, recursive: bool,
@@ -187,7 +188,7 @@ def _parse_bookmark_listing(text: str, root: str, recursive: bool,
 
 
 def _parse_get_tree(text: str, root: str, recursive: bool, acc: Callable[[str], _Acc]) -> None:
-    """zfs-fuse: ``name<TAB>property<TAB>value`` lines, four properties per name."""
+    """zfs-fuse: ``name<TAB>property<TAB>value`` lines, one line per property per name."""
     props: dict[str, dict[str, str]] = {}
     for line in text.splitlines():
         if not line.strip():
@@ -207,7 +208,8 @@ def _parse_get_tree(text: str, root: str, recursive: bool, acc: Callable[[str], 
             try:
                 acc(dataset).snapshots.append(Snapshot(dataset, snap, _int(p["guid"], line),
                                                        _int(p["createtxg"], line),
-                                                       _int(p.get("creation", "0"), line)))
+                                                       _int(p.get("creation", "0"), line),
+                                                       _int(p.get("referenced", "0"), line)))
             except KeyError as missing:
                 raise ValueError(f"zfs get output lacks {missing} for {name!r}") from None
         else:
