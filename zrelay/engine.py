@@ -26,6 +26,11 @@ from zrelay.zfs import commands, parse
 from zrelay.zfs.model import Capabilities, DatasetState, Snapshot
 from zrelay.zfs.names import snapshot_problem
 
+#: Set on every replica right after its full receive: a replica that gets mounted (at boot,
+#: by `zfs mount -a`) is modified by the mount itself, and the next incremental then fails
+#: with "modified since most recent snapshot". noauto keeps it unmounted unless asked.
+REPLICA_PROPERTIES = {"canmount": "noauto"}
+
 PROGRESS_INTERVAL = 0.25  # seconds between TransferProgress events per stream
 MAX_REPLANS = 3           # resume, then re-plan what is left
 
@@ -229,6 +234,8 @@ class Engine:
             for send_argv, recv_argv in _stream_argvs(p, src_caps, dst_caps, rollback):
                 out.append((source.name, source.command(send_argv)))
                 out.append((dest.name, dest.command(recv_argv)))
+            if p.kind is PlanKind.FULL:
+                out.append((dest.name, dest.command(commands.set_argv(p.target, REPLICA_PROPERTIES))))
         return out
 
     async def _execute(self, job: Job, target: Endpoint, p: Plan, source: RemoteHost,
@@ -246,6 +253,9 @@ class Engine:
             async with self._sends[source.name], self._receives[dest.name]:
                 moved += await self._stream(job, target, source, dest, label, estimate,
                                             source.command(send_argv), dest.command(recv_argv), p.target)
+            if step is not None and step.base is None:
+                await dest.zfs(commands.set_argv(p.target, REPLICA_PROPERTIES), dataset=p.target,
+                               retry_busy=True)
         self.states.forget(dest.name, target.dataset)
         return moved
 
@@ -320,7 +330,9 @@ def _stream_argvs(p: Plan, src_caps: Capabilities, dst_caps: Capabilities,
         base = step.base.full_name if step.base is not None else None
         send = commands.send_argv(step.snapshot.full_name, caps=src_caps, base=base,
                                   intermediates=step.intermediates)
-        recv = commands.receive_argv(p.target, caps=dst_caps, force=rollback and p.rollback_to is not None,
+        # --rollback also discards changes made on the target since its newest snapshot
+        # (receive -F); without it such a target fails with "modified since most recent snapshot".
+        recv = commands.receive_argv(p.target, caps=dst_caps, force=rollback and step.base is not None,
                                      resumable=resumable)
         out.append((send, recv))
     return out

@@ -315,3 +315,26 @@ def test_ctrl_c_stops_cleanly_and_target_is_unchanged(lab, tmp_path: Path) -> No
     assert fingerprint(lab, "vault", dst) == before
     assert zrelay("sync", inventory=inv).returncode == 0
     assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
+
+
+def test_replica_modified_on_target_refused_until_rollback(lab, tmp_path: Path) -> None:
+    """A replica changed since its newest snapshot is not overwritten without --rollback."""
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"backup/{name}"
+    make_dataset(lab, "nas1", src, snaps=["zrelay_1"])
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
+    assert zrelay("sync", inventory=inv).returncode == 0
+    # Replicas are left unmountable by `zfs mount -a` …
+    assert lab.zfs("vault", "get", "-H", "-o", "value", "canmount", dst).strip() == "noauto"
+    # … but someone mounts it and writes into it.
+    lab.run("vault", "zfs", "mount", dst)
+    write(lab, "vault", dst, "local-change")
+    write(lab, "nas1", src, "f2")
+    lab.run("nas1", "zfs", "snapshot", f"{src}@zrelay_2")
+    proc = zrelay("sync", inventory=inv)
+    assert proc.returncode == 1
+    assert "modified since most recent snapshot" in proc.stderr and "--rollback" in proc.stderr
+    assert [s for s, _ in snapshots(lab, "vault", dst)] == ["zrelay_1"]
+    fixed = zrelay("sync", "--rollback", inventory=inv)
+    assert fixed.returncode == 0, fixed.stderr + fixed.stdout
+    assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)

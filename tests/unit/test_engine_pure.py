@@ -104,13 +104,16 @@ def test_stream_argvs_resumable_receive_and_resume_on_openzfs() -> None:
     assert _stream_argvs(p2, OPENZFS, OPENZFS, rollback=False)[0][1] == ["zfs", "receive", "-s", "-u", "backup/d"]
 
 
-def test_force_receive_only_with_rollback_plan() -> None:
+def test_force_receive_only_with_rollback() -> None:
     a, b = snap("tank/d", "a", 1, 1), snap("tank/d", "b", 2, 2)
     rolled = Plan(PlanKind.INCREMENTAL, "tank/d", "backup/d", steps=(SendStep(b, a),), base=a,
                   rollback_to=snap("backup/d", "a", 1, 5))
     assert "-F" in _stream_argvs(rolled, FUSE, FUSE, rollback=True)[0][1]
     plain = Plan(PlanKind.INCREMENTAL, "tank/d", "backup/d", steps=(SendStep(b, a),), base=a)
-    assert "-F" not in _stream_argvs(plain, FUSE, FUSE, rollback=True)[0][1]
+    assert "-F" in _stream_argvs(plain, FUSE, FUSE, rollback=True)[0][1]  # discards changes since @a
+    assert "-F" not in _stream_argvs(plain, FUSE, FUSE, rollback=False)[0][1]
+    full = Plan(PlanKind.FULL, "tank/d", "backup/d", steps=(SendStep(a),))
+    assert "-F" not in _stream_argvs(full, FUSE, FUSE, rollback=True)[0][1]
 
 
 def test_dry_run_simulates_the_new_snapshot_everywhere() -> None:

@@ -302,14 +302,29 @@ def create_argv(dataset: str, parents: bool = True,
     argv = [ZFS, "create"]
     if parents:
         argv.append("-p")
-    for key, value in (props or {}).items():
+    for word in _check_props(props or {}):
+        argv += ["-o", word]
+    argv.append(check_dataset(dataset))
+    return argv
+
+
+def _check_props(props: Mapping[str, str]) -> list[str]:
+    """``k=v`` words for ``-o``/``set``; names and values are checked like names."""
+    words = []
+    for key, value in props.items():
         if not isinstance(key, str) or not _PROP_NAME.fullmatch(key):
             raise InvalidName(f"property name {key!r} is not valid")
         if not isinstance(value, str) or not _PROP_VALUE.fullmatch(value):
             raise InvalidName(f"property value {value!r} for {key} has characters zrelay does not pass")
-        argv += ["-o", f"{key}={value}"]
-    argv.append(check_dataset(dataset))
-    return argv
+        words.append(f"{key}={value}")
+    return words
+
+
+def set_argv(dataset: str, props: Mapping[str, str]) -> list[str]:
+    """``zfs set k=v ... DATASET`` (one property per call on zfs-fuse, so callers pass one)."""
+    if not props:
+        raise ValueError("set_argv needs at least one property")
+    return [ZFS, "set", *_check_props(props), check_dataset(dataset)]
 
 
 def destroy_snapshot_argv(snapshot: str) -> list[str]:
