@@ -413,9 +413,10 @@ def test_snapshot_name_renders_in_utc() -> None:
 
 
 def test_text_entry_points() -> None:
-    assert validate_inventory_text("all:\n  hosts:\n    h: {}\n", "x.yml")[0].render() == (
-        "x.yml:3:5: host 'h' has no address; set 'address' (or 'ansible_host') on the host "
-        "or one of its groups")
+    assert validate_inventory_text("all:\n  hosts:\n    h: {port: 0}\n", "x.yml")[0].render() == (
+        "x.yml:3:15: port: 0 is out of range (expected 1-65535)")
+    # As in Ansible, a host without an address is reached by its name.
+    assert loads_inventory("all:\n  hosts:\n    h: {}\n").host("h").address == "h"
     assert loads_inventory("all:\n  hosts:\n    h: {address: a}\n").host("h").address == "a"
 
 
@@ -450,8 +451,8 @@ BAD: list[tuple[str, str, int, int, str]] = [
      "unknown key 'prot' in vars of group 'all' (did you mean 'port'?)"),
     ("vars-under-host", "all:\n  hosts:\n    nas1:\n      vars: {address: x}\n", 4, 7,
      "host vars go directly under the host"),
-    ("no-address", "all:\n  children:\n    g:\n      hosts:\n        nas1: {port: 22}\n", 5, 9,
-     "host 'nas1' has no address"),
+    ("name-not-an-address", "all:\n  children:\n    g:\n      hosts:\n        root@nas1: {}\n",
+     5, 9, "the host name is its address unless 'address' (or 'ansible_host') is set"),
     ("port-range", "all:\n  hosts:\n    nas1: {address: a, port: 70000}\n", 3, 30,
      "port: 70000 is out of range (expected 1-65535)"),
     ("port-string", "all:\n  hosts:\n    nas1: {address: a, ansible_port: ssh}\n", 3, 38,
@@ -479,7 +480,8 @@ BAD: list[tuple[str, str, int, int, str]] = [
      "hosts of group 'all': expected a mapping of host names"),
     ("host-value-scalar", "all:\n  hosts:\n    nas1: 192.0.2.1\n", 3, 11,
      "host 'nas1': expected its vars as a mapping (or nothing), got the value '192.0.2.1'"),
-    ("host-range", "all:\n  hosts:\n    web[01:10]:\n", 3, 5, "looks like a host range"),
+    ("host-range-widths", "all:\n  hosts:\n    web[01:100]:\n", 3, 5,
+     "a zero-padded range needs begin and end of equal width"),
     ("host-port-name", "all:\n  hosts:\n    'nas1:2222':\n", 3, 5, "contains ':'"),
     ("unknown-group-key", "all:\n  children:\n    g:\n      child: {}\n", 4, 7,
      "unknown key 'child' in group 'g' (did you mean 'children'?)"),

@@ -7,22 +7,14 @@ or was refused; 2 usage or inventory error; 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
 from zrelay import __version__
-from zrelay.errors import EXIT_USAGE, UsageError, ZrelayError
+from zrelay.errors import EXIT_USAGE, ZrelayError
+from zrelay.inventory.lookup import find_inventory  # -i, $ZRELAY_INVENTORY, ./inventory/, config
 
 EXIT_INTERRUPTED = 130
-
-#: Where the inventory is looked for when ``-i`` is not given, in order.
-DEFAULT_INVENTORIES = (
-    Path("inventory/zrelay.yml"),
-    Path("zrelay.yml"),
-    Path("~/.config/zrelay/inventory.yml"),
-)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,33 +24,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"zrelay: error: {message} (see `{self.prog} --help`)\n")
 
 
-def find_inventory(explicit: str | None) -> Path:
-    """-i PATH, then $ZRELAY_INVENTORY, then the default locations."""
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("ZRELAY_INVENTORY")
-    if env:
-        return Path(env)
-    for candidate in DEFAULT_INVENTORIES:
-        path = candidate.expanduser()
-        if path.is_file():
-            return path
-    tried = ", ".join(str(c) for c in DEFAULT_INVENTORIES)
-    raise UsageError(f"no inventory given: use -i PATH or set ZRELAY_INVENTORY (also looked for {tried})")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from zrelay.cli import inventory as inventory_cmd
     from zrelay.cli import status as status_cmd
     from zrelay.cli import sync as sync_cmd
 
     parser = _Parser(prog="zrelay", description="Replicate ZFS datasets across hosts from one inventory.")
     parser.add_argument("--version", action="version", version=f"zrelay {__version__}")
     parser.add_argument("-i", "--inventory", metavar="PATH",
-                        help="inventory file (default: $ZRELAY_INVENTORY, then inventory/zrelay.yml)")
+                        help="inventory file or directory (default: $ZRELAY_INVENTORY, ./inventory/zrelay.yml, "
+                             "~/.config/zrelay/zrelay.yml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="more detail in errors and output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sync_cmd.register(sub)
     status_cmd.register(sub)
+    inventory_cmd.register(sub)
     return parser
 
 

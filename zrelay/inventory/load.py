@@ -1,13 +1,15 @@
 """Read an inventory file into an Inventory, locating every problem at file:line:column.
 
-Why two stages: a *reader* walks one source (today Ansible-shaped YAML) into a
-``_Builder`` of raw groups, hosts, vars and the ``zrelay:`` section, each
-value checked on its own and tagged with where it was written; then
-``_Builder.finish`` merges variables by precedence, resolves references and
-builds the model. Other sources (INI inventories, host_vars/group_vars
-directories) only need a new reader: the value checks (``_HOST_CHECKS``,
-``_S3_CHECKS``) take plain Python values, and every raw value carries an
-Origin naming its own file.
+Why two stages: *readers* walk each source into a ``_Builder`` of raw groups,
+hosts, vars and the ``zrelay:`` section, each value checked on its own and
+tagged with where it was written; then ``_Builder.finish`` merges variables by
+precedence, resolves references and builds the model.
+
+Sources, all feeding the same builder: the zrelay inventory (YAML, strict:
+unknown keys are errors), Ansible inventories (INI, or anything named in
+``zrelay.include``; read as Ansible reads them, see ``_VarsChecker``), and the
+group_vars/ and host_vars/ directories beside each. Ansible's own text rules
+(ranges, INI syntax, vars file names) live in ``ansible.py``.
 
 YAML is composed to a node tree rather than loaded, because only nodes know
 their line and column, and because PyYAML silently keeps the last of two
@@ -31,9 +33,13 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from zrelay.errors import InventoryError, UsageError
+from zrelay.inventory.ansible import (IniSection, RangeError, ansible_bool, directory_sources,
+                                      expand_range, looks_like_ini, parse_ini,
+                                      split_port, vars_files)
 from zrelay.inventory.model import (DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_STORAGE_CLASS,
                                     S3_SCHEME, Endpoint, Group, Host, Inventory, Job, Origin,
-                                    S3Ref, S3Target, Settings, Target, name_list, suggest)
+                                    S3Ref, S3Target, Settings, Target, VarSource, name_list,
+                                    suggest)
 from zrelay.zfs.model import SnapshotFilter
 from zrelay.zfs.names import snapshot_problem
 
@@ -208,6 +214,14 @@ HOST_ALIASES: dict[str, str] = {
     "ansible_become": "sudo",
 }
 
+#: Within one level of an Ansible inventory, the alias Ansible's ssh plugin prefers
+#: (it reads the list in order, the last one set wins): no conflict error there.
+_ANSIBLE_ALIAS_RANK: dict[str, int] = {
+    "ansible_host": 1, "ansible_ssh_host": 2, "ansible_port": 1, "ansible_ssh_port": 2,
+    "ansible_user": 1, "ansible_ssh_user": 2, "ansible_private_key_file": 1,
+    "ansible_ssh_private_key_file": 2, "ansible_become": 1,
+}
+
 #: Words people reach for that are not settings, and what they mean.
 _HOST_HINTS: dict[str, str] = {
     "host": "address", "hostname": "address", "ip": "address", "addr": "address",
@@ -239,10 +253,17 @@ def _unknown_key(key: str, valid: list[str], where: str,
 
 @dataclass
 class _Setting:
-    """One checked host setting and where it was written."""
+    """One checked host setting and where it was written.
+
+    ``problem`` is set for a bad value in an Ansible inventory: Ansible only
+    minds a variable when a play uses it, so zrelay reports it only when a host
+    ends up using that value (a value overridden elsewhere is harmless).
+    """
 
     value: Any
     origin: Origin
+    problem: str | None = None
+    key: str = ""  # the name as written (``ansible_port`` or ``port``)
 
 
 @dataclass
@@ -251,6 +272,7 @@ class _Vars:
 
     settings: dict[str, _Setting] = field(default_factory=dict)  # canonical zrelay names
     raw: dict[str, Any] = field(default_factory=dict)            # as written, ansible_* too
+    raw_origins: dict[str, Origin] = field(default_factory=dict)
     #: Settings rejected here ("?" for an unknown key, maybe a misspelt one): a later
     #: "missing" error for one of them would only repeat the error already reported.
     broken: set[str] = field(default_factory=set)
@@ -258,7 +280,85 @@ class _Vars:
     def update(self, other: _Vars) -> None:
         self.settings.update(other.settings)
         self.raw.update(other.raw)
+        self.raw_origins.update(other.raw_origins)
         self.broken |= other.broken
+
+    def copy(self) -> _Vars:
+        return _Vars(dict(self.settings), dict(self.raw), dict(self.raw_origins), set(self.broken))
+
+
+class _VarsChecker:
+    """Turns one source's ``key: value`` pairs into a checked _Vars.
+
+    zrelay's own inventory is strict: every key must be a zrelay setting, one
+    of Ansible's names for it, or another ``ansible_*`` variable. An Ansible
+    inventory (INI, or anything listed in ``include:``) is read as Ansible
+    would: only its connection variables mean something to zrelay, values are
+    coerced as Ansible coerces them, and every other variable is kept unchecked.
+    """
+
+    def __init__(self, errors: _Errors, base_dir: str, ansible: bool) -> None:
+        self.errors = errors
+        self.base_dir = base_dir
+        self.ansible = ansible
+
+    def add(self, result: _Vars, key: str, value: Any, key_origin: Origin,
+            value_origin: Origin, where: str, for_host: bool) -> None:
+        """Check one variable into ``result``; problems go to the error list (or are deferred)."""
+        result.raw[key] = value
+        result.raw_origins[key] = key_origin
+        canonical = HOST_ALIASES.get(key) if self.ansible else HOST_ALIASES.get(key, key)
+        if canonical is None or canonical not in _HOST_CHECKS:
+            if self.ansible or key.startswith("ansible_"):
+                return  # Ansible's business; kept in raw
+            if key == "vars" and for_host:
+                self.errors.add(key_origin, f"{where}: host vars go directly under the host, "
+                                "not under 'vars:'")
+            else:
+                self.errors.add(key_origin, _unknown_key(key, list(_HOST_CHECKS), where,
+                                                         _HOST_HINTS))
+            result.broken.add("?")
+            return
+        if self.ansible:
+            value = _ansible_coerce(canonical, value)
+        try:
+            checked = _HOST_CHECKS[canonical](value, key)
+        except _Bad as bad:
+            if self.ansible:
+                self._keep(result, canonical, _Setting(None, value_origin, str(bad), key))
+            else:
+                self.errors.add(value_origin, str(bad))
+                result.broken.add(canonical)
+            return
+        if canonical in _PATH_SETTINGS:
+            checked = _resolve_path(checked, self.base_dir)
+        self._keep(result, canonical, _Setting(checked, value_origin, None, key), key_origin)
+
+    def _keep(self, result: _Vars, canonical: str, setting: _Setting,
+              key_origin: Origin | None = None) -> None:
+        previous = result.settings.get(canonical)
+        if previous is not None and previous.key != setting.key:
+            if self.ansible:  # Ansible's own order between its aliases decides, silently
+                if _ANSIBLE_ALIAS_RANK.get(previous.key, 0) > _ANSIBLE_ALIAS_RANK.get(
+                        setting.key, 0):
+                    return
+            elif previous.value != setting.value or setting.problem or previous.problem:
+                self.errors.add(key_origin or setting.origin,
+                                f"{setting.key!r} and {previous.key!r} both set {canonical!r} "
+                                "here, to different values; keep one")
+                result.broken.add(canonical)
+                return
+        result.settings[canonical] = setting
+
+
+def _ansible_coerce(canonical: str, value: Any) -> Any:
+    """Ansible's own conversions: ``ansible_port="2222"`` is a port, ``ansible_become=yes`` true."""
+    if canonical == "port" and isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if canonical == "sudo":
+        flag = ansible_bool(value)
+        return value if flag is None else flag
+    return value
 
 
 @dataclass
@@ -266,6 +366,7 @@ class _RawHost:
     name: str
     origin: Origin
     vars: _Vars = field(default_factory=_Vars)
+    dir_vars: _Vars = field(default_factory=_Vars)  # host_vars/NAME*
 
 
 @dataclass
@@ -273,6 +374,7 @@ class _RawGroup:
     name: str
     origin: Origin
     vars: _Vars = field(default_factory=_Vars)
+    dir_vars: _Vars = field(default_factory=_Vars)  # group_vars/NAME*
     hosts: dict[str, None] = field(default_factory=dict)  # an ordered set
     children: dict[str, Origin] = field(default_factory=dict)  # child → where the edge is written
 
@@ -305,6 +407,11 @@ class _Builder:
         self.jobs: list[_RawJob] = []
         self.s3_targets: dict[str, S3Target] = {}
         self.settings: dict[str, Any] = {}
+        self.sources: list[str] = [str(path)]
+        self.strict_files: set[str] = set()  # files read as zrelay inventories
+        #: Directories whose group_vars/ and host_vars/ apply, in reading order, and
+        #: whether they belong to an Ansible inventory (read leniently).
+        self.vars_dirs: dict[str, bool] = {}
 
     # -- fed by readers
 
@@ -318,11 +425,63 @@ class _Builder:
         return group
 
     def host(self, name: str, origin: Origin, group: str, host_vars: _Vars) -> None:
-        """Record that ``group`` lists host ``name``, adding ``host_vars`` (later mentions win)."""
+        """Record that ``group`` lists host ``name``, adding ``host_vars`` (later mentions win).
+
+        In a zrelay inventory, a host listed twice must not be given two different
+        values for one setting: which one wins would depend on file order.
+        """
         if name not in self.hosts:
             self.hosts[name] = _RawHost(name, origin)
-        self.hosts[name].vars.update(host_vars)
+        raw = self.hosts[name]
+        if origin.file in self.strict_files:
+            for key, new in host_vars.settings.items():
+                old = raw.vars.settings.get(key)
+                if (old is not None and old.origin.file == origin.file
+                        and old.value != new.value):
+                    self.errors.add(new.origin, f"host {name!r} is also listed at line "
+                                    f"{old.origin.line} with {key} {old.value!r}; give a "
+                                    "host's settings once, where it is first listed")
+                    host_vars = host_vars.copy()
+                    host_vars.settings.pop(key)
+                    host_vars.broken.add(key)
+        raw.vars.update(host_vars)
         self.groups[group].hosts.setdefault(name)
+
+    def add_vars_dir(self, directory: str, ansible: bool) -> None:
+        """group_vars/ and host_vars/ beside an inventory apply to every host, as in Ansible."""
+        self.vars_dirs[directory] = self.vars_dirs.get(directory, False) or ansible
+
+    def load_vars_dirs(self) -> None:
+        """Read group_vars/NAME* and host_vars/NAME* for every known group and host."""
+        listing: dict[str, list[str]] = {}
+        for directory, ansible in self.vars_dirs.items():
+            base = Path(directory)
+            checker = _VarsChecker(self.errors, directory, ansible)
+            for name, group in self.groups.items():
+                for file in vars_files(base / "group_vars", listing, name):
+                    group.dir_vars.update(self._vars_file(file, checker, f"group {name!r}",
+                                                          for_host=False))
+            for name, host in self.hosts.items():
+                for file in vars_files(base / "host_vars", listing, name):
+                    host.dir_vars.update(self._vars_file(file, checker, f"host {name!r}",
+                                                         for_host=True))
+
+    def _vars_file(self, path: Path, checker: _VarsChecker, owner: str, for_host: bool) -> _Vars:
+        """One group_vars/host_vars file: a mapping of variables (empty is fine)."""
+        self.sources.append(str(path))
+        text = _read_text(path, self.errors, "variables file")
+        if text is None:
+            return _Vars()
+        if text.lstrip().startswith("$ANSIBLE_VAULT"):
+            if not checker.ansible:
+                self.errors.add(Origin(str(path), 1, 1), "encrypted with ansible-vault; zrelay "
+                                "cannot read it (keep zrelay's settings in plain files)")
+            return _Vars()
+        root = _compose(text, path, self.errors)
+        if root is None:
+            return _Vars()
+        reader = _YamlReader(str(path), checker.base_dir, self, self.errors, checker.ansible)
+        return reader.read_vars(root, f"vars of {owner}", for_host=for_host)
 
     # -- merging
 
@@ -348,15 +507,30 @@ class _Builder:
         grouped = {h for name, g in self.groups.items() if name != "all" for h in g.hosts}
         ungrouped = [h for h in self.hosts if h not in grouped]
         groups = {
-            name: Group(name, tuple(g.hosts), tuple(g.children), dict(g.vars.raw), g.origin)
+            name: Group(name, tuple(g.hosts), tuple(g.children),
+                        {**g.vars.raw, **g.dir_vars.raw}, g.origin)
             for name, g in self.groups.items()
         }
+        self._check_host_group_names()
         if "ungrouped" not in groups:
             groups["ungrouped"] = Group("ungrouped", tuple(ungrouped), (), {},
                                        self.groups["all"].origin)
         jobs = self._jobs()
         settings = Settings(**self.settings)
-        return Inventory(self.path, hosts_ok, groups, jobs, dict(self.s3_targets), settings)
+        return Inventory(self.path, hosts_ok, groups, jobs, dict(self.s3_targets), settings,
+                         tuple(dict.fromkeys(self.sources)))
+
+    def _check_host_group_names(self) -> None:
+        """A name that is both a host and a group makes ``zrelay sync NAME`` ambiguous."""
+        for name, raw in self.hosts.items():
+            group = self.groups.get(name)
+            if group is None or name in ("all", "ungrouped"):
+                continue
+            if raw.origin.file in self.strict_files or group.origin.file in self.strict_files:
+                later = max(raw.origin, group.origin,
+                            key=lambda o: (o.file in self.strict_files, o.line or 0))
+                self.errors.add(later, f"{name!r} is both a host and a group; a command-line "
+                                "pattern could not tell them apart, rename one")
 
     def _check_cycles(self) -> None:
         """Report each group cycle once, at the child edge that closes it."""
@@ -387,7 +561,14 @@ class _Builder:
 
     def _host(self, raw: _RawHost, direct: list[str], parents: dict[str, set[str]],
               depth: dict[str, int]) -> Host | None:
-        """Merge all < groups (shallow to deep) < the host's own vars, then build the Host."""
+        """Merge the host's variables in Ansible's order, then build the Host.
+
+        Lowest to highest: ``all``'s vars in the inventory files, every other
+        group's (parents before children: a deeper group wins; equal depth is
+        settled by ``ansible_group_priority``, then by name), ``group_vars/all``,
+        ``group_vars/<group>`` in the same order, the host's own vars in the
+        inventory files, ``host_vars/<host>``.
+        """
         member: set[str] = set()
         todo = list(direct)
         while todo:
@@ -398,21 +579,43 @@ class _Builder:
         member.discard("all")
 
         def priority(name: str) -> int:
-            value = self.groups[name].vars.raw.get("ansible_group_priority", 1)
+            group = self.groups[name]
+            value = group.dir_vars.raw.get("ansible_group_priority",
+                                           group.vars.raw.get("ansible_group_priority", 1))
             return value if isinstance(value, int) and not isinstance(value, bool) else 1
 
         order = sorted(member, key=lambda g: (depth.get(g, 1), priority(g), g))
+        levels: list[tuple[str, _Vars]] = [("group all", self.groups["all"].vars)]
+        levels += [(f"group {g}", self.groups[g].vars) for g in order]
+        levels.append(("group all", self.groups["all"].dir_vars))
+        levels += [(f"group {g}", self.groups[g].dir_vars) for g in order]
+        levels += [(f"host {raw.name}", raw.vars), (f"host {raw.name}", raw.dir_vars)]
         merged = _Vars()
-        merged.update(self.groups["all"].vars)
-        for g in order:
-            merged.update(self.groups[g].vars)
-        merged.update(raw.vars)
+        var_sources: dict[str, VarSource] = {}
+        setting_sources: dict[str, VarSource] = {}
+        for scope, level in levels:
+            merged.update(level)
+            for key, origin in level.raw_origins.items():
+                var_sources[key] = VarSource(scope, origin)
+            for key, setting in level.settings.items():
+                setting_sources[key] = VarSource(scope, setting.origin)
+        usable = True
+        for setting in merged.settings.values():
+            if setting.problem:  # a bad value from an Ansible inventory that this host uses
+                self.errors.add(setting.origin, f"{setting.problem} (used by host {raw.name!r})")
+                usable = False
         s = {k: v.value for k, v in merged.settings.items()}
         if "address" not in s:
-            if merged.broken & {"address", "?"}:
+            if "address" in merged.broken:
                 return None
-            self.errors.add(raw.origin, f"host {raw.name!r} has no address; set 'address' "
-                            "(or 'ansible_host') on the host or one of its groups")
+            try:  # as Ansible: no ansible_host means the inventory name is the address
+                s["address"] = _check_address(raw.name, f"host {raw.name!r}")
+            except _Bad as bad:
+                self.errors.add(raw.origin, f"{bad}; the host name is its address unless "
+                                "'address' (or 'ansible_host') is set")
+                return None
+            setting_sources["address"] = VarSource("host name", raw.origin)
+        if not usable:
             return None
         return Host(
             name=raw.name, address=s["address"], port=s.get("port", DEFAULT_PORT),
@@ -422,7 +625,9 @@ class _Builder:
             sends=s.get("sends"), receives=s.get("receives"),
             direct_address=s.get("direct_address"),
             groups=tuple(g for g in order if g != "ungrouped"),
-            vars=dict(merged.raw), origin=raw.origin)
+            vars=dict(merged.raw), origin=raw.origin,
+            var_sources={k: var_sources[k] for k in merged.raw if k in var_sources},
+            setting_sources={k: setting_sources[k] for k in s if k in setting_sources})
 
     def _jobs(self) -> tuple[Job, ...]:
         jobs: list[Job] = []
@@ -459,8 +664,24 @@ class _Builder:
         return tuple(jobs)
 
     def _unknown_host(self, host: str, role: str) -> str:
+        if host in self.groups:
+            return (f"{host!r} in {role} is a group, not a host; name one host "
+                    f"(hosts in {host!r}: {name_list(self._group_members(host))})")
         return (f"unknown host {host!r} in {role}{suggest(host, self.hosts)}; "
                 f"known hosts: {name_list(self.hosts)}")
+
+    def _group_members(self, group: str) -> list[str]:
+        seen: set[str] = set()
+        members: dict[str, None] = {}
+        todo = [group]
+        while todo:
+            g = todo.pop()
+            if g in seen or g not in self.groups:
+                continue
+            seen.add(g)
+            members.update(dict.fromkeys(self.groups[g].hosts))
+            todo.extend(self.groups[g].children)
+        return list(members)
 
     def _check_target(self, raw: _RawJob, target: Target, origin: Origin,
                       earlier: list[Target]) -> bool:
@@ -622,11 +843,14 @@ class _Constructor(SafeConstructor):
 class _YamlReader:
     """Walks one YAML document's node tree into a _Builder."""
 
-    def __init__(self, file: str, base_dir: str, builder: _Builder, errors: _Errors) -> None:
+    def __init__(self, file: str, base_dir: str, builder: _Builder, errors: _Errors,
+                 ansible: bool = False) -> None:
         self.file = file
         self.base_dir = base_dir
         self.builder = builder
         self.errors = errors
+        self.ansible = ansible  # an Ansible inventory (included), not zrelay's own
+        self.checker = _VarsChecker(errors, base_dir, ansible)
         self.ctor = _Constructor()
 
     # -- node helpers
@@ -724,15 +948,77 @@ class _YamlReader:
         zrelay_node: Node | None = None
         for key, key_node, value_node in top:
             if key == ZRELAY_SECTION:
+                if self.ansible:
+                    self.fail(key_node, "an included inventory cannot have a zrelay: section; "
+                              "jobs and settings belong in the including inventory")
+                    continue
                 zrelay_node = value_node
-            elif (key != "all" and suggest(key, [ZRELAY_SECTION])
-                  and self.has_foreign_keys(value_node)):
+                # Included inventories first: this file's own settings override theirs.
+                self.read_includes(value_node)
+        for key, key_node, value_node in top:
+            if key == ZRELAY_SECTION:
+                continue
+            if (not self.ansible and key != "all" and suggest(key, [ZRELAY_SECTION])
+                    and self.has_foreign_keys(value_node)):
                 hint = suggest(key, [ZRELAY_SECTION])
                 self.fail(key_node, f"unknown top-level key {key!r}{hint}")
             else:
                 self.read_group(key, key_node, value_node, parent=None)
         if zrelay_node is not None:
             self.read_zrelay(zrelay_node)
+
+    # -- include:
+
+    def read_includes(self, node: Node) -> None:
+        """``zrelay.include``: Ansible inventories (files or directories) to take hosts from."""
+        if not isinstance(node, MappingNode):
+            return  # read_zrelay reports it
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.value == "include":
+                break
+        else:
+            return
+        items = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+        if self.is_null(value_node):
+            return
+        if isinstance(value_node, MappingNode):
+            self.fail(value_node, "include: expected a path or a list of paths to Ansible "
+                      "inventories, got a mapping")
+            return
+        seen: dict[str, int] = {}
+        for item in items:
+            try:
+                text = _want_str(self.value(item, "include"), "include")
+            except _Bad as bad:
+                self.fail(item, str(bad))
+                continue
+            path = Path(_resolve_path(text, self.base_dir))
+            key = str(path)
+            if key in seen:
+                self.fail(item, f"include: {text!r} is already included at line {seen[key]}")
+                continue
+            seen[key] = item.start_mark.line + 1
+            if path == Path(os.path.abspath(self.file)):
+                self.fail(item, f"include: {text!r} is this inventory itself")
+                continue
+            if not path.exists():
+                self.fail(item, f"include: {text!r} not found (looked for {path})")
+                continue
+            if path.is_dir():
+                try:
+                    files = directory_sources(path)
+                except OSError as exc:
+                    self.fail(item, f"include: cannot list {path}: {exc.strerror or exc}")
+                    continue
+                if not files:
+                    self.fail(item, f"include: directory {text!r} holds no inventory file")
+                    continue
+                self.builder.add_vars_dir(str(path), ansible=True)
+            else:
+                files = [path]
+                self.builder.add_vars_dir(str(path.parent), ansible=True)
+            for file in files:
+                _read_ansible_source(self.builder, file)
 
     @staticmethod
     def has_foreign_keys(node: Node) -> bool:
@@ -776,67 +1062,58 @@ class _YamlReader:
             self.fail(node, f"hosts of {where}: expected a mapping of host names (each "
                       "followed by ':' and optional vars), got a list")
             return
-        for name, key_node, value_node in self.pairs(node, f"hosts of {where}") or []:
-            if self.name(name, key_node, "host") is None:
+        listed: dict[str, str] = {}  # host -> the key that listed it (a range, maybe)
+        for key, key_node, value_node in self.pairs(node, f"hosts of {where}") or []:
+            if self.name(key, key_node, "host") is None:
                 continue
-            if re.search(r"\[[^\]]*:[^\]]*\]", name):
-                self.fail(key_node, f"host name {name!r} looks like a host range; "
-                          "ranges are not supported, list each host")
+            pattern, port = split_port(key) if self.ansible else (key, None)
+            try:
+                names = expand_range(pattern)
+            except RangeError as exc:
+                self.fail(key_node, str(exc))
                 continue
-            if ":" in name:
-                self.fail(key_node, f"host name {name!r} contains ':'; set 'port' instead "
+            if ":" in re.sub(r"\[[^\]]*\]", "", pattern) and not self.ansible:
+                self.fail(key_node, f"host name {key!r} contains ':'; set 'port' instead "
                           "(host:port names are not supported)")
                 continue
             if not (self.is_null(value_node) or isinstance(value_node, MappingNode)):
-                self.fail(value_node, f"host {name!r}: expected its vars as a mapping (or "
+                self.fail(value_node, f"host {key!r}: expected its vars as a mapping (or "
                           f"nothing), got {self.kind(value_node)}")
                 host_vars = _Vars(broken={"?"})  # still a host, so jobs naming it do not cascade
             else:
-                host_vars = self.read_vars(value_node, f"host {name!r}", for_host=True)
-            self.builder.host(name, self.at(key_node), group, host_vars)
+                host_vars = self.read_vars(value_node, f"host {key!r}", for_host=True)
+            if port is not None:
+                self.checker.add(host_vars, "ansible_port", port, self.at(key_node),
+                                 self.at(key_node), f"host {key!r}", True)
+            for name in names:
+                if name in listed:
+                    first = listed[name]
+                    also = f" (by {first!r})" if first != name else ""
+                    self.fail(key_node, f"host {name!r} is listed twice in hosts of {where}"
+                              f"{also}")
+                    continue
+                listed[name] = key
+                self.builder.host(name, self.at(key_node), group, host_vars.copy())
 
     def read_vars(self, node: Node, where: str, *, for_host: bool) -> _Vars:
         """One vars mapping, each setting checked and every alias mapped to its zrelay name."""
         result = _Vars()
-        valid = list(_HOST_CHECKS)
+        if not self.is_null(node) and not isinstance(node, MappingNode) and self.ansible:
+            self.fail(node, f"{where}: expected a mapping of variables, got {self.kind(node)}")
+            return result
         for key, key_node, value_node in self.pairs(node, where) or []:
             value = self.value(value_node, key)
-            result.raw[key] = value
-            canonical = HOST_ALIASES.get(key, key)
-            if canonical not in _HOST_CHECKS:
-                if key.startswith("ansible_"):
-                    continue  # Ansible's business; kept in raw
-                if key == "vars" and for_host:
-                    self.fail(key_node, f"{where}: host vars go directly under the host, "
-                              "not under 'vars:'")
-                else:
-                    self.fail(key_node, _unknown_key(key, valid, where, _HOST_HINTS))
-                result.broken.add("?")
-                continue
-            origin = self.at(value_node)
-            try:
-                checked = _HOST_CHECKS[canonical](value, key)
-            except _Bad as bad:
-                self.errors.add(origin, str(bad))
-                result.broken.add(canonical)
-                continue
-            if canonical in _PATH_SETTINGS:
-                checked = _resolve_path(checked, self.base_dir)
-            previous = result.settings.get(canonical)
-            if previous is not None and previous.value != checked:
-                other = next(k for k in result.raw if HOST_ALIASES.get(k, k) == canonical)
-                self.fail(key_node, f"{key!r} and {other!r} both set {canonical!r} here, "
-                          "to different values; keep one")
-                result.broken.add(canonical)
-                continue
-            result.settings[canonical] = _Setting(checked, origin)
+            self.checker.add(result, key, value, self.at(key_node), self.at(value_node), where,
+                             for_host)
         return result
 
     # -- the zrelay: section
 
     def read_zrelay(self, node: Node) -> None:
-        valid = ["snapshot_name", "limits", "s3_targets", "jobs"]
+        valid = ["include", "snapshot_name", "limits", "s3_targets", "jobs"]
         for key, key_node, value_node in self.pairs(node, "zrelay section") or []:
+            if key == "include":
+                continue  # read first, by read_includes
             if key == "snapshot_name":
                 self.read_snapshot_name(value_node)
             elif key == "limits":
@@ -992,8 +1269,9 @@ class _YamlReader:
             try:
                 text = _want_str(self.value(item), "target")
                 if text.startswith(S3_SCHEME + ":"):
-                    target: Target = S3Ref(text[len(S3_SCHEME) + 1:])
-                    if not target.name:
+                    s3_name = text[len(S3_SCHEME) + 1:]
+                    target: Target = S3Ref(s3_name)
+                    if not s3_name:
                         raise _Bad(f"target {text!r}: missing S3 target name after 's3:'")
                 else:
                     target = self.endpoint(text, "target")
@@ -1079,21 +1357,90 @@ def snapshot_name_problem(template: str) -> str | None:
     return None
 
 
+# --------------------------------------------------------------------------- Ansible sources
+
+
+def _read_ansible_source(builder: _Builder, path: Path) -> None:
+    """One Ansible inventory file (INI or YAML), read as Ansible reads it."""
+    builder.sources.append(str(path))
+    text = _read_text(path, builder.errors, "inventory")
+    if text is None:
+        return
+    base_dir = os.path.dirname(os.path.abspath(path))
+    if looks_like_ini(text, path):
+        _read_ini(builder, text, path, base_dir)
+        return
+    root = _compose(text, path, builder.errors)
+    if root is None:
+        return  # an empty Ansible inventory is allowed
+    _YamlReader(str(path), base_dir, builder, builder.errors, ansible=True).read(root)
+
+
+def _read_ini(builder: _Builder, text: str, path: Path, base_dir: str) -> None:
+    """An Ansible INI inventory into the builder; every problem located at line:column."""
+    file = str(path)
+    errors = builder.errors
+    sections, problems = parse_ini(text)
+    for problem in problems:
+        errors.add(Origin(file, problem.line, problem.column), problem.message)
+    checker = _VarsChecker(errors, base_dir, ansible=True)
+    for section in sections:
+        _read_ini_section(builder, checker, file, section)
+
+
+def _read_ini_section(builder: _Builder, checker: _VarsChecker, file: str,
+                      section: IniSection) -> None:
+    origin = Origin(file, section.line, section.column)
+    name = "all" if section.group == "ungrouped" else section.group
+    group = builder.group(name, origin, parent=None)
+    where = f"group {section.group!r}"
+    if section.kind == "vars":
+        for var in section.vars:
+            checker.add(group.vars, var.key, var.value, Origin(file, var.line, var.column),
+                        Origin(file, var.line, var.value_column), f"vars of {where}", False)
+    elif section.kind == "children":
+        for child, line, column in section.children:
+            if child == "all":
+                builder.errors.add(Origin(file, line, column),
+                                   "'all' cannot be a child group: every group is already in 'all'")
+                continue
+            builder.group(child, Origin(file, line, column), parent=name)
+    elif section.kind == "hosts":
+        for host in section.hosts:
+            at = Origin(file, host.line, host.column)
+            try:
+                names = expand_range(host.pattern)
+            except RangeError as exc:
+                builder.errors.add(at, str(exc))
+                continue
+            host_vars = _Vars()
+            if host.port is not None:
+                checker.add(host_vars, "ansible_port", host.port, at, at, f"host {host.pattern!r}",
+                            True)
+            for var in host.vars:
+                checker.add(host_vars, var.key, var.value, Origin(file, var.line, var.column),
+                            Origin(file, var.line, var.value_column), f"host {host.pattern!r}",
+                            True)
+            for host_name in names:
+                builder.host(host_name, at, name, host_vars.copy())
+
+
 # --------------------------------------------------------------------------- entry points
 
 
-def _read_text(path: Path, errors: _Errors) -> str | None:
+def _read_text(path: Path, errors: _Errors, what: str = "inventory") -> str | None:
     where = Origin(str(path))
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        errors.add(where, "inventory file not found")
+        errors.add(where, f"{what} file not found")
         return None
     except IsADirectoryError:
-        errors.add(where, "is a directory; expected an inventory file")
+        errors.add(where, f"is a directory; expected an {what} file" if what[0] in "aeiou"
+                   else f"is a directory; expected a {what} file")
         return None
     except OSError as exc:
-        errors.add(where, f"cannot read inventory: {exc.strerror or exc}")
+        errors.add(where, f"cannot read {what}: {exc.strerror or exc}")
         return None
     try:
         return data.decode("utf-8-sig")
@@ -1118,25 +1465,44 @@ def _yaml_message(exc: yaml.MarkedYAMLError, text: str, mark: Any) -> str:
     return " ".join(message.split())
 
 
-def _parse(text: str, path: Path, errors: _Errors) -> Inventory | None:
+def _compose(text: str, path: Path, errors: _Errors) -> Node | None:
+    """The YAML node tree of ``text`` (None if empty or broken; the problem is recorded)."""
     file = str(path)
     try:
-        root = yaml.compose(text, Loader=_LOADER)
+        return yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         errors.add(Origin(file, mark.line + 1, mark.column + 1) if mark else Origin(file),
                    f"invalid YAML: {_yaml_message(exc, text, mark)}")
-        return None
     except yaml.YAMLError as exc:
         errors.add(Origin(file), f"invalid YAML: {exc}")
-        return None
-    if root is None:
-        errors.add(Origin(file, 1, 1),
-                   "inventory is empty; expected a mapping with an 'all:' group")
-        return None
+    return None
+
+
+def _parse(text: str, path: Path, errors: _Errors) -> Inventory | None:
+    """Read the inventory at ``path`` (whose text is ``text``) and everything it pulls in.
+
+    A YAML file is a zrelay inventory (strict); an INI file is an Ansible
+    inventory and is read as Ansible reads it. group_vars/ and host_vars/
+    beside each inventory file are read after every inventory file.
+    """
+    file = str(path)
     base_dir = os.path.dirname(os.path.abspath(file))
     builder = _Builder(path, errors)
-    _YamlReader(file, base_dir, builder, errors).read(root)
+    if looks_like_ini(text, path):
+        builder.add_vars_dir(base_dir, ansible=True)
+        _read_ini(builder, text, path, base_dir)
+    else:
+        root = _compose(text, path, errors)
+        if root is None:
+            if not errors.items:
+                errors.add(Origin(file, 1, 1),
+                           "inventory is empty; expected a mapping with an 'all:' group")
+            return None
+        builder.strict_files.add(file)
+        _YamlReader(file, base_dir, builder, errors).read(root)
+        builder.add_vars_dir(base_dir, ansible=False)
+    builder.load_vars_dirs()
     return builder.finish()
 
 
@@ -1145,6 +1511,14 @@ def validate_inventory_text(text: str, path: str | Path = "<inventory>") -> list
     errors = _Errors()
     _parse(text, Path(path), errors)
     return errors.sorted()
+
+
+def inspect_inventory_text(text: str, path: str | Path) -> tuple[Inventory | None,
+                                                                list[InventoryError]]:
+    """The inventory as far as it could be built, and every problem (for editing a broken file)."""
+    errors = _Errors()
+    inventory = _parse(text, Path(path), errors)
+    return inventory, errors.sorted()
 
 
 def loads_inventory(text: str, path: str | Path = "<inventory>") -> Inventory:

@@ -48,6 +48,21 @@ class Origin:
 
 
 @dataclass(frozen=True, slots=True)
+class VarSource:
+    """Which level set a host's variable (``host nas1``, ``group storage``, ``default``) and where.
+
+    Kept so ``zrelay inventory show`` can answer "why does this host use port
+    2222?" without re-reading the files.
+    """
+
+    scope: str
+    origin: Origin | None = None
+
+    def __str__(self) -> str:
+        return f"{self.scope} ({self.origin})" if self.origin else self.scope
+
+
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """One dataset on one inventory host (``host:dataset``)."""
 
@@ -114,6 +129,11 @@ class Host:
     groups: tuple[str, ...] = ()        # every group holding it (ancestors too), 'all' excluded
     vars: Mapping[str, Any] = field(default_factory=dict, hash=False)  # merged, as written
     origin: Origin | None = None
+    #: For each key of ``vars``: the level and place that set the winning value.
+    var_sources: Mapping[str, VarSource] = field(default_factory=dict, hash=False, compare=False)
+    #: For each zrelay setting (address, port, ...) that is not a default: where it came from.
+    setting_sources: Mapping[str, VarSource] = field(default_factory=dict, hash=False,
+                                                     compare=False)
 
     @property
     def peer_address(self) -> str:
@@ -222,6 +242,8 @@ class Inventory:
     jobs: tuple[Job, ...] = ()
     s3_targets: Mapping[str, S3Target] = field(default_factory=dict, hash=False)
     settings: Settings = Settings()
+    #: Every file read, the inventory itself first (included inventories, vars files).
+    sources: tuple[str, ...] = ()
 
     def host(self, name: str) -> Host:
         """The host called ``name``; an unknown name is an error naming this inventory."""
