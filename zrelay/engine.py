@@ -9,6 +9,7 @@ stops the others; everything that happens is reported as events
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from zrelay.errors import DatasetNotFound, InvalidName, TransportError, ZfsError
 from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outcome,
                            TransferFinished, TransferProgress, TransferStarted, discard)
 from zrelay.inventory.model import Endpoint, Inventory, Job
+from zrelay.paths.direct import direct, preflight
 from zrelay.paths.relay import TransferFailed, relay
 from zrelay.plan import Plan, PlanKind, SendStep, describe, plan, plan_recursive
 from zrelay.transport.host import RemoteHost
@@ -41,6 +43,18 @@ class SyncOptions:
     take_snapshot: bool = False
     rollback: bool = False
     now: datetime | None = None
+    direct: bool | None = None   # None: each job's (or its source host's) ``direct`` setting
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """One stream of a plan as it will run: the exact command line(s) and who runs them."""
+
+    label: str
+    step: SendStep | None
+    send_argv: list[str]
+    source_command: str             # relay: zfs send; direct: the whole pipeline
+    target_command: str | None      # relay: zfs receive; direct: None (ssh runs it)
 
 
 @dataclass
@@ -91,6 +105,7 @@ class Engine:
                        for h in inventory.hosts.values()}
         self._receives = {h.name: asyncio.Semaphore(h.receives or settings.receives_per_host)
                           for h in inventory.hosts.values()}
+        self._preflights: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     def host(self, name: str) -> RemoteHost:
         remote = self._hosts.get(name)
@@ -112,6 +127,10 @@ class Engine:
     async def sync(self, jobs: Iterable[Job], options: SyncOptions = SyncOptions()) -> list[TaskResult]:
         """Replicate every host target of ``jobs``; S3 targets are left to ``s3-push``."""
         now = options.now or datetime.now(timezone.utc)
+        jobs = list(jobs)
+        # The agent is forwarded only to sources of direct streams that have no key of their own.
+        self.pool.forward_agent_to({job.source.host for job in jobs if self.is_direct(job, options)
+                                    and not self.inventory.hosts[job.source.host].direct_identity_file})
         work = [self._sync_job(job, options, now) for job in jobs]
         nested = await asyncio.gather(*work)
         return [r for results in nested for r in results]
@@ -138,6 +157,14 @@ class Engine:
             for target in targets))
         return list(results)
 
+    def is_direct(self, job: Job, options: SyncOptions) -> bool:
+        """--direct/--relay beat the job's setting, which beats its source host's."""
+        if options.direct is not None:
+            return options.direct
+        if job.direct is not None:
+            return job.direct
+        return self.inventory.hosts[job.source.host].direct
+
     def _snapshot_name(self, now: datetime) -> str:
         name = now.strftime(self.inventory.settings.snapshot_name)
         problem = snapshot_problem(name)
@@ -157,7 +184,10 @@ class Engine:
             for _round in range(MAX_REPLANS):
                 plans = await self.plan_job(job, target, options.rollback, simulated_snapshot)
                 result.plans = plans
-                cmds = await self._plan_commands(plans, source, dest, options.rollback)
+                direct = self.is_direct(job, options)
+                if direct and any(p.transfers for p in plans):
+                    await self._check_direct(source, dest)
+                cmds = await self._plan_commands(plans, source, dest, options.rollback, direct)
                 result.commands.extend(cmds)
                 self.emit(JobPlanned(job.name, str(target), _overall_kind(plans),
                                      "; ".join(describe(p) for p in plans), tuple(cmds)))
@@ -168,7 +198,7 @@ class Engine:
                 refused = [p for p in plans if p.refused]
                 runnable = [p for p in plans if p.transfers]
                 for p in runnable:
-                    result.bytes += await self._execute(job, target, p, source, dest, options.rollback)
+                    result.bytes += await self._execute(job, target, p, source, dest, options.rollback, direct)
                 if refused:
                     result.outcome = Outcome.REFUSED
                     result.message = _refusal(refused)
@@ -217,9 +247,8 @@ class Engine:
         return [plan(src_root, dst, select=job.select, rollback=rollback, resume_supported=dst_caps.resume)]
 
     async def _plan_commands(self, plans: list[Plan], source: RemoteHost, dest: RemoteHost,
-                             rollback: bool) -> list[tuple[str, str]]:
+                             rollback: bool, direct: bool = False) -> list[tuple[str, str]]:
         """The exact remote commands a plan runs, in order, as (host, command line)."""
-        src_caps, dst_caps = await asyncio.gather(source.capabilities(), dest.capabilities())
         out: list[tuple[str, str]] = []
         for index, p in enumerate(plans):
             if not p.transfers:
@@ -231,28 +260,58 @@ class Engine:
             if p.rollback_to is not None:
                 out.append((dest.name, dest.command(commands.rollback_argv(
                     f"{p.target}@{p.rollback_to.name}", destroy_later=True))))
-            for send_argv, recv_argv in _stream_argvs(p, src_caps, dst_caps, rollback):
-                out.append((source.name, source.command(send_argv)))
-                out.append((dest.name, dest.command(recv_argv)))
+            for stream in await self._streams(p, source, dest, rollback, direct):
+                out.append((source.name, stream.source_command))
+                if stream.target_command is not None:
+                    out.append((dest.name, stream.target_command))
             if p.kind is PlanKind.FULL:
                 out.append((dest.name, dest.command(commands.set_argv(p.target, REPLICA_PROPERTIES))))
         return out
 
-    async def _execute(self, job: Job, target: Endpoint, p: Plan, source: RemoteHost,
-                       dest: RemoteHost, rollback: bool) -> int:
+    async def _streams(self, p: Plan, source: RemoteHost, dest: RemoteHost, rollback: bool,
+                       direct: bool) -> list[_Stream]:
         src_caps, dst_caps = await asyncio.gather(source.capabilities(), dest.capabilities())
+        steps: list[SendStep | None] = list(p.steps) if p.kind is not PlanKind.RESUME else [None]
+        ssh = _direct_ssh(source, dest) if direct else None
+        progress = direct and await source.has_tool("pv")
+        out = []
+        for label, step, (send_argv, recv_argv) in zip(_stream_labels(p), steps,
+                                                         _stream_argvs(p, src_caps, dst_caps, rollback)):
+            if ssh is not None:
+                pipeline = commands.direct_pipeline(send_argv, ssh, dest.command(recv_argv), progress=progress,
+                                                    sudo=source.host.sudo)
+                out.append(_Stream(label, step, send_argv, pipeline, None))
+            else:
+                out.append(_Stream(label, step, send_argv, source.command(send_argv), dest.command(recv_argv)))
+        return out
+
+    async def _check_direct(self, source: RemoteHost, dest: RemoteHost) -> None:
+        """Say why direct mode cannot work before anything is sent (once per host pair and run)."""
+        if not source.host.direct_identity_file and not os.environ.get("SSH_AUTH_SOCK"):
+            raise TransferFailed(
+                f"direct mode: {source.name} has no direct_identity_file and there is no ssh agent to "
+                "forward (SSH_AUTH_SOCK is not set); start an agent with the key the targets accept, "
+                "or use relay mode (--relay)", source.name)
+        key = (source.name, dest.name)
+        fut = self._preflights.get(key)
+        if fut is None:
+            fut = self._preflights[key] = asyncio.ensure_future(
+                preflight(source, dest.name, _direct_ssh(source, dest)))
+        await asyncio.shield(fut)
+
+    async def _execute(self, job: Job, target: Endpoint, p: Plan, source: RemoteHost,
+                       dest: RemoteHost, rollback: bool, direct: bool = False) -> int:
+        src_caps = await source.capabilities()
         if p.kind is PlanKind.FULL and p.target == target.dataset:
             await dest.create_parents(p.target)
         if p.rollback_to is not None:
             await dest.rollback(f"{p.target}@{p.rollback_to.name}")
         moved = 0
-        streams = _stream_argvs(p, src_caps, dst_caps, rollback)
-        steps: list[SendStep | None] = list(p.steps) if p.kind is not PlanKind.RESUME else [None]
-        for label, step, (send_argv, recv_argv) in zip(_stream_labels(p), steps, streams):
-            estimate = await self._estimate(source, src_caps, step, send_argv)
+        for stream in await self._streams(p, source, dest, rollback, direct):
+            step = stream.step
+            estimate = await self._estimate(source, src_caps, step, stream.send_argv)
             async with self._sends[source.name], self._receives[dest.name]:
-                moved += await self._stream(job, target, source, dest, label, estimate,
-                                            source.command(send_argv), dest.command(recv_argv), p.target)
+                moved += await self._stream(job, target, source, dest, stream, estimate, p.target)
             if step is not None and step.base is None:
                 await dest.zfs(commands.set_argv(p.target, REPLICA_PROPERTIES), dataset=p.target,
                                retry_busy=True)
@@ -274,14 +333,19 @@ class Engine:
             return None  # an estimate is a nicety; the transfer itself will tell the truth
 
     async def _stream(self, job: Job, target: Endpoint, source: RemoteHost, dest: RemoteHost,
-                      label: str, estimate: int | None, send_cmd: str, recv_cmd: str,
-                      target_dataset: str) -> int:
+                      stream: _Stream, estimate: int | None, target_dataset: str) -> int:
+        label = stream.label
         meter = _Meter(lambda done, rate: self.emit(TransferProgress(
             job.name, str(target), label, done, estimate, rate)))
         self.emit(TransferStarted(job.name, str(target), source.name, dest.name, label, estimate))
         ok = False
         try:
-            result = await relay(source, send_cmd, dest, recv_cmd, meter.add, target_dataset=target_dataset)
+            if stream.target_command is None:
+                result = await direct(source, stream.source_command, dest.name, meter.add,
+                                      target_dataset=target_dataset)
+            else:
+                result = await relay(source, stream.source_command, dest, stream.target_command, meter.add,
+                                     target_dataset=target_dataset)
             ok = True
             return result.bytes
         finally:
@@ -336,6 +400,13 @@ def _stream_argvs(p: Plan, src_caps: Capabilities, dst_caps: Capabilities,
                                      resumable=resumable)
         out.append((send, recv))
     return out
+
+
+def _direct_ssh(source: RemoteHost, dest: RemoteHost) -> list[str]:
+    """The source's ssh to the target: the target's address as the source sees it."""
+    return commands.ssh_argv(dest.host.peer_address, port=dest.host.port, user=dest.host.user,
+                             identity_file=source.host.direct_identity_file,
+                             known_hosts=source.host.direct_known_hosts)
 
 
 def _stream_labels(p: Plan) -> list[str]:

@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="take a new source snapshot first (name from the inventory's snapshot_name)")
     p.add_argument("--rollback", action="store_true",
                    help="allow rolling a diverged target back to the common base (destroys its newer snapshots)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--direct", dest="direct", action="store_const", const=True, default=None,
+                      help="each source pipes straight into its own ssh to the target (agent forwarded)")
+    mode.add_argument("--relay", dest="direct", action="store_const", const=False,
+                      help="relay every stream through this machine (default unless the inventory says direct)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(handler=run)
 
@@ -34,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     inventory = load_inventory(find_inventory(args.inventory))
     jobs = inventory.jobs_matching(args.patterns)
-    options = SyncOptions(dry_run=args.dry_run, take_snapshot=args.snapshot, rollback=args.rollback)
+    options = SyncOptions(dry_run=args.dry_run, take_snapshot=args.snapshot, rollback=args.rollback,
+                          direct=args.direct)
     show_progress = not args.json and not args.dry_run and sys.stderr.isatty()
     with output.ProgressView(enabled=show_progress) as view:
         results = asyncio.run(_sync(inventory, jobs, options, view.handle))

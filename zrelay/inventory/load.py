@@ -198,6 +198,9 @@ _HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "sends": _check_positive,
     "receives": _check_positive,
     "direct_address": _check_address,
+    "direct": _want_bool,
+    "direct_identity_file": lambda v, w: _want_str(v, w),   # a path on this host, not resolved here
+    "direct_known_hosts": lambda v, w: _want_str(v, w),     # a path on this host, not resolved here
 }
 _PATH_SETTINGS = frozenset({"identity_file", "known_hosts"})
 
@@ -389,6 +392,7 @@ class _RawJob:
     recursive: bool = False
     select: SnapshotFilter = SnapshotFilter()
     targets: list[tuple[Target, Origin]] = field(default_factory=list)
+    direct: bool | None = None
     complete: bool = True  # False when a required part was missing or invalid
 
 
@@ -623,7 +627,9 @@ class _Builder:
             known_hosts=s.get("known_hosts"), ssh_options=s.get("ssh_options", {}),
             sudo=s.get("sudo", False), max_sessions=s.get("max_sessions", DEFAULT_MAX_SESSIONS),
             sends=s.get("sends"), receives=s.get("receives"),
-            direct_address=s.get("direct_address"),
+            direct_address=s.get("direct_address"), direct=s.get("direct", False),
+            direct_identity_file=s.get("direct_identity_file"),
+            direct_known_hosts=s.get("direct_known_hosts"),
             groups=tuple(g for g in order if g != "ungrouped"),
             vars=dict(merged.raw), origin=raw.origin,
             var_sources={k: var_sources[k] for k in merged.raw if k in var_sources},
@@ -657,7 +663,7 @@ class _Builder:
                 names[name] = name_origin
             if ok:
                 jobs.append(Job(name, raw.source, raw.recursive, raw.select, tuple(targets),
-                                raw.origin))
+                                raw.origin, direct=raw.direct))
                 origins.append(dict((t, o) for t, o in raw.targets))
         self._check_job_overlaps(jobs, origins)
         self._check_job_loops(jobs)
@@ -1193,7 +1199,7 @@ class _YamlReader:
         items = self.pairs(node, "job")
         if items is None:
             return
-        valid = ["source", "name", "recursive", "snapshots", "targets"]
+        valid = ["source", "name", "recursive", "snapshots", "targets", "direct"]
         seen: set[str] = set()
         misspelt: set[str] = set()
         for key, k_node, v_node in items:
@@ -1209,6 +1215,8 @@ class _YamlReader:
                         raise _Bad(f"name {job.name!r} has leading or trailing whitespace")
                 elif key == "recursive":
                     job.recursive = _want_bool(self.value(v_node), "recursive")
+                elif key == "direct":
+                    job.direct = _want_bool(self.value(v_node), "direct")
                 elif key == "snapshots":
                     job.select = self.snapshot_filter(v_node)
                 elif key == "targets":

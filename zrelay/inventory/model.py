@@ -126,6 +126,9 @@ class Host:
     sends: int | None = None            # None: zrelay.limits.sends_per_host
     receives: int | None = None         # None: zrelay.limits.receives_per_host
     direct_address: str | None = None   # how other hosts reach this one, if not ``address``
+    direct: bool = False                # as a source, send straight to targets (not via zrelay)
+    direct_identity_file: str | None = None  # key ON this host for direct sends (else the forwarded agent)
+    direct_known_hosts: str | None = None    # known_hosts ON this host for direct sends
     groups: tuple[str, ...] = ()        # every group holding it (ancestors too), 'all' excluded
     vars: Mapping[str, Any] = field(default_factory=dict, hash=False)  # merged, as written
     origin: Origin | None = None
@@ -177,6 +180,7 @@ class Job:
     select: SnapshotFilter = SnapshotFilter()
     targets: tuple[Target, ...] = ()
     origin: Origin | None = None
+    direct: bool | None = None   # None: the source host's ``direct`` setting decides
 
     @property
     def host_targets(self) -> tuple[Endpoint, ...]:

@@ -26,6 +26,7 @@ class RemoteHost:
         self.host = conn.host
         self._caps: Capabilities | None = None
         self._caps_lock = asyncio.Lock()
+        self._tools: dict[str, bool] = {}
 
     @property
     def name(self) -> str:
@@ -71,6 +72,13 @@ class RemoteHost:
         if dataset not in states:
             states[dataset] = DatasetState.absent(dataset)
         return states
+
+    async def has_tool(self, tool: str) -> bool:
+        """Is ``tool`` (pv, mbuffer, zstd …) installed here? Cached per run."""
+        if tool not in self._tools:
+            result = await self.conn.run(self.command(commands.tool_probe_argv(tool)), check=False)
+            self._tools[tool] = result.exit_status == 0
+        return self._tools[tool]
 
     async def exists(self, dataset: str) -> bool:
         try:

@@ -29,6 +29,14 @@ from zrelay.inventory.model import Host
 BULK_WINDOW = 16 * 1024 * 1024
 BULK_PKTSIZE = 256 * 1024
 
+#: Ciphers tried first, before asyncssh's own default order (which starts with
+#: chacha20-poly1305). asyncssh runs AES-GCM as one OpenSSL call per packet but
+#: chacha20-poly1305 as several Python-level calls, which roughly doubled the
+#: orchestrator's CPU per relayed byte (see bench/README.md). Servers without
+#: AES-GCM still get the rest of the default list; an inventory's ``Ciphers``
+#: ssh option replaces this preference entirely.
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
 CONNECT_TIMEOUT = 15.0
 KEEPALIVE_INTERVAL = 15.0
 KEEPALIVE_COUNT_MAX = 4
@@ -63,14 +71,20 @@ def _as_bool(value: object) -> bool:
     return str(value).strip().lower() in ("1", "yes", "true", "on")
 
 
-def connect_options(host: Host) -> dict[str, object]:
-    """asyncssh.connect() keyword arguments for ``host`` (no I/O)."""
+def connect_options(host: Host, *, forward_agent: bool = False) -> dict[str, object]:
+    """asyncssh.connect() keyword arguments for ``host`` (no I/O).
+
+    ``forward_agent`` only for sources of direct streams that authenticate to their
+    targets with the orchestrator's agent; never by default.
+    """
     opts: dict[str, object] = {
         "host": host.address,
         "port": host.port,
         "connect_timeout": CONNECT_TIMEOUT,
         "keepalive_interval": KEEPALIVE_INTERVAL,
         "keepalive_count_max": KEEPALIVE_COUNT_MAX,
+        # "^a,b": a and b first, then asyncssh's default list (OpenSSH's syntax)
+        "encryption_algs": "^" + ",".join(PREFERRED_CIPHERS),
     }
     if host.user:
         opts["username"] = host.user
@@ -93,6 +107,8 @@ def connect_options(host: Host) -> dict[str, object]:
             opts[name] = ["zlib@openssh.com", "zlib"] if _as_bool(value) else None
         else:
             opts[name] = kind(value)
+    if forward_agent:
+        opts["agent_forwarding"] = True
     if opts.get("compression_algs") is None:
         opts.pop("compression_algs", None)
     return opts
@@ -123,8 +139,9 @@ def _host_key_message(host: Host) -> str:
 class Connection:
     """A lazily opened, shared SSH connection to one host."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, *, forward_agent: bool = False) -> None:
         self.host = host
+        self.forward_agent = forward_agent
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(max(1, host.max_sessions))
@@ -148,7 +165,7 @@ class Connection:
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         host = self.host
-        opts = connect_options(host)
+        opts = connect_options(host, forward_agent=self.forward_agent)
         try:
             return await asyncssh.connect(**opts)  # type: ignore[arg-type]
         except asyncssh.HostKeyNotVerifiable:
@@ -202,14 +219,20 @@ class Connection:
 class ConnectionPool:
     """Hands out the one Connection per host; closes them all at the end of a run."""
 
-    def __init__(self, hosts: Mapping[str, Host]) -> None:
+    def __init__(self, hosts: Mapping[str, Host], *, forward_agent: frozenset[str] = frozenset()) -> None:
         self._hosts = hosts
+        self._forward_agent = forward_agent
         self._conns: dict[str, Connection] = {}
+
+    def forward_agent_to(self, names: set[str]) -> None:
+        """Forward the local agent to these hosts (only connections opened from now on)."""
+        self._forward_agent = frozenset(self._forward_agent | names)
 
     def get(self, name: str) -> Connection:
         conn = self._conns.get(name)
         if conn is None:
-            conn = self._conns[name] = Connection(self._hosts[name])
+            conn = self._conns[name] = Connection(self._hosts[name],
+                                                  forward_agent=name in self._forward_agent)
         return conn
 
     async def close(self) -> None:

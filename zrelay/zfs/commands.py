@@ -430,3 +430,59 @@ def guarded_pipeline(*argvs: Sequence[str], sudo: bool = False) -> str:
         return stages[0]
     guarded = [f'{{ {s}; echo "{STAGE_MARK} {i} exit $?" >&2; }}' for i, s in enumerate(stages[:-1], 1)]
     return " | ".join(guarded + [stages[-1]])
+
+
+# --- direct host-to-host streams -----------------------------------------------------------
+
+SSH = "ssh"
+_TOOL = re.compile(r"[a-z0-9][a-z0-9_.+-]*")
+_SSH_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_SSH_HOST = re.compile(r"[A-Za-z0-9_.:%-]+")
+#: `pv -n -b`: cumulative byte counts, one number a line on stderr, every 0.25 s.
+PV_ARGV = ("pv", "-n", "-b", "-i", "0.25")
+
+
+def tool_probe_argv(tool: str) -> list[str]:
+    """Succeeds iff ``tool`` is on the host's PATH (the name is passed as $1, never spliced)."""
+    if not _TOOL.fullmatch(tool):
+        raise InvalidName(f"tool name {tool!r} is not valid")
+    return ["sh", "-c", 'command -v "$1" >/dev/null 2>&1', "sh", tool]
+
+
+def ssh_argv(address: str, *, port: int = 22, user: str | None = None,
+             identity_file: str | None = None, known_hosts: str | None = None) -> list[str]:
+    """The source host's own ``ssh`` to a target, for direct streams.
+
+    BatchMode: never prompt. StrictHostKeyChecking=yes: the target must already be
+    known on the source; a direct stream never accepts an unknown key.
+    """
+    if not _SSH_HOST.fullmatch(address) or address.startswith("-"):
+        raise InvalidName(f"address {address!r} is not valid for ssh")
+    argv = [SSH, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+    if known_hosts is not None:
+        argv += ["-o", f"UserKnownHostsFile={check_remote_path(known_hosts)}"]
+    if identity_file is not None:
+        argv += ["-o", "IdentitiesOnly=yes", "-i", check_remote_path(identity_file)]
+    if port != 22:
+        argv += ["-p", str(int(port))]
+    if user is not None:
+        if not _SSH_USER.fullmatch(user):
+            raise InvalidName(f"user name {user!r} is not valid for ssh")
+        argv += ["-l", user]
+    return [*argv, address]
+
+
+def direct_pipeline(send: Sequence[str], ssh: Sequence[str], receive_command: str, *,
+                    progress: bool, sudo: bool = False) -> str:
+    """``zfs send … [| pv] | ssh TARGET 'zfs receive …'``, run on the source host.
+
+    ``receive_command`` is the target's full command line (its own sudo applied),
+    handed to ssh as one argument, so it is quoted once more here, in the one
+    quoting function. Every stage but ssh reports its exit status (guarded_pipeline);
+    ssh's status is the target's ``zfs receive`` status, or 255 for ssh itself.
+    """
+    stages: list[Sequence[str]] = [send]
+    if progress:
+        stages.append(PV_ARGV)
+    stages.append([*ssh, receive_command])
+    return guarded_pipeline(*stages, sudo=sudo)

@@ -38,6 +38,7 @@ from zrelay.errors import (
 from zrelay.zfs.commands import (
     BOOKMARK_COLUMNS,
     FS_COLUMNS,
+    STAGE_MARK,
     SNAPSHOT_COLUMNS,
     check_resume_token,
     lists_with_get,
@@ -379,3 +380,15 @@ def map_error(host: str, stderr: str, exit_status: int | None, dataset: str | No
 def is_not_found(stderr: str) -> bool:
     """True when a listing failed because the dataset (or pool) is absent."""
     return error_class(stderr) is DatasetNotFound
+
+
+_STAGE = re.compile(rf"^{STAGE_MARK} (\d+) exit (\d+)\s*$", re.M)
+_COUNT = re.compile(r"^\d+$", re.M)
+
+
+def split_stage_report(stderr: str) -> tuple[dict[int, int], str]:
+    """Exit status per guarded pipeline stage, and the stderr text without the markers
+    and without `pv -n` progress numbers."""
+    statuses = {int(m.group(1)): int(m.group(2)) for m in _STAGE.finditer(stderr)}
+    text = _COUNT.sub("", _STAGE.sub("", stderr))
+    return statuses, "\n".join(line for line in text.splitlines() if line.strip())
