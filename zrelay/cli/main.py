@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     from zrelay.cli import inventory as inventory_cmd
     from zrelay.cli import status as status_cmd
     from zrelay.cli import sync as sync_cmd
+    from zrelay.cli import tui as tui_cmd
 
     parser = _Parser(prog="zrelay", description="Replicate ZFS datasets across hosts from one inventory.")
     parser.add_argument("--version", action="version", version=f"zrelay {__version__}")
@@ -35,10 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inventory file or directory (default: $ZRELAY_INVENTORY, ./inventory/zrelay.yml, "
                              "~/.config/zrelay/zrelay.yml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="more detail in errors and output")
+    parser.add_argument("--state", metavar="PATH",
+                        help="run state database (default: $ZRELAY_STATE, then $XDG_STATE_HOME/zrelay/state.db)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sync_cmd.register(sub)
     status_cmd.register(sub)
     inventory_cmd.register(sub)
+    tui_cmd.register(sub)
     return parser
 
 

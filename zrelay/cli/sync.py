@@ -12,6 +12,7 @@ from zrelay.engine import Engine, SyncOptions, TaskResult
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK
 from zrelay.events import Outcome
 from zrelay.inventory import load_inventory
+from zrelay.state import Recorder, default_path, fanout
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,8 +43,11 @@ def run(args: argparse.Namespace) -> int:
     options = SyncOptions(dry_run=args.dry_run, take_snapshot=args.snapshot, rollback=args.rollback,
                           direct=args.direct)
     show_progress = not args.json and not args.dry_run and sys.stderr.isatty()
-    with output.ProgressView(enabled=show_progress) as view:
-        results = asyncio.run(_sync(inventory, jobs, options, view.handle))
+    recorder = _recorder(args, inventory.path)
+    with recorder, output.ProgressView(enabled=show_progress) as view:
+        sink = fanout(view.handle, recorder.handle) if not args.dry_run else view.handle
+        results = asyncio.run(_sync(inventory, jobs, options, sink))
+        recorder.set_exit_code(exit_code(results))
     if args.json:
         json.dump([output.result_dict(r) for r in results], sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -52,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         output.print_summary(results)
     return exit_code(results)
+
+
+def _recorder(args: argparse.Namespace, inventory_path: object) -> Recorder:
+    """Record the run for ``status`` and the TUI; a dry run changes nothing, so it is not recorded."""
+    argv = ["sync", *args.patterns] + [flag for flag, on in (("--snapshot", args.snapshot),
+                                                              ("--rollback", args.rollback)) if on]
+    return Recorder(default_path(getattr(args, "state", None)), "sync", argv, inventory=str(inventory_path),
+                    enabled=not args.dry_run)
 
 
 async def _sync(inventory, jobs, options, sink) -> list[TaskResult]:  # type: ignore[no-untyped-def]

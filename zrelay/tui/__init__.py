@@ -1,0 +1,1 @@
+"""The ``zrelay tui`` Textual app: the only place zrelay imports textual (import-linter enforces it)."""

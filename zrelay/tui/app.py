@@ -1,0 +1,432 @@
+"""``zrelay tui``: the fleet at a glance, live.
+
+Two feeds, neither on the UI thread:
+
+* the state store, polled every ``poll_interval`` seconds by a thread worker:
+  transfers of every process (cron's ``zrelay sync`` too), last results, errors;
+* status queries of every host, on their own loop (``query.ThreadedQuerier``):
+  cells fill in as hosts answer, an unreachable host only ever makes its own
+  cells say so.
+
+Redraws are throttled to ``UI_INTERVAL`` and only touch cells whose text
+changed. ``s`` / ``p`` run ``zrelay sync`` / ``zrelay s3-push`` as separate
+processes, which record into the same store: the UI shows their progress the
+same way it shows anybody else's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.notifications import SeverityLevel
+from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
+
+from zrelay.inventory.model import Inventory, Job, Target
+from zrelay.state import StoreView, TransferRow, read_view
+from zrelay.status import TargetReport, detail_for, targets_of
+from zrelay.tui.model import (HOST_COLUMNS, Key, Matrix, build_matrix, clip, detail_columns, detail_rows,
+                              host_rows, host_states)
+from zrelay.tui.query import Querier, ThreadedQuerier
+from zrelay.tui.views import Column, DetailView, HelpScreen, HostsView, MatrixView
+
+POLL_INTERVAL = 0.5   # s between store reads
+UI_INTERVAL = 0.25    # s: at most four redraws per second, however fast data arrives
+TABS = ("hosts", "matrix", "detail")
+
+
+class ReportReady(Message):
+    def __init__(self, report: TargetReport, seq: int) -> None:
+        super().__init__()
+        self.report = report
+        self.seq = seq
+
+
+class QueriesDone(Message):
+    def __init__(self, seq: int) -> None:
+        super().__init__()
+        self.seq = seq
+
+
+class StoreRead(Message):
+    def __init__(self, view: StoreView) -> None:
+        super().__init__()
+        self.view = view
+
+
+@dataclass
+class Launched:
+    """A ``zrelay`` process started from the UI."""
+
+    command: str
+    pattern: str
+    pid: int
+    returncode: int | None = None
+    output: str = ""
+
+
+def _same(a: StoreView, b: StoreView) -> bool:
+    return (a.active == b.active and a.last_results == b.last_results and a.host_errors == b.host_errors
+            and a.totals == b.totals)
+
+
+class ZrelayApp(App[None]):
+    """Hosts, divergence matrix, dataset detail; see the module docstring for the data flow."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "zrelay"
+    BINDINGS = [
+        Binding("r", "refresh", "Refresh"),
+        Binding("s", "sync", "Sync"),
+        Binding("p", "push", "S3 push"),
+        Binding("slash", "filter", "Filter"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+        Binding("1", "show_tab('hosts')", "Hosts", show=False),
+        Binding("2", "show_tab('matrix')", "Matrix", show=False),
+        Binding("3", "show_tab('detail')", "Detail", show=False),
+        Binding("escape", "escape", "Back", show=False),
+    ]
+
+    def __init__(self, inventory: Inventory, jobs: Sequence[Job] | None = None, *, store_path: Path,
+                 clock: Callable[[], float] = time.time, querier: Querier | None = None,
+                 store_reader: Callable[[], StoreView] | None = None, poll_interval: float = POLL_INTERVAL,
+                 command_prefix: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.inventory = inventory
+        self.jobs = list(inventory.jobs if jobs is None else jobs)
+        self.pairs: list[tuple[Job, Target]] = targets_of(self.jobs)
+        self.store_path = Path(store_path)
+        self.clock = clock
+        self.querier: Querier = querier if querier is not None else ThreadedQuerier(inventory)
+        self.store_reader = store_reader or (lambda: read_view(self.store_path))
+        self.poll_interval = poll_interval
+        self.command_prefix = list(command_prefix or [sys.executable, "-m", "zrelay"])
+        self.view = StoreView(read_at=0.0)
+        self.reports: dict[Key, TargetReport] = {}
+        self.pending: set[Key] = set()
+        self.filter_text = ""
+        self.detail_source: str | None = None
+        self.detail_job: str | None = None
+        self.launched: dict[int, Launched] = {}
+        self.finished: list[Launched] = []
+        self.notices: list[tuple[str, str, str]] = []  # (severity, title, message): what the user was told
+        self.matrix: Matrix = build_matrix(self.jobs, {}, self.view)
+        self._requested: dict[Key, int] = {}
+        self._seq = 0
+        self._dirty = True
+        self._store_busy = False
+        self.store_reads = 0
+        self.created_at = time.perf_counter()
+        self.first_paint_seconds: float | None = None  # app created → first frame out (diagnostics, tests)
+
+    # --- layout ---
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="bar")
+        with TabbedContent(initial="hosts", id="tabs"):
+            with TabPane("Hosts", id="hosts"):
+                yield HostsView()
+            with TabPane("Matrix", id="matrix"):
+                yield MatrixView()
+            with TabPane("Detail", id="detail"):
+                yield DetailView()
+        yield Input(placeholder="filter hosts and datasets (Enter keeps it, Esc clears)", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.pending = {(j.name, str(t)) for j, t in self.pairs}
+        self.redraw()
+        self.set_interval(self.poll_interval, self.poll_store)
+        self.set_interval(UI_INTERVAL, self._tick)
+        self.poll_store()
+        self.call_after_refresh(self._first_frame)
+        self.query_one(HostsView).table.focus()
+
+    def _first_frame(self) -> None:
+        """Hosts are asked only once the first frame is out: a slow fleet never delays it."""
+        self.first_paint_seconds = time.perf_counter() - self.created_at
+        self.action_refresh()
+
+    def on_unmount(self) -> None:
+        self.querier.close()
+
+    # --- feeds ---
+
+    def poll_store(self) -> None:
+        if self._store_busy:
+            return
+        self._store_busy = True
+        self.run_worker(self._read_store, thread=True, group="store", exit_on_error=False)
+
+    def _read_store(self) -> None:
+        try:
+            view = self.store_reader()
+        except Exception:
+            view = self.view
+        self.post_message(StoreRead(view))
+
+    def on_store_read(self, message: StoreRead) -> None:
+        self._store_busy = False
+        self.store_reads += 1
+        old, new = self.view, message.view
+        self.view = new
+        if _same(old, new):
+            return
+        # a run ended somewhere: what the hosts hold has changed, ask them again
+        ours = {(j.name, str(t)): (j, t) for j, t in self.pairs}
+        changed = [ours[k] for k, task in new.last_results.items()
+                   if k in ours and (old.last_results.get(k) is None or old.last_results[k].id != task.id)]
+        if changed and old.read_at > 0:
+            self.ask_hosts(changed, full=False)
+        self._dirty = True
+
+    def ask_hosts(self, pairs: Sequence[tuple[Job, Target]], full: bool) -> None:
+        """Ask the hosts about ``pairs``; answers arrive as ReportReady messages."""
+        if not pairs:
+            return
+        self._seq += 1
+        seq = self._seq
+        for job, target in pairs:
+            key = (job.name, str(target))
+            self._requested[key] = seq
+            self.pending.add(key)
+        def deliver(report: TargetReport) -> None:
+            self.post_message(ReportReady(report, seq))  # thread-safe: answers come from the query thread
+
+        def done() -> None:
+            self.post_message(QueriesDone(seq))
+
+        self.querier.submit(pairs, deliver, done, full)
+        self._dirty = True
+
+    def on_report_ready(self, message: ReportReady) -> None:
+        key = message.report.key
+        if message.seq < self._requested.get(key, 0) and key in self.reports:
+            return  # a newer answer is on its way
+        self.reports[key] = message.report
+        if self._requested.get(key) == message.seq:
+            self.pending.discard(key)
+        self._dirty = True
+
+    def on_queries_done(self, message: QueriesDone) -> None:
+        for key in [k for k in self.pending if self._requested.get(k) == message.seq]:
+            self.pending.discard(key)
+        self._dirty = True
+
+    # --- drawing ---
+
+    def _tick(self) -> None:
+        if self._dirty:
+            self.redraw()
+
+    def redraw(self) -> None:
+        self._dirty = False
+        now = self.clock()
+        with self.batch_update():
+            states = host_states(self.inventory, self.reports, self.pending, self.jobs)
+            self.query_one(HostsView).table.show(
+                HOST_COLUMNS, host_rows(self.inventory, states, self.view, now, self.filter_text))
+            self.matrix = build_matrix(self.jobs, self.reports, self.view, self.filter_text)
+            columns: list[Column] = [("dataset", "dataset")]
+            columns += [(f"l:{loc}", loc, max(13, len(loc))) for loc in self.matrix.locations]
+            self.query_one(MatrixView).table.show(columns, self.matrix.table_rows())
+            self._draw_detail()
+            self.query_one("#bar", Static).update(self._bar_text(states))
+
+    def _bar_text(self, states: dict) -> str:
+        unreachable = sum(1 for s in states.values() if s.state == "unreachable")
+        total, waiting = len(self.pairs), len(self.pending)
+        parts = [f"[b]zrelay[/b] {self.inventory.path.name}", f"{len(self.inventory.hosts)} hosts"]
+        if unreachable:
+            parts[-1] += f" ([red]{unreachable} unreachable[/red])"
+        parts.append(f"{len(self.view.active)} transfers")
+        if waiting:
+            parts.append(f"checking {total - waiting}/{total}")
+        for proc in self.launched.values():
+            parts.append(f"[magenta]{proc.command} {proc.pattern}[/magenta] pid {proc.pid}")
+        if self.filter_text:
+            parts.append(f"filter: {self.filter_text}")
+        return " │ ".join(parts)
+
+    def _draw_detail(self) -> None:
+        view = self.query_one(DetailView)
+        if self.detail_source is None:
+            return
+        detail = detail_for(self.detail_source, self.reports.values())
+        if detail is None:
+            waiting = any(k[0] == self.detail_job for k in self.pending)
+            view.title.update(f"[b]{self.detail_source}[/b]: "
+                              + ("waiting for the hosts…" if waiting else "the source could not be listed"))
+            view.table.show([("guid", "guid")], [])
+            return
+        targets = ", ".join(detail.columns[1:]) or "no host targets"
+        view.title.update(f"[b]{clip(detail.source, 60)}[/b] → {targets}  "
+                          f"({len(detail.rows)} snapshots; job {self.detail_job})")
+        view.table.show(detail_columns(detail), detail_rows(detail))
+
+    # --- navigation ---
+
+    @property
+    def active_tab(self) -> str:
+        return self.query_one("#tabs", TabbedContent).active
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+        self._focus_tab(tab)
+
+    def _focus_tab(self, tab: str) -> None:
+        view: HostsView | MatrixView | DetailView
+        if tab == "hosts":
+            view = self.query_one(HostsView)
+        elif tab == "matrix":
+            view = self.query_one(MatrixView)
+        else:
+            view = self.query_one(DetailView)
+        view.table.focus()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id in TABS:
+            self._focus_tab(event.pane.id)
+
+    def on_data_table_cell_selected(self, event: DataTable.CellSelected) -> None:
+        if event.data_table.id != "matrix-table":
+            return
+        row = str(event.cell_key.row_key.value)
+        column = str(event.cell_key.column_key.value)
+        cell = self.matrix.cells.get((row, column[2:])) if column.startswith("l:") else None
+        self.open_detail(row, cell.job if cell else self.matrix.row_jobs.get(row))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id != "hosts-table":
+            return
+        key = str(event.row_key.value)
+        transfer = self._transfer_of(key)
+        if transfer is not None:
+            job = next((j for j in self.jobs if j.name == transfer.job), None)
+            if job is not None:
+                self.open_detail(f"{job.source.host}:{transfer.dataset}", job.name)
+
+    def open_detail(self, source: str, job: str | None) -> None:
+        self.detail_source, self.detail_job = source, job
+        self._draw_detail()
+        self.action_show_tab("detail")
+
+    def action_escape(self) -> None:
+        """Esc: close the filter (clearing it), else leave the detail for the matrix."""
+        box = self.query_one("#filter", Input)
+        if box.has_focus or box.has_class("visible"):
+            box.value = ""
+            box.remove_class("visible")
+            self._focus_tab(self.active_tab)
+        elif self.active_tab == "detail":
+            self.action_show_tab("matrix")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("visible")
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        self._dirty = True
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            event.input.remove_class("visible")
+        self._focus_tab(self.active_tab)
+
+    def action_refresh(self) -> None:
+        self.ask_hosts(self.pairs, full=True)
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Show a toast, and remember it: what the user was told is part of the app's behaviour."""
+        self.notices.append((severity, title, message))
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    # --- worker processes ---
+
+    def _transfer_of(self, key: str) -> TransferRow | None:
+        if not key.startswith("t:"):
+            return None
+        tid = int(key.rsplit(":", 1)[1])
+        return next((t for t in self.view.active if t.id == tid), None)
+
+    def selected_pattern(self) -> str | None:
+        """The job (or host) the cursor is on, as a ``zrelay sync`` pattern."""
+        tab = self.active_tab
+        if tab == "matrix":
+            table = self.query_one(MatrixView).table
+            row, column = table.selected_key(), table.selected_column()
+            if row is None:
+                return None
+            cell = self.matrix.cells.get((row, column[2:])) if column and column.startswith("l:") else None
+            return cell.job if cell else self.matrix.row_jobs.get(row)
+        if tab == "detail":
+            return self.detail_job
+        key = self.query_one(HostsView).table.selected_key()
+        if key is None:
+            return None
+        transfer = self._transfer_of(key)
+        if transfer is not None:
+            return transfer.job
+        host = key[2:]
+        return host if any(j.source.host == host for j in self.jobs) else None
+
+    def action_sync(self) -> None:
+        self.launch("sync")
+
+    def action_push(self) -> None:
+        self.launch("s3-push")
+
+    def launch(self, command: str) -> None:
+        pattern = self.selected_pattern()
+        if pattern is None:
+            self.notify("Select a job first (a matrix cell, a transfer, or a host with jobs).",
+                        severity="warning")
+            return
+        self.run_worker(self._run_process(command, pattern), group="processes", exit_on_error=False)
+
+    async def _run_process(self, command: str, pattern: str) -> None:
+        """Run ``zrelay COMMAND PATTERN`` detached from the UI; report how it ended."""
+        argv = [*self.command_prefix, "-i", str(self.inventory.path), "--state", str(self.store_path),
+                command, pattern]
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        with tempfile.TemporaryFile() as errors:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=errors,
+                    env=env, start_new_session=True)  # survives the UI quitting; Ctrl-C here is not its
+            except OSError as exc:
+                self.notify(f"cannot start zrelay {command}: {exc}", severity="error")
+                return
+            launched = self.launched[proc.pid] = Launched(command, pattern, proc.pid)
+            self._dirty = True
+            self.notify(f"started zrelay {command} {pattern} (pid {proc.pid})")
+            launched.returncode = await proc.wait()
+            errors.seek(0)
+            launched.output = errors.read().decode(errors="replace").strip()
+        del self.launched[proc.pid]
+        self.finished.append(launched)
+        if launched.returncode == 0:
+            self.notify(f"zrelay {command} {pattern}: done")
+        else:
+            tail = "\n".join(launched.output.splitlines()[-4:]) or "(no output)"
+            self.notify(tail, title=f"zrelay {command} {pattern} failed (exit {launched.returncode})",
+                        severity="error", timeout=20, markup=False)
+        self.ask_hosts([(j, t) for j, t in self.pairs if pattern in (j.name, j.source.host)], full=False)
