@@ -7,6 +7,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ def zrelay(*args: str, inventory: Path | None = None, timeout: float = 300,
         argv += ["-i", str(inventory)]
     argv += list(args)
     full_env = dict(os.environ, **(env or {}))
+    # Runs record into a throwaway state store, never the user's own.
+    full_env.setdefault("ZRELAY_STATE", os.path.join(tempfile.gettempdir(), "zrelay-tests", "state.db"))
     full_env.pop("ZRELAY_INVENTORY", None) if inventory is not None else None
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=full_env)
 
