@@ -7,6 +7,7 @@ or was refused; 2 usage or inventory error; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Callable, Sequence
 
@@ -24,12 +25,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"zrelay: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from zrelay.cli import inventory as inventory_cmd
-    from zrelay.cli import status as status_cmd
-    from zrelay.cli import sync as sync_cmd
-    from zrelay.cli import tui as tui_cmd
+#: Every command: the module that implements it and its one-line help. Only the module of
+#: the command being run is imported, so `zrelay tui` does not pay for boto3 and
+#: `zrelay s3-ls` does not pay for textual.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sync": ("zrelay.cli.sync", "replicate datasets host to host"),
+    "status": ("zrelay.cli.status", "show where every job's targets stand"),
+    "tui": ("zrelay.cli.tui", "live view: hosts and transfers, divergence matrix, dataset detail"),
+    "inventory": ("zrelay.cli.inventory", "list, check and edit the inventory"),
+}
 
+
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The command word in ``argv`` (skipping global options and their values)."""
+    takes_value = {"-i", "--inventory", "--state"}
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in takes_value:
+            skip = True
+        elif word.startswith("-"):
+            continue
+        else:
+            return word
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser for ``command``; the other commands appear by name and help only."""
     parser = _Parser(prog="zrelay", description="Replicate ZFS datasets across hosts from one inventory.")
     parser.add_argument("--version", action="version", version=f"zrelay {__version__}")
     parser.add_argument("-i", "--inventory", metavar="PATH",
@@ -39,16 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state", metavar="PATH",
                         help="run state database (default: $ZRELAY_STATE, then $XDG_STATE_HOME/zrelay/state.db)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sync_cmd.register(sub)
-    status_cmd.register(sub)
-    inventory_cmd.register(sub)
-    tui_cmd.register(sub)
+    if command in COMMANDS:
+        importlib.import_module(COMMANDS[command][0]).register(sub)
+    for name, (_module, text) in COMMANDS.items():
+        if name not in sub.choices:
+            sub.add_parser(name, help=text, description=text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_name(words))
+    args = parser.parse_args(words)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
