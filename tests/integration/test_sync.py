@@ -57,7 +57,7 @@ def test_dry_run_prints_exact_commands_and_changes_nothing(lab, tmp_path: Path) 
     out = proc.stdout
     assert f"nas1$ zfs snapshot {src}@zrelay_" in out
     assert f"nas1$ zfs send {src}@zrelay_a" in out
-    assert f"vault$ zfs receive" in out and dst in out
+    assert "vault$ zfs receive" in out and dst in out
     assert not exists(lab, "vault", dst)
     assert [s for s, _ in snapshots(lab, "nas1", src)] == ["zrelay_a", "zrelay_b"]
 

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from zrelay import __version__
 from zrelay.errors import EXIT_USAGE, ZrelayError
-from zrelay.inventory.lookup import find_inventory  # -i, $ZRELAY_INVENTORY, ./inventory/, config
+from zrelay.inventory.lookup import find_inventory  # noqa: F401  (commands import it from here)
 
 EXIT_INTERRUPTED = 130
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from types import TracebackType
 
 from rich.console import Console
@@ -14,7 +13,6 @@ from rich.table import Table
 
 from zrelay.engine import TaskResult
 from zrelay.events import Event, JobFinished, Outcome, TransferFinished, TransferProgress, TransferStarted
-from zrelay.status import LocationStatus
 
 def _console(stderr: bool) -> Console:
     """Wide enough for tables in logs and pipes; a terminal keeps its own width."""
@@ -29,10 +27,6 @@ err = _console(stderr=True)
 _OUTCOME_STYLE = {
     Outcome.OK: "green", Outcome.NOOP: "green", Outcome.SKIPPED: "cyan",
     Outcome.REFUSED: "yellow", Outcome.FAILED: "red",
-}
-_STATE_STYLE = {
-    "in-sync": "green", "behind": "cyan", "missing": "cyan", "resumable": "cyan", "no-snapshots": "yellow",
-    "diverged": "red", "no-common-base": "red", "unreachable": "red", "error": "red",
 }
 
 
@@ -152,21 +146,3 @@ def print_summary(results: list[TaskResult]) -> None:
     if bad:
         hosts = f" (hosts: {', '.join(failed)})" if failed else ""
         err.print(f"zrelay: {len(bad)} of {len(results)} job target(s) failed or refused{hosts}")
-
-
-def print_status(rows: list[LocationStatus]) -> None:
-    if not rows:
-        out.print("no host targets in the matching jobs")
-        return
-    table = Table(title=f"zrelay status  {time.strftime('%Y-%m-%d %H:%M:%S')}", title_justify="left")
-    for col in ("job", "target", "state", "source newest", "target newest", "common base", "lag", "detail"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        style = _STATE_STYLE.get(r.state, "")
-        label = f"behind {r.behind}" if r.state == "behind" else r.state
-        detail = r.message if r.state not in ("in-sync", "behind") else (
-            f"{r.datasets} datasets" if r.datasets > 1 else "")
-        table.add_row(r.job, r.target, f"[{style}]{label}[/{style}]", r.source_newest or "-",
-                      r.target_newest or "-", r.common_base or "-", human_seconds(r.lag_seconds), detail)
-    out.print(table)
-
