@@ -3,14 +3,14 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := zfs-fuse openssh-server openssh-client pv mbuffer tmux python3-venv
+APT_PACKAGES := zfs-fuse openssh-server openssh-client pv mbuffer tmux python3-venv zstd age
 LAB := $(BIN)/python lab/zfslab.py
 INVENTORY := inventory/lab.yml
 
 .PHONY: help install deps venv lab-up lab-down demo test test-unit test-lab lint bench clean
 
 help:
-	@echo "make demo      install, start the 3-host lab, replicate, show status"
+	@echo "make demo      install, start the 3-host lab and S3, replicate, push offsite, show status"
 	@echo "make test      install, start the lab, run every test"
 	@echo "make bench     benchmarks (prints ratios against OpenSSH measured in the same run)"
 	@echo "make lab-up | lab-down"
@@ -20,7 +20,7 @@ install: deps venv
 # System packages, only when something is missing (apt is slow even when it has nothing to do).
 deps:
 	@missing=""; \
-	for bin in zfs-fuse:zfs-fuse sshd:openssh-server ssh:openssh-client pv:pv mbuffer:mbuffer tmux:tmux; do \
+	for bin in zfs-fuse:zfs-fuse sshd:openssh-server ssh:openssh-client pv:pv mbuffer:mbuffer tmux:tmux zstd:zstd age:age; do \
 	  command -v $${bin%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${bin%%:*} ] || missing="$$missing $${bin##*:}"; \
 	done; \
 	$(PY) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
@@ -39,15 +39,19 @@ $(VENV)/.installed: pyproject.toml
 
 lab-up: install
 	$(LAB) up
+	$(BIN)/python lab/seaweed.py up
 
 lab-down:
+	-$(PY) lab/seaweed.py down
 	$(PY) lab/zfslab.py down
 
 demo: lab-up
 	$(BIN)/python lab/demo_data.py
 	$(BIN)/zrelay -i $(INVENTORY) sync --dry-run
 	$(BIN)/zrelay -i $(INVENTORY) sync --snapshot
-	$(BIN)/zrelay -i $(INVENTORY) status
+	eval "$$($(BIN)/python lab/seaweed.py env)" && $(BIN)/zrelay -i $(INVENTORY) s3-push && \
+	  $(BIN)/zrelay -i $(INVENTORY) s3-ls
+	eval "$$($(BIN)/python lab/seaweed.py env)" && $(BIN)/zrelay -i $(INVENTORY) status
 
 lint: venv
 	$(BIN)/lint-imports

@@ -1,3 +1,3 @@
-"""Test configuration: the lab fixtures live in tests/labfixture.py."""
+"""Test configuration: the lab fixtures (zfs-fuse hosts, SeaweedFS S3) live in their own plugins."""
 
-pytest_plugins = ["tests.labfixture"]
+pytest_plugins = ["tests.labfixture", "tests.s3fixture"]

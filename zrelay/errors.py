@@ -225,3 +225,54 @@ class ZfsUnavailable(ZfsError):
 
 class PlanRefused(ZrelayError):
     """The planner will not transfer because doing so would lose target data."""
+
+
+# --- S3 ------------------------------------------------------------------------
+
+
+class S3Error(ZrelayError):
+    """An S3 operation failed; names the target, and the object key when one object is at fault."""
+
+    def __init__(self, target: str, message: str, key: str | None = None) -> None:
+        self.target = target
+        self.key = key
+        self.message = message
+        super().__init__(f"s3:{target}: {message}")
+
+
+class S3Unreachable(S3Error):
+    """The endpoint did not answer (connection refused, timed out, reset)."""
+
+
+class S3AccessDenied(S3Error):
+    """No credentials, wrong credentials, or the credentials may not do this."""
+
+
+class S3NotFound(S3Error):
+    """The bucket or an object the manifest names does not exist."""
+
+
+class S3ChecksumMismatch(S3Error):
+    """Stored bytes do not hash to what the manifest recorded; ``key`` names the object."""
+
+
+class S3StreamTooLarge(S3Error):
+    """The stream would exceed the configured maximum size (found before or while uploading)."""
+
+
+class S3ObjectArchived(S3Error):
+    """Objects are in an archive storage class; a restore was requested and must complete first."""
+
+
+class S3ChainBroken(S3Error):
+    """A send needed for the chosen snapshot is missing or damaged, so it cannot be restored."""
+
+
+class S3PruneRefused(S3Error):
+    """Pruning as asked would leave an incremental without its base or no complete chain."""
+
+
+class S3UsageError(S3Error, UsageError):
+    """An S3 option or name is wrong (unknown target, bad size, unknown snapshot)."""
+
+    exit_code = EXIT_USAGE

@@ -55,10 +55,10 @@ def test_lab_inventory() -> None:
                             Endpoint("vault", "backup/nas1/data"))
     assert home.source == Endpoint("nas2", "tank/home")
     assert home.recursive is False
-    assert home.targets == (Endpoint("vault", "backup/nas2/home"),)
+    assert home.targets == (Endpoint("vault", "backup/nas2/home"), S3Ref("offsite"))
     offsite = inv.s3_targets["offsite"]
     assert (offsite.bucket, offsite.endpoint) == ("zrelay-lab", "http://127.0.0.1:8333")
-    assert not any(job.s3_targets for job in inv.jobs)
+    assert [job.name for job in inv.jobs if job.s3_targets] == ["nas2:tank/home"]
 
 
 def test_example_inventory() -> None:

@@ -359,3 +359,50 @@ def test_any_accepted_name_is_shell_inert(text: str) -> None:
         assert shlex.split(c.quote(argv)) == argv
         assert not (set(text) & _SHELL_META)
         assert not text.startswith("-")
+
+
+# --- S3 streams: filters, size bounds, guarded pipelines ----------------------------------
+
+AGE_KEY = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+
+
+def test_filter_probe_is_fixed_text() -> None:
+    argv = c.filter_probe_argv()
+    assert argv[:2] == ["sh", "-c"] and "zstd" in argv[2] and "age" in argv[2]
+
+
+def test_space_argv_both_dialects() -> None:
+    assert c.space_argv(T1) == ["zfs", "get", "-H", "-p", "-o", "property,value", "referenced,compressratio", T1]
+    with pytest.raises(InvalidName):
+        c.space_argv("tank/data")
+
+
+def test_zstd_argvs() -> None:
+    assert c.zstd_compress_argv() == ["zstd", "-q", "-c", "-3", "-T1"]
+    assert c.zstd_decompress_argv() == ["zstd", "-q", "-d", "-c"]
+    with pytest.raises(ValueError):
+        c.zstd_compress_argv(level=30)
+
+
+def test_age_argvs_validate_keys_and_paths() -> None:
+    assert c.age_encrypt_argv([AGE_KEY]) == ["age", "-e", "-r", AGE_KEY]
+    assert c.age_encrypt_argv(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"])[-1].startswith("ssh-ed25519 ")
+    assert c.age_decrypt_argv("/root/.config/age/key.txt") == ["age", "-d", "-i", "/root/.config/age/key.txt"]
+    for bad in ("-r", "age1UPPER", f"{AGE_KEY}; rm -rf /", ""):
+        with pytest.raises(InvalidName):
+            c.age_encrypt_argv([bad])
+    for bad in ("key.txt", "/a/../b", "/a b", "/x;y", "-i"):
+        with pytest.raises(InvalidName):
+            c.age_decrypt_argv(bad)
+    with pytest.raises(ValueError):
+        c.age_encrypt_argv([])
+
+
+def test_guarded_pipeline_reports_every_stage_but_the_last() -> None:
+    line = c.guarded_pipeline(["zfs", "send", T1], ["zstd", "-c"], ["age", "-e", "-r", AGE_KEY], sudo=True)
+    assert line == (f'{{ sudo -n zfs send {T1}; echo "zrelay-stage 1 exit $?" >&2; }} | '
+                    '{ zstd -c; echo "zrelay-stage 2 exit $?" >&2; } | '
+                    f"age -e -r {AGE_KEY}")
+    assert c.guarded_pipeline(["zfs", "receive", "b/x"]) == "zfs receive b/x"
+    with pytest.raises(ValueError):
+        c.guarded_pipeline()

@@ -33,6 +33,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("zrelay.cli.status", "show where every job's targets stand"),
     "tui": ("zrelay.cli.tui", "live view: hosts and transfers, divergence matrix, dataset detail"),
     "inventory": ("zrelay.cli.inventory", "list, check and edit the inventory"),
+    "s3-push": ("zrelay.cli.s3", "upload snapshots of jobs with S3 targets (full or incremental)"),
+    "s3-ls": ("zrelay.cli.s3", "list stored chains per dataset, with sizes and health"),
+    "s3-restore": ("zrelay.cli.s3", "restore a dataset from S3 into any host"),
+    "s3-verify": ("zrelay.cli.s3", "re-read stored objects and check every sha256"),
+    "s3-prune": ("zrelay.cli.s3", "delete old chains by keep rules; never orphans an incremental"),
+    "s3-abort-stale": ("zrelay.cli.s3", "list and abort multipart uploads left by crashed pushes"),
 }
 
 

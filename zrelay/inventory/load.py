@@ -32,7 +32,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from zrelay.errors import InventoryError, UsageError
+from zrelay.errors import InvalidName, InventoryError, UsageError
 from zrelay.inventory.ansible import (IniSection, RangeError, ansible_bool, directory_sources,
                                       expand_range, looks_like_ini, parse_ini,
                                       split_port, vars_files)
@@ -40,6 +40,7 @@ from zrelay.inventory.model import (DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_
                                     S3_SCHEME, Endpoint, Group, Host, Inventory, Job, Origin,
                                     S3Ref, S3Target, Settings, Target, VarSource, name_list,
                                     suggest)
+from zrelay.zfs.commands import check_age_recipient
 from zrelay.zfs.model import SnapshotFilter
 from zrelay.zfs.names import snapshot_problem
 
@@ -1333,6 +1334,44 @@ def _check_addressing(value: Any, what: str) -> str:
     return text
 
 
+_SIZE = re.compile(r"\d+(\.\d+)?\s*([KMGTP]i?B?|B)?", re.IGNORECASE)
+
+
+def _check_size(value: Any, what: str) -> int | str:
+    if isinstance(value, bool):
+        raise _Bad(f"{what}: expected a size like 512M or 2T, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise _Bad(f"{what}: {value} is out of range (expected >= 1)")
+        return value
+    text = _want_str(value, what).strip()
+    if not _SIZE.fullmatch(text):
+        raise _Bad(f"{what}: expected a size like 512M or 2T, got {text!r}")
+    return text
+
+
+def _one_of(*choices: str) -> Callable[[Any, str], str]:
+    def check(value: Any, what: str) -> str:
+        text = _want_str(value, what)
+        if text not in choices:
+            raise _Bad(f"{what}: expected one of {', '.join(choices)}, got {text!r}")
+        return text
+    return check
+
+
+def _check_recipients(value: Any, what: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise _Bad(f"{what}: expected an age public key or a list of them")
+    out = []
+    for item in items:
+        try:
+            out.append(check_age_recipient(_want_str(item, what)))
+        except InvalidName as exc:
+            raise _Bad(f"{what}: {exc}") from None
+    return tuple(out)
+
+
 _S3_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "bucket": _check_bucket,
     "endpoint": _check_endpoint_url,
@@ -1341,6 +1380,17 @@ _S3_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "storage_class": _check_storage_class,
     "profile": lambda v, w: _want_str(v, w),
     "addressing_style": _check_addressing,
+    "max_stream_size": _check_size,
+    "part_size": _check_size,
+    "max_object_size": _check_size,
+    "concurrency": _check_positive,
+    "compression": _one_of("auto", "zstd", "none"),
+    "zstd_level": _check_positive,
+    "age_recipients": _check_recipients,
+    "age_identity": lambda v, w: _want_str(v, w),
+    "part_checksum": _one_of("md5", "sha256", "none"),
+    "restore_days": _check_positive,
+    "restore_tier": _one_of("Expedited", "Standard", "Bulk"),
 }
 
 

@@ -168,6 +168,18 @@ class S3Target:
     profile: str | None = None          # AWS config/credentials profile
     addressing_style: str = "auto"      # auto | path | virtual
     origin: Origin | None = None
+    # How to stream there; None: zrelay's defaults (zrelay.s3.options.S3Options), flags override.
+    max_stream_size: int | str | None = None   # e.g. "2T": refuse larger streams; sizes parts without an estimate
+    part_size: int | str | None = None
+    max_object_size: int | str | None = None
+    concurrency: int | None = None             # parts (or ranged GETs) in flight
+    compression: str | None = None             # auto | zstd | none
+    zstd_level: int | None = None
+    age_recipients: tuple[str, ...] | None = None  # public keys: encrypt on the source
+    age_identity: str | None = None            # private key file on the restoring host
+    part_checksum: str | None = None           # md5 | sha256 | none
+    restore_days: int | None = None
+    restore_tier: str | None = None            # Expedited | Standard | Bulk
 
 
 @dataclass(frozen=True, slots=True)

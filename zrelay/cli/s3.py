@@ -1,0 +1,684 @@
+"""``zrelay s3-*``: push to, list, restore from, verify, prune and tidy S3 targets.
+
+Every command that changes something has ``--dry-run`` (printing the exact
+remote commands and object keys); every listing has ``--json``. Exit codes
+follow zrelay.errors: 0 ok or nothing to do, 1 something failed or was
+refused, 2 usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any, Iterable, cast
+
+from zrelay.cli import output
+from zrelay.engine import Engine
+from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, InvalidName, S3UsageError, UsageError, ZrelayError
+from zrelay.events import Outcome
+from zrelay.inventory import load_inventory
+from zrelay.inventory.lookup import find_inventory
+from zrelay.inventory.model import Endpoint, Inventory, Job, S3Target, suggest, name_list
+from zrelay.paths import s3restore
+from zrelay.paths.s3push import PushOptions, PushResult, S3Pusher
+from zrelay.s3 import catalog, chains, manifest as mf
+from zrelay.s3.chains import Chain, DatasetView, PrunePlan, SendRecord
+from zrelay.s3.options import S3Options, parse_duration
+from zrelay.s3.sizing import format_size, parse_size
+from zrelay.s3.store import Store
+from zrelay.zfs import commands
+from zrelay.zfs.model import DatasetState, Snapshot
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("s3-push", help="upload snapshots of jobs with S3 targets (full or incremental)",
+                       description="Push every job with an S3 target (or those matching PATTERN): one object "
+                                   "per zfs send plus a manifest, incremental on the newest stored chain.")
+    p.add_argument("patterns", nargs="*", metavar="PATTERN", help="host, host:dataset or job name")
+    p.add_argument("--target", metavar="NAME", help="only this S3 target")
+    p.add_argument("-n", "--dry-run", action="store_true",
+                   help="show the plan, object keys, part size and remote commands; upload nothing")
+    p.add_argument("--full", action="store_true", help="start a new chain: a full send of the newest snapshot")
+    p.add_argument("--snapshot", action="store_true", help="take a new source snapshot first")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _stream_flags(p)
+    p.set_defaults(handler=run_push)
+
+    p = sub.add_parser("s3-ls", help="list stored chains per dataset, with sizes and health",
+                       description="Per dataset: chains (full → incrementals), sizes, and whether each can be "
+                                   "restored. TARGET defaults to every S3 target of the inventory.")
+    p.add_argument("args", nargs="*", metavar="[TARGET] PATTERN", help="S3 target, then host or host:dataset")
+    p.add_argument("--json", action="store_true", help="print JSON (stable field names)")
+    p.set_defaults(handler=run_ls)
+
+    p = sub.add_parser("s3-restore", help="restore a dataset from S3 into any host",
+                       description="Receive the stored chain of SOURCE (host:dataset as pushed) up to --snapshot "
+                                   "(default: newest) into --to HOST:DATASET, verifying sha256 on the fly.")
+    p.add_argument("target", metavar="TARGET", help="S3 target name")
+    p.add_argument("source", metavar="SOURCE", help="the pushed dataset, host:dataset")
+    p.add_argument("--to", required=True, metavar="HOST:DATASET", help="where to receive it")
+    p.add_argument("--snapshot", metavar="NAME", help="restore up to this snapshot (default: newest stored)")
+    p.add_argument("-n", "--dry-run", action="store_true", help="show the sends, object keys and commands")
+    p.add_argument("--wait", action="store_true",
+                   help="for archived objects (GLACIER, DEEP_ARCHIVE): request the restore and wait for it")
+    p.add_argument("--poll", type=float, default=60.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    p.add_argument("--verify-first", action="store_true",
+                   help="check every object's sha256 before receiving anything")
+    p.add_argument("--age-identity", metavar="PATH", help="age key file on the restoring host")
+    p.add_argument("--concurrency", type=int, metavar="N", help="ranged GETs in flight")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=run_restore)
+
+    p = sub.add_parser("s3-verify", help="re-read stored objects and check every sha256",
+                       description="Read every stored object of TARGET (or of the datasets matching PATTERN) "
+                                   "and compare sizes and sha256 with the manifests.")
+    p.add_argument("target", metavar="TARGET", help="S3 target name")
+    p.add_argument("patterns", nargs="*", metavar="PATTERN", help="host, host:dataset or job name")
+    p.add_argument("--concurrency", type=int, metavar="N", help="ranged GETs in flight")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=run_verify)
+
+    p = sub.add_parser("s3-prune", help="delete old chains by keep rules; never orphans an incremental",
+                       description="Keep the newest --keep-chains chains and/or chains with a snapshot from the "
+                                   "last --keep-days days, per dataset; delete the rest, whole chains only.")
+    p.add_argument("target", metavar="TARGET", help="S3 target name")
+    p.add_argument("patterns", nargs="*", metavar="PATTERN", help="host, host:dataset or job name")
+    p.add_argument("--keep-chains", type=int, metavar="N", help="keep the newest N chains per dataset (N ≥ 1)")
+    p.add_argument("--keep-days", type=float, metavar="D", help="keep chains with a snapshot from the last D days")
+    p.add_argument("--orphan-grace", default="24h", metavar="DURATION",
+                   help="delete unfinished sends (no manifest) older than this (default 24h)")
+    p.add_argument("-n", "--dry-run", action="store_true", help="list what would be deleted")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=run_prune)
+
+    p = sub.add_parser("s3-abort-stale", help="list and abort multipart uploads left by crashed pushes",
+                       description="Abort multipart uploads under zrelay's prefix older than --older-than "
+                                   "(default 24h), or all of them with --all.")
+    p.add_argument("target", metavar="TARGET", help="S3 target name")
+    p.add_argument("--older-than", default="24h", metavar="DURATION", help="e.g. 30m, 24h, 7d (default 24h)")
+    p.add_argument("--all", action="store_true", help="every upload, whatever its age (none may be running)")
+    p.add_argument("-n", "--dry-run", action="store_true", help="list, abort nothing")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=run_abort_stale)
+
+
+def _stream_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("stream settings (override the S3 target's)")
+    g.add_argument("--max-stream-size", metavar="SIZE",
+                   help="largest stream allowed, e.g. 1T; also sizes parts on hosts without an estimate")
+    g.add_argument("--part-size", metavar="SIZE", help="fixed part size, 5M … 5G (default: from the size)")
+    g.add_argument("--concurrency", type=int, metavar="N", help="parts in flight (default 4)")
+    g.add_argument("--compression", choices=("auto", "zstd", "none"), help="zstd on the source (auto: if installed)")
+    g.add_argument("--age-recipient", action="append", metavar="KEY", help="encrypt with age to KEY (repeatable)")
+    g.add_argument("--part-checksum", choices=("md5", "sha256", "none"), help="per-part checksum (default md5)")
+    g.add_argument("--storage-class", metavar="CLASS", help="e.g. STANDARD_IA, GLACIER, DEEP_ARCHIVE")
+    g.add_argument("--max-object-size", metavar="SIZE", help=argparse.SUPPRESS)
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _inventory(args: argparse.Namespace) -> Inventory:
+    return load_inventory(find_inventory(args.inventory))
+
+
+def _target(inventory: Inventory, name: str) -> S3Target:
+    try:
+        return inventory.s3_targets[name]
+    except KeyError:
+        known = name_list(inventory.s3_targets) if inventory.s3_targets else "the inventory defines none"
+        raise UsageError(f"unknown S3 target {name!r}{suggest(name, inventory.s3_targets)}; known: {known}") from None
+
+
+def _options(target: S3Target, args: argparse.Namespace) -> S3Options:
+    def size(value: str | None) -> int | None:
+        if value is None:
+            return None
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            raise S3UsageError(target.name, str(exc)) from None
+    return S3Options.for_target(
+        target,
+        max_stream_size=size(getattr(args, "max_stream_size", None)),
+        part_size=size(getattr(args, "part_size", None)),
+        max_object_size=size(getattr(args, "max_object_size", None)),
+        concurrency=getattr(args, "concurrency", None),
+        compression=getattr(args, "compression", None),
+        age_recipients=tuple(getattr(args, "age_recipient", None) or ()),
+        age_identity=getattr(args, "age_identity", None),
+        part_checksum=getattr(args, "part_checksum", None),
+        storage_class=getattr(args, "storage_class", None))
+
+
+def _dump(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _scope(inventory: Inventory, patterns: Iterable[str]) -> list[tuple[str | None, str | None]]:
+    """(host, dataset) scopes for listing commands; job names and groups resolve to job sources."""
+    out: list[tuple[str | None, str | None]] = []
+    for pattern in patterns:
+        if ":" in pattern:
+            ep = Endpoint.parse(pattern)
+            out.append((ep.host, ep.dataset))
+        elif pattern in inventory.hosts:
+            out.append((pattern, None))
+        else:
+            jobs = inventory.jobs_matching([pattern])
+            out.extend((j.source.host, j.source.dataset) for j in jobs)
+    return out or [(None, None)]
+
+
+async def _views(store: Store, scopes: list[tuple[str | None, str | None]]) -> list[DatasetView]:
+    seen: dict[tuple[str, str], DatasetView] = {}
+    for host, dataset in scopes:
+        found = await catalog.load_views(store, host=host, dataset=dataset, recursive=True)
+        seen.update(found)
+    return list(seen.values())
+
+
+def _when(ts: float | int) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _age(seconds: float) -> str:
+    return output.human_seconds(max(0, seconds))
+
+
+# --------------------------------------------------------------------------- s3-push
+
+
+def run_push(args: argparse.Namespace) -> int:
+    inventory = _inventory(args)
+    jobs = inventory.jobs_matching(args.patterns)
+    pairs: list[tuple[Job, S3Target]] = []
+    if args.target:
+        _target(inventory, args.target)
+    for job in jobs:
+        for ref in job.s3_targets:
+            if args.target in (None, ref.name):
+                pairs.append((job, inventory.s3_targets[ref.name]))
+    if not pairs:
+        what = f" with S3 target {args.target!r}" if args.target else " with an S3 target"
+        output.out.print(f"no matching job{what}: nothing to do")
+        return EXIT_OK
+    targets = {t.name: t for _, t in pairs}
+    opts = {name: _options(t, args) for name, t in targets.items()}
+    show = not args.json and not args.dry_run and sys.stderr.isatty()
+    with output.ProgressView(enabled=show) as view:
+        results = asyncio.run(_push(inventory, pairs, opts, args, view.handle))
+    if args.json:
+        _dump([r.to_dict() for r in results])
+    elif args.dry_run:
+        _print_push_dry_run(results)
+    else:
+        _print_push_summary(results)
+    bad = {Outcome.FAILED, Outcome.REFUSED}
+    return EXIT_JOB_FAILED if any(r.outcome in bad for r in results) else EXIT_OK
+
+
+async def _push(inventory: Inventory, pairs: list[tuple[Job, S3Target]], opts: dict[str, S3Options],
+                args: argparse.Namespace, sink: Any) -> list[PushResult]:
+    async with Engine(inventory, sink) as engine:
+        limits = {h: asyncio.Semaphore(inventory.sends_limit(h)) for h in inventory.hosts}
+        pushers = {name: S3Pusher(Store(t, pool=opts[name].concurrency + 4), opts[name], sink, limits)
+                   for name, t in {t.name: t for _, t in pairs}.items()}
+        by_job: dict[str, list[S3Target]] = {}
+        job_of: dict[str, Job] = {}
+        for job, target in pairs:
+            by_job.setdefault(job.name, []).append(target)
+            job_of[job.name] = job
+        now = datetime.now(timezone.utc)
+
+        async def one_job(job: Job) -> list[PushResult]:
+            source = engine.host(job.source.host)
+            snap_cmds: list[tuple[str, str]] = []
+            try:
+                simulated = None
+                if args.snapshot:
+                    name = inventory.settings.snapshot_name_at(now)
+                    argv = commands.snapshot_argv([f"{job.source.dataset}@{name}"], job.recursive)
+                    snap_cmds.append((source.name, source.command(argv)))
+                    if args.dry_run:
+                        simulated = name
+                    else:
+                        await source.zfs(argv, dataset=job.source.dataset)
+                        engine.states.forget(source.name, job.source.dataset)
+                states = await engine.states.get(source, job.source.dataset, job.recursive)
+                if simulated:
+                    states = _with_snapshot(states, simulated)
+            except ZrelayError as exc:
+                return [PushResult(job.name, f"s3:{t.name}", str(job.source), Outcome.FAILED, str(exc),
+                                   failed_host=source.name) for t in by_job[job.name]]
+            out: list[PushResult] = []
+            for target in by_job[job.name]:
+                results = await pushers[target.name].push_job(job, source, states,
+                                                              PushOptions(args.dry_run, args.full))
+                if not results:
+                    results = [PushResult(job.name, f"s3:{target.name}", str(job.source), Outcome.FAILED,
+                                          f"{job.source}: dataset does not exist", failed_host=source.name)]
+                for r in results:
+                    r.commands[:0] = snap_cmds
+                out.extend(results)
+            return out
+
+        nested = await asyncio.gather(*(one_job(job_of[n]) for n in by_job))
+        return [r for rs in nested for r in rs]
+
+
+def _with_snapshot(states: dict[str, DatasetState], name: str) -> dict[str, DatasetState]:
+    """States as they will be after ``zfs snapshot``, for dry runs."""
+    out = {}
+    for ds, st in states.items():
+        if not st.exists:
+            out[ds] = st
+            continue
+        txg = (st.newest.createtxg + 1) if st.newest else 1
+        new = Snapshot(ds, name, guid=abs(hash((ds, name))) or 1, createtxg=txg, creation=int(time.time()))
+        out[ds] = DatasetState(st.name, True, st.snapshots + (new,), st.bookmarks, st.resume_token, st.encrypted)
+    return out
+
+
+def _print_push_dry_run(results: list[PushResult]) -> None:
+    out = output.out
+    for r in results:
+        style = {Outcome.REFUSED: "yellow", Outcome.FAILED: "red"}.get(r.outcome, "cyan")
+        kind = r.plan.kind if r.plan else r.outcome.value
+        job = "" if r.job == r.dataset else f"[bold]{r.job}[/bold] "
+        out.print(f"{job}[bold]{r.dataset}[/bold] → {r.target}: [{style}]{kind}[/{style}]  {r.message}",
+                  soft_wrap=True, highlight=False)
+        pre = [(h, c) for h, c in r.commands if not any(c == s["command"] for s in r.steps)]
+        for host, command in pre:
+            out.print(f"    [dim]{host}$[/dim] {command}", highlight=False, soft_wrap=True)
+        host = r.dataset.split(":", 1)[0]
+        for step in r.steps:
+            what = (f"full @{step['snapshot']}" if step["base"] is None
+                    else f"incremental @{step['base']} → @{step['snapshot']}")
+            out.print(f"  {what}", highlight=False)
+            out.print(f"    [dim]{host}$[/dim] {step['command']}", highlight=False, soft_wrap=True)
+            for key in cast(list[str], step["objects"]):
+                out.print(f"    [dim]object  [/dim] {key}", highlight=False, soft_wrap=True)
+            out.print(f"    [dim]manifest[/dim] {step['manifest']}", highlight=False, soft_wrap=True)
+            out.print(f"    {step['parts']}", markup=False, soft_wrap=True)
+            if step["problem"]:
+                out.print(f"    [red]refused before upload:[/red] {step['problem']}", highlight=False, soft_wrap=True)
+        if not r.steps and r.outcome not in (Outcome.REFUSED, Outcome.FAILED):
+            out.print("    (nothing to upload)")
+
+
+def _print_push_summary(results: list[PushResult]) -> None:
+    from rich.table import Table
+    table = Table(title="zrelay s3-push", title_justify="left")
+    for col in ("job", "dataset", "target", "result", "bytes", "time", "detail"):
+        table.add_column(col, overflow="fold")
+    styles = {Outcome.OK: "green", Outcome.NOOP: "green", Outcome.SKIPPED: "cyan",
+              Outcome.REFUSED: "yellow", Outcome.FAILED: "red"}
+    for r in results:
+        style = styles.get(r.outcome, "")
+        detail = r.message if r.outcome not in (Outcome.FAILED, Outcome.REFUSED) else "see below"
+        table.add_row(r.job, r.dataset, r.target, f"[{style}]{r.outcome.value}[/{style}]",
+                      format_size(r.bytes), f"{r.seconds:.1f}s", detail)
+    output.out.print(table)
+    bad = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.REFUSED)]
+    for r in bad:
+        job = "" if r.job == r.dataset else f"{r.job} "
+        message = r.message.removeprefix(f"{r.target}: ")
+        output.err.print(f"{r.outcome.value}: {job}{r.dataset} → {r.target}: {message}",
+                         markup=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- s3-ls
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    inventory = _inventory(args)
+    rest = list(args.args)
+    if rest and rest[0] in inventory.s3_targets:
+        targets = [inventory.s3_targets[rest.pop(0)]]
+    elif rest and ":" not in rest[0] and rest[0] not in inventory.hosts and not _is_job(inventory, rest[0]):
+        _target(inventory, rest[0])  # unknown: a usage error naming the known targets
+        targets = []
+    else:
+        targets = list(inventory.s3_targets.values())
+    if not targets:
+        raise UsageError("the inventory defines no S3 targets (zrelay.s3_targets)")
+    scopes = _scope(inventory, rest)
+    listing = asyncio.run(_ls(targets, scopes))
+    if args.json:
+        _dump([{"target": t.name, "bucket": t.bucket, "prefix": mf.root(t.prefix),
+                "datasets": [_view_dict(v) for v in views]} for t, views in listing])
+    else:
+        for t, views in listing:
+            _print_views(t, views)
+    broken = any(not v.healthy for _, views in listing for v in views)
+    return EXIT_JOB_FAILED if broken else EXIT_OK
+
+
+def _is_job(inventory: Inventory, name: str) -> bool:
+    return any(j.name == name for j in inventory.jobs) or name in inventory.groups
+
+
+async def _ls(targets: list[S3Target], scopes: list[tuple[str | None, str | None]]) -> list[tuple[S3Target, list[DatasetView]]]:
+    out = []
+    for t in targets:
+        out.append((t, await _views(Store(t), scopes)))
+    return out
+
+
+def _send_dict(s: SendRecord, chain: Chain | None) -> dict[str, Any]:
+    m = s.manifest
+    state = ("ok" if chain is not None and s.ref in chain.restorable else
+             ("orphan" if m is None else ("damaged" if s.problems() else "unrestorable")))
+    return {
+        "send": s.ref, "state": state, "problems": s.problems(),
+        "kind": m.kind if m else None,
+        "snapshot": m.snapshot.name if m else s.snapshot_name,
+        "guid": str(m.snapshot.guid) if m else None,
+        "parent": m.parent.name if m and m.parent else None,
+        "parent_guid": str(m.parent.guid) if m and m.parent else None,
+        "created": m.snapshot.creation if m else None,
+        "size": m.size if m else s.stored_bytes,
+        "compression": m.compression if m else None,
+        "encryption": (m.encryption or {}).get("type") if m else None,
+        "storage_class": m.storage_class if m else None,
+        "objects": [s.directory + o.name for o in m.objects] if m else s.keys,
+        "manifest": mf.manifest_key(s.directory),
+        "finished": m.finished if m else None,
+    }
+
+
+def _view_dict(v: DatasetView) -> dict[str, Any]:
+    return {
+        "dataset": v.endpoint, "host": v.host, "name": v.dataset, "healthy": v.healthy,
+        "chains": [{"root": c.root, "healthy": c.healthy, "broken_at": c.broken_at, "reason": c.broken_reason,
+                    "sends": [_send_dict(s, c) for s in c.sends], "size": c.stored_bytes,
+                    "newest_restorable": c.tip.snapshot_name if c.tip else None} for c in v.chains],
+        "orphans": [_send_dict(s, None) for s in v.orphans],
+    }
+
+
+def _print_views(target: S3Target, views: list[DatasetView]) -> None:
+    out = output.out
+    where = f"s3://{target.bucket}/{mf.root(target.prefix)}" + (f"  ({target.endpoint})" if target.endpoint else "")
+    out.print(f"[bold]{target.name}[/bold]  {where}", highlight=False)
+    if not views:
+        out.print("  (nothing stored)")
+    for v in views:
+        state = "[green]healthy[/green]" if v.healthy else "[red]BROKEN[/red]"
+        size = sum(c.stored_bytes for c in v.chains)
+        out.print(f"  [bold]{v.endpoint}[/bold]  {len(v.chains)} chain(s), {format_size(size)}, {state}",
+                  highlight=False)
+        width = max((len(_what(s.manifest)) for c in v.chains for s in c.sends if s.manifest), default=10)
+        for i, c in enumerate(v.chains, 1):
+            health = "[green]healthy[/green]" if c.healthy else f"[red]broken at {c.broken_at}[/red]: {c.broken_reason}"
+            out.print(f"    chain {i}  {c.root}  {len(c.sends)} send(s), {format_size(c.stored_bytes)}  {health}",
+                      highlight=False, soft_wrap=True)
+            for s in c.sends:
+                m = s.manifest
+                assert m is not None
+                mark = "ok" if s.ref in c.restorable else ("DAMAGED" if s.problems() else "unrestorable")
+                filters = "+".join(x for x in (m.compression, (m.encryption or {}).get("type")) if x) or "-"
+                out.print(f"      {m.kind:<11} {_what(m):<{width}} {format_size(m.size):>10}  {filters:<8} "
+                          f"{m.storage_class:<12} {_when(m.snapshot.creation)}  {mark}", highlight=False,
+                          soft_wrap=True)
+        for s in v.orphans:
+            out.print(f"    [yellow]unfinished[/yellow] {s.ref}  {format_size(s.stored_bytes)}  "
+                      f"{s.problems()[0]}  (s3-prune removes it after --orphan-grace)", highlight=False)
+
+
+def _what(m: mf.Manifest) -> str:
+    return f"@{m.snapshot.name}" if m.full else f"@{m.parent.name if m.parent else '?'} → @{m.snapshot.name}"
+
+
+# --------------------------------------------------------------------------- s3-restore
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    inventory = _inventory(args)
+    target = _target(inventory, args.target)
+    options = _options(target, args)
+    try:
+        source = Endpoint.parse(args.source)
+        dest_ep = Endpoint.parse(args.to)
+    except UsageError:
+        raise
+    inventory.host(dest_ep.host)
+    if args.snapshot:
+        try:
+            commands.check_snapshot_name(f"{source.dataset}@{args.snapshot}")
+        except InvalidName as exc:
+            raise UsageError(str(exc)) from None
+    show = not args.json and not args.dry_run and sys.stderr.isatty()
+    with output.ProgressView(enabled=show) as view:
+        result = asyncio.run(_restore(inventory, target, options, source, dest_ep, args, view.handle))
+    if args.json:
+        _dump(result.to_dict())
+    else:
+        out = output.out
+        if result.outcome == "dry-run":
+            out.print(f"[bold]{result.source}[/bold] from s3:{target.name} → {result.target}: {result.message}",
+                      soft_wrap=True)
+            step_commands = {str(st["command"]) for st in result.steps}
+            for host, command in result.commands:
+                if command not in step_commands:
+                    out.print(f"    [dim]{host}$[/dim] {command}", highlight=False, soft_wrap=True)
+            for st in result.steps:
+                out.print(f"  {st['kind']} @{st['snapshot']} ({format_size(cast(int, st['size']))})", highlight=False)
+                out.print(f"    [dim]{st['host']}$[/dim] {st['command']}", highlight=False, soft_wrap=True)
+                for key in cast(list[str], st["objects"]):
+                    out.print(f"    [dim]object[/dim] {key}", highlight=False, soft_wrap=True)
+        elif result.outcome == "noop":
+            out.print(f"{result.target}: nothing to do ({result.message})")
+        else:
+            rate = result.bytes / result.seconds / 1e6 if result.seconds else 0
+            out.print(f"restored {result.source} → {result.target}: "
+                      f"{', '.join('@' + s for s in result.snapshots)} "
+                      f"({format_size(result.bytes)} in {result.seconds:.1f}s, {rate:.0f} MB/s)", highlight=False)
+    return EXIT_OK
+
+
+async def _restore(inventory: Inventory, target: S3Target, options: S3Options, source: Endpoint,
+                   dest_ep: Endpoint, args: argparse.Namespace, sink: Any) -> s3restore.RestoreResult:
+    store = Store(target, pool=options.concurrency + 4)
+    views = await catalog.load_views(store, host=source.host, dataset=source.dataset, recursive=False)
+    view = views.get((source.host, source.dataset))
+    if view is None or not (view.chains or view.orphans):
+        raise S3UsageError(target.name, f"nothing is stored for {source} (see `zrelay s3-ls {target.name}`)")
+    async with Engine(inventory, sink) as engine:
+        dest = engine.host(dest_ep.host)
+        return await s3restore.restore(store, options, view, args.snapshot, dest, dest_ep.dataset,
+                                       dry_run=args.dry_run, wait=args.wait, verify_first=args.verify_first,
+                                       poll_seconds=args.poll, events=sink,
+                                       say=lambda s: output.err.print(s, markup=False, soft_wrap=True))
+
+
+# --------------------------------------------------------------------------- s3-verify
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    inventory = _inventory(args)
+    target = _target(inventory, args.target)
+    options = _options(target, args)
+    results = asyncio.run(_verify(target, options, _scope(inventory, args.patterns)))
+    if args.json:
+        _dump([r.to_dict() for r in results])
+    else:
+        total = sum(r.bytes for r in results)
+        for r in results:
+            if r.ok:
+                output.out.print(f"ok       {r.dataset} {r.ref}  {format_size(r.bytes)}", highlight=False)
+            else:
+                output.out.print(f"[red]FAILED[/red]   {r.dataset} {r.ref}: {r.message}", highlight=False,
+                                 soft_wrap=True)
+        bad = [r for r in results if not r.ok]
+        output.out.print(f"{len(results) - len(bad)} of {len(results)} send(s) verified, {format_size(total)} read")
+        for r in bad:
+            output.err.print(f"s3-verify: {r.dataset} {r.ref}: {r.message}", markup=False, soft_wrap=True)
+    return EXIT_JOB_FAILED if any(not r.ok for r in results) else EXIT_OK
+
+
+async def _verify(target: S3Target, options: S3Options,
+                  scopes: list[tuple[str | None, str | None]]) -> list[s3restore.VerifyResult]:
+    store = Store(target, pool=options.concurrency + 4)
+    out = []
+    for v in await _views(store, scopes):
+        for c in v.chains:
+            if c.full is None:
+                out.append(s3restore.VerifyResult(v.endpoint, c.root, False, c.broken_reason))
+            for s in c.sends:
+                out.append(await s3restore.verify_send(store, s, concurrency=options.concurrency))
+        for s in v.orphans:
+            out.append(s3restore.VerifyResult(v.endpoint, s.ref, False, s.problems()[0], keys=s.keys))
+    return out
+
+
+# --------------------------------------------------------------------------- s3-prune
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    inventory = _inventory(args)
+    target = _target(inventory, args.target)
+    if args.keep_chains is None and args.keep_days is None:
+        raise UsageError("s3-prune needs --keep-chains N and/or --keep-days D (it never deletes everything)")
+    if args.keep_chains is not None and args.keep_chains < 1:
+        raise UsageError("--keep-chains must be at least 1: the newest chain is always kept")
+    if args.keep_days is not None and args.keep_days < 0:
+        raise UsageError("--keep-days must not be negative")
+    try:
+        grace = parse_duration(args.orphan_grace)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    plans, deleted, failures = asyncio.run(_prune(target, _scope(inventory, args.patterns), args, grace))
+    refused = [(p, d) for p in plans for d in p.refused]
+    if args.json:
+        _dump({"target": target.name, "dry_run": args.dry_run, "deleted": deleted, "failures": failures,
+               "datasets": [_prune_dict(p) for p in plans]})
+    else:
+        _print_prune(plans, args.dry_run, deleted)
+        for f in failures:
+            output.err.print(f"s3-prune: {f}", markup=False, soft_wrap=True)
+        for p, d in refused:
+            output.err.print(f"s3-prune: refused: {d.refused}", markup=False, soft_wrap=True)
+    return EXIT_JOB_FAILED if refused or failures else EXIT_OK
+
+
+async def _prune(target: S3Target, scopes: list[tuple[str | None, str | None]], args: argparse.Namespace,
+                 grace: float) -> tuple[list[PrunePlan], list[str], list[str]]:
+    store = Store(target)
+    now = time.time()
+    keep_seconds = args.keep_days * 86400 if args.keep_days is not None else None
+    plans = [chains.plan_prune(v, keep_chains=args.keep_chains, keep_seconds=keep_seconds, now=now,
+                               orphan_grace=grace) for v in await _views(store, scopes)]
+    deleted: list[str] = []
+    failures: list[str] = []
+    if not args.dry_run:
+        for p in plans:
+            for key in p.keys_in_order():
+                try:
+                    await asyncio.to_thread(store.delete, key)
+                    deleted.append(key)
+                except ZrelayError as exc:
+                    failures.append(f"{exc} (stopped pruning {p.dataset.endpoint} here; re-run to continue)")
+                    break
+    return plans, deleted, failures
+
+
+def _prune_dict(p: PrunePlan) -> dict[str, Any]:
+    return {"dataset": p.dataset.endpoint,
+            "chains": [{"root": d.chain.root, "delete": d.delete, "reasons": d.reasons, "refused": d.refused,
+                        "healthy": d.chain.healthy, "sends": [s.ref for s in d.chain.sends],
+                        "size": d.chain.stored_bytes} for d in p.chains],
+            "orphans_deleted": [s.ref for s in p.orphans_deleted],
+            "orphans_kept": [s.ref for s in p.orphans_kept],
+            "keys": p.keys_in_order()}
+
+
+def _print_prune(plans: list[PrunePlan], dry_run: bool, deleted: list[str]) -> None:
+    out = output.out
+    verb = "would delete" if dry_run else "delete"
+    if not plans:
+        out.print("nothing stored: nothing to prune")
+    for p in plans:
+        out.print(f"[bold]{p.dataset.endpoint}[/bold]", highlight=False)
+        for d in p.chains:
+            health = "" if d.chain.healthy else f" [red](broken at {d.chain.broken_at})[/red]"
+            if d.delete:
+                out.print(f"  [red]{verb}[/red] chain {d.chain.root}: {len(d.chain.sends)} send(s), "
+                          f"{format_size(d.chain.stored_bytes)} — {'; '.join(d.reasons)}{health}",
+                          highlight=False, soft_wrap=True)
+            else:
+                note = f" [yellow]REFUSED to delete: {d.refused}[/yellow]" if d.refused else ""
+                out.print(f"  keep   chain {d.chain.root}: {len(d.chain.sends)} send(s) — "
+                          f"{'; '.join(d.reasons)}{health}{note}", highlight=False, soft_wrap=True)
+        for s in p.orphans_deleted:
+            out.print(f"  [red]{verb}[/red] unfinished send {s.ref} ({format_size(s.stored_bytes)})", highlight=False)
+        for s in p.orphans_kept:
+            out.print(f"  keep   unfinished send {s.ref}: younger than --orphan-grace (a push may be running)",
+                      highlight=False)
+        if dry_run:
+            for key in p.keys_in_order():
+                out.print(f"    [dim]object[/dim] {key}", highlight=False, soft_wrap=True)
+    if not dry_run:
+        out.print(f"{len(deleted)} object(s) deleted")
+
+
+# --------------------------------------------------------------------------- s3-abort-stale
+
+
+def run_abort_stale(args: argparse.Namespace) -> int:
+    inventory = _inventory(args)
+    target = _target(inventory, args.target)
+    try:
+        older = 0.0 if args.all else parse_duration(args.older_than)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    rows, failures = asyncio.run(_abort_stale(target, older, args.dry_run))
+    if args.json:
+        _dump({"target": target.name, "dry_run": args.dry_run, "uploads": rows, "failures": failures})
+    else:
+        verb = "would abort" if args.dry_run else "aborted"
+        for r in rows:
+            if r["stale"]:
+                output.out.print(f"{verb:<12} {r['key']}  upload {r['upload_id'][:16]}…  started {r['age']} ago",
+                                 highlight=False, soft_wrap=True)
+            else:
+                output.out.print(f"{'kept':<12} {r['key']}  started {r['age']} ago (younger than "
+                                 f"--older-than; may still be running)", highlight=False, soft_wrap=True)
+        stale = sum(1 for r in rows if r["stale"])
+        output.out.print(f"{stale} stale multipart upload(s) {verb if stale else 'found'} under "
+                         f"s3://{target.bucket}/{mf.root(target.prefix)}", highlight=False)
+        for f in failures:
+            output.err.print(f"s3-abort-stale: {f}", markup=False, soft_wrap=True)
+    return EXIT_JOB_FAILED if failures else EXIT_OK
+
+
+async def _abort_stale(target: S3Target, older: float, dry_run: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    store = Store(target)
+    uploads = await asyncio.to_thread(store.list_uploads, mf.root(target.prefix))
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for u in sorted(uploads, key=lambda u: (u.initiated, u.key)):
+        age = now - u.initiated
+        stale = age >= older
+        row = {"key": u.key, "upload_id": u.upload_id, "initiated": u.initiated, "age": _age(age),
+               "age_seconds": round(age, 1), "stale": stale, "aborted": False}
+        if stale and not dry_run:
+            try:
+                await asyncio.to_thread(store.abort_upload, u.key, u.upload_id)
+                row["aborted"] = True
+            except ZrelayError as exc:
+                failures.append(str(exc))
+        rows.append(row)
+    return rows, failures

@@ -1,0 +1,405 @@
+"""S3 push data path: ``zfs send`` (and filters) on the source → this process → multipart upload.
+
+Why through this process: S3 credentials stay on the orchestrator, and the
+source needs nothing but zfs (and optionally zstd/age). Bytes arrive in the
+SSH channel's callbacks and go straight into the part buffers of
+``StreamUploader``; when enough parts are outstanding the channel stops
+reading (``pause_reading``), so SSH flow control holds the source back and
+memory stays bounded.
+
+Order of effects, so every failure leaves the target clean: stream objects
+are completed only after the source pipeline exited cleanly; the manifest is
+written only after every object is complete; any failure (source error,
+S3 error, size limit, Ctrl-C) aborts the multipart uploads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import asyncssh
+
+from zrelay import __version__
+from zrelay.errors import S3Error, S3StreamTooLarge, S3UsageError, ZfsError, ZrelayError
+from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outcome, TransferFinished,
+                           TransferProgress, TransferStarted, discard)
+from zrelay.inventory.model import Job, S3Target
+from zrelay.paths.relay import TransferFailed
+from zrelay.s3 import catalog, chains, manifest as mf, pipeline
+from zrelay.s3.chains import DatasetView, PushPlan, PushStep
+from zrelay.s3.options import S3Options
+from zrelay.s3.sizing import PartPlan, format_size, plan_parts, preflight_problem
+from zrelay.s3.store import Store
+from zrelay.s3.transfer import StreamUploader
+from zrelay.transport.host import RemoteHost
+from zrelay.transport.ssh import BULK_PKTSIZE, BULK_WINDOW
+from zrelay.zfs import commands, parse
+from zrelay.zfs.model import Capabilities, DatasetState
+
+STDERR_CAP = 64 * 1024
+PROGRESS_INTERVAL = 0.25
+
+
+class Meter:
+    """Counts bytes; reports at most every PROGRESS_INTERVAL seconds (rich redraws are not free)."""
+
+    def __init__(self, report: Callable[[int, float], None]) -> None:
+        self.report = report
+        self.done = 0
+        self.started = time.monotonic()
+        self._last = self.started
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            self.report(self.done, self.done / max(now - self.started, 1e-6))
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+@dataclass
+class _End:
+    stderr: bytearray = field(default_factory=bytearray)
+    exit_status: int | None = None
+    exit_signal: str | None = None
+
+
+class _SendSession(asyncssh.SSHClientSession[bytes]):
+    """Hands stdout to the uploader, keeps stderr and the exit status."""
+
+    def __init__(self, uploader: StreamUploader, end: _End, done: asyncio.Future[None]) -> None:
+        self._uploader = uploader
+        self._end = end
+        self._done = done
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if datatype == asyncssh.EXTENDED_DATA_STDERR:
+            if len(self._end.stderr) < STDERR_CAP:
+                self._end.stderr += data
+        else:
+            self._uploader.feed(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def exit_status_received(self, status: int) -> None:
+        self._end.exit_status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self._end.exit_signal = signal
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    objects: list[mf.StoredObject]
+    sha256: str
+    size: int
+    seconds: float
+    peak_parts: int
+
+
+async def stream_to_s3(source: RemoteHost, command: str, stages: list[str], uploader: StreamUploader,
+                       *, dataset: str | None = None) -> StreamResult:
+    """Run ``command`` on ``source`` and upload its stdout; abort the upload on any failure."""
+    loop = asyncio.get_running_loop()
+    end = _End()
+    done: asyncio.Future[None] = loop.create_future()
+    started = time.monotonic()
+    chan: asyncssh.SSHClientChannel[bytes] | None = None
+    try:
+        async with source.conn.slot() as conn:
+            chan, _session = await conn.create_session(
+                lambda: _SendSession(uploader, end, done), command,
+                encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
+            uploader.bind(pause=chan.pause_reading, resume=chan.resume_reading, stop=chan.close)
+            chan.write_eof()  # the pipeline reads nothing
+            await done
+        if uploader.error is not None:
+            raise uploader.error
+        report = pipeline.read_stage_report(end.stderr.decode("utf-8", "replace"))
+        failed = report.failed(stages, end.exit_status, end.exit_signal)
+        if failed:
+            raise _source_failure(source, report, failed, end, dataset)
+        objects, sha = await uploader.finish()
+    except BaseException:
+        if chan is not None:
+            chan.close()
+        left = await asyncio.shield(uploader.abort())
+        if left:
+            uploader.error = uploader.error or S3Error(uploader.store.name, "aborted")
+        raise
+    return StreamResult(objects, sha, uploader.total, time.monotonic() - started, uploader.peak_outstanding)
+
+
+def _source_failure(source: RemoteHost, report: pipeline.StageReport, failed: list[str], end: _End,
+                    dataset: str | None) -> ZrelayError:
+    """The source side's story in one line: zfs's own error when zfs send failed."""
+    first = failed[0]
+    text = report.text
+    if first.startswith("zfs send") and text:
+        status = report.statuses.get(1, end.exit_status)
+        cause = parse.map_error(source.name, text, status, dataset)
+        return TransferFailed(f"{cause}; nothing was stored", source.name, cause)
+    detail = f": {text.splitlines()[0]}" if text else ""
+    return TransferFailed(f"{source.name}: {', '.join(failed)}{detail}; nothing was stored", source.name)
+
+
+# --------------------------------------------------------------------------- per job
+
+
+@dataclass
+class PushResult:
+    """One dataset of one job towards one S3 target."""
+
+    job: str
+    target: str                  # s3:NAME
+    dataset: str                 # host:dataset
+    outcome: Outcome
+    message: str = ""
+    bytes: int = 0
+    seconds: float = 0.0
+    plan: PushPlan | None = None
+    commands: list[tuple[str, str]] = field(default_factory=list)
+    steps: list[dict[str, object]] = field(default_factory=list)   # per send: what, command, keys, parts
+    failed_host: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"job": self.job, "target": self.target, "dataset": self.dataset,
+                "outcome": self.outcome.value, "message": self.message, "bytes": self.bytes,
+                "seconds": round(self.seconds, 3),
+                "plan": None if self.plan is None else {
+                    "kind": self.plan.kind, "reason": self.plan.reason, "options": list(self.plan.options),
+                    "chain": self.plan.chain,
+                    "steps": [{"snapshot": s.snapshot.name, "base": s.base.name if s.base else None}
+                              for s in self.plan.steps]},
+                "commands": [{"host": h, "command": c} for h, c in self.commands],
+                "steps": self.steps, "failed_host": self.failed_host}
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    dry_run: bool = False
+    new_chain: bool = False
+
+
+class S3Pusher:
+    """Pushes jobs to one S3 target: plan from the stored manifests, stream, write manifests."""
+
+    def __init__(self, store: Store, options: S3Options, events: EventSink = discard,
+                 send_limits: dict[str, asyncio.Semaphore] | None = None) -> None:
+        self.store = store
+        self.target: S3Target = store.target
+        self.label = f"s3:{store.target.name}"
+        self.options = options
+        self.emit = events
+        self._limits = send_limits or {}
+        self._tools: dict[str, asyncio.Future[set[str]]] = {}
+
+    async def tools(self, host: RemoteHost) -> set[str]:
+        """Filter tools installed on ``host`` (probed once per run)."""
+        fut = self._tools.get(host.name)
+        if fut is None:
+            async def probe() -> set[str]:
+                r = await host.conn.run(host.command(commands.filter_probe_argv()), check=False)
+                return pipeline.parse_tools(r.stdout)
+            fut = self._tools[host.name] = asyncio.ensure_future(probe())
+        return await asyncio.shield(fut)
+
+    async def push_job(self, job: Job, source: RemoteHost, states: dict[str, DatasetState],
+                       opts: PushOptions) -> list[PushResult]:
+        """Every dataset of ``job`` (parents first); one failing dataset does not stop the others."""
+        views = await catalog.load_views(self.store, host=job.source.host, dataset=job.source.dataset,
+                                         recursive=job.recursive)
+        names = sorted((n for n, st in states.items() if st.exists
+                        and (n == job.source.dataset or (job.recursive and n.startswith(job.source.dataset + "/")))),
+                       key=lambda n: n.split("/"))
+        results = []
+        for name in names:
+            view = views.get((job.source.host, name))
+            results.append(await self.push_dataset(job, source, states[name], view, opts))
+        return results
+
+    async def push_dataset(self, job: Job, source: RemoteHost, state: DatasetState, view: DatasetView | None,
+                           opts: PushOptions) -> PushResult:
+        endpoint = f"{source.name}:{state.name}"
+        result = PushResult(job.name, self.label, endpoint, Outcome.OK)
+        started = time.monotonic()
+        self.emit(JobStarted(job.name, endpoint, self.label))
+        try:
+            p = chains.plan_push(state, view, select=job.select, new_chain=opts.new_chain)
+            result.plan = p
+            caps = await source.capabilities()
+            prepared = [await self._prepare(source, caps, state, p, step, i) for i, step in enumerate(p.steps)]
+            for prep in prepared:
+                result.commands.append((source.name, prep.command))
+                result.steps.append(prep.to_dict(self.options.concurrency))
+            self.emit(JobPlanned(job.name, self.label, p.kind, p.reason, tuple(result.commands)))
+            result.message = p.reason
+            if p.refused:
+                result.outcome = Outcome.REFUSED
+                result.message = f"refused: {endpoint}: {p.reason}" + (
+                    " Options: " + " | ".join(p.options) if p.options else "")
+                result.failed_host = None
+            elif not p.transfers:
+                result.outcome = Outcome.NOOP   # up to date, or nothing selected yet (as sync treats it)
+                if p.options:
+                    result.message = f"{p.reason}; " + " | ".join(p.options)
+            elif opts.dry_run:
+                result.outcome = Outcome.SKIPPED
+            else:
+                for prep in prepared:
+                    for problem in prep.preflight:
+                        raise S3StreamTooLarge(self.target.name, f"{endpoint}@{prep.step.snapshot.name}: {problem}")
+                chain_root: str | None = p.chain
+                parent: str | None = p.steps[0].parent_send if p.steps else None
+                for prep in prepared:
+                    m = await self._run_step(job, source, state, prep, chain_root, parent)
+                    result.bytes += m.size
+                    chain_root = m.chain
+                    parent = m.ref
+                result.message = p.reason
+        except ZrelayError as exc:
+            result.outcome = Outcome.FAILED
+            result.message = str(exc)
+            result.failed_host = exc.failed_host if isinstance(exc, TransferFailed) else (
+                exc.host if isinstance(exc, ZfsError) else getattr(exc, "host", None))
+        except (commands.Unsupported, mf.ManifestError) as exc:
+            result.outcome = Outcome.FAILED
+            result.message = f"{endpoint}: {exc}"
+        result.seconds = time.monotonic() - started
+        self.emit(JobFinished(job.name, endpoint, self.label, result.outcome, result.message, result.bytes,
+                              result.seconds, result.failed_host))
+        return result
+
+    async def _prepare(self, source: RemoteHost, caps: Capabilities, state: DatasetState, p: PushPlan,
+                       step: PushStep, index: int) -> "_Prepared":
+        raw = state.encrypted and caps.raw_send
+        send = commands.send_argv(step.snapshot.full_name, caps=caps,
+                                  base=step.base.full_name if step.base else None, raw=raw)
+        filters = pipeline.choose_filters(self.target.name, self.options, await self.tools(source), source.name)
+        command, stages = pipeline.push_command(send, filters, source.host.sudo)
+        estimate = await self._estimate(source, caps, send)
+        bound = estimate
+        if bound is None and step.base is None:
+            bound = await self._full_bound(source, step.snapshot.full_name)
+        try:
+            parts = plan_parts(estimate=estimate, max_stream_size=self.options.max_stream_size,
+                               part_size=self.options.part_size, max_object_size=self.options.max_object_size)
+        except ValueError as exc:
+            raise S3UsageError(self.target.name, str(exc)) from None
+        problem = preflight_problem(bound, self.options.max_stream_size,
+                                    what="estimated stream" if estimate is not None else "stream (upper bound)")
+        send_id = mf.make_send_id(step.snapshot.guid, step.base.guid if step.base else None)
+        send_dir = mf.send_prefix(self.target.prefix, source.name, state.name, step.snapshot.name, send_id)
+        return _Prepared(step, send, command, stages, filters, estimate, bound, parts, send_dir, raw,
+                         [problem] if problem else [])
+
+    async def _estimate(self, source: RemoteHost, caps: Capabilities, send: list[str]) -> int | None:
+        if not caps.send_estimate:
+            return None
+        try:
+            r = await source.zfs(commands.estimate_argv(send))
+            return parse.parse_send_estimate(r.stdout)
+        except (ZrelayError, ValueError):
+            return None
+
+    async def _full_bound(self, source: RemoteHost, snapshot: str) -> int | None:
+        try:
+            r = await source.zfs(commands.space_argv(snapshot))
+        except ZrelayError:
+            return None
+        return pipeline.parse_space(r.stdout)
+
+    async def _run_step(self, job: Job, source: RemoteHost, state: DatasetState, prep: "_Prepared",
+                        chain_root: str | None, parent: str | None) -> mf.Manifest:
+        step = prep.step
+        label = (f"{state.name}@{step.snapshot.name} (full)" if step.base is None
+                 else f"{state.name}@{step.base.name} → @{step.snapshot.name} (-i)")
+        meter = Meter(lambda done, rate: self.emit(TransferProgress(
+            job.name, self.label, label, done, prep.estimate, rate)))
+        limit = self._limits.get(source.name)
+        started_at = _now()
+        uploader = StreamUploader(
+            self.store, prep.send_dir, prep.filters.extension, prep.parts,
+            concurrency=self.options.concurrency, storage_class=self.options.storage_class,
+            checksum=self.options.part_checksum, on_bytes=meter.add,
+            metadata={"zrelay-snapshot-guid": str(step.snapshot.guid), "zrelay-version": __version__})
+        ok = False
+        self.emit(TransferStarted(job.name, self.label, source.name, self.label, label, prep.estimate))
+        try:
+            if limit is not None:
+                async with limit:
+                    res = await stream_to_s3(source, prep.command, prep.stages, uploader, dataset=state.name)
+            else:
+                res = await stream_to_s3(source, prep.command, prep.stages, uploader, dataset=state.name)
+            ref = mf.send_ref(step.snapshot.name, mf.make_send_id(step.snapshot.guid,
+                                                                  step.base.guid if step.base else None))
+            m = mf.Manifest(
+                host=source.name, dataset=state.name,
+                snapshot=mf.SnapRef(step.snapshot.name, step.snapshot.guid, step.snapshot.createtxg,
+                                    step.snapshot.creation),
+                parent=None if step.base is None else mf.SnapRef(step.base.name, step.base.guid,
+                                                                 step.base.createtxg, step.base.creation),
+                parent_send=parent if step.base is not None else None,
+                chain=ref if step.base is None else str(chain_root),
+                send_flags=tuple(a for a in prep.send_argv[2:] if a.startswith("-")),
+                send_command=prep.command, raw=prep.raw,
+                compression=prep.filters.compression, encryption=prep.filters.encryption_record(),
+                size=res.size, sha256=res.sha256, objects=tuple(res.objects),
+                storage_class=self.options.storage_class, part_checksum=self.options.part_checksum,
+                estimate=prep.estimate, zrelay_version=__version__, started=started_at, finished=_now())
+            problems = mf.manifest_problems(m)
+            if problems:
+                raise S3Error(self.target.name, f"internal: manifest for {ref}: {problems[0]}")
+            await asyncio.to_thread(self.store.put_bytes, mf.manifest_key(prep.send_dir), m.to_json().encode())
+            ok = True
+            return m
+        finally:
+            self.emit(TransferFinished(job.name, self.label, label, meter.done, meter.elapsed(), ok))
+
+
+@dataclass
+class _Prepared:
+    step: PushStep
+    send_argv: list[str]
+    command: str
+    stages: list[str]
+    filters: pipeline.Filters
+    estimate: int | None
+    bound: int | None
+    parts: PartPlan
+    send_dir: str
+    raw: bool
+    preflight: list[str]
+
+    def describe_parts(self, concurrency: int) -> str:
+        return (f"part size {format_size(self.parts.part_size)} ({self.parts.basis}), ≤ "
+                f"{self.parts.parts_per_object} parts per object, {concurrency} in flight, "
+                f"buffers ≤ {format_size(self.parts.memory_bound(concurrency))}")
+
+    def to_dict(self, concurrency: int) -> dict[str, object]:
+        step = self.step
+        return {
+            "snapshot": step.snapshot.name, "base": step.base.name if step.base else None,
+            "kind": "full" if step.base is None else "incremental", "command": self.command,
+            "objects": [self.send_dir + mf.stream_name(0, self.filters.extension)],
+            "manifest": mf.manifest_key(self.send_dir),
+            "filters": self.filters.names(), "estimate": self.estimate, "size_bound": self.bound,
+            "part_size": self.parts.part_size, "parts_per_object": self.parts.parts_per_object,
+            "memory_bound": self.parts.memory_bound(concurrency),
+            "parts": self.describe_parts(concurrency), "problem": self.preflight[0] if self.preflight else None}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
