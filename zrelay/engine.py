@@ -13,13 +13,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from typing import Iterable
 
 from zrelay.errors import DatasetNotFound, InvalidName, TransportError, ZfsError, ZrelayError
 from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outcome,
                            TransferFinished, TransferProgress, TransferStarted, discard)
 from zrelay.inventory.model import Endpoint, Inventory, Job
 from zrelay.paths.direct import direct, preflight
+from zrelay.paths.progress import Meter
 from zrelay.paths.relay import TransferFailed, relay
 from zrelay.plan import Plan, PlanKind, SendStep, describe, plan, plan_recursive
 from zrelay.transport.host import RemoteHost
@@ -33,7 +34,6 @@ from zrelay.zfs.names import snapshot_problem
 #: with "modified since most recent snapshot". noauto keeps it unmounted unless asked.
 REPLICA_PROPERTIES = {"canmount": "noauto"}
 
-PROGRESS_INTERVAL = 0.25  # seconds between TransferProgress events per stream
 MAX_REPLANS = 3           # resume, then re-plan what is left
 
 
@@ -335,7 +335,7 @@ class Engine:
     async def _stream(self, job: Job, target: Endpoint, source: RemoteHost, dest: RemoteHost,
                       stream: _Stream, estimate: int | None, target_dataset: str) -> int:
         label = stream.label
-        meter = _Meter(lambda done, rate: self.emit(TransferProgress(
+        meter = Meter(lambda done, rate: self.emit(TransferProgress(
             job.name, str(target), label, done, estimate, rate)))
         self.emit(TransferStarted(job.name, str(target), source.name, dest.name, label, estimate))
         ok = False
@@ -351,34 +351,6 @@ class Engine:
         finally:
             meter.flush()
             self.emit(TransferFinished(job.name, str(target), label, meter.done, meter.elapsed(), ok))
-
-
-class _Meter:
-    """Counts bytes and emits at most one progress event per PROGRESS_INTERVAL."""
-
-    def __init__(self, report: Callable[[int, float], None]) -> None:
-        self.report = report
-        self.done = 0
-        self.started = time.monotonic()
-        self._last_at = self.started
-        self._last_done = 0
-        self.rate = 0.0
-
-    def add(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self._last_at >= PROGRESS_INTERVAL:
-            instant = (self.done - self._last_done) / (now - self._last_at)
-            self.rate = instant if self.rate == 0 else 0.7 * self.rate + 0.3 * instant
-            self._last_at, self._last_done = now, self.done
-            self.report(self.done, self.rate)
-
-    def flush(self) -> None:
-        elapsed = self.elapsed()
-        self.report(self.done, self.done / elapsed if elapsed > 0 else 0.0)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
 
 
 def _stream_argvs(p: Plan, src_caps: Capabilities, dst_caps: Capabilities,

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from zrelay.engine import _Meter, _stream_argvs, _stream_labels, _with_new_snapshot
+from zrelay.engine import _stream_argvs, _stream_labels, _with_new_snapshot
+from zrelay.paths.progress import Meter
 from zrelay.errors import BadStream, DatasetNotFound, OutOfSpace, UsageError
 from zrelay.inventory.model import Host
 from zrelay.paths.relay import _End, _failure
@@ -129,9 +130,9 @@ def test_dry_run_simulates_the_new_snapshot_everywhere() -> None:
 
 def test_meter_throttles_progress_events(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [0.0]
-    monkeypatch.setattr("zrelay.engine.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("zrelay.paths.progress.time.monotonic", lambda: clock[0])
     reports: list[tuple[int, float]] = []
-    meter = _Meter(lambda done, rate: reports.append((done, rate)))
+    meter = Meter(lambda done, rate: reports.append((done, rate)))
     for _ in range(100):  # 100 chunks within 0.1 s: no report yet
         clock[0] += 0.001
         meter.add(1000)

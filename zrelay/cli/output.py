@@ -13,6 +13,7 @@ from rich.table import Table
 
 from zrelay.engine import TaskResult
 from zrelay.events import Event, JobFinished, Outcome, TransferFinished, TransferProgress, TransferStarted
+from zrelay.units import human_bytes, human_seconds  # noqa: F401  (commands use them via output)
 
 def _console(stderr: bool) -> Console:
     """Wide enough for tables in logs and pipes; a terminal keeps its own width."""
@@ -28,30 +29,6 @@ _OUTCOME_STYLE = {
     Outcome.OK: "green", Outcome.NOOP: "green", Outcome.SKIPPED: "cyan",
     Outcome.REFUSED: "yellow", Outcome.FAILED: "red",
 }
-
-
-def human_bytes(n: float | int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def human_seconds(s: float | int | None) -> str:
-    if s is None:
-        return "-"
-    s = int(s)
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172800:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"
 
 
 class ProgressView:

@@ -19,7 +19,6 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
 
 import asyncssh
 
@@ -28,6 +27,7 @@ from zrelay.errors import S3Error, S3StreamTooLarge, S3UsageError, ZfsError, Zre
 from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outcome, TransferFinished,
                            TransferProgress, TransferStarted, discard)
 from zrelay.inventory.model import Job, S3Target
+from zrelay.paths.progress import Meter
 from zrelay.paths.relay import TransferFailed
 from zrelay.s3 import catalog, chains, manifest as mf, pipeline
 from zrelay.s3.chains import DatasetView, PushPlan, PushStep
@@ -41,27 +41,6 @@ from zrelay.zfs import commands, parse
 from zrelay.zfs.model import Capabilities, DatasetState
 
 STDERR_CAP = 64 * 1024
-PROGRESS_INTERVAL = 0.25
-
-
-class Meter:
-    """Counts bytes; reports at most every PROGRESS_INTERVAL seconds (rich redraws are not free)."""
-
-    def __init__(self, report: Callable[[int, float], None]) -> None:
-        self.report = report
-        self.done = 0
-        self.started = time.monotonic()
-        self._last = self.started
-
-    def add(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self._last >= PROGRESS_INTERVAL:
-            self._last = now
-            self.report(self.done, self.done / max(now - self.started, 1e-6))
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
 
 
 @dataclass

@@ -27,7 +27,7 @@ import asyncssh
 from zrelay.errors import S3ChainBroken, S3ChecksumMismatch, S3Error, S3ObjectArchived, S3UsageError, ZrelayError
 from zrelay.events import EventSink, TransferFinished, TransferProgress, TransferStarted, discard
 from zrelay.paths.relay import TransferFailed
-from zrelay.paths.s3push import Meter
+from zrelay.paths.progress import Meter
 from zrelay.s3 import chains, pipeline
 from zrelay.s3.chains import DatasetView, RestorePlan, SendRecord
 from zrelay.s3.options import ARCHIVE_CLASSES, S3Options

@@ -10,15 +10,12 @@ Pure: builds text and reads text.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from zrelay.errors import S3UsageError
 from zrelay.s3.manifest import Manifest, filter_extension
 from zrelay.s3.options import S3Options
-from zrelay.zfs import commands
-
-_MARK = re.compile(rf"^{commands.STAGE_MARK} (\d+) exit (\d+)\s*$", re.M)
+from zrelay.zfs import commands, parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +135,7 @@ class StageReport:
 
 
 def read_stage_report(stderr: str) -> StageReport:
-    statuses = {int(m.group(1)): int(m.group(2)) for m in _MARK.finditer(stderr)}
-    return StageReport(statuses, _MARK.sub("", stderr).strip())
+    return StageReport(*parse.split_stage_report(stderr))
 
 
 def parse_space(stdout: str) -> int | None:

@@ -21,6 +21,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from zrelay.units import human_bytes as format_size  # noqa: F401  (the S3 modules say "size")
+
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
@@ -55,18 +57,6 @@ def parse_size(text: str | int | float) -> int:
     if not m:
         raise ValueError(f"size {text!r} is not a size such as 8M, 1.5G or 1T")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
-def format_size(n: int | float | None) -> str:
-    """Binary units with one decimal: 8.0 MiB, 1.2 TiB."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from zrelay.inventory.model import Endpoint, Inventory, Job
 from zrelay.state import StoreView, TransferRow
 from zrelay.status import (NOT_CHECKED, PENDING, RUNNING, STATES, DatasetDetail, DetailCell, TargetReport,
                            location_of)
+from zrelay.units import human_bytes, human_seconds
 
 Key = tuple[str, str]  # (job name, target as written)
 
@@ -39,30 +40,6 @@ _ORDER = ("unreachable", "error", "diverged", "no-common-base", RUNNING, *STATES
 
 LEGEND = ("✓ in-sync  ↓ behind  ∅ missing  ↺ resumable  ∘ no snapshots  ✗ diverged  ≠ no common base  "
           "? unreachable  ! error  ↻ running  ○ not checked  … checking  · not a target")
-
-
-def human_bytes(n: float | int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def human_seconds(s: float | int | None) -> str:
-    if s is None:
-        return "-"
-    s = int(s)
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172800:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"
 
 
 def clip(text: str, width: int) -> str:
