@@ -338,3 +338,23 @@ def test_replica_modified_on_target_refused_until_rollback(lab, tmp_path: Path) 
     fixed = zrelay("sync", "--rollback", inventory=inv)
     assert fixed.returncode == 0, fixed.stderr + fixed.stdout
     assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
+
+
+def test_many_jobs_share_one_connection_per_host_within_max_sessions(lab, tmp_path: Path) -> None:
+    """40 jobs towards one host at once: channels are capped at max_sessions (default 10) and
+    sshd's momentary "open failed" right after sessions close is ridden out, not reported."""
+    name = lab.unique()
+    lab.run("nas1", "zfs", "create", f"tank/{name}")
+    lab.run("nas1", "sh", "-c", f"for i in $(seq -w 1 40); do zfs create tank/{name}/c$i && "
+                                f"zfs snapshot tank/{name}/c$i@zrelay_1 || exit 1; done")
+    jobs = [{"source": f"nas1:tank/{name}/c{i:02d}", "targets": [f"vault:backup/{name}/c{i:02d}"]}
+            for i in range(1, 41)]
+    inv = write_inventory(tmp_path / "inv.yml", lab, jobs, settings={"limits": {"sends_per_host": 8,
+                                                                              "receives_per_host": 8}})
+    proc = zrelay("sync", "--json", inventory=inv)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    results = json.loads(proc.stdout)
+    assert len(results) == 40 and {r["outcome"] for r in results} == {"ok"}
+    again = zrelay("sync", "--json", inventory=inv)
+    assert again.returncode == 0 and {r["outcome"] for r in json.loads(again.stdout)} == {"noop"}

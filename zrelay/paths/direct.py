@@ -90,8 +90,8 @@ async def direct(source: RemoteHost, command: str, target_name: str,
     chan = None
     try:
         async with source.conn.slot() as conn:
-            chan, session = await conn.create_session(lambda: _Supervisor(on_count, done), command,
-                                                      encoding=None)
+            chan, session = await source.conn.create_session(conn, lambda: _Supervisor(on_count, done),
+                                                             command, encoding=None)
             chan.write_eof()
             await done
     except BaseException:

@@ -170,13 +170,13 @@ async def relay(source: RemoteHost, send_command: str, target: RemoteHost, recei
     started = time.monotonic()
     async with target.conn.slot() as tconn, source.conn.slot() as sconn:
         try:
-            rchan, rsession = await tconn.create_session(
-                lambda: _Session(pipe, receiver_end, receiver_done), receive_command,
+            rchan, rsession = await target.conn.create_session(
+                tconn, lambda: _Session(pipe, receiver_end, receiver_done), receive_command,
                 encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
             pipe.receiver_chan, pipe.receiver_session = rchan, rsession  # type: ignore[assignment]
             rchan.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
-            schan, ssession = await sconn.create_session(
-                lambda: _Session(pipe, sender_end, sender_done), send_command,
+            schan, ssession = await source.conn.create_session(
+                sconn, lambda: _Session(pipe, sender_end, sender_done), send_command,
                 encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
             pipe.sender_chan, pipe.sender_session = schan, ssession  # type: ignore[assignment]
             schan.write_eof()  # zfs send reads nothing

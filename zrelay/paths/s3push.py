@@ -98,8 +98,8 @@ async def stream_to_s3(source: RemoteHost, command: str, stages: list[str], uplo
     chan: asyncssh.SSHClientChannel[bytes] | None = None
     try:
         async with source.conn.slot() as conn:
-            chan, _session = await conn.create_session(
-                lambda: _SendSession(uploader, end, done), command,
+            chan, _session = await source.conn.create_session(
+                conn, lambda: _SendSession(uploader, end, done), command,
                 encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
             uploader.bind(pause=chan.pause_reading, resume=chan.resume_reading, stop=chan.close)
             chan.write_eof()  # the pipeline reads nothing

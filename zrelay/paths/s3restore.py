@@ -244,8 +244,8 @@ async def receive_send(store: Store, send: SendRecord, dest: RemoteHost, command
     with ThreadPoolExecutor(concurrency, thread_name_prefix="s3-get") as pool, \
             ThreadPoolExecutor(1, thread_name_prefix="s3-sha") as hasher:
         async with dest.conn.slot() as conn:
-            chan, _ = await conn.create_session(lambda: _ReceiveSession(state), command, encoding=None,
-                                                window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
+            chan, _ = await dest.conn.create_session(conn, lambda: _ReceiveSession(state), command,
+                                                     encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
             chan.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
 
             async def write(data: bytes) -> bool:

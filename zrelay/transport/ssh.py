@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 
 import asyncssh
 
@@ -38,6 +38,10 @@ BULK_PKTSIZE = 256 * 1024
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 CONNECT_TIMEOUT = 15.0
+#: sshd frees a finished session's MaxSessions slot a moment after the client has seen
+#: the channel close, so a channel opened right away can be refused ("open failed").
+#: Such refusals are retried this many times, with a growing pause, before giving up.
+CHANNEL_OPEN_RETRIES = 8
 KEEPALIVE_INTERVAL = 15.0
 KEEPALIVE_COUNT_MAX = 4
 
@@ -189,24 +193,48 @@ class Connection:
         async with self._slots:
             yield conn
 
+    async def create_session(self, conn: asyncssh.SSHClientConnection, factory: Callable[[], Any],
+                             command: str, **kwargs: Any) -> tuple[Any, Any]:
+        """Open a session channel on ``conn`` (the caller holds a slot), riding out the
+        brief MaxSessions refusals sshd gives right after other sessions closed."""
+        for attempt in range(CHANNEL_OPEN_RETRIES + 1):
+            try:
+                return await conn.create_session(factory, command, **kwargs)
+            except asyncssh.ChannelOpenError as exc:
+                if attempt == CHANNEL_OPEN_RETRIES:
+                    raise HostUnreachable(self.name, f"cannot open an SSH channel: {exc.reason} "
+                                          f"(the server's MaxSessions may be below max_sessions "
+                                          f"{self.host.max_sessions})") from None
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     async def run(self, command: str, *, check: bool = True, stdin: bytes | None = None,
                   timeout: float | None = 300.0) -> CommandResult:
         """Run one remote command to completion; text output."""
         try:
             async with self.slot() as conn:
-                proc = await asyncio.wait_for(
-                    conn.run(command, check=False, input=stdin.decode() if stdin else None,
-                             encoding="utf-8", errors="replace"),
-                    timeout)
+                proc = await asyncio.wait_for(self._run_retrying(conn, command, stdin), timeout)
         except asyncio.TimeoutError:
             raise HostUnreachable(self.name, f"`{command}` did not finish within {timeout:.0f} s") from None
-        except (asyncssh.DisconnectError, asyncssh.ChannelOpenError, ConnectionError) as exc:
+        except (asyncssh.DisconnectError, ConnectionError) as exc:
             self._conn = None
             raise HostUnreachable(self.name, f"connection lost: {getattr(exc, 'reason', exc)}") from None
         result = CommandResult(command, proc.exit_status, str(proc.stdout or ""), str(proc.stderr or ""))
         if check and result.exit_status != 0:
             raise RemoteCommandFailed(self.name, command, result.exit_status, result.stderr)
         return result
+
+    async def _run_retrying(self, conn: asyncssh.SSHClientConnection, command: str,
+                            stdin: bytes | None) -> asyncssh.SSHCompletedProcess:
+        for attempt in range(CHANNEL_OPEN_RETRIES + 1):
+            try:
+                return await conn.run(command, check=False, input=stdin.decode() if stdin else None,
+                                      encoding="utf-8", errors="replace")
+            except asyncssh.ChannelOpenError as exc:
+                if attempt == CHANNEL_OPEN_RETRIES:
+                    raise HostUnreachable(self.name, f"cannot open an SSH channel: {exc.reason}") from None
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         if self._conn is not None:
