@@ -8,27 +8,45 @@ run's result) comes from the state store (``zrelay.state``).
 The same inspection feeds three frontends: ``zrelay status`` (one row per job
 and target), and the TUI's divergence matrix (one cell per dataset and
 location) and dataset detail (snapshot lists aligned by GUID, ``align``).
+
+S3 targets are inspected the way ``s3-push`` plans: the stored manifests give
+the newest chain's restorable snapshots, which the host planner compares with
+the source by GUID. boto3 is only imported (in a thread) when an S3 target is
+inspected, and a short TCP probe first keeps a dead endpoint from holding up
+the answer: botocore alone would retry a refused connection for seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
+import socket
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from urllib.parse import urlsplit
 
-from zrelay.errors import RemoteCommandFailed, TransportError, ZrelayError
-from zrelay.inventory.model import Endpoint, Job, S3Ref, Target
+from zrelay.errors import (RemoteCommandFailed, S3AccessDenied, S3Error, S3Unreachable, TransportError,
+                           ZrelayError)
+from zrelay.inventory.model import Endpoint, Job, S3Ref, S3Target, Target
 from zrelay.plan import Plan, PlanKind, plan
+from zrelay.s3 import chains
+from zrelay.s3 import manifest as mf
+from zrelay.s3.chains import Chain, DatasetView
 from zrelay.state import StoreView, TaskRow, Totals, TransferRow
 from zrelay.zfs.model import DatasetState, SnapshotFilter
 
 if TYPE_CHECKING:  # the engine (and asyncssh) load only when hosts are queried: the TUI paints first
     from zrelay.engine import Engine
+    from zrelay.s3.store import Store  # boto3: imported only when an S3 target is inspected
 
 # Worst first: the row of a recursive job shows its worst dataset.
-STATES = ("unreachable", "error", "diverged", "no-common-base", "resumable", "missing", "behind",
+STATES = ("unreachable", "error", "broken", "diverged", "no-common-base", "resumable", "missing", "behind",
           "no-snapshots", "in-sync")
+#: An S3 target holding a chain with a missing or damaged send: some stored snapshots cannot be restored.
+BROKEN = "broken"
 #: States a row can have besides the planner's: a live transfer, an S3 target not inspected yet.
 RUNNING = "running"
 NOT_CHECKED = "not-checked"
@@ -45,6 +63,11 @@ _KIND_STATE = {
 }
 
 S3_NOT_CHECKED = "S3 targets are not inspected by status yet"
+
+#: Seconds for a TCP connect to an S3 endpoint: a dead one is reported after this, not after botocore's retries.
+S3_PROBE_TIMEOUT = 5.0
+#: Seconds for listing one job's keys and reading its manifests, once the endpoint answered.
+S3_READ_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,7 @@ class LocationStatus:
     bytes_total: int = 0                 # bytes moved by every recorded run
     transfer: dict | None = None         # the live transfer, when ``state`` is "running"
     checked_at: float = 0.0
+    s3: dict | None = None               # S3 targets: where, and what is stored (docs/status-json.md)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,13 +148,7 @@ def _row_from_plans(job: Job, target: Endpoint, plans: list[Plan], now: float,
     behind = max(p.behind for p in plans)
     source_newest = _newest_selected(root)
     base = root.base
-    lag = base_age = None
-    if base is not None:
-        base_age = max(0, int(now - base.creation)) if base.creation else None
-        newest_creation = root.steps[-1].snapshot.creation if root.steps else base.creation
-        lag = max(0, int(newest_creation - base.creation)) if base.creation else None
-    if state == "in-sync":
-        lag = 0
+    lag, base_age = _lag(root, now, state)
     message = head.reason if head.kind is not PlanKind.NOOP else ""
     if head.options:
         message += " Options: " + " | ".join(head.options)
@@ -141,6 +159,19 @@ def _row_from_plans(job: Job, target: Endpoint, plans: list[Plan], now: float,
         behind=behind, lag_seconds=lag, base_age_seconds=base_age,
         message=message.strip() if message else ("" if label == state else label),
         location=target.host, checked_at=now)
+
+
+def _lag(root: Plan, now: float, state: str) -> tuple[int | None, int | None]:
+    """(lag, base age) in seconds from the root dataset's plan; lag is 0 when in sync."""
+    base = root.base
+    lag = base_age = None
+    if base is not None:
+        base_age = max(0, int(now - base.creation)) if base.creation else None
+        newest_creation = root.steps[-1].snapshot.creation if root.steps else base.creation
+        lag = max(0, int(newest_creation - base.creation)) if base.creation else None
+    if state == "in-sync":
+        lag = 0
+    return lag, base_age
 
 
 def _newest_selected(p: Plan) -> str | None:
@@ -157,16 +188,17 @@ def _cell(job: Job, target: Endpoint, p: Plan) -> DatasetCell:
 
 
 def failed_report(job: Job, target: Target, state: str, message: str, now: float,
-                  host: str | None = None) -> TargetReport:
+                  host: str | None = None, s3: dict | None = None) -> TargetReport:
     """The report of a target that could not be inspected (one cell, saying why)."""
     row = LocationStatus(job.name, str(job.source), str(target), state, message=message,
-                         location=location_of(target), checked_at=now)
+                         target_kind="s3" if isinstance(target, S3Ref) else "host",
+                         location=location_of(target), checked_at=now, s3=s3)
     cell = DatasetCell(job.name, str(job.source), str(target), location_of(target), state, message=message)
     return TargetReport(job, target, row, (cell,), unreachable_host=host)
 
 
 def not_checked(job: Job, target: S3Ref, now: float | None = None) -> TargetReport:
-    """The report of an S3 target: listed, so nothing is silently missing, but not inspected."""
+    """An S3 target listed but not inspected (``status`` inspects them now; kept for canned reports)."""
     at = time.time() if now is None else now
     row = LocationStatus(job.name, str(job.source), str(target), NOT_CHECKED, message=S3_NOT_CHECKED,
                          target_kind="s3", location=str(target), checked_at=at)
@@ -208,16 +240,19 @@ def targets_of(jobs: Iterable[Job]) -> list[tuple[Job, Target]]:
     return [(job, t) for job in jobs for t in job.targets]
 
 
+async def inspect(engine: Engine, job: Job, target: Target, now: float | None = None,
+                  access: S3Access | None = None) -> TargetReport:
+    """Inspect a host or an S3 target; ``access`` shares S3 clients and probes between calls."""
+    if isinstance(target, Endpoint):
+        return await inspect_target(engine, job, target, now)
+    return await inspect_s3(engine, job, target, now, access)
+
+
 async def collect_reports(engine: Engine, jobs: Iterable[Job]) -> list[TargetReport]:
-    """A report for every target of ``jobs`` (S3 targets: not checked), hosts queried concurrently."""
+    """A report for every target of ``jobs``, hosts and S3 endpoints queried concurrently."""
     now = time.time()
-
-    async def one(job: Job, target: Target) -> TargetReport:
-        if isinstance(target, Endpoint):
-            return await inspect_target(engine, job, target, now)
-        return not_checked(job, target, now)
-
-    return list(await asyncio.gather(*(one(j, t) for j, t in targets_of(jobs))))
+    access = S3Access()
+    return list(await asyncio.gather(*(inspect(engine, j, t, now, access) for j, t in targets_of(jobs))))
 
 
 async def collect_status(engine: Engine, jobs: Iterable[Job],
@@ -225,6 +260,246 @@ async def collect_status(engine: Engine, jobs: Iterable[Job],
     """Status of every target of ``jobs``, queried concurrently, with the store's runs when given."""
     rows = [r.row for r in await collect_reports(engine, jobs)]
     return [annotate(r, store) for r in rows] if store is not None else rows
+
+
+# --- S3 targets ------------------------------------------------------------------------------
+
+
+def s3_info(target: S3Target | None, views: Sequence[DatasetView] | None = None,
+            root: DatasetView | None = None) -> dict:
+    """The row's ``s3`` object: where, and (when the bucket answered) what is stored there."""
+    where = {"url": f"s3://{target.bucket}/{mf.root(target.prefix)}" if target else None,
+             "endpoint": target.endpoint if target else None}
+    if views is None:
+        return {**where, "chains": None, "sends": None, "stored_bytes": None, "restorable_newest": None,
+                "broken_chains": None, "unfinished_sends": None}
+    return {**where,
+            "chains": sum(len(v.chains) for v in views),
+            "sends": sum(len(c.sends) for v in views for c in v.chains),
+            "stored_bytes": sum(c.stored_bytes for v in views for c in v.chains),
+            "restorable_newest": _restorable_newest(root),
+            "broken_chains": sum(1 for v in views for c in v.chains if not c.healthy),
+            "unfinished_sends": sum(len(v.orphans) for v in views)}
+
+
+def _restorable_newest(view: DatasetView | None) -> str | None:
+    """The newest snapshot ``s3-restore`` could bring back: the tip of the newest chain that has one."""
+    for c in reversed(view.chains if view is not None else []):
+        if c.tip is not None:
+            return c.tip.snapshot_name
+    return None
+
+
+@dataclass(frozen=True)
+class S3DatasetStatus:
+    """One source dataset against what one S3 target stores for it."""
+
+    plan: Plan                 # the host planner against the newest chain's restorable snapshots
+    state: str
+    message: str
+    stored: DatasetState       # those restorable snapshots, as a target state (for the detail view)
+    newest: str | None         # newest snapshot stored in the newest chain, restorable or not
+
+
+def s3_dataset_status(source: DatasetState, view: DatasetView | None, select: SnapshotFilter,
+                      target_name: str = "") -> S3DatasetStatus:
+    """The state of one dataset in S3, planned as ``s3-push`` plans (``chains.plan_push``).
+
+    ``broken`` wins over the planner's answer: a chain with a missing or damaged
+    send means stored snapshots cannot be restored, whatever the next push does.
+    """
+    chain = view.newest_chain if view is not None else None
+    stored = chains.s3_state(source.name, chain) if chain is not None else DatasetState.absent(source.name)
+    p = plan(source, stored, select=select, resume_supported=False)
+    newest = None
+    if chain is not None:
+        named = [s for s in chain.sends if s.manifest is not None]
+        newest = max(named, key=lambda s: s.createtxg).snapshot_name if named else None
+    broken = [c for c in view.chains if not c.healthy] if view is not None else []
+    if view is not None and broken:
+        return S3DatasetStatus(p, BROKEN, _broken_message(view, broken[-1], target_name), stored, newest)
+    state = _KIND_STATE[p.kind]
+    if state == "in-sync":
+        return S3DatasetStatus(p, state, "", stored, newest)
+    push = chains.plan_push(source, view, select=select)
+    message = push.reason + (" Options: " + " | ".join(push.options) if push.options else "")
+    return S3DatasetStatus(p, state, message, stored, newest)
+
+
+def _broken_message(view: DatasetView, chain: Chain, target_name: str) -> str:
+    lost = [s.snapshot_name for s in chain.sends if s.ref not in chain.restorable]
+    what = ", ".join("@" + n for n in lost) if lost else "its sends"
+    text = f"chain {chain.root} of {view.endpoint} is broken ({chain.broken_reason}): {what} cannot be restored."
+    ls = f"`zrelay s3-ls {target_name} {view.endpoint}` shows the damage"
+    if chain is view.newest_chain:
+        options: tuple[str, ...] = (f"start a new chain with `zrelay s3-push --full {view.endpoint}`",
+                                    "or put the missing object back", ls)
+    else:
+        options = ("the newest chain is healthy; `zrelay s3-prune` deletes old chains whole", ls)
+    return f"{text} Options: " + " | ".join(options)
+
+
+def report_from_s3(job: Job, ref: S3Ref, target: S3Target | None, src_states: Mapping[str, DatasetState],
+                   views: Mapping[tuple[str, str], DatasetView], now: float) -> TargetReport:
+    """The report of an S3 target from the source's listing and the bucket's chains (pure)."""
+    root = job.source.dataset
+    names = sorted((n for n, st in src_states.items() if st.exists
+                    and (n == root or (job.recursive and n.startswith(root + "/")))),
+                   key=lambda n: n.split("/"))
+    if root not in names:
+        return failed_report(job, ref, "error", f"{job.source}: dataset does not exist", now,
+                             s3=s3_info(target))
+    host = job.source.host
+    results = [s3_dataset_status(src_states[n], views.get((host, n)), job.select, ref.name) for n in names]
+    worst = min(range(len(results)), key=lambda i: STATES.index(results[i].state))
+    head, top = results[worst], results[0]
+    message = head.message
+    if len(results) > 1 and message and head.state != BROKEN:  # broken messages name their dataset
+        message = f"{host}:{names[worst]}: {message}"
+    lag, base_age = _lag(top.plan, now, top.state)
+    base = top.plan.base
+    row = LocationStatus(
+        job=job.name, source=str(job.source), target=str(ref), state=head.state, datasets=len(results),
+        source_newest=_newest_selected(top.plan), target_newest=top.newest,
+        common_base=base.name if base else None, behind=max(r.plan.behind for r in results),
+        lag_seconds=lag, base_age_seconds=base_age, message=message, target_kind="s3",
+        location=str(ref), checked_at=now,
+        s3=s3_info(target, [views[(host, n)] for n in names if (host, n) in views], views.get((host, root))))
+    cells = tuple(DatasetCell(job.name, f"{host}:{n}", str(ref), str(ref), r.state, r.plan.behind,
+                              r.plan.base.name if r.plan.base else None, r.message)
+                  for n, r in zip(names, results))
+    return TargetReport(job, ref, row, cells, tuple(r.plan for r in results),
+                        {n: src_states[n] for n in names}, {n: r.stored for n, r in zip(names, results)})
+
+
+class S3Access:
+    """One client and one reachability probe per S3 target, shared by one round of inspections.
+
+    Why a probe: botocore retries a refused connection several times with
+    backoff, and waits its full connect timeout on each attempt to a host that
+    drops packets; one TCP connect with a short timeout tells a dead endpoint
+    within ``probe_timeout`` seconds, once per target however many jobs use it.
+    """
+
+    def __init__(self, probe_timeout: float = S3_PROBE_TIMEOUT, read_timeout: float = S3_READ_TIMEOUT) -> None:
+        self.probe_timeout = probe_timeout
+        self.read_timeout = read_timeout
+        self._stores: dict[str, asyncio.Future[Store]] = {}
+
+    async def store(self, target: S3Target) -> Store:
+        fut = self._stores.get(target.name)
+        if fut is None:
+            fut = self._stores[target.name] = asyncio.ensure_future(self._open(target))
+        return await asyncio.shield(fut)
+
+    async def _open(self, target: S3Target) -> Store:
+        problem = await probe_endpoint(target, self.probe_timeout)
+        if problem:
+            raise S3Unreachable(target.name, problem)
+        # importing boto3 and building a client parse large JSON models: keep them off the event loop
+        store_mod: Any = await asyncio.to_thread(importlib.import_module, "zrelay.s3.store")
+        store = store_mod.Store(target)
+        try:
+            await asyncio.to_thread(lambda: store.client)
+        except ZrelayError:
+            raise
+        except Exception as exc:  # botocore refuses e.g. a malformed endpoint: a row, not a traceback
+            raise S3Error(target.name, f"cannot set up a client: {exc}") from None
+        return store
+
+    async def views(self, target: S3Target, host: str, dataset: str,
+                    recursive: bool) -> dict[tuple[str, str], DatasetView]:
+        """The stored chains of ``host:dataset`` (and of its children when ``recursive``)."""
+        store = await self.store(target)
+        catalog: Any = importlib.import_module("zrelay.s3.catalog")
+        try:
+            return await asyncio.wait_for(
+                catalog.load_views(store, host=host, dataset=dataset, recursive=recursive), self.read_timeout)
+        except TimeoutError:
+            raise S3Unreachable(target.name, f"no answer within {self.read_timeout:g} s") from None
+
+
+def _probe_address(target: S3Target) -> tuple[str, int] | None:
+    """(host, port) to connect to, or None when a proxy stands between us and the endpoint."""
+    if target.endpoint:
+        parts = urlsplit(target.endpoint if "://" in target.endpoint else f"https://{target.endpoint}")
+        scheme, host = parts.scheme or "https", parts.hostname or ""
+        try:
+            port = parts.port or (80 if scheme == "http" else 443)
+        except ValueError:
+            return None
+    else:
+        scheme, port = "https", 443
+        host = f"s3.{target.region}.amazonaws.com" if target.region else "s3.amazonaws.com"
+    if not host:
+        return None
+    if scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host):
+        return None  # whether the proxy gets through is botocore's to find out
+    return host, port
+
+
+async def probe_endpoint(target: S3Target, timeout: float = S3_PROBE_TIMEOUT) -> str | None:
+    """None when the endpoint accepts a TCP connection, else why not (the caller names the endpoint)."""
+    address = _probe_address(target)
+    if address is None:
+        return None
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)
+    except TimeoutError:
+        return f"cannot connect to {address[0]}:{address[1]}: no answer within {timeout:g} s"
+    except OSError as exc:
+        return f"cannot connect to {address[0]}:{address[1]}: {_os_error(exc)}"
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return None
+
+
+def _os_error(exc: OSError) -> str:
+    """``Connection refused``, ``Name or service not known``: what the system said, without asyncio's wording."""
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return os.strerror(exc.errno)
+
+
+def _s3_failure(ref: S3Ref, target: S3Target, exc: ZrelayError) -> tuple[str, str]:
+    """(state, one line naming the target and its endpoint) for what the bucket answered."""
+    text = exc.message if isinstance(exc, S3Error) else str(exc)
+    state = "unreachable" if isinstance(exc, (S3Unreachable, S3AccessDenied)) else "error"
+    return state, " ".join(f"{ref} ({target.endpoint or 'AWS'}): {text}".split())
+
+
+async def inspect_s3(engine: Engine, job: Job, ref: S3Ref, now: float | None = None,
+                     access: S3Access | None = None) -> TargetReport:
+    """List the source and read the bucket's chains concurrently; never raises a ZrelayError."""
+    at = time.time() if now is None else now
+    target = engine.inventory.s3_targets.get(ref.name)
+    if target is None:
+        return failed_report(job, ref, "error", f"{ref} is not defined in zrelay.s3_targets", at,
+                             s3=s3_info(None))
+    access = access if access is not None else S3Access()
+    src_result, s3_result = await asyncio.gather(
+        engine.states.get(engine.host(job.source.host), job.source.dataset, job.recursive),
+        access.views(target, job.source.host, job.source.dataset, job.recursive), return_exceptions=True)
+    for result in (src_result, s3_result):
+        if isinstance(result, BaseException) and not isinstance(result, ZrelayError):
+            raise result
+    failures: list[tuple[str, str]] = []
+    host = None
+    if isinstance(src_result, TransportError):
+        failures.append(("unreachable", str(src_result)))
+        host = src_result.host
+    elif isinstance(src_result, ZrelayError):
+        failures.append(("error", str(src_result)))
+    if isinstance(s3_result, ZrelayError):
+        failures.append(_s3_failure(ref, target, s3_result))
+    if failures:
+        state = min((s for s, _ in failures), key=STATES.index)
+        return failed_report(job, ref, state, "; ".join(m for _, m in failures), at, host, s3_info(target))
+    assert isinstance(src_result, dict) and isinstance(s3_result, dict)
+    return report_from_s3(job, ref, target, src_result, s3_result, at)
 
 
 def annotate(row: LocationStatus, store: StoreView) -> LocationStatus:
@@ -245,7 +520,7 @@ def annotate(row: LocationStatus, store: StoreView) -> LocationStatus:
         changes["bytes_total"] = totals.bytes
     if live is not None:
         changes["transfer"] = transfer_dict(live)
-        if row.state not in ("unreachable",):
+        if row.state not in ("unreachable", BROKEN):  # a push does not mend a broken chain: keep alerting
             changes["planned_state"] = row.state
             changes["state"] = RUNNING
     return replace(row, **changes) if changes else row
@@ -354,14 +629,22 @@ def detail_for(source_endpoint: str, reports: Iterable[TargetReport]) -> Dataset
     source: DatasetState | None = None
     select = SnapshotFilter()
     columns: list[tuple[str, DatasetState | str]] = []
+    broken: set[int] = set()   # columns of S3 targets with a broken chain: the planner cannot tell
     for r in reports:
-        if r.job.source.host != host or not isinstance(r.target, Endpoint):
+        if r.job.source.host != host:
             continue
         root = r.job.source.dataset
         if not (dataset == root or (r.job.recursive and dataset.startswith(root + "/"))):
             continue
-        tname = r.target.dataset + dataset[len(root):]
-        label = f"{r.target.host}:{tname}"
+        if isinstance(r.target, Endpoint):
+            tname = r.target.dataset + dataset[len(root):]
+            label = f"{r.target.host}:{tname}"
+        elif r.plans or r.row.state in ("unreachable", "error"):
+            tname, label = dataset, str(r.target)   # S3 keys keep the source's dataset names
+            if any(c.state == BROKEN and c.source == source_endpoint for c in r.cells):
+                broken.add(len(columns) + 1)
+        else:
+            continue  # an S3 target not inspected: nothing to show
         if dataset in r.source_states:
             source = r.source_states[dataset]
             select = r.job.select
@@ -371,4 +654,7 @@ def detail_for(source_endpoint: str, reports: Iterable[TargetReport]) -> Dataset
             columns.append((label, r.target_states.get(tname, DatasetState.absent(tname))))
     if source is None:
         return None
-    return align(source_endpoint, source, columns, select)
+    detail = align(source_endpoint, source, columns, select)
+    if broken:
+        detail = replace(detail, notes=tuple(BROKEN if i in broken else n for i, n in enumerate(detail.notes)))
+    return detail

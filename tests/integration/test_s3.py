@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,9 @@ MiB = 1 << 20
 
 # --------------------------------------------------------------------------- helpers
 
+
+#: Runs record into a throwaway state store, never the user's own.
+THROWAWAY_STATE = os.path.join(tempfile.gettempdir(), "zrelay-tests", "state.db")
 
 class Case:
     """One test's world: its datasets, its S3 prefix, its inventory, and a way to run zrelay."""
@@ -56,11 +60,13 @@ class Case:
         argv = [sys.executable, "-m", "zrelay", "-i", str(self.inventory), *args]
         env = dict(os.environ, **self.s3.env)
         env.pop("ZRELAY_INVENTORY", None)
+        env.setdefault("ZRELAY_STATE", THROWAWAY_STATE)
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         argv = [sys.executable, "-m", "zrelay", "-i", str(self.inventory), *args]
         env = dict(os.environ, **self.s3.env)
+        env.setdefault("ZRELAY_STATE", THROWAWAY_STATE)
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                                 env=env, start_new_session=True)
 

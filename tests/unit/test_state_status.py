@@ -1,15 +1,21 @@
-"""status with the store: GUID alignment for the detail, store annotations, Prometheus text, S3 rows."""
+"""status with the store: GUID alignment for the detail, store annotations, Prometheus text, S3 targets."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
+from pathlib import Path
 
+from tests.unit.test_s3_chains import DS, HOST, linear_chain, manifest, record, snap, view
 from zrelay.cli.status import exit_code, prometheus_text, state_label
-from zrelay.inventory.model import Endpoint, Job, S3Ref
+from zrelay.errors import S3AccessDenied, S3NotFound, S3Unreachable
+from zrelay.events import JobFinished, JobStarted, Outcome, TransferFinished, TransferProgress, TransferStarted
+from zrelay.inventory.model import Endpoint, Job, S3Ref, S3Target
 from zrelay.plan import plan
-from zrelay.state import StoreView, TaskRow, Totals, TransferRow
-from zrelay.status import (NOT_CHECKED, RUNNING, LocationStatus, align, annotate, detail_for, not_checked,
-                           report_from_plans)
+from zrelay.state import Recorder, StoreView, TaskRow, Totals, TransferRow, read_view
+from zrelay.status import (BROKEN, NOT_CHECKED, RUNNING, LocationStatus, _s3_failure, align, annotate, detail_for,
+                           not_checked, probe_endpoint, report_from_plans, report_from_s3)
 from zrelay.zfs.model import DatasetState, Snapshot, SnapshotFilter
 
 
@@ -139,3 +145,209 @@ def test_prometheus_text() -> None:
     assert 'state="not-checked"' in text and "zrelay_status_timestamp_seconds 1234.500" in lines
     sample = re.compile(r'^[a-z_]+(\{([a-z_]+="([^"\\]|\\.)*",?)*\})? -?[0-9.e+]+$')
     assert all(line.startswith("#") or sample.match(line) for line in lines), text
+
+
+# --- S3 targets: chains read from manifests, planned as s3-push plans ------------------------------
+
+S3_TARGET = S3Target("offsite", "bucket", endpoint="http://127.0.0.1:1", prefix="p/")
+S3_JOB = Job("j", Endpoint(HOST, DS), targets=(S3Ref("offsite"),))
+S3A, S3B, S3C, S3D = (snap(n, g, t) for n, g, t in (("a", 11, 10), ("b", 12, 20), ("c", 13, 30), ("d", 14, 40)))
+
+
+def s3_report(source: list[Snapshot], records: list | None, job: Job = S3_JOB,  # type: ignore[type-arg]
+              extra: dict[str, DatasetState] | None = None,
+              views: dict | None = None):  # type: ignore[no-untyped-def,type-arg]
+    src = {DS: DatasetState(DS, True, tuple(source)), **(extra or {})}
+    stored = views if views is not None else ({(HOST, DS): view(records)} if records is not None else {})
+    return report_from_s3(job, S3Ref("offsite"), S3_TARGET, src, stored, now=1_700_000_000 + 50 * 3600)
+
+
+def test_s3_in_sync_with_what_is_stored() -> None:
+    r = s3_report([S3A, S3B, S3C], [record(m) for m in linear_chain([S3A, S3B, S3C])])
+    row = r.row
+    assert (row.state, row.behind, row.lag_seconds, row.common_base, row.target_newest) == ("in-sync", 0, 0, "c", "c")
+    assert (row.target_kind, row.location, row.target, row.message) == ("s3", "s3:offsite", "s3:offsite", "")
+    assert row.base_age_seconds == 20 * 3600 and row.source_newest == "c"
+    assert row.s3 == {"url": "s3://bucket/p/zrelay/v1/", "endpoint": "http://127.0.0.1:1", "chains": 1, "sends": 3,
+                      "stored_bytes": 3000, "restorable_newest": "c", "broken_chains": 0, "unfinished_sends": 0}
+    assert [(c.source, c.location, c.state) for c in r.cells] == [(f"{HOST}:{DS}", "s3:offsite", "in-sync")]
+    assert exit_code([row]) == 0 and "s3" in row.to_dict()
+
+
+def test_s3_behind_names_the_sends_the_next_push_makes() -> None:
+    row = s3_report([S3A, S3B, S3C, S3D], [record(m) for m in linear_chain([S3A, S3B, S3C])]).row
+    assert (row.state, row.behind, row.common_base, row.source_newest) == ("behind", 1, "c", "d")
+    assert row.lag_seconds == 10 * 3600 and "1 incremental send (@c → @d)" in row.message
+    assert state_label(row) == "behind 1" and exit_code([row]) == 0
+
+
+def test_s3_missing_when_nothing_is_stored() -> None:
+    row = s3_report([S3A, S3B], None).row
+    assert (row.state, row.behind, row.target_newest, row.common_base) == ("missing", 2, None, None)
+    assert "nothing stored yet" in row.message and row.s3 is not None and row.s3["chains"] == 0
+    orphan_only = s3_report([S3A], [record(linear_chain([S3A])[0], with_manifest=False)]).row
+    assert orphan_only.state == "missing" and orphan_only.s3["unfinished_sends"] == 1  # type: ignore[index]
+
+
+def test_s3_broken_chain_alerts_and_says_what_cannot_be_restored() -> None:
+    ms = linear_chain([S3A, S3B, S3C])
+    r = s3_report([S3A, S3B, S3C], [record(ms[0]), record(ms[1], missing=(0,)), record(ms[2])])
+    row = r.row
+    assert row.state == BROKEN and exit_code([row]) == 1 and state_label(row) == "broken"
+    assert "@b, @c cannot be restored" in row.message and "is missing" in row.message
+    assert "s3-push --full" in row.message and f"s3-ls offsite {HOST}:{DS}" in row.message
+    # the fields still say where the restorable part stands, and what is stored
+    assert (row.common_base, row.target_newest, row.behind) == ("a", "c", 2)
+    assert row.s3["broken_chains"] == 1 and row.s3["restorable_newest"] == "a"  # type: ignore[index]
+    # a whole send deleted: the link is missing
+    gone = s3_report([S3A, S3B, S3C], [record(ms[0]), record(ms[2])]).row
+    assert gone.state == BROKEN and "builds on is missing" in gone.message
+
+
+def test_s3_older_broken_chain_still_alerts() -> None:
+    old = linear_chain([S3A, S3B])
+    new = manifest(S3C)   # s3-push --full: a new chain at @c
+    row = s3_report([S3A, S3B, S3C], [record(old[0]), record(old[1], missing=(0,)), record(new)]).row
+    assert row.state == BROKEN and "newest chain is healthy" in row.message
+    assert row.common_base == "c" and row.s3["chains"] == 2  # type: ignore[index]
+
+
+def test_s3_diverged_when_the_source_lost_stored_snapshots_after_the_base() -> None:
+    # the source rolled back to @b and took another @c: the bucket's @c has a GUID the source never had since
+    other_c = snap("c", 99, 35)
+    row = s3_report([S3A, S3B, other_c], [record(m) for m in linear_chain([S3A, S3B, S3C])]).row
+    assert row.state == "diverged" and exit_code([row]) == 1
+    assert "@c" in row.message and "s3-push --full" in row.message and "--rollback" not in row.message
+    assert row.common_base == "b"
+
+
+def test_s3_no_common_base_when_the_source_was_recreated() -> None:
+    fresh = [snap("a", 21, 10), snap("b", 22, 20)]
+    row = s3_report(fresh, [record(m) for m in linear_chain([S3A, S3B])]).row
+    assert row.state == "no-common-base" and exit_code([row]) == 1 and "s3-push --full" in row.message
+
+
+def test_s3_recursive_job_shows_its_worst_dataset() -> None:
+    job = Job("j", Endpoint(HOST, DS), recursive=True, targets=(S3Ref("offsite"),))
+    child = f"{DS}/c"
+    ca = snap("a", 31, 11, ds=child)
+    views = {(HOST, DS): view([record(m) for m in linear_chain([S3A, S3B])])}
+    r = s3_report([S3A, S3B], None, job, extra={child: DatasetState(child, True, (ca,)),
+                                                "tank/other": DatasetState("tank/other", True, ())}, views=views)
+    assert (r.row.state, r.row.datasets, r.row.common_base) == ("missing", 2, "b")
+    assert r.row.message.startswith(f"{HOST}:{child}: nothing stored yet")
+    assert [(c.source, c.state) for c in r.cells] == [(f"{HOST}:{DS}", "in-sync"), (f"{HOST}:{child}", "missing")]
+    assert set(r.target_states) == {DS, child} and len(r.plans) == 2
+
+
+def test_s3_source_without_the_dataset_is_an_error() -> None:
+    r = report_from_s3(S3_JOB, S3Ref("offsite"), S3_TARGET, {}, {}, 5.0)
+    assert r.row.state == "error" and "does not exist" in r.row.message and r.row.target_kind == "s3"
+    assert r.row.s3 is not None and r.row.s3["chains"] is None
+
+
+def test_s3_detail_column_and_broken_note() -> None:
+    ms = linear_chain([S3A, S3B])
+    fine = s3_report([S3A, S3B, S3C], [record(m) for m in ms])
+    detail = detail_for(f"{HOST}:{DS}", [fine])
+    assert detail is not None and detail.columns == (f"{HOST}:{DS}", "s3:offsite")
+    assert detail.notes == ("", "behind") and table(detail) == [("a", "a"), ("◆b", "◆b"), ("c", ".")]
+    broken = s3_report([S3A, S3B], [record(ms[0], missing=(0,)), record(ms[1])])
+    detail = detail_for(f"{HOST}:{DS}", [broken])
+    assert detail is not None and detail.notes == ("", BROKEN)
+    # a target that was not inspected adds no column
+    unchecked = detail_for(f"{HOST}:{DS}", [fine, not_checked(S3_JOB, S3Ref("offsite"))])
+    assert unchecked is not None and unchecked.columns == detail.columns
+
+
+def test_s3_failures_are_one_line_naming_target_and_endpoint() -> None:
+    state, message = _s3_failure(S3Ref("offsite"), S3_TARGET, S3Unreachable("offsite", "cannot reach\nit"))
+    assert state == "unreachable" and message == "s3:offsite (http://127.0.0.1:1): cannot reach it"
+    state, _ = _s3_failure(S3Ref("offsite"), S3_TARGET, S3AccessDenied("offsite", "listing x: AccessDenied"))
+    assert state == "unreachable"
+    state, message = _s3_failure(S3Ref("offsite"), S3Target("aws", "b"), S3NotFound("aws", "NoSuchBucket"))
+    assert state == "error" and message == "s3:offsite (AWS): NoSuchBucket"
+
+
+def test_probe_reports_a_dead_endpoint_at_once() -> None:
+    started = time.monotonic()
+    problem = asyncio.run(probe_endpoint(S3_TARGET, timeout=5))
+    assert problem == "cannot connect to 127.0.0.1:1: Connection refused"
+    assert time.monotonic() - started < 2
+
+
+def test_a_push_does_not_hide_a_broken_chain() -> None:
+    row = _row(target="s3:offsite", state=BROKEN, target_kind="s3", location="s3:offsite")
+    view = StoreView(read_at=0, active=(_transfer(target="s3:offsite", target_host="s3:offsite"),))
+    annotated = annotate(row, view)
+    assert annotated.state == BROKEN and annotated.transfer is not None and exit_code([annotated]) == 1
+
+
+def test_prometheus_s3_rows() -> None:
+    row = s3_report([S3A, S3B, S3C, S3D], [record(m) for m in linear_chain([S3A, S3B, S3C])]).row
+    lines = prometheus_text([row], now=1.0).splitlines()
+    labels = f'job="j",source="{HOST}:{DS}",target="s3:offsite",location="s3:offsite"'
+    assert f"zrelay_behind_snapshots{{{labels}}} 1" in lines
+    assert f"zrelay_s3_stored_bytes{{{labels}}} 3000" in lines
+    assert "# TYPE zrelay_s3_stored_bytes gauge" in lines
+
+
+def _push_events(rec: Recorder, job: str, target: str, stream: str, source_host: str, target_host: str,
+                 source: str) -> None:
+    rec.handle(JobStarted(job, source, target))
+    rec.handle(TransferStarted(job, target, source_host, target_host, stream, 2000))
+    rec.handle(TransferProgress(job, target, stream, 1000, 2000, 500.0))
+
+
+def test_recorder_keeps_s3_push_and_restore_runs_for_status(tmp_path: Path) -> None:
+    """s3-push records job → s3:NAME; s3-restore records the pushed dataset → the dataset it writes into."""
+    db = tmp_path / "state.db"
+    push = Recorder(db, "s3-push", ["s3-push"], flush_interval=0.05).start()
+    restore = Recorder(db, "s3-restore", ["s3-restore"], flush_interval=0.05).start()
+    try:
+        _push_events(push, "j", "s3:offsite", f"{DS}@c → @d (-i)", HOST, "s3:offsite", f"{HOST}:{DS}")
+        _push_events(restore, f"{HOST}:{DS}", "vault:backup/r", f"{HOST}:{DS}@a (full)", "s3:offsite", "vault",
+                     "s3:offsite")
+        deadline = time.monotonic() + 10
+        live = read_view(db)
+        while len(live.active) < 2 and time.monotonic() < deadline:  # the recorders write every 0.05 s
+            time.sleep(0.02)
+            live = read_view(db)
+        assert {(t.job, t.target, t.source_host, t.target_host, t.command) for t in live.active} == {
+            ("j", "s3:offsite", HOST, "s3:offsite", "s3-push"),
+            (f"{HOST}:{DS}", "vault:backup/r", "s3:offsite", "vault", "s3-restore")}
+        row = annotate(s3_report([S3A, S3B, S3C, S3D], [record(m) for m in linear_chain([S3A, S3B, S3C])]).row, live)
+        assert row.state == RUNNING and row.planned_state == "behind"
+        assert row.transfer is not None and row.transfer["command"] == "s3-push"
+        push.handle(TransferFinished("j", "s3:offsite", f"{DS}@c → @d (-i)", 2000, 1.0, True))
+        push.handle(JobFinished("j", f"{HOST}:{DS}", "s3:offsite", Outcome.OK, "pushed", 2000, 1.5))
+        restore.handle(TransferFinished(f"{HOST}:{DS}", "vault:backup/r", f"{HOST}:{DS}@a (full)", 2000, 1.0, True))
+        restore.handle(JobFinished(f"{HOST}:{DS}", "s3:offsite", "vault:backup/r", Outcome.OK, "restored", 2000, 1.2))
+    finally:
+        push.close(0)
+        restore.close(0)
+    done = read_view(db)
+    assert not done.active
+    row = annotate(s3_report([S3A, S3B, S3C, S3D], [record(m) for m in linear_chain([S3A, S3B, S3C, S3D])]).row, done)
+    assert row.state == "in-sync" and row.last_run is not None and row.last_run["outcome"] == "ok"
+    assert row.bytes_total == 2000 and row.last_success_at == row.last_run["finished_at"]
+    assert done.last_results[(f"{HOST}:{DS}", "vault:backup/r")].message == "restored"
+
+
+def test_tui_matrix_s3_column_and_live_transfers() -> None:
+    from zrelay.tui.model import build_matrix
+
+    ms = linear_chain([S3A, S3B, S3C])
+    behind = s3_report([S3A, S3B, S3C, S3D], [record(m) for m in ms])
+    push = _transfer(job="j", target="s3:offsite", target_host="s3:offsite", stream=f"{DS}@c → @d (-i)",
+                     source_host=HOST, command="s3-push")
+    restore = _transfer(id=2, job="j", target="vault:elsewhere", target_host="vault", stream=f"{HOST}:{DS}@a (full)",
+                        source_host="s3:offsite", command="s3-restore")
+    key = (f"{HOST}:{DS}", "s3:offsite")
+    matrix = build_matrix([S3_JOB], {behind.key: behind}, StoreView(read_at=0))
+    assert matrix.locations == ("s3:offsite",) and matrix.cells[key].state == "behind"
+    matrix = build_matrix([S3_JOB], {behind.key: behind}, StoreView(read_at=0, active=(push, restore)))
+    assert matrix.cells[key].state == RUNNING and set(matrix.cells) == {key}  # the restore is not a job target
+    broken = s3_report([S3A, S3B, S3C], [record(ms[0]), record(ms[1], missing=(0,)), record(ms[2])])
+    matrix = build_matrix([S3_JOB], {broken.key: broken}, StoreView(read_at=0, active=(push,)))
+    assert matrix.cells[key].state == BROKEN and matrix.cells[key].render().plain == "✂ broken"

@@ -4,6 +4,11 @@ Every command that changes something has ``--dry-run`` (printing the exact
 remote commands and object keys); every listing has ``--json``. Exit codes
 follow zrelay.errors: 0 ok or nothing to do, 1 something failed or was
 refused, 2 usage, 130 interrupted.
+
+``s3-push`` and ``s3-restore`` record into the state store like ``sync``, so
+``status`` shows their last run and the TUI their transfers: a push as job →
+``s3:NAME`` (one task per job and target, however many datasets it pushed), a
+restore as ``HOST:DATASET`` of the pushed dataset → the dataset it writes into.
 """
 
 from __future__ import annotations
@@ -18,18 +23,22 @@ from typing import Any, Iterable, cast
 
 from zrelay.cli import output
 from zrelay.engine import Engine
-from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, InvalidName, S3UsageError, UsageError, ZrelayError
-from zrelay.events import Outcome
+from zrelay.errors import (EXIT_JOB_FAILED, EXIT_OK, InvalidName, S3ChainBroken, S3UsageError, UsageError,
+                           ZrelayError)
+from zrelay.events import (Event, EventSink, JobFinished, JobPlanned, JobStarted, Outcome, TransferFinished,
+                           TransferProgress, TransferStarted)
 from zrelay.inventory import load_inventory
 from zrelay.inventory.lookup import find_inventory
 from zrelay.inventory.model import Endpoint, Inventory, Job, S3Target, suggest, name_list
 from zrelay.paths import s3restore
+from zrelay.paths.relay import TransferFailed
 from zrelay.paths.s3push import PushOptions, PushResult, S3Pusher
 from zrelay.s3 import catalog, chains, manifest as mf
 from zrelay.s3.chains import Chain, DatasetView, PrunePlan, SendRecord
 from zrelay.s3.options import S3Options, parse_duration
 from zrelay.s3.sizing import format_size, parse_size
 from zrelay.s3.store import Store
+from zrelay.state import Recorder, default_path, fanout
 from zrelay.zfs import commands
 from zrelay.zfs.model import DatasetState, Snapshot
 
@@ -158,6 +167,20 @@ def _options(target: S3Target, args: argparse.Namespace) -> S3Options:
         storage_class=getattr(args, "storage_class", None))
 
 
+def _recorder(args: argparse.Namespace, inventory: Inventory, argv: list[str]) -> Recorder:
+    """Record the run for ``status`` and the TUI; a dry run changes nothing, so it is not recorded."""
+    return Recorder(default_path(getattr(args, "state", None)), argv[0], argv, inventory=str(inventory.path),
+                    enabled=not args.dry_run)
+
+
+def _transfers_only(sink: EventSink) -> EventSink:
+    """The data paths' stream events; the commands record job-level results themselves."""
+    def handle(event: Event) -> None:
+        if isinstance(event, (TransferStarted, TransferProgress, TransferFinished)):
+            sink(event)
+    return handle
+
+
 def _dump(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -216,20 +239,24 @@ def run_push(args: argparse.Namespace) -> int:
     targets = {t.name: t for _, t in pairs}
     opts = {name: _options(t, args) for name, t in targets.items()}
     show = not args.json and not args.dry_run and sys.stderr.isatty()
-    with output.ProgressView(enabled=show) as view:
-        results = asyncio.run(_push(inventory, pairs, opts, args, view.handle))
+    argv = ["s3-push", *args.patterns] + (["--target", args.target] if args.target else []) + [
+        flag for flag, on in (("--full", args.full), ("--snapshot", args.snapshot)) if on]
+    bad = {Outcome.FAILED, Outcome.REFUSED}
+    with _recorder(args, inventory, argv) as recorder, output.ProgressView(enabled=show) as view:
+        sink = fanout(view.handle, _transfers_only(recorder.handle))
+        results = asyncio.run(_push(inventory, pairs, opts, args, sink, recorder.handle))
+        recorder.set_exit_code(EXIT_JOB_FAILED if any(r.outcome in bad for r in results) else EXIT_OK)
     if args.json:
         _dump([r.to_dict() for r in results])
     elif args.dry_run:
         _print_push_dry_run(results)
     else:
         _print_push_summary(results)
-    bad = {Outcome.FAILED, Outcome.REFUSED}
     return EXIT_JOB_FAILED if any(r.outcome in bad for r in results) else EXIT_OK
 
 
 async def _push(inventory: Inventory, pairs: list[tuple[Job, S3Target]], opts: dict[str, S3Options],
-                args: argparse.Namespace, sink: Any) -> list[PushResult]:
+                args: argparse.Namespace, sink: Any, record: EventSink) -> list[PushResult]:
     async with Engine(inventory, sink) as engine:
         limits = {h: asyncio.Semaphore(inventory.sends_limit(h)) for h in inventory.hosts}
         pushers = {name: S3Pusher(Store(t, pool=opts[name].concurrency + 4), opts[name], sink, limits)
@@ -259,22 +286,58 @@ async def _push(inventory: Inventory, pairs: list[tuple[Job, S3Target]], opts: d
                 if simulated:
                     states = _with_snapshot(states, simulated)
             except ZrelayError as exc:
-                return [PushResult(job.name, f"s3:{t.name}", str(job.source), Outcome.FAILED, str(exc),
-                                   failed_host=source.name) for t in by_job[job.name]]
+                failed = [PushResult(job.name, f"s3:{t.name}", str(job.source), Outcome.FAILED, str(exc),
+                                     failed_host=source.name) for t in by_job[job.name]]
+                for r in failed:
+                    record(_job_finished(job, r.target, [r], 0.0))
+                return failed
             out: list[PushResult] = []
             for target in by_job[job.name]:
+                label = f"s3:{target.name}"
+                record(JobStarted(job.name, str(job.source), label))
+                started = time.monotonic()
                 results = await pushers[target.name].push_job(job, source, states,
                                                               PushOptions(args.dry_run, args.full))
                 if not results:
-                    results = [PushResult(job.name, f"s3:{target.name}", str(job.source), Outcome.FAILED,
+                    results = [PushResult(job.name, label, str(job.source), Outcome.FAILED,
                                           f"{job.source}: dataset does not exist", failed_host=source.name)]
                 for r in results:
                     r.commands[:0] = snap_cmds
+                planned = _job_planned(job, label, results)
+                if planned is not None:
+                    record(planned)
+                record(_job_finished(job, label, results, time.monotonic() - started))
                 out.extend(results)
             return out
 
         nested = await asyncio.gather(*(one_job(job_of[n]) for n in by_job))
         return [r for rs in nested for r in rs]
+
+
+#: The push plan kinds, most telling first: a job's task shows the first any of its datasets had.
+_KIND_ORDER = ("refused", "full", "incremental", "no-source-snapshot", "noop")
+_OUTCOME_ORDER = (Outcome.FAILED, Outcome.REFUSED, Outcome.OK, Outcome.NOOP, Outcome.SKIPPED)
+
+
+def _job_planned(job: Job, target: str, results: list[PushResult]) -> JobPlanned | None:
+    """One plan record per job and target, like ``sync``'s, from the datasets' push plans."""
+    plans = [(r.dataset, r.plan) for r in results if r.plan is not None]
+    if not plans:
+        return None
+    kind = min((p.kind for _, p in plans), key=lambda k: _KIND_ORDER.index(k) if k in _KIND_ORDER else 99)
+    summary = plans[0][1].reason if len(plans) == 1 else "; ".join(f"{d}: {p.reason}" for d, p in plans)
+    return JobPlanned(job.name, target, kind, summary, tuple(c for r in results for c in r.commands))
+
+
+def _job_finished(job: Job, target: str, results: list[PushResult], seconds: float) -> JobFinished:
+    """One result per job and target (a recursive job pushes several datasets): the worst outcome wins."""
+    outcome = min((r.outcome for r in results), key=_OUTCOME_ORDER.index)
+    telling = [r for r in results if r.outcome is outcome]
+    message = telling[0].message if len(results) == 1 else "; ".join(
+        f"{r.dataset}: {r.message}" for r in telling)
+    failed_host = next((r.failed_host for r in telling if r.failed_host), None)
+    return JobFinished(job.name, str(job.source), target, outcome, message, sum(r.bytes for r in results),
+                       seconds, failed_host)
 
 
 def _with_snapshot(states: dict[str, DatasetState], name: str) -> dict[str, DatasetState]:
@@ -460,8 +523,17 @@ def run_restore(args: argparse.Namespace) -> int:
         except InvalidName as exc:
             raise UsageError(str(exc)) from None
     show = not args.json and not args.dry_run and sys.stderr.isatty()
-    with output.ProgressView(enabled=show) as view:
-        result = asyncio.run(_restore(inventory, target, options, source, dest_ep, args, view.handle))
+    argv = ["s3-restore", args.target, args.source, "--to", args.to] + (
+        ["--snapshot", args.snapshot] if args.snapshot else [])
+    with _recorder(args, inventory, argv) as recorder, output.ProgressView(enabled=show) as view:
+        try:
+            result = asyncio.run(_restore(inventory, target, options, source, dest_ep, args,
+                                          fanout(view.handle, _transfers_only(recorder.handle)),
+                                          recorder.handle))
+        except ZrelayError as exc:
+            recorder.set_exit_code(exc.exit_code)
+            raise
+        recorder.set_exit_code(EXIT_OK)
     if args.json:
         _dump(result.to_dict())
     else:
@@ -489,7 +561,28 @@ def run_restore(args: argparse.Namespace) -> int:
 
 
 async def _restore(inventory: Inventory, target: S3Target, options: S3Options, source: Endpoint,
-                   dest_ep: Endpoint, args: argparse.Namespace, sink: Any) -> s3restore.RestoreResult:
+                   dest_ep: Endpoint, args: argparse.Namespace, sink: Any,
+                   record: EventSink) -> s3restore.RestoreResult:
+    """Restore, recorded as one task: the pushed dataset (the data path's job name) → ``dest_ep``."""
+    job, origin, label = str(source), f"s3:{target.name}", str(dest_ep)
+    record(JobStarted(job, origin, label))
+    started = time.monotonic()
+    try:
+        result = await _restore_one(inventory, target, options, source, dest_ep, args, sink)
+    except ZrelayError as exc:
+        refused = isinstance(exc, S3ChainBroken) or str(exc).startswith(f"{origin}: refused")
+        blamed = exc.failed_host if isinstance(exc, TransferFailed) else getattr(exc, "host", None)
+        record(JobFinished(job, origin, label, Outcome.REFUSED if refused else Outcome.FAILED, str(exc), 0,
+                           time.monotonic() - started, blamed))
+        raise
+    if result.outcome in ("ok", "noop"):
+        record(JobFinished(job, origin, label, Outcome.OK if result.outcome == "ok" else Outcome.NOOP,
+                           result.message, result.bytes, result.seconds))
+    return result
+
+
+async def _restore_one(inventory: Inventory, target: S3Target, options: S3Options, source: Endpoint,
+                       dest_ep: Endpoint, args: argparse.Namespace, sink: Any) -> s3restore.RestoreResult:
     store = Store(target, pool=options.concurrency + 4)
     views = await catalog.load_views(store, host=source.host, dataset=source.dataset, recursive=False)
     view = views.get((source.host, source.dataset))

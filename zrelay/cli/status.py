@@ -23,14 +23,14 @@ from zrelay.engine import Engine
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, UsageError
 from zrelay.inventory import load_inventory
 from zrelay.state import StoreView, default_path, read_view
-from zrelay.status import NOT_CHECKED, RUNNING, LocationStatus, annotate, collect_status
+from zrelay.status import BROKEN, NOT_CHECKED, RUNNING, LocationStatus, annotate, collect_status
 
 #: States that make ``status`` exit 1, so cron/monitoring can alert on them.
-BAD_STATES = frozenset({"unreachable", "error", "diverged", "no-common-base"})
+BAD_STATES = frozenset({"unreachable", "error", BROKEN, "diverged", "no-common-base"})
 
 _STYLE = {
     "in-sync": "green", "behind": "cyan", "missing": "cyan", "resumable": "cyan", "no-snapshots": "yellow",
-    "diverged": "red", "no-common-base": "red", "unreachable": "red", "error": "red",
+    "diverged": "red", "no-common-base": "red", "unreachable": "red", "error": "red", BROKEN: "red",
     RUNNING: "magenta", NOT_CHECKED: "dim",
 }
 
@@ -122,6 +122,9 @@ def print_table(rows: list[LocationStatus]) -> None:
                       f" at {output.human_bytes(t['rate'])}/s")
         elif r.state in ("in-sync", "behind"):
             detail = f"{r.datasets} datasets" if r.datasets > 1 else ""
+            if r.s3 and r.s3.get("stored_bytes") is not None:
+                stored = f"{output.human_bytes(r.s3['stored_bytes'])} stored"
+                detail = f"{detail}, {stored}" if detail else stored
         else:
             detail = r.message
         if r.last_run and r.last_run["outcome"] in ("failed", "refused") and r.state not in BAD_STATES:
@@ -146,6 +149,7 @@ _METRICS = (
     ("zrelay_last_run_timestamp_seconds", "gauge", "When the newest recorded run of the job to the location ended."),
     ("zrelay_last_run_success", "gauge", "1 if the newest recorded run succeeded (ok or nothing to do), else 0."),
     ("zrelay_last_success_timestamp_seconds", "gauge", "When a run last succeeded for the job and location."),
+    ("zrelay_s3_stored_bytes", "gauge", "Bytes stored in the S3 location for the job (every chain)."),
 )
 
 
@@ -166,7 +170,7 @@ def prometheus_text(rows: list[LocationStatus], now: float | None = None) -> str
 
     for r in rows:
         add("zrelay_lag_seconds", r, r.lag_seconds)
-        if r.target_kind == "host" and r.state not in ("unreachable", "error"):
+        if r.state not in ("unreachable", "error", NOT_CHECKED):
             add("zrelay_behind_snapshots", r, r.behind)
         add("zrelay_base_age_seconds", r, r.base_age_seconds)
         add("zrelay_state", r, 1, state=r.state)
@@ -178,6 +182,8 @@ def prometheus_text(rows: list[LocationStatus], now: float | None = None) -> str
             add("zrelay_last_run_timestamp_seconds", r, _num(r.last_run["finished_at"]))
             add("zrelay_last_run_success", r, int(r.last_run["outcome"] in ("ok", "noop")))
         add("zrelay_last_success_timestamp_seconds", r, _num(r.last_success_at))
+        if r.s3 is not None:
+            add("zrelay_s3_stored_bytes", r, r.s3.get("stored_bytes"))
     lines: list[str] = []
     for name, kind, help_text in _METRICS:
         if samples[name]:

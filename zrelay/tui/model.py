@@ -14,8 +14,8 @@ from rich.text import Text
 
 from zrelay.inventory.model import Endpoint, Inventory, Job
 from zrelay.state import StoreView, TransferRow
-from zrelay.status import (NOT_CHECKED, PENDING, RUNNING, STATES, DatasetDetail, DetailCell, TargetReport,
-                           location_of)
+from zrelay.status import (BROKEN, NOT_CHECKED, PENDING, RUNNING, STATES, DatasetDetail, DetailCell,
+                           TargetReport, location_of)
 from zrelay.units import human_bytes, human_seconds
 
 Key = tuple[str, str]  # (job name, target as written)
@@ -31,12 +31,14 @@ GLYPHS: dict[str, tuple[str, str, str]] = {
     "no-common-base": ("≠", "no base", "bold red"),
     "unreachable": ("?", "unreachable", "red"),
     "error": ("!", "error", "red"),
+    BROKEN: ("✂", "broken", "bold red"),   # an S3 chain with a missing send
     RUNNING: ("↻", "running", "bold magenta"),
     NOT_CHECKED: ("○", "not checked", "dim"),
     PENDING: ("…", "checking", "dim"),
 }
-#: Worst first, for a cell that two jobs share.
-_ORDER = ("unreachable", "error", "diverged", "no-common-base", RUNNING, *STATES[4:], NOT_CHECKED, PENDING)
+#: Worst first, for a cell that two jobs share: what needs a person, then a running transfer, then the rest.
+_ALERTS = ("unreachable", "error", BROKEN, "diverged", "no-common-base")
+_ORDER = (*_ALERTS, RUNNING, *(s for s in STATES if s not in _ALERTS), NOT_CHECKED, PENDING)
 
 LEGEND = ("✓ in-sync  ↓ behind  ∅ missing  ↺ resumable  ∘ no snapshots  ✗ diverged  ≠ no common base  "
           "? unreachable  ! error  ↻ running  ○ not checked  … checking  · not a target")
@@ -228,13 +230,16 @@ def build_matrix(jobs: Sequence[Job], reports: Mapping[Key, TargetReport], view:
     by_name = {j.name: j for j in jobs}
     for t in view.active:
         running = by_name.get(t.job)
-        if running is None:
-            continue
+        if running is None or t.target not in {str(x) for x in running.targets}:
+            continue  # e.g. an s3-restore into a dataset that is not one of the job's targets
         row = f"{running.source.host}:{t.dataset}"
         if row not in row_jobs:
             row = str(running.source)
         if row not in row_jobs:
             continue
+        shown = cells.get((row, t.target_host))
+        if shown is not None and shown.state == BROKEN:
+            continue  # as in ``status``: a push does not mend a broken chain, the cell keeps saying so
         fraction = t.fraction()
         progress = f"{fraction * 100:.0f}%" if fraction is not None else f"{human_bytes(t.rate)}/s"
         cells[(row, t.target_host)] = MatrixCell(RUNNING, t.job, t.target, progress=progress,
@@ -251,7 +256,7 @@ def build_matrix(jobs: Sequence[Job], reports: Mapping[Key, TargetReport], view:
 def detail_columns(detail: DatasetDetail) -> list[tuple[str, str]]:
     cols = [("guid", "guid")]
     for i, (name, note) in enumerate(zip(detail.columns, detail.notes)):
-        host = name.split(":", 1)[0]
+        host = name if i and name.startswith("s3:") else name.split(":", 1)[0]  # S3 columns: s3:NAME
         label = f"{host} (source)" if i == 0 else (f"{host} ({note})" if note else host)
         cols.append((f"c{i}", label))
     return cols

@@ -4,7 +4,8 @@ Why a thread with its own loop: SSH handshakes and listing parses cost CPU,
 and an unreachable host costs up to the connect timeout; neither may ever
 delay a keypress or a repaint. The UI thread only receives finished reports
 (through a thread-safe callback) and can cancel a refresh that is still
-waiting on slow hosts.
+waiting on slow hosts. S3 targets are read on the same loop (boto3 calls in
+threads), so a dead endpoint only ever delays its own cells.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import threading
 import time
 from typing import Callable, Protocol, Sequence
 
-from zrelay.inventory.model import Endpoint, Inventory, Job, Target
-from zrelay.status import TargetReport, failed_report, not_checked
+from zrelay.inventory.model import Inventory, Job, Target
+from zrelay.status import TargetReport, failed_report
 
 Deliver = Callable[[TargetReport], None]
 Done = Callable[[], None]
@@ -58,16 +59,14 @@ class ThreadedQuerier:
 
     async def _run(self, pairs: list[tuple[Job, Target]], deliver: Deliver, done: Done) -> None:
         from zrelay.engine import Engine  # here, not at import: the UI paints before asyncssh loads
-        from zrelay.status import inspect_target
+        from zrelay.status import S3Access, inspect
 
         engine = Engine(self.inventory)
+        access = S3Access()  # one client and endpoint probe per S3 target and refresh
 
         async def one(job: Job, target: Target) -> None:
             try:
-                if isinstance(target, Endpoint):
-                    deliver(await inspect_target(engine, job, target))
-                else:
-                    deliver(not_checked(job, target))
+                deliver(await inspect(engine, job, target, access=access))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must show as a cell, not kill the refresh

@@ -133,7 +133,7 @@ and by status queries of every host (they fill in as hosts answer).
 [b]Matrix[/b]
   ✓ in-sync   ↓ behind N   ∅ missing (needs a full send)   ↺ resumable
   ✗ diverged  ≠ no common base   ∘ no snapshots   ↻ transfer running
-  ? unreachable   ! error   ○ not checked (S3)   … checking   · not a target
+  ✂ broken (an S3 chain lacks a send)   ? unreachable   ! error   … checking   · not a target
 
 [b]Detail[/b]
   ◆ common base   ✗ divergent (target only)   ∘ not selected by the filter   · absent
