@@ -1,0 +1,1 @@
+"""zrelay benchmark suite (run it with ``python bench/run.py``)."""
