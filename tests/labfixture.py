@@ -15,6 +15,27 @@ ZRELAY_REQUIRE_LAB=1, in which case they fail.
 
 Tests that request ``lab`` get the ``lab`` marker automatically, so
 ``pytest -m "not lab"`` deselects them.
+
+Two tiers, chosen with ZRELAY_LAB:
+
+* ``fuse`` (default): lab/zfslab.py, zfs-fuse hosts nas1, nas2, vault on
+  127.0.0.2-4 port 22.
+* ``openzfs``: lab/openzfs.py, OpenZFS 2.3 in two qemu guests (oz1 on
+  127.0.0.1:2221, oz2 on 127.0.0.1:2222). The fixture exposes the same host
+  names: nas1 is oz1 (pool tank), nas2 and vault are both oz2 (pools tank and
+  backup). The image is built on first use (minutes, then cached) and the
+  guests are booted (about a minute each). Selecting this tier makes the lab
+  required: when it cannot run, the tests fail instead of being skipped.
+
+Same API on both tiers: ``hosts`` (name -> address), ``ports`` (name -> SSH
+port), ``pools`` (name -> pool), ``machines`` (name -> the machine behind it:
+the name itself on the fuse tier, oz1/oz2 on the openzfs tier), ``tier``,
+``run``, ``zfs``, ``zpool``, ``exists``, ``destroy``, ``ssh``, ``ssh_argv``,
+``known_hosts_name``, ``unique``, ``status``, ``stop_host``, ``start_host``,
+``key``, ``known_hosts``, ``ssh_config``, ``dir``, ``script``; for zrelay's
+direct mode ``peer_addresses`` (name -> the address the other hosts use:
+inventory ``direct_address``), ``peer_key`` and ``peer_known_hosts`` (paths
+*on the hosts*: ``direct_identity_file``, ``direct_known_hosts``).
 """
 
 from __future__ import annotations
@@ -25,6 +46,7 @@ import itertools
 import json
 import os
 import secrets
+import shlex
 import subprocess
 import sys
 import time
@@ -35,7 +57,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "lab" / "zfslab.py"
+OPENZFS_SCRIPT = REPO / "lab" / "openzfs.py"
 UP_TIMEOUT = 300
+# first use builds the image (~10-20 min on 2 cores) and boots the guests
+OPENZFS_UP_TIMEOUT = float(os.environ.get("ZRELAY_OPENZFS_UP_TIMEOUT", "3600"))
+TIERS = ("fuse", "openzfs")
 
 
 class LabCommandError(subprocess.CalledProcessError):
@@ -64,6 +90,23 @@ def load_zfslab() -> ModuleType:
     return mod
 
 
+def load_openzfs() -> ModuleType:
+    """Import lab/openzfs.py (a standalone script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("zrelay_lab_openzfs", OPENZFS_SCRIPT)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def lab_tier() -> str:
+    """The tier ZRELAY_LAB selects: "fuse" (default) or "openzfs"."""
+    tier = os.environ.get("ZRELAY_LAB", "").strip().lower() or "fuse"
+    if tier not in TIERS:
+        raise ValueError(f"ZRELAY_LAB={tier!r}: expected one of {', '.join(TIERS)}")
+    return tier
+
+
 class Lab:
     """Handle on the running lab; see the module docstring."""
 
@@ -77,7 +120,15 @@ class Lab:
         self.ssh_config: Path = p["ssh_config"]
         self.script: Path = SCRIPT
         self.hosts: dict[str, str] = {h: addr for h, (addr, _) in zfslab.HOSTS.items()}
+        self.ports: dict[str, int] = {h: zfslab.SSH_PORT for h in zfslab.HOSTS}
         self.pools: dict[str, str] = {h: pool for h, (_, pool) in zfslab.HOSTS.items()}
+        self.machines: dict[str, str] = {h: h for h in zfslab.HOSTS}
+        # for zrelay's direct mode (host to host): how the hosts reach each other, and the
+        # key and known_hosts *on the hosts* for that (the hosts share this filesystem)
+        self.peer_addresses: dict[str, str] = dict(self.hosts)
+        self.peer_key: Path = self.key
+        self.peer_known_hosts: Path = self.known_hosts
+        self.tier = "fuse"
         self._counter = itertools.count(1)
         self._issued: set[str] = set()
         self.stopped_by_tests: set[str] = set()
@@ -139,6 +190,11 @@ class Lab:
         """``ssh -F SSH_CONFIG ADDRESS``; append the remote command."""
         return ["ssh", "-F", str(self.ssh_config), self.hosts[host]]
 
+    def known_hosts_name(self, host: str) -> str:
+        """How HOST is written in known_hosts: ``127.0.0.2``, or ``[127.0.0.1]:2221`` off port 22."""
+        addr, port = self.hosts[host], self.ports[host]
+        return addr if port == 22 else f"[{addr}]:{port}"
+
     def ssh(self, host: str, command: str, check: bool = True,
             timeout: float | None = 300) -> subprocess.CompletedProcess:
         r = subprocess.run(self.ssh_argv(host) + [command], capture_output=True, text=True,
@@ -177,6 +233,83 @@ class Lab:
     def start_host(self, host: str) -> None:
         self.cli("start-host", host)
         self.stopped_by_tests.discard(host)
+
+
+class OpenZFSLab(Lab):
+    """The same API on the OpenZFS tier: commands run over SSH in the qemu guests."""
+
+    def __init__(self, oz: ModuleType):  # noqa: D107 - deliberately not calling Lab.__init__
+        self._z = oz
+        self.LabError = oz.LabError
+        p = oz.paths()
+        self.dir: Path = p["dir"]
+        self.key: Path = p["key"]
+        self.known_hosts: Path = p["known_hosts"]
+        self.ssh_config: Path = p["ssh_config"]
+        self.script: Path = OPENZFS_SCRIPT
+        self.hosts: dict[str, str] = {h: oz.ADDRESS for h in oz.ALIASES}
+        self.ports: dict[str, int] = {h: oz.GUESTS[g].port for h, (g, _) in oz.ALIASES.items()}
+        self.pools: dict[str, str] = {h: pool for h, (_, pool) in oz.ALIASES.items()}
+        self.machines: dict[str, str] = {h: g for h, (g, _) in oz.ALIASES.items()}
+        # direct mode: a guest reaches the others at PEER_ADDRESS (same ports), with a key and
+        # known_hosts that exist inside the guests only
+        self.peer_addresses: dict[str, str] = {h: oz.PEER_ADDRESS for h in oz.ALIASES}
+        self.peer_key: Path = Path(oz.PEER_KEY_IN_GUEST)
+        self.peer_known_hosts: Path = Path(oz.PEER_KNOWN_HOSTS_IN_GUEST)
+        self.tier = "openzfs"
+        self._counter = itertools.count(1)
+        self._issued: set[str] = set()
+        self.stopped_by_tests: set[str] = set()
+
+    def _target(self, host: str) -> str:
+        if host in self.hosts or host in self._z.GUESTS:
+            return host  # ssh_config has a Host block for every alias and guest name
+        raise KeyError(f"unknown lab host {host!r} (known: {', '.join([*self.hosts, *self._z.GUESTS])})")
+
+    def run(self, host: str, *argv, check: bool = True, input: str | None = None,
+            timeout: float | None = 300) -> subprocess.CompletedProcess:
+        """Run argv on HOST over SSH, quoted with shlex.join (no shell; pass ["sh", "-c", ...] for one).
+
+        Same result as on the fuse tier (CompletedProcess, text, args = argv;
+        LabCommandError on failure with check=True), except that the command
+        runs in the guest's home directory, not in the caller's working
+        directory. A guest that is down raises lab.LabError.
+        """
+        if len(argv) == 1 and isinstance(argv[0], (list, tuple)):
+            argv = tuple(argv[0])
+        argv = tuple(str(a) for a in argv)
+        if not argv:
+            raise ValueError("lab.run: empty command")
+        target = self._target(host)
+        cmd = ["ssh", "-F", str(self.ssh_config), target, "--", shlex.join(argv)]
+        r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
+                           stdin=None if input is not None else subprocess.DEVNULL)
+        r.args = list(argv)
+        if r.returncode == 255:
+            guest = self._z.resolve_host(target)
+            if self._z.guest_state(guest) != "up":
+                raise self.LabError(f"host {host} ({guest}) is down (run: openzfs.py up)")
+        if check and r.returncode != 0:
+            raise LabCommandError(host, r.returncode, list(argv), r.stdout, r.stderr)
+        return r
+
+    def ssh_argv(self, host: str) -> list[str]:
+        """``ssh -F SSH_CONFIG NAME`` (the config maps the name to 127.0.0.1 and the port)."""
+        return ["ssh", "-F", str(self.ssh_config), self._target(host)]
+
+    def cli(self, *args: str, check: bool = True, timeout: float = OPENZFS_UP_TIMEOUT) -> subprocess.CompletedProcess:
+        r = subprocess.run([sys.executable, str(OPENZFS_SCRIPT), *args], capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and r.returncode != 0:
+            raise LabCommandError("lab", r.returncode, ["openzfs.py", *args], r.stdout, r.stderr)
+        return r
+
+    def status(self) -> dict:
+        """Per-host dict: state ('up'/'booting'/'down'), address, port, pool, machine, pid."""
+        guests = self._z.status_data()["hosts"]
+        return {h: {"state": guests[g]["state"], "address": guests[g]["address"], "port": guests[g]["port"],
+                    "pool": self.pools[h], "machine": g, "pid": guests[g]["pid"]}
+                for h, g in self.machines.items()}
 
 
 # --------------------------------------------------------------------------
@@ -219,8 +352,45 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"zfs-fuse lab unavailable: {reason}")
 
 
+def _openzfs_session():
+    """The session body of the ``lab`` fixture on the OpenZFS tier (ZRELAY_LAB=openzfs)."""
+    if not OPENZFS_SCRIPT.exists():
+        pytest.fail(f"ZRELAY_LAB=openzfs but {OPENZFS_SCRIPT} is missing", pytrace=False)
+    oz = load_openzfs()
+    problems = oz.preflight()
+    if problems:
+        pytest.fail("ZRELAY_LAB=openzfs but the OpenZFS lab cannot run here: " + "; ".join(problems),
+                    pytrace=False)
+    lease = _take_lease(oz)
+    handle = OpenZFSLab(oz)
+    before = {g: h["state"] for g, h in oz.status_data()["hosts"].items()}
+    started = [g for g, state in before.items() if state == "down"]
+    r = handle.cli("up", check=False)
+    if r.returncode != 0:
+        with contextlib.suppress(FileNotFoundError):
+            lease.unlink()
+        pytest.fail(f"lab/openzfs.py up failed (exit {r.returncode}):\n{r.stderr}", pytrace=False)
+    try:
+        yield handle
+    finally:
+        for h in sorted(handle.stopped_by_tests):
+            handle.cli("start-host", h, check=False)
+        with contextlib.suppress(FileNotFoundError):
+            lease.unlink()
+        # the guests cost CPU even when idle: stop the ones this session booted
+        if started and not _other_live_leases(oz):
+            handle.cli("stop-host", *started, check=False)
+
+
 @pytest.fixture(scope="session")
 def lab():
+    try:
+        tier = lab_tier()
+    except ValueError as e:
+        pytest.fail(str(e), pytrace=False)
+    if tier == "openzfs":
+        yield from _openzfs_session()
+        return
     if not SCRIPT.exists():
         _unavailable(f"{SCRIPT} is missing")
     z = load_zfslab()
@@ -253,7 +423,8 @@ def lab():
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "lab: needs the zfs-fuse lab (root, zfs-fuse, sshd)")
+    config.addinivalue_line("markers", "lab: needs the lab (ZRELAY_LAB=fuse: zfs-fuse and sshd; "
+                                       "ZRELAY_LAB=openzfs: qemu guests with OpenZFS 2.3)")
 
 
 def pytest_collection_modifyitems(config, items):
