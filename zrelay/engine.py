@@ -253,9 +253,9 @@ class Engine:
         for index, p in enumerate(plans):
             if not p.transfers:
                 continue
-            if p.kind is PlanKind.FULL and index == 0 and "/" in p.target:
-                parent = p.target.rsplit("/", 1)[0]
-                if "/" in parent and not await dest.exists(parent):
+            if p.kind is PlanKind.FULL and index == 0:
+                parent = await dest.missing_parent(p.target)
+                if parent is not None:
                     out.append((dest.name, dest.command(commands.create_argv(parent, parents=True))))
             if p.rollback_to is not None:
                 out.append((dest.name, dest.command(commands.rollback_argv(

@@ -90,10 +90,17 @@ class RemoteHost:
     async def snapshot(self, names: list[str], recursive: bool) -> None:
         await self.zfs(commands.snapshot_argv(names, recursive))
 
-    async def create_parents(self, dataset: str) -> None:
-        """Create the parent of ``dataset`` if absent, so a full receive has somewhere to land."""
+    async def missing_parent(self, dataset: str) -> str | None:
+        """The parent of ``dataset`` when a full receive needs it created first (never the pool)."""
         parent = dataset.rsplit("/", 1)[0] if "/" in dataset else None
         if parent and "/" in parent and not await self.exists(parent):
+            return parent
+        return None
+
+    async def create_parents(self, dataset: str) -> None:
+        """Create the parent of ``dataset`` if absent, so a full receive has somewhere to land."""
+        parent = await self.missing_parent(dataset)
+        if parent is not None:
             await self.zfs(commands.create_argv(parent, parents=True), dataset=parent)
 
     async def rollback(self, snapshot: str) -> None:
