@@ -169,11 +169,7 @@ def holds_argv(snapshots: str | Sequence[str], *, caps: Capabilities | None = No
     if _is_fuse(caps):
         raise Unsupported("zfs-fuse cannot list holds (`zfs holds` fails: pyzfs.py not found); "
                           "use userrefs_argv for the hold count")
-    names = [snapshots] if isinstance(snapshots, str) else list(snapshots)
-    if not names:
-        raise ValueError("holds_argv needs at least one snapshot")
-    return [ZFS, "holds", "-H", *(["-r"] if recursive else []),
-            *(check_snapshot_name(n) for n in names)]
+    return [ZFS, "holds", "-H", *(["-r"] if recursive else []), *_snapshot_names(snapshots, "holds_argv")]
 
 
 def userrefs_argv(snapshot: str) -> list[str]:
@@ -185,15 +181,33 @@ def userrefs_argv(snapshot: str) -> list[str]:
 # --- send and receive ---------------------------------------------------------------
 
 
+#: Stream options a job may ask for (inventory ``send_options``), in command-line order.
+SEND_OPTIONS = {"large_blocks": "-L", "embedded": "-e", "compressed": "-c"}
+
+
+def stream_options(wanted: Sequence[str], src: Capabilities, dst: Capabilities) -> tuple[str, ...]:
+    """The ``send_options`` both ends support, in SEND_OPTIONS order (see send_argv ``options``)."""
+    have = {"large_blocks": src.large_blocks and dst.large_blocks,
+            "embedded": src.embedded_data and dst.embedded_data,
+            "compressed": src.compressed_send and dst.compressed_send}
+    unknown = [w for w in wanted if w not in SEND_OPTIONS]
+    if unknown:
+        raise ValueError(f"unknown send option(s) {', '.join(unknown)}; known: {', '.join(SEND_OPTIONS)}")
+    return tuple(name for name in SEND_OPTIONS if name in wanted and have[name])
+
+
 def send_argv(snapshot: str, *, caps: Capabilities, base: str | None = None,
               intermediates: bool = False, raw: bool = False, resume_token: str | None = None,
-              estimate: bool = False, props: bool = False, replicate: bool = False) -> list[str]:
+              estimate: bool = False, props: bool = False, replicate: bool = False,
+              options: Sequence[str] = ()) -> list[str]:
     """``zfs send``: full, ``-i``/``-I`` from a snapshot or ``-i`` from a bookmark, or ``-t`` resume.
 
     With ``resume_token`` the snapshot argument is ignored (the token names
-    it). ``estimate`` gives the ``-nvP`` dry run whose ``size`` line
-    parse.parse_send_estimate reads. Raises Unsupported when ``caps`` lack
-    the feature, before anything runs.
+    it, and its flags). ``estimate`` gives the ``-nvP`` dry run whose ``size``
+    line parse.parse_send_estimate reads. ``options`` names SEND_OPTIONS
+    (``-L``/``-e``/``-c``); a raw send carries blocks as stored, so they are
+    left out with ``raw``. Raises Unsupported when ``caps`` lack the feature,
+    before anything runs.
     """
     argv = [ZFS, "send"]
     if estimate:
@@ -209,6 +223,11 @@ def send_argv(snapshot: str, *, caps: Capabilities, base: str | None = None,
         if not caps.raw_send:
             raise Unsupported(f"{caps.flavor.value} has no raw send (`zfs send -w`)")
         argv.append("-w")
+    else:
+        for name in options:
+            if name not in SEND_OPTIONS:
+                raise ValueError(f"unknown send option {name!r}")
+            argv.append(SEND_OPTIONS[name])
     if replicate:
         argv.append("-R")
     if props:
@@ -287,13 +306,26 @@ def snapshot_argv(names: Sequence[str], recursive: bool, *,
     return [ZFS, "snapshot", *(["-r"] if recursive else []), *(check_snapshot_name(n) for n in names)]
 
 
-def hold_argv(tag: str, snapshot: str, *, recursive: bool = False) -> list[str]:
-    """``zfs hold TAG SNAP``: keeps a send base from being destroyed by someone else."""
-    return [ZFS, "hold", *(["-r"] if recursive else []), check_tag(tag), check_snapshot_name(snapshot)]
+def _snapshot_names(snapshots: str | Sequence[str], what: str) -> list[str]:
+    names = [snapshots] if isinstance(snapshots, str) else list(snapshots)
+    if not names:
+        raise ValueError(f"{what} needs at least one snapshot")
+    return [check_snapshot_name(n) for n in names]
 
 
-def release_argv(tag: str, snapshot: str, *, recursive: bool = False) -> list[str]:
-    return [ZFS, "release", *(["-r"] if recursive else []), check_tag(tag), check_snapshot_name(snapshot)]
+def hold_argv(tag: str, snapshots: str | Sequence[str], *, recursive: bool = False) -> list[str]:
+    """``zfs hold TAG SNAP…``: keeps a send base from being destroyed by someone else.
+
+    Several snapshots in one command are held atomically (all or none).
+    """
+    return [ZFS, "hold", *(["-r"] if recursive else []), check_tag(tag),
+            *_snapshot_names(snapshots, "hold_argv")]
+
+
+def release_argv(tag: str, snapshots: str | Sequence[str], *, recursive: bool = False) -> list[str]:
+    """``zfs release TAG SNAP…``: drop zrelay's hold once a newer base is held."""
+    return [ZFS, "release", *(["-r"] if recursive else []), check_tag(tag),
+            *_snapshot_names(snapshots, "release_argv")]
 
 
 def create_argv(dataset: str, parents: bool = True,
@@ -337,6 +369,27 @@ def bookmark_argv(snapshot: str, bookmark: str, *, caps: Capabilities | None = N
     if caps is not None and not caps.bookmarks:
         raise Unsupported(f"{caps.flavor.value} has no bookmarks")
     return [ZFS, "bookmark", check_snapshot_name(snapshot), check_bookmark_name(bookmark)]
+
+
+# Fixed script: one `zfs bookmark` per (snapshot, bookmark) pair given as arguments, so a
+# recursive job bookmarks all its datasets in one round trip. Names arrive as $1 $2 …,
+# never spliced into the script; every pair is tried, the status says whether all worked.
+BOOKMARKS_SCRIPT = ('rc=0; while [ "$#" -ge 2 ]; do zfs bookmark "$1" "$2" || rc=1; shift 2; done; '
+                    'exit "$rc"')
+
+
+def bookmarks_argv(pairs: Sequence[tuple[str, str]], *, caps: Capabilities | None = None) -> list[str]:
+    """Bookmark several snapshots in one command (see BOOKMARKS_SCRIPT)."""
+    if caps is not None and not caps.bookmarks:
+        raise Unsupported(f"{caps.flavor.value} has no bookmarks")
+    if not pairs:
+        raise ValueError("bookmarks_argv needs at least one pair")
+    if len(pairs) == 1:
+        return bookmark_argv(*pairs[0])
+    words: list[str] = []
+    for snapshot, bookmark in pairs:
+        words += [check_snapshot_name(snapshot), check_bookmark_name(bookmark)]
+    return ["sh", "-c", BOOKMARKS_SCRIPT, "sh", *words]
 
 
 def resume_token_argv(dataset: str) -> list[str]:
@@ -486,3 +539,21 @@ def direct_pipeline(send: Sequence[str], ssh: Sequence[str], receive_command: st
         stages.append(PV_ARGV)
     stages.append([*ssh, receive_command])
     return guarded_pipeline(*stages, sudo=sudo)
+
+
+# --- command shell: many short commands through one SSH session ------------------------------
+
+#: The long-lived shell of a connection (see transport.ssh.CommandShell): reads requests on stdin.
+COMMAND_SHELL_ARGV = ("sh",)
+_NONCE = re.compile(r"[0-9a-f]{16,64}")
+
+
+def shell_request(command: str, nonce: str) -> str:
+    """One request line for the command shell: run ``command`` (a full remote command line,
+    handed over as one quoted word to its own ``sh -c``, so it can neither break the framing
+    nor change the shell), with stdin from /dev/null, then mark the end of its stdout (with
+    its exit status) and of its stderr with ``nonce``."""
+    if not _NONCE.fullmatch(nonce):
+        raise ValueError("nonce must be lowercase hex")
+    return (f"sh -c {quote([command])} </dev/null; printf '\\n%s %d\\n' {nonce} \"$?\"; "
+            f"printf '\\n%s\\n' {nonce} >&2\n")

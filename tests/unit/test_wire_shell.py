@@ -1,0 +1,73 @@
+"""The command shell: request framing (run by a real local sh) and reply parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import pytest
+
+from zrelay.transport.ssh import CommandShell, ShellBroken, _ShellSession
+from zrelay.zfs import commands
+
+NONCE = "0123456789abcdef0123456789abcdef"
+
+
+def _run_local(*command_lines: str) -> subprocess.CompletedProcess:
+    script = "".join(commands.shell_request(c, NONCE) for c in command_lines)
+    return subprocess.run(["sh"], input=script.encode(), capture_output=True, check=True, cwd="/tmp")
+
+
+def test_request_keeps_output_status_and_shell_intact() -> None:
+    # `cd` and `exit` only end their own sh -c: the next command still runs in /tmp
+    hostile = "echo 'a b'; printf 'no newline'; echo oops >&2; cd /; exit 7"
+    r = _run_local(hostile, "pwd; cat; echo $?")
+    assert r.stdout.split(f"\n{NONCE} ".encode()) == [b"a b\nno newline", b"7\n/tmp\n0\n", b"0\n"]
+    assert r.stderr == f"oops\n\n{NONCE}\n\n{NONCE}\n".encode()
+
+
+def test_request_with_quotes_and_newlines_is_one_word() -> None:
+    r = _run_local("printf '%s\\n' \"it's\" 'x\ny'")
+    assert r.stdout.startswith(b"it's\nx\ny\n\n" + NONCE.encode() + b" 0")
+
+
+def test_nonce_must_be_hex() -> None:
+    with pytest.raises(ValueError):
+        commands.shell_request("true", "x; rm -rf /")
+
+
+class _Chan:
+    def __init__(self, session: _ShellSession, replies: list[tuple[bytes, bytes]]) -> None:
+        self.session, self.replies, self.written = session, replies, []
+        self.nonce = ""
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+        out, err = self.replies.pop(0)
+        loop = asyncio.get_running_loop()
+        # replies arrive in pieces, stderr before stdout
+        loop.call_soon(self.session.data_received, err, 1)
+        for i in range(0, len(out), 3):
+            loop.call_soon(self.session.data_received, out[i:i + 3], None)
+
+    def close(self) -> None:
+        self.session.connection_lost(None)
+
+
+def test_shell_parses_split_replies() -> None:
+    async def go() -> list[tuple[int, str, str]]:
+        session = _ShellSession()
+        shell = CommandShell(None, session)  # type: ignore[arg-type]
+        n = shell._nonce
+        chan = _Chan(session, [(f"one\n\n{n} 0\n".encode(), f"\n{n}\n".encode()),
+                               (f"\n{n} 2\n".encode(), f"bad thing\n\n{n}\n".encode())])
+        shell._chan = chan  # type: ignore[assignment]
+        first = await shell.run("zfs list")
+        second = await shell.run("zfs get")
+        chan.close()
+        with pytest.raises(ShellBroken) as info:
+            await shell.run("true")
+        assert info.value.sent is False
+        return [first, second]
+
+    assert asyncio.run(go()) == [(0, "one\n", ""), (2, "", "bad thing\n")]
