@@ -36,6 +36,21 @@ the name itself on the fuse tier, oz1/oz2 on the openzfs tier), ``tier``,
 direct mode ``peer_addresses`` (name -> the address the other hosts use:
 inventory ``direct_address``), ``peer_key`` and ``peer_known_hosts`` (paths
 *on the hosts*: ``direct_identity_file``, ``direct_known_hosts``).
+
+Tier-neutral helpers for tests:
+
+* ``capabilities(host)``: what the host's ZFS can do, from zrelay's own
+  capability probe (``zrelay.zfs.model.Capabilities``: ``flavor``,
+  ``resume``, ``send_estimate``, ``bookmarks``, ``raw_send`` ...).
+* ``require(host, feature)``: skip the test, naming the tier and the missing
+  feature, when the probe says the host lacks it (never a silent pass).
+* ``mib(n)``: a data size scaled for the tier. The guests' disks and ssh run
+  under qemu TCG (6-14 MB/s), so the OpenZFS tier writes a quarter of what the
+  fuse tier does (``ZRELAY_LAB_DATA_SCALE`` overrides: 1 = full size).
+* ``put_file(host, local_path)``: make a local file readable *on the host*
+  (the fuse hosts share this filesystem; the guests get a copy) and return its
+  path there, e.g. for an age identity used by a restore that decrypts on
+  that host.
 """
 
 from __future__ import annotations
@@ -59,6 +74,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "lab" / "zfslab.py"
 OPENZFS_SCRIPT = REPO / "lab" / "openzfs.py"
 UP_TIMEOUT = 300
+# data written by tests, relative to the fuse tier (the guests' disks and ssh are slow under TCG)
+DATA_SCALE = {"fuse": 1.0, "openzfs": 0.25}
 # first use builds the image (~10-20 min on 2 cores) and boots the guests
 OPENZFS_UP_TIMEOUT = float(os.environ.get("ZRELAY_OPENZFS_UP_TIMEOUT", "3600"))
 TIERS = ("fuse", "openzfs")
@@ -129,6 +146,8 @@ class Lab:
         self.peer_key: Path = self.key
         self.peer_known_hosts: Path = self.known_hosts
         self.tier = "fuse"
+        self.data_scale: float = _data_scale(self.tier)
+        self._caps: dict[str, object] = {}
         self._counter = itertools.count(1)
         self._issued: set[str] = set()
         self.stopped_by_tests: set[str] = set()
@@ -203,6 +222,34 @@ class Lab:
             raise LabCommandError(host, r.returncode, ["ssh", command], r.stdout, r.stderr)
         return r
 
+    # -- tier-neutral helpers -----------------------------------------------
+
+    def capabilities(self, host: str):
+        """HOST's ZFS capabilities from zrelay's own probe (cached per machine)."""
+        from zrelay.zfs import commands, parse
+
+        machine = self.machines[host]
+        if machine not in self._caps:
+            r = self.run(host, *commands.probe_argv(), check=False)
+            self._caps[machine] = parse.parse_probe(r.stdout, r.stderr, r.returncode, host=host)
+        return self._caps[machine]
+
+    def require(self, host: str, feature: str, why: str = "") -> None:
+        """Skip the calling test unless the probe says HOST's ZFS has FEATURE (a Capabilities field)."""
+        caps = self.capabilities(host)
+        if not getattr(caps, feature):
+            flavor = getattr(caps.flavor, "value", caps.flavor)
+            pytest.skip(f"{self.tier} tier: {host} ({flavor} {caps.version}) has no {feature} "
+                        f"(capability probe){': ' + why if why else ''}")
+
+    def mib(self, n: float, minimum: int = 1) -> int:
+        """N MiB of test data as written on the fuse tier, scaled for this tier (at least MINIMUM)."""
+        return max(minimum, round(n * self.data_scale))
+
+    def put_file(self, host: str, local: Path | str) -> str:
+        """Make LOCAL readable on HOST; returns its path there (the hosts share this filesystem)."""
+        return str(local)
+
     # -- names --------------------------------------------------------------
 
     def unique(self, prefix: str = "t") -> str:
@@ -257,6 +304,8 @@ class OpenZFSLab(Lab):
         self.peer_key: Path = Path(oz.PEER_KEY_IN_GUEST)
         self.peer_known_hosts: Path = Path(oz.PEER_KNOWN_HOSTS_IN_GUEST)
         self.tier = "openzfs"
+        self.data_scale: float = _data_scale(self.tier)
+        self._caps: dict[str, object] = {}
         self._counter = itertools.count(1)
         self._issued: set[str] = set()
         self.stopped_by_tests: set[str] = set()
@@ -296,6 +345,14 @@ class OpenZFSLab(Lab):
     def ssh_argv(self, host: str) -> list[str]:
         """``ssh -F SSH_CONFIG NAME`` (the config maps the name to 127.0.0.1 and the port)."""
         return ["ssh", "-F", str(self.ssh_config), self._target(host)]
+
+    def put_file(self, host: str, local: Path | str) -> str:
+        """Copy LOCAL into HOST's guest (mode 600, a directory of its own); returns the path there."""
+        local = Path(local)
+        remote = f"/root/zrelay-tests/{secrets.token_hex(6)}/{local.name}"
+        self.run(host, "sh", "-c", 'umask 077 && mkdir -p "${1%/*}" && cat > "$1"', "put_file", remote,
+                 input=local.read_text())
+        return remote
 
     def cli(self, *args: str, check: bool = True, timeout: float = OPENZFS_UP_TIMEOUT) -> subprocess.CompletedProcess:
         r = subprocess.run([sys.executable, str(OPENZFS_SCRIPT), *args], capture_output=True, text=True,
@@ -343,6 +400,11 @@ def _other_live_leases(z: ModuleType) -> list[int]:
             except PermissionError:
                 out.append(int(f.name))
     return out
+
+
+def _data_scale(tier: str) -> float:
+    value = os.environ.get("ZRELAY_LAB_DATA_SCALE", "").strip()
+    return float(value) if value else DATA_SCALE[tier]
 
 
 def _unavailable(reason: str) -> None:

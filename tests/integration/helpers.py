@@ -19,8 +19,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 def write_inventory(path: Path, lab: Any, jobs: list[dict], hosts: dict[str, dict] | None = None,
                     settings: dict | None = None) -> Path:
-    """An inventory for the lab hosts (plus ``hosts`` overrides) with ``jobs``."""
-    all_hosts: dict[str, dict] = {name: {"address": addr} for name, addr in lab.hosts.items()}
+    """An inventory for the lab hosts (plus ``hosts`` overrides) with ``jobs``.
+
+    Each lab host gets its SSH ``port`` and its ``direct_address`` (how the other
+    hosts reach it, for direct mode) when they differ from the defaults, which
+    they do on the OpenZFS tier (127.0.0.1:2221/2222; the guests see each other
+    at 10.0.2.100).
+    """
+    all_hosts: dict[str, dict] = {}
+    for name, addr in lab.hosts.items():
+        entry: dict[str, Any] = {"address": addr}
+        if lab.ports[name] != 22:
+            entry["port"] = lab.ports[name]
+        if lab.peer_addresses[name] != addr:
+            entry["direct_address"] = lab.peer_addresses[name]
+        all_hosts[name] = entry
     for name, values in (hosts or {}).items():
         all_hosts.setdefault(name, {}).update(values)
     doc = {

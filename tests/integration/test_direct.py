@@ -29,14 +29,17 @@ def agent(lab, tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def _inventory(lab, tmp_path: Path, jobs: list[dict], **source_vars: object) -> Path:
+    """The source's direct_known_hosts (and any direct_identity_file) are paths on the source host:
+    lab.peer_known_hosts / lab.peer_key (the lab's own files on the fuse tier, files inside the guests
+    on the OpenZFS tier); write_inventory sets the targets' direct_address."""
     return write_inventory(tmp_path / "inv.yml", lab, jobs, hosts={
-        "nas1": {"address": lab.hosts["nas1"], "direct_known_hosts": str(lab.known_hosts), **source_vars}})
+        "nas1": {"address": lab.hosts["nas1"], "direct_known_hosts": str(lab.peer_known_hosts), **source_vars}})
 
 
 def test_direct_with_forwarded_agent_full_and_incremental(lab, tmp_path: Path, agent: dict[str, str]) -> None:
     name = lab.unique()
     src, dst = f"tank/{name}", f"backup/{name}"
-    make_dataset(lab, "nas1", src, mib=8, snaps=["zrelay_1", "zrelay_2"])
+    make_dataset(lab, "nas1", src, mib=lab.mib(8, minimum=2), snaps=["zrelay_1", "zrelay_2"])
     inv = _inventory(lab, tmp_path, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
 
     dry = zrelay("sync", "--direct", "--dry-run", inventory=inv, env=agent)
@@ -47,7 +50,7 @@ def test_direct_with_forwarded_agent_full_and_incremental(lab, tmp_path: Path, a
     full = zrelay("sync", "--direct", "--json", inventory=inv, env=agent)
     assert full.returncode == 0, full.stderr + full.stdout
     result = json.loads(full.stdout)[0]
-    assert result["outcome"] == "ok" and result["bytes"] > 8 * 2**20  # pv counted the stream
+    assert result["outcome"] == "ok" and result["bytes"] > lab.mib(8, minimum=2) * 2**20  # pv counted the stream
     assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
 
     write(lab, "nas1", src, "more")
@@ -62,7 +65,7 @@ def test_direct_with_a_key_on_the_source_via_inventory(lab, tmp_path: Path) -> N
     src, dst = f"tank/{name}", f"backup/{name}"
     make_dataset(lab, "nas1", src, snaps=["zrelay_1"])
     inv = _inventory(lab, tmp_path, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}],
-                     direct=True, direct_identity_file=str(lab.key))
+                     direct=True, direct_identity_file=str(lab.peer_key))
     proc = zrelay("sync", inventory=inv, env={"SSH_AUTH_SOCK": ""})
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
@@ -87,7 +90,7 @@ def test_direct_refused_when_source_does_not_know_the_target_key(lab, tmp_path: 
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     inv = _inventory(lab, tmp_path, [{"source": f"nas1:tank/{name}", "targets": [f"vault:backup/{name}"]}],
-                     direct_identity_file=str(lab.key), direct_known_hosts=str(empty))
+                     direct_identity_file=str(lab.peer_key), direct_known_hosts=lab.put_file("nas1", empty))
     proc = zrelay("sync", "--direct", inventory=inv)
     assert proc.returncode == 1
     assert "cannot log in to vault" in proc.stderr and "Host key verification failed" in proc.stderr

@@ -1,4 +1,4 @@
-"""`zrelay sync` and `zrelay status` against the real lab: zfs-fuse hosts behind real sshd."""
+"""`zrelay sync` and `zrelay status` against the real lab (either tier): ZFS hosts behind real sshd."""
 
 from __future__ import annotations
 
@@ -113,8 +113,8 @@ def test_two_targets_for_one_source(lab, tmp_path: Path) -> None:
 def test_third_host_push_concurrent(lab, tmp_path: Path) -> None:
     """nas1→vault and nas2→vault in one run, both streams in flight at once."""
     name = lab.unique()
-    make_dataset(lab, "nas1", f"tank/{name}", mib=48, snaps=["zrelay_1"])
-    make_dataset(lab, "nas2", f"tank/{name}", mib=48, snaps=["zrelay_1"])
+    make_dataset(lab, "nas1", f"tank/{name}", mib=lab.mib(48), snaps=["zrelay_1"])
+    make_dataset(lab, "nas2", f"tank/{name}", mib=lab.mib(48), snaps=["zrelay_1"])
     inv = write_inventory(tmp_path / "inv.yml", lab, [
         {"source": f"nas1:tank/{name}", "targets": [f"vault:backup/{name}-from-nas1"]},
         {"source": f"nas2:tank/{name}", "targets": [f"vault:backup/{name}-from-nas2"]},
@@ -176,7 +176,7 @@ def test_killed_send_leaves_target_unchanged_and_next_sync_works(lab, tmp_path: 
     make_dataset(lab, "nas1", src, mib=8, snaps=["zrelay_1"])
     inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
     assert zrelay("sync", inventory=inv).returncode == 0
-    write(lab, "nas1", src, "big", mib=400)
+    write(lab, "nas1", src, "big", mib=lab.mib(400))
     lab.run("nas1", "zfs", "snapshot", f"{src}@zrelay_2")
     before = fingerprint(lab, "vault", dst)
 
@@ -185,13 +185,12 @@ def test_killed_send_leaves_target_unchanged_and_next_sync_works(lab, tmp_path: 
     killed = False
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        found = lab.run("nas1", "pgrep", "-f", f"zfs send .*{src}@", check=False)
-        if found.returncode == 0:
+        found = send_processes(lab, "nas1", f"{src}@")
+        if found:
             time.sleep(0.3)
             # zfs-fuse's daemon writes the stream into the pipe it was handed, so killing the
             # `zfs` client alone does not stop it; kill the sshd session that carries it too.
-            pid = found.stdout.split()[0]
-            ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            pid, ppid = found[0]
             lab.run("nas1", "kill", "-KILL", pid, ppid, check=False)
             killed = True
             break
@@ -206,6 +205,21 @@ def test_killed_send_leaves_target_unchanged_and_next_sync_works(lab, tmp_path: 
     again = zrelay("sync", inventory=inv)
     assert again.returncode == 0, again.stderr + again.stdout
     assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
+
+
+def send_processes(lab, host: str, needle: str) -> list[tuple[str, str]]:
+    """(pid, ppid) of each ``zfs send`` on HOST whose command line holds NEEDLE.
+
+    ``ps`` runs on the host itself (the guest on the OpenZFS tier), so the
+    parent is looked up where the process lives, not in this machine's /proc.
+    """
+    out = lab.run(host, "ps", "-e", "-o", "pid=,ppid=,args=", check=False).stdout
+    found = []
+    for line in out.splitlines():
+        fields = line.split(None, 2)
+        if len(fields) == 3 and fields[2].startswith("zfs send") and needle in fields[2]:
+            found.append((fields[0], fields[1]))
+    return found
 
 
 def test_one_host_down_others_complete(lab, tmp_path: Path) -> None:
@@ -226,10 +240,12 @@ def test_one_host_down_others_complete(lab, tmp_path: Path) -> None:
 
 def test_wrong_host_key_refused(lab, tmp_path: Path) -> None:
     wrong = tmp_path / "known_hosts"
-    # vault's real key registered under nas1's address: a "changed" host key for nas1.
+    # vault's real key registered under nas1's name: a "changed" host key for nas1.
+    vault_name, nas1_name = lab.known_hosts_name("vault"), lab.known_hosts_name("nas1")
+    assert vault_name != nas1_name
     lines = lab.known_hosts.read_text().splitlines()
-    vault_key = next(line for line in lines if line.startswith(lab.hosts["vault"]))
-    wrong.write_text(vault_key.replace(lab.hosts["vault"], lab.hosts["nas1"], 1) + "\n")
+    vault_key = next(line for line in lines if line.split(None, 1)[0] == vault_name)
+    wrong.write_text(f"{nas1_name} {vault_key.split(None, 1)[1]}\n")
     name = lab.unique()
     inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:tank/{name}", "targets": [f"vault:backup/{name}"]}],
                           hosts={"nas1": {"address": lab.hosts["nas1"], "known_hosts": str(wrong)}})
@@ -292,7 +308,7 @@ def test_ctrl_c_stops_cleanly_and_target_is_unchanged(lab, tmp_path: Path) -> No
     make_dataset(lab, "nas1", src, snaps=["zrelay_1"])
     inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
     assert zrelay("sync", inventory=inv).returncode == 0
-    write(lab, "nas1", src, "big", mib=300)
+    write(lab, "nas1", src, "big", mib=lab.mib(300))
     lab.run("nas1", "zfs", "snapshot", f"{src}@zrelay_2")
     before = fingerprint(lab, "vault", dst)
     proc = subprocess.Popen([sys.executable, "-m", "zrelay", "-i", str(inv), "sync"], cwd=REPO,
