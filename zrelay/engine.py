@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable
 
-from zrelay.errors import DatasetNotFound, InvalidName, TransportError, ZfsError, ZrelayError
+from zrelay import anchors
+from zrelay.errors import (DatasetNotFound, InvalidName, NoResumableState, PlanRefused, TransportError,
+                           ZfsError, ZrelayError)
 from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outcome,
                            TransferFinished, TransferProgress, TransferStarted, discard)
 from zrelay.inventory.model import Endpoint, Inventory, Job
 from zrelay.paths.direct import direct, preflight
 from zrelay.paths.progress import Meter
 from zrelay.paths.relay import TransferFailed, relay
-from zrelay.plan import Plan, PlanKind, SendStep, describe, plan, plan_recursive
+from zrelay.plan import Plan, PlanKind, SendStep, common_base, describe, plan, plan_recursive
 from zrelay.transport.host import RemoteHost
 from zrelay.transport.ssh import ConnectionPool
 from zrelay.zfs import commands, parse
@@ -35,6 +37,8 @@ from zrelay.zfs.names import snapshot_problem
 REPLICA_PROPERTIES = {"canmount": "noauto"}
 
 MAX_REPLANS = 3           # resume, then re-plan what is left
+#: Stream options used when a job names none (inventory ``send_options``), where both ends have them.
+DEFAULT_SEND_OPTIONS = ("large_blocks", "embedded", "compressed")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class SyncOptions:
     rollback: bool = False
     now: datetime | None = None
     direct: bool | None = None   # None: each job's (or its source host's) ``direct`` setting
+    abort_partial: bool = False  # discard a partial receive that can no longer be resumed
+    decrypt: bool = False        # send encrypted datasets decrypted (not raw): replicas are NOT encrypted
 
 
 @dataclass(frozen=True)
@@ -180,14 +186,17 @@ class Engine:
         source, dest = self.host(job.source.host), self.host(target.host)
         result = TaskResult(job.name, str(job.source), str(target), Outcome.OK,
                             commands=list(pre_commands))
+        notes: list[str] = []     # things done besides the plan, e.g. a partial receive discarded
+        transferred = False
         try:
             for _round in range(MAX_REPLANS):
                 plans = await self.plan_job(job, target, options.rollback, simulated_snapshot)
                 result.plans = plans
                 direct = self.is_direct(job, options)
+                await self._check_encryption(plans, source, dest, options.decrypt)
                 if direct and any(p.transfers for p in plans):
                     await self._check_direct(source, dest)
-                cmds = await self._plan_commands(plans, source, dest, options.rollback, direct)
+                cmds = await self._plan_commands(plans, source, dest, options, direct, job, target)
                 result.commands.extend(cmds)
                 self.emit(JobPlanned(job.name, str(target), _overall_kind(plans),
                                      "; ".join(describe(p) for p in plans), tuple(cmds)))
@@ -198,7 +207,8 @@ class Engine:
                 refused = [p for p in plans if p.refused]
                 runnable = [p for p in plans if p.transfers]
                 for p in runnable:
-                    result.bytes += await self._execute(job, target, p, source, dest, options.rollback, direct)
+                    result.bytes += await self._execute(job, target, p, source, dest, options, direct, notes)
+                    transferred = True
                 if refused:
                     result.outcome = Outcome.REFUSED
                     result.message = _refusal(refused)
@@ -212,10 +222,20 @@ class Engine:
                 if not any(p.kind is PlanKind.RESUME for p in runnable):
                     break
                 self.states.forget(dest.name, target.dataset)  # resumed: plan what is left
+            if transferred and not options.dry_run:
+                warning = await self._anchor(job, target, source, dest)
+                if warning:
+                    notes.append(warning)
+        except PlanRefused as exc:
+            result.outcome = Outcome.REFUSED
+            result.message = str(exc)
+            result.failed_host = dest.name
         except ZrelayError as exc:
             result.outcome = Outcome.FAILED
             result.message = str(exc)
             result.failed_host = _blame(exc, source.name)
+        if notes:
+            result.message = "; ".join([result.message, *notes] if result.message else notes)
         result.seconds = time.monotonic() - started
         self.emit(JobFinished(job.name, str(job.source), str(target), result.outcome, result.message,
                               result.bytes, result.seconds, result.failed_host))
@@ -247,9 +267,11 @@ class Engine:
         return [plan(src_root, dst, select=job.select, rollback=rollback, resume_supported=dst_caps.resume)]
 
     async def _plan_commands(self, plans: list[Plan], source: RemoteHost, dest: RemoteHost,
-                             rollback: bool, direct: bool = False) -> list[tuple[str, str]]:
+                             options: SyncOptions, direct: bool, job: Job,
+                             target: Endpoint) -> list[tuple[str, str]]:
         """The exact remote commands a plan runs, in order, as (host, command line)."""
         out: list[tuple[str, str]] = []
+        rollback = options.rollback
         for index, p in enumerate(plans):
             if not p.transfers:
                 continue
@@ -260,23 +282,51 @@ class Engine:
             if p.rollback_to is not None:
                 out.append((dest.name, dest.command(commands.rollback_argv(
                     f"{p.target}@{p.rollback_to.name}", destroy_later=True))))
-            for stream in await self._streams(p, source, dest, rollback, direct):
+            for stream in await self._streams(p, source, dest, options, direct, job):
                 out.append((source.name, stream.source_command))
                 if stream.target_command is not None:
                     out.append((dest.name, stream.target_command))
             if p.kind is PlanKind.FULL:
                 out.append((dest.name, dest.command(commands.set_argv(p.target, REPLICA_PROPERTIES))))
+        out += await self._anchor_commands(plans, source, dest, job, target)
         return out
 
-    async def _streams(self, p: Plan, source: RemoteHost, dest: RemoteHost, rollback: bool,
-                       direct: bool) -> list[_Stream]:
+    async def _anchor_commands(self, plans: list[Plan], source: RemoteHost, dest: RemoteHost,
+                               job: Job, target: Endpoint) -> list[tuple[str, str]]:
+        """What securing the new bases will run (see _anchor), as the plan predicts it."""
         src_caps, dst_caps = await asyncio.gather(source.capabilities(), dest.capabilities())
+        goals = [(p, p.goal) for p in plans if p.transfers and p.goal is not None]
+        if not goals:
+            return []
+        out: list[tuple[str, str]] = []
+        if src_caps.bookmarks:
+            pairs = [(g.full_name, anchors.bookmark_for(g)) for _, g in goals]
+            out.append((source.name, source.command(commands.bookmarks_argv(pairs))))
+        tag = anchors.hold_tag(job.name, str(target))
+        for host, caps, side in ((source, src_caps, "source"), (dest, dst_caps, "target")):
+            if not caps.holds:
+                continue
+            names = [g.full_name if side == "source" else f"{p.target}@{g.name}" for p, g in goals]
+            out.append((host.name, host.command(commands.hold_argv(tag, names))))
+            old = [(p.base.full_name if side == "source" else f"{p.target}@{p.base.name}")
+                   for p, _ in goals if p.base is not None and isinstance(p.base, Snapshot)]
+            if old:
+                out.append((host.name, host.command(commands.release_argv(tag, old))))
+        return out
+
+    async def _streams(self, p: Plan, source: RemoteHost, dest: RemoteHost, options: SyncOptions,
+                       direct: bool, job: Job) -> list[_Stream]:
+        src_caps, dst_caps = await asyncio.gather(source.capabilities(), dest.capabilities())
+        wanted = job.send_options if job.send_options is not None else DEFAULT_SEND_OPTIONS
+        send_options = commands.stream_options(wanted, src_caps, dst_caps)
+        raw = p.encrypted and not options.decrypt
         steps: list[SendStep | None] = list(p.steps) if p.kind is not PlanKind.RESUME else [None]
         ssh = _direct_ssh(source, dest) if direct else None
         progress = direct and await source.has_tool("pv")
         out = []
         for label, step, (send_argv, recv_argv) in zip(_stream_labels(p), steps,
-                                                         _stream_argvs(p, src_caps, dst_caps, rollback)):
+                                                         _stream_argvs(p, src_caps, dst_caps, options.rollback,
+                                                                       raw=raw, send_options=send_options)):
             if ssh is not None:
                 pipeline = commands.direct_pipeline(send_argv, ssh, dest.command(recv_argv), progress=progress,
                                                     sudo=source.host.sudo)
@@ -300,23 +350,134 @@ class Engine:
         await asyncio.shield(fut)
 
     async def _execute(self, job: Job, target: Endpoint, p: Plan, source: RemoteHost,
-                       dest: RemoteHost, rollback: bool, direct: bool = False) -> int:
+                       dest: RemoteHost, options: SyncOptions, direct: bool, notes: list[str]) -> int:
         src_caps = await source.capabilities()
         if p.kind is PlanKind.FULL and p.target == target.dataset:
             await dest.create_parents(p.target)
         if p.rollback_to is not None:
             await dest.rollback(f"{p.target}@{p.rollback_to.name}")
         moved = 0
-        for stream in await self._streams(p, source, dest, rollback, direct):
+        for stream in await self._streams(p, source, dest, options, direct, job):
             step = stream.step
-            estimate = await self._estimate(source, src_caps, step, stream.send_argv)
-            async with self._sends[source.name], self._receives[dest.name]:
-                moved += await self._stream(job, target, source, dest, stream, estimate, p.target)
+            try:
+                if p.kind is PlanKind.RESUME:
+                    estimate = await self._check_resume(source, src_caps, stream.send_argv)
+                else:
+                    estimate = await self._estimate(source, src_caps, step, stream.send_argv)
+                async with self._sends[source.name], self._receives[dest.name]:
+                    moved += await self._stream(job, target, source, dest, stream, estimate, p.target)
+            except ZrelayError as exc:
+                if p.kind is not PlanKind.RESUME or not _unresumable(exc):
+                    raise
+                notes.append(await self._unresumable(p, dest, options, exc))
+                self.states.forget(dest.name, target.dataset)
+                return moved
             if step is not None and step.base is None:
                 await dest.zfs(commands.set_argv(p.target, REPLICA_PROPERTIES), dataset=p.target,
                                retry_busy=True)
         self.states.forget(dest.name, target.dataset)
         return moved
+
+    async def _check_resume(self, source: RemoteHost, caps: Capabilities, send_argv: list[str]) -> int | None:
+        """Is the token still usable? ``send -nvP -t`` says so (and how much is left) before
+        anything is sent; a token naming a destroyed snapshot raises NoResumableState."""
+        if not caps.send_estimate:
+            return None
+        result = await source.zfs(commands.estimate_argv(send_argv))
+        try:
+            return parse.parse_send_estimate(result.stdout)
+        except ValueError:
+            return None
+
+    async def _unresumable(self, p: Plan, dest: RemoteHost, options: SyncOptions, exc: ZrelayError) -> str:
+        """A partial receive that cannot be resumed: discard it only when allowed, else say how.
+
+        Discarding loses nothing that a fresh send would keep when the target has no
+        snapshot yet (the partial receive was of a full stream), or when the user asked.
+        """
+        why = _first_line(str(exc.cause if isinstance(exc, TransferFailed) and exc.cause else exc))
+        if not (p.partial_full or options.abort_partial):
+            raise NoResumableState(
+                dest.name,
+                f"the interrupted receive into {p.target} cannot be resumed ({why}). Its snapshots are "
+                f"intact; `zrelay sync --abort-partial` discards the partial receive "
+                f"(`zfs receive -A {p.target}`) and sends again from the newest common snapshot",
+                dataset=p.target)
+        await dest.abort_receive(p.target)
+        return (f"discarded the partial receive into {p.target} (`zfs receive -A`), which could not be "
+                f"resumed: {why}")
+
+    async def _check_encryption(self, plans: list[Plan], source: RemoteHost, dest: RemoteHost,
+                                decrypt: bool) -> None:
+        """Encrypted datasets travel raw (-w): refuse, before sending, when an end cannot do that.
+
+        A non-raw send of an encrypted dataset succeeds silently and writes an
+        unencrypted replica; that only happens with --decrypt.
+        """
+        encrypted = [p for p in plans if p.encrypted and p.transfers and p.kind is not PlanKind.RESUME]
+        if not encrypted or decrypt:
+            return
+        src_caps, dst_caps = await asyncio.gather(source.capabilities(), dest.capabilities())
+        lacking = [h.name for h, c in ((source, src_caps), (dest, dst_caps)) if not c.raw_send]
+        if lacking:
+            raise PlanRefused(
+                f"{encrypted[0].source} is natively encrypted and is sent raw (zfs send -w) to stay "
+                f"encrypted, but {' and '.join(lacking)} cannot do raw sends ({dst_caps.flavor.value if dest.name in lacking else src_caps.flavor.value}). "
+                "Options: replicate to a host running OpenZFS ≥ 0.8 | or pass --decrypt to send it "
+                "decrypted, which writes an UNENCRYPTED replica")
+
+    async def _anchor(self, job: Job, target: Endpoint, source: RemoteHost, dest: RemoteHost) -> str | None:
+        """Secure the new newest common snapshots: bookmark them on the source, hold them on both
+        sides and release the job's holds on older ones (see zrelay.anchors).
+
+        The data is already replicated when this runs: a failure here is a warning, not a
+        failed job.
+        """
+        try:
+            src_caps, dst_caps = await asyncio.gather(source.capabilities(), dest.capabilities())
+            if not (src_caps.bookmarks or src_caps.holds or dst_caps.holds):
+                return None
+            self.states.forget(source.name, job.source.dataset)
+            self.states.forget(dest.name, target.dataset)
+            src_states, dst_states = await asyncio.gather(
+                self.states.get(source, job.source.dataset, job.recursive),
+                self.states.get(dest, target.dataset, job.recursive))
+            pairs: list[tuple[Snapshot, Snapshot]] = []
+            src_scope: list[str] = []
+            dst_scope: list[str] = []
+            for name, sstate in src_states.items():
+                tname = target.dataset + name[len(job.source.dataset):]
+                tstate = dst_states.get(tname)
+                if not sstate.exists or tstate is None or not tstate.exists:
+                    continue
+                src_scope.append(name)
+                dst_scope.append(tname)
+                found = common_base(sstate, tstate)
+                if found is not None and isinstance(found[0], Snapshot):
+                    pairs.append((found[0], found[1]))
+            if src_caps.bookmarks:
+                todo = anchors.bookmarks_to_create(src_states, [s for s, _ in pairs])
+                if todo:
+                    await source.bookmark(todo)
+            tag = anchors.hold_tag(job.name, str(target))
+            for host, caps, bases, scope, recursive_root in (
+                    (source, src_caps, [s.full_name for s, _ in pairs], src_scope, job.source.dataset),
+                    (dest, dst_caps, [t.full_name for _, t in pairs], dst_scope, target.dataset)):
+                if caps.holds and scope:
+                    await self._move_holds(host, tag, bases, scope, recursive_root, job.recursive)
+        except ZrelayError as exc:
+            return f"warning: replicated, but securing the base failed: {_first_line(str(exc))}"
+        return None
+
+    async def _move_holds(self, host: RemoteHost, tag: str, bases: list[str], scope: list[str],
+                          root: str, recursive: bool) -> None:
+        held = await host.held_snapshots(root, recursive)
+        holds = await host.holds([s for s in held if s.partition("@")[0] in scope]) if held else []
+        moves = anchors.hold_moves(tag, bases, holds, scope)
+        if moves.hold:
+            await host.hold(tag, moves.hold)      # first: the chain is never without a hold
+        if moves.release:
+            await host.release(tag, moves.release)
 
     async def _estimate(self, source: RemoteHost, caps: Capabilities, step: SendStep | None,
                         send_argv: list[str]) -> int | None:
@@ -353,9 +514,55 @@ class Engine:
             self.emit(TransferFinished(job.name, str(target), label, meter.done, meter.elapsed(), ok))
 
 
-def _stream_argvs(p: Plan, src_caps: Capabilities, dst_caps: Capabilities,
-                  rollback: bool) -> list[tuple[list[str], list[str]]]:
-    """(send argv, receive argv) for each stream of a plan."""
+@dataclass
+class ReleaseResult:
+    """The holds of one job found on one host, and what became of them."""
+
+    job: str
+    host: str
+    holds: dict[str, list[str]] = field(default_factory=dict)   # tag → snapshots
+    commands: list[str] = field(default_factory=list)
+    released: bool = False
+    error: str | None = None
+
+
+class Releaser:
+    """``zrelay release``: remove the holds zrelay keeps for jobs (see zrelay.anchors)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def release(self, jobs: Iterable[Job], dry_run: bool) -> list[ReleaseResult]:
+        work = []
+        for job in jobs:
+            places = {(job.source.host, job.source.dataset)}
+            places |= {(t.host, t.dataset) for t in job.host_targets}
+            work += [self._one(job, host, dataset, dry_run) for host, dataset in sorted(places)]
+        return list(await asyncio.gather(*work))
+
+    async def _one(self, job: Job, host_name: str, dataset: str, dry_run: bool) -> ReleaseResult:
+        result = ReleaseResult(job.name, host_name)
+        host = self.engine.host(host_name)
+        try:
+            caps = await host.capabilities()
+            if not caps.holds or not await host.exists(dataset):
+                return result
+            held = await host.held_snapshots(dataset, job.recursive)
+            holds = await host.holds(held) if held else []
+            result.holds = anchors.job_holds(anchors.job_tag_prefix(job.name), holds)
+            for tag, snaps in result.holds.items():
+                result.commands.append(host.command(commands.release_argv(tag, snaps)))
+                if not dry_run:
+                    await host.release(tag, snaps)
+            result.released = not dry_run and bool(result.holds)
+        except ZrelayError as exc:
+            result.error = str(exc)
+        return result
+
+
+def _stream_argvs(p: Plan, src_caps: Capabilities, dst_caps: Capabilities, rollback: bool, *,
+                  raw: bool = False, send_options: tuple[str, ...] = ()) -> list[tuple[list[str], list[str]]]:
+    """(send argv, receive argv) for each stream of a plan; a resumed stream's flags come from its token."""
     resumable = dst_caps.resume
     if p.kind is PlanKind.RESUME:
         assert p.resume_token is not None
@@ -365,7 +572,7 @@ def _stream_argvs(p: Plan, src_caps: Capabilities, dst_caps: Capabilities,
     for step in p.steps:
         base = step.base.full_name if step.base is not None else None
         send = commands.send_argv(step.snapshot.full_name, caps=src_caps, base=base,
-                                  intermediates=step.intermediates)
+                                  intermediates=step.intermediates, raw=raw, options=send_options)
         # --rollback also discards changes made on the target since its newest snapshot
         # (receive -F); without it such a target fails with "modified since most recent snapshot".
         recv = commands.receive_argv(p.target, caps=dst_caps, force=rollback and step.base is not None,
@@ -391,7 +598,7 @@ def _step_label(step: SendStep) -> str:
     if step.base is None:
         return f"{step.snapshot.full_name} (full)"
     flag = "-I" if step.intermediates else "-i"
-    return f"{step.snapshot.dataset}@{step.base.name} → @{step.snapshot.name} ({flag})"
+    return f"{step.snapshot.dataset}{step.base.ref} → @{step.snapshot.name} ({flag})"
 
 
 def _with_new_snapshot(states: dict[str, DatasetState], name: str) -> dict[str, DatasetState]:
@@ -442,6 +649,18 @@ def _refusal(refused: list[Plan]) -> str:
     if len(refused) > 1:
         text += f" (+{len(refused) - 1} more datasets refused)"
     return text
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0].strip() if lines else text
+
+
+def _unresumable(exc: ZrelayError) -> bool:
+    """True when ``exc`` says a resume token no longer works (not a transient failure)."""
+    if isinstance(exc, NoResumableState):
+        return True
+    return isinstance(exc, TransferFailed) and isinstance(exc.cause, NoResumableState)
 
 
 def _blame(exc: ZrelayError, default: str) -> str | None:

@@ -14,6 +14,12 @@ holding snapshots after the base, or a snapshot whose name the source uses
 for another GUID, has diverged and is only touched with ``--rollback``, and
 only when rolling back to the base removes every offending snapshot.
 
+Bookmarks: when the source no longer has the snapshot that is the newest
+common one (pruned by another tool), a bookmark with its GUID is as good a
+base for ``zfs send -i pool/ds#mark``; zrelay bookmarks every snapshot it
+sends. A stream cannot start with ``-I`` from a bookmark, so the first step
+from a bookmark is always ``-i``.
+
 ``-I`` versus stepwise ``-i``: when every source snapshot strictly between
 the base and the goal is selected, one ``zfs send -I base goal`` carries all
 of them in a single stream (one round trip, one receive). When some of them
@@ -30,7 +36,10 @@ from enum import Enum
 from typing import Any
 
 from zrelay.errors import PlanRefused
-from zrelay.zfs.model import DatasetState, Snapshot, SnapshotFilter
+from zrelay.zfs.model import Bookmark, DatasetState, Snapshot, SnapshotFilter
+
+#: A send base: a snapshot, or a bookmark of one (same GUID, no data kept).
+Base = Snapshot | Bookmark
 
 
 class PlanKind(str, Enum):
@@ -50,13 +59,14 @@ REFUSED = frozenset({PlanKind.DIVERGED, PlanKind.NO_COMMON_BASE})
 class SendStep:
     """One ``zfs send | zfs receive``.
 
-    ``base`` None means a full stream of ``snapshot``. ``intermediates`` True
-    means ``-I`` (every snapshot between base and snapshot travels in one
-    stream); False means ``-i`` (only ``snapshot``).
+    ``base`` None means a full stream of ``snapshot``; a Bookmark base means
+    ``-i ds#mark``. ``intermediates`` True means ``-I`` (every snapshot
+    between base and snapshot travels in one stream); False means ``-i``
+    (only ``snapshot``).
     """
 
     snapshot: Snapshot
-    base: Snapshot | None = None
+    base: Base | None = None
     intermediates: bool = False
 
 
@@ -66,13 +76,20 @@ class Plan:
     source: str                    # source dataset
     target: str                    # target dataset
     steps: tuple[SendStep, ...] = ()
-    base: Snapshot | None = None   # newest common snapshot (source's copy)
+    base: Base | None = None       # newest common snapshot (source's copy, or its bookmark)
     rollback_to: Snapshot | None = None  # target snapshot to roll back to first (only with --rollback)
     resume_token: str | None = None
     reason: str = ""               # one sentence: why this plan
     options: tuple[str, ...] = ()  # for refused plans: what the user can do
     behind: int = 0                # selected source snapshots the target lacks
     conflicts: tuple[str, ...] = field(default=())  # target snapshot names that caused divergence
+    encrypted: bool = False        # the source is natively encrypted: sent raw (-w) unless told otherwise
+    partial_full: bool = False     # RESUME into a target with no snapshot: a fresh full is the alternative
+
+    @property
+    def goal(self) -> Snapshot | None:
+        """The snapshot the target holds once this plan has run (None: unknown or unchanged)."""
+        return self.steps[-1].snapshot if self.steps else None
 
     @property
     def refused(self) -> bool:
@@ -105,40 +122,69 @@ def _filter_text(select: SnapshotFilter) -> str:
     return " and ".join(parts) if parts else "any name"
 
 
-def _find_base(source: DatasetState, target: DatasetState) -> tuple[Snapshot, Snapshot, int] | None:
-    """(source copy, target copy, target index) of the newest common snapshot by GUID."""
+def _find_base(source: DatasetState, target: DatasetState) -> tuple[Base, Snapshot, int] | None:
+    """(source copy, target copy, target index) of the newest common snapshot by GUID.
+
+    The source copy is the snapshot itself, or a bookmark of it when the
+    source has pruned the snapshot.
+    """
     src = source.by_guid()
+    marks = source.bookmark_by_guid()
     for i in range(len(target.snapshots) - 1, -1, -1):
         t = target.snapshots[i]
         if t.guid in src:
             return src[t.guid], t, i
+        if t.guid in marks:
+            return marks[t.guid], t, i
     return None
 
 
-def _forward(source: DatasetState, start: Snapshot, goal: Snapshot,
+def common_base(source: DatasetState, target: DatasetState) -> tuple[Base, Snapshot] | None:
+    """(source copy, target copy) of the newest snapshot both hold; None when they share none."""
+    found = _find_base(source, target) if source.exists and target.exists else None
+    return (found[0], found[1]) if found else None
+
+
+def _after(source: DatasetState, start: Base) -> list[Snapshot]:
+    """Source snapshots newer than ``start`` (a snapshot or a bookmark), oldest first."""
+    if isinstance(start, Snapshot):
+        index = {s.guid: i for i, s in enumerate(source.snapshots)}
+        return list(source.snapshots[index[start.guid] + 1:])
+    return [s for s in source.snapshots if s.createtxg > start.createtxg]
+
+
+def _forward(source: DatasetState, start: Base, goal: Snapshot,
              select: SnapshotFilter) -> tuple[tuple[SendStep, ...], list[Snapshot], str]:
     """Incremental steps from ``start`` to ``goal`` (both on the source).
 
     Returns (steps, snapshots that reach the target, how they travel in words).
     The -I/-i choice is explained in the module docstring.
     """
-    index = {s.guid: i for i, s in enumerate(source.snapshots)}
-    lo, hi = index[start.guid], index[goal.guid]
-    between = source.snapshots[lo + 1:hi]
-    sent = [s for s in source.snapshots[lo + 1:hi + 1] if select.matches(s.name)]
+    newer = _after(source, start)
+    upto = newer[:[s.guid for s in newer].index(goal.guid) + 1]
+    between = upto[:-1]
+    sent = [s for s in upto if select.matches(s.name)]
     if len(sent) == 1:
-        return (SendStep(goal, start, False),), sent, f"@{goal.name} as one -i step from @{start.name}"
+        return (SendStep(goal, start, False),), sent, f"@{goal.name} as one -i step from {start.ref}"
     skipped = [s for s in between if not select.matches(s.name)]
     if not skipped:
-        how = (f"@{sent[0].name} through @{goal.name} in one -I stream from @{start.name}, "
+        if isinstance(start, Bookmark):
+            # -I cannot start at a bookmark: one -i step to the first, then -I for the rest
+            first = sent[0]
+            rest = (SendStep(goal, first, True),) if len(sent) > 2 else (SendStep(goal, first, False),)
+            how = (f"@{first.name} as one -i step from the bookmark {start.ref} (its snapshot is gone), "
+                   f"then @{sent[1].name} through @{goal.name} "
+                   f"{'in one -I stream' if len(sent) > 2 else 'as one -i step'}")
+            return (SendStep(first, start, False), *rest), sent, how
+        how = (f"@{sent[0].name} through @{goal.name} in one -I stream from {start.ref}, "
                f"because every snapshot between them is selected")
         return (SendStep(goal, start, True),), sent, how
     steps: list[SendStep] = []
-    prev = start
+    prev: Base = start
     for s in sent:
         steps.append(SendStep(s, prev, False))
         prev = s
-    how = (f"{_at(sent)} as {_count(len(sent), 'stepwise -i step')} from @{start.name}, "
+    how = (f"{_at(sent)} as {_count(len(sent), 'stepwise -i step')} from {start.ref}, "
            f"because the unselected {_at(skipped)} in between must not reach the target")
     return tuple(steps), sent, how
 
@@ -173,10 +219,11 @@ def plan(source: DatasetState, target: DatasetState, *,
     if target.resume_token and resume_supported:
         behind = len(selected)
         if base is not None:
-            newer = {s.guid for s in source.snapshots[source.snapshots.index(base) + 1:]}
+            newer = {s.guid for s in _after(source, base)}
             behind = sum(1 for s in selected if s.guid in newer)
         return Plan(
             PlanKind.RESUME, src, dst, base=base, resume_token=target.resume_token, behind=behind,
+            encrypted=source.encrypted, partial_full=not target.snapshots,
             reason=(f"{dst} holds the resume token of an interrupted receive, which will be resumed "
                     f"(`zfs send -t`) before planning towards {src}@{goal.name}."))
 
@@ -189,7 +236,8 @@ def plan(source: DatasetState, target: DatasetState, *,
             more, _, how = _forward(source, first, goal, select)
             steps += more
             reason = f"{dst} does not exist: full send of {src}@{first.name}, then {how}."
-        return Plan(PlanKind.FULL, src, dst, steps=steps, behind=len(selected), reason=reason)
+        return Plan(PlanKind.FULL, src, dst, steps=steps, behind=len(selected), reason=reason,
+                    encrypted=source.encrypted)
 
     if found is None:
         have = (f"its snapshots {_at(target.snapshots)} have no GUID in common with {src}"
@@ -251,24 +299,23 @@ def plan(source: DatasetState, target: DatasetState, *,
         conflicts = ()
 
     sbase = found[0]
-    index = {s.guid: i for i, s in enumerate(source.snapshots)}
     on_target = {t.guid for t in kept}
-    if goal.guid in on_target or index[sbase.guid] >= index[goal.guid]:
+    if goal.guid in on_target or goal.guid not in {s.guid for s in _after(source, sbase)}:
         if goal.guid in on_target:
             why = f"{dst} already holds {src}@{goal.name}, the newest selected snapshot"
         else:
-            why = (f"the newest common snapshot {src}@{sbase.name} is newer than the newest "
+            why = (f"the newest common snapshot {src}{sbase.ref} is newer than the newest "
                    f"selected snapshot @{goal.name}")
         if rollback_to is not None:
             return Plan(PlanKind.INCREMENTAL, src, dst, base=sbase, rollback_to=rollback_to,
-                        conflicts=conflicts,
+                        conflicts=conflicts, encrypted=source.encrypted,
                         reason=f"{prefix}nothing is sent, because {why}.")
         return Plan(PlanKind.NOOP, src, dst, base=sbase, reason=f"Up to date: {why}.")
 
     steps, sent, how = _forward(source, sbase, goal, select)
     reason = f"{prefix}{dst} is {_count(len(sent))} behind {src}@{goal.name}: sending {how}."
     return Plan(PlanKind.INCREMENTAL, src, dst, steps=steps, base=sbase, rollback_to=rollback_to,
-                behind=len(sent), conflicts=conflicts, reason=reason)
+                behind=len(sent), conflicts=conflicts, reason=reason, encrypted=source.encrypted)
 
 
 def plan_recursive(sources: dict[str, DatasetState], targets: dict[str, DatasetState],
@@ -304,12 +351,12 @@ def describe(plan: Plan) -> str:
         return f"full {src}@{first.name} → @{plan.steps[-1].snapshot.name} into {dst} (then {how}, {_count(plan.behind)})"
     if kind is PlanKind.INCREMENTAL:
         lead = f"rollback {dst} to @{plan.rollback_to.name}, " if plan.rollback_to else ""
-        base = plan.base.name if plan.base else "?"
+        base = plan.base.ref if plan.base else "@?"
         if not plan.steps:
-            return f"{lead}nothing to send from {src}@{base}"
+            return f"{lead}nothing to send from {src}{base}"
         how = "-I" if len(plan.steps) == 1 and plan.steps[0].intermediates else (
             "-i" if len(plan.steps) == 1 else f"-i ×{len(plan.steps)}")
-        return f"{lead}incremental {src}@{base} → @{plan.steps[-1].snapshot.name} ({how}, {_count(plan.behind)})"
+        return f"{lead}incremental {src}{base} → @{plan.steps[-1].snapshot.name} ({how}, {_count(plan.behind)})"
     if kind is PlanKind.NOOP:
         return f"up to date {src} → {dst}" + (f" (at @{plan.base.name})" if plan.base else "")
     if kind is PlanKind.RESUME:

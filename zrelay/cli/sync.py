@@ -26,6 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="take a new source snapshot first (name from the inventory's snapshot_name)")
     p.add_argument("--rollback", action="store_true",
                    help="allow rolling a diverged target back to the common base (destroys its newer snapshots)")
+    p.add_argument("--abort-partial", action="store_true",
+                   help="discard a partial receive whose resume token no longer works (zfs receive -A), "
+                        "then send again from the newest common snapshot")
+    p.add_argument("--decrypt", action="store_true",
+                   help="send natively encrypted datasets decrypted instead of raw: the replicas are "
+                        "written UNENCRYPTED")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--direct", dest="direct", action="store_const", const=True, default=None,
                       help="each source pipes straight into its own ssh to the target (agent forwarded)")
@@ -41,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     inventory = load_inventory(find_inventory(args.inventory))
     jobs = inventory.jobs_matching(args.patterns)
     options = SyncOptions(dry_run=args.dry_run, take_snapshot=args.snapshot, rollback=args.rollback,
-                          direct=args.direct)
+                          direct=args.direct, abort_partial=args.abort_partial, decrypt=args.decrypt)
     show_progress = not args.json and not args.dry_run and sys.stderr.isatty()
     recorder = _recorder(args, inventory.path)
     with recorder, output.ProgressView(enabled=show_progress) as view:
@@ -61,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
 def _recorder(args: argparse.Namespace, inventory_path: object) -> Recorder:
     """Record the run for ``status`` and the TUI; a dry run changes nothing, so it is not recorded."""
     argv = ["sync", *args.patterns] + [flag for flag, on in (("--snapshot", args.snapshot),
-                                                              ("--rollback", args.rollback)) if on]
+                                                              ("--rollback", args.rollback),
+                                                              ("--abort-partial", args.abort_partial),
+                                                              ("--decrypt", args.decrypt)) if on]
     return Recorder(default_path(getattr(args, "state", None)), "sync", argv, inventory=str(inventory_path),
                     enabled=not args.dry_run)
 

@@ -40,7 +40,7 @@ from zrelay.inventory.model import (DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_
                                     S3_SCHEME, Endpoint, Group, Host, Inventory, Job, Origin,
                                     S3Ref, S3Target, Settings, Target, VarSource, name_list,
                                     suggest)
-from zrelay.zfs.commands import check_age_recipient
+from zrelay.zfs.commands import SEND_OPTIONS, check_age_recipient
 from zrelay.zfs.model import SnapshotFilter
 from zrelay.zfs.names import snapshot_problem
 
@@ -383,6 +383,16 @@ class _RawGroup:
     children: dict[str, Origin] = field(default_factory=dict)  # child → where the edge is written
 
 
+def _want_send_options(value: Any) -> tuple[str, ...]:
+    """``send_options: [large_blocks, embedded, compressed]`` (any subset; ``[]`` for none)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Bad(f"send_options must be a list of names from {', '.join(SEND_OPTIONS)}, got {value!r}")
+    unknown = [v for v in value if v not in SEND_OPTIONS]
+    if unknown:
+        raise _Bad(f"send_options: unknown option {unknown[0]!r}; expected some of {', '.join(SEND_OPTIONS)}")
+    return tuple(dict.fromkeys(value))
+
+
 @dataclass
 class _RawJob:
     origin: Origin
@@ -394,6 +404,7 @@ class _RawJob:
     select: SnapshotFilter = SnapshotFilter()
     targets: list[tuple[Target, Origin]] = field(default_factory=list)
     direct: bool | None = None
+    send_options: tuple[str, ...] | None = None
     complete: bool = True  # False when a required part was missing or invalid
 
 
@@ -664,7 +675,7 @@ class _Builder:
                 names[name] = name_origin
             if ok:
                 jobs.append(Job(name, raw.source, raw.recursive, raw.select, tuple(targets),
-                                raw.origin, direct=raw.direct))
+                                raw.origin, direct=raw.direct, send_options=raw.send_options))
                 origins.append(dict((t, o) for t, o in raw.targets))
         self._check_job_overlaps(jobs, origins)
         self._check_job_loops(jobs)
@@ -1200,7 +1211,7 @@ class _YamlReader:
         items = self.pairs(node, "job")
         if items is None:
             return
-        valid = ["source", "name", "recursive", "snapshots", "targets", "direct"]
+        valid = ["source", "name", "recursive", "snapshots", "targets", "direct", "send_options"]
         seen: set[str] = set()
         misspelt: set[str] = set()
         for key, k_node, v_node in items:
@@ -1218,6 +1229,8 @@ class _YamlReader:
                     job.recursive = _want_bool(self.value(v_node), "recursive")
                 elif key == "direct":
                     job.direct = _want_bool(self.value(v_node), "direct")
+                elif key == "send_options":
+                    job.send_options = _want_send_options(self.value(v_node))
                 elif key == "snapshots":
                     job.select = self.snapshot_filter(v_node)
                 elif key == "targets":

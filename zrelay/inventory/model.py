@@ -193,6 +193,7 @@ class Job:
     targets: tuple[Target, ...] = ()
     origin: Origin | None = None
     direct: bool | None = None   # None: the source host's ``direct`` setting decides
+    send_options: tuple[str, ...] | None = None  # -L/-e/-c by name; None: all that both ends have
 
     @property
     def host_targets(self) -> tuple[Endpoint, ...]:

@@ -106,3 +106,43 @@ class RemoteHost:
     async def rollback(self, snapshot: str) -> None:
         await self.zfs(commands.rollback_argv(snapshot, destroy_later=True), dataset=snapshot,
                        retry_busy=True)
+
+    async def holds(self, snapshots: Sequence[str]) -> list[tuple[str, str]]:
+        """(snapshot, tag) of every user hold on ``snapshots`` (which must exist)."""
+        out: list[tuple[str, str]] = []
+        for chunk in _chunks(list(snapshots)):
+            result = await self.zfs(commands.holds_argv(chunk, caps=await self.capabilities()))
+            out += parse.parse_holds(result.stdout)
+        return out
+
+    async def held_snapshots(self, dataset: str, recursive: bool) -> list[str]:
+        """Snapshots of ``dataset`` (and descendants) carrying at least one user hold."""
+        result = await self.zfs(commands.userrefs_tree_argv(dataset, recursive), dataset=dataset)
+        return [name for name, refs in parse.parse_userrefs(result.stdout).items() if refs > 0]
+
+    async def hold(self, tag: str, snapshots: Sequence[str]) -> None:
+        for chunk in _chunks(list(snapshots)):
+            await self.zfs(commands.hold_argv(tag, chunk), dataset=chunk[0], retry_busy=True)
+
+    async def release(self, tag: str, snapshots: Sequence[str]) -> None:
+        for chunk in _chunks(list(snapshots)):
+            await self.zfs(commands.release_argv(tag, chunk), dataset=chunk[0], retry_busy=True)
+
+    async def bookmark(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Bookmark (snapshot, bookmark) pairs, one round trip per chunk."""
+        caps = await self.capabilities()
+        for chunk in _chunks(list(pairs)):
+            await self.zfs(commands.bookmarks_argv(chunk, caps=caps), dataset=chunk[0][0])
+
+    async def abort_receive(self, dataset: str) -> None:
+        """Discard a partial receive and its resume token (``zfs receive -A``)."""
+        await self.zfs(commands.abort_receive_argv(dataset, caps=await self.capabilities()),
+                       dataset=dataset, retry_busy=True)
+
+
+#: Names per command: keeps a command line far below any ARG_MAX or sshd limit.
+CHUNK = 200
+
+
+def _chunks(items: list, size: int = CHUNK) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]

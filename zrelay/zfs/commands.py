@@ -172,6 +172,12 @@ def holds_argv(snapshots: str | Sequence[str], *, caps: Capabilities | None = No
     return [ZFS, "holds", "-H", *(["-r"] if recursive else []), *_snapshot_names(snapshots, "holds_argv")]
 
 
+def userrefs_tree_argv(dataset: str, recursive: bool) -> list[str]:
+    """Hold counts of every snapshot of ``dataset`` (and descendants), one round trip (OpenZFS)."""
+    return [ZFS, "get", "-H", "-p", "-o", "name,property,value", "-t", "snapshot", "userrefs",
+            *(["-r"] if recursive else ["-d", "1"]), check_dataset(dataset)]
+
+
 def userrefs_argv(snapshot: str) -> list[str]:
     """Number of user holds on a snapshot; works on both dialects."""
     return [ZFS, "get", "-H", "-p", "-o", "name,property,value", "userrefs",
@@ -557,3 +563,110 @@ def shell_request(command: str, nonce: str) -> str:
         raise ValueError("nonce must be lowercase hex")
     return (f"sh -c {quote([command])} </dev/null; printf '\\n%s %d\\n' {nonce} \"$?\"; "
             f"printf '\\n%s\\n' {nonce} >&2\n")
+
+
+# --- wire compression and buffering (relay and direct streams) ---------------------------------
+
+#: Tools probed on both ends of a stream before compressing or buffering it.
+WIRE_TOOLS = ("zstd", "lz4", "mbuffer")
+#: Wire compressors, best first: what ``compress: auto`` picks when both ends have it.
+WIRE_COMPRESSORS = ("zstd", "lz4")
+#: First stage number of a target-side pipeline inside a direct stream: its reports travel back
+#: through the source's ssh, so they must not collide with the source's stages (1, 2, …).
+TARGET_STAGE_BASE = 101
+MBUFFER_BLOCK = "128k"
+_SIZE = re.compile(r"[1-9][0-9]{0,5}[kKMG]?")
+
+
+def check_buffer_size(size: str) -> str:
+    """An mbuffer memory size: digits and an optional k/M/G unit (``64M``)."""
+    if not isinstance(size, str) or not _SIZE.fullmatch(size):
+        raise InvalidName(f"buffer size {size!r} must be a number with an optional k, M or G unit")
+    return size
+
+
+def wire_compress_argv(algo: str) -> list[str]:
+    """Fast wire compression (level 1, one thread: the hosts have other work to do)."""
+    if algo == "zstd":
+        return zstd_compress_argv(1, 1)
+    if algo == "lz4":
+        return ["lz4", "-q", "-c", "-1"]
+    raise ValueError(f"unknown wire compressor {algo!r}")
+
+
+def wire_decompress_argv(algo: str) -> list[str]:
+    if algo == "zstd":
+        return zstd_decompress_argv()
+    if algo == "lz4":
+        return ["lz4", "-q", "-d", "-c"]
+    raise ValueError(f"unknown wire compressor {algo!r}")
+
+
+def mbuffer_argv(size: str) -> list[str]:
+    """``mbuffer -q -s 128k -m SIZE``: absorbs the bursts of zfs send/receive on each end."""
+    return ["mbuffer", "-q", "-s", MBUFFER_BLOCK, "-m", check_buffer_size(size)]
+
+
+def _guarded_stages(argvs: Sequence[Sequence[str]], *, sudo: bool, first: int) -> str:
+    """guarded_pipeline with stage numbers starting at ``first``."""
+    stages = [remote_command(a, sudo=sudo and bool(a) and a[0] in (ZFS, "zpool")) for a in argvs]
+    guarded = [f'{{ {s}; echo "{STAGE_MARK} {i} exit $?" >&2; }}' for i, s in enumerate(stages[:-1], first)]
+    return " | ".join(guarded + [stages[-1]])
+
+
+def wire_send_command(send: Sequence[str], *, compress: str | None = None, buffer: str | None = None,
+                      sudo: bool = False) -> str:
+    """The source side of a relayed stream: ``zfs send … [| zstd|lz4] [| mbuffer]``.
+
+    Without compression and buffer it is exactly ``remote_command(send)``. Otherwise every
+    stage but the last reports its exit status (``zrelay-stage N exit S``, zfs send is 1).
+    """
+    stages: list[Sequence[str]] = [send]
+    if compress:
+        stages.append(wire_compress_argv(compress))
+    if buffer:
+        stages.append(mbuffer_argv(buffer))
+    if len(stages) == 1:
+        return remote_command(send, sudo=sudo)
+    return _guarded_stages(stages, sudo=sudo, first=1)
+
+
+def wire_receive_command(receive: Sequence[str], *, compress: str | None = None, buffer: str | None = None,
+                         sudo: bool = False, first_stage: int = 1) -> str:
+    """The target side: ``[mbuffer |] [zstd -d|lz4 -d |] zfs receive …``; the session's exit
+    status is zfs receive's, the stages before it report theirs from ``first_stage`` on."""
+    stages: list[Sequence[str]] = []
+    if buffer:
+        stages.append(mbuffer_argv(buffer))
+    if compress:
+        stages.append(wire_decompress_argv(compress))
+    stages.append(receive)
+    if len(stages) == 1:
+        return remote_command(receive, sudo=sudo)
+    return _guarded_stages(stages, sudo=sudo, first=first_stage)
+
+
+def wire_direct_pipeline(send: Sequence[str], ssh: Sequence[str], receive_command: str, *,
+                         progress: bool, sudo: bool = False, compress: str | None = None,
+                         buffer: str | None = None) -> str:
+    """direct_pipeline with wire stages: ``zfs send [| pv] [| zstd] [| mbuffer] | ssh T '…'``.
+
+    pv counts the stream before compression (progress in stream bytes); ``receive_command``
+    is the target's wire_receive_command (stages from TARGET_STAGE_BASE). Identical to
+    direct_pipeline without compression and buffer.
+    """
+    stages: list[Sequence[str]] = [send]
+    if progress:
+        stages.append(PV_ARGV)
+    if compress:
+        stages.append(wire_compress_argv(compress))
+    if buffer:
+        stages.append(mbuffer_argv(buffer))
+    stages.append([*ssh, receive_command])
+    return _guarded_stages(stages, sudo=sudo, first=1)
+
+
+def compression_argv(dataset: str) -> list[str]:
+    """``compression`` and ``compressratio`` of a dataset (both dialects), for the wire policy."""
+    return [ZFS, "get", "-H", "-p", "-o", "property,value", "compression,compressratio",
+            check_dataset(dataset)]

@@ -21,10 +21,16 @@ class Snapshot:
     createtxg: int
     creation: int = 0  # unix seconds
     referenced: int = 0  # bytes; approximates the size of a full stream where no estimate exists
+    userrefs: int = 0    # user holds (any tag); OpenZFS listings only
 
     @property
     def full_name(self) -> str:
         return f"{self.dataset}@{self.name}"
+
+    @property
+    def ref(self) -> str:
+        """How a user writes it after the dataset name: ``@name``."""
+        return f"@{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,11 @@ class Bookmark:
     @property
     def full_name(self) -> str:
         return f"{self.dataset}#{self.name}"
+
+    @property
+    def ref(self) -> str:
+        """How a user writes it after the dataset name: ``#name``."""
+        return f"#{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +79,9 @@ class DatasetState:
     def by_guid(self) -> dict[int, Snapshot]:
         return {s.guid: s for s in self.snapshots}
 
+    def bookmark_by_guid(self) -> dict[int, Bookmark]:
+        return {b.guid: b for b in self.bookmarks}
+
 
 class Flavor(str, Enum):
     OPENZFS = "openzfs"
@@ -85,16 +99,22 @@ class Capabilities:
     resume: bool = False             # `receive -s`, `send -t`
     bookmarks: bool = False
     raw_send: bool = False           # `send -w`
-    holds: bool = True
+    holds: bool = True               # `zfs hold`/`release` and `zfs holds` to list them
+    compressed_send: bool = False    # `send -c`
+    large_blocks: bool = False       # `send -L`
+    embedded_data: bool = False      # `send -e`
 
     @classmethod
     def openzfs(cls, version: str) -> "Capabilities":
         return cls(Flavor.OPENZFS, version, list_parsable=True, send_estimate=True,
-                   resume=True, bookmarks=True, raw_send=True, holds=True)
+                   resume=True, bookmarks=True, raw_send=True, holds=True,
+                   compressed_send=True, large_blocks=True, embedded_data=True)
 
     @classmethod
     def zfs_fuse(cls, version: str = "0.7.0") -> "Capabilities":
-        return cls(Flavor.ZFS_FUSE, version)
+        # zfs-fuse can hold and release, but cannot list holds (`zfs holds` needs a missing
+        # helper), so zrelay could never find its own holds again: treated as no holds.
+        return cls(Flavor.ZFS_FUSE, version, holds=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,69 @@
+"""``zrelay release``: remove the holds zrelay keeps on jobs' newest common snapshots.
+
+zrelay holds each job's base on the source and the targets so that other
+tools' pruning cannot break the chain. Before retiring a job (or to let a
+base go), this removes exactly those holds (tags ``zrelay:JOB:…``), nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from dataclasses import asdict
+
+from rich.table import Table
+
+from zrelay.cli import output
+from zrelay.engine import Engine, Releaser, ReleaseResult
+from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK
+from zrelay.inventory import load_inventory
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("release", help="remove the holds zrelay keeps on a job's newest common snapshots",
+                       description="Remove zrelay's holds (tags zrelay:JOB:…) from the snapshots of the "
+                                   "matching jobs on their sources and targets. Other holds are untouched.")
+    p.add_argument("patterns", nargs="*", metavar="PATTERN", help="host, host:dataset or job name; default: every job")
+    p.add_argument("-n", "--dry-run", action="store_true", help="list the holds and the exact commands; change nothing")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from zrelay.cli.main import find_inventory
+
+    inventory = load_inventory(find_inventory(args.inventory))
+    jobs = inventory.jobs_matching(args.patterns)
+    results = asyncio.run(_release(inventory, jobs, args.dry_run))
+    if args.json:
+        json.dump([asdict(r) for r in results], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print(results, args.dry_run)
+    return EXIT_JOB_FAILED if any(r.error for r in results) else EXIT_OK
+
+
+async def _release(inventory, jobs, dry_run: bool) -> list[ReleaseResult]:  # type: ignore[no-untyped-def]
+    async with Engine(inventory) as engine:
+        return await Releaser(engine).release(jobs, dry_run)
+
+
+def _print(results: list[ReleaseResult], dry_run: bool) -> None:
+    table = Table(title="zrelay holds" + (" (dry run: nothing released)" if dry_run else ""))
+    for column in ("job", "host", "tag", "snapshots", "result"):
+        table.add_column(column)
+    for r in results:
+        if r.error:
+            table.add_row(r.job, r.host, "", "", f"[red]{r.error}[/red]")
+        elif not r.holds:
+            table.add_row(r.job, r.host, "", "", "no zrelay holds")
+        for tag, snaps in r.holds.items():
+            table.add_row(r.job, r.host, tag, "\n".join(snaps), "would release" if dry_run else "released")
+    console = output._console(False)
+    console.print(table)
+    if dry_run:
+        for r in results:
+            for command in r.commands:
+                console.print(f"[{r.host}] {command}", markup=False, highlight=False)
