@@ -22,6 +22,7 @@ from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outco
                            TransferFinished, TransferProgress, TransferStarted, discard)
 from zrelay.inventory.model import Endpoint, Inventory, Job
 from zrelay.paths.direct import direct, preflight
+from zrelay.paths import wire
 from zrelay.paths.progress import Meter
 from zrelay.paths.relay import TransferFailed, relay
 from zrelay.plan import Plan, PlanKind, SendStep, common_base, describe, plan, plan_recursive
@@ -327,12 +328,13 @@ class Engine:
         for label, step, (send_argv, recv_argv) in zip(_stream_labels(p), steps,
                                                          _stream_argvs(p, src_caps, dst_caps, options.rollback,
                                                                        raw=raw, send_options=send_options)):
+            link = await wire.negotiate(job, source, dest, send_argv)  # compression/buffer (paths/wire.py)
             if ssh is not None:
-                pipeline = commands.direct_pipeline(send_argv, ssh, dest.command(recv_argv), progress=progress,
-                                                    sudo=source.host.sudo)
+                pipeline = link.direct_pipeline(source, dest, send_argv, ssh, recv_argv, progress=progress)
                 out.append(_Stream(label, step, send_argv, pipeline, None))
             else:
-                out.append(_Stream(label, step, send_argv, source.command(send_argv), dest.command(recv_argv)))
+                out.append(_Stream(label, step, send_argv, link.source_command(source, send_argv),
+                                   link.target_command(dest, recv_argv)))
         return out
 
     async def _check_direct(self, source: RemoteHost, dest: RemoteHost) -> None:

@@ -187,6 +187,35 @@ def _check_ssh_options(value: Any, what: str) -> dict[str, str | int]:
     return options
 
 
+#: ``compress``: wire compression of host-to-host streams (see zrelay.paths.wire).
+COMPRESS_CHOICES = ("auto", "zstd", "lz4", "off")
+_BUFFER_SIZE = re.compile(r"[1-9][0-9]{0,5}[kKMG]?")
+
+
+def _check_compress(value: Any, what: str) -> str:
+    """auto | zstd | lz4 | off (YAML's bare off/on read as booleans are accepted too)."""
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    text = _want_str(value, what).strip().lower()
+    if text not in COMPRESS_CHOICES:
+        raise _Bad(f"{what}: {value!r} is not one of {', '.join(COMPRESS_CHOICES)}")
+    return text
+
+
+def _check_buffer(value: Any, what: str) -> str:
+    """auto | off | SIZE (mbuffer memory per end, e.g. 64M)."""
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    if isinstance(value, int) and value > 0:
+        value = str(value)
+    text = _want_str(value, what).strip()
+    if text.lower() in ("auto", "off"):
+        return text.lower()
+    if not _BUFFER_SIZE.fullmatch(text):
+        raise _Bad(f"{what}: {value!r} must be auto, off or a size like 64M (k, M or G)")
+    return text
+
+
 _HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "address": _check_address,
     "port": _check_port,
@@ -202,6 +231,8 @@ _HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "direct": _want_bool,
     "direct_identity_file": lambda v, w: _want_str(v, w),   # a path on this host, not resolved here
     "direct_known_hosts": lambda v, w: _want_str(v, w),     # a path on this host, not resolved here
+    "compress": _check_compress,
+    "buffer": _check_buffer,
 }
 _PATH_SETTINGS = frozenset({"identity_file", "known_hosts"})
 
@@ -405,6 +436,8 @@ class _RawJob:
     targets: list[tuple[Target, Origin]] = field(default_factory=list)
     direct: bool | None = None
     send_options: tuple[str, ...] | None = None
+    compress: str | None = None
+    buffer: str | None = None
     complete: bool = True  # False when a required part was missing or invalid
 
 
@@ -642,6 +675,7 @@ class _Builder:
             direct_address=s.get("direct_address"), direct=s.get("direct", False),
             direct_identity_file=s.get("direct_identity_file"),
             direct_known_hosts=s.get("direct_known_hosts"),
+            compress=s.get("compress"), buffer=s.get("buffer"),
             groups=tuple(g for g in order if g != "ungrouped"),
             vars=dict(merged.raw), origin=raw.origin,
             var_sources={k: var_sources[k] for k in merged.raw if k in var_sources},
@@ -675,7 +709,8 @@ class _Builder:
                 names[name] = name_origin
             if ok:
                 jobs.append(Job(name, raw.source, raw.recursive, raw.select, tuple(targets),
-                                raw.origin, direct=raw.direct, send_options=raw.send_options))
+                                raw.origin, direct=raw.direct, send_options=raw.send_options,
+                                compress=raw.compress, buffer=raw.buffer))
                 origins.append(dict((t, o) for t, o in raw.targets))
         self._check_job_overlaps(jobs, origins)
         self._check_job_loops(jobs)
@@ -1229,6 +1264,10 @@ class _YamlReader:
                     job.recursive = _want_bool(self.value(v_node), "recursive")
                 elif key == "direct":
                     job.direct = _want_bool(self.value(v_node), "direct")
+                elif key == "compress":
+                    job.compress = _check_compress(self.value(v_node), "compress")
+                elif key == "buffer":
+                    job.buffer = _check_buffer(self.value(v_node), "buffer")
                 elif key == "send_options":
                     job.send_options = _want_send_options(self.value(v_node))
                 elif key == "snapshots":

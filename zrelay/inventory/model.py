@@ -129,6 +129,8 @@ class Host:
     direct: bool = False                # as a source, send straight to targets (not via zrelay)
     direct_identity_file: str | None = None  # key ON this host for direct sends (else the forwarded agent)
     direct_known_hosts: str | None = None    # known_hosts ON this host for direct sends
+    compress: str | None = None         # wire compression: auto | zstd | lz4 | off (None: default)
+    buffer: str | None = None           # mbuffer on both ends: auto | off | SIZE (None: default)
     groups: tuple[str, ...] = ()        # every group holding it (ancestors too), 'all' excluded
     vars: Mapping[str, Any] = field(default_factory=dict, hash=False)  # merged, as written
     origin: Origin | None = None
@@ -193,6 +195,8 @@ class Job:
     targets: tuple[Target, ...] = ()
     origin: Origin | None = None
     direct: bool | None = None   # None: the source host's ``direct`` setting decides
+    compress: str | None = None  # None: the hosts' ``compress`` settings decide
+    buffer: str | None = None    # None: the hosts' ``buffer`` settings decide
     send_options: tuple[str, ...] | None = None  # -L/-e/-c by name; None: all that both ends have
 
     @property

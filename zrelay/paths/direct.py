@@ -125,6 +125,9 @@ def _failure(source: RemoteHost, target_name: str, statuses: dict[int, int], las
             message += f"; zfs send on {source.name}: exit {sender}"
         return TransferFailed(message, target_name, cause)
     failed = min(stage for stage, code in statuses.items() if code != 0)
+    if failed >= commands.TARGET_STAGE_BASE:  # a stage before zfs receive on the target (mbuffer, zstd -d)
+        cause = parse.map_error(target_name, text or f"exit {statuses[failed]}", statuses[failed], target_dataset)
+        return TransferFailed(str(cause), target_name, cause)
     cause = parse.map_error(source.name, text or f"exit {statuses[failed]}", statuses[failed])
     return TransferFailed(str(cause), source.name, cause)
 

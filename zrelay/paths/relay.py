@@ -25,7 +25,7 @@ import asyncssh
 from zrelay.errors import ZfsError, ZrelayError
 from zrelay.transport.host import RemoteHost
 from zrelay.transport.ssh import BULK_PKTSIZE, BULK_WINDOW
-from zrelay.zfs import parse
+from zrelay.zfs import commands, parse
 
 WRITE_HIGH = 8 * 1024 * 1024
 WRITE_LOW = 2 * 1024 * 1024
@@ -64,6 +64,19 @@ class _End:
     @property
     def ok(self) -> bool:
         return self.exit_status == 0
+
+    def settle(self) -> None:
+        """Fold a guarded pipeline's stage reports (wire compression, mbuffer) into the
+        status: the first failed stage counts, e.g. a failed ``zfs send`` whose stdout went
+        into a compressor that then ended cleanly. The markers leave the text."""
+        text = self.text
+        if commands.STAGE_MARK not in text:
+            return
+        statuses, rest = parse.split_stage_report(text)
+        self.stderr = bytearray(rest.encode())
+        failed = [code for _stage, code in sorted(statuses.items()) if code != 0]
+        if failed and self.exit_status == 0:
+            self.exit_status = failed[0]
 
 
 class _Session(asyncssh.SSHClientSession[bytes]):
@@ -187,6 +200,8 @@ async def relay(source: RemoteHost, send_command: str, target: RemoteHost, recei
                     chan.close()
             raise
     seconds = time.monotonic() - started
+    sender_end.settle()
+    receiver_end.settle()
     if sender_end.ok and receiver_end.ok:
         return RelayResult(pipe.total, seconds)
     raise _failure(source, target, sender_end, receiver_end, target_dataset, pipe.total)
