@@ -189,18 +189,20 @@ def test_env_var_selects_the_store(cases: Cases) -> None:
 
 @pytest.fixture
 def big(lab):  # type: ignore[no-untyped-def]
-    """A 128 MiB snapshot on nas2 (the pool with most room), replicated within nas2; removed afterwards."""
+    """A 128 MiB snapshot (32 MiB on the OpenZFS tier) on nas2 (the pool with most room), replicated
+    within nas2; removed afterwards. Returns (source, target, MiB written)."""
     name = lab.unique("big")
     src, dst = f"tank/{name}", f"tank/replica/{name}"
-    make_dataset(lab, "nas2", src, mib=128, snaps=["zrelay_1"])
-    yield src, dst
+    mib = lab.mib(128, minimum=16)
+    make_dataset(lab, "nas2", src, mib=mib, snaps=["zrelay_1"])
+    yield src, dst, mib
     lab.destroy("nas2", dst)
     lab.destroy("nas2", src)
 
 
-def test_transfer_running_in_another_process(lab, big: tuple[str, str], tmp_path: Path) -> None:
+def test_transfer_running_in_another_process(lab, big: tuple[str, str, int], tmp_path: Path) -> None:
     """The sync is paused (SIGSTOP) mid-stream while status runs, so the check does not race the transfer."""
-    src, dst = big
+    src, dst, mib = big
     inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas2:{src}", "targets": [f"nas2:{dst}"]}])
     state = tmp_path / "state.db"
     sync = subprocess.Popen([sys.executable, "-m", "zrelay", "-i", str(inv), "--state", str(state), "sync"],
@@ -232,4 +234,4 @@ def test_transfer_running_in_another_process(lab, big: tuple[str, str], tmp_path
     assert proc.returncode == 0, "a running transfer is not an alert"
     done = json.loads(zrelay("--state", str(state), "status", "--json", inventory=inv).stdout)[0]
     assert done["state"] == "in-sync" and done["transfer"] is None and done["last_run"]["outcome"] == "ok"
-    assert done["last_run"]["bytes"] >= 128 * 1024 * 1024
+    assert done["last_run"]["bytes"] >= mib * 1024 * 1024

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -11,7 +12,12 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.lab
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.environ.get("ZRELAY_LAB", "").strip().lower() == "openzfs",
+                       reason="tests of the zfs-fuse lab itself (namespaces, 127.0.0.2-4:22, zfslab.py); "
+                              "ZRELAY_LAB=openzfs runs the OpenZFS guests instead"),
+]
 
 
 def ssh(lab, host: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
