@@ -31,10 +31,12 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))  # this checkout's zrelay, when it is not installed
 
 from zbench import many, relay512, transport  # noqa: E402
+from zbench import wire as wirebench  # noqa: E402
 from zbench.common import (SOURCE, BenchError, Lab, negotiated_algorithms, openssh_cipher_options,  # noqa: E402
                            openssh_negotiated)
 
 NAMES = ("relay-512", "transport-only", "noop-100", "incr-100")
+NAMES += wirebench.NAMES
 RELAY_GOAL = 0.9
 NOOP_GOAL_S = 5.0
 
@@ -148,6 +150,9 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 add(f"incr-{n} ({'1 recursive job' if style == 'recursive' else f'{n} jobs'}) vs shell loop",
                     fmt(med[style], " s"), fmt(med["shell-loop"], " s"),
                     med[style] and med["shell-loop"] / med[style], "—", None)
+    if results.get("wire"):
+        for row in wirebench.table_rows(results["wire"]):
+            add(*row)
     return rows
 
 
@@ -214,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
                                            inventory_extra=extra, workdir=workdir,
                                            want_noop="noop-100" in wanted, want_incr="incr-100" in wanted)
                 loads["after many"] = load()
+            if wanted & set(wirebench.NAMES):
+                results["wire"] = wirebench.run(lab, wanted=wanted, size_mib=sizes["relay_mib"], reps=sizes["reps"],
+                                                ssh_opts=ssh_opts, inventory_extra=extra, workdir=workdir)
+                loads["after wire"] = load()
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         exit_code = 1
