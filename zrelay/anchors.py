@@ -27,6 +27,7 @@ from zrelay.zfs.model import DatasetState, Snapshot
 TAG_PREFIX = "zrelay"
 #: ZFS limits a hold tag to 255 bytes; longer tags end in a digest instead.
 MAX_TAG = 255
+MAX_PREFIX = 128
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
@@ -34,9 +35,20 @@ def _clean(text: str) -> str:
     return _UNSAFE.sub("_", text)
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def job_tag_prefix(job: str) -> str:
-    """Every hold of job ``job`` starts with this (``zrelay release`` matches on it)."""
-    return f"{TAG_PREFIX}:{_clean(job)}:"
+    """Every hold of job ``job`` starts with this (``zrelay release`` matches on it).
+
+    At most MAX_PREFIX characters (a long job name ends in a digest), so a
+    full tag always keeps its job's prefix.
+    """
+    prefix = f"{TAG_PREFIX}:{_clean(job)}:"
+    if len(prefix) > MAX_PREFIX:
+        prefix = f"{prefix[:MAX_PREFIX - 18]}-{_digest(job)}:"
+    return prefix
 
 
 def hold_tag(job: str, target: str) -> str:
@@ -47,8 +59,7 @@ def hold_tag(job: str, target: str) -> str:
     """
     tag = job_tag_prefix(job) + _clean(target)
     if len(tag) > MAX_TAG:
-        digest = hashlib.sha256(tag.encode()).hexdigest()[:16]
-        tag = tag[:MAX_TAG - 17] + "~" + digest
+        tag = f"{tag[:MAX_TAG - 17]}-{_digest(tag)}"
     return tag
 
 

@@ -633,3 +633,75 @@ def test_prop_deterministic(source: DatasetState, select: SnapshotFilter) -> Non
 def test_sendstep_defaults_are_full_minus_i() -> None:
     s = Snapshot(SRC, "a", 1, 1)
     assert SendStep(s) == SendStep(s, None, False)
+
+
+# --- bookmarks as bases --------------------------------------------------------------
+
+
+def with_marks(state_: DatasetState, *names: str) -> DatasetState:
+    """``state_`` plus bookmarks carrying the GUIDs (and createtxgs) snapshots of those names had."""
+    from zrelay.zfs.model import Bookmark
+
+    txg = {n: 10 * (i + 1) for i, n in enumerate(["a", "b", "c", "d", "e", "f"])}
+    marks = tuple(Bookmark(state_.name, n, guid(n), txg[n]) for n in names)
+    return DatasetState(state_.name, snapshots=state_.snapshots, bookmarks=marks, encrypted=state_.encrypted)
+
+
+def pruned(spec_after: str, *marks: str) -> DatasetState:
+    """A source whose early snapshots are gone; snapshots keep their original createtxg."""
+    names = ["a", "b", "c", "d", "e", "f"]
+    snaps = tuple(Snapshot(SRC, n, guid(n), 10 * (names.index(n) + 1)) for n in spec_after.split())
+    return with_marks(DatasetState(SRC, snapshots=snaps), *marks)
+
+
+def test_bookmark_base_when_source_snapshot_pruned() -> None:
+    p = plan(pruned("c", "a", "b"), dst("a b"))
+    assert p.kind is PlanKind.INCREMENTAL
+    assert p.base is not None and p.base.ref == "#b"
+    assert step_names(p) == [("b", "c", False)]
+    assert "#b" in describe(p) and "#b" in p.reason
+
+
+def test_bookmark_base_never_starts_an_I_stream() -> None:
+    p = plan(pruned("c d e", "b"), dst("a b"))
+    assert [(s.base.ref, s.snapshot.name, s.intermediates) for s in p.steps] == [
+        ("#b", "c", False), ("@c", "e", True)]
+    assert p.behind == 3
+
+
+def test_bookmark_base_two_snapshots_are_two_i_steps() -> None:
+    p = plan(pruned("c d", "b"), dst("b"))
+    assert [(s.base.ref, s.snapshot.name, s.intermediates) for s in p.steps] == [
+        ("#b", "c", False), ("@c", "d", False)]
+
+
+def test_snapshot_preferred_over_bookmark_of_same_guid() -> None:
+    p = plan(with_marks(src("a b c"), "b"), dst("a b"))
+    assert p.base is not None and p.base.ref == "@b"
+    assert step_names(p) == [("b", "c", False)]
+
+
+def test_bookmark_base_with_filter_goes_stepwise() -> None:
+    p = plan(pruned("c d e", "b"), dst("b"), select=SnapshotFilter(regex="^[bce]$"))
+    assert [(s.base.ref, s.snapshot.name) for s in p.steps] == [("#b", "c"), ("@c", "e")]
+
+
+def test_bookmark_base_up_to_date_is_noop() -> None:
+    p = plan(pruned("", "b"), dst("a b"))
+    assert p.kind is PlanKind.NO_SOURCE_SNAPSHOT      # nothing selectable on the source
+    q = plan(pruned("c", "b"), dst("b c"))
+    assert q.kind is PlanKind.NOOP
+
+
+def test_target_snapshots_after_a_bookmark_base_diverge() -> None:
+    p = plan(pruned("c", "b"), dst("b x"))
+    assert p.kind is PlanKind.DIVERGED and p.conflicts == ("x",)
+
+
+def test_encrypted_flag_and_partial_full_travel_in_the_plan() -> None:
+    enc = DatasetState(SRC, snapshots=src("a b").snapshots, encrypted=True)
+    assert plan(enc, absent()).encrypted
+    assert plan(enc, dst("a")).encrypted
+    resume = plan(enc, DatasetState(DST, snapshots=(), resume_token="1-ab-cd"))
+    assert resume.kind is PlanKind.RESUME and resume.partial_full
+    assert not plan(src("a b"), dst("a", token="1-ab-cd")).partial_full

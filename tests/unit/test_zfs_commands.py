@@ -406,3 +406,50 @@ def test_guarded_pipeline_reports_every_stage_but_the_last() -> None:
     assert c.guarded_pipeline(["zfs", "receive", "b/x"]) == "zfs receive b/x"
     with pytest.raises(ValueError):
         c.guarded_pipeline()
+
+
+# --- anchors and stream options -----------------------------------------------------------
+
+
+def test_hold_and_release_take_several_snapshots() -> None:
+    from zrelay.zfs import commands as cmd
+
+    assert cmd.hold_argv("zrelay:j:t", ["p/a@s", "p/b@s"]) == ["zfs", "hold", "zrelay:j:t", "p/a@s", "p/b@s"]
+    assert cmd.release_argv("zrelay:j:t", "p/a@s") == ["zfs", "release", "zrelay:j:t", "p/a@s"]
+    with pytest.raises(ValueError):
+        cmd.hold_argv("t", [])
+    with pytest.raises(InvalidName):
+        cmd.hold_argv("-r", "p/a@s")
+
+
+def test_bookmarks_argv_batches_pairs_as_arguments_not_script_text() -> None:
+    from zrelay.zfs import commands as cmd
+
+    assert cmd.bookmarks_argv([("p/a@s", "p/a#s")]) == ["zfs", "bookmark", "p/a@s", "p/a#s"]
+    argv = cmd.bookmarks_argv([("p/a@s", "p/a#s"), ("p/b@s", "p/b#s")])
+    assert argv[:3] == ["sh", "-c", cmd.BOOKMARKS_SCRIPT] and argv[4:] == ["p/a@s", "p/a#s", "p/b@s", "p/b#s"]
+    with pytest.raises(InvalidName):
+        cmd.bookmarks_argv([("p/a@s", "p/a#s"), ("p/b@s;rm", "p/b#s")])
+    with pytest.raises(cmd.Unsupported):
+        cmd.bookmarks_argv([("p/a@s", "p/a#s")], caps=Capabilities.zfs_fuse())
+
+
+def test_send_options_need_both_ends_and_are_left_out_of_raw_sends() -> None:
+    from zrelay.zfs import commands as cmd
+
+    oz, fuse = Capabilities.openzfs("2.3.2"), Capabilities.zfs_fuse()
+    wanted = ("compressed", "large_blocks", "embedded")
+    assert cmd.stream_options(wanted, oz, oz) == ("large_blocks", "embedded", "compressed")
+    assert cmd.stream_options(wanted, oz, fuse) == ()
+    assert cmd.send_argv("p/a@s", caps=oz, options=("large_blocks", "compressed")) == [
+        "zfs", "send", "-L", "-c", "p/a@s"]
+    assert cmd.send_argv("p/a@s", caps=oz, raw=True, options=("large_blocks",)) == ["zfs", "send", "-w", "p/a@s"]
+    with pytest.raises(ValueError):
+        cmd.stream_options(("dedup",), oz, oz)
+
+
+def test_userrefs_tree_argv() -> None:
+    from zrelay.zfs import commands as cmd
+
+    assert cmd.userrefs_tree_argv("p/a", False)[-3:] == ["-d", "1", "p/a"]
+    assert cmd.userrefs_tree_argv("p/a", True)[-2:] == ["-r", "p/a"]
