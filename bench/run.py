@@ -31,11 +31,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))  # this checkout's zrelay, when it is not installed
 
 from zbench import many, relay512, transport  # noqa: E402
+from zbench import s3 as s3bench  # noqa: E402
 from zbench import wire as wirebench  # noqa: E402
 from zbench.common import (SOURCE, BenchError, Lab, negotiated_algorithms, openssh_cipher_options,  # noqa: E402
                            openssh_negotiated)
 
 NAMES = ("relay-512", "transport-only", "noop-100", "incr-100")
+NAMES += s3bench.NAMES
 NAMES += wirebench.NAMES
 RELAY_GOAL = 0.9
 NOOP_GOAL_S = 5.0
@@ -153,6 +155,9 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     if results.get("wire"):
         for row in wirebench.table_rows(results["wire"]):
             add(*row)
+    if results.get("s3"):
+        for row in s3bench.table_rows(results["s3"]):
+            add(*row)
     return rows
 
 
@@ -219,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
                                            inventory_extra=extra, workdir=workdir,
                                            want_noop="noop-100" in wanted, want_incr="incr-100" in wanted)
                 loads["after many"] = load()
+            if wanted & set(s3bench.NAMES):
+                results["s3"] = s3bench.run(lab, wanted=wanted, quick=args.quick, reps=sizes["reps"], ssh_opts=ssh_opts,
+                                            inventory_extra=extra, workdir=workdir)
+                loads["after s3"] = load()
             if wanted & set(wirebench.NAMES):
                 results["wire"] = wirebench.run(lab, wanted=wanted, size_mib=sizes["relay_mib"], reps=sizes["reps"],
                                                 ssh_opts=ssh_opts, inventory_extra=extra, workdir=workdir)
