@@ -142,3 +142,48 @@ def test_meter_throttles_progress_events(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(reports) == 1 and reports[0][0] == 101_000 and reports[0][1] > 0
     meter.flush()
     assert reports[-1][0] == 101_000
+
+
+# --- encryption: raw by default, refused where an end cannot do raw ----------------------------
+
+
+class _CapsOnly:
+    """Stands in for a RemoteHost: only its name and probed capabilities are consulted here.
+    (A zfs-fuse target next to an OpenZFS source needs both lab tiers in one run, which the
+    lab does not offer; the refusal itself is pure logic.)"""
+
+    def __init__(self, name: str, caps: Capabilities) -> None:
+        self.name = name
+        self._caps = caps
+
+    async def capabilities(self) -> Capabilities:
+        return self._caps
+
+
+def _encrypted_full() -> Plan:
+    a = snap("tank/secret", "e1", 1, 1)
+    return plan(DatasetState("tank/secret", snapshots=(a,), encrypted=True), DatasetState.absent("backup/secret"))
+
+
+def test_encrypted_plan_is_sent_raw_without_stream_options() -> None:
+    oz = Capabilities.openzfs("2.3.2")
+    p = _encrypted_full()
+    send, _ = _stream_argvs(p, oz, oz, rollback=False, raw=True, send_options=("large_blocks", "compressed"))[0]
+    assert send == ["zfs", "send", "-w", "tank/secret@e1"]
+
+
+def test_encrypted_send_refused_when_target_cannot_receive_raw() -> None:
+    import asyncio
+
+    from zrelay.engine import Engine
+    from zrelay.errors import PlanRefused
+
+    check = Engine._check_encryption
+    src, dst = _CapsOnly("nas1", Capabilities.openzfs("2.3.2")), _CapsOnly("vault", FUSE)
+    with pytest.raises(PlanRefused) as info:
+        asyncio.run(check(None, [_encrypted_full()], src, dst, decrypt=False))  # type: ignore[arg-type]
+    text = str(info.value)
+    assert "vault cannot do raw sends" in text and "--decrypt" in text and "UNENCRYPTED" in text
+    asyncio.run(check(None, [_encrypted_full()], src, dst, decrypt=True))   # type: ignore[arg-type]
+    oz_dst = _CapsOnly("vault", Capabilities.openzfs("2.3.2"))
+    asyncio.run(check(None, [_encrypted_full()], src, oz_dst, decrypt=False))  # type: ignore[arg-type]
