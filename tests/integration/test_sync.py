@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -56,7 +57,8 @@ def test_dry_run_prints_exact_commands_and_changes_nothing(lab, tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert f"nas1$ zfs snapshot {src}@zrelay_" in out
-    assert f"nas1$ zfs send {src}@zrelay_a" in out
+    # OpenZFS sends with the stream options its probe reports (-L -e -c); zfs-fuse has none
+    assert re.search(rf"^ *nas1\$ zfs send (-[A-Za-z] )*{re.escape(src)}@zrelay_a$", out, re.M), out
     assert "vault$ zfs receive" in out and dst in out
     assert not exists(lab, "vault", dst)
     assert [s for s, _ in snapshots(lab, "nas1", src)] == ["zrelay_a", "zrelay_b"]
@@ -359,19 +361,23 @@ def test_replica_modified_on_target_refused_until_rollback(lab, tmp_path: Path) 
 
 def test_many_jobs_share_one_connection_per_host_within_max_sessions(lab, tmp_path: Path) -> None:
     """40 jobs towards one host at once: channels are capped at max_sessions (default 10) and
-    sshd's momentary "open failed" right after sessions close is ridden out, not reported."""
+    sshd's momentary "open failed" right after sessions close is ridden out, not reported.
+
+    On the OpenZFS tier 16 jobs (each receive costs seconds in a TCG guest): still more jobs
+    than max_sessions."""
     name = lab.unique()
+    count = max(16, round(40 * lab.data_scale))
     lab.run("nas1", "zfs", "create", f"tank/{name}")
-    lab.run("nas1", "sh", "-c", f"for i in $(seq -w 1 40); do zfs create tank/{name}/c$i && "
+    lab.run("nas1", "sh", "-c", f"for i in $(seq -w 1 {count}); do zfs create tank/{name}/c$i && "
                                 f"zfs snapshot tank/{name}/c$i@zrelay_1 || exit 1; done")
     jobs = [{"source": f"nas1:tank/{name}/c{i:02d}", "targets": [f"vault:backup/{name}/c{i:02d}"]}
-            for i in range(1, 41)]
+            for i in range(1, count + 1)]
     inv = write_inventory(tmp_path / "inv.yml", lab, jobs, settings={"limits": {"sends_per_host": 8,
                                                                               "receives_per_host": 8}})
     proc = zrelay("sync", "--json", inventory=inv)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     results = json.loads(proc.stdout)
-    assert len(results) == 40 and {r["outcome"] for r in results} == {"ok"}
+    assert len(results) == count and {r["outcome"] for r in results} == {"ok"}
     again = zrelay("sync", "--json", inventory=inv)
     assert again.returncode == 0 and {r["outcome"] for r in json.loads(again.stdout)} == {"noop"}
