@@ -31,19 +31,22 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))  # this checkout's zrelay, when it is not installed
 
 from zbench import many, relay512, transport  # noqa: E402
-from zbench import s3 as s3bench  # noqa: E402
 from zbench import wire as wirebench  # noqa: E402
+from zbench import direct, fleet, syncoid  # noqa: E402
+from zbench import s3 as s3bench  # noqa: E402
 from zbench.common import (SOURCE, BenchError, Lab, negotiated_algorithms, openssh_cipher_options,  # noqa: E402
                            openssh_negotiated)
 
-NAMES = ("relay-512", "transport-only", "noop-100", "incr-100")
+NAMES = ("relay-512", "transport-only", "noop-100", "incr-100", "direct-512", "fleet-50x20", "syncoid")
 NAMES += s3bench.NAMES
 NAMES += wirebench.NAMES
 RELAY_GOAL = 0.9
 NOOP_GOAL_S = 5.0
 
-OFFICIAL = {"relay_mib": 512, "transport_mib": 1024, "count": 100, "reps": 3}
-QUICK = {"relay_mib": 64, "transport_mib": 128, "count": 10, "reps": 1}
+OFFICIAL = {"relay_mib": 512, "transport_mib": 1024, "count": 100, "reps": 3,
+            "fleet_hosts": 50, "fleet_datasets": 20, "syncoid_incrementals": 10}
+QUICK = {"relay_mib": 64, "transport_mib": 128, "count": 10, "reps": 1,
+         "fleet_hosts": 10, "fleet_datasets": 5, "syncoid_incrementals": 3}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -151,12 +154,16 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             for style in ("recursive", "jobs"):
                 add(f"incr-{n} ({'1 recursive job' if style == 'recursive' else f'{n} jobs'}) vs shell loop",
                     fmt(med[style], " s"), fmt(med["shell-loop"], " s"),
-                    med[style] and med["shell-loop"] / med[style], "—", None)
-    if results.get("wire"):
-        for row in wirebench.table_rows(results["wire"]):
-            add(*row)
+                    med[style] and med["shell-loop"] / med[style], f"≤ {NOOP_GOAL_S:.0f} s", med[style] <= NOOP_GOAL_S)
+    for key, module in (("direct-512", direct), ("fleet-50x20", fleet), ("syncoid", syncoid)):
+        if results.get(key):
+            for row in module.table_rows(results[key]):
+                add(*row)
     if results.get("s3"):
         for row in s3bench.table_rows(results["s3"]):
+            add(*row)
+    if results.get("wire"):
+        for row in wirebench.table_rows(results["wire"]):
             add(*row)
     return rows
 
@@ -224,6 +231,19 @@ def main(argv: list[str] | None = None) -> int:
                                            inventory_extra=extra, workdir=workdir,
                                            want_noop="noop-100" in wanted, want_incr="incr-100" in wanted)
                 loads["after many"] = load()
+            if "direct-512" in wanted:
+                results["direct-512"] = direct.run(lab, size_mib=sizes["relay_mib"], reps=sizes["reps"],
+                                                   inventory_extra=extra, workdir=workdir)
+                loads["after direct-512"] = load()
+            if "syncoid" in wanted:
+                results["syncoid"] = syncoid.run(lab, size_mib=sizes["relay_mib"], reps=sizes["reps"],
+                                                 incrementals=sizes["syncoid_incrementals"],
+                                                 inventory_extra=extra, workdir=workdir)
+                loads["after syncoid"] = load()
+            if "fleet-50x20" in wanted:
+                results["fleet-50x20"] = fleet.run(lab, hosts=sizes["fleet_hosts"], datasets=sizes["fleet_datasets"],
+                                                   reps=sizes["reps"], workdir=workdir)
+                loads["after fleet-50x20"] = load()
             if wanted & set(s3bench.NAMES):
                 results["s3"] = s3bench.run(lab, wanted=wanted, quick=args.quick, reps=sizes["reps"], ssh_opts=ssh_opts,
                                             inventory_extra=extra, workdir=workdir)

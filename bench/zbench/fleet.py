@@ -1,0 +1,435 @@
+"""fleet-50x20: ``zrelay status --json`` over 50 simulated hosts × 20 datasets (the control plane at scale).
+
+The hosts are an asyncssh SSH server running inside this benchmark (one listener per host on
+127.0.0.1, its own generated host key written into a known_hosts the generated inventory names, client
+public-key auth with a generated key). They answer the commands zrelay sends with what the real lab
+answered, recorded at bench time:
+
+1. *record*: D datasets ``tank/PREFIX/fleet/dNN`` are created on nas1, with a mix of states on vault
+   (in sync, behind, missing). Two listeners act as proxies for nas1 and vault: every command zrelay
+   sends is run on the real lab host and its stdout, stderr and exit status are recorded. Timed too:
+   ``zrelay status`` of those D jobs on the real lab through the proxy (information).
+2. *replay*: H hosts ``hNNN``; host k holds ``tank/PREFIX/hNNN/dNN`` (the recorded source datasets,
+   renamed) and ``backup/PREFIX/from-hMMM/dNN`` (the recorded targets of host m = k-1, renamed). Every
+   command is renamed back, looked up in the recording, and the answer renamed forward; snapshot GUIDs
+   are XORed with a key per source host, so source and target stay consistent and no two hosts share a
+   GUID. A command that was never recorded answers exit 127 and fails the benchmark.
+
+Timed: the real CLI, ``python -m zrelay -i GENERATED --state TMP status --json``, as a subprocess;
+its peak RSS comes from ``wait4``. Checked: H×D rows, and each row's state equals the state the
+real lab gave that dataset. Goal: ≤ 10 s wall. Baseline (same run, same server): the same CLI on
+one simulated host of D datasets; the ratio is H × t(1×D) / t(H×D) — how much faster the fleet run is
+than checking the hosts one after another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from zbench.common import (HOSTS, SOURCE, TARGET, BenchError, Lab, log, summary, zrelay_env)
+
+GOAL_S = 10.0
+SNAPS = ("s1", "s2", "s3")
+_NUMBER = re.compile(r"\b\d{6,20}\b")
+_REQUEST = re.compile(r"sh -c (.+) </dev/null; printf '\\n%s %d\\n' ([0-9a-f]+) \"\$\?\"; "
+                      r"printf '\\n%s\\n' \2 >&2")
+
+
+@dataclass
+class Answer:
+    stdout: str
+    stderr: str
+    exit_status: int
+
+
+@dataclass
+class Recording:
+    """Commands and answers of one real host, keyed by the exact command text."""
+    answers: dict[str, Answer] = field(default_factory=dict)
+
+
+class FleetServer:
+    """SSH listeners on 127.0.0.1 (one per simulated host) in an event loop on a thread of this process."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.host_key = asyncssh.generate_private_key("ssh-ed25519")
+        self.client_key = asyncssh.generate_private_key("ssh-ed25519")
+        self.client_key_path = workdir / "fleet_client_ed25519"
+        self.client_key.write_private_key(str(self.client_key_path))
+        os.chmod(self.client_key_path, 0o600)
+        self.authorized = asyncssh.import_authorized_keys(self.client_key.export_public_key().decode())
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fleet-sshd", daemon=True)
+        self.thread.start()
+        self.servers: list[asyncssh.SSHAcceptor] = []
+        self.misses: list[tuple[str, str]] = []
+        self.commands = 0
+
+    def call(self, coro: Any, timeout: float = 120) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def listen(self, handlers: list[Any]) -> list[int]:
+        """One listener per handler (``async handler(command) -> Answer``); returns their ports."""
+        async def start() -> list[int]:
+            ports = []
+            for handler in handlers:
+                server = await asyncssh.listen(
+                    "127.0.0.1", 0, server_host_keys=[self.host_key], authorized_client_keys=self.authorized,
+                    process_factory=self._process_factory(handler), allow_scp=False, sftp_factory=None,
+                    agent_forwarding=False, x11_forwarding=False, line_editor=False, max_pktsize=32768)
+                self.servers.append(server)
+                ports.append(server.sockets[0].getsockname()[1])
+            return ports
+        return list(self.call(start()))
+
+    def _process_factory(self, handler: Any) -> Any:
+        async def answer(command: str) -> Answer:
+            self.commands += 1
+            try:
+                return await handler(command)  # type: ignore[no-any-return]
+            except Exception as exc:  # noqa: BLE001 - reported to the client as a failed command
+                return Answer("", f"fleet server: {exc}\n", 255)
+
+        async def process(proc: asyncssh.SSHServerProcess) -> None:
+            if proc.command == "sh":  # zrelay's long-lived command shell: requests on stdin
+                await self._shell(proc, answer)
+                return
+            a = await answer(proc.command or "")
+            if a.stdout:
+                proc.stdout.write(a.stdout)
+            if a.stderr:
+                proc.stderr.write(a.stderr)
+            proc.exit(a.exit_status)
+        return process
+
+    @staticmethod
+    async def _shell(proc: asyncssh.SSHServerProcess, answer: Any) -> None:
+        """What ``sh`` does with zrelay's request lines (zrelay.zfs.commands.shell_request):
+        ``sh -c WORD </dev/null; printf '\\n%s %d\\n' NONCE "$?"; printf '\\n%s\\n' NONCE >&2``."""
+        while True:
+            line = await proc.stdin.readline()
+            if not line:
+                break
+            m = _REQUEST.fullmatch(line.rstrip("\n"))
+            if m is None:
+                proc.stderr.write(f"fleet server: not a command shell request: {line[:200]!r}\n")
+                continue
+            words = shlex.split(m.group(1))
+            a = await answer(words[0] if len(words) == 1 else m.group(1))
+            proc.stdout.write(f"{a.stdout}\n{m.group(2)} {a.exit_status}\n")
+            proc.stderr.write(f"{a.stderr}\n{m.group(2)}\n")
+        proc.exit(0)
+
+    def close_listeners(self) -> None:
+        async def stop() -> None:
+            for s in self.servers:
+                s.close()
+            for s in self.servers:
+                with contextlib.suppress(Exception):
+                    await s.wait_closed()
+            self.servers.clear()
+        self.call(stop())
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close_listeners()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def thread_cpu(self) -> float:
+        async def cpu() -> float:
+            return time.thread_time()
+        return float(self.call(cpu()))
+
+    def write_known_hosts(self, path: Path, ports: list[int]) -> Path:
+        key = self.host_key.export_public_key().decode().strip()
+        path.write_text("".join(f"[127.0.0.1]:{p} {key}\n" for p in ports))
+        return path
+
+
+# --------------------------------------------------------------------------------------------
+# recording from the real lab
+
+
+class LabProxy:
+    """Runs each command on a real lab host over one asyncssh connection and records the answer."""
+
+    def __init__(self, lab: Lab, host: str, recording: Recording) -> None:
+        self.lab, self.host, self.recording = lab, host, recording
+        self.conn: asyncssh.SSHClientConnection | None = None
+        self.lock = asyncio.Lock()
+
+    async def connection(self) -> asyncssh.SSHClientConnection:
+        async with self.lock:
+            if self.conn is None:
+                self.conn = await asyncssh.connect(HOSTS[self.host][0], username="root",
+                                                   client_keys=[str(self.lab.key)],
+                                                   known_hosts=str(self.lab.known_hosts))
+            return self.conn
+
+    async def __call__(self, command: str) -> Answer:
+        conn = await self.connection()
+        for attempt in range(10):
+            try:
+                r = await conn.run(command, check=False)
+                break
+            except asyncssh.ChannelOpenError:  # sshd's MaxSessions slot not freed yet
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+        answer = Answer(str(r.stdout or ""), str(r.stderr or ""), int(r.exit_status or 0))
+        self.recording.answers[command] = answer
+        return answer
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            with contextlib.suppress(Exception):
+                await self.conn.wait_closed()
+
+
+# --------------------------------------------------------------------------------------------
+# replay: renamed datasets and GUIDs
+
+
+class Replayer:
+    """Answers for simulated host ``index`` from the nas1 and vault recordings."""
+
+    def __init__(self, fleet: "Fleet", index: int) -> None:
+        self.fleet, self.index = fleet, index
+
+    async def __call__(self, command: str) -> Answer:
+        f = self.fleet
+        src_name = f.sim_source_root(self.index)
+        m = f.target_re.search(command)
+        if src_name in command:
+            key, rec = self.index, f.recordings[SOURCE]
+            recorded = command.replace(src_name, f.rec_source_root)
+            forward = [(f.rec_source_root, src_name)]
+        elif m:
+            key, rec = int(m.group(1)), f.recordings[TARGET]
+            recorded = command.replace(m.group(0), f.rec_target_root)
+            forward = [(f.rec_target_root, m.group(0))]
+        else:  # probes: no dataset in the command
+            key, recorded, forward = self.index, command, []
+            rec = f.recordings[SOURCE] if command in f.recordings[SOURCE].answers else f.recordings[TARGET]
+        answer = rec.answers.get(recorded)
+        if answer is None:
+            f.server.misses.append((f"h{self.index:03d}", command))
+            return Answer("", f"fleet: command not recorded on the real lab: {command}\n", 127)
+        out, err = answer.stdout, answer.stderr
+        for a, b in forward:
+            out, err = out.replace(a, b), err.replace(a, b)
+        return Answer(f.guids(out, key), f.guids(err, key), answer.exit_status)
+
+
+class Fleet:
+    def __init__(self, lab: Lab, workdir: Path, datasets: int) -> None:
+        self.lab, self.workdir, self.datasets = lab, workdir, datasets
+        self.server = FleetServer(workdir)
+        p = lab.prefix
+        self.rec_source_root = f"tank/{p}/fleet"
+        self.rec_target_root = f"backup/{p}/fleet"
+        self.target_re = re.compile(rf"backup/{re.escape(p)}/from-h(\d{{3}})(?![0-9])")
+        self.recordings: dict[str, Recording] = {SOURCE: Recording(), TARGET: Recording()}
+        self.known_guids: set[str] = set()
+        self.expected: dict[str, str] = {}   # dNN -> state on the real lab
+
+    def sim_source_root(self, k: int) -> str:
+        return f"tank/{self.lab.prefix}/h{k:03d}"
+
+    def sim_target_root(self, source_index: int) -> str:
+        return f"backup/{self.lab.prefix}/from-h{source_index:03d}"
+
+    def guids(self, text: str, key: int) -> str:
+        if not self.known_guids:
+            return text
+        mask = int.from_bytes(hashlib.sha256(f"h{key:03d}".encode()).digest()[:8], "big") or 1
+
+        def swap(m: re.Match[str]) -> str:
+            return str(int(m.group(0)) ^ mask) if m.group(0) in self.known_guids else m.group(0)
+        return _NUMBER.sub(swap, text)
+
+    # -- the real datasets -------------------------------------------------------------------
+
+    def setup_lab(self) -> None:
+        """D datasets on nas1; on vault a third in sync, a third one snapshot behind, a third missing."""
+        src, dst = self.rec_source_root, self.rec_target_root
+        names = [f"d{j:02d}" for j in range(self.datasets)]
+        log(f"fleet: creating {self.datasets} datasets under {SOURCE}:{src} and their copies on {TARGET}")
+        self.lab.zfs(TARGET, "create", "-p", dst)
+        mnt = f"/{src}"
+        lines = ["set -e -o pipefail", f"zfs create -p {shlex.quote(src)}"]
+        recv = shlex.join(self.lab.ssh_argv(TARGET))
+        for j, n in enumerate(names):
+            ds = f"{src}/{n}"
+            lines.append(f"zfs create {shlex.quote(ds)}")
+            for i, s in enumerate(SNAPS):
+                lines.append(f"echo {i} >> {shlex.quote(mnt + '/' + n)}/f && zfs snapshot {shlex.quote(ds + '@' + s)}")
+            kind = j % 3
+            if kind == 2:
+                continue  # missing on the target
+            last = SNAPS[-1] if kind == 0 else SNAPS[-2]
+            lines.append(f"zfs send {shlex.quote(ds + '@' + SNAPS[0])} | {recv} "
+                         f"{shlex.quote(shlex.join(['zfs', 'receive', '-u', f'{dst}/{n}']))}")
+            lines.append(f"zfs send -I @{SNAPS[0]} {shlex.quote(ds + '@' + last)} | {recv} "
+                         f"{shlex.quote(shlex.join(['zfs', 'receive', '-u', f'{dst}/{n}']))}")
+        r = subprocess.run(self.lab.in_namespace(SOURCE, ["bash", "-c", "\n".join(lines)]), capture_output=True,
+                           text=True, timeout=600, check=False)
+        if r.returncode != 0:
+            raise BenchError(f"fleet: setting up datasets on the lab failed: {r.stderr.strip()[-600:]}")
+        for host, root in ((SOURCE, src), (TARGET, dst)):
+            out = self.lab.zfs(host, "get", "-H", "-p", "-o", "value", "-r", "guid", root)  # -r includes snapshots
+            self.known_guids.update(x.strip() for x in out.split() if x.strip())
+
+    # -- inventories ---------------------------------------------------------------------------
+
+    def _inventory(self, path: Path, hosts: dict[str, int], jobs: list[dict[str, Any]], known_hosts: Path) -> Path:
+        doc = {"all": {"vars": {"user": "root", "identity_file": str(self.server.client_key_path),
+                                "known_hosts": str(known_hosts)},
+                       "hosts": {h: {"address": "127.0.0.1", "port": port} for h, port in hosts.items()}},
+               "zrelay": {"limits": {"sends_per_host": 2, "receives_per_host": 2}, "jobs": jobs}}
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        return path
+
+    def record(self) -> dict[str, Any]:
+        """zrelay status of the D real datasets through proxies to nas1 and vault; keeps every answer."""
+        proxies = [LabProxy(self.lab, h, self.recordings[h]) for h in (SOURCE, TARGET)]
+        ports = self.server.listen(proxies)
+        kh = self.server.write_known_hosts(self.workdir / "fleet_record_known_hosts", ports)
+        jobs = [{"name": f"d{j:02d}", "source": f"{SOURCE}:{self.rec_source_root}/d{j:02d}",
+                 "targets": [f"{TARGET}:{self.rec_target_root}/d{j:02d}"]} for j in range(self.datasets)]
+        inv = self._inventory(self.workdir / "fleet-record.yml", dict(zip((SOURCE, TARGET), ports, strict=True)),
+                              jobs, kh)
+        self.lab.wait_up()
+        run = status(inv, self.workdir / "fleet-record-state.db")
+        async def close() -> None:
+            await asyncio.gather(*(p.close() for p in proxies))
+        self.server.call(close())
+        self.server.close_listeners()
+        for row in run["rows"]:
+            self.expected[row["job"]] = row["state"]
+        bad = [r for r in run["rows"] if r["state"] not in ("in-sync", "behind", "missing")]
+        if bad or len(run["rows"]) != self.datasets:
+            raise BenchError(f"fleet: the real lab gave unexpected status rows: "
+                             f"{[(r['job'], r['state'], r['message']) for r in bad][:5]}")
+        log(f"fleet: recorded {sum(len(r.answers) for r in self.recordings.values())} distinct commands "
+            f"({run['seconds']:.2f} s through the proxy; states {dict(Counter(self.expected.values()))})")
+        return {k: v for k, v in run.items() if k != "rows"}
+
+    def replay(self, hosts: int, reps: int) -> dict[str, Any]:
+        names = [f"h{k:03d}" for k in range(hosts)]
+        ports = self.server.listen([Replayer(self, k) for k in range(hosts)])
+        kh = self.server.write_known_hosts(self.workdir / f"fleet_{hosts}_known_hosts", ports)
+        jobs = [{"name": f"{names[k]}-d{j:02d}",
+                 "source": f"{names[k]}:{self.sim_source_root(k)}/d{j:02d}",
+                 "targets": [f"{names[(k + 1) % hosts]}:{self.sim_target_root(k)}/d{j:02d}"]}
+                for k in range(hosts) for j in range(self.datasets)]
+        inv = self._inventory(self.workdir / f"fleet-{hosts}.yml", dict(zip(names, ports, strict=True)), jobs, kh)
+        runs = []
+        try:
+            for rep in range(reps):
+                self.server.misses.clear()
+                commands0, cpu0 = self.server.commands, self.server.thread_cpu()
+                run = status(inv, self.workdir / f"fleet-{hosts}-state.db")
+                run["server_commands"] = self.server.commands - commands0
+                run["server_cpu_s"] = round(self.server.thread_cpu() - cpu0, 2)
+                self.check(run["rows"], hosts)
+                del run["rows"]
+                runs.append({"rep": rep, **run})
+                log(f"fleet {hosts}x{self.datasets} rep {rep + 1}/{reps}: {run['seconds']:.2f} s, "
+                    f"peak RSS {run['peak_rss_mib']:.0f} MiB, {run['server_commands']} commands answered "
+                    f"(server thread {run['server_cpu_s']:.2f} s CPU)")
+        finally:
+            self.server.close_listeners()
+        return {"hosts": hosts, "datasets": self.datasets, "runs": runs,
+                "median_seconds": summary([r["seconds"] for r in runs])["median"],
+                "max_peak_rss_mib": max(r["peak_rss_mib"] for r in runs)}
+
+    def check(self, rows: list[dict[str, Any]], hosts: int) -> None:
+        if self.server.misses:
+            raise BenchError(f"fleet: {len(self.server.misses)} commands were never recorded on the real lab, "
+                             f"e.g. {self.server.misses[0]}")
+        if len(rows) != hosts * self.datasets:
+            raise BenchError(f"fleet: {len(rows)} status rows, expected {hosts * self.datasets}")
+        wrong = [(r["job"], r["state"], r["message"]) for r in rows
+                 if r["state"] != self.expected.get(r["job"].split("-", 1)[1])]
+        if wrong:
+            raise BenchError(f"fleet: {len(wrong)} rows differ from the real lab's states, e.g. {wrong[:3]}")
+        for r in rows:
+            if r["state"] != "missing" and not (r["source_newest"] and r["checked_at"]):
+                raise BenchError(f"fleet: row {r['job']} lacks source_newest/checked_at: {r}")
+
+
+def status(inventory: Path, state: Path) -> dict[str, Any]:
+    """``zrelay status --json`` as a subprocess: wall time, peak RSS (wait4), CPU, and the rows."""
+    argv = [sys.executable, "-m", "zrelay", "-i", str(inventory), "--state", str(state), "status", "--json"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            env=zrelay_env())
+    # read both pipes on threads so a large --json output cannot block the child
+    out: dict[str, bytes] = {}
+    readers = [threading.Thread(target=lambda k=k, s=s: out.__setitem__(k, s.read()))  # type: ignore[misc]
+               for k, s in (("stdout", proc.stdout), ("stderr", proc.stderr))]
+    for t in readers:
+        t.start()
+    _pid, wstatus, ru = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    for t in readers:
+        t.join()
+    proc.returncode = os.waitstatus_to_exitcode(wstatus)
+    try:
+        rows = json.loads(out["stdout"])
+    except ValueError:
+        raise BenchError(f"zrelay status: exit {proc.returncode}, no JSON: "
+                         f"{out['stderr'].decode(errors='replace').strip()[-800:]}") from None
+    return {"seconds": round(seconds, 3), "exit": proc.returncode, "peak_rss_mib": round(ru.ru_maxrss / 1024, 1),
+            "cpu_s": round(ru.ru_utime + ru.ru_stime, 2), "rows": rows}
+
+
+def run(lab: Lab, *, hosts: int, datasets: int, reps: int, workdir: Path) -> dict[str, Any]:
+    fleet = Fleet(lab, workdir, datasets)
+    try:
+        fleet.setup_lab()
+        recorded = fleet.record()
+        single = fleet.replay(1, reps)
+        many = fleet.replay(hosts, reps)
+    finally:
+        fleet.server.stop()
+    out = {"hosts": hosts, "datasets": datasets, "reps": reps, "goal_s": GOAL_S,
+           "recorded_commands": {h: len(r.answers) for h, r in fleet.recordings.items()},
+           "real_lab_status_through_proxy": recorded, "expected_states": dict(Counter(fleet.expected.values())),
+           "single_host": single, "fleet": many}
+    t1, tn = single["median_seconds"], many["median_seconds"]
+    out["ratio_serial_vs_fleet"] = hosts * t1 / tn if tn else None
+    return out
+
+
+def table_rows(d: dict[str, Any]) -> list[tuple[str, str, str, float | None, str, bool | None]]:
+    h, n = d["hosts"], d["datasets"]
+    sec = d["fleet"]["median_seconds"]
+    return [
+        (f"fleet-{h}x{n}: zrelay status --json, {h} hosts × {n} datasets vs {h} × (1 host)",
+         f"{sec:.2f} s", f"{h} × {d['single_host']['median_seconds']:.2f} s", d["ratio_serial_vs_fleet"],
+         f"≤ {GOAL_S:.0f} s", sec <= GOAL_S),
+        (f"fleet-{h}x{n}: peak RSS of zrelay status (1 host: {d['single_host']['max_peak_rss_mib']:.0f} MiB)",
+         f"{d['fleet']['max_peak_rss_mib']:.0f} MiB", "—", None, "—", None),
+    ]
