@@ -80,20 +80,65 @@ class TaskResult:
     commands: list[tuple[str, str]] = field(default_factory=list)
 
 
+#: A parent dataset wanted by at least this many jobs' datasets on one host is listed once, recursively.
+SHARED_LISTING_MIN = 3
+
+
+def shared_listings(datasets: Iterable[str], minimum: int = SHARED_LISTING_MIN) -> dict[str, str]:
+    """dataset → the parent whose one recursive listing serves it.
+
+    Many jobs on sibling datasets (``tank/vm/a``, ``tank/vm/b`` …) would cost two
+    listings each; listing their parent once serves all of them. Only parents
+    wanted for at least ``minimum`` children, so a lone job never lists more
+    than its own dataset.
+    """
+    children: dict[str, set[str]] = {}
+    for ds in datasets:
+        if "/" in ds:
+            children.setdefault(ds.rsplit("/", 1)[0], set()).add(ds)
+    return {c: parent for parent, kids in children.items() if len(kids) >= minimum for c in kids}
+
+
 class StateCache:
-    """One listing per (host, dataset, recursive) per run, shared by every job that asks."""
+    """One listing per (host, dataset, recursive) per run, shared by every job that asks.
+
+    With ``share`` the datasets of many jobs on one host are served from one
+    recursive listing of their parent (see shared_listings). A dataset that
+    changed during the run (``forget``) is listed on its own again.
+    """
 
     def __init__(self) -> None:
         self._futures: dict[tuple[str, str, bool], asyncio.Future[dict[str, DatasetState]]] = {}
+        self._cover: dict[tuple[str, str], str] = {}
+        self._stale: set[tuple[str, str]] = set()
+
+    def share(self, host: str, datasets: Iterable[str]) -> None:
+        """Announce the datasets this run will ask ``host`` about."""
+        for dataset, parent in shared_listings(datasets).items():
+            self._cover[(host, dataset)] = parent
 
     async def get(self, host: RemoteHost, dataset: str, recursive: bool) -> dict[str, DatasetState]:
         key = (host.name, dataset, recursive)
         fut = self._futures.get(key)
         if fut is None:
-            fut = self._futures[key] = asyncio.ensure_future(host.state(dataset, recursive))
+            parent = self._cover.get((host.name, dataset))
+            if parent is not None and (host.name, dataset) not in self._stale:
+                work = self._from_parent(host, parent, dataset, recursive)
+            else:
+                work = host.state(dataset, recursive)
+            fut = self._futures[key] = asyncio.ensure_future(work)
         return await asyncio.shield(fut)
 
+    async def _from_parent(self, host: RemoteHost, parent: str, dataset: str,
+                           recursive: bool) -> dict[str, DatasetState]:
+        states = await self.get(host, parent, True)
+        out = {name: st for name, st in states.items()
+               if name == dataset or (recursive and name.startswith(dataset + "/"))}
+        out.setdefault(dataset, DatasetState.absent(dataset))
+        return out
+
     def forget(self, host: str, dataset: str) -> None:
+        self._stale.add((host, dataset))
         for key in [k for k in self._futures if k[0] == host and k[1] == dataset]:
             del self._futures[key]
 
@@ -131,10 +176,21 @@ class Engine:
 
     # --- sync -------------------------------------------------------------
 
+    def share_listings(self, jobs: Iterable[Job]) -> None:
+        """Let jobs on sibling datasets of one host share one listing (see StateCache.share)."""
+        wanted: dict[str, set[str]] = {}
+        for job in jobs:
+            wanted.setdefault(job.source.host, set()).add(job.source.dataset)
+            for t in job.host_targets:
+                wanted.setdefault(t.host, set()).add(t.dataset)
+        for host, datasets in wanted.items():
+            self.states.share(host, datasets)
+
     async def sync(self, jobs: Iterable[Job], options: SyncOptions = SyncOptions()) -> list[TaskResult]:
         """Replicate every host target of ``jobs``; S3 targets are left to ``s3-push``."""
         now = options.now or datetime.now(timezone.utc)
         jobs = list(jobs)
+        self.share_listings(jobs)   # a source snapshotted first is forgotten, then listed on its own
         # The agent is forwarded only to sources of direct streams that have no key of their own.
         self.pool.forward_agent_to({job.source.host for job in jobs if self.is_direct(job, options)
                                     and not self.inventory.hosts[job.source.host].direct_identity_file})

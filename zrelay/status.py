@@ -252,6 +252,8 @@ async def collect_reports(engine: Engine, jobs: Iterable[Job]) -> list[TargetRep
     """A report for every target of ``jobs``, hosts and S3 endpoints queried concurrently."""
     now = time.time()
     access = S3Access()
+    jobs = list(jobs)
+    engine.share_listings(jobs)
     return list(await asyncio.gather(*(inspect(engine, j, t, now, access) for j, t in targets_of(jobs))))
 
 

@@ -187,3 +187,15 @@ def test_encrypted_send_refused_when_target_cannot_receive_raw() -> None:
     asyncio.run(check(None, [_encrypted_full()], src, dst, decrypt=True))   # type: ignore[arg-type]
     oz_dst = _CapsOnly("vault", Capabilities.openzfs("2.3.2"))
     asyncio.run(check(None, [_encrypted_full()], src, oz_dst, decrypt=False))  # type: ignore[arg-type]
+
+
+# --- shared listings ------------------------------------------------------------------------
+
+
+def test_shared_listings_only_for_parents_wanted_three_times() -> None:
+    from zrelay.engine import shared_listings
+
+    wanted = ["tank/vm/a", "tank/vm/b", "tank/vm/c", "tank/home", "tank/db/x", "tank/db/y", "tank"]
+    assert shared_listings(wanted) == {"tank/vm/a": "tank/vm", "tank/vm/b": "tank/vm", "tank/vm/c": "tank/vm"}
+    assert shared_listings(["tank/a", "tank/b", "tank/c"]) == {f"tank/{x}": "tank" for x in "abc"}
+    assert shared_listings(["tank/a", "tank/b"]) == {}
