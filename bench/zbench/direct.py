@@ -35,12 +35,16 @@ def random_snapshot(lab: Lab, src: str, size_mib: int, snap: str = "s1") -> tupl
         if lab.avail(host, ds) < need:
             raise BenchError(f"{host}:{ds} has less than {need / MiB:.0f} MiB free")
     log(f"writing {size_mib} MiB of random data to {SOURCE}:{src}")
-    lab.zfs(SOURCE, "create", "-p", src)
-    mnt = lab.zfs(SOURCE, "get", "-H", "-o", "value", "mountpoint", src).strip()
-    lab.ssh(SOURCE, f"dd if=/dev/urandom of={shlex.quote(mnt)}/data bs=1M count={size_mib} "
-                    "iflag=fullblock status=none && sync")
     full = f"{src}@{snap}"
-    lab.zfs(SOURCE, "snapshot", full)
+
+    def write() -> None:
+        lab.zfs(SOURCE, "create", "-p", src)
+        mnt = lab.zfs(SOURCE, "get", "-H", "-o", "value", "mountpoint", src).strip()
+        lab.ssh(SOURCE, f"dd if=/dev/urandom of={shlex.quote(mnt)}/data bs=1M count={size_mib} "
+                        "iflag=fullblock status=none && sync")
+        lab.zfs(SOURCE, "snapshot", full)
+    # another session may stop nas1 meanwhile ("host down" tests): start again from scratch
+    attempt(lab, "writing the source", write, lambda: lab.destroy(SOURCE, src))
     guid = lab.guid(SOURCE, full)
     stream_bytes = int(lab.ssh(SOURCE, f"zfs send {shlex.quote(full)} | wc -c").stdout.strip())
     log(f"stream is {stream_bytes / MiB:.1f} MiB")

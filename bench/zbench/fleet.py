@@ -42,7 +42,7 @@ from typing import Any
 
 import asyncssh
 
-from zbench.common import (HOSTS, SOURCE, TARGET, BenchError, Lab, log, summary, zrelay_env)
+from zbench.common import (HOSTS, SOURCE, TARGET, BenchError, Lab, attempt, log, summary, zrelay_env)
 
 GOAL_S = 10.0
 SNAPS = ("s1", "s2", "s3")
@@ -292,10 +292,19 @@ class Fleet:
                          f"{shlex.quote(shlex.join(['zfs', 'receive', '-u', f'{dst}/{n}']))}")
             lines.append(f"zfs send -I @{SNAPS[0]} {shlex.quote(ds + '@' + last)} | {recv} "
                          f"{shlex.quote(shlex.join(['zfs', 'receive', '-u', f'{dst}/{n}']))}")
-        r = subprocess.run(self.lab.in_namespace(SOURCE, ["bash", "-c", "\n".join(lines)]), capture_output=True,
-                           text=True, timeout=600, check=False)
-        if r.returncode != 0:
-            raise BenchError(f"fleet: setting up datasets on the lab failed: {r.stderr.strip()[-600:]}")
+
+        def create() -> None:
+            r = subprocess.run(self.lab.in_namespace(SOURCE, ["bash", "-c", "\n".join(lines)]), capture_output=True,
+                               text=True, timeout=600, check=False)
+            if r.returncode != 0:
+                raise BenchError(f"fleet: setting up datasets on the lab failed: {r.stderr.strip()[-600:]}")
+
+        def undo() -> None:
+            self.lab.destroy(SOURCE, src)
+            self.lab.destroy(TARGET, dst)
+            self.lab.zfs(TARGET, "create", "-p", dst)
+        # another session may stop a lab host meanwhile ("host down" tests): start again from scratch
+        attempt(self.lab, "fleet setup", create, undo)
         for host, root in ((SOURCE, src), (TARGET, dst)):
             out = self.lab.zfs(host, "get", "-H", "-p", "-o", "value", "-r", "guid", root)  # -r includes snapshots
             self.known_guids.update(x.strip() for x in out.split() if x.strip())

@@ -135,15 +135,23 @@ def run(lab: Lab, *, size_mib: int, reps: int, incrementals: int, inventory_extr
 
     # -- chain of incrementals -------------------------------------------------------------------
     log(f"syncoid-cmp: chain of {incrementals} incrementals on {SOURCE}:{chain_src}")
-    lab.zfs(SOURCE, "create", "-p", chain_src)
-    mnt = lab.zfs(SOURCE, "get", "-H", "-o", "value", "mountpoint", chain_src).strip()
-    lab.ssh(SOURCE, f"dd if=/dev/urandom of={shlex.quote(mnt)}/base bs=1M count=8 status=none && "
-                    f"zfs snapshot {shlex.quote(chain_src)}@i0")
+    mnt = f"/{chain_src}"
     recv_ssh = shlex.join(lab.ssh_argv(TARGET))
-    for m in METHODS:  # both targets start from the same base, untimed
-        tgt = targets[m]["chain"]
-        lab.ssh(SOURCE, f"zfs send {shlex.quote(chain_src + '@i0')} | {recv_ssh} "
-                        f"{shlex.quote(shlex.join(['zfs', 'receive', '-u', tgt]))}")
+
+    def base() -> None:
+        lab.zfs(SOURCE, "create", "-p", chain_src)
+        lab.ssh(SOURCE, f"dd if=/dev/urandom of={shlex.quote(mnt)}/base bs=1M count=8 status=none && "
+                        f"zfs snapshot {shlex.quote(chain_src)}@i0")
+        for m in METHODS:  # both targets start from the same base, untimed
+            tgt = targets[m]["chain"]
+            lab.ssh(SOURCE, f"set -o pipefail; zfs send {shlex.quote(chain_src + '@i0')} | {recv_ssh} "
+                            f"{shlex.quote(shlex.join(['zfs', 'receive', '-u', tgt]))}")
+
+    def unbase() -> None:
+        lab.destroy(SOURCE, chain_src)
+        for m in METHODS:
+            lab.destroy(TARGET, targets[m]["chain"])
+    attempt(lab, "chain base", base, unbase)
     chain_runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
     serial = 0
     for rep in range(reps):
@@ -152,11 +160,13 @@ def run(lab: Lab, *, size_mib: int, reps: int, incrementals: int, inventory_extr
         for step, order in rotations(METHODS, incrementals):
             serial += 1
             mib = 1 + serial % 4
-            lab.wait_up()
-            lab.ssh(SOURCE, f"dd if=/dev/urandom of={shlex.quote(mnt)}/f{serial} bs=1M count={mib} status=none && "
-                            f"zfs snapshot {shlex.quote(chain_src)}@i{serial}")
+            attempt(lab, "chain: new increment", lambda: lab.ssh(
+                SOURCE, f"dd if=/dev/urandom of={shlex.quote(mnt)}/f{serial} bs=1M count={mib} status=none && "
+                        f"zfs snapshot {shlex.quote(chain_src)}@i{serial}"),
+                lambda: lab.destroy(SOURCE, f"{chain_src}@i{serial}"))
             for m in order:
-                timed = runners[m]["chain"]()  # a retry would measure a different increment: no attempt()
+                # redone (same increment) when another session stopped a lab host meanwhile
+                timed = attempt(lab, f"{m} chain", runners[m]["chain"])
                 total[m] += timed.seconds
                 cpu[m] += timed.cpu
             want = lab.guid(SOURCE, f"{chain_src}@i{serial}")
