@@ -321,19 +321,24 @@ class Fleet:
 
     def record(self) -> dict[str, Any]:
         """zrelay status of the D real datasets through proxies to nas1 and vault; keeps every answer."""
+        self.recordings = {SOURCE: Recording(), TARGET: Recording()}
+        self.expected.clear()
         proxies = [LabProxy(self.lab, h, self.recordings[h]) for h in (SOURCE, TARGET)]
         ports = self.server.listen(proxies)
-        kh = self.server.write_known_hosts(self.workdir / "fleet_record_known_hosts", ports)
-        jobs = [{"name": f"d{j:02d}", "source": f"{SOURCE}:{self.rec_source_root}/d{j:02d}",
-                 "targets": [f"{TARGET}:{self.rec_target_root}/d{j:02d}"]} for j in range(self.datasets)]
-        inv = self._inventory(self.workdir / "fleet-record.yml", dict(zip((SOURCE, TARGET), ports, strict=True)),
-                              jobs, kh)
-        self.lab.wait_up()
-        run = status(inv, self.workdir / "fleet-record-state.db")
+
         async def close() -> None:
             await asyncio.gather(*(p.close() for p in proxies))
-        self.server.call(close())
-        self.server.close_listeners()
+        try:
+            kh = self.server.write_known_hosts(self.workdir / "fleet_record_known_hosts", ports)
+            jobs = [{"name": f"d{j:02d}", "source": f"{SOURCE}:{self.rec_source_root}/d{j:02d}",
+                     "targets": [f"{TARGET}:{self.rec_target_root}/d{j:02d}"]} for j in range(self.datasets)]
+            inv = self._inventory(self.workdir / "fleet-record.yml", dict(zip((SOURCE, TARGET), ports, strict=True)),
+                                  jobs, kh)
+            self.lab.wait_up()
+            run = status(inv, self.workdir / "fleet-record-state.db")
+        finally:
+            self.server.call(close())
+            self.server.close_listeners()
         for row in run["rows"]:
             self.expected[row["job"]] = row["state"]
         bad = [r for r in run["rows"] if r["state"] not in ("in-sync", "behind", "missing")]
@@ -418,7 +423,7 @@ def run(lab: Lab, *, hosts: int, datasets: int, reps: int, workdir: Path) -> dic
     fleet = Fleet(lab, workdir, datasets)
     try:
         fleet.setup_lab()
-        recorded = fleet.record()
+        recorded = attempt(lab, "fleet record", fleet.record)
         single = fleet.replay(1, reps)
         many = fleet.replay(hosts, reps)
     finally:
