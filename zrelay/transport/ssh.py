@@ -147,6 +147,34 @@ def _host_key_message(host: Host) -> str:
             f"(e.g. ssh-keyscan -p {host.port} {host.address} >> {path})")
 
 
+#: Ciphers with built-in integrity (AEAD): the SSH_MSG_IGNORE packet asyncssh puts in front of
+#: every packet it sends protects CBC modes only (predictable IVs); with these it is pure cost.
+AEAD_CIPHERS = frozenset({"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"})
+_EMPTY_IGNORE = (b"\0\0\0\0",)  # MSG_IGNORE with an empty string, as asyncssh sends it
+
+
+def _skip_ignore_packets(conn: asyncssh.SSHClientConnection) -> None:
+    """Leave out asyncssh's ignore packet before each packet while the cipher is AEAD.
+
+    Every relayed packet otherwise costs two encryptions, two send() calls and two packets
+    for the far sshd to decrypt (measured: -15 % orchestrator CPU per relayed byte without
+    them, see bench/README.md). Checked per packet, so a rekey to a non-AEAD cipher gets
+    them back; if asyncssh's internals differ from what this expects, nothing is changed.
+    """
+    send_packet = getattr(conn, "send_packet", None)
+    ignore = getattr(asyncssh.connection, "MSG_IGNORE", None)
+    if send_packet is None or ignore is None or not callable(getattr(conn, "get_extra_info", None)):
+        return
+
+    def filtered(pkttype: int, *args: bytes, **kwargs: Any) -> None:
+        if (pkttype == ignore and args == _EMPTY_IGNORE
+                and conn.get_extra_info("send_cipher") in AEAD_CIPHERS):
+            return
+        send_packet(pkttype, *args, **kwargs)
+
+    conn.send_packet = filtered  # type: ignore[method-assign]
+
+
 class _ShellSession(asyncssh.SSHClientSession[bytes]):
     """The command shell's side of the channel: buffers stdout and stderr, wakes the waiter."""
 
@@ -253,7 +281,9 @@ class Connection:
         host = self.host
         opts = connect_options(host, forward_agent=self.forward_agent)
         try:
-            return await asyncssh.connect(**opts)  # type: ignore[arg-type]
+            conn = await asyncssh.connect(**opts)  # type: ignore[arg-type]
+            _skip_ignore_packets(conn)
+            return conn
         except asyncssh.HostKeyNotVerifiable:
             raise HostKeyError(host.name, _host_key_message(host)) from None
         except asyncssh.PermissionDenied:
