@@ -71,3 +71,59 @@ def test_shell_parses_split_replies() -> None:
         return [first, second]
 
     assert asyncio.run(go()) == [(0, "one\n", ""), (2, "", "bad thing\n")]
+
+
+# --- warm sessions: opened ahead of need, handed one command ----------------------------------
+
+MARK = "fedcba9876543210fedcba9876543210"
+
+
+def test_warm_line_execs_plain_commands_and_wraps_pipelines() -> None:
+    assert commands.warm_exec_line("zfs send tank/a@s1", MARK) == (
+        f"printf '%s\\n' {MARK} >&2; exec zfs send tank/a@s1\n")
+    pipeline = '{ zfs send tank/a@s1; echo "zrelay-stage 1 exit $?" >&2; } | zstd -q -c -1 -T1'
+    assert commands.warm_exec_line(pipeline, MARK) == (
+        f"printf '%s\\n' {MARK} >&2; exec sh -c {commands.quote([pipeline])}\n")
+    # not a plain argv (an unterminated quote): wrapped, so the framing holds
+    assert "exec sh -c" in commands.warm_exec_line("echo 'x", MARK)
+
+
+def test_warm_line_then_stream_bytes_reach_the_command() -> None:
+    """sh reads only the line; everything written after the mark is the command's stdin."""
+    line = commands.warm_exec_line("cat", MARK)
+    proc = subprocess.Popen(["sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd="/tmp")
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(line.encode())
+    proc.stdin.flush()
+    assert proc.stderr.readline() == f"{MARK}\n".encode()
+    out, _ = proc.communicate(b"stream bytes\x00\xff" * 1000)
+    assert out == b"stream bytes\x00\xff" * 1000 and proc.returncode == 0
+
+
+def test_warm_proxy_drops_noise_and_forwards_after_the_mark() -> None:
+    from zrelay.transport.ssh import _WarmSession
+
+    got: list[tuple[bytes, object]] = []
+
+    class Real:
+        def data_received(self, data: bytes, datatype: object) -> None:
+            got.append((data, datatype))
+
+        def exit_status_received(self, status: int) -> None:
+            got.append((b"exit", status))
+
+        def connection_lost(self, exc: object) -> None:
+            got.append((b"lost", None))
+
+    proxy = _WarmSession()
+    proxy.data_received(b"rc-file noise\n", None)
+    proxy.target, proxy.mark = Real(), f"{MARK}\n".encode()
+    proxy.data_received(b"warning from .bashrc\n" + MARK[:5].encode(), 1)
+    assert not proxy.marked
+    proxy.data_received(MARK[5:].encode() + b"\nzfs: first", 1)
+    assert proxy.marked
+    proxy.data_received(b"STREAM", None)
+    proxy.exit_status_received(0)
+    proxy.connection_lost(None)
+    assert got == [(b"zfs: first", 1), (b"STREAM", None), (b"exit", 0), (b"lost", None)]

@@ -24,7 +24,6 @@ import asyncssh
 
 from zrelay.errors import ZfsError, ZrelayError
 from zrelay.transport.host import RemoteHost
-from zrelay.transport.ssh import BULK_PKTSIZE, BULK_WINDOW
 from zrelay.zfs import commands, parse
 
 WRITE_HIGH = 8 * 1024 * 1024
@@ -181,24 +180,21 @@ async def relay(source: RemoteHost, send_command: str, target: RemoteHost, recei
     sender_done: asyncio.Future[None] = loop.create_future()
     receiver_done: asyncio.Future[None] = loop.create_future()
     started = time.monotonic()
-    async with target.conn.slot() as tconn, source.conn.slot() as sconn:
-        try:
-            rchan, rsession = await target.conn.create_session(
-                tconn, lambda: _Session(pipe, receiver_end, receiver_done), receive_command,
-                encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
-            pipe.receiver_chan, pipe.receiver_session = rchan, rsession  # type: ignore[assignment]
+    try:
+        async with target.conn.bulk_session(lambda: _Session(pipe, receiver_end, receiver_done),
+                                            receive_command) as (rchan, rsession):
+            pipe.receiver_chan, pipe.receiver_session = rchan, rsession
             rchan.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
-            schan, ssession = await source.conn.create_session(
-                sconn, lambda: _Session(pipe, sender_end, sender_done), send_command,
-                encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
-            pipe.sender_chan, pipe.sender_session = schan, ssession  # type: ignore[assignment]
-            schan.write_eof()  # zfs send reads nothing
-            await asyncio.gather(sender_done, receiver_done)
-        except BaseException:
-            for chan in (pipe.sender_chan, pipe.receiver_chan):
-                if chan is not None:
-                    chan.close()
-            raise
+            async with source.conn.bulk_session(lambda: _Session(pipe, sender_end, sender_done),
+                                                send_command) as (schan, ssession):
+                pipe.sender_chan, pipe.sender_session = schan, ssession
+                schan.write_eof()  # zfs send reads nothing
+                await asyncio.gather(sender_done, receiver_done)
+    except BaseException:
+        for chan in (pipe.sender_chan, pipe.receiver_chan):
+            if chan is not None:
+                chan.close()
+        raise
     seconds = time.monotonic() - started
     sender_end.settle()
     receiver_end.settle()

@@ -201,6 +201,64 @@ class ShellBroken(Exception):
         self.sent = sent
 
 
+class _WarmSession(asyncssh.SSHClientSession[bytes]):
+    """A session opened before it is needed: the remote ``sh`` waits for one line.
+
+    The login shell's start-up (rc files: 0.25-0.3 s a session on the lab) then overlaps with
+    the listings instead of delaying the transfer. Until the handover mark arrives on stderr,
+    output is dropped (rc-file noise); after it, every event goes to the real session.
+    """
+
+    def __init__(self) -> None:
+        self.target: Any = None
+        self.mark = b""
+        self.marked = False
+        self.closed = False
+        self.changed = asyncio.Event()
+        self._err = bytearray()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self.marked:
+            self.target.data_received(data, datatype)
+            return
+        if datatype != asyncssh.EXTENDED_DATA_STDERR or not self.mark:
+            return
+        self._err += data
+        at = self._err.find(self.mark)
+        if at < 0:
+            return
+        rest = bytes(self._err[at + len(self.mark):])
+        self.marked = True
+        self.changed.set()
+        if rest:
+            self.target.data_received(rest, datatype)
+
+    def eof_received(self) -> bool:
+        return bool(self.target.eof_received()) if self.marked else False
+
+    def exit_status_received(self, status: int) -> None:
+        if self.marked:
+            self.target.exit_status_received(status)
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        if self.marked:
+            self.target.exit_signal_received(signal, core_dumped, msg, lang)
+
+    def pause_writing(self) -> None:
+        if self.marked:
+            self.target.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.marked:
+            self.target.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.changed.set()
+        if self.marked:
+            self.target.connection_lost(exc)
+
+
 class CommandShell:
     """One ``sh`` on the host that runs short commands one after the other.
 
@@ -260,6 +318,8 @@ class Connection:
         self._shell: CommandShell | None = None
         self._shell_start: asyncio.Future[CommandShell | None] | None = None
         self.use_shell = host.max_sessions >= COMMAND_SHELL_MIN_SESSIONS
+        self._warm: tuple[asyncssh.SSHClientChannel[bytes], _WarmSession] | None = None
+        self._warm_task: asyncio.Future[None] | None = None
 
     @property
     def name(self) -> str:
@@ -365,7 +425,69 @@ class Connection:
             self._slots.release()
             return None
         shell = self._shell = CommandShell(chan, session)
+        self._warm_up()
         return shell
+
+    def _warm_up(self) -> None:
+        """Open one bulk session ahead of need (see _WarmSession), when a slot is free."""
+        if self._warm is not None or (self._warm_task is not None and not self._warm_task.done()):
+            return
+        self._warm_task = asyncio.ensure_future(self._open_warm())
+
+    async def _open_warm(self) -> None:
+        if self._slots.locked() or self._conn is None or self._conn.is_closed():
+            return
+        await self._slots.acquire()
+        try:
+            chan, session = await self._conn.create_session(
+                _WarmSession, commands.quote(commands.COMMAND_SHELL_ARGV), encoding=None,
+                window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
+        except Exception:  # noqa: BLE001  (a warm session is an optimisation only)
+            self._slots.release()
+            return
+        self._warm = (chan, session)
+
+    async def _hand_over(self, factory: Callable[[], Any], command: str) -> tuple[Any, Any] | None:
+        """Turn the warm session, if any, into a session running ``command`` (its slot stays taken)."""
+        if self._warm_task is not None and not self._warm_task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._warm_task)
+        warm, self._warm = self._warm, None
+        if warm is None:
+            return None
+        chan, proxy = warm
+        if proxy.closed:
+            self._slots.release()
+            return None
+        session = factory()
+        mark = secrets.token_hex(16)
+        proxy.target, proxy.mark = session, (mark + "\n").encode()
+        chan.write(commands.warm_exec_line(command, mark).encode())
+        while not proxy.marked and not proxy.closed:
+            proxy.changed.clear()
+            await proxy.changed.wait()
+        if not proxy.marked:
+            self._slots.release()
+            return None
+        session.connection_made(chan)
+        session.session_started()
+        return chan, session
+
+    @contextlib.asynccontextmanager
+    async def bulk_session(self, factory: Callable[[], Any], command: str) -> AsyncIterator[tuple[Any, Any]]:
+        """A session for one end of a stream (bulk window and packet size), holding a slot
+        until the block ends: the warm session when there is one, else a new one."""
+        handed = await self._hand_over(factory, command) if self.use_shell else None
+        if handed is not None:
+            try:
+                yield handed
+            finally:
+                self._slots.release()
+                self._warm_up()  # for this host's next stream
+            return
+        async with self.slot() as conn:
+            yield await self.create_session(conn, factory, command, encoding=None,
+                                            window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
 
     async def _run_in_shell(self, command: str, timeout: float | None) -> CommandResult | None:
         """``command`` through the command shell; None when the shell is busy or unavailable
@@ -404,6 +526,14 @@ class Connection:
         raise AssertionError("unreachable")
 
     async def close(self) -> None:
+        if self._warm_task is not None and not self._warm_task.done():
+            self._warm_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._warm_task
+        if self._warm is not None:
+            self._warm[0].close()
+            self._warm = None
+            self._slots.release()
         if self._shell is not None:
             self._shell.close()
             self._shell = None
