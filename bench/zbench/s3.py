@@ -460,7 +460,8 @@ class S3Bench:
         client = self.s3.client(self.concurrency + 4)
         bucket = self.s3.bucket
         err = tempfile.TemporaryFile()
-        proc = subprocess.Popen(self.lab.ssh_argv(TARGET, *self.ssh_opts) + [shlex.join(["zfs", "receive", "-u", copy])],
+        receive = shlex.join(["zfs", "receive", "-u", copy])
+        proc = subprocess.Popen(self.lab.ssh_argv(TARGET, *self.ssh_opts) + [receive],
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
         assert proc.stdin is not None
 
@@ -567,54 +568,63 @@ class S3Bench:
 
     # -- s3-memory ---------------------------------------------------------------------
 
-    def memory(self, *, small_mib: int, large_mib: int) -> dict[str, Any]:
+    def memory(self, *, small_mib: int, large_mib: int, reps: int) -> dict[str, Any]:
         notes: list[str] = []
-        # the pattern datasets need ~3 % of their size on disk; zfs-fuse's pools are 4 GiB files
+        # the constant-byte datasets need ~3 % of their size on disk; zfs-fuse's pools are 4 GiB files
         avail = self.lab.avail(SOURCE, "tank")
-        fits = int((avail - 128 * MiB) / 0.1 / MiB)
+        fits = int((avail - 128 * MiB) / 0.1 / MiB) - small_mib
         if fits < large_mib:
+            scaled = max(small_mib * 2, fits)
             notes.append(f"{SOURCE}:tank has {avail / MiB:.0f} MiB free: large stream scaled from "
-                         f"{large_mib} to {max(small_mib * 2, fits // 2)} MiB")
-            large_mib = max(small_mib * 2, fits // 2)
+                         f"{large_mib} to {scaled} MiB")
+            large_mib = scaled
         sizes = {"small": small_mib, "large": large_mib}
-        out: dict[str, Any] = {"sizes_mib": sizes, "notes": notes, "runs": {}}
-        for label, mib in sizes.items():
-            ds, snap, stream = self.make_source(f"mem-{label}", mib, random=False)
+        out: dict[str, Any] = {"sizes_mib": sizes, "notes": notes, "reps": reps, "runs": {k: [] for k in sizes}}
+        sources = {label: self.make_source(f"mem-{label}", mib, random=False) for label, mib in sizes.items()}
+        for _ds, _snap, stream in sources.values():
             self.check_room(stream, copies=1)
-            prefix = f"{self.s3.root}memory-{label}/"
-            inv = self.inventory(f"memory-{label}", ds, prefix)
-            timed, result = attempt(self.lab, f"s3-memory {label}", lambda inv=inv: self.zrelay_push(
-                inv, f"zrelay s3-push ({mib} MiB)"), lambda p=prefix: self.s3.clear(p))
-            if result["outcome"] != "ok" or result["bytes"] != stream:
-                raise BenchError(f"s3-memory {label}: pushed {result['bytes']} bytes, the stream is {stream}")
-            step = result["steps"][0]
-            row: dict[str, Any] = {"stream_bytes": stream, "seconds": round(timed.seconds, 2),
-                                   "mb_s": round(stream / timed.seconds / MB, 1),
-                                   "peak_rss": timed.extra["peak_rss"], "peak_rss_sampled": timed.extra["peak_rss_sampled"],
-                                   "rss_at": trace_points(timed.extra["rss_trace"], timed.seconds),
-                                   "part_size": step["part_size"], "memory_bound_buffers": step["memory_bound"]}
-            if label == "small":
-                # The constant: the same process doing everything but streaming (imports, SSH, boto3
-                # client, listing the stored send): a no-op push of what is now stored.
-                noop, again = self.zrelay_push(inv, "zrelay s3-push (no-op)")
-                if again["outcome"] != "noop":
-                    raise BenchError(f"s3-memory: the second push was {again['outcome']}, not a no-op")
-                out["noop_peak_rss"] = noop.extra["peak_rss"]
-            self.s3.clear(prefix)
+        for rep, order in rotations(list(sizes), reps):
+            for label in order:
+                ds, _snap, stream = sources[label]
+                prefix = f"{self.s3.root}memory-{label}-{rep}/"
+                inv = self.inventory(f"memory-{label}-{rep}", ds, prefix)
+                timed, result = attempt(self.lab, f"s3-memory {label}", lambda inv=inv: self.zrelay_push(
+                    inv, f"zrelay s3-push ({sizes[label]} MiB)"), lambda p=prefix: self.s3.clear(p))
+                if result["outcome"] != "ok" or result["bytes"] != stream:
+                    raise BenchError(f"s3-memory {label}: pushed {result['bytes']} bytes, the stream is {stream}")
+                step = result["steps"][0]
+                row: dict[str, Any] = {"rep": rep, "stream_bytes": stream, "seconds": round(timed.seconds, 2),
+                                       "mb_s": round(stream / timed.seconds / MB, 1),
+                                       "peak_rss": timed.extra["peak_rss"],
+                                       "peak_rss_sampled": timed.extra["peak_rss_sampled"],
+                                       "rss_at": trace_points(timed.extra["rss_trace"], timed.seconds),
+                                       "part_size": step["part_size"], "memory_bound_buffers": step["memory_bound"]}
+                if "noop_peak_rss" not in out:
+                    # The constant: the same process doing everything but streaming (imports, SSH, boto3
+                    # client, listing the stored send): a no-op push of what is now stored.
+                    noop, again = self.zrelay_push(inv, "zrelay s3-push (no-op)")
+                    if again["outcome"] != "noop":
+                        raise BenchError(f"s3-memory: the second push was {again['outcome']}, not a no-op")
+                    out["noop_peak_rss"] = noop.extra["peak_rss"]
+                self.s3.clear(prefix)
+                out["runs"][label].append(row)
+                log(f"s3-memory rep {rep + 1}/{reps} {label}: {stream / MiB:.0f} MiB stream, peak RSS "
+                    f"{row['peak_rss'] / MiB:.1f} MiB, {row['mb_s']:.1f} MB/s, RSS over the run {row['rss_at']}")
+        for ds, _snap, _stream in sources.values():
             self.lab.destroy(SOURCE, ds)
-            out["runs"][label] = row
-            log(f"s3-memory {label}: {stream / MiB:.0f} MiB stream, peak RSS {row['peak_rss'] / MiB:.1f} MiB, "
-                f"{row['mb_s']:.1f} MB/s, RSS over the run {row['rss_at']}")
-        small, large = out["runs"]["small"], out["runs"]["large"]
-        buffers = large["memory_bound_buffers"]
+        med = {k: summary([r["peak_rss"] for r in v])["median"] for k, v in out["runs"].items()}
+        worst = {k: max(r["peak_rss"] for r in v) for k, v in out["runs"].items()}
+        buffers = out["runs"]["large"][0]["memory_bound_buffers"]
         constant = out["noop_peak_rss"] + SSH_WINDOW
         out.update({
-            "part_size": large["part_size"], "concurrency": self.concurrency, "buffers_bound": buffers,
-            "constant": constant, "constant_is": "peak RSS of a no-op s3-push + SSH window (16 MiB)",
-            "bound": buffers + constant,
-            "ratio_large_vs_small": ratio(large["peak_rss"], small["peak_rss"]),
-            "under_bound": {k: v["peak_rss"] <= buffers + constant for k, v in out["runs"].items()},
-            "growth_mib": round((large["peak_rss"] - small["peak_rss"]) / MiB, 1),
+            "stream_bytes": {k: sources[k][2] for k in sizes},
+            "part_size": out["runs"]["large"][0]["part_size"], "concurrency": self.concurrency,
+            "buffers_bound": buffers, "constant": constant,
+            "constant_is": "peak RSS of a no-op s3-push + SSH window (16 MiB)", "bound": buffers + constant,
+            "median_peak_rss": med, "max_peak_rss": worst,
+            "ratio_large_vs_small": ratio(med["large"], med["small"]),
+            "under_bound": {k: v <= buffers + constant for k, v in med.items()},
+            "growth_mib": round((med["large"] - med["small"]) / MiB, 1),
         })
         return out
 
@@ -645,7 +655,8 @@ def run(lab: Lab, *, wanted: set[str], quick: bool, reps: int, ssh_opts: list[st
                 out["s3-restore"] = bench.restore(reps=reps, src=src, snap=snap, stream=stream, source=source)
             lab.destroy(SOURCE, src)
         if "s3-memory" in wanted:
-            out["s3-memory"] = bench.memory(small_mib=sizes["memory_small_mib"], large_mib=sizes["memory_large_mib"])
+            out["s3-memory"] = bench.memory(small_mib=sizes["memory_small_mib"], large_mib=sizes["memory_large_mib"],
+                                            reps=reps)
     finally:
         s3.cleanup()
     return out
@@ -677,14 +688,14 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, float | None, str
                          s["ratio_restore_alone_vs_ranged_gets"], "—", None))
     m = r.get("s3-memory")
     if m:
-        small, large = m["runs"]["small"], m["runs"]["large"]
-        bound = m["bound"] / MiB
-        for label, run in (("small", small), ("large", large)):
-            rows.append((f"s3-memory peak RSS, {run['stream_bytes'] / MiB:.0f} MiB stream (vs bound)",
-                         f"{run['peak_rss'] / MiB:.0f} MiB", f"{bound:.0f} MiB", run["peak_rss"] / m["bound"],
-                         "≤ bound", m["under_bound"][label]))
-        rows.append((f"s3-memory peak RSS {large['stream_bytes'] / MiB:.0f} vs {small['stream_bytes'] / MiB:.0f} MiB "
-                     "stream", f"{large['peak_rss'] / MiB:.0f} MiB", f"{small['peak_rss'] / MiB:.0f} MiB",
-                     m["ratio_large_vs_small"], f"≤ {MEMORY_RATIO_GOAL}",
+        bound, med = m["bound"], m["median_peak_rss"]
+        n = f" (median of {m['reps']})" if m["reps"] > 1 else ""
+        for label in ("small", "large"):
+            rows.append((f"s3-memory peak RSS, {m['stream_bytes'][label] / MiB:.0f} MiB stream{n} vs bound",
+                         f"{med[label] / MiB:.0f} MiB", f"{bound / MiB:.0f} MiB", med[label] / bound, "≤ bound",
+                         m["under_bound"][label]))
+        rows.append((f"s3-memory peak RSS, {m['stream_bytes']['large'] / MiB:.0f} vs "
+                     f"{m['stream_bytes']['small'] / MiB:.0f} MiB stream{n}", f"{med['large'] / MiB:.0f} MiB",
+                     f"{med['small'] / MiB:.0f} MiB", m["ratio_large_vs_small"], f"≤ {MEMORY_RATIO_GOAL}",
                      m["ratio_large_vs_small"] is not None and m["ratio_large_vs_small"] <= MEMORY_RATIO_GOAL))
     return rows
