@@ -622,3 +622,36 @@ def test_bad_inventory(tmp_path: Path, text: str, line: int, column: int, messag
 def test_bad_cases_are_many_and_distinct() -> None:
     assert len(BAD) >= 30
     assert len({case[0] for case in BAD}) == len(BAD)
+
+
+# --------------------------------------------------------------------------- send_options
+
+
+_SEND_OPTIONS_INV = """\
+all:
+  hosts:
+    a: {address: 192.0.2.1}
+    b: {address: 192.0.2.2}
+zrelay:
+  jobs:
+    - source: a:tank/x
+      targets: [b:tank/x]
+      send_options: %s
+"""
+
+
+def test_send_options_default_list_and_empty(tmp_path: Path) -> None:
+    assert load_text(tmp_path, _SEND_OPTIONS_INV % "[compressed, large_blocks]").jobs[0].send_options == (
+        "compressed", "large_blocks")
+    assert load_text(tmp_path, _SEND_OPTIONS_INV % "[]").jobs[0].send_options == ()
+    assert load_text(tmp_path, (_SEND_OPTIONS_INV % "[]").replace("      send_options: []\n", "")
+                     ).jobs[0].send_options is None
+
+
+@pytest.mark.parametrize("value, message", [
+    ("[dedup]", "send_options: unknown option 'dedup'; expected some of large_blocks, embedded, compressed"),
+    ("compressed", "send_options must be a list of names"),
+])
+def test_send_options_errors_name_the_line(tmp_path: Path, value: str, message: str) -> None:
+    [err] = validate_inventory(write(tmp_path, _SEND_OPTIONS_INV % value))
+    assert (err.line, err.column) == (9, 21) and message in err.message
