@@ -80,10 +80,10 @@ MARK = "fedcba9876543210fedcba9876543210"
 
 def test_warm_line_execs_plain_commands_and_wraps_pipelines() -> None:
     assert commands.warm_exec_line("zfs send tank/a@s1", MARK) == (
-        f"printf '%s\\n' {MARK} >&2; exec zfs send tank/a@s1\n")
+        f"printf '%s\\n' {MARK}; printf '%s\\n' {MARK} >&2; exec zfs send tank/a@s1\n")
     pipeline = '{ zfs send tank/a@s1; echo "zrelay-stage 1 exit $?" >&2; } | zstd -q -c -1 -T1'
     assert commands.warm_exec_line(pipeline, MARK) == (
-        f"printf '%s\\n' {MARK} >&2; exec sh -c {commands.quote([pipeline])}\n")
+        f"printf '%s\\n' {MARK}; printf '%s\\n' {MARK} >&2; exec sh -c {commands.quote([pipeline])}\n")
     # not a plain argv (an unterminated quote): wrapped, so the framing holds
     assert "exec sh -c" in commands.warm_exec_line("echo 'x", MARK)
 
@@ -98,10 +98,10 @@ def test_warm_line_then_stream_bytes_reach_the_command() -> None:
     proc.stdin.flush()
     assert proc.stderr.readline() == f"{MARK}\n".encode()
     out, _ = proc.communicate(b"stream bytes\x00\xff" * 1000)
-    assert out == b"stream bytes\x00\xff" * 1000 and proc.returncode == 0
+    assert out == f"{MARK}\n".encode() + b"stream bytes\x00\xff" * 1000 and proc.returncode == 0
 
 
-def test_warm_proxy_drops_noise_and_forwards_after_the_mark() -> None:
+def test_warm_proxy_drops_noise_waits_for_both_marks_and_delivers_in_order() -> None:
     from zrelay.transport.ssh import _WarmSession
 
     got: list[tuple[bytes, object]] = []
@@ -109,6 +109,10 @@ def test_warm_proxy_drops_noise_and_forwards_after_the_mark() -> None:
     class Real:
         def data_received(self, data: bytes, datatype: object) -> None:
             got.append((data, datatype))
+
+        def eof_received(self) -> bool:
+            got.append((b"eof", None))
+            return False
 
         def exit_status_received(self, status: int) -> None:
             got.append((b"exit", status))
@@ -119,11 +123,18 @@ def test_warm_proxy_drops_noise_and_forwards_after_the_mark() -> None:
     proxy = _WarmSession()
     proxy.data_received(b"rc-file noise\n", None)
     proxy.target, proxy.mark = Real(), f"{MARK}\n".encode()
-    proxy.data_received(b"warning from .bashrc\n" + MARK[:5].encode(), 1)
+    # stdout may overtake stderr: the stream's first bytes come right behind the stdout mark
+    proxy.data_received(b"motd\n" + MARK[:5].encode(), None)
+    proxy.data_received(MARK[5:].encode() + b"\nSTREAM-1", None)
     assert not proxy.marked
-    proxy.data_received(MARK[5:].encode() + b"\nzfs: first", 1)
+    proxy.data_received(b"warning from .bashrc\n" + MARK.encode() + b"\nzfs: first", 1)
     assert proxy.marked
-    proxy.data_received(b"STREAM", None)
+    proxy.data_received(b"STREAM-2", None)
+    proxy.eof_received()
     proxy.exit_status_received(0)
+    assert got == []  # nothing before the owner is wired up
+    proxy.release()
+    proxy.data_received(b"late", 1)
     proxy.connection_lost(None)
-    assert got == [(b"zfs: first", 1), (b"STREAM", None), (b"exit", 0), (b"lost", None)]
+    assert got == [(b"STREAM-1", None), (b"zfs: first", 1), (b"STREAM-2", None), (b"eof", None),
+                   (b"exit", 0), (b"late", 1), (b"lost", None)]

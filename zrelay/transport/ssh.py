@@ -205,8 +205,11 @@ class _WarmSession(asyncssh.SSHClientSession[bytes]):
     """A session opened before it is needed: the remote ``sh`` waits for one line.
 
     The login shell's start-up (rc files: 0.25-0.3 s a session on the lab) then overlaps with
-    the listings instead of delaying the transfer. Until the handover mark arrives on stderr,
-    output is dropped (rc-file noise); after it, every event goes to the real session.
+    the listings instead of delaying the transfer. The line prints a mark on stdout and on
+    stderr before the command starts (commands.warm_exec_line); each of the two is ordered
+    within its own pipe only, so each is waited for separately: what comes before a mark is
+    rc-file noise and dropped, what comes after it belongs to the command. Events after both
+    marks are queued until the new owner is in place (release), then delivered in order.
     """
 
     def __init__(self) -> None:
@@ -215,48 +218,70 @@ class _WarmSession(asyncssh.SSHClientSession[bytes]):
         self.marked = False
         self.closed = False
         self.changed = asyncio.Event()
-        self._err = bytearray()
+        self._seen = [False, False]            # stdout, stderr mark
+        self._bufs = [bytearray(), bytearray()]
+        self._queue: list[Callable[[], Any]] | None = []   # None once released: events go straight through
+
+    def _deliver(self, event: Callable[[], Any]) -> None:
+        if self._queue is None:
+            event()
+        else:
+            self._queue.append(event)
+
+    def release(self) -> None:
+        """The owner is ready: deliver what was queued, then pass everything straight through."""
+        queue, self._queue = self._queue or [], None
+        for event in queue:
+            event()
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if self.marked:
-            self.target.data_received(data, datatype)
+        fd = 1 if datatype == asyncssh.EXTENDED_DATA_STDERR else 0
+        if self._seen[fd]:
+            self._deliver(lambda: self.target.data_received(data, datatype))
             return
-        if datatype != asyncssh.EXTENDED_DATA_STDERR or not self.mark:
+        if not self.mark:
             return
-        self._err += data
-        at = self._err.find(self.mark)
+        buf = self._bufs[fd]
+        buf += data
+        at = buf.find(self.mark)
         if at < 0:
+            del buf[:max(0, len(buf) - len(self.mark))]
             return
-        rest = bytes(self._err[at + len(self.mark):])
-        self.marked = True
-        self.changed.set()
+        self._seen[fd] = True
+        rest = bytes(buf[at + len(self.mark):])
+        buf.clear()
         if rest:
-            self.target.data_received(rest, datatype)
+            self._deliver(lambda: self.target.data_received(rest, datatype))
+        if all(self._seen):
+            self.marked = True
+            self.changed.set()
 
     def eof_received(self) -> bool:
-        return bool(self.target.eof_received()) if self.marked else False
+        if self.marked:
+            self._deliver(self.target.eof_received)
+        return False
 
     def exit_status_received(self, status: int) -> None:
         if self.marked:
-            self.target.exit_status_received(status)
+            self._deliver(lambda: self.target.exit_status_received(status))
 
     def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
         if self.marked:
-            self.target.exit_signal_received(signal, core_dumped, msg, lang)
+            self._deliver(lambda: self.target.exit_signal_received(signal, core_dumped, msg, lang))
 
     def pause_writing(self) -> None:
         if self.marked:
-            self.target.pause_writing()
+            self._deliver(self.target.pause_writing)
 
     def resume_writing(self) -> None:
         if self.marked:
-            self.target.resume_writing()
+            self._deliver(self.target.resume_writing)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.changed.set()
         if self.marked:
-            self.target.connection_lost(exc)
+            self._deliver(lambda: self.target.connection_lost(exc))
 
 
 class CommandShell:
@@ -471,6 +496,7 @@ class Connection:
             return None
         session.connection_made(chan)
         session.session_started()
+        asyncio.get_running_loop().call_soon(proxy.release)  # once the caller has wired the session up
         return chan, session
 
     @contextlib.asynccontextmanager

@@ -673,8 +673,8 @@ def compression_argv(dataset: str) -> list[str]:
 
 
 def warm_exec_line(command: str, mark: str) -> str:
-    """The one line a pre-opened (warm) session's ``sh`` is given: say ``mark`` on stderr, then
-    become ``command`` (one quoted word for its own ``sh -c``). Nothing else is written to the
+    """The one line a pre-opened (warm) session's ``sh`` is given: say ``mark`` on stdout and on
+    stderr, then become ``command`` (one quoted word for its own ``sh -c``). Nothing else is written to the
     session before ``mark`` arrives, so the shell cannot read ahead into a stream's bytes."""
     if not _NONCE.fullmatch(mark):
         raise ValueError("mark must be lowercase hex")
@@ -685,4 +685,4 @@ def warm_exec_line(command: str, mark: str) -> str:
     # A plain command replaces the shell itself (its parent is the sshd session, as with a session
     # of its own, so killing that session stops it); anything else runs as its own sh -c.
     run = f"exec {command}" if simple else f"exec sh -c {quote([command])}"
-    return f"printf '%s\\n' {mark} >&2; {run}\n"
+    return f"printf '%s\\n' {mark}; printf '%s\\n' {mark} >&2; {run}\n"
