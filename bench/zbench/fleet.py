@@ -45,6 +45,7 @@ import asyncssh
 from zbench.common import (HOSTS, SOURCE, TARGET, BenchError, Lab, attempt, log, summary, zrelay_env)
 
 GOAL_S = 10.0
+LAYOUTS = ("siblings", "separate")
 SNAPS = ("s1", "s2", "s3")
 _NUMBER = re.compile(r"\b\d{6,20}\b")
 _REQUEST = re.compile(r"sh -c (.+) </dev/null; printf '\\n%s %d\\n' ([0-9a-f]+) \"\$\?\"; "
@@ -242,22 +243,28 @@ class Replayer:
 
 
 class Fleet:
-    def __init__(self, lab: Lab, workdir: Path, datasets: int) -> None:
-        self.lab, self.workdir, self.datasets = lab, workdir, datasets
+    def __init__(self, lab: Lab, workdir: Path, datasets: int, layout: str = "siblings") -> None:
+        self.lab, self.workdir, self.datasets, self.layout = lab, workdir, datasets, layout
         self.server = FleetServer(workdir)
         p = lab.prefix
-        self.rec_source_root = f"tank/{p}/fleet"
-        self.rec_target_root = f"backup/{p}/fleet"
-        self.target_re = re.compile(rf"backup/{re.escape(p)}/from-h(\d{{3}})(?![0-9])")
+        # siblings: a host's datasets are children of one parent (dNN); separate: each has its own parent
+        # (dNN/data), so no listing can be shared between them
+        self.tag = "fleet" if layout == "siblings" else "fleetp"
+        self.rec_source_root = f"tank/{p}/{self.tag}"
+        self.rec_target_root = f"backup/{p}/{self.tag}"
+        self.target_re = re.compile(rf"backup/{re.escape(p)}/{self.tag}-from-h(\d{{3}})(?![0-9])")
         self.recordings: dict[str, Recording] = {SOURCE: Recording(), TARGET: Recording()}
         self.known_guids: set[str] = set()
         self.expected: dict[str, str] = {}   # dNN -> state on the real lab
 
     def sim_source_root(self, k: int) -> str:
-        return f"tank/{self.lab.prefix}/h{k:03d}"
+        return f"tank/{self.lab.prefix}/{self.tag}-h{k:03d}"
 
     def sim_target_root(self, source_index: int) -> str:
-        return f"backup/{self.lab.prefix}/from-h{source_index:03d}"
+        return f"backup/{self.lab.prefix}/{self.tag}-from-h{source_index:03d}"
+
+    def rel(self, j: int) -> str:
+        return f"d{j:02d}" if self.layout == "siblings" else f"d{j:02d}/data"
 
     def guids(self, text: str, key: int) -> str:
         if not self.known_guids:
@@ -273,7 +280,7 @@ class Fleet:
     def setup_lab(self) -> None:
         """D datasets on nas1; on vault a third in sync, a third one snapshot behind, a third missing."""
         src, dst = self.rec_source_root, self.rec_target_root
-        names = [f"d{j:02d}" for j in range(self.datasets)]
+        names = [self.rel(j) for j in range(self.datasets)]
         log(f"fleet: creating {self.datasets} datasets under {SOURCE}:{src} and their copies on {TARGET}")
         self.lab.zfs(TARGET, "create", "-p", dst)
         mnt = f"/{src}"
@@ -281,13 +288,16 @@ class Fleet:
         recv = shlex.join(self.lab.ssh_argv(TARGET))
         for j, n in enumerate(names):
             ds = f"{src}/{n}"
-            lines.append(f"zfs create {shlex.quote(ds)}")
+            lines.append(f"zfs create -p {shlex.quote(ds)}")
             for i, s in enumerate(SNAPS):
                 lines.append(f"echo {i} >> {shlex.quote(mnt + '/' + n)}/f && zfs snapshot {shlex.quote(ds + '@' + s)}")
             kind = j % 3
             if kind == 2:
                 continue  # missing on the target
             last = SNAPS[-1] if kind == 0 else SNAPS[-2]
+            if "/" in n:  # the target's own parent of the dataset
+                parent = f"{dst}/{n.rsplit('/', 1)[0]}"
+                lines.append(f"{recv} {shlex.quote(shlex.join(['zfs', 'create', '-p', parent]))}")
             lines.append(f"zfs send {shlex.quote(ds + '@' + SNAPS[0])} | {recv} "
                          f"{shlex.quote(shlex.join(['zfs', 'receive', '-u', f'{dst}/{n}']))}")
             lines.append(f"zfs send -I @{SNAPS[0]} {shlex.quote(ds + '@' + last)} | {recv} "
@@ -330,8 +340,8 @@ class Fleet:
             await asyncio.gather(*(p.close() for p in proxies))
         try:
             kh = self.server.write_known_hosts(self.workdir / "fleet_record_known_hosts", ports)
-            jobs = [{"name": f"d{j:02d}", "source": f"{SOURCE}:{self.rec_source_root}/d{j:02d}",
-                     "targets": [f"{TARGET}:{self.rec_target_root}/d{j:02d}"]} for j in range(self.datasets)]
+            jobs = [{"name": f"d{j:02d}", "source": f"{SOURCE}:{self.rec_source_root}/{self.rel(j)}",
+                     "targets": [f"{TARGET}:{self.rec_target_root}/{self.rel(j)}"]} for j in range(self.datasets)]
             inv = self._inventory(self.workdir / "fleet-record.yml", dict(zip((SOURCE, TARGET), ports, strict=True)),
                                   jobs, kh)
             self.lab.wait_up()
@@ -354,8 +364,8 @@ class Fleet:
         ports = self.server.listen([Replayer(self, k) for k in range(hosts)])
         kh = self.server.write_known_hosts(self.workdir / f"fleet_{hosts}_known_hosts", ports)
         jobs = [{"name": f"{names[k]}-d{j:02d}",
-                 "source": f"{names[k]}:{self.sim_source_root(k)}/d{j:02d}",
-                 "targets": [f"{names[(k + 1) % hosts]}:{self.sim_target_root(k)}/d{j:02d}"]}
+                 "source": f"{names[k]}:{self.sim_source_root(k)}/{self.rel(j)}",
+                 "targets": [f"{names[(k + 1) % hosts]}:{self.sim_target_root(k)}/{self.rel(j)}"]}
                 for k in range(hosts) for j in range(self.datasets)]
         inv = self._inventory(self.workdir / f"fleet-{hosts}.yml", dict(zip(names, ports, strict=True)), jobs, kh)
         runs = []
@@ -420,7 +430,13 @@ def status(inventory: Path, state: Path) -> dict[str, Any]:
 
 
 def run(lab: Lab, *, hosts: int, datasets: int, reps: int, workdir: Path) -> dict[str, Any]:
-    fleet = Fleet(lab, workdir, datasets)
+    return {layout: run_layout(lab, hosts=hosts, datasets=datasets, reps=reps, workdir=workdir, layout=layout)
+            for layout in LAYOUTS}
+
+
+def run_layout(lab: Lab, *, hosts: int, datasets: int, reps: int, workdir: Path, layout: str) -> dict[str, Any]:
+    log(f"fleet: layout {layout}")
+    fleet = Fleet(lab, workdir, datasets, layout)
     try:
         fleet.setup_lab()
         recorded = attempt(lab, "fleet record", fleet.record)
@@ -428,7 +444,7 @@ def run(lab: Lab, *, hosts: int, datasets: int, reps: int, workdir: Path) -> dic
         many = fleet.replay(hosts, reps)
     finally:
         fleet.server.stop()
-    out = {"hosts": hosts, "datasets": datasets, "reps": reps, "goal_s": GOAL_S,
+    out = {"layout": layout, "hosts": hosts, "datasets": datasets, "reps": reps, "goal_s": GOAL_S,
            "recorded_commands": {h: len(r.answers) for h, r in fleet.recordings.items()},
            "real_lab_status_through_proxy": recorded, "expected_states": dict(Counter(fleet.expected.values())),
            "single_host": single, "fleet": many}
@@ -437,13 +453,18 @@ def run(lab: Lab, *, hosts: int, datasets: int, reps: int, workdir: Path) -> dic
     return out
 
 
-def table_rows(d: dict[str, Any]) -> list[tuple[str, str, str, float | None, str, bool | None]]:
+def table_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, float | None, str, bool | None]]:
+    return [row for layout in LAYOUTS if layout in doc for row in _rows(doc[layout])]
+
+
+def _rows(d: dict[str, Any]) -> list[tuple[str, str, str, float | None, str, bool | None]]:
     h, n = d["hosts"], d["datasets"]
     sec = d["fleet"]["median_seconds"]
+    where = "one parent" if d["layout"] == "siblings" else "a parent each"
     return [
-        (f"fleet-{h}x{n}: zrelay status --json, {h} hosts × {n} datasets vs {h} × (1 host)",
+        (f"fleet-{h}x{n} ({where}): zrelay status --json, {h} hosts × {n} datasets vs {h} × (1 host)",
          f"{sec:.2f} s", f"{h} × {d['single_host']['median_seconds']:.2f} s", d["ratio_serial_vs_fleet"],
          f"≤ {GOAL_S:.0f} s", sec <= GOAL_S),
-        (f"fleet-{h}x{n}: peak RSS of zrelay status (1 host: {d['single_host']['max_peak_rss_mib']:.0f} MiB)",
+        (f"fleet-{h}x{n} ({where}): peak RSS of zrelay status (1 host: {d['single_host']['max_peak_rss_mib']:.0f} MiB)",
          f"{d['fleet']['max_peak_rss_mib']:.0f} MiB", "—", None, "—", None),
     ]
