@@ -138,3 +138,42 @@ def test_warm_proxy_drops_noise_waits_for_both_marks_and_delivers_in_order() -> 
     proxy.connection_lost(None)
     assert got == [(b"STREAM-1", None), (b"zfs: first", 1), (b"STREAM-2", None), (b"eof", None),
                    (b"exit", 0), (b"late", 1), (b"lost", None)]
+
+
+# --- a small pool of command shells per connection ---------------------------------------------
+
+
+def test_pool_picks_a_free_shell_else_the_shortest_queue() -> None:
+    from zrelay.inventory.model import Host
+    from zrelay.transport.ssh import Connection
+
+    class Shell:
+        def __init__(self, busy: bool, queued: int, broken: bool = False) -> None:
+            self.lock, self.queued, self.broken = asyncio.Lock(), queued, broken
+            self.busy = busy
+
+    async def go() -> list[int]:
+        conn = Connection(Host("h", "127.0.0.1", max_sessions=10))
+        assert conn._shell_pool == 3
+        shells = [Shell(True, 2), Shell(False, 0), Shell(True, 1)]
+        for sh in shells:
+            if sh.busy:
+                await sh.lock.acquire()
+        conn._shells = shells  # type: ignore[assignment]
+        picks = [shells.index(await conn._command_shell())]  # type: ignore[arg-type]
+        await shells[1].lock.acquire()          # now all busy, pool full: shortest queue
+        picks.append(shells.index(await conn._command_shell()))  # type: ignore[arg-type]
+        shells[2].broken = True                 # broken shells are never picked (and while
+        conn._shells_starting = 1               # a replacement is starting, the pool is full)
+        picks.append(shells.index(await conn._command_shell()))  # type: ignore[arg-type]
+        return picks
+
+    assert asyncio.run(go()) == [1, 1, 1]
+
+
+def test_pool_size_follows_max_sessions() -> None:
+    from zrelay.inventory.model import Host
+    from zrelay.transport.ssh import Connection
+
+    assert [Connection(Host("h", "a", max_sessions=n))._shell_pool for n in (3, 5, 6, 10, 64)] == [1, 1, 2, 3, 3]
+    assert Connection(Host("h", "a", max_sessions=2)).use_shell is False

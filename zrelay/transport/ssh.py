@@ -49,6 +49,9 @@ CHANNEL_OPEN_RETRIES = 8
 #: the lab), a command through the running shell costs a fork. Hosts whose max_sessions is
 #: below this keep one session per command (the shell holds one slot for the whole run).
 COMMAND_SHELL_MIN_SESSIONS = 3
+#: Command shells per connection at most (each holds a session slot for the run): concurrent
+#: jobs on one host queue for a free shell (a few ms a command) instead of paying a new session.
+COMMAND_SHELL_POOL = 3
 KEEPALIVE_INTERVAL = 15.0
 KEEPALIVE_COUNT_MAX = 4
 
@@ -298,6 +301,7 @@ class CommandShell:
         self._session = session
         self._nonce = secrets.token_hex(16)
         self.lock = asyncio.Lock()
+        self.queued = 0      # commands waiting for this shell
         self.broken = False
 
     async def run(self, command: str) -> tuple[int, str, str]:
@@ -340,8 +344,9 @@ class Connection:
         self._lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(max(1, host.max_sessions))
         self._failure: Exception | None = None
-        self._shell: CommandShell | None = None
-        self._shell_start: asyncio.Future[CommandShell | None] | None = None
+        self._shells: list[CommandShell] = []
+        self._shells_starting = 0
+        self._shell_pool = max(1, min(COMMAND_SHELL_POOL, host.max_sessions // 3))
         self.use_shell = host.max_sessions >= COMMAND_SHELL_MIN_SESSIONS
         self._warm: tuple[asyncssh.SSHClientChannel[bytes], _WarmSession] | None = None
         self._warm_task: asyncio.Future[None] | None = None
@@ -432,11 +437,22 @@ class Connection:
         return result
 
     async def _command_shell(self) -> CommandShell | None:
-        """The connection's command shell, started on first use (None: not available)."""
-        if self._shell_start is None:
-            self._shell_start = asyncio.ensure_future(self._start_shell())
-        shell = await asyncio.shield(self._shell_start)
-        return shell if shell is not None and not shell.broken else None
+        """A command shell for the next command: a free one, else a new one while the pool
+        has room and a slot is free, else the live one with the shortest queue (None: none)."""
+        live = [sh for sh in self._shells if not sh.broken]
+        for shell in live:
+            if not shell.lock.locked():
+                return shell
+        if len(live) + self._shells_starting < self._shell_pool and not self._slots.locked():
+            self._shells_starting += 1
+            try:
+                shell = await self._start_shell()
+            finally:
+                self._shells_starting -= 1
+            if shell is not None:
+                return shell
+            live = [sh for sh in self._shells if not sh.broken]
+        return min(live, key=lambda sh: sh.queued) if live else None
 
     async def _start_shell(self) -> CommandShell | None:
         conn = await self.connection()
@@ -449,7 +465,8 @@ class Connection:
         except Exception:
             self._slots.release()
             return None
-        shell = self._shell = CommandShell(chan, session)
+        shell = CommandShell(chan, session)
+        self._shells.append(shell)
         self._warm_up()
         return shell
 
@@ -522,9 +539,16 @@ class Connection:
             shell = await self._command_shell()
         except (asyncssh.Error, OSError):
             return None  # connecting failed: the session path reports it properly
-        if shell is None or shell.lock.locked():
+        if shell is None:
             return None
-        async with shell.lock:
+        shell.queued += 1
+        try:
+            await shell.lock.acquire()
+        finally:
+            shell.queued -= 1
+        try:
+            if shell.broken:
+                return None  # died while this command waited: nothing was sent
             try:
                 status, out, err = await asyncio.wait_for(shell.run(command), timeout)
             except asyncio.TimeoutError:
@@ -537,6 +561,8 @@ class Connection:
                 if self._conn is not None and self._conn.is_closed():
                     self._conn = None
                 raise HostUnreachable(self.name, f"connection lost while running `{command}`") from None
+        finally:
+            shell.lock.release()
         return CommandResult(command, status, out, err)
 
     async def _run_retrying(self, conn: asyncssh.SSHClientConnection, command: str,
@@ -560,10 +586,10 @@ class Connection:
             self._warm[0].close()
             self._warm = None
             self._slots.release()
-        if self._shell is not None:
-            self._shell.close()
-            self._shell = None
+        for shell in self._shells:
+            shell.close()
             self._slots.release()
+        self._shells.clear()
         if self._conn is not None:
             self._conn.close()
             with contextlib.suppress(Exception):
