@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 loads["after fleet-50x20"] = load()
             if wanted & set(s3bench.NAMES):
                 results["s3"] = s3bench.run(lab, wanted=wanted, quick=args.quick, reps=sizes["reps"], ssh_opts=ssh_opts,
-                                            inventory_extra=extra, workdir=workdir)
+                                            inventory_extra=extra, workdir=workdir, out=results.setdefault("s3", {}))
                 loads["after s3"] = load()
             if wanted & set(wirebench.NAMES):
                 results["wire"] = wirebench.run(lab, wanted=wanted, size_mib=sizes["relay_mib"], reps=sizes["reps"],

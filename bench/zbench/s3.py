@@ -37,7 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from zbench.common import (MB, MiB, REPO, SOURCE, TARGET, BenchError, Lab, Timed, attempt, children_cpu, log,
                            ratio, rotations, summary, zrelay_env)
@@ -54,6 +54,7 @@ SEAWEED_SCRIPT = REPO / "lab" / "seaweed.py"
 METHODS_PUSH = ("zrelay", "boto3")
 METHODS_RESTORE = ("zrelay", "ranged-gets")
 GiB = 1024 * MiB
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- the S3 server
@@ -146,11 +147,43 @@ class S3:
                 f"and run zrelay s3-abort-stale)")
         self.release()
 
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.mod.s3_ready():
+            if time.monotonic() > deadline:
+                raise BenchError(f"the S3 server at {self.endpoint} did not answer for {timeout:.0f} s")
+            time.sleep(1.0)
+        time.sleep(1.0)
+
     def release(self) -> None:
         if self._lease is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._lease.unlink()
             self._lease = None
+
+
+_S3_TROUBLE = ("8333", "could not connect", "cannot reach", "connection failed", "connection refused",
+               "endpointconnectionerror", "connection was closed", "service unavailable", "internalerror")
+
+
+def attempt_s3(lab: Lab, s3: S3, what: str, fn: Callable[[], T], reset: Callable[[], None],
+               attempts: int = 4) -> T:
+    """``attempt`` (lab hosts going away) plus the S3 server going away: other sessions' tests restart
+    the shared SeaweedFS ("restart mid-upload"). Then wait until it answers, undo, measure again."""
+    import botocore.exceptions
+    for n in range(1, attempts + 1):
+        try:
+            return attempt(lab, what, fn, reset)
+        except (BenchError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            down = not s3.mod.s3_ready()
+            if n == attempts or not (down or any(t in str(exc).lower() for t in _S3_TROUBLE)):
+                raise BenchError(f"{what}: {exc}") from exc
+            log(f"{what}: {str(exc)[:300]} — the S3 server went away (restarted by another session?); "
+                "measuring again")
+            s3.wait_ready()
+            with contextlib.suppress(Exception):
+                reset()
+    raise AssertionError("not reached")
 
 
 # --------------------------------------------------------------------------- running zrelay
@@ -396,7 +429,7 @@ class S3Bench:
 
                     def go(inv: Path = inv) -> tuple[Timed, dict[str, Any]]:
                         return self.zrelay_push(inv, "zrelay s3-push")
-                    timed, result = attempt(self.lab, "s3-push zrelay", go, reset)
+                    timed, result = attempt_s3(self.lab, self.s3, "s3-push zrelay", go, reset)
                     step = result["steps"][0]
                     keys = self.s3.keys(prefix)
                     obj = step["objects"][0]
@@ -419,7 +452,7 @@ class S3Bench:
 
                     def go_plain(key: str = key) -> Timed:
                         return self.plain_push(snap, key)
-                    timed = attempt(self.lab, "s3-push boto3", go_plain, reset)
+                    timed = attempt_s3(self.lab, self.s3, "s3-push boto3", go_plain, reset)
                     got = self.s3.keys(prefix).get(key)
                     if got != stream:
                         raise BenchError(f"plain push stored {got} bytes, the stream is {stream}")
@@ -532,7 +565,7 @@ class S3Bench:
         for rep, order in rotations(METHODS_RESTORE, reps):
             for method in order:
                 self.lab.destroy(TARGET, copy)
-                timed = attempt(self.lab, f"s3-restore {method}", runners[method],
+                timed = attempt_s3(self.lab, self.s3, f"s3-restore {method}", runners[method],
                                 lambda: self.lab.destroy(TARGET, copy))
                 got = self.lab.guid(TARGET, f"{copy}@s1")
                 if got != src_guid:
@@ -588,8 +621,10 @@ class S3Bench:
                 ds, _snap, stream = sources[label]
                 prefix = f"{self.s3.root}memory-{label}-{rep}/"
                 inv = self.inventory(f"memory-{label}-{rep}", ds, prefix)
-                timed, result = attempt(self.lab, f"s3-memory {label}", lambda inv=inv: self.zrelay_push(
-                    inv, f"zrelay s3-push ({sizes[label]} MiB)"), lambda p=prefix: self.s3.clear(p))
+                timed, result = attempt_s3(
+                    self.lab, self.s3, f"s3-memory {label}",
+                    lambda inv=inv: self.zrelay_push(inv, f"zrelay s3-push ({sizes[label]} MiB)"),
+                    lambda p=prefix: self.s3.clear(p))
                 if result["outcome"] != "ok" or result["bytes"] != stream:
                     raise BenchError(f"s3-memory {label}: pushed {result['bytes']} bytes, the stream is {stream}")
                 step = result["steps"][0]
@@ -633,10 +668,13 @@ class S3Bench:
 
 
 def run(lab: Lab, *, wanted: set[str], quick: bool, reps: int, ssh_opts: list[str],
-        inventory_extra: dict[str, Any], workdir: Path) -> dict[str, Any]:
+        inventory_extra: dict[str, Any], workdir: Path, out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The S3 benchmarks in ``wanted``; each finished one is stored in ``out`` at once, so a later
+    failure keeps the figures already measured."""
     sizes = QUICK if quick else OFFICIAL
     s3 = S3(lab)
-    out: dict[str, Any] = {"sizes": sizes, "endpoint": s3.endpoint, "bucket": s3.bucket, "prefix": s3.root}
+    out = {} if out is None else out
+    out.update({"sizes": sizes, "endpoint": s3.endpoint, "bucket": s3.bucket, "prefix": s3.root})
     try:
         bench = S3Bench(lab, s3, ssh_opts=ssh_opts, inventory_extra=inventory_extra, workdir=workdir)
         if wanted & {"s3-push", "s3-restore"}:
