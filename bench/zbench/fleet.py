@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -76,6 +77,9 @@ class FleetServer:
         self.client_key.write_private_key(str(self.client_key_path))
         os.chmod(self.client_key_path, 0o600)
         self.authorized = asyncssh.import_authorized_keys(self.client_key.export_public_key().decode())
+        # zrelay closes its connections as soon as it has its answers; the replies still queued for them
+        # make asyncio log "socket.send() raised exception." — expected here, not worth a line each
+        logging.getLogger("asyncio").setLevel(logging.ERROR)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="fleet-sshd", daemon=True)
         self.thread.start()
