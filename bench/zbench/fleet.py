@@ -5,15 +5,19 @@ The hosts are an asyncssh SSH server running inside this benchmark (one listener
 public-key auth with a generated key). They answer the commands zrelay sends with what the real lab
 answered, recorded at bench time:
 
-1. *record*: D datasets ``tank/PREFIX/fleet/dNN`` are created on nas1, with a mix of states on vault
+1. *record*: D datasets are created on nas1 under ``tank/PREFIX/TAG``, with a mix of states on vault
    (in sync, behind, missing). Two listeners act as proxies for nas1 and vault: every command zrelay
    sends is run on the real lab host and its stdout, stderr and exit status are recorded. Timed too:
    ``zrelay status`` of those D jobs on the real lab through the proxy (information).
-2. *replay*: H hosts ``hNNN``; host k holds ``tank/PREFIX/hNNN/dNN`` (the recorded source datasets,
-   renamed) and ``backup/PREFIX/from-hMMM/dNN`` (the recorded targets of host m = k-1, renamed). Every
+2. *replay*: H hosts ``hNNN``; host k holds ``tank/PREFIX/TAG-hNNN/…`` (the recorded source datasets,
+   renamed) and ``backup/PREFIX/TAG-from-hMMM/…`` (the recorded targets of host m = k-1, renamed). Every
    command is renamed back, looked up in the recording, and the answer renamed forward; snapshot GUIDs
    are XORed with a key per source host, so source and target stay consistent and no two hosts share a
    GUID. A command that was never recorded answers exit 127 and fails the benchmark.
+
+Two layouts, each recorded and replayed: ``siblings`` (TAG ``fleet``: datasets ``dNN``, one parent, which
+zrelay lists once recursively) and ``separate`` (TAG ``fleetp``: datasets ``dNN/data``, a parent each,
+listed one by one).
 
 Timed: the real CLI, ``python -m zrelay -i GENERATED --state TMP status --json``, as a subprocess;
 its peak RSS comes from ``wait4``. Checked: H×D rows, and each row's state equals the state the
