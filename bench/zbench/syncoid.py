@@ -38,7 +38,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from zbench.common import (HOSTS, MB, MiB, SOURCE, TARGET, BenchError, Lab, Timed, attempt, log, ratio,
+from zbench.common import (HOSTS, MB, SOURCE, TARGET, BenchError, Lab, Timed, attempt, log, ratio,
                            rotations, run_timed, summary, zrelay_env, zrelay_sync_results)
 from zbench.direct import random_snapshot
 
