@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.helpers import (REPO, exists, fingerprint, make_dataset, one_line_error, snapshots,
                                        write, write_inventory, zrelay)
+from zrelay.state import read_view
 
 pytestmark = pytest.mark.lab
 
@@ -314,13 +315,20 @@ def test_ctrl_c_stops_cleanly_and_target_is_unchanged(lab, tmp_path: Path) -> No
     write(lab, "nas1", src, "big", mib=lab.mib(300))
     lab.run("nas1", "zfs", "snapshot", f"{src}@zrelay_2")
     before = fingerprint(lab, "vault", dst)
-    proc = subprocess.Popen([sys.executable, "-m", "zrelay", "-i", str(inv), "sync"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the run records into its own store; its live byte count says the stream is flowing (read
+    # locally: polling the host with pgrep was slow enough under load to miss a 5-second transfer)
+    state = tmp_path / "state.db"
+    proc = subprocess.Popen([sys.executable, "-m", "zrelay", "-i", str(inv), "--state", str(state), "sync"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    flowing = False
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if lab.run("vault", "pgrep", "-f", f"zfs receive .*{dst}", check=False).returncode == 0:
+    while time.monotonic() < deadline and proc.poll() is None:
+        view = read_view(state)
+        if view.active and view.active[0].done > 0:
+            flowing = True
             break
         time.sleep(0.05)
+    assert flowing, "the transfer never showed up in the store before the sync ended"
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
