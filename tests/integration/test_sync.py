@@ -183,7 +183,7 @@ def test_killed_send_leaves_target_unchanged_and_next_sync_works(lab, tmp_path: 
     lab.run("nas1", "zfs", "snapshot", f"{src}@zrelay_2")
     before = fingerprint(lab, "vault", dst)
 
-    argv = [sys.executable, "-m", "zrelay", "-i", str(inv), "sync"]
+    argv = [sys.executable, "-m", "zrelay", "-i", str(inv), "--state", str(tmp_path / "state.db"), "sync"]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = False
     deadline = time.monotonic() + 60
