@@ -78,6 +78,27 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands whose process ends right after their handler (see _exit_now): nothing of theirs
+#: runs in the background once the handler has returned.
+FAST_EXIT = frozenset({"sync"})
+
+
+def _exit_now(code: int) -> None:
+    """End the process without the interpreter's teardown (0.1-0.25 s after a sync, mostly
+    freeing objects one by one): atexit handlers still run, the standard streams are flushed."""
+    import atexit
+    import os
+    try:
+        atexit._run_exitfuncs()  # noqa: SLF001  (the handlers sys.exit would run)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    except Exception:  # noqa: BLE001  (leave it to the normal exit)
+        return
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_command_name(words))
@@ -86,6 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    code = _run(handler, args)
+    if argv is None and args.command in FAST_EXIT:  # the command line itself, not an in-process caller
+        _exit_now(code)
+    return code
+
+
+def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         return handler(args)
     except ZrelayError as exc:
