@@ -196,8 +196,8 @@ def run_measured(argv: list[str], *, env: dict[str, str], timeout: float = 3600,
     The peak comes from GNU time (``/usr/bin/time -f %M``, i.e. wait4's ru_maxrss of a child forked
     from the small ``time`` process: ru_maxrss of a child forked from this big process would start at
     this process's own RSS, Linux carries it across exec), cross-checked with VmHWM sampled from /proc
-    every 0.1 s, which also gives the trace. On any interruption the child gets SIGINT (zrelay then
-    aborts its uploads), then SIGKILL."""
+    every 0.1 s, which also gives the trace. On any interruption the child's process group gets SIGINT
+    (zrelay then aborts its uploads), then, after 60 s, SIGKILL."""
     out = tempfile.TemporaryFile()
     err = tempfile.TemporaryFile()
     with tempfile.NamedTemporaryFile(prefix="zrelay-bench-time", delete=False) as f:
@@ -207,7 +207,10 @@ def run_measured(argv: list[str], *, env: dict[str, str], timeout: float = 3600,
     samples: list[tuple[float, int]] = []
     hwm = [0]
     cpu0, t0 = children_cpu(), time.perf_counter()
-    proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=REPO)
+    # Own process group, SIGINT at its default: on an interruption of the benchmark zrelay gets SIGINT
+    # (and aborts its uploads) even when this process was started with SIGINT ignored (``cmd &``).
+    proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=REPO,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     done = threading.Event()
 
     def sample() -> None:
@@ -233,7 +236,7 @@ def run_measured(argv: list[str], *, env: dict[str, str], timeout: float = 3600,
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    timer = threading.Timer(timeout, proc.kill)
+    timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
     timer.start()
     finished = False
     try:
@@ -244,11 +247,12 @@ def run_measured(argv: list[str], *, env: dict[str, str], timeout: float = 3600,
         done.set()
         if not finished:
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)   # GNU time passes it on to zrelay
+                os.killpg(proc.pid, signal.SIGINT)   # GNU time ignores it, zrelay aborts its uploads
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         sampler.join(1)
     seconds = time.perf_counter() - t0
