@@ -257,9 +257,12 @@ def test_interrupted_push_aborts_its_upload(case2: Case) -> None:
     proc = case.popen("s3-push", "--compression", "none", "--part-size", "5M", "--concurrency", "1")
     try:
         assert wait_for(lambda: bool(s3.uploads(case.prefix)) or proc.poll() is not None, 60)
-        assert proc.poll() is None
+        # frozen, the push cannot complete: its upload still open proves the Ctrl-C lands mid-stream
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert proc.poll() is None and s3.uploads(case.prefix), "the push ended before it could be interrupted"
     finally:
         os.kill(proc.pid, signal.SIGINT)   # Ctrl-C
+        os.kill(proc.pid, signal.SIGCONT)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     assert s3.uploads(case.prefix) == [] and case.stream_keys() == []

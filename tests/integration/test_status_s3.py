@@ -217,10 +217,10 @@ def test_recursive_job_counts_every_child_dataset(lab: Any, s3: Any, tmp_path: P
 
 @pytest.fixture
 def big(lab: Any, s3: Any, tmp_path: Path) -> Iterator[World]:
-    """32 MiB of random data (8 MiB on the OpenZFS tier) on nas2 (the pool with most room), so a push
-    lasts long enough to be seen."""
+    """256 MiB of random data (64 MiB on the OpenZFS tier) on nas2 (the pool with most room), so a push
+    lasts long enough for its progress to reach the store (written twice a second) on a fast machine."""
     w = World(lab, s3, tmp_path, host="nas2")
-    w.mib = lab.mib(32, minimum=8)
+    w.mib = lab.mib(256, minimum=16)
     try:
         make_dataset(lab, "nas2", w.src, mib=w.mib, snaps=["s1"])
         yield w

@@ -325,12 +325,16 @@ def test_ctrl_c_stops_cleanly_and_target_is_unchanged(lab, tmp_path: Path) -> No
     while time.monotonic() < deadline and proc.poll() is None:
         view = read_view(state)
         if view.active and view.active[0].done > 0:
-            flowing = True
+            # Freeze zrelay at once: it is the relay, so the stream stops with it and the interrupt
+            # cannot come too late however fast the machine is. Its receive still running on vault
+            # proves the stream is mid-flight.
+            proc.send_signal(signal.SIGSTOP)
+            flowing = lab.run("vault", "pgrep", "-f", f"zfs receive .*{dst}", check=False).returncode == 0
             break
-        time.sleep(0.05)
-    assert flowing, "the transfer never showed up in the store before the sync ended"
-    time.sleep(0.3)
+        time.sleep(0.02)
+    assert flowing, "the transfer was not seen in flight before the sync ended"
     proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGCONT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
     assert "Traceback" not in err and "interrupted" in err
