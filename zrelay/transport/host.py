@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Sequence
 
-from zrelay.errors import DatasetBusy, DatasetNotFound
+from zrelay.errors import DatasetBusy, DatasetNotFound, ZfsError
 from zrelay.transport.ssh import CommandResult, Connection
 from zrelay.zfs import commands, parse
 from zrelay.zfs.model import Capabilities, DatasetState
@@ -27,6 +27,7 @@ class RemoteHost:
         self._caps: Capabilities | None = None
         self._caps_lock = asyncio.Lock()
         self._tools: dict[str, bool] = {}
+        self._creating = asyncio.Lock()
 
     @property
     def name(self) -> str:
@@ -100,8 +101,17 @@ class RemoteHost:
     async def create_parents(self, dataset: str) -> None:
         """Create the parent of ``dataset`` if absent, so a full receive has somewhere to land."""
         parent = await self.missing_parent(dataset)
-        if parent is not None:
-            await self.zfs(commands.create_argv(parent, parents=True), dataset=parent)
+        if parent is None:
+            return
+        async with self._creating:   # jobs into siblings under one new parent: create it once
+            if await self.exists(parent):
+                return
+            try:
+                await self.zfs(commands.create_argv(parent, parents=True), dataset=parent)
+            except ZfsError as exc:
+                # another zrelay (or tool) created it between our check and our create: fine
+                if "already exists" not in str(exc) or not await self.exists(parent):
+                    raise
 
     async def rollback(self, snapshot: str) -> None:
         await self.zfs(commands.rollback_argv(snapshot, destroy_later=True), dataset=snapshot,
