@@ -61,6 +61,18 @@ def zrelay(*args: str, inventory: Path | None = None, timeout: float = 300,
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=full_env)
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for a zrelay that a test will Ctrl-C: SIGINT as a terminal gives it.
+
+    A shell without job control starts background commands (``.ci/run &``, cron, nohup)
+    with SIGINT ignored, and every child inherits that; Python then never raises
+    KeyboardInterrupt. A user pressing Ctrl-C has the default disposition.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def snapshots(lab: Any, host: str, dataset: str) -> list[tuple[str, int]]:
     """(short name, guid) of every snapshot of ``dataset`` on ``host``, oldest first; [] if absent."""
     proc = lab.run(host, "zfs", "get", "-H", "-p", "-o", "name,property,value", "-d", "1",
@@ -110,5 +122,5 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stderr.strip()
 
 
-__all__ = ["write_inventory", "zrelay", "snapshots", "exists", "make_dataset", "write", "fingerprint",
+__all__ = ["write_inventory", "zrelay", "default_sigint", "snapshots", "exists", "make_dataset", "write", "fingerprint",
            "one_line_error", "textwrap"]

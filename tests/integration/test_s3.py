@@ -22,7 +22,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.integration.helpers import REPO, exists, make_dataset, one_line_error, snapshots, write, write_inventory
+from tests.integration.helpers import (REPO, default_sigint, exists, make_dataset, one_line_error, snapshots, write,
+                                       write_inventory)
 from tests.s3fixture import s3  # noqa: F401  (the fixture, also loadable as the plugin tests.s3fixture)
 
 pytestmark = [pytest.mark.lab]
@@ -71,7 +72,7 @@ class Case:
         env = dict(os.environ, **self.s3.env)
         env.setdefault("ZRELAY_STATE", THROWAWAY_STATE)
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                                env=env, start_new_session=True)
+                                env=env, start_new_session=True, preexec_fn=default_sigint)
 
     def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
         r = self.zrelay(*args)

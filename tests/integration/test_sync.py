@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import (REPO, exists, fingerprint, make_dataset, one_line_error, snapshots,
-                                       write, write_inventory, zrelay)
+from tests.integration.helpers import (REPO, default_sigint, exists, fingerprint, make_dataset, one_line_error,
+                                       snapshots, write, write_inventory, zrelay)
 from zrelay.state import read_view
 
 pytestmark = pytest.mark.lab
@@ -319,7 +319,8 @@ def test_ctrl_c_stops_cleanly_and_target_is_unchanged(lab, tmp_path: Path) -> No
     # locally: polling the host with pgrep was slow enough under load to miss a 5-second transfer)
     state = tmp_path / "state.db"
     proc = subprocess.Popen([sys.executable, "-m", "zrelay", "-i", str(inv), "--state", str(state), "sync"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     flowing = False
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
