@@ -35,6 +35,13 @@ def _inventory(lab, tmp_path: Path, src: str, dst: str, name: str = "feat") -> P
                            [{"name": name, "source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
 
 
+def _job(lab, tmp_path: Path, job: str = "feat") -> tuple[str, str, str, Path]:
+    """A fresh name, its source and target datasets (not created yet), and a one-job inventory."""
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"backup/{name}"
+    return name, src, dst, _inventory(lab, tmp_path, src, dst, name=job)
+
+
 def _sync(inv: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     proc = zrelay("sync", "--json", *args, inventory=inv, timeout=900)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -88,10 +95,8 @@ def _interrupted_sync(lab, inv: Path, src: str) -> subprocess.CompletedProcess[s
 
 def test_interrupted_full_send_resumes_from_token(lab, tmp_path: Path) -> None:
     lab.require("vault", "resume")
-    name = lab.unique()
-    src, dst = f"tank/{name}", f"backup/{name}"
+    name, src, dst, inv = _job(lab, tmp_path)
     make_dataset(lab, "nas1", src, mib=STREAM_MIB, snaps=["s1"])
-    inv = _inventory(lab, tmp_path, src, dst)
 
     broken = _interrupted_sync(lab, inv, src)
     assert broken.returncode == 1, broken.stdout + broken.stderr
@@ -115,10 +120,8 @@ def test_interrupted_full_send_resumes_from_token(lab, tmp_path: Path) -> None:
 
 def test_unresumable_token_is_reported_then_cleared_on_request(lab, tmp_path: Path) -> None:
     lab.require("vault", "resume")
-    name = lab.unique()
-    src, dst = f"tank/{name}", f"backup/{name}"
+    name, src, dst, inv = _job(lab, tmp_path)
     make_dataset(lab, "nas1", src, mib=1, snaps=["s1"])
-    inv = _inventory(lab, tmp_path, src, dst)
     proc, _ = _sync(inv)
     assert proc.returncode == 0, proc.stderr
     write(lab, "nas1", src, "big", STREAM_MIB)
@@ -149,10 +152,8 @@ def test_unresumable_token_is_reported_then_cleared_on_request(lab, tmp_path: Pa
 def test_unresumable_partial_full_is_discarded_without_asking(lab, tmp_path: Path) -> None:
     """The target has no snapshot yet: a fresh full send is needed anyway, so nothing is lost."""
     lab.require("vault", "resume")
-    name = lab.unique()
-    src, dst = f"tank/{name}", f"backup/{name}"
+    name, src, dst, inv = _job(lab, tmp_path)
     make_dataset(lab, "nas1", src, mib=STREAM_MIB, snaps=["s1"])
-    inv = _inventory(lab, tmp_path, src, dst)
     broken = _interrupted_sync(lab, inv, src)
     assert broken.returncode == 1 and _token(lab, "vault", dst)
     lab.run("nas1", "zfs", "destroy", f"{src}@s1")
@@ -166,10 +167,8 @@ def test_unresumable_partial_full_is_discarded_without_asking(lab, tmp_path: Pat
 
 def test_bookmark_is_the_base_when_the_source_snapshot_is_pruned(lab, tmp_path: Path) -> None:
     lab.require("nas1", "bookmarks")
-    name = lab.unique()
-    src, dst = f"tank/{name}", f"backup/{name}"
+    name, src, dst, inv = _job(lab, tmp_path)
     make_dataset(lab, "nas1", src, mib=1, snaps=["s1"])
-    inv = _inventory(lab, tmp_path, src, dst)
     proc, _ = _sync(inv)
     assert proc.returncode == 0, proc.stderr
     marks = lab.run("nas1", "zfs", "list", "-H", "-o", "name", "-t", "bookmark", "-r", src).stdout.split()
@@ -193,10 +192,8 @@ def test_bookmark_is_the_base_when_the_source_snapshot_is_pruned(lab, tmp_path: 
 def test_holds_protect_the_base_and_move_with_it(lab, tmp_path: Path) -> None:
     lab.require("nas1", "holds")
     lab.require("vault", "holds")
-    name = lab.unique()
-    src, dst = f"tank/{name}", f"backup/{name}"
+    name, src, dst, inv = _job(lab, tmp_path, job="holdjob")
     make_dataset(lab, "nas1", src, mib=1, snaps=["s1"])
-    inv = _inventory(lab, tmp_path, src, dst, name="holdjob")
     proc, _ = _sync(inv)
     assert proc.returncode == 0, proc.stderr
     tag = f"zrelay:holdjob:vault:backup_{name}"
@@ -234,10 +231,8 @@ def _encrypted_dataset(lab, dataset: str) -> None:
 def test_encrypted_dataset_is_sent_raw_and_stays_locked(lab, tmp_path: Path) -> None:
     lab.require("nas1", "raw_send")
     lab.require("vault", "raw_send")
-    name = lab.unique()
-    src, dst = f"tank/{name}", f"backup/{name}"
+    name, src, dst, inv = _job(lab, tmp_path)
     _encrypted_dataset(lab, src)
-    inv = _inventory(lab, tmp_path, src, dst)
     proc, result = _sync(inv)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     sends = [c["command"] for c in result["commands"] if "zfs send" in c["command"]]
@@ -253,10 +248,8 @@ def test_encrypted_dataset_is_sent_raw_and_stays_locked(lab, tmp_path: Path) -> 
 
 def test_decrypt_flag_sends_plaintext_on_purpose(lab, tmp_path: Path) -> None:
     lab.require("nas1", "raw_send")
-    name = lab.unique()
-    src, dst = f"tank/{name}", f"backup/{name}"
+    name, src, dst, inv = _job(lab, tmp_path)
     _encrypted_dataset(lab, src)
-    inv = _inventory(lab, tmp_path, src, dst)
     dry = zrelay("sync", "--dry-run", "--decrypt", inventory=inv)
     assert dry.returncode == 0 and "-w" not in dry.stdout.split(), dry.stdout
     proc, _ = _sync(inv, "--decrypt")
@@ -266,10 +259,8 @@ def test_decrypt_flag_sends_plaintext_on_purpose(lab, tmp_path: Path) -> None:
 
 def test_estimate_gives_progress_totals_and_options_follow_both_ends(lab, tmp_path: Path) -> None:
     lab.require("nas1", "send_estimate")
-    name = lab.unique()
-    src, dst = f"tank/{name}", f"backup/{name}"
+    name, src, dst, inv = _job(lab, tmp_path)
     make_dataset(lab, "nas1", src, mib=2, snaps=["s1"])
-    inv = _inventory(lab, tmp_path, src, dst)
     dry = zrelay("sync", "--dry-run", inventory=inv)
     assert dry.returncode == 0, dry.stderr
     assert f"zfs send -L -e -c {src}@s1" in dry.stdout
