@@ -24,6 +24,7 @@ import asyncssh
 from zrelay.errors import (AuthFailed, HostKeyError, HostUnreachable, RemoteCommandFailed,
                            UsageError)
 from zrelay.inventory.model import Host
+from zrelay.transport import fastpath
 from zrelay.zfs import commands
 
 #: Receive window and maximum packet size for bulk channels. Measured on loopback
@@ -373,6 +374,7 @@ class Connection:
         try:
             conn = await asyncssh.connect(**opts)  # type: ignore[arg-type]
             _skip_ignore_packets(conn)
+            fastpath.speed_up(conn)
             return conn
         except asyncssh.HostKeyNotVerifiable:
             raise HostKeyError(host.name, _host_key_message(host)) from None
