@@ -194,6 +194,12 @@ class Engine:
         # The agent is forwarded only to sources of direct streams that have no key of their own.
         self.pool.forward_agent_to({job.source.host for job in jobs if self.is_direct(job, options)
                                     and not self.inventory.hosts[job.source.host].direct_identity_file})
+        for job in jobs:   # login checks of direct streams overlap with probing and listing
+            if self.is_direct(job, options):
+                source = self.host(job.source.host)
+                if source.host.direct_identity_file or os.environ.get("SSH_AUTH_SOCK"):
+                    for target in job.host_targets:
+                        self._preflight(source, self.host(target.host))
         work = [self._sync_job(job, options, now) for job in jobs]
         nested = await asyncio.gather(*work)
         return [r for results in nested for r in results]
@@ -400,12 +406,20 @@ class Engine:
                 f"direct mode: {source.name} has no direct_identity_file and there is no ssh agent to "
                 "forward (SSH_AUTH_SOCK is not set); start an agent with the key the targets accept, "
                 "or use relay mode (--relay)", source.name)
+        await asyncio.shield(self._preflight(source, dest))
+
+    def _preflight(self, source: RemoteHost, dest: RemoteHost) -> asyncio.Future[None]:
+        """The login check from ``source`` to ``dest``, started once per pair and run. ``sync``
+        starts it early, before anyone knows whether there is something to send; its outcome
+        counts only where a stream would go that way (``_check_direct``)."""
         key = (source.name, dest.name)
         fut = self._preflights.get(key)
         if fut is None:
-            fut = self._preflights[key] = asyncio.ensure_future(
-                preflight(source, dest.name, _direct_ssh(source, dest)))
-        await asyncio.shield(fut)
+            async def check() -> None:
+                await preflight(source, dest.name, _direct_ssh(source, dest))
+            fut = self._preflights[key] = asyncio.ensure_future(check())
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # unused outcome: no warning
+        return fut
 
     async def _execute(self, job: Job, target: Endpoint, p: Plan, source: RemoteHost,
                        dest: RemoteHost, options: SyncOptions, direct: bool, notes: list[str]) -> int:
