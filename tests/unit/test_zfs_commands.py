@@ -453,3 +453,14 @@ def test_userrefs_tree_argv() -> None:
 
     assert cmd.userrefs_tree_argv("p/a", False)[-3:] == ["-d", "1", "p/a"]
     assert cmd.userrefs_tree_argv("p/a", True)[-2:] == ["-r", "p/a"]
+
+
+def test_login_check_command_logs_in_without_a_remote_command() -> None:
+    ssh = c.ssh_argv("10.0.0.9", port=2222, user="backup", identity_file="/k/id", known_hosts="/k/kh")
+    text = c.login_check_command(ssh, "/tmp/zrelay-login-0123")
+    login, close = text.split("; s=$?; ")
+    assert shlex.split(login) == [*ssh[:-1], "-o", "ControlMaster=yes", "-o", "ControlPath=/tmp/zrelay-login-0123",
+                                  "-o", "ControlPersist=10", "-f", "-N", "10.0.0.9"]
+    assert close == "ssh -o ControlPath=/tmp/zrelay-login-0123 -O exit 10.0.0.9 >/dev/null 2>&1; exit $s"
+    with pytest.raises(InvalidName):
+        c.login_check_command(ssh, "/tmp/x;reboot")

@@ -11,6 +11,7 @@ such, the sender blamed only when it failed on its own.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Callable
 
@@ -61,7 +62,7 @@ class _Supervisor(asyncssh.SSHClientSession[bytes]):
 
 async def preflight(source: RemoteHost, target_name: str, ssh: list[str]) -> None:
     """Before any byte moves: can the source log in to the target with its own ssh?"""
-    command = commands.remote_command([*ssh, "true"])
+    command = commands.login_check_command(ssh, f"/tmp/zrelay-login-{secrets.token_hex(8)}")
     result = await source.conn.run(command, check=False, timeout=60)
     if result.exit_status != 0:
         why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.exit_status}"
@@ -89,9 +90,8 @@ async def direct(source: RemoteHost, command: str, target_name: str,
     session: _Supervisor | None = None
     chan = None
     try:
-        async with source.conn.slot() as conn:
-            chan, session = await source.conn.create_session(conn, lambda: _Supervisor(on_count, done),
-                                                             command, encoding=None)
+        # the host's warm session when it has one: its login shell has already started
+        async with source.conn.bulk_session(lambda: _Supervisor(on_count, done), command) as (chan, session):
             chan.write_eof()
             await done
     except BaseException:

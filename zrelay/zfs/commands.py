@@ -531,6 +531,20 @@ def ssh_argv(address: str, *, port: int = 22, user: str | None = None,
     return [*argv, address]
 
 
+def login_check_command(ssh: Sequence[str], control_path: str) -> str:
+    """Can the source log in to the target with ``ssh`` (from ssh_argv)? Without running a
+    command there: a control master authenticates and backgrounds (-f -N), then is told to
+    exit. The status is the login's (255: ssh failed, with the reason on stderr). The
+    target's login shell never starts, so its rc files cost nothing; ControlPersist ends a
+    master whose exit request never came. ``control_path`` must be unique per check."""
+    path = check_remote_path(control_path)
+    *options, address = ssh
+    login = [*options, "-o", "ControlMaster=yes", "-o", f"ControlPath={path}", "-o", "ControlPersist=10",
+             "-f", "-N", address]
+    close = [SSH, "-o", f"ControlPath={path}", "-O", "exit", address]
+    return f"{quote(login)}; s=$?; {quote(close)} >/dev/null 2>&1; exit $s"
+
+
 def direct_pipeline(send: Sequence[str], ssh: Sequence[str], receive_command: str, *,
                     progress: bool, sudo: bool = False) -> str:
     """``zfs send … [| pv] | ssh TARGET 'zfs receive …'``, run on the source host.
