@@ -35,9 +35,10 @@ def test_input_buffer_consumes_in_place_and_copies_other_slices() -> None:
 
 
 def test_installed_asyncssh_consumes_its_buffer_as_expected() -> None:
-    # If an asyncssh upgrade changes its receive internals, the fast path switches itself off;
+    # If an asyncssh upgrade changes its internals, the fast paths switch themselves off;
     # this test says so, so that it can be looked at rather than silently lost.
     assert fastpath.supported()
+    assert fastpath._send_source_ok()
 
 
 async def _echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
@@ -71,8 +72,9 @@ async def _echo_round_trip(tmp: Path, cipher: str, payload: bytes) -> tuple[byte
     try:
         async with asyncssh.connect("127.0.0.1", port, username="test", client_keys=[client_key],
                                     known_hosts=str(tmp / "known_hosts"), config=None,
-                                    encryption_algs=[cipher]) as conn:
+                                    encryption_algs=[cipher], rekey_bytes=1 << 20) as conn:
             assert fastpath.speed_up(conn)
+            assert isinstance(conn.send_packet, fastpath._FastSend)
             chunks: list[bytes] = []
             done = asyncio.get_running_loop().create_future()
 
