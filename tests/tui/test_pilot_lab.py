@@ -33,13 +33,14 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def fleet(lab, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """a: in sync on vault, unreachable on ghost; b: behind 1; c: diverged; e: 128 MiB on nas2, never synced."""
+    """a: in sync on vault, unreachable on ghost; b: behind 1; c: diverged; e: 512 MiB on nas2, never synced
+    (large enough that its sync runs for seconds, so that the UI can show it moving)."""
     tmp = tmp_path_factory.mktemp("tui")
     name = lab.unique("tui")
     try:
         for case in "abc":
             make_dataset(lab, "nas1", f"tank/{name}{case}", snaps=["zrelay_1"])
-        make_dataset(lab, "nas2", f"tank/{name}e", mib=128, snaps=["zrelay_1"])
+        make_dataset(lab, "nas2", f"tank/{name}e", mib=512, snaps=["zrelay_1"])
         jobs = [{"source": f"nas1:tank/{name}a", "targets": [f"vault:backup/{name}a", f"ghost:tank/{name}a"]}]
         jobs += [{"source": f"nas1:tank/{name}{c}", "targets": [f"vault:backup/{name}{c}"]} for c in "bc"]
         jobs += [{"source": f"nas2:tank/{name}e", "targets": [f"nas2:tank/replica/{name}e"]}]
