@@ -105,3 +105,61 @@ def test_bytes_survive_the_fast_path_across_rekeys(tmp_path: Path, cipher: str) 
     assert len(echoed) == len(payload)
     assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
     assert type(inpbuf) is _InputBuffer
+
+
+async def _source(process: asyncssh.SSHServerProcess[bytes]) -> None:
+    block = os.urandom(64 * 1024)
+    for _ in range(int(process.command or "0")):
+        process.stdout.write(block)
+        await process.stdout.drain()
+    process.exit(0)
+
+
+async def _paused_consumer(tmp: Path, blocks: int, window: int) -> tuple[int, int]:
+    """A consumer that pauses after every chunk and resumes a moment later, like the S3
+    uploader waiting for a part: returns (bytes received, most bytes ever queued in the channel)."""
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    (tmp / "authorized_keys").write_bytes(client_key.export_public_key())
+    server = await asyncssh.create_server(
+        _Server, "127.0.0.1", 0, server_host_keys=[host_key], authorized_client_keys=str(tmp / "authorized_keys"),
+        process_factory=_source, encoding=None)
+    port = server.sockets[0].getsockname()[1]
+    (tmp / "known_hosts").write_bytes(b"[127.0.0.1]:%d " % port + host_key.export_public_key())
+    loop = asyncio.get_running_loop()
+    received = 0
+    most_queued = 0
+    try:
+        async with asyncssh.connect("127.0.0.1", port, username="test", client_keys=[client_key],
+                                    known_hosts=str(tmp / "known_hosts"), config=None) as conn:
+            fastpath.speed_up(conn)
+            done = loop.create_future()
+
+            class Slow(asyncssh.SSHClientSession[bytes]):
+                def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
+                    self.chan = chan
+
+                def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+                    nonlocal received, most_queued
+                    received += len(data)
+                    most_queued = max(most_queued, sum(len(d) for d, _ in self.chan._recv_buf))
+                    self.chan.pause_reading()
+                    loop.call_later(0.002, self.chan.resume_reading)
+
+                def connection_lost(self, exc: Exception | None) -> None:
+                    if not done.done():
+                        done.set_result(None)
+
+            await conn.create_session(Slow, str(blocks), encoding=None, window=window, max_pktsize=32 * 1024)
+            await asyncio.wait_for(done, 120)
+    finally:
+        server.close()
+        await server.wait_closed()
+    return received, most_queued
+
+
+def test_a_paused_channel_holds_at_most_its_window(tmp_path: Path) -> None:
+    window = 1024 * 1024
+    received, most_queued = asyncio.run(_paused_consumer(tmp_path, 512, window))   # 32 MiB
+    assert received == 512 * 64 * 1024
+    assert most_queued <= window, f"{most_queued} bytes queued in a channel with a {window}-byte window"

@@ -17,9 +17,17 @@ written with three copies instead of about eight (``_FastSend``); anything
 else (other packet types, key exchange or rekey due, compression, another
 cipher, packet logging) takes asyncssh's own path unchanged.
 
-Both are applied only when asyncssh's internals look exactly as expected
-(``supported()``), else nothing changes; tests/unit/test_fastpath.py checks
-the assumptions against the installed asyncssh.
+Flow control (a fix, not a speed-up): asyncssh grants the sender a full new
+window as soon as it delivers one chunk after a pause, while the rest of what
+arrived during the pause is still queued. Each pause/resume cycle of a slow
+consumer (the S3 uploader waiting for parts) could then queue another window:
+memory grew with the stream (600 MiB peak for a 4 GiB push with a 16 MiB
+window). ``_deliver_data`` here counts queued bytes as not yet consumed, so
+what a channel holds stays within its window.
+
+All of these are applied only when asyncssh's internals look exactly as
+expected, else nothing changes; tests/unit/test_fastpath.py checks the
+assumptions against the installed asyncssh.
 """
 
 from __future__ import annotations
@@ -75,6 +83,7 @@ def speed_up(conn: asyncssh.SSHClientConnection) -> bool:
     """Give an established connection the in-place input buffer and the fast channel-data
     send; True when the input buffer was applied."""
     _install_gcm_cache()
+    install_window_fix()
     if _GCM_CACHED and _send_source_ok():
         conn.send_packet = _FastSend(conn, conn.send_packet)  # type: ignore[method-assign]
     if not supported():
@@ -189,3 +198,53 @@ def _install_gcm_cache() -> None:
     gcm.encrypt_and_sign = encrypt_and_sign
     gcm.verify_and_decrypt = verify_and_decrypt
     _GCM_CACHED = True
+
+
+_WINDOW_PATTERNS = ("if self._recv_window < self._init_recv_window / 2:",
+                    "adjust = self._init_recv_window - self._recv_window",
+                    "self.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(adjust))",
+                    "self._recv_window = self._init_recv_window",
+                    "decoded_data = cast(AnyStr, self._decoder.decode(data))",
+                    "self._session.data_received(decoded_data, datatype)")
+_WINDOW_FIXED: bool | None = None
+
+
+def install_window_fix() -> bool:
+    """Replace ``SSHChannel._deliver_data`` (once) by one that only re-opens the window for
+    bytes the session has actually been given (see the module docstring)."""
+    global _WINDOW_FIXED
+    if _WINDOW_FIXED is not None:
+        return _WINDOW_FIXED
+    _WINDOW_FIXED = False
+    try:
+        from asyncssh.channel import SSHChannel
+        from asyncssh.constants import MSG_CHANNEL_WINDOW_ADJUST
+        from asyncssh.misc import ProtocolError
+        from asyncssh.packet import UInt32
+        source = inspect.getsource(SSHChannel._deliver_data)
+    except (ImportError, AttributeError, OSError, TypeError):
+        return False
+    if not all(p in source for p in _WINDOW_PATTERNS):
+        return False
+
+    def _deliver_data(self: Any, data: bytes, datatype: Any) -> None:
+        init = self._init_recv_window
+        if self._recv_window < init / 2:
+            queued = sum(len(chunk) for chunk, _ in self._recv_buf)
+            consumed = init - self._recv_window - queued
+            if consumed > init / 2:
+                self.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(consumed))
+                self._recv_window += consumed
+        if self._encoding:
+            try:
+                decoded = self._decoder.decode(data)
+            except UnicodeDecodeError as exc:
+                raise ProtocolError(str(exc)) from None
+        else:
+            decoded = data
+        if self._session is not None:
+            self._session.data_received(decoded, datatype)
+
+    SSHChannel._deliver_data = _deliver_data
+    _WINDOW_FIXED = True
+    return True
