@@ -39,7 +39,7 @@ class _Object:
     name: str
     created: asyncio.Future[str] | None = None
     entries: list[dict[str, Any]] = field(default_factory=list)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tasks: set[asyncio.Future[None]] = field(default_factory=set)   # uploads still running
     parts: int = 0
     size: int = 0
     sha: Any = field(default_factory=hashlib.sha256)
@@ -139,7 +139,9 @@ class StreamUploader:
         hashed = self._hasher.submit(self._hash, obj, part)
         self._outstanding += 1
         self.peak_outstanding = max(self.peak_outstanding, self._outstanding)
-        obj.tasks.append(asyncio.ensure_future(self._upload(obj, number, part, hashed)))
+        task = asyncio.ensure_future(self._upload(obj, number, part, hashed))
+        obj.tasks.add(task)
+        task.add_done_callback(obj.tasks.discard)   # a long stream keeps no finished tasks
         if self._outstanding >= self._limit_outstanding and not self._paused:
             self._paused = True
             self._pause()
@@ -194,7 +196,10 @@ class StreamUploader:
         """Upload what is left, complete every object; returns the objects and the stream's sha256."""
         if self.error is None:
             if self._fill or not self._objects:
-                part = bytes(memoryview(self._part)[:self._fill]) if self._part is not None else b""
+                part: bytearray | bytes = b""
+                if self._part is not None:   # the last part: cut the buffer down in place, no copy
+                    part = self._part
+                    del part[self._fill:]
                 self._part, self._fill = None, 0
                 if not part and self.total == 0:
                     self.fail(S3Error(self.store.name, "the stream was empty; nothing was stored"))
