@@ -52,8 +52,9 @@ def main() -> int:
     args = ap.parse_args()
 
     import zrelay.paths.relay as relay_mod
+    import zrelay.transport.ssh as ssh_mod   # the bulk sessions' window and packet size live here
 
-    defaults = {"window": relay_mod.BULK_WINDOW, "pktsize": relay_mod.BULK_PKTSIZE,
+    defaults = {"window": ssh_mod.BULK_WINDOW, "pktsize": ssh_mod.BULK_PKTSIZE,
                 "write_high": relay_mod.WRITE_HIGH, "write_low": relay_mod.WRITE_LOW}
     ciphers = [c for c in args.cipher.split(",") if c] or [""]
     windows = [size(v) for v in args.window.split(",") if v] or [defaults["window"]]
@@ -83,8 +84,8 @@ def main() -> int:
                             lab.ssh_argv(SOURCE, *opts) + [source_command(nbytes)],
                             lab.ssh_argv(TARGET, *opts) + [SINK], what="OpenSSH relay"))
                     else:
-                        relay_mod.BULK_WINDOW = cfg["window"]
-                        relay_mod.BULK_PKTSIZE = cfg["pktsize"]
+                        ssh_mod.BULK_WINDOW = cfg["window"]
+                        ssh_mod.BULK_PKTSIZE = cfg["pktsize"]
                         relay_mod.WRITE_HIGH = cfg["write_high"]
                         relay_mod.WRITE_LOW = cfg["write_high"] // 4
                         inv = invs[cfg["cipher"]]
@@ -95,7 +96,7 @@ def main() -> int:
                         f"cpu {row['cpu_s_per_gib']:.2f} s/GiB")
     finally:
         lab.release()
-        relay_mod.BULK_WINDOW, relay_mod.BULK_PKTSIZE = defaults["window"], defaults["pktsize"]
+        ssh_mod.BULK_WINDOW, ssh_mod.BULK_PKTSIZE = defaults["window"], defaults["pktsize"]
         relay_mod.WRITE_HIGH, relay_mod.WRITE_LOW = defaults["write_high"], defaults["write_low"]
 
     print(f"\n{'configuration':<72} {'MB/s (median)':>14} {'min':>7} {'max':>7} {'cpu s/GiB':>10}")
