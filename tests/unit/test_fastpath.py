@@ -9,9 +9,11 @@ ciphers and across a rekey.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from pathlib import Path
+from typing import Any, AsyncIterator
 
 import asyncssh
 import pytest
@@ -59,20 +61,29 @@ class _Server(asyncssh.SSHServer):
         return True
 
 
-async def _echo_round_trip(tmp: Path, cipher: str, payload: bytes) -> tuple[bytes, object]:
+@contextlib.asynccontextmanager
+async def _lab_server(tmp: Path, process_factory: Any, **server_options: Any) -> AsyncIterator[dict[str, Any]]:
+    """An asyncssh server on 127.0.0.1 (ephemeral port, generated keys); yields connect() arguments
+    that check its host key against a known_hosts file written for it."""
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     (tmp / "authorized_keys").write_bytes(client_key.export_public_key())
     server = await asyncssh.create_server(
-        _Server, "127.0.0.1", 0, server_host_keys=[host_key],
-        authorized_client_keys=str(tmp / "authorized_keys"),
-        process_factory=_echo, encoding=None, encryption_algs=[cipher], rekey_bytes=1 << 20)
+        _Server, "127.0.0.1", 0, server_host_keys=[host_key], authorized_client_keys=str(tmp / "authorized_keys"),
+        process_factory=process_factory, encoding=None, **server_options)
     port = server.sockets[0].getsockname()[1]
     (tmp / "known_hosts").write_bytes(b"[127.0.0.1]:%d " % port + host_key.export_public_key())
     try:
-        async with asyncssh.connect("127.0.0.1", port, username="test", client_keys=[client_key],
-                                    known_hosts=str(tmp / "known_hosts"), config=None,
-                                    encryption_algs=[cipher], rekey_bytes=1 << 20) as conn:
+        yield {"host": "127.0.0.1", "port": port, "username": "test", "client_keys": [client_key],
+               "known_hosts": str(tmp / "known_hosts"), "config": None}
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _echo_round_trip(tmp: Path, cipher: str, payload: bytes) -> tuple[bytes, object]:
+    async with _lab_server(tmp, _echo, encryption_algs=[cipher], rekey_bytes=1 << 20) as where:
+        async with asyncssh.connect(**where, encryption_algs=[cipher], rekey_bytes=1 << 20) as conn:
             assert fastpath.speed_up(conn)
             assert isinstance(conn.send_packet, fastpath._FastSend)
             chunks: list[bytes] = []
@@ -92,9 +103,6 @@ async def _echo_round_trip(tmp: Path, cipher: str, payload: bytes) -> tuple[byte
             chan.write_eof()
             await asyncio.wait_for(done, 60)
             return b"".join(chunks), conn._inpbuf  # type: ignore[attr-defined]
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.mark.parametrize("cipher", ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
@@ -118,20 +126,11 @@ async def _source(process: asyncssh.SSHServerProcess[bytes]) -> None:
 async def _paused_consumer(tmp: Path, blocks: int, window: int) -> tuple[int, int]:
     """A consumer that pauses after every chunk and resumes a moment later, like the S3
     uploader waiting for a part: returns (bytes received, most bytes ever queued in the channel)."""
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    client_key = asyncssh.generate_private_key("ssh-ed25519")
-    (tmp / "authorized_keys").write_bytes(client_key.export_public_key())
-    server = await asyncssh.create_server(
-        _Server, "127.0.0.1", 0, server_host_keys=[host_key], authorized_client_keys=str(tmp / "authorized_keys"),
-        process_factory=_source, encoding=None)
-    port = server.sockets[0].getsockname()[1]
-    (tmp / "known_hosts").write_bytes(b"[127.0.0.1]:%d " % port + host_key.export_public_key())
     loop = asyncio.get_running_loop()
     received = 0
     most_queued = 0
-    try:
-        async with asyncssh.connect("127.0.0.1", port, username="test", client_keys=[client_key],
-                                    known_hosts=str(tmp / "known_hosts"), config=None) as conn:
+    async with _lab_server(tmp, _source) as where:
+        async with asyncssh.connect(**where) as conn:
             fastpath.speed_up(conn)
             done = loop.create_future()
 
@@ -152,9 +151,6 @@ async def _paused_consumer(tmp: Path, blocks: int, window: int) -> tuple[int, in
 
             await conn.create_session(Slow, str(blocks), encoding=None, window=window, max_pktsize=32 * 1024)
             await asyncio.wait_for(done, 120)
-    finally:
-        server.close()
-        await server.wait_closed()
     return received, most_queued
 
 
