@@ -195,11 +195,10 @@ class Engine:
         self.pool.forward_agent_to({job.source.host for job in jobs if self.is_direct(job, options)
                                     and not self.inventory.hosts[job.source.host].direct_identity_file})
         for job in jobs:   # login checks of direct streams overlap with probing and listing
-            if self.is_direct(job, options):
-                source = self.host(job.source.host)
-                if source.host.direct_identity_file or os.environ.get("SSH_AUTH_SOCK"):
-                    for target in job.host_targets:
-                        self._preflight(source, self.host(target.host))
+            source = self.host(job.source.host)
+            if self.is_direct(job, options) and _has_direct_credentials(source):
+                for target in job.host_targets:
+                    self._preflight(source, self.host(target.host))
         work = [self._sync_job(job, options, now) for job in jobs]
         nested = await asyncio.gather(*work)
         return [r for results in nested for r in results]
@@ -401,7 +400,7 @@ class Engine:
 
     async def _check_direct(self, source: RemoteHost, dest: RemoteHost) -> None:
         """Say why direct mode cannot work before anything is sent (once per host pair and run)."""
-        if not source.host.direct_identity_file and not os.environ.get("SSH_AUTH_SOCK"):
+        if not _has_direct_credentials(source):
             raise TransferFailed(
                 f"direct mode: {source.name} has no direct_identity_file and there is no ssh agent to "
                 "forward (SSH_AUTH_SOCK is not set); start an agent with the key the targets accept, "
@@ -651,6 +650,11 @@ def _stream_argvs(p: Plan, src_caps: Capabilities, dst_caps: Capabilities, rollb
                                      resumable=resumable)
         out.append((send, recv))
     return out
+
+
+def _has_direct_credentials(source: RemoteHost) -> bool:
+    """A key of its own (direct_identity_file) or an agent that can be forwarded to it."""
+    return bool(source.host.direct_identity_file or os.environ.get("SSH_AUTH_SOCK"))
 
 
 def _direct_ssh(source: RemoteHost, dest: RemoteHost) -> list[str]:

@@ -40,7 +40,8 @@ def test_installed_asyncssh_consumes_its_buffer_as_expected() -> None:
     # If an asyncssh upgrade changes its internals, the fast paths switch themselves off;
     # this test says so, so that it can be looked at rather than silently lost.
     assert fastpath.supported()
-    assert fastpath._send_source_ok()
+    assert fastpath._send_supported()
+    assert fastpath.install_window_fix()
 
 
 async def _echo(process: asyncssh.SSHServerProcess[bytes]) -> None:

@@ -32,12 +32,31 @@ assumptions against the installed asyncssh.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import time
 from typing import Any, Callable
 
 import asyncssh
+from asyncssh.channel import SSHChannel
+from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_WINDOW_ADJUST
+from asyncssh.crypto import cipher as cipher_mod
+from asyncssh.encryption import GCMEncryption
+from asyncssh.misc import ProtocolError
+from asyncssh.packet import UInt32
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+def _source_matches(patterns: tuple[str, ...], *functions: Any) -> bool:
+    """Does the installed asyncssh's source of ``functions`` contain every pattern? The one
+    guard of every change below: if asyncssh's internals move, that change is not made."""
+    try:
+        source = "".join(inspect.getsource(f) for f in functions)
+    except (OSError, TypeError):
+        return False
+    return all(p in source for p in patterns)
+
 
 _CONSUME_PATTERNS = ("self._inpbuf = self._inpbuf[self._recv_blocksize:]", "self._inpbuf = self._inpbuf[rem:]",
                      "self._inpbuf += data")
@@ -58,33 +77,19 @@ class _InputBuffer(bytearray):
         return bytearray.__getitem__(self, key)
 
 
-def _connection_source_ok() -> bool:
-    conn_cls = asyncssh.connection.SSHConnection
-    try:
-        source = "".join(inspect.getsource(getattr(conn_cls, name))
-                         for name in ("data_received", "_recv_pkthdr", "_recv_packet"))
-    except (AttributeError, OSError, TypeError):
-        return False
-    return all(p in source for p in _CONSUME_PATTERNS)
-
-
-_SUPPORTED: bool | None = None
-
-
+@functools.cache
 def supported() -> bool:
     """Do asyncssh's receive internals consume ``_inpbuf`` the way _InputBuffer expects?"""
-    global _SUPPORTED
-    if _SUPPORTED is None:
-        _SUPPORTED = _connection_source_ok()
-    return _SUPPORTED
+    conn_cls = asyncssh.connection.SSHConnection
+    return _source_matches(_CONSUME_PATTERNS, conn_cls.data_received, conn_cls._recv_pkthdr,
+                           conn_cls._recv_packet)
 
 
 def speed_up(conn: asyncssh.SSHClientConnection) -> bool:
     """Give an established connection the in-place input buffer and the fast channel-data
     send; True when the input buffer was applied."""
-    _install_gcm_cache()
     install_window_fix()
-    if _GCM_CACHED and _send_source_ok():
+    if _install_gcm_cache() and _send_supported():
         conn.send_packet = _FastSend(conn, conn.send_packet)  # type: ignore[method-assign]
     if not supported():
         return False
@@ -96,26 +101,16 @@ def speed_up(conn: asyncssh.SSHClientConnection) -> bool:
     return True
 
 
-_MSG_CHANNEL_DATA = 94
 _SEND_PATTERNS = ("padlen = -(self._send_enchdrlen + len(payload)) % self._send_blocksize",
                   "packet = Byte(padlen) + payload + os.urandom(padlen)",
                   "self._send_encryption.encrypt_packet(seq, hdr, packet)",
                   "self._send(packet + mac)", "self._send_seq = (seq + 1) & 0xffffffff",
                   "self._rekey_bytes_sent += pktlen")
-_SEND_OK: bool | None = None
 
 
-def _send_source_ok() -> bool:
-    global _SEND_OK
-    if _SEND_OK is None:
-        try:
-            source = inspect.getsource(asyncssh.connection.SSHConnection.send_packet)
-            from asyncssh.encryption import GCMEncryption  # noqa: F401
-        except (AttributeError, OSError, TypeError, ImportError):
-            _SEND_OK = False
-        else:
-            _SEND_OK = all(p in source for p in _SEND_PATTERNS)
-    return _SEND_OK
+@functools.cache
+def _send_supported() -> bool:
+    return _source_matches(_SEND_PATTERNS, asyncssh.connection.SSHConnection.send_packet)
 
 
 class _FastSend:
@@ -123,16 +118,14 @@ class _FastSend:
     sends (same padding rule, sequence numbers and rekey accounting), minus the copies."""
 
     def __init__(self, conn: Any, fallback: Callable[..., None]) -> None:
-        from asyncssh.encryption import GCMEncryption
         self._conn = conn
         self._fallback = fallback
-        self._gcm = GCMEncryption
 
     def __call__(self, pkttype: int, *args: bytes, **kwargs: Any) -> None:
         conn = self._conn
         enc = conn._send_encryption
-        if (pkttype != _MSG_CHANNEL_DATA or (kwargs and kwargs.keys() != {"handler"})  # handler: logging only
-                or type(enc) is not self._gcm
+        if (pkttype != MSG_CHANNEL_DATA or (kwargs and kwargs.keys() != {"handler"})  # handler: logging only
+                or type(enc) is not GCMEncryption
                 or not (conn._auth_complete and conn._kex_complete) or conn._compressor is not None
                 or conn._rekey_bytes_sent >= conn._rekey_bytes
                 or (conn._rekey_seconds and time.monotonic() >= conn._rekey_time)
@@ -152,35 +145,20 @@ class _FastSend:
         conn._rekey_bytes_sent += len(plain)
 
 
-def _aead(cipher: Any) -> Any:
+def _aead(cipher: Any) -> AESGCM:
     cached = cipher.__dict__.get("_zrelay_aead")
     if cached is None:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         cached = cipher._zrelay_aead = AESGCM(cipher._key)
     return cached
 
 
-_GCM_DONE = False
-_GCM_CACHED = False
-
-
-def _install_gcm_cache() -> None:
+@functools.cache
+def _install_gcm_cache() -> bool:
     """One AESGCM object per GCMCipher instead of one per packet (same nonces, same output)."""
-    global _GCM_DONE, _GCM_CACHED
-    if _GCM_DONE:
-        return
-    _GCM_DONE = True
-    try:
-        from asyncssh.crypto import cipher as cipher_mod
-        from cryptography.exceptions import InvalidTag
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: F401  (used by _aead)
-        gcm = cipher_mod.GCMCipher
-        tag_size = cipher_mod._GCM_MAC_SIZE
-        source = inspect.getsource(gcm.encrypt_and_sign) + inspect.getsource(gcm.verify_and_decrypt)
-    except (ImportError, AttributeError, OSError, TypeError):
-        return
-    if "AESGCM(self._key)" not in source or "self._update_iv()" not in source:
-        return
+    gcm = cipher_mod.GCMCipher
+    if not _source_matches(("AESGCM(self._key)", "self._update_iv()"), gcm.encrypt_and_sign, gcm.verify_and_decrypt):
+        return False
+    tag_size = cipher_mod._GCM_MAC_SIZE
 
     def encrypt_and_sign(self: Any, header: bytes, data: bytes) -> tuple[bytes, bytes]:
         sealed = _aead(self).encrypt(self._iv, data, header)
@@ -197,7 +175,7 @@ def _install_gcm_cache() -> None:
 
     gcm.encrypt_and_sign = encrypt_and_sign
     gcm.verify_and_decrypt = verify_and_decrypt
-    _GCM_CACHED = True
+    return True
 
 
 _WINDOW_PATTERNS = ("if self._recv_window < self._init_recv_window / 2:",
@@ -206,25 +184,13 @@ _WINDOW_PATTERNS = ("if self._recv_window < self._init_recv_window / 2:",
                     "self._recv_window = self._init_recv_window",
                     "decoded_data = cast(AnyStr, self._decoder.decode(data))",
                     "self._session.data_received(decoded_data, datatype)")
-_WINDOW_FIXED: bool | None = None
 
 
+@functools.cache
 def install_window_fix() -> bool:
     """Replace ``SSHChannel._deliver_data`` (once) by one that only re-opens the window for
     bytes the session has actually been given (see the module docstring)."""
-    global _WINDOW_FIXED
-    if _WINDOW_FIXED is not None:
-        return _WINDOW_FIXED
-    _WINDOW_FIXED = False
-    try:
-        from asyncssh.channel import SSHChannel
-        from asyncssh.constants import MSG_CHANNEL_WINDOW_ADJUST
-        from asyncssh.misc import ProtocolError
-        from asyncssh.packet import UInt32
-        source = inspect.getsource(SSHChannel._deliver_data)
-    except (ImportError, AttributeError, OSError, TypeError):
-        return False
-    if not all(p in source for p in _WINDOW_PATTERNS):
+    if not _source_matches(_WINDOW_PATTERNS, SSHChannel._deliver_data):
         return False
 
     def _deliver_data(self: Any, data: bytes, datatype: Any) -> None:
@@ -246,5 +212,4 @@ def install_window_fix() -> bool:
             self._session.data_received(decoded, datatype)
 
     SSHChannel._deliver_data = _deliver_data
-    _WINDOW_FIXED = True
     return True
