@@ -73,5 +73,4 @@ def test_stage_report_read_back_from_a_real_shell() -> None:
 def test_parse_space_and_tools() -> None:
     assert pipeline.parse_space("referenced\t3145728\ncompressratio\t2.00x\n") == int(3145728 * 2 * 1.02) + (1 << 20)
     assert pipeline.parse_space("garbage") is None
-    assert pipeline.parse_tools("zstd\nage\nother\n") == {"zstd", "age"}
     assert shlex.split(pipeline.Filters().extension) == []

@@ -366,9 +366,10 @@ def test_any_accepted_name_is_shell_inert(text: str) -> None:
 AGE_KEY = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
 
 
-def test_filter_probe_is_fixed_text() -> None:
-    argv = c.filter_probe_argv()
-    assert argv[:2] == ["sh", "-c"] and "zstd" in argv[2] and "age" in argv[2]
+def test_probe_names_every_helper_tool() -> None:
+    script = c.probe_argv()[2]
+    assert {"pv", "mbuffer", "zstd", "lz4", "age"} <= set(c.PROBED_TOOLS)
+    assert all(f" {tool}" in script.split(";")[0] for tool in c.PROBED_TOOLS)
 
 
 def test_space_argv_both_dialects() -> None:

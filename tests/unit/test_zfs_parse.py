@@ -55,6 +55,15 @@ def test_probe_zfs_fuse() -> None:
     assert not (caps.list_parsable or caps.send_estimate or caps.resume or caps.bookmarks or caps.raw_send)
     # zfs-fuse holds but cannot list holds, so zrelay does not use them there
     assert not (caps.holds or caps.compressed_send or caps.large_blocks or caps.embedded_data)
+    # the same round trip names the helper tools installed on the recording host
+    assert p.parse_probed_tools(rec.stdout) == {"pv", "mbuffer", "zstd", "lz4", "age"}
+
+
+def test_probed_tools_only_known_names() -> None:
+    assert p.parse_probed_tools("zrelay-tool: zstd\nzrelay-tool: rm\nzstd\nzfs-2.3.2-1\n") == {"zstd"}
+    assert p.parse_probed_tools("zfs-2.3.2-1\nzfs-kmod-2.3.2-1\n") == frozenset()
+    caps = p.parse_probe("zrelay-tool: pv\nzfs-2.3.2-1\nzfs-kmod-2.3.2-1\n", "", 0)
+    assert caps == Capabilities.openzfs("2.3.2")
 
 
 def test_probe_pool_version_from_zpool_upgrade() -> None:

@@ -271,6 +271,8 @@ async def _push(inventory: Inventory, pairs: list[tuple[Job, S3Target]], opts: d
         async def one_job(job: Job) -> list[PushResult]:
             source = engine.host(job.source.host)
             snap_cmds: list[tuple[str, str]] = []
+            for target in by_job[job.name]:  # the S3 listing overlaps the source's probe and listing
+                pushers[target.name].prefetch(job)
             try:
                 simulated = None
                 if args.snapshot:

@@ -183,23 +183,26 @@ class S3Pusher:
         self.options = options
         self.emit = events
         self._limits = send_limits or {}
-        self._tools: dict[str, asyncio.Future[set[str]]] = {}
+        self._catalogs: dict[tuple[str, str, bool], asyncio.Future[dict[tuple[str, str], DatasetView]]] = {}
 
-    async def tools(self, host: RemoteHost) -> set[str]:
-        """Filter tools installed on ``host`` (probed once per run)."""
-        fut = self._tools.get(host.name)
+    def prefetch(self, job: Job) -> None:
+        """Start reading ``job``'s stored sends now, to overlap the source's probe and listing."""
+        self._views(job)
+
+    def _views(self, job: Job) -> asyncio.Future[dict[tuple[str, str], DatasetView]]:
+        key = (job.source.host, job.source.dataset, job.recursive)
+        fut = self._catalogs.get(key)
         if fut is None:
-            async def probe() -> set[str]:
-                r = await host.conn.run(host.command(commands.filter_probe_argv()), check=False)
-                return pipeline.parse_tools(r.stdout)
-            fut = self._tools[host.name] = asyncio.ensure_future(probe())
-        return await asyncio.shield(fut)
+            fut = self._catalogs[key] = asyncio.ensure_future(catalog.load_views(
+                self.store, host=job.source.host, dataset=job.source.dataset, recursive=job.recursive))
+            # A run that fails on the source first never awaits it: keep asyncio from warning.
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return fut
 
     async def push_job(self, job: Job, source: RemoteHost, states: dict[str, DatasetState],
                        opts: PushOptions) -> list[PushResult]:
         """Every dataset of ``job`` (parents first); one failing dataset does not stop the others."""
-        views = await catalog.load_views(self.store, host=job.source.host, dataset=job.source.dataset,
-                                         recursive=job.recursive)
+        views = await asyncio.shield(self._views(job))
         names = sorted((n for n, st in states.items() if st.exists
                         and (n == job.source.dataset or (job.recursive and n.startswith(job.source.dataset + "/")))),
                        key=lambda n: n.split("/"))
@@ -266,7 +269,7 @@ class S3Pusher:
         raw = state.encrypted and caps.raw_send
         send = commands.send_argv(step.snapshot.full_name, caps=caps,
                                   base=step.base.full_name if step.base else None, raw=raw)
-        filters = pipeline.choose_filters(self.target.name, self.options, await self.tools(source), source.name)
+        filters = pipeline.choose_filters(self.target.name, self.options, await source.installed_tools(), source.name)
         command, stages = pipeline.push_command(send, filters, source.host.sudo)
         estimate = await self._estimate(source, caps, send)
         bound = estimate

@@ -388,8 +388,7 @@ async def restore(store: Store, options: S3Options, view: DatasetView, snapshot:
         return result
     need = set().union(*(pipeline.restore_tools(s.manifest) for s in rplan.path if s.manifest))
     if need:
-        r = await dest.conn.run(dest.command(commands.filter_probe_argv()), check=False)
-        missing = need - pipeline.parse_tools(r.stdout)
+        missing = need - await dest.installed_tools()
         if missing:
             raise S3UsageError(store.name, f"restoring needs {', '.join(sorted(missing))} on {dest.name}, "
                                            "which is not installed there")

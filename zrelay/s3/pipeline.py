@@ -10,6 +10,7 @@ Pure: builds text and reads text.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from zrelay.errors import S3UsageError
@@ -49,7 +50,7 @@ class Filters:
         return {"type": "age", "recipients": list(self.recipients)} if self.recipients else None
 
 
-def choose_filters(target: str, options: S3Options, installed: set[str], host: str) -> Filters:
+def choose_filters(target: str, options: S3Options, installed: AbstractSet[str], host: str) -> Filters:
     """Filters for a push from ``host`` given the tools installed there.
 
     Compression ``auto`` quietly falls back to none when zstd is missing;
@@ -152,6 +153,3 @@ def parse_space(stdout: str) -> int | None:
         return None
     return int(referenced * max(ratio, 1.0) * 1.02) + (1 << 20)
 
-
-def parse_tools(stdout: str) -> set[str]:
-    return {line.strip() for line in stdout.splitlines() if line.strip() in commands.FILTER_TOOLS}

@@ -9,7 +9,8 @@ role); a target's ``profile`` selects a profile. No secret is ever printed:
 error messages carry the error code and the key, never request headers.
 
 Every method is synchronous and thread-safe (boto3 clients are); the async
-callers run them in threads.
+callers run them in threads. boto3 is imported when the first client is made
+(a fifth of a second): in a thread, while the SSH side of a run is connecting.
 """
 
 from __future__ import annotations
@@ -17,18 +18,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
-
-import boto3
-import botocore.exceptions
-from botocore.config import Config
+from typing import TYPE_CHECKING, Any, Iterator
 
 from zrelay.errors import (S3AccessDenied, S3ChecksumMismatch, S3Error, S3NotFound, S3Unreachable,
                            S3UsageError)
 from zrelay.inventory.model import S3Target
 from zrelay.s3.chains import Listed
+
+if TYPE_CHECKING:
+    from botocore.config import Config
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 120.0
@@ -68,6 +69,7 @@ class Head:
 
 def client_config(target: S3Target, pool: int = 10) -> Config:
     """botocore Config for ``target`` (see module docstring for the checksum settings)."""
+    from botocore.config import Config
     return Config(
         signature_version="s3v4",
         s3={"addressing_style": target.addressing_style},
@@ -83,6 +85,8 @@ def client_config(target: S3Target, pool: int = 10) -> Config:
 
 def make_client(target: S3Target, pool: int = 10) -> Any:
     """A boto3 S3 client for ``target``: its profile, region and endpoint."""
+    import boto3.session
+    import botocore.exceptions
     try:
         session = boto3.session.Session(profile_name=target.profile) if target.profile else boto3.session.Session()
     except botocore.exceptions.ProfileNotFound:
@@ -97,6 +101,7 @@ def s3_errors(target: str, key: str | None = None, what: str = "") -> Iterator[N
     """Turn botocore's exceptions into one-line S3Errors (never with credentials in them)."""
     where = f" {key}" if key else ""
     doing = f"{what}{where}: " if what else (f"{key}: " if key else "")
+    import botocore.exceptions
     try:
         yield
     except botocore.exceptions.NoCredentialsError:
@@ -140,11 +145,15 @@ class Store:
         self.bucket = target.bucket
         self._client = client
         self._pool = pool
+        self._making = threading.Lock()
 
     @property
     def client(self) -> Any:
+        """The boto3 client, made on first use (by whichever thread gets there first)."""
         if self._client is None:
-            self._client = make_client(self.target, self._pool)
+            with self._making:
+                if self._client is None:
+                    self._client = make_client(self.target, self._pool)
         return self._client
 
     def url(self, key: str = "") -> str:

@@ -26,6 +26,7 @@ class RemoteHost:
         self.host = conn.host
         self._caps: Capabilities | None = None
         self._caps_lock = asyncio.Lock()
+        self._installed: frozenset[str] = frozenset()
         self._tools: dict[str, bool] = {}
         self._creating = asyncio.Lock()
 
@@ -38,12 +39,20 @@ class RemoteHost:
         return commands.remote_command(list(argv), sudo=self.host.sudo)
 
     async def capabilities(self) -> Capabilities:
-        """Probe once per run: OpenZFS 2.x and zfs-fuse speak different dialects."""
+        """Probe once per run: OpenZFS 2.x and zfs-fuse speak different dialects.
+
+        The same round trip finds the helper tools (commands.PROBED_TOOLS) installed."""
         async with self._caps_lock:
             if self._caps is None:
                 result = await self.conn.run(self.command(commands.probe_argv()), check=False)
                 self._caps = parse.parse_probe(result.stdout, result.stderr, result.exit_status or 0)
+                self._installed = parse.parse_probed_tools(result.stdout)
             return self._caps
+
+    async def installed_tools(self) -> frozenset[str]:
+        """Which of commands.PROBED_TOOLS this host has (from the capability probe)."""
+        await self.capabilities()
+        return self._installed
 
     async def zfs(self, argv: Sequence[str], *, dataset: str | None = None,
                   retry_busy: bool = False) -> CommandResult:
@@ -76,6 +85,8 @@ class RemoteHost:
 
     async def has_tool(self, tool: str) -> bool:
         """Is ``tool`` (pv, mbuffer, zstd …) installed here? Cached per run."""
+        if tool in commands.PROBED_TOOLS:
+            return tool in await self.installed_tools()
         if tool not in self._tools:
             result = await self.conn.run(self.command(commands.tool_probe_argv(tool)), check=False)
             self._tools[tool] = result.exit_status == 0

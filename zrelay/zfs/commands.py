@@ -25,9 +25,17 @@ from zrelay.zfs.names import check_dataset, check_snapshot
 
 ZFS = "zfs"
 
-# Fixed script: tells OpenZFS (``zfs version``) from zfs-fuse/older ZFS (pool
-# version line of ``zpool upgrade -v``) in one round trip. No user data in it.
+#: Helper tools zrelay uses when a host has them: progress (pv), buffering (mbuffer), wire and
+#: S3 compression (zstd, lz4), S3 encryption (age). The capability probe reports them.
+PROBED_TOOLS = ("pv", "mbuffer", "zstd", "lz4", "age")
+#: Prefix of the probe's tool lines (see parse.parse_probed_tools).
+TOOL_MARK = "zrelay-tool:"
+
+# Fixed script: names the installed PROBED_TOOLS, then tells OpenZFS (``zfs version``) from
+# zfs-fuse/older ZFS (pool version line of ``zpool upgrade -v``), all in one round trip.
+# No user data in it; dash's `command -v` takes one name, so one test per tool.
 PROBE_SCRIPT = (
+    f'for t in {" ".join(PROBED_TOOLS)}; do command -v "$t" >/dev/null 2>&1 && echo "{TOOL_MARK} $t"; done; '
     'command -v zfs >/dev/null 2>&1 || { echo "zrelay-probe: no zfs"; exit 127; }; '
     "zfs version 2>/dev/null && exit 0; "
     'echo "zrelay-probe: no zfs version"; '
@@ -405,22 +413,12 @@ def resume_token_argv(dataset: str) -> list[str]:
 
 # --- S3 streams: size bounds, filters, guarded pipelines -------------------------------
 
-#: Filter tools probed on a host before an S3 push or restore (see filter_probe_argv).
-FILTER_TOOLS = ("zstd", "age")
 #: Marker a guarded pipeline stage writes to stderr with its exit status.
 STAGE_MARK = "zrelay-stage"
-
-# Fixed script; dash's `command -v` takes one name, so one test per tool.
-FILTER_PROBE_SCRIPT = 'for t in ' + " ".join(FILTER_TOOLS) + '; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; true'
 
 _AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
 _SSH_RECIPIENT = re.compile(r"(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/]+={0,3}")
 _REMOTE_PATH = re.compile(r"/[A-Za-z0-9_.@+/-]+")
-
-
-def filter_probe_argv() -> list[str]:
-    """Prints the names of the installed filter tools (zstd, age), one a line."""
-    return ["sh", "-c", FILTER_PROBE_SCRIPT]
 
 
 def space_argv(snapshot: str) -> list[str]:

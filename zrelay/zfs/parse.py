@@ -38,8 +38,10 @@ from zrelay.errors import (
 from zrelay.zfs.commands import (
     BOOKMARK_COLUMNS,
     FS_COLUMNS,
+    PROBED_TOOLS,
     STAGE_MARK,
     SNAPSHOT_COLUMNS,
+    TOOL_MARK,
     check_resume_token,
     lists_with_get,
 )
@@ -79,6 +81,12 @@ def parse_probe(stdout: str, stderr: str, rc: int, *, host: str = "?") -> Capabi
         text = (stderr.strip() or stdout.strip() or f"exit {rc}").splitlines()[0]
         raise ZfsUnavailable(host, f"cannot tell which ZFS this is: {text}", exit_status=rc)
     raise error
+
+
+def parse_probed_tools(stdout: str) -> frozenset[str]:
+    """The PROBED_TOOLS the capability probe found installed (its ``zrelay-tool: NAME`` lines)."""
+    found = (line[len(TOOL_MARK):].strip() for line in stdout.splitlines() if line.startswith(TOOL_MARK))
+    return frozenset(t for t in found if t in PROBED_TOOLS)
 
 
 # --- state --------------------------------------------------------------------------
