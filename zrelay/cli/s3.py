@@ -586,12 +586,15 @@ async def _restore(inventory: Inventory, target: S3Target, options: S3Options, s
 async def _restore_one(inventory: Inventory, target: S3Target, options: S3Options, source: Endpoint,
                        dest_ep: Endpoint, args: argparse.Namespace, sink: Any) -> s3restore.RestoreResult:
     store = Store(target, pool=options.concurrency + 4)
-    views = await catalog.load_views(store, host=source.host, dataset=source.dataset, recursive=False)
-    view = views.get((source.host, source.dataset))
-    if view is None or not (view.chains or view.orphans):
-        raise S3UsageError(target.name, f"nothing is stored for {source} (see `zrelay s3-ls {target.name}`)")
     async with Engine(inventory, sink) as engine:
         dest = engine.host(dest_ep.host)
+        # Connect to and probe the receiving host while the stored sends are listed.
+        warming = asyncio.ensure_future(dest.capabilities())
+        warming.add_done_callback(lambda f: f.cancelled() or f.exception())  # restore() reports failures
+        views = await catalog.load_views(store, host=source.host, dataset=source.dataset, recursive=False)
+        view = views.get((source.host, source.dataset))
+        if view is None or not (view.chains or view.orphans):
+            raise S3UsageError(target.name, f"nothing is stored for {source} (see `zrelay s3-ls {target.name}`)")
         return await s3restore.restore(store, options, view, args.snapshot, dest, dest_ep.dataset,
                                        dry_run=args.dry_run, wait=args.wait, verify_first=args.verify_first,
                                        poll_seconds=args.poll, events=sink,

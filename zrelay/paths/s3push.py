@@ -36,7 +36,6 @@ from zrelay.s3.sizing import PartPlan, format_size, plan_parts, preflight_proble
 from zrelay.s3.store import Store
 from zrelay.s3.transfer import StreamUploader
 from zrelay.transport.host import RemoteHost
-from zrelay.transport.ssh import BULK_PKTSIZE, BULK_WINDOW
 from zrelay.zfs import commands, parse
 from zrelay.zfs.model import Capabilities, DatasetState
 
@@ -97,10 +96,7 @@ async def stream_to_s3(source: RemoteHost, command: str, stages: list[str], uplo
     started = time.monotonic()
     chan: asyncssh.SSHClientChannel[bytes] | None = None
     try:
-        async with source.conn.slot() as conn:
-            chan, _session = await source.conn.create_session(
-                conn, lambda: _SendSession(uploader, end, done), command,
-                encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
+        async with source.conn.bulk_session(lambda: _SendSession(uploader, end, done), command) as (chan, _):
             uploader.bind(pause=chan.pause_reading, resume=chan.resume_reading, stop=chan.close)
             chan.write_eof()  # the pipeline reads nothing
             await done

@@ -35,7 +35,6 @@ from zrelay.s3.sizing import MiB
 from zrelay.s3.store import Head, Store
 from zrelay.s3.transfer import read_ranges
 from zrelay.transport.host import RemoteHost
-from zrelay.transport.ssh import BULK_PKTSIZE, BULK_WINDOW
 from zrelay.zfs import commands, parse
 from zrelay.zfs.model import DatasetState
 
@@ -151,7 +150,7 @@ async def ensure_readable(store: Store, keys: list[str], options: S3Options, *, 
     Some S3-compatible servers label objects GLACIER without archiving them;
     an object that answers a one-byte GET is readable whatever its label.
     """
-    heads = [await asyncio.to_thread(store.head, k) for k in keys]
+    heads = list(await asyncio.gather(*(asyncio.to_thread(store.head, k) for k in keys)))
     pending = []
     for head in archived_heads(heads):
         if await asyncio.to_thread(_readable, store, head):
@@ -177,7 +176,7 @@ async def ensure_readable(store: Store, keys: list[str], options: S3Options, *, 
                                                f"{waited:.0f} s; re-run later", pending[0].key)
         await sleep(poll_seconds)
         waited += poll_seconds
-        fresh = [await asyncio.to_thread(store.head, h.key) for h in pending]
+        fresh = list(await asyncio.gather(*(asyncio.to_thread(store.head, h.key) for h in pending)))
         pending = [h for h in fresh if not h.restored]
         if pending:
             say(f"{len(pending)} object(s) still being restored")
@@ -243,9 +242,7 @@ async def receive_send(store: Store, send: SendRecord, dest: RemoteHost, command
     mismatch: S3ChecksumMismatch | None = None
     with ThreadPoolExecutor(concurrency, thread_name_prefix="s3-get") as pool, \
             ThreadPoolExecutor(1, thread_name_prefix="s3-sha") as hasher:
-        async with dest.conn.slot() as conn:
-            chan, _ = await dest.conn.create_session(conn, lambda: _ReceiveSession(state), command,
-                                                     encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
+        async with dest.conn.bulk_session(lambda: _ReceiveSession(state), command) as (chan, _):
             chan.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
 
             async def write(data: bytes) -> bool:
