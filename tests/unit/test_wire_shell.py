@@ -102,8 +102,6 @@ def test_warm_line_then_stream_bytes_reach_the_command() -> None:
 
 
 def test_warm_proxy_drops_noise_waits_for_both_marks_and_delivers_in_order() -> None:
-    from zrelay.transport.ssh import _WarmSession
-
     got: list[tuple[bytes, object]] = []
 
     class Real:
@@ -120,9 +118,10 @@ def test_warm_proxy_drops_noise_waits_for_both_marks_and_delivers_in_order() -> 
         def connection_lost(self, exc: object) -> None:
             got.append((b"lost", None))
 
-    proxy = _WarmSession()
+    proxy = _ShellSession()
     proxy.data_received(b"rc-file noise\n", None)
-    proxy.target, proxy.mark = Real(), f"{MARK}\n".encode()
+    proxy.hand_over(Real(), f"{MARK}\n".encode())
+    assert not proxy.stdout  # what a command shell had buffered is not the stream's
     # stdout may overtake stderr: the stream's first bytes come right behind the stdout mark
     proxy.data_received(b"motd\n" + MARK[:5].encode(), None)
     proxy.data_received(MARK[5:].encode() + b"\nSTREAM-1", None)

@@ -179,24 +179,6 @@ def _skip_ignore_packets(conn: asyncssh.SSHClientConnection) -> None:
     conn.send_packet = filtered  # type: ignore[method-assign]
 
 
-class _ShellSession(asyncssh.SSHClientSession[bytes]):
-    """The command shell's side of the channel: buffers stdout and stderr, wakes the waiter."""
-
-    def __init__(self) -> None:
-        self.stdout = bytearray()
-        self.stderr = bytearray()
-        self.changed = asyncio.Event()
-        self.closed = False
-
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        (self.stderr if datatype == asyncssh.EXTENDED_DATA_STDERR else self.stdout).extend(data)
-        self.changed.set()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.changed.set()
-
-
 class ShellBroken(Exception):
     """The command shell is gone; ``sent`` tells whether the current command may have run."""
 
@@ -205,18 +187,24 @@ class ShellBroken(Exception):
         self.sent = sent
 
 
-class _WarmSession(asyncssh.SSHClientSession[bytes]):
-    """A session opened before it is needed: the remote ``sh`` waits for one line.
+class _ShellSession(asyncssh.SSHClientSession[bytes]):
+    """The client side of a remote ``sh`` that zrelay opened ahead of need.
 
-    The login shell's start-up (rc files: 0.25-0.3 s a session on the lab) then overlaps with
-    the listings instead of delaying the transfer. The line prints a mark on stdout and on
-    stderr before the command starts (commands.warm_exec_line); each of the two is ordered
-    within its own pipe only, so each is waited for separately: what comes before a mark is
-    rc-file noise and dropped, what comes after it belongs to the command. Events after both
-    marks are queued until the new owner is in place (release), then delivered in order.
+    Such a shell first serves short commands (CommandShell: stdout and stderr are buffered
+    here for it), or just waits (a warm session). Either way it can later be handed one
+    stream command (Connection._hand_over): the login shell's start-up (rc files: 0.25-0.3 s
+    a session on the lab) is then long over when the stream begins.
+
+    The hand-over line prints a mark on stdout and on stderr before the command starts
+    (commands.warm_exec_line); each of the two is ordered within its own pipe only, so each
+    is waited for separately: what comes before a mark is dropped, what comes after it
+    belongs to the command. Events after both marks are queued until the new owner is in
+    place (release), then delivered in order.
     """
 
     def __init__(self) -> None:
+        self.stdout = bytearray()
+        self.stderr = bytearray()
         self.target: Any = None
         self.mark = b""
         self.marked = False
@@ -225,6 +213,12 @@ class _WarmSession(asyncssh.SSHClientSession[bytes]):
         self._seen = [False, False]            # stdout, stderr mark
         self._bufs = [bytearray(), bytearray()]
         self._queue: list[Callable[[], Any]] | None = []   # None once released: events go straight through
+
+    def hand_over(self, target: Any, mark: bytes) -> None:
+        """From now on look for ``mark``, then pass everything to ``target``."""
+        self.stdout.clear()
+        self.stderr.clear()
+        self.target, self.mark = target, mark
 
     def _deliver(self, event: Callable[[], Any]) -> None:
         if self._queue is None:
@@ -240,10 +234,12 @@ class _WarmSession(asyncssh.SSHClientSession[bytes]):
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         fd = 1 if datatype == asyncssh.EXTENDED_DATA_STDERR else 0
+        if not self.mark:   # serving commands (or waiting): buffer for CommandShell
+            (self.stderr if fd else self.stdout).extend(data)
+            self.changed.set()
+            return
         if self._seen[fd]:
             self._deliver(lambda: self.target.data_received(data, datatype))
-            return
-        if not self.mark:
             return
         buf = self._bufs[fd]
         buf += data
@@ -304,6 +300,18 @@ class CommandShell:
         self.lock = asyncio.Lock()
         self.queued = 0      # commands waiting for this shell
         self.broken = False
+        self.answered = False   # a command came back: the remote shell is up
+
+    @property
+    def idle(self) -> bool:
+        """Up, free and nobody waiting for it: it may be handed a stream."""
+        return self.answered and not self.broken and not self._session.closed and not self.lock.locked() \
+            and not self.queued
+
+    def detach(self) -> tuple[asyncssh.SSHClientChannel[bytes], _ShellSession]:
+        """Stop being a command shell; the channel and its session go to a stream."""
+        self.broken = True
+        return self._chan, self._session
 
     async def run(self, command: str) -> tuple[int, str, str]:
         session, nonce = self._session, self._nonce.encode()
@@ -328,6 +336,7 @@ class CommandShell:
         stderr = bytes(session.stderr[:err_at]).decode("utf-8", "replace")
         del session.stdout[:end + 1]
         del session.stderr[:err_at + len(err_mark)]
+        self.answered = True
         return status, stdout, stderr
 
     def close(self) -> None:
@@ -349,7 +358,7 @@ class Connection:
         self._shells_starting = 0
         self._shell_pool = max(1, min(COMMAND_SHELL_POOL, host.max_sessions // 3))
         self.use_shell = host.max_sessions >= COMMAND_SHELL_MIN_SESSIONS
-        self._warm: tuple[asyncssh.SSHClientChannel[bytes], _WarmSession] | None = None
+        self._warm: tuple[asyncssh.SSHClientChannel[bytes], _ShellSession] | None = None
         self._warm_task: asyncio.Future[None] | None = None
 
     @property
@@ -457,23 +466,31 @@ class Connection:
         return min(live, key=lambda sh: sh.queued) if live else None
 
     async def _start_shell(self) -> CommandShell | None:
+        if self._warm is not None:  # the warm session's start-up is under way or over: adopt it
+            (chan, session), self._warm = self._warm, None
+            if not session.closed:
+                shell = CommandShell(chan, session)
+                self._shells.append(shell)
+                return shell
+            self._slots.release()
         conn = await self.connection()
         if self._slots.locked():
             return None
         await self._slots.acquire()  # held for the shell's lifetime
         try:
+            # bulk window and packet size: the shell may be handed a stream later (_hand_over)
             chan, session = await self.create_session(conn, _ShellSession, commands.quote(
-                commands.COMMAND_SHELL_ARGV), encoding=None)
+                commands.COMMAND_SHELL_ARGV), encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
         except Exception:
             self._slots.release()
             return None
         shell = CommandShell(chan, session)
         self._shells.append(shell)
-        self._warm_up()
         return shell
 
     def _warm_up(self) -> None:
-        """Open one bulk session ahead of need (see _WarmSession), when a slot is free."""
+        """Open one shell ahead of need (see _ShellSession), when a slot is free. Called once a
+        command shell has answered, so that the two login shells do not start side by side."""
         if self._warm is not None or (self._warm_task is not None and not self._warm_task.done()):
             return
         self._warm_task = asyncio.ensure_future(self._open_warm())
@@ -484,7 +501,7 @@ class Connection:
         await self._slots.acquire()
         try:
             chan, session = await self._conn.create_session(
-                _WarmSession, commands.quote(commands.COMMAND_SHELL_ARGV), encoding=None,
+                _ShellSession, commands.quote(commands.COMMAND_SHELL_ARGV), encoding=None,
                 window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
         except Exception:  # noqa: BLE001  (a warm session is an optimisation only)
             self._slots.release()
@@ -492,20 +509,28 @@ class Connection:
         self._warm = (chan, session)
 
     async def _hand_over(self, factory: Callable[[], Any], command: str) -> tuple[Any, Any] | None:
-        """Turn the warm session, if any, into a session running ``command`` (its slot stays taken)."""
-        if self._warm_task is not None and not self._warm_task.done():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._warm_task)
-        warm, self._warm = self._warm, None
-        if warm is None:
-            return None
-        chan, proxy = warm
+        """Turn a shell opened ahead of need into a session running ``command`` (its slot stays
+        taken): an idle command shell, which is known to be up (the warm session, whose start-up
+        may still be running, then serves the next commands), else the warm session, if any."""
+        shell = next((sh for sh in self._shells if sh.idle), None)
+        if shell is not None:
+            self._shells.remove(shell)
+            chan, proxy = shell.detach()
+            self._warm_up()
+        else:
+            if self._warm_task is not None and not self._warm_task.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._warm_task)
+            warm, self._warm = self._warm, None
+            if warm is None:
+                return None
+            chan, proxy = warm
         if proxy.closed:
             self._slots.release()
             return None
         session = factory()
         mark = secrets.token_hex(16)
-        proxy.target, proxy.mark = session, (mark + "\n").encode()
+        proxy.hand_over(session, (mark + "\n").encode())
         chan.write(commands.warm_exec_line(command, mark).encode())
         while not proxy.marked and not proxy.closed:
             proxy.changed.clear()
@@ -521,7 +546,7 @@ class Connection:
     @contextlib.asynccontextmanager
     async def bulk_session(self, factory: Callable[[], Any], command: str) -> AsyncIterator[tuple[Any, Any]]:
         """A session for one end of a stream (bulk window and packet size), holding a slot
-        until the block ends: the warm session when there is one, else a new one."""
+        until the block ends: a shell opened ahead of need when there is one, else a new one."""
         handed = await self._hand_over(factory, command) if self.use_shell else None
         if handed is not None:
             try:
@@ -565,6 +590,7 @@ class Connection:
                 raise HostUnreachable(self.name, f"connection lost while running `{command}`") from None
         finally:
             shell.lock.release()
+        self._warm_up()  # the host answers: start the shell the next stream or command will use
         return CommandResult(command, status, out, err)
 
     async def _run_retrying(self, conn: asyncssh.SSHClientConnection, command: str,

@@ -226,7 +226,8 @@ class ZrelayApp(App[None]):
     # --- drawing ---
 
     def _tick(self) -> None:
-        if self._dirty:
+        # The timer can still fire while the app shuts down and its widgets are already gone.
+        if self._dirty and self.query(HostsView):
             self.redraw()
 
     def redraw(self) -> None:
