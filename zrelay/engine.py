@@ -384,7 +384,7 @@ class Engine:
         raw = p.encrypted and not options.decrypt
         steps: list[SendStep | None] = list(p.steps) if p.kind is not PlanKind.RESUME else [None]
         ssh = _direct_ssh(source, dest) if direct else None
-        progress = direct and await source.has_tool("pv")
+        progress = direct and "pv" in await source.installed_tools()
         out = []
         for label, step, (send_argv, recv_argv) in zip(_stream_labels(p), steps,
                                                          _stream_argvs(p, src_caps, dst_caps, options.rollback,

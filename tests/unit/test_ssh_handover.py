@@ -115,7 +115,8 @@ async def _scenario(tmp: Path) -> dict[str, Any]:
                 "streamed": hashlib.sha256(sink.data).hexdigest(), "bytes": len(sink.data), "status": sink.status,
                 "sessions_before_stream": sessions_before_stream, "first_shell_detached": first_shell.broken,
                 "shells_during_stream": shells_during_stream, "warm_during_stream": warm_during_stream is not None,
-                "second_ran_in_former_warm": conn._shells[0]._chan is (warm_during_stream or (None,))[0],
+                "second_ran_in_former_warm": warm_during_stream is not None
+                                             and conn._shells[0]._chan is warm_during_stream[0],
             }
         finally:
             await conn.close()

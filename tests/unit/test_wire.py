@@ -132,7 +132,7 @@ def test_buffer_needs_mbuffer_on_both_ends() -> None:
 
 
 class _FakeHost:
-    """RemoteHost as negotiate() uses it: has_tool and zfs, with a log of what was asked."""
+    """RemoteHost as negotiate() uses it: installed_tools and zfs, with a log of what was asked."""
 
     def __init__(self, name: str, tools: set[str], compress: str | None = None,
                  compression: str = "compression\toff\ncompressratio\t1.00x\n") -> None:
@@ -140,9 +140,9 @@ class _FakeHost:
         self.host = _host(name, compress)
         self._compression = compression
 
-    async def has_tool(self, tool: str) -> bool:
-        self.asked.append(tool)
-        return tool in self.tools
+    async def installed_tools(self) -> frozenset[str]:
+        self.asked.append("tools")
+        return frozenset(self.tools)
 
     async def zfs(self, argv: list[str], **_: object) -> object:
         self.asked.append(" ".join(argv))
@@ -155,8 +155,8 @@ def test_negotiate_probes_only_what_is_asked() -> None:
     assert src.asked == [] and dst.asked == []
     w = asyncio.run(wire.negotiate(_job("lz4"), src, dst, SEND))  # type: ignore[arg-type]
     assert (w.compress, w.buffer) == ("lz4", None)
-    assert src.asked == ["lz4", "zfs get -H -p -o property,value compression,compressratio tank/a"]
-    assert dst.asked == ["lz4"]
+    assert src.asked == ["tools", "zfs get -H -p -o property,value compression,compressratio tank/a"]
+    assert dst.asked == ["tools"]
 
 
 def test_negotiate_with_incompressible_dataset() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from tests.fixtures.transcript import Record, find, load, parse_transcript
@@ -57,6 +60,28 @@ def test_probe_zfs_fuse() -> None:
     assert not (caps.holds or caps.compressed_send or caps.large_blocks or caps.embedded_data)
     # the same round trip names the helper tools installed on the recording host
     assert p.parse_probed_tools(rec.stdout) == {"pv", "mbuffer", "zstd", "lz4", "age"}
+
+
+def _run_probe(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["/bin/sh", "-c", c.PROBE_SCRIPT], env={"PATH": str(path)}, capture_output=True,
+                          text=True, check=False)
+
+
+def test_probe_script_run_by_sh_reports_the_tools_on_the_path(tmp_path: Path) -> None:
+    """The real probe script, run by a real sh with only some tools (and a `zfs` answering like
+    OpenZFS 2.3.2) on its PATH: the parsers see exactly those tools and that version."""
+    for name, body in (("zstd", ""), ("pv", ""), ("zfs", "echo zfs-2.3.2-1; echo zfs-kmod-2.3.2-1")):
+        tool = tmp_path / name
+        tool.write_text(f"#!/bin/sh\n{body}\n")
+        tool.chmod(0o755)
+    r = _run_probe(tmp_path)
+    assert p.parse_probed_tools(r.stdout) == {"zstd", "pv"}
+    assert p.parse_probe(r.stdout, r.stderr, r.returncode) == Capabilities.openzfs("2.3.2")
+    (tmp_path / "zfs").unlink()
+    r = _run_probe(tmp_path)
+    assert r.returncode == 127 and p.parse_probed_tools(r.stdout) == {"zstd", "pv"}
+    with pytest.raises(e.ZfsUnavailable):
+        p.parse_probe(r.stdout, r.stderr, r.returncode)
 
 
 def test_probed_tools_only_known_names() -> None:

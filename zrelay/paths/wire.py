@@ -16,7 +16,7 @@ copy per end cost CPU on both hosts; see bench/README.md).
 - ``buffer``: ``mbuffer -q -s 128k -m SIZE`` on both ends (``auto``: AUTO_BUFFER)
   when both have mbuffer.
 
-The tools are probed once per host and run (RemoteHost.has_tool); the commands
+The tools come from each host's capability probe (RemoteHost.installed_tools); the commands
 themselves come from zrelay.zfs.commands (wire_send_command, wire_receive_command,
 wire_direct_pipeline), so ``--dry-run`` shows exactly what runs.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -100,7 +101,7 @@ def parse_compression(stdout: str) -> tuple[str, float] | None:
         return None
 
 
-def decide(compress: str, buffer: str, source_tools: set[str], target_tools: set[str], *,
+def decide(compress: str, buffer: str, source_tools: AbstractSet[str], target_tools: AbstractSet[str], *,
            send: Sequence[str], compression: tuple[str, float] | None = None) -> Wire:
     """The pure negotiation: settings, the tools on each end, the send and the dataset's compression."""
     both = source_tools & target_tools
@@ -132,11 +133,6 @@ def decide(compress: str, buffer: str, source_tools: set[str], target_tools: set
 _compression_cache: "weakref.WeakKeyDictionary[RemoteHost, dict[str, asyncio.Future]]" = weakref.WeakKeyDictionary()
 
 
-async def _tools(host: RemoteHost, wanted: Sequence[str]) -> set[str]:
-    have = await asyncio.gather(*(host.has_tool(t) for t in wanted))
-    return {t for t, ok in zip(wanted, have) if ok}
-
-
 async def _compression(host: RemoteHost, dataset: str) -> tuple[str, float] | None:
     """The dataset's compression and compressratio, once per host, dataset and run."""
     cache = _compression_cache.setdefault(host, {})
@@ -152,14 +148,12 @@ async def _compression(host: RemoteHost, dataset: str) -> tuple[str, float] | No
 
 
 async def negotiate(job: Job | None, source: RemoteHost, dest: RemoteHost, send: Sequence[str]) -> Wire:
-    """The Wire for one stream of ``job`` (probing tools and compression only when asked for)."""
+    """The Wire for one stream of ``job``: the hosts' tools from their capability probes, the
+    dataset's compression read only when compressing is asked for."""
     compress, buffer = settings(job, source.host, dest.host)
     if compress == "off" and buffer == "off":
         return OFF
-    wanted = [t for t in commands.WIRE_TOOLS
-              if (t == "mbuffer" and buffer != "off")
-              or (t != "mbuffer" and compress in ("auto", t))]
-    src_tools, dst_tools = await asyncio.gather(_tools(source, wanted), _tools(dest, wanted))
+    src_tools, dst_tools = await asyncio.gather(source.installed_tools(), dest.installed_tools())
     compression = None
     if compress != "off" and send_blocks_compressed(send) is None and "@" in send[-1]:
         compression = await _compression(source, send[-1].split("@", 1)[0])

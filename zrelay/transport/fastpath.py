@@ -48,6 +48,7 @@ from asyncssh.packet import UInt32
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+
 def _source_matches(patterns: tuple[str, ...], *functions: Any) -> bool:
     """Does the installed asyncssh's source of ``functions`` contain every pattern? The one
     guard of every change below: if asyncssh's internals move, that change is not made."""

@@ -27,7 +27,6 @@ class RemoteHost:
         self._caps: Capabilities | None = None
         self._caps_lock = asyncio.Lock()
         self._installed: frozenset[str] = frozenset()
-        self._tools: dict[str, bool] = {}
         self._creating = asyncio.Lock()
 
     @property
@@ -82,15 +81,6 @@ class RemoteHost:
         if dataset not in states:
             states[dataset] = DatasetState.absent(dataset)
         return states
-
-    async def has_tool(self, tool: str) -> bool:
-        """Is ``tool`` (pv, mbuffer, zstd …) installed here? Cached per run."""
-        if tool in commands.PROBED_TOOLS:
-            return tool in await self.installed_tools()
-        if tool not in self._tools:
-            result = await self.conn.run(self.command(commands.tool_probe_argv(tool)), check=False)
-            self._tools[tool] = result.exit_status == 0
-        return self._tools[tool]
 
     async def exists(self, dataset: str) -> bool:
         try:

@@ -492,18 +492,10 @@ def guarded_pipeline(*argvs: Sequence[str], sudo: bool = False) -> str:
 # --- direct host-to-host streams -----------------------------------------------------------
 
 SSH = "ssh"
-_TOOL = re.compile(r"[a-z0-9][a-z0-9_.+-]*")
 _SSH_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _SSH_HOST = re.compile(r"[A-Za-z0-9_.:%-]+")
 #: `pv -n -b`: cumulative byte counts, one number a line on stderr, every 0.25 s.
 PV_ARGV = ("pv", "-n", "-b", "-i", "0.25")
-
-
-def tool_probe_argv(tool: str) -> list[str]:
-    """Succeeds iff ``tool`` is on the host's PATH (the name is passed as $1, never spliced)."""
-    if not _TOOL.fullmatch(tool):
-        raise InvalidName(f"tool name {tool!r} is not valid")
-    return ["sh", "-c", 'command -v "$1" >/dev/null 2>&1', "sh", tool]
 
 
 def ssh_argv(address: str, *, port: int = 22, user: str | None = None,
@@ -579,8 +571,6 @@ def shell_request(command: str, nonce: str) -> str:
 
 # --- wire compression and buffering (relay and direct streams) ---------------------------------
 
-#: Tools probed on both ends of a stream before compressing or buffering it.
-WIRE_TOOLS = ("zstd", "lz4", "mbuffer")
 #: Wire compressors, best first: what ``compress: auto`` picks when both ends have it.
 WIRE_COMPRESSORS = ("zstd", "lz4")
 #: First stage number of a target-side pipeline inside a direct stream: its reports travel back
