@@ -212,7 +212,8 @@ def test_killed_send_leaves_target_unchanged_and_next_sync_works(lab, tmp_path: 
 
 
 def send_processes(lab, host: str, needle: str) -> list[tuple[str, str]]:
-    """(pid, ppid) of each ``zfs send`` on HOST whose command line holds NEEDLE.
+    """(pid, ppid) of each ``zfs send`` on HOST whose command line holds NEEDLE, dry runs
+    (``send -nvP``, OpenZFS's size estimate just before the stream) left out.
 
     ``ps`` runs on the host itself (the guest on the OpenZFS tier), so the
     parent is looked up where the process lives, not in this machine's /proc.
@@ -221,8 +222,9 @@ def send_processes(lab, host: str, needle: str) -> list[tuple[str, str]]:
     found = []
     for line in out.splitlines():
         fields = line.split(None, 2)
-        if len(fields) == 3 and fields[2].startswith("zfs send") and needle in fields[2]:
-            found.append((fields[0], fields[1]))
+        if len(fields) == 3 and fields[2].startswith("zfs send") and needle in fields[2] \
+                and not any(w.startswith("-n") for w in fields[2].split()):
+            found.append((fields[0], fields[1]))   # the stream, not an `-nvP` size estimate of it
     return found
 
 
