@@ -5,25 +5,36 @@ from __future__ import annotations
 import os
 import sys
 from types import TracebackType
-
-from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from zrelay.engine import TaskResult
 from zrelay.events import Event, JobFinished, Outcome, TransferFinished, TransferProgress, TransferStarted
 from zrelay.units import human_bytes, human_seconds  # noqa: F401  (commands use them via output)
 
-def _console(stderr: bool) -> Console:
-    """Wide enough for tables in logs and pipes; a terminal keeps its own width."""
-    stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() or os.environ.get("COLUMNS") else 140
-    return Console(stderr=stderr, highlight=False, width=width)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+# rich is imported on first use: a run that prints JSON only never needs it (30 ms of start-up).
+_consoles: dict[bool, Console] = {}
 
 
-out = _console(stderr=False)
-err = _console(stderr=True)
+def console(*, stderr: bool = False) -> Console:
+    """The shared console for stdout (or stderr): wide enough for tables in logs and pipes;
+    a terminal keeps its own width."""
+    if stderr not in _consoles:
+        from rich.console import Console
+        stream = sys.stderr if stderr else sys.stdout
+        width = None if stream.isatty() or os.environ.get("COLUMNS") else 140
+        _consoles[stderr] = Console(stderr=stderr, highlight=False, width=width)
+    return _consoles[stderr]
+
+
+def __getattr__(name: str) -> Console:
+    """``output.out`` and ``output.err``: the stdout and stderr consoles, made on first use."""
+    if name in ("out", "err"):
+        return console(stderr=name == "err")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _OUTCOME_STYLE = {
     Outcome.OK: "green", Outcome.NOOP: "green", Outcome.SKIPPED: "cyan",
@@ -41,9 +52,11 @@ class ProgressView:
 
     def __enter__(self) -> "ProgressView":
         if self.enabled:
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
             self._progress = Progress(
                 TextColumn("{task.description}", justify="left"), BarColumn(), DownloadColumn(binary_units=True),
-                TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False,
+                TransferSpeedColumn(), TimeRemainingColumn(), console=console(stderr=True), transient=False,
                 refresh_per_second=4)
             self._progress.start()
         return self
@@ -89,6 +102,7 @@ def result_dict(r: TaskResult) -> dict:
 
 
 def print_dry_run(results: list[TaskResult]) -> None:
+    out = console()
     for r in results:
         style = _OUTCOME_STYLE.get(r.outcome, "")
         out.print(f"[bold]{r.job}[/bold] → {r.target}: [{style}]{r.message}[/{style}]")
@@ -104,6 +118,8 @@ def print_dry_run(results: list[TaskResult]) -> None:
 
 
 def print_summary(results: list[TaskResult]) -> None:
+    from rich.table import Table
+    out, err = console(), console(stderr=True)
     if not results:
         out.print("no host targets matched: nothing to do")
         return

@@ -1,0 +1,62 @@
+"""Import asyncssh without its slowest step.
+
+On import, ``asyncssh.crypto.pq`` asks ``ctypes.util.find_library`` for liboqs (for the
+optional sntrup761 key exchange). On Linux that runs ``ldconfig -p``, then ``gcc`` and ``ld``
+when the library is absent: 35 ms of every zrelay start-up, a tenth of it. Where no liboqs
+file is in the dynamic linker's cache or its usual directories, the answer is known to be
+None and is given without those programs; anywhere else asyncssh searches as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes.util
+import glob
+import os
+import sys
+from collections.abc import Callable, Iterator
+from types import ModuleType
+
+#: The names asyncssh asks ``find_library`` for.
+OQS_NAMES = frozenset({"oqs", "liboqs"})
+LD_SO_CACHE = "/etc/ld.so.cache"
+#: Searched by find_library's gcc/ld fallback without being in the cache until ldconfig runs.
+DEFAULT_LIBRARY_DIRS = ("/usr/local/lib", "/usr/local/lib64", "/usr/lib", "/usr/lib64", "/lib", "/lib64")
+
+
+def liboqs_may_exist(cache_path: str = LD_SO_CACHE, environ: dict[str, str] | None = None) -> bool:
+    """False only when liboqs is surely absent: not named in the linker cache and no
+    ``liboqs.so*`` in LD_LIBRARY_PATH, LIBRARY_PATH or the default library directories."""
+    if sys.platform != "linux":
+        return True  # find_library needs no external programs elsewhere: nothing to save
+    env = os.environ if environ is None else environ
+    try:
+        with open(cache_path, "rb") as f:
+            if b"liboqs.so" in f.read():
+                return True
+    except OSError:
+        return True  # no cache to trust: let asyncssh look
+    dirs = [d for var in ("LD_LIBRARY_PATH", "LIBRARY_PATH") for d in env.get(var, "").split(os.pathsep) if d]
+    return any(glob.glob(os.path.join(d, "liboqs.so*")) for d in (*dirs, *DEFAULT_LIBRARY_DIRS))
+
+
+@contextlib.contextmanager
+def _no_oqs_search(find_library: Callable[[str], str | None]) -> Iterator[None]:
+    def answer(name: str) -> str | None:
+        return None if name in OQS_NAMES else find_library(name)
+
+    ctypes.util.find_library = answer
+    try:
+        yield
+    finally:
+        ctypes.util.find_library = find_library
+
+
+def import_asyncssh() -> ModuleType:
+    """``import asyncssh``, skipping the liboqs search when liboqs is surely absent."""
+    if "asyncssh" in sys.modules or liboqs_may_exist():
+        import asyncssh
+        return asyncssh
+    with _no_oqs_search(ctypes.util.find_library):
+        import asyncssh
+    return asyncssh
