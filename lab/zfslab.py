@@ -31,6 +31,8 @@ State lives in $ZRELAY_LAB_DIR (default /var/tmp/zrelay-lab):
     HOST/ssh_host_ed25519_key[.pub] per-host host key
     HOST/etczfs/                    bind-mounted over /etc/zfs (copy of zfsrc)
     HOST/varlib/                    bind-mounted over /var/lib/zfs (zpool.cache)
+    HOST/home/                      bind-mounted over root's home: each host has its own,
+                                    as separate machines do (no shared shell start-up files)
     HOST/disk/POOL.img              sparse pool image
     HOST/ns.pid                     namespace anchor process
     HOST/zfs-fuse.pid, sshd.pid     daemons
@@ -57,6 +59,7 @@ import contextlib
 import fcntl
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -73,6 +76,8 @@ HOSTS: dict[str, tuple[str, str]] = {
 }
 DEFAULT_DIR = "/var/tmp/zrelay-lab"
 SSH_PORT = 22
+#: Home of the user the lab's sshd logs in (root); every host gets its own (start_holder).
+ROOT_HOME = pwd.getpwuid(0).pw_dir
 IMAGE_SIZE = 4 * 1024**3  # sparse
 
 DAEMON_READY_TIMEOUT = 30.0
@@ -453,6 +458,7 @@ def prepare_host(host: str) -> None:
     hd = host_dir(host)
     for sub in ("etczfs", "varlib", "disk"):
         (hd / sub).mkdir(parents=True, exist_ok=True)
+    (hd / "home").mkdir(mode=0o700, exist_ok=True)
     etc = Path("/etc/zfs")
     if etc.is_dir():
         for f in etc.iterdir():
@@ -508,6 +514,10 @@ def start_holder(host: str) -> int:
         # zpool.cache lives here: a shared /var/lib/zfs makes a second daemon
         # import the first host's pools (two daemons on one image = corruption)
         f"mount --bind '{hd}/varlib' /var/lib/zfs\n"
+        # Root's home of its own. Sharing the machine's, every host's login shell ran this
+        # machine's start-up files, and hosts interfered through them (a lock file in the
+        # shared home held one host's login while another's ran): no two real machines do.
+        f"mount --bind '{hd}/home' '{ROOT_HOME}'\n"
         # A private tmpfs under every pool mountpoint. Without it all hosts
         # share the directory /tank of the real root filesystem, and when one
         # host's daemon unmounts and rmdir's /tank the kernel detaches the

@@ -361,6 +361,16 @@ def host_trouble(lab: Lab, exc: Exception) -> bool:
             or any(t in str(exc).lower() for t in _HOST_TROUBLE))
 
 
+def warm_up(lab: Lab, what: str, fn: Callable[[], object], reset: Callable[[], None]) -> None:
+    """One untimed run before the timed ones. The first receive after the source data was written
+    ran 1.2-2.9 s slower than the others whichever method came first (the pools still writing the
+    fresh data back); after this run and a ``sync`` every timed run starts from the same state."""
+    log(f"{what}: one untimed run to warm the pools")
+    attempt(lab, f"{what} warm-up", fn, reset)
+    reset()
+    os.sync()
+
+
 def attempt(lab: Lab, what: str, fn: Callable[[], T], reset: Callable[[], None] | None = None,
             attempts: int = 6) -> T:
     """One measurement. When a lab host was stopped meanwhile (other sessions run "host down"

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zbench.common import (MB, MiB, SOURCE, TARGET, HOSTS, BenchError, Lab, Timed, attempt, log, ratio,
-                           rotations, run_timed, summary, zrelay_env, zrelay_sync_results)
+                           rotations, run_timed, summary, warm_up, zrelay_env, zrelay_sync_results)
 
 METHODS = ("zrelay-direct", "local-pipe")
 GOAL = 0.95
@@ -88,6 +88,7 @@ def run(lab: Lab, *, size_mib: int, reps: int, inventory_extra: dict[str, Any], 
         return timed
 
     runners: dict[str, Callable[[], Timed]] = {"zrelay-direct": zrelay_direct, "local-pipe": local_pipe}
+    warm_up(lab, "direct-512", local_pipe, lambda: lab.destroy(TARGET, copy))
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
     for rep, order in rotations(METHODS, reps):
         for method in order:

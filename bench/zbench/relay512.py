@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zbench.common import (BENCH, MB, MiB, SOURCE, TARGET, BenchError, Lab, Timed, attempt, log,
-                           pipe_timed, ratio, rotations, run_timed, summary, zrelay_env,
+                           pipe_timed, ratio, rotations, run_timed, summary, warm_up, zrelay_env,
                            zrelay_sync_results)
 
 METHODS = ("zrelay", "openssh-relay", "local-pipe")
@@ -84,6 +84,7 @@ def run(lab: Lab, *, size_mib: int, reps: int, ssh_opts: list[str], inventory_ex
     runners: dict[str, Callable[[], Timed]] = {"zrelay": zrelay, "openssh-relay": openssh_relay,
                                                "local-pipe": local_pipe,
                                                "openssh-default-cipher": lambda: openssh_relay([])}
+    warm_up(lab, "relay-512", openssh_relay, lambda: lab.destroy(TARGET, copy))
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for rep, order in rotations(methods, reps):
         for method in order:
