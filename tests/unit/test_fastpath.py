@@ -160,3 +160,82 @@ def test_a_paused_channel_holds_at_most_its_window(tmp_path: Path) -> None:
     received, most_queued = asyncio.run(_paused_consumer(tmp_path, 512, window))   # 32 MiB
     assert received == 512 * 64 * 1024
     assert most_queued <= window, f"{most_queued} bytes queued in a channel with a {window}-byte window"
+
+
+async def _digest(process: asyncssh.SSHServerProcess[bytes]) -> None:
+    """Reads stdin to the end, answers ``<bytes> <sha256>``."""
+    h, n = hashlib.sha256(), 0
+    while data := await process.stdin.read(1 << 16):
+        h.update(data)
+        n += len(data)
+    process.stdout.write(f"{n} {h.hexdigest()}\n".encode())
+    process.exit(0)
+
+
+async def _source_or_digest(process: asyncssh.SSHServerProcess[bytes]) -> None:
+    await (_digest(process) if process.command == "digest" else _source(process))
+
+
+async def _relay_counting_writes(tmp: Path, blocks: int) -> tuple[str, str, int, int]:
+    """Relay ``blocks`` × 64 KiB from one connection's session into another's, the way
+    paths.relay forwards (inside the data callback); returns the digest the far end computed,
+    the digest of what was forwarded, the channel data packets sent and the socket writes."""
+    loop = asyncio.get_running_loop()
+    async with _lab_server(tmp, _source_or_digest) as where:
+        async with asyncssh.connect(**where) as src, asyncssh.connect(**where) as dst:
+            fastpath.speed_up(src)
+            fastpath.speed_up(dst)
+            writes = 0
+            transport_write = dst._transport.write  # type: ignore[attr-defined]
+
+            def counting_write(data: bytes) -> None:
+                nonlocal writes
+                writes += 1
+                transport_write(data)
+
+            dst._transport.write = counting_write  # type: ignore[attr-defined]
+            forwarded = hashlib.sha256()
+            answer: list[bytes] = []
+            far_done, near_done = loop.create_future(), loop.create_future()
+
+            class Far(asyncssh.SSHClientSession[bytes]):
+                def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+                    answer.append(data)
+
+                def connection_lost(self, exc: Exception | None) -> None:
+                    far_done.done() or far_done.set_result(None)
+
+            far_chan, _ = await dst.create_session(Far, "digest", encoding=None)
+            packets_before = dst._send_seq  # type: ignore[attr-defined]
+
+            class Near(asyncssh.SSHClientSession[bytes]):
+                def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+                    forwarded.update(data)
+                    far_chan.write(data)
+
+                def connection_lost(self, exc: Exception | None) -> None:  # the source exited
+                    far_chan.write_eof()
+                    near_done.done() or near_done.set_result(None)
+
+            writes = 0
+            await src.create_session(Near, str(blocks), encoding=None, window=2 * 1024 * 1024,
+                                     max_pktsize=32 * 1024)
+            await asyncio.wait_for(asyncio.gather(near_done, far_done), 120)
+            packets = dst._send_seq - packets_before  # type: ignore[attr-defined]
+    size, digest = b"".join(answer).decode().split()
+    assert int(size) == blocks * 64 * 1024
+    return digest, forwarded.hexdigest(), packets, writes
+
+
+def test_packets_forwarded_from_one_socket_read_leave_in_one_write(tmp_path: Path) -> None:
+    assert fastpath._cork_supported()
+    far, near, packets, writes = asyncio.run(_relay_counting_writes(tmp_path, 256))   # 16 MiB
+    assert far == near  # every byte arrived, in order
+    assert writes * 2 < packets, f"{writes} socket writes for {packets} packets: the writes were not corked"
+
+
+def test_without_the_cork_every_packet_is_its_own_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control for the test above: the same relay, corking switched off."""
+    monkeypatch.setattr(fastpath, "_cork_supported", lambda: False)
+    far, near, packets, writes = asyncio.run(_relay_counting_writes(tmp_path, 64))
+    assert far == near and writes >= packets * 0.9

@@ -17,6 +17,12 @@ written with three copies instead of about eight (``_FastSend``); anything
 else (other packet types, key exchange or rekey due, compression, another
 cipher, packet logging) takes asyncssh's own path unchanged.
 
+Writes are corked while a connection handles received data (``_CorkedSend``):
+the packets one socket read gives rise to, on any connection (a relay forwards
+what the source sent to the target), leave in one ``send`` per connection when
+that handling ends instead of one system call per packet. A 256 MiB relay made
+10,100 sends of 26 KiB on average, 0.42 s of its 1.6 s of CPU.
+
 Flow control (a fix, not a speed-up): asyncssh grants the sender a full new
 window as soon as it delivers one chunk after a pause, while the rest of what
 arrived during the pause is still queued. Each pause/resume cycle of a slow
@@ -35,6 +41,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import threading
 import time
 from typing import Any, Callable
 
@@ -92,6 +99,9 @@ def speed_up(conn: asyncssh.SSHClientConnection) -> bool:
     install_window_fix()
     if _install_gcm_cache() and _send_supported():
         conn.send_packet = _FastSend(conn, conn.send_packet)  # type: ignore[method-assign]
+    if _cork_supported():
+        conn._send = _CorkedSend(conn._send)  # type: ignore[method-assign]
+        conn.data_received = _corking(conn.data_received)  # type: ignore[method-assign]
     if not supported():
         return False
     handler = getattr(conn, "_recv_handler", None)
@@ -144,6 +154,76 @@ class _FastSend:
         conn._send(header + sealed)
         conn._send_seq = (conn._send_seq + 1) & 0xffffffff
         conn._rekey_bytes_sent += len(plain)
+
+
+_CORK_PATTERNS = ("def _send(self, data: bytes) -> None:", "self._transport.write(data)",
+                  "self._inpbuf += data", "self._recv_data()")
+
+
+@functools.cache
+def _cork_supported() -> bool:
+    """Is ``_send`` the one place asyncssh writes to the transport, and ``data_received``
+    where received bytes come in? Then both can be wrapped per connection."""
+    conn_cls = asyncssh.connection.SSHConnection
+    source = inspect.getsource(asyncssh.connection)
+    return (source.count("self._transport.write(") == 1
+            and _source_matches(_CORK_PATTERNS, conn_cls._send, conn_cls.data_received))
+
+
+class _Cork(threading.local):
+    """Per thread (one event loop each): how deep in received-data handling we are, and
+    which connections hold corked bytes."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: list[_CorkedSend] = []
+
+
+_cork = _Cork()
+
+
+class _CorkedSend:
+    """A connection's ``_send``: queues what is sent while received data is being handled,
+    in order, and writes it in one piece when that handling ends (see the docstring)."""
+
+    __slots__ = ("_send", "_queue")
+
+    def __init__(self, send: Callable[[bytes], None]) -> None:
+        self._send = send
+        self._queue: list[bytes] = []
+
+    def __call__(self, data: bytes) -> None:
+        if not _cork.depth:
+            self._send(data)
+            return
+        if not self._queue:
+            _cork.pending.append(self)
+        self._queue.append(data)
+
+    def flush(self) -> None:
+        queue, self._queue = self._queue, []
+        if queue:
+            self._send(queue[0] if len(queue) == 1 else b"".join(queue))
+
+
+def _corking(data_received: Callable[..., None]) -> Callable[..., None]:
+    def corked(data: bytes, *args: Any) -> None:
+        _cork.depth += 1
+        try:
+            data_received(data, *args)
+        finally:
+            _cork.depth -= 1
+            if not _cork.depth and _cork.pending:
+                pending, _cork.pending = _cork.pending, []
+                error: BaseException | None = None
+                for send in pending:  # every connection's bytes leave, even if one write raised
+                    try:
+                        send.flush()
+                    except BaseException as exc:  # noqa: BLE001  (re-raised below)
+                        error = error or exc
+                if error is not None:
+                    raise error
+    return corked
 
 
 def _aead(cipher: Any) -> AESGCM:
