@@ -61,7 +61,7 @@ def _print(results: list[ReleaseResult], dry_run: bool) -> None:
             table.add_row(r.job, r.host, "", "", "no zrelay holds")
         for tag, snaps in r.holds.items():
             table.add_row(r.job, r.host, tag, "\n".join(snaps), "would release" if dry_run else "released")
-    console = output._console(False)
+    console = output.console()
     console.print(table)
     if dry_run:
         for r in results:
