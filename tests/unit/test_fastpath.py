@@ -42,6 +42,7 @@ def test_installed_asyncssh_consumes_its_buffer_as_expected() -> None:
     assert fastpath.supported()
     assert fastpath._send_supported()
     assert fastpath.install_window_fix()
+    assert fastpath._cork_supported()
 
 
 async def _echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
@@ -185,15 +186,6 @@ async def _relay_counting_writes(tmp: Path, blocks: int) -> tuple[str, str, int,
         async with asyncssh.connect(**where) as src, asyncssh.connect(**where) as dst:
             fastpath.speed_up(src)
             fastpath.speed_up(dst)
-            writes = 0
-            transport_write = dst._transport.write  # type: ignore[attr-defined]
-
-            def counting_write(data: bytes) -> None:
-                nonlocal writes
-                writes += 1
-                transport_write(data)
-
-            dst._transport.write = counting_write  # type: ignore[attr-defined]
             forwarded = hashlib.sha256()
             answer: list[bytes] = []
             far_done, near_done = loop.create_future(), loop.create_future()
@@ -217,7 +209,15 @@ async def _relay_counting_writes(tmp: Path, blocks: int) -> tuple[str, str, int,
                     far_chan.write_eof()
                     near_done.done() or near_done.set_result(None)
 
-            writes = 0
+            writes = 0  # counted from here: the stream's writes, not the sessions' set-up
+            transport_write = dst._transport.write  # type: ignore[attr-defined]
+
+            def counting_write(data: bytes) -> None:
+                nonlocal writes
+                writes += 1
+                transport_write(data)
+
+            dst._transport.write = counting_write  # type: ignore[attr-defined]
             await src.create_session(Near, str(blocks), encoding=None, window=2 * 1024 * 1024,
                                      max_pktsize=32 * 1024)
             await asyncio.wait_for(asyncio.gather(near_done, far_done), 120)
@@ -228,7 +228,6 @@ async def _relay_counting_writes(tmp: Path, blocks: int) -> tuple[str, str, int,
 
 
 def test_packets_forwarded_from_one_socket_read_leave_in_one_write(tmp_path: Path) -> None:
-    assert fastpath._cork_supported()
     far, near, packets, writes = asyncio.run(_relay_counting_writes(tmp_path, 256))   # 16 MiB
     assert far == near  # every byte arrived, in order
     assert writes * 2 < packets, f"{writes} socket writes for {packets} packets: the writes were not corked"

@@ -30,11 +30,10 @@ def console(*, stderr: bool = False) -> Console:
     return _consoles[stderr]
 
 
-def __getattr__(name: str) -> Console:
-    """``output.out`` and ``output.err``: the stdout and stderr consoles, made on first use."""
-    if name in ("out", "err"):
-        return console(stderr=name == "err")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def error_line(text: str) -> None:
+    """One line on stderr as it is (no rich markup: remote messages carry brackets)."""
+    console(stderr=True).print(text, markup=False, soft_wrap=True)
+
 
 _OUTCOME_STYLE = {
     Outcome.OK: "green", Outcome.NOOP: "green", Outcome.SKIPPED: "cyan",
@@ -135,7 +134,7 @@ def print_summary(results: list[TaskResult]) -> None:
     failed = sorted({r.failed_host for r in results if r.outcome is Outcome.FAILED and r.failed_host})
     bad = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.REFUSED)]
     for r in bad:
-        err.print(f"{r.outcome.value}: {r.job} → {r.target}: {r.message}", markup=False, soft_wrap=True)
+        error_line(f"{r.outcome.value}: {r.job} → {r.target}: {r.message}")
     if bad:
         hosts = f" (hosts: {', '.join(failed)})" if failed else ""
         err.print(f"zrelay: {len(bad)} of {len(results)} job target(s) failed or refused{hosts}")

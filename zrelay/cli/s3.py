@@ -234,7 +234,7 @@ def run_push(args: argparse.Namespace) -> int:
                 pairs.append((job, inventory.s3_targets[ref.name]))
     if not pairs:
         what = f" with S3 target {args.target!r}" if args.target else " with an S3 target"
-        output.out.print(f"no matching job{what}: nothing to do")
+        output.console().print(f"no matching job{what}: nothing to do")
         return EXIT_OK
     targets = {t.name: t for _, t in pairs}
     opts = {name: _options(t, args) for name, t in targets.items()}
@@ -356,7 +356,7 @@ def _with_snapshot(states: dict[str, DatasetState], name: str) -> dict[str, Data
 
 
 def _print_push_dry_run(results: list[PushResult]) -> None:
-    out = output.out
+    out = output.console()
     for r in results:
         style = {Outcome.REFUSED: "yellow", Outcome.FAILED: "red"}.get(r.outcome, "cyan")
         kind = r.plan.kind if r.plan else r.outcome.value
@@ -394,13 +394,12 @@ def _print_push_summary(results: list[PushResult]) -> None:
         detail = r.message if r.outcome not in (Outcome.FAILED, Outcome.REFUSED) else "see below"
         table.add_row(r.job, r.dataset, r.target, f"[{style}]{r.outcome.value}[/{style}]",
                       format_size(r.bytes), f"{r.seconds:.1f}s", detail)
-    output.out.print(table)
+    output.console().print(table)
     bad = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.REFUSED)]
     for r in bad:
         job = "" if r.job == r.dataset else f"{r.job} "
         message = r.message.removeprefix(f"{r.target}: ")
-        output.err.print(f"{r.outcome.value}: {job}{r.dataset} → {r.target}: {message}",
-                         markup=False, soft_wrap=True)
+        output.error_line(f"{r.outcome.value}: {job}{r.dataset} → {r.target}: {message}")
 
 
 # --------------------------------------------------------------------------- s3-ls
@@ -474,7 +473,7 @@ def _view_dict(v: DatasetView) -> dict[str, Any]:
 
 
 def _print_views(target: S3Target, views: list[DatasetView]) -> None:
-    out = output.out
+    out = output.console()
     where = f"s3://{target.bucket}/{mf.root(target.prefix)}" + (f"  ({target.endpoint})" if target.endpoint else "")
     out.print(f"[bold]{target.name}[/bold]  {where}", highlight=False)
     if not views:
@@ -539,7 +538,7 @@ def run_restore(args: argparse.Namespace) -> int:
     if args.json:
         _dump(result.to_dict())
     else:
-        out = output.out
+        out = output.console()
         if result.outcome == "dry-run":
             out.print(f"[bold]{result.source}[/bold] from s3:{target.name} → {result.target}: {result.message}",
                       soft_wrap=True)
@@ -598,7 +597,7 @@ async def _restore_one(inventory: Inventory, target: S3Target, options: S3Option
         return await s3restore.restore(store, options, view, args.snapshot, dest, dest_ep.dataset,
                                        dry_run=args.dry_run, wait=args.wait, verify_first=args.verify_first,
                                        poll_seconds=args.poll, events=sink,
-                                       say=lambda s: output.err.print(s, markup=False, soft_wrap=True))
+                                       say=output.error_line)
 
 
 # --------------------------------------------------------------------------- s3-verify
@@ -612,17 +611,17 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.json:
         _dump([r.to_dict() for r in results])
     else:
+        out = output.console()
         total = sum(r.bytes for r in results)
         for r in results:
             if r.ok:
-                output.out.print(f"ok       {r.dataset} {r.ref}  {format_size(r.bytes)}", highlight=False)
+                out.print(f"ok       {r.dataset} {r.ref}  {format_size(r.bytes)}", highlight=False)
             else:
-                output.out.print(f"[red]FAILED[/red]   {r.dataset} {r.ref}: {r.message}", highlight=False,
-                                 soft_wrap=True)
+                out.print(f"[red]FAILED[/red]   {r.dataset} {r.ref}: {r.message}", highlight=False, soft_wrap=True)
         bad = [r for r in results if not r.ok]
-        output.out.print(f"{len(results) - len(bad)} of {len(results)} send(s) verified, {format_size(total)} read")
+        out.print(f"{len(results) - len(bad)} of {len(results)} send(s) verified, {format_size(total)} read")
         for r in bad:
-            output.err.print(f"s3-verify: {r.dataset} {r.ref}: {r.message}", markup=False, soft_wrap=True)
+            output.error_line(f"s3-verify: {r.dataset} {r.ref}: {r.message}")
     return EXIT_JOB_FAILED if any(not r.ok for r in results) else EXIT_OK
 
 
@@ -665,9 +664,9 @@ def run_prune(args: argparse.Namespace) -> int:
     else:
         _print_prune(plans, args.dry_run, deleted)
         for f in failures:
-            output.err.print(f"s3-prune: {f}", markup=False, soft_wrap=True)
+            output.error_line(f"s3-prune: {f}")
         for p, d in refused:
-            output.err.print(f"s3-prune: refused: {d.refused}", markup=False, soft_wrap=True)
+            output.error_line(f"s3-prune: refused: {d.refused}")
     return EXIT_JOB_FAILED if refused or failures else EXIT_OK
 
 
@@ -703,7 +702,7 @@ def _prune_dict(p: PrunePlan) -> dict[str, Any]:
 
 
 def _print_prune(plans: list[PrunePlan], dry_run: bool, deleted: list[str]) -> None:
-    out = output.out
+    out = output.console()
     verb = "would delete" if dry_run else "delete"
     if not plans:
         out.print("nothing stored: nothing to prune")
@@ -745,19 +744,20 @@ def run_abort_stale(args: argparse.Namespace) -> int:
     if args.json:
         _dump({"target": target.name, "dry_run": args.dry_run, "uploads": rows, "failures": failures})
     else:
+        out = output.console()
         verb = "would abort" if args.dry_run else "aborted"
         for r in rows:
             if r["stale"]:
-                output.out.print(f"{verb:<12} {r['key']}  upload {r['upload_id'][:16]}…  started {r['age']} ago",
-                                 highlight=False, soft_wrap=True)
+                out.print(f"{verb:<12} {r['key']}  upload {r['upload_id'][:16]}…  started {r['age']} ago",
+                          highlight=False, soft_wrap=True)
             else:
-                output.out.print(f"{'kept':<12} {r['key']}  started {r['age']} ago (younger than "
-                                 f"--older-than; may still be running)", highlight=False, soft_wrap=True)
+                out.print(f"{'kept':<12} {r['key']}  started {r['age']} ago (younger than "
+                          f"--older-than; may still be running)", highlight=False, soft_wrap=True)
         stale = sum(1 for r in rows if r["stale"])
-        output.out.print(f"{stale} stale multipart upload(s) {verb if stale else 'found'} under "
-                         f"s3://{target.bucket}/{mf.root(target.prefix)}", highlight=False)
+        out.print(f"{stale} stale multipart upload(s) {verb if stale else 'found'} under "
+                  f"s3://{target.bucket}/{mf.root(target.prefix)}", highlight=False)
         for f in failures:
-            output.err.print(f"s3-abort-stale: {f}", markup=False, soft_wrap=True)
+            output.error_line(f"s3-abort-stale: {f}")
     return EXIT_JOB_FAILED if failures else EXIT_OK
 
 

@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-from rich.table import Table
-
 from zrelay.cli import output
 from zrelay.engine import Engine
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, UsageError
@@ -105,8 +103,9 @@ def last_run_label(r: LocationStatus, now: float) -> str:
 
 
 def print_table(rows: list[LocationStatus]) -> None:
+    from rich.table import Table  # imported when a table is printed: --json never needs rich
     if not rows:
-        output.out.print("no targets in the matching jobs")
+        output.console().print("no targets in the matching jobs")
         return
     now = time.time()
     table = Table(title=f"zrelay status  {time.strftime('%Y-%m-%d %H:%M:%S')}", title_justify="left")
@@ -132,7 +131,7 @@ def print_table(rows: list[LocationStatus]) -> None:
         table.add_row(r.job, r.target, f"[{style}]{state_label(r)}[/{style}]" if style else state_label(r),
                       r.source_newest or "-", r.target_newest or "-", r.common_base or "-",
                       output.human_seconds(r.lag_seconds), last_run_label(r, now), detail)
-    output.out.print(table)
+    output.console().print(table)
 
 
 # --- Prometheus textfile -------------------------------------------------------------------

@@ -66,6 +66,14 @@ def _source_matches(patterns: tuple[str, ...], *functions: Any) -> bool:
     return all(p in source for p in patterns)
 
 
+def _source_count(pattern: str, module: Any) -> int:
+    """How often ``pattern`` occurs in ``module``'s source (0 when it cannot be read)."""
+    try:
+        return inspect.getsource(module).count(pattern)
+    except (OSError, TypeError):
+        return 0
+
+
 _CONSUME_PATTERNS = ("self._inpbuf = self._inpbuf[self._recv_blocksize:]", "self._inpbuf = self._inpbuf[rem:]",
                      "self._inpbuf += data")
 
@@ -94,8 +102,8 @@ def supported() -> bool:
 
 
 def speed_up(conn: asyncssh.SSHClientConnection) -> bool:
-    """Give an established connection the in-place input buffer and the fast channel-data
-    send; True when the input buffer was applied."""
+    """Give an established connection the in-place input buffer, the fast channel-data
+    send and corked writes; True when the input buffer was applied."""
     install_window_fix()
     if _install_gcm_cache() and _send_supported():
         conn.send_packet = _FastSend(conn, conn.send_packet)  # type: ignore[method-assign]
@@ -165,9 +173,8 @@ def _cork_supported() -> bool:
     """Is ``_send`` the one place asyncssh writes to the transport, and ``data_received``
     where received bytes come in? Then both can be wrapped per connection."""
     conn_cls = asyncssh.connection.SSHConnection
-    source = inspect.getsource(asyncssh.connection)
-    return (source.count("self._transport.write(") == 1
-            and _source_matches(_CORK_PATTERNS, conn_cls._send, conn_cls.data_received))
+    return (_source_matches(_CORK_PATTERNS, conn_cls._send, conn_cls.data_received)
+            and _source_count("self._transport.write(", asyncssh.connection) == 1)
 
 
 class _Cork(threading.local):

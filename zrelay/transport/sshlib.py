@@ -14,8 +14,7 @@ import ctypes.util
 import glob
 import os
 import sys
-from collections.abc import Callable, Iterator
-from types import ModuleType
+from collections.abc import Iterator
 
 #: The names asyncssh asks ``find_library`` for.
 OQS_NAMES = frozenset({"oqs", "liboqs"})
@@ -41,7 +40,9 @@ def liboqs_may_exist(cache_path: str = LD_SO_CACHE, environ: dict[str, str] | No
 
 
 @contextlib.contextmanager
-def _no_oqs_search(find_library: Callable[[str], str | None]) -> Iterator[None]:
+def _no_oqs_search() -> Iterator[None]:
+    find_library = ctypes.util.find_library
+
     def answer(name: str) -> str | None:
         return None if name in OQS_NAMES else find_library(name)
 
@@ -52,11 +53,10 @@ def _no_oqs_search(find_library: Callable[[str], str | None]) -> Iterator[None]:
         ctypes.util.find_library = find_library
 
 
-def import_asyncssh() -> ModuleType:
+def import_asyncssh() -> None:
     """``import asyncssh``, skipping the liboqs search when liboqs is surely absent."""
     if "asyncssh" in sys.modules or liboqs_may_exist():
-        import asyncssh
-        return asyncssh
-    with _no_oqs_search(ctypes.util.find_library):
-        import asyncssh
-    return asyncssh
+        import asyncssh  # noqa: F401
+        return
+    with _no_oqs_search():
+        import asyncssh  # noqa: F401,F811
