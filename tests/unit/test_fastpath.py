@@ -20,6 +20,7 @@ import pytest
 
 from zrelay.transport import fastpath
 from zrelay.transport.fastpath import _InputBuffer
+from zrelay.transport.ssh import _skip_ignore_packets
 
 
 def test_input_buffer_consumes_in_place_and_copies_other_slices() -> None:
@@ -43,6 +44,7 @@ def test_installed_asyncssh_consumes_its_buffer_as_expected() -> None:
     assert fastpath._send_supported()
     assert fastpath.install_window_fix()
     assert fastpath._cork_supported()
+    assert fastpath._channel_supported()
 
 
 async def _echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
@@ -83,7 +85,7 @@ async def _lab_server(tmp: Path, process_factory: Any, **server_options: Any) ->
         await server.wait_closed()
 
 
-async def _echo_round_trip(tmp: Path, cipher: str, payload: bytes) -> tuple[bytes, object]:
+async def _echo_round_trip(tmp: Path, cipher: str, payload: bytes, bulk: bool = False) -> tuple[bytes, object]:
     async with _lab_server(tmp, _echo, encryption_algs=[cipher], rekey_bytes=1 << 20) as where:
         async with asyncssh.connect(**where, encryption_algs=[cipher], rekey_bytes=1 << 20) as conn:
             assert fastpath.speed_up(conn)
@@ -100,6 +102,8 @@ async def _echo_round_trip(tmp: Path, cipher: str, payload: bytes) -> tuple[byte
                         done.set_result(None)
 
             chan, _ = await conn.create_session(Sink, "echo", encoding=None)
+            if bulk:   # under chacha20 every packet takes asyncssh's own send_packet
+                assert fastpath.speed_up_channel(chan)
             for i in range(0, len(payload), 100_000):
                 chan.write(payload[i:i + 100_000])
             chan.write_eof()
@@ -109,9 +113,10 @@ async def _echo_round_trip(tmp: Path, cipher: str, payload: bytes) -> tuple[byte
 
 @pytest.mark.parametrize("cipher", ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
                                     "chacha20-poly1305@openssh.com"])
-def test_bytes_survive_the_fast_path_across_rekeys(tmp_path: Path, cipher: str) -> None:
+@pytest.mark.parametrize("bulk", [False, True], ids=["asyncssh-write", "bulk-write"])
+def test_bytes_survive_the_fast_path_across_rekeys(tmp_path: Path, cipher: str, bulk: bool) -> None:
     payload = os.urandom(6 * 1024 * 1024 + 12345)   # several rekeys at rekey_bytes=1 MiB
-    echoed, inpbuf = asyncio.run(_echo_round_trip(tmp_path, cipher, payload))
+    echoed, inpbuf = asyncio.run(_echo_round_trip(tmp_path, cipher, payload, bulk))
     assert len(echoed) == len(payload)
     assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
     assert type(inpbuf) is _InputBuffer
@@ -238,3 +243,51 @@ def test_without_the_cork_every_packet_is_its_own_write(tmp_path: Path, monkeypa
     monkeypatch.setattr(fastpath, "_cork_supported", lambda: False)
     far, near, packets, writes = asyncio.run(_relay_counting_writes(tmp_path, 64))
     assert far == near and writes >= packets * 0.9
+
+
+async def _bulk_and_asyncssh_bytes(tmp: Path, payload: bytes, window: int) -> tuple[bytes, bytes, int, int]:
+    """What a bulk channel hands the socket for ``payload``, and what asyncssh's own write
+    hands it from the same state (sequence number, IV, window; padding bytes made
+    deterministic); nothing reaches the server. Also the send-buffer sizes left over."""
+    async with _lab_server(tmp, _digest) as where:
+        async with asyncssh.connect(**where, encryption_algs=["aes128-gcm@openssh.com"]) as conn:
+            _skip_ignore_packets(conn)   # as zrelay connects: no MSG_IGNORE before each packet
+            fastpath.speed_up(conn)
+            chan, _ = await conn.create_session(asyncssh.SSHClientSession, "digest", encoding=None)
+            c: Any = conn
+            ch: Any = chan
+            cipher = c._send_encryption._cipher
+            state = (cipher._iv, c._send_seq, c._rekey_bytes_sent)
+            ch._send_window = window   # as granted: the rest stays buffered
+            sent: list[bytes] = []
+            real_send, c._send = c._send, lambda data: sent.append(bytes(data))
+            real_urandom = os.urandom
+            try:
+                os.urandom = lambda n: bytes(range(n))  # type: ignore[assignment]
+                assert fastpath.speed_up_channel(chan)
+                chan.write(payload)
+                bulk, bulk_left = b"".join(sent), ch._send_buf_len
+                sent.clear()
+                del ch.write, ch._flush_send_buf          # asyncssh's own methods again
+                cipher._iv, c._send_seq, c._rekey_bytes_sent = state
+                ch._send_buf.clear()
+                ch._send_buf_len = 0
+                ch._send_window = window
+                c.send_packet = c.send_packet._fallback  # asyncssh's send_packet
+                chan.write(payload)
+                plain, plain_left = b"".join(sent), ch._send_buf_len
+            finally:
+                os.urandom = real_urandom  # type: ignore[assignment]
+                c._send = real_send
+            chan.close()
+    return bulk, plain, bulk_left, plain_left
+
+
+@pytest.mark.parametrize("size", [1, 15, 16, 1000, 300 * 1024 + 7])
+def test_a_bulk_channel_sends_exactly_what_asyncssh_sends(tmp_path: Path, size: int) -> None:
+    # Same packets to the byte: same split, padding rule, sequence numbers, nonces and tags.
+    # An asyncssh server accepts any padding; OpenSSH drops a connection over one byte of it.
+    payload = os.urandom(size)
+    bulk, plain, bulk_left, plain_left = asyncio.run(_bulk_and_asyncssh_bytes(tmp_path, payload, 200 * 1024))
+    assert len(bulk) > min(size, 200 * 1024) and bulk == plain
+    assert bulk_left == plain_left == max(0, size - 200 * 1024)

@@ -17,6 +17,12 @@ written with three copies instead of about eight (``_FastSend``); anything
 else (other packet types, key exchange or rekey due, compression, another
 cipher, packet logging) takes asyncssh's own path unchanged.
 
+A bulk stream's channel (``speed_up_channel``) also keeps what is written as
+it was given and seals each packet straight from a slice of it
+(``_BulkSend``): asyncssh's channel copies every byte about seven times
+before the cipher sees it. A 1 GiB restore from S3 spent 0.43 s of CPU in
+those copies.
+
 Writes are corked while a connection handles received data (``_CorkedSend``):
 the packets one socket read gives rise to, on any connection (a relay forwards
 what the source sent to the target), leave in one ``send`` per connection when
@@ -47,11 +53,11 @@ from typing import Any, Callable
 
 import asyncssh
 from asyncssh.channel import SSHChannel
-from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_WINDOW_ADJUST
+from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA, MSG_CHANNEL_WINDOW_ADJUST
 from asyncssh.crypto import cipher as cipher_mod
 from asyncssh.encryption import GCMEncryption
 from asyncssh.misc import ProtocolError
-from asyncssh.packet import UInt32
+from asyncssh.packet import String, UInt32
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -140,28 +146,129 @@ class _FastSend:
         self._conn = conn
         self._fallback = fallback
 
-    def __call__(self, pkttype: int, *args: bytes, **kwargs: Any) -> None:
+    def ready(self) -> bool:
+        """Can a channel data packet be sealed here now (else asyncssh's own path)?"""
         conn = self._conn
-        enc = conn._send_encryption
+        return (type(conn._send_encryption) is GCMEncryption
+                and conn._auth_complete and conn._kex_complete and conn._compressor is None
+                and conn._rekey_bytes_sent < conn._rekey_bytes
+                and not (conn._rekey_seconds and time.monotonic() >= conn._rekey_time)
+                and conn._transport is not None and conn.logger._debug_level < 3)
+
+    def __call__(self, pkttype: int, *args: bytes, **kwargs: Any) -> None:
         if (pkttype != MSG_CHANNEL_DATA or (kwargs and kwargs.keys() != {"handler"})  # handler: logging only
-                or type(enc) is not GCMEncryption
-                or not (conn._auth_complete and conn._kex_complete) or conn._compressor is not None
-                or conn._rekey_bytes_sent >= conn._rekey_bytes
-                or (conn._rekey_seconds and time.monotonic() >= conn._rekey_time)
-                or conn._transport is None or conn.logger._debug_level >= 3):
+                or not self.ready()):
             self._fallback(pkttype, *args, **kwargs)
             return
-        cipher = enc._cipher
-        padlen = -(conn._send_enchdrlen + 1 + sum(map(len, args))) % conn._send_blocksize
+        self.seal(bytes((pkttype,)), *args)
+
+    def seal(self, head: bytes, *parts: Any) -> None:
+        """Pad, seal and send one packet whose payload is ``head`` + ``parts`` (bytes-like)."""
+        conn = self._conn
+        cipher = conn._send_encryption._cipher
+        payload = len(head) + sum(map(len, parts))   # message type included, as asyncssh counts it
+        padlen = -(conn._send_enchdrlen + payload) % conn._send_blocksize
         if padlen < 4:
             padlen += conn._send_blocksize
-        plain = b"".join((bytes((padlen, pkttype)), *args, os.urandom(padlen)))
+        plain = b"".join((bytes((padlen,)), head, *parts, os.urandom(padlen)))
         header = len(plain).to_bytes(4, "big")
-        sealed = _aead(cipher).encrypt(cipher._iv, plain, header)
+        packet = bytearray(len(plain) + 20)     # header, ciphertext, 16-byte tag: sealed in place
+        packet[:4] = header
+        _aead(cipher).encrypt_into(cipher._iv, plain, header, memoryview(packet)[4:])
         cipher._update_iv()
-        conn._send(header + sealed)
+        conn._send(packet)
         conn._send_seq = (conn._send_seq + 1) & 0xffffffff
         conn._rekey_bytes_sent += len(plain)
+
+
+_CHANNEL_PATTERNS = ("self._send_buf.append((bytearray(encoded_data), datatype))",
+                     "while self._send_buf and self._send_window:",
+                     "pktsize = min(self._send_window, self._send_pktsize)",
+                     "self._send_buf_len -= len(data)", "self._send_window -= len(data)",
+                     "self.send_packet(MSG_CHANNEL_DATA, String(data))",
+                     "self.send_packet(MSG_CHANNEL_EXTENDED_DATA,", "UInt32(datatype), String(data))",
+                     "if self._send_state == 'eof_pending':", "self._send_state = 'eof'",
+                     "elif self._send_state == 'close_pending':", "self._close_send()",
+                     "if datatype is not None and datatype not in self._write_datatypes:",
+                     "self._pause_resume_writing()",
+                     "payload = UInt32(self._send_chan) + b''.join(args)")
+
+
+@functools.cache
+def _channel_supported() -> bool:
+    """Do a channel's ``write``, ``_flush_send_buf`` and ``send_packet`` look as _BulkSend expects?"""
+    return (_send_supported() and _install_gcm_cache()
+            and _source_matches(_CHANNEL_PATTERNS, SSHChannel.write, SSHChannel._flush_send_buf,
+                                SSHChannel.send_packet))
+
+
+def speed_up_channel(chan: Any) -> bool:
+    """Give one bulk channel the copy-free send path (``_BulkSend``); True when applied."""
+    conn = getattr(chan, "_conn", None)
+    if not _channel_supported() or conn is None or not isinstance(conn.send_packet, _FastSend):
+        return False
+    if chan._encoding or chan._send_buf or isinstance(chan.write, _BulkSend):
+        return False
+    bulk = _BulkSend(chan, conn.send_packet)
+    chan.write = bulk
+    chan._flush_send_buf = bulk.flush
+    return True
+
+
+class _BulkSend:
+    """A channel's ``write`` and ``_flush_send_buf`` for bulk data: what is written is kept
+    as it was given (a read-only view, not a ``bytearray`` copy), each packet is a slice of
+    it, and the packet is assembled and sealed in one pass (``_FastSend.seal``). asyncssh
+    copies every byte about seven times on this way: into its send buffer, out of it, out
+    of the front of it, into ``String``, behind the channel number, into the padded packet
+    and behind the length. Same flow control, write-buffer accounting, EOF and close."""
+
+    def __init__(self, chan: Any, sender: _FastSend) -> None:
+        self._chan = chan
+        self._sender = sender
+
+    def __call__(self, data: Any, datatype: Any = None) -> None:
+        chan = self._chan
+        if chan._send_state != "open":
+            raise BrokenPipeError("Channel not open for sending")
+        if datatype is not None and datatype not in chan._write_datatypes:
+            raise OSError("Invalid extended data type")
+        if not data:
+            return
+        # A caller may reuse a bytearray once write() returns: keep an immutable copy of it.
+        view = memoryview(data if type(data) is bytes else bytes(data))
+        chan._send_buf.append((view, datatype))
+        chan._send_buf_len += len(view)
+        self.flush()
+
+    def flush(self) -> None:
+        chan = self._chan
+        while chan._send_buf and chan._send_window:
+            pktsize = min(chan._send_window, chan._send_pktsize)
+            view, datatype = chan._send_buf[0]
+            if len(view) > pktsize:
+                data = view[:pktsize]
+                chan._send_buf[0] = (view[pktsize:], datatype)
+            else:
+                data = view
+                del chan._send_buf[0]
+            chan._send_buf_len -= len(data)
+            chan._send_window -= len(data)
+            if chan._send_chan is None:   # as asyncssh's send_packet: not open yet, or gone
+                continue
+            if datatype is not None:
+                chan.send_packet(MSG_CHANNEL_EXTENDED_DATA, UInt32(datatype), String(bytes(data)))
+            elif self._sender.ready():
+                self._sender.seal(bytes((MSG_CHANNEL_DATA,)) + UInt32(chan._send_chan) + UInt32(len(data)), data)
+            else:
+                chan.send_packet(MSG_CHANNEL_DATA, String(bytes(data)))
+        chan._pause_resume_writing()
+        if not chan._send_buf:
+            if chan._send_state == "eof_pending":
+                chan.send_packet(MSG_CHANNEL_EOF)
+                chan._send_state = "eof"
+            elif chan._send_state == "close_pending":
+                chan._close_send()
 
 
 _CORK_PATTERNS = ("def _send(self, data: bytes) -> None:", "self._transport.write(data)",

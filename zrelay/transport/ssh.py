@@ -551,6 +551,7 @@ class Connection:
         until the block ends: a shell opened ahead of need when there is one, else a new one."""
         handed = await self._hand_over(factory, command) if self.use_shell else None
         if handed is not None:
+            fastpath.speed_up_channel(handed[0])
             try:
                 yield handed
             finally:
@@ -558,8 +559,10 @@ class Connection:
                 self._warm_up()  # for this host's next stream
             return
         async with self.slot() as conn:
-            yield await self.create_session(conn, factory, command, encoding=None,
-                                            window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
+            chan, session = await self.create_session(conn, factory, command, encoding=None,
+                                                      window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
+            fastpath.speed_up_channel(chan)
+            yield chan, session
 
     async def _run_in_shell(self, command: str, timeout: float | None) -> CommandResult | None:
         """``command`` through the command shell; None when the shell is busy or unavailable
