@@ -625,6 +625,10 @@ def align(source_name: str, source: DatasetState,
     return DatasetDetail(source_name, (source_name, *(n for n, _ in locations)), tuple(notes), tuple(rows))
 
 
+def _position(targets: tuple[Target, ...], target: Target) -> int:
+    return targets.index(target) if target in targets else len(targets)
+
+
 def detail_for(source_endpoint: str, reports: Iterable[TargetReport]) -> DatasetDetail | None:
     """The detail of one source dataset from the reports of every job that replicates it."""
     host, _, dataset = source_endpoint.partition(":")
@@ -632,7 +636,8 @@ def detail_for(source_endpoint: str, reports: Iterable[TargetReport]) -> Dataset
     select = SnapshotFilter()
     columns: list[tuple[str, DatasetState | str]] = []
     broken: set[int] = set()   # columns of S3 targets with a broken chain: the planner cannot tell
-    for r in reports:
+    # columns in the inventory's order of targets, whichever answered first
+    for r in sorted(reports, key=lambda r: (r.job.name, _position(r.job.targets, r.target))):
         if r.job.source.host != host:
             continue
         root = r.job.source.dataset

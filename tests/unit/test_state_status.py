@@ -78,6 +78,17 @@ def test_detail_for_maps_recursive_children() -> None:
     assert detail_for("nas2:tank/a", [report]) is None
 
 
+def test_detail_columns_follow_the_inventory_not_the_order_answers_came_in() -> None:
+    vault, nas2 = Endpoint("vault", "b/a"), Endpoint("nas2", "r/a")
+    job = Job("j", Endpoint("nas1", "tank/a"), targets=(vault, nas2))
+    src = {"tank/a": SRC}
+    reports = [report_from_plans(job, t, [plan(SRC, ds(t.dataset, ("s1", 1)))], src, {t.dataset: ds(t.dataset, ("s1", 1))},
+                                 5000) for t in (nas2, vault)]   # nas2 answered first
+    for order in (reports, reports[::-1]):
+        detail = detail_for("nas1:tank/a", order)
+        assert detail is not None and detail.columns == ("nas1:tank/a", "vault:b/a", "nas2:r/a")
+
+
 def _row(**kw) -> LocationStatus:  # type: ignore[no-untyped-def]
     base = dict(job="j", source="nas1:tank/a", target="vault:b/a", state="behind", behind=2, lag_seconds=60,
                 location="vault")

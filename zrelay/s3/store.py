@@ -9,8 +9,9 @@ role); a target's ``profile`` selects a profile. No secret is ever printed:
 error messages carry the error code and the key, never request headers.
 
 Every method is synchronous and thread-safe (boto3 clients are); the async
-callers run them in threads. boto3 is imported when the first client is made
-(a fifth of a second): in a thread, while the SSH side of a run is connecting.
+callers run them in threads. The client is made with botocore, boto3's
+engine, when it is first needed (a fifth of a second): in a thread, while the
+SSH side of a run is connecting.
 """
 
 from __future__ import annotations
@@ -84,16 +85,21 @@ def client_config(target: S3Target, pool: int = 10) -> Config:
 
 
 def make_client(target: S3Target, pool: int = 10) -> Any:
-    """A boto3 S3 client for ``target``: its profile, region and endpoint."""
-    import boto3.session
+    """An S3 client for ``target``: its profile, region and endpoint.
+
+    Made with botocore, which boto3 is built on: every call zrelay makes is a
+    plain client call, and boto3's own session imports s3transfer (its managed
+    transfers, unused here) on top, 60-100 ms of every command's start.
+    """
     import botocore.exceptions
+    import botocore.session
     try:
-        session = boto3.session.Session(profile_name=target.profile) if target.profile else boto3.session.Session()
+        session = botocore.session.Session(profile=target.profile or None)
+        return session.create_client("s3", endpoint_url=target.endpoint, region_name=target.region or None,
+                                     config=client_config(target, pool))
     except botocore.exceptions.ProfileNotFound:
         raise S3UsageError(target.name, f"AWS profile {target.profile!r} not found "
                                         "(~/.aws/config, ~/.aws/credentials or $AWS_CONFIG_FILE)") from None
-    return session.client("s3", endpoint_url=target.endpoint, region_name=target.region or None,
-                          config=client_config(target, pool))
 
 
 @contextlib.contextmanager
