@@ -138,6 +138,10 @@ def _send_supported() -> bool:
     return _source_matches(_SEND_PATTERNS, asyncssh.connection.SSHConnection.send_packet)
 
 
+#: cryptography ≥ 45 can seal into a buffer that already holds the packet's length.
+_SEAL_IN_PLACE = hasattr(AESGCM, "encrypt_into")
+
+
 class _FastSend:
     """``send_packet`` for channel data under AES-GCM, packet for packet what asyncssh
     sends (same padding rule, sequence numbers and rekey accounting), minus the copies."""
@@ -172,9 +176,12 @@ class _FastSend:
             padlen += conn._send_blocksize
         plain = b"".join((bytes((padlen,)), head, *parts, os.urandom(padlen)))
         header = len(plain).to_bytes(4, "big")
-        packet = bytearray(len(plain) + 20)     # header, ciphertext, 16-byte tag: sealed in place
-        packet[:4] = header
-        _aead(cipher).encrypt_into(cipher._iv, plain, header, memoryview(packet)[4:])
+        if _SEAL_IN_PLACE:
+            packet = bytearray(len(plain) + 20)     # header, ciphertext, 16-byte tag: sealed in place
+            packet[:4] = header
+            _aead(cipher).encrypt_into(cipher._iv, plain, header, memoryview(packet)[4:])
+        else:
+            packet = header + _aead(cipher).encrypt(cipher._iv, plain, header)  # type: ignore[assignment]
         cipher._update_iv()
         conn._send(packet)
         conn._send_seq = (conn._send_seq + 1) & 0xffffffff
