@@ -667,7 +667,7 @@ class S3Bench:
             "stream_bytes": {k: sources[k][2] for k in sizes},
             "part_size": out["runs"]["large"][0]["part_size"], "concurrency": self.concurrency,
             "buffers_bound": buffers, "constant": constant,
-            "constant_is": "peak RSS of a no-op s3-push + SSH window (16 MiB)", "bound": buffers + constant,
+            "constant_is": f"peak RSS of a no-op s3-push + SSH window ({BULK_WINDOW // MiB} MiB)", "bound": buffers + constant,
             "median_peak_rss": med, "max_peak_rss": worst,
             "ratio_large_vs_small": ratio(med["large"], med["small"]),
             "under_bound": {k: v <= buffers + constant for k, v in med.items()},

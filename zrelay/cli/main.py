@@ -100,7 +100,29 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """At most ``arenas`` glibc malloc arenas for this process (unless MALLOC_ARENA_MAX says otherwise).
+
+    glibc gives each thread that allocates an arena of its own (up to eight per core), and
+    what a thread frees stays in its arena. The S3 paths hand 8 MiB parts between the event
+    loop and five or six worker threads: a push of any size peaked 2.3 MiB higher than with
+    two arenas (the main thread's and one shared by the workers), at the same speed.
+    """
+    import os
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        import ctypes
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return
+    m_arena_max = -8   # <malloc.h>
+    mallopt(m_arena_max, arenas)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:   # the command line: this process is zrelay's own
+        _limit_malloc_arenas()
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_command_name(words))
     args = parser.parse_args(words)
