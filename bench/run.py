@@ -38,15 +38,16 @@ from zbench import s3 as s3bench  # noqa: E402
 from zbench.common import (REPO, SOURCE, BenchError, Lab, negotiated_algorithms, openssh_cipher_options,  # noqa: E402
                            openssh_negotiated)
 
-NAMES = ("relay-512", "transport-only", "noop-100", "incr-100", "direct-512", "fleet-50x20", "syncoid")
+NAMES = ("relay-512", "transport-only", "noop-100", "incr-100", "direct-512", "direct-2048", "fleet-50x20",
+         "syncoid")
 NAMES += s3bench.NAMES
 NAMES += wirebench.NAMES
 RELAY_GOAL = 0.9
 NOOP_GOAL_S = 5.0
 
-OFFICIAL = {"relay_mib": 512, "transport_mib": 1024, "count": 100, "reps": 3,
+OFFICIAL = {"relay_mib": 512, "direct_large_mib": 2048, "transport_mib": 1024, "count": 100, "reps": 3,
             "fleet_hosts": 50, "fleet_datasets": 20, "syncoid_incrementals": 10}
-QUICK = {"relay_mib": 64, "transport_mib": 128, "count": 10, "reps": 1,
+QUICK = {"relay_mib": 64, "direct_large_mib": 128, "transport_mib": 128, "count": 10, "reps": 1,
          "fleet_hosts": 10, "fleet_datasets": 5, "syncoid_incrementals": 3}
 
 
@@ -156,7 +157,8 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 add(f"incr-{n} ({'1 recursive job' if style == 'recursive' else f'{n} jobs'}) vs shell loop",
                     fmt(med[style], " s"), fmt(med["shell-loop"], " s"),
                     med[style] and med["shell-loop"] / med[style], f"≤ {NOOP_GOAL_S:.0f} s", med[style] <= NOOP_GOAL_S)
-    for key, module in (("direct-512", direct), ("fleet-50x20", fleet), ("syncoid", syncoid)):
+    for key, module in (("direct-512", direct), ("direct-2048", direct), ("fleet-50x20", fleet),
+                        ("syncoid", syncoid)):
         if results.get(key):
             for row in module.table_rows(results[key]):
                 add(*row)
@@ -244,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["direct-512"] = direct.run(lab, size_mib=sizes["relay_mib"], reps=sizes["reps"],
                                                    inventory_extra=extra, workdir=workdir)
                 loads["after direct-512"] = load()
+            if "direct-2048" in wanted:   # the same at four times the size: start-up weighs a quarter as much
+                results["direct-2048"] = direct.run(lab, size_mib=sizes["direct_large_mib"], reps=sizes["reps"],
+                                                    inventory_extra=extra, workdir=workdir)
+                loads["after direct-2048"] = load()
             if "syncoid" in wanted:
                 results["syncoid"] = syncoid.run(lab, size_mib=sizes["relay_mib"], reps=sizes["reps"],
                                                  incrementals=sizes["syncoid_incrementals"],
