@@ -21,7 +21,7 @@ from zrelay.errors import (DatasetNotFound, InvalidName, NoResumableState, PlanR
 from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outcome,
                            TransferFinished, TransferProgress, TransferStarted, discard)
 from zrelay.inventory.model import Endpoint, Inventory, Job
-from zrelay.paths.direct import direct, preflight
+from zrelay.paths.direct import close_master, control_path, direct, preflight
 from zrelay.paths import wire
 from zrelay.paths.progress import Meter
 from zrelay.paths.relay import TransferFailed, relay
@@ -158,6 +158,7 @@ class Engine:
         self._receives = {h.name: asyncio.Semaphore(h.receives or settings.receives_per_host)
                           for h in inventory.hosts.values()}
         self._preflights: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._masters: dict[tuple[str, str], str] = {}   # the login check's control socket per pair
 
     def host(self, name: str) -> RemoteHost:
         remote = self._hosts.get(name)
@@ -166,7 +167,15 @@ class Engine:
         return remote
 
     async def close(self) -> None:
-        await self.pool.close()
+        """End the login checks' ssh masters on the sources, then every connection."""
+        ended = [close_master(self.host(src), _direct_ssh(self.host(src), self.host(dst)), self._masters[(src, dst)])
+                 for (src, dst), fut in self._preflights.items()
+                 if fut.done() and not fut.cancelled() and fut.exception() is None]
+        try:
+            if ended:
+                await asyncio.gather(*ended)
+        finally:
+            await self.pool.close()
 
     async def __aenter__(self) -> "Engine":
         return self
@@ -383,7 +392,7 @@ class Engine:
         send_options = commands.stream_options(wanted, src_caps, dst_caps)
         raw = p.encrypted and not options.decrypt
         steps: list[SendStep | None] = list(p.steps) if p.kind is not PlanKind.RESUME else [None]
-        ssh = _direct_ssh(source, dest) if direct else None
+        ssh = self._stream_ssh(source, dest) if direct else None
         progress = direct and "pv" in await source.installed_tools()
         out = []
         for label, step, (send_argv, recv_argv) in zip(_stream_labels(p), steps,
@@ -414,11 +423,23 @@ class Engine:
         key = (source.name, dest.name)
         fut = self._preflights.get(key)
         if fut is None:
+            master = self._masters[key] = control_path()
+
             async def check() -> None:
-                await preflight(source, dest.name, _direct_ssh(source, dest))
+                await preflight(source, dest.name, _direct_ssh(source, dest), master)
             fut = self._preflights[key] = asyncio.ensure_future(check())
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # unused outcome: no warning
         return fut
+
+    def _stream_ssh(self, source: RemoteHost, dest: RemoteHost) -> list[str]:
+        """The ssh of a direct stream: on the login check's connection when that check passed
+        (streams are built only after it did, see _check_direct)."""
+        ssh = _direct_ssh(source, dest)
+        key = (source.name, dest.name)
+        fut = self._preflights.get(key)
+        if fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None:
+            return commands.via_master(ssh, self._masters[key])
+        return ssh
 
     async def _execute(self, job: Job, target: Endpoint, p: Plan, source: RemoteHost,
                        dest: RemoteHost, options: SyncOptions, direct: bool, notes: list[str]) -> int:

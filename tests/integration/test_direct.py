@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -66,9 +67,14 @@ def test_direct_with_a_key_on_the_source_via_inventory(lab, tmp_path: Path) -> N
     make_dataset(lab, "nas1", src, snaps=["zrelay_1"])
     inv = _inventory(lab, tmp_path, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}],
                      direct=True, direct_identity_file=str(lab.peer_key))
-    proc = zrelay("sync", inventory=inv, env={"SSH_AUTH_SOCK": ""})
+    proc = zrelay("sync", "--json", inventory=inv, env={"SSH_AUTH_SOCK": ""})
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
+    # the stream rode the login check's connection, and the run ended that connection
+    stream = next(c["command"] for c in json.loads(proc.stdout)[0]["commands"] if "zfs send" in c["command"])
+    master = re.search(r"-o ControlMaster=no -o ControlPath=(/tmp/zrelay-login-[0-9a-f]+) ", stream)
+    assert master is not None, stream
+    assert lab.run("nas1", "test", "-e", master.group(1), check=False).returncode == 1, "the master outlived the run"
     # --relay overrides the inventory's direct: true
     dry = zrelay("sync", "--relay", "--dry-run", inventory=inv)
     assert "| ssh" not in dry.stdout

@@ -450,12 +450,17 @@ def test_userrefs_tree_argv() -> None:
     assert cmd.userrefs_tree_argv("p/a", True)[-2:] == ["-r", "p/a"]
 
 
-def test_login_check_command_logs_in_without_a_remote_command() -> None:
+def test_login_check_command_logs_in_without_a_remote_command_and_keeps_the_master() -> None:
     ssh = c.ssh_argv("10.0.0.9", port=2222, user="backup", identity_file="/k/id", known_hosts="/k/kh")
-    text = c.login_check_command(ssh, "/tmp/zrelay-login-0123")
-    login, close = text.split("; s=$?; ")
-    assert shlex.split(login) == [*ssh[:-1], "-o", "ControlMaster=yes", "-o", "ControlPath=/tmp/zrelay-login-0123",
-                                  "-o", "ControlPersist=10", "-f", "-N", "10.0.0.9"]
-    assert close == "ssh -o ControlPath=/tmp/zrelay-login-0123 -O exit 10.0.0.9 >/dev/null 2>&1; exit $s"
-    with pytest.raises(InvalidName):
-        c.login_check_command(ssh, "/tmp/x;reboot")
+    text = c.login_check_command(ssh, "/tmp/zrelay-login-0123", keep_seconds=60)
+    assert shlex.split(text) == [*ssh[:-1], "-o", "ControlMaster=yes", "-o", "ControlPath=/tmp/zrelay-login-0123",
+                                 "-o", "ControlPersist=60", "-f", "-N", "10.0.0.9"]
+    # the streams ride it, or connect on their own where it has gone; the run ends it
+    assert c.via_master(ssh, "/tmp/zrelay-login-0123") == [
+        *ssh[:-1], "-o", "ControlMaster=no", "-o", "ControlPath=/tmp/zrelay-login-0123", "10.0.0.9"]
+    assert (c.master_exit_command(ssh, "/tmp/zrelay-login-0123")
+            == "ssh -o ControlPath=/tmp/zrelay-login-0123 -O exit 10.0.0.9 >/dev/null 2>&1")
+    for bad in (lambda p: c.login_check_command(ssh, p, keep_seconds=60), lambda p: c.via_master(ssh, p),
+                lambda p: c.master_exit_command(ssh, p)):
+        with pytest.raises(InvalidName):
+            bad("/tmp/x;reboot")

@@ -11,12 +11,14 @@ such, the sender blamed only when it failed on its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from typing import Callable
 
 import asyncssh
 
+from zrelay.errors import ZrelayError
 from zrelay.paths.relay import RelayResult, TransferFailed
 from zrelay.transport.host import RemoteHost
 from zrelay.zfs import commands, parse
@@ -60,9 +62,19 @@ class _Supervisor(asyncssh.SSHClientSession[bytes]):
             self._done.set_result(None)
 
 
-async def preflight(source: RemoteHost, target_name: str, ssh: list[str]) -> None:
-    """Before any byte moves: can the source log in to the target with its own ssh?"""
-    command = commands.login_check_command(ssh, f"/tmp/zrelay-login-{secrets.token_hex(8)}")
+#: How long a login check's master outlives its last stream if zrelay never says exit.
+MASTER_IDLE_SECONDS = 60
+
+
+def control_path() -> str:
+    """A fresh control socket path on the source for one login check (and its streams)."""
+    return f"/tmp/zrelay-login-{secrets.token_hex(8)}"
+
+
+async def preflight(source: RemoteHost, target_name: str, ssh: list[str], master: str) -> None:
+    """Before any byte moves: can the source log in to the target with its own ssh?
+    The login's connection stays open at ``master`` for the streams (commands.via_master)."""
+    command = commands.login_check_command(ssh, master, keep_seconds=MASTER_IDLE_SECONDS)
     result = await source.conn.run(command, check=False, timeout=60)
     if result.exit_status != 0:
         why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.exit_status}"
@@ -71,6 +83,12 @@ async def preflight(source: RemoteHost, target_name: str, ssh: list[str]) -> Non
             f"forward an agent (SSH_AUTH_SOCK) or set direct_identity_file on {source.name}, make sure "
             f"{target_name}'s host key is in {source.name}'s known_hosts (direct_known_hosts), "
             "or use relay mode (--relay)", source.name)
+
+
+async def close_master(source: RemoteHost, ssh: list[str], master: str) -> None:
+    """End a login check's master once the run is over; where that fails, ControlPersist does."""
+    with contextlib.suppress(ZrelayError, asyncssh.Error, OSError, asyncio.TimeoutError):
+        await source.conn.run(commands.master_exit_command(ssh, master), check=False, timeout=10)
 
 
 async def direct(source: RemoteHost, command: str, target_name: str,
