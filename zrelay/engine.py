@@ -21,7 +21,7 @@ from zrelay.errors import (DatasetNotFound, InvalidName, NoResumableState, PlanR
 from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outcome,
                            TransferFinished, TransferProgress, TransferStarted, discard)
 from zrelay.inventory.model import Endpoint, Inventory, Job
-from zrelay.paths.direct import close_master, control_path, direct, preflight
+from zrelay.paths.direct import LoginCheck, direct
 from zrelay.paths import wire
 from zrelay.paths.progress import Meter
 from zrelay.paths.relay import TransferFailed, relay
@@ -157,8 +157,7 @@ class Engine:
                        for h in inventory.hosts.values()}
         self._receives = {h.name: asyncio.Semaphore(h.receives or settings.receives_per_host)
                           for h in inventory.hosts.values()}
-        self._preflights: dict[tuple[str, str], asyncio.Future[None]] = {}
-        self._masters: dict[tuple[str, str], str] = {}   # the login check's control socket per pair
+        self._login_checks: dict[tuple[str, str], LoginCheck] = {}   # direct mode, per (source, target)
 
     def host(self, name: str) -> RemoteHost:
         remote = self._hosts.get(name)
@@ -168,12 +167,8 @@ class Engine:
 
     async def close(self) -> None:
         """End the login checks' ssh masters on the sources, then every connection."""
-        ended = [close_master(self.host(src), _direct_ssh(self.host(src), self.host(dst)), self._masters[(src, dst)])
-                 for (src, dst), fut in self._preflights.items()
-                 if fut.done() and not fut.cancelled() and fut.exception() is None]
         try:
-            if ended:
-                await asyncio.gather(*ended)
+            await asyncio.gather(*(check.close() for check in self._login_checks.values()))
         finally:
             await self.pool.close()
 
@@ -207,7 +202,7 @@ class Engine:
             source = self.host(job.source.host)
             if self.is_direct(job, options) and _has_direct_credentials(source):
                 for target in job.host_targets:
-                    self._preflight(source, self.host(target.host))
+                    self._login_check(source, self.host(target.host))
         work = [self._sync_job(job, options, now) for job in jobs]
         nested = await asyncio.gather(*work)
         return [r for results in nested for r in results]
@@ -392,7 +387,7 @@ class Engine:
         send_options = commands.stream_options(wanted, src_caps, dst_caps)
         raw = p.encrypted and not options.decrypt
         steps: list[SendStep | None] = list(p.steps) if p.kind is not PlanKind.RESUME else [None]
-        ssh = self._stream_ssh(source, dest) if direct else None
+        ssh = self._login_check(source, dest).stream_ssh() if direct else None
         progress = direct and "pv" in await source.installed_tools()
         out = []
         for label, step, (send_argv, recv_argv) in zip(_stream_labels(p), steps,
@@ -414,32 +409,17 @@ class Engine:
                 f"direct mode: {source.name} has no direct_identity_file and there is no ssh agent to "
                 "forward (SSH_AUTH_SOCK is not set); start an agent with the key the targets accept, "
                 "or use relay mode (--relay)", source.name)
-        await asyncio.shield(self._preflight(source, dest))
+        await asyncio.shield(self._login_check(source, dest).outcome)
 
-    def _preflight(self, source: RemoteHost, dest: RemoteHost) -> asyncio.Future[None]:
+    def _login_check(self, source: RemoteHost, dest: RemoteHost) -> LoginCheck:
         """The login check from ``source`` to ``dest``, started once per pair and run. ``sync``
         starts it early, before anyone knows whether there is something to send; its outcome
         counts only where a stream would go that way (``_check_direct``)."""
         key = (source.name, dest.name)
-        fut = self._preflights.get(key)
-        if fut is None:
-            master = self._masters[key] = control_path()
-
-            async def check() -> None:
-                await preflight(source, dest.name, _direct_ssh(source, dest), master)
-            fut = self._preflights[key] = asyncio.ensure_future(check())
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # unused outcome: no warning
-        return fut
-
-    def _stream_ssh(self, source: RemoteHost, dest: RemoteHost) -> list[str]:
-        """The ssh of a direct stream: on the login check's connection when that check passed
-        (streams are built only after it did, see _check_direct)."""
-        ssh = _direct_ssh(source, dest)
-        key = (source.name, dest.name)
-        fut = self._preflights.get(key)
-        if fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None:
-            return commands.via_master(ssh, self._masters[key])
-        return ssh
+        check = self._login_checks.get(key)
+        if check is None:
+            check = self._login_checks[key] = LoginCheck(source, dest.name, _direct_ssh(source, dest))
+        return check
 
     async def _execute(self, job: Job, target: Endpoint, p: Plan, source: RemoteHost,
                        dest: RemoteHost, options: SyncOptions, direct: bool, notes: list[str]) -> int:

@@ -66,29 +66,48 @@ class _Supervisor(asyncssh.SSHClientSession[bytes]):
 MASTER_IDLE_SECONDS = 60
 
 
-def control_path() -> str:
-    """A fresh control socket path on the source for one login check (and its streams)."""
-    return f"/tmp/zrelay-login-{secrets.token_hex(8)}"
+class LoginCheck:
+    """Can ``source`` log in to the target with its own ssh? Asked once per host pair and
+    run, before any byte moves (started at once, in the background). The check's connection
+    stays open as a control master at a fresh socket path on the source; the pair's streams
+    ride it (``stream_ssh``) until ``close``."""
 
+    def __init__(self, source: RemoteHost, target_name: str, ssh: list[str]) -> None:
+        self.source = source
+        self.target_name = target_name
+        self.ssh = ssh
+        self.master = f"/tmp/zrelay-login-{secrets.token_hex(8)}"
+        self.outcome: asyncio.Future[None] = asyncio.ensure_future(self._check())
+        self.outcome.add_done_callback(lambda f: f.cancelled() or f.exception())  # unused outcome: no warning
 
-async def preflight(source: RemoteHost, target_name: str, ssh: list[str], master: str) -> None:
-    """Before any byte moves: can the source log in to the target with its own ssh?
-    The login's connection stays open at ``master`` for the streams (commands.via_master)."""
-    command = commands.login_check_command(ssh, master, keep_seconds=MASTER_IDLE_SECONDS)
-    result = await source.conn.run(command, check=False, timeout=60)
-    if result.exit_status != 0:
-        why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.exit_status}"
-        raise TransferFailed(
-            f"direct mode: {source.name} cannot log in to {target_name} with its own ssh ({why}); "
-            f"forward an agent (SSH_AUTH_SOCK) or set direct_identity_file on {source.name}, make sure "
-            f"{target_name}'s host key is in {source.name}'s known_hosts (direct_known_hosts), "
-            "or use relay mode (--relay)", source.name)
+    @property
+    def passed(self) -> bool:
+        f = self.outcome
+        return f.done() and not f.cancelled() and f.exception() is None
 
+    def stream_ssh(self) -> list[str]:
+        """A stream's ssh: on the master once the check passed, else a connection of its own."""
+        return commands.via_master(self.ssh, self.master) if self.passed else self.ssh
 
-async def close_master(source: RemoteHost, ssh: list[str], master: str) -> None:
-    """End a login check's master once the run is over; where that fails, ControlPersist does."""
-    with contextlib.suppress(ZrelayError, asyncssh.Error, OSError, asyncio.TimeoutError):
-        await source.conn.run(commands.master_exit_command(ssh, master), check=False, timeout=10)
+    async def close(self) -> None:
+        """End the master once the run is over; where that fails, ControlPersist does."""
+        if not self.passed:
+            return
+        with contextlib.suppress(ZrelayError, asyncssh.Error, OSError, asyncio.TimeoutError):
+            await self.source.conn.run(commands.master_exit_command(self.ssh, self.master), check=False,
+                                       timeout=10)
+
+    async def _check(self) -> None:
+        command = commands.login_check_command(self.ssh, self.master, keep_seconds=MASTER_IDLE_SECONDS)
+        result = await self.source.conn.run(command, check=False, timeout=60)
+        if result.exit_status != 0:
+            why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.exit_status}"
+            source, target = self.source.name, self.target_name
+            raise TransferFailed(
+                f"direct mode: {source} cannot log in to {target} with its own ssh ({why}); "
+                f"forward an agent (SSH_AUTH_SOCK) or set direct_identity_file on {source}, make sure "
+                f"{target}'s host key is in {source}'s known_hosts (direct_known_hosts), "
+                "or use relay mode (--relay)", source)
 
 
 async def direct(source: RemoteHost, command: str, target_name: str,

@@ -203,10 +203,9 @@ _CHANNEL_PATTERNS = ("self._send_buf.append((bytearray(encoded_data), datatype))
 
 @functools.cache
 def _channel_supported() -> bool:
-    """Do a channel's ``write``, ``_flush_send_buf`` and ``send_packet`` look as _BulkSend expects?"""
-    return (_send_supported() and _install_gcm_cache()
-            and _source_matches(_CHANNEL_PATTERNS, SSHChannel.write, SSHChannel._flush_send_buf,
-                                SSHChannel.send_packet))
+    """Do a channel's ``write``, ``_flush_send_buf`` and ``send_packet`` look as _BulkSend expects?
+    (The connection side is checked where _FastSend is installed: a channel needs one.)"""
+    return _source_matches(_CHANNEL_PATTERNS, SSHChannel.write, SSHChannel._flush_send_buf, SSHChannel.send_packet)
 
 
 def speed_up_channel(chan: Any) -> bool:
