@@ -226,8 +226,9 @@ class ZrelayApp(App[None]):
     # --- drawing ---
 
     def _tick(self) -> None:
-        # The timer can still fire while the app shuts down and its widgets are already gone.
-        if self._dirty and self.query(HostsView):
+        # The timer can still fire while the app shuts down: textual clears is_running first,
+        # then removes the screens (a view may still be there while its table is gone).
+        if self._dirty and self.is_running:
             self.redraw()
 
     def redraw(self) -> None:
