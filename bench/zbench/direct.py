@@ -16,6 +16,7 @@ Same snapshot, same pools, warm cache, fresh target for every repetition (GUID c
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -99,6 +100,7 @@ def run(lab: Lab, *, size_mib: int, reps: int, inventory_extra: dict[str, Any], 
             if got != src_guid:
                 raise BenchError(f"{method}: received snapshot GUID {got} != source {src_guid}")
             lab.destroy(TARGET, copy)
+            os.sync()   # the next run starts with no write-back of this one's 2 GiB still going on
             row = {"rep": rep, "seconds": round(timed.seconds, 3),
                    "mb_s": round(stream_bytes / timed.seconds / MB, 1),
                    "orchestrator_cpu_s": round(timed.cpu, 2), **timed.extra}
