@@ -12,7 +12,7 @@ OPENZFS_TOOLS := qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mmdebstr
 OPENZFS_TESTS := tests/integration $(wildcard tests/openzfs)
 INVENTORY := inventory/lab.yml
 
-.PHONY: help install deps venv lab-up lab-down demo test test-unit test-lab lint bench clean \
+.PHONY: help install deps venv lab-up lab-down demo test test-unit test-lab lint bench bench-deps clean \
   openzfs-deps openzfs-image test-openzfs openzfs-down
 
 help:
@@ -94,7 +94,12 @@ openzfs-down:
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit
 
-bench: lab-up
+# syncoid (Debian's sanoid) is the side-by-side baseline of the syncoid benchmark
+bench-deps:
+	@command -v syncoid >/dev/null 2>&1 || [ -x /usr/sbin/syncoid ] || { echo "installing: sanoid"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sanoid >/dev/null; }
+
+bench: lab-up bench-deps
 	$(BIN)/python bench/run.py
 
 clean:

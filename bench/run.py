@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
@@ -228,45 +229,47 @@ def main(argv: list[str] | None = None) -> int:
             results["ciphers"] = {"zrelay": algs, "openssh": openssh_cipher, "openssh_default": default_cipher}
 
             loads = results["load"] = {"start": load()}
-            if "transport-only" in wanted:
-                results["transport-only"] = transport.run(lab, size_mib=sizes["transport_mib"], reps=sizes["reps"],
-                                                          ssh_opts=ssh_opts, inventory=probe_inv)
-                loads["after transport-only"] = load()
-            if "relay-512" in wanted:
-                results["relay-512"] = relay512.run(lab, size_mib=sizes["relay_mib"], reps=sizes["reps"],
-                                                    ssh_opts=ssh_opts, inventory_extra=extra, workdir=workdir,
-                                                    openssh_default=default_cipher != openssh_cipher)
-                loads["after relay-512"] = load()
-            if wanted & {"noop-100", "incr-100"}:
-                results["many"] = many.run(lab, count=sizes["count"], reps=sizes["reps"], ssh_opts=ssh_opts,
-                                           inventory_extra=extra, workdir=workdir,
-                                           want_noop="noop-100" in wanted, want_incr="incr-100" in wanted)
-                loads["after many"] = load()
-            if "direct-512" in wanted:
-                results["direct-512"] = direct.run(lab, size_mib=sizes["relay_mib"], reps=sizes["reps"],
-                                                   inventory_extra=extra, workdir=workdir)
-                loads["after direct-512"] = load()
-            if "direct-2048" in wanted:   # the same at four times the size: start-up weighs a quarter as much
-                results["direct-2048"] = direct.run(lab, size_mib=sizes["direct_large_mib"], reps=sizes["reps"],
-                                                    inventory_extra=extra, workdir=workdir)
-                loads["after direct-2048"] = load()
-            if "syncoid" in wanted:
-                results["syncoid"] = syncoid.run(lab, size_mib=sizes["relay_mib"], reps=sizes["reps"],
-                                                 incrementals=sizes["syncoid_incrementals"],
-                                                 inventory_extra=extra, workdir=workdir)
-                loads["after syncoid"] = load()
-            if "fleet-50x20" in wanted:
-                results["fleet-50x20"] = fleet.run(lab, hosts=sizes["fleet_hosts"], datasets=sizes["fleet_datasets"],
-                                                   reps=sizes["reps"], workdir=workdir)
-                loads["after fleet-50x20"] = load()
-            if wanted & set(s3bench.NAMES):
-                results["s3"] = s3bench.run(lab, wanted=wanted, quick=args.quick, reps=sizes["reps"], ssh_opts=ssh_opts,
-                                            inventory_extra=extra, workdir=workdir, out=results.setdefault("s3", {}))
-                loads["after s3"] = load()
-            if wanted & set(wirebench.NAMES):
-                results["wire"] = wirebench.run(lab, wanted=wanted, size_mib=sizes["relay_mib"], reps=sizes["reps"],
-                                                ssh_opts=ssh_opts, inventory_extra=extra, workdir=workdir)
-                loads["after wire"] = load()
+            # Each benchmark on its own: one that cannot run (a missing tool, a host that stays down)
+            # is reported and the others still run; the exit status says one could not.
+            steps: list[tuple[set[str], str, Callable[[], Any]]] = [
+                ({"transport-only"}, "transport-only", lambda: transport.run(
+                    lab, size_mib=sizes["transport_mib"], reps=sizes["reps"], ssh_opts=ssh_opts,
+                    inventory=probe_inv)),
+                ({"relay-512"}, "relay-512", lambda: relay512.run(
+                    lab, size_mib=sizes["relay_mib"], reps=sizes["reps"], ssh_opts=ssh_opts,
+                    inventory_extra=extra, workdir=workdir, openssh_default=default_cipher != openssh_cipher)),
+                ({"noop-100", "incr-100"}, "many", lambda: many.run(
+                    lab, count=sizes["count"], reps=sizes["reps"], ssh_opts=ssh_opts, inventory_extra=extra,
+                    workdir=workdir, want_noop="noop-100" in wanted, want_incr="incr-100" in wanted)),
+                ({"direct-512"}, "direct-512", lambda: direct.run(
+                    lab, size_mib=sizes["relay_mib"], reps=sizes["reps"], inventory_extra=extra, workdir=workdir)),
+                # the same at four times the size: start-up weighs a quarter as much
+                ({"direct-2048"}, "direct-2048", lambda: direct.run(
+                    lab, size_mib=sizes["direct_large_mib"], reps=sizes["reps"], inventory_extra=extra,
+                    workdir=workdir)),
+                ({"syncoid"}, "syncoid", lambda: syncoid.run(
+                    lab, size_mib=sizes["relay_mib"], reps=sizes["reps"],
+                    incrementals=sizes["syncoid_incrementals"], inventory_extra=extra, workdir=workdir)),
+                ({"fleet-50x20"}, "fleet-50x20", lambda: fleet.run(
+                    lab, hosts=sizes["fleet_hosts"], datasets=sizes["fleet_datasets"], reps=sizes["reps"],
+                    workdir=workdir)),
+                (set(s3bench.NAMES), "s3", lambda: s3bench.run(
+                    lab, wanted=wanted, quick=args.quick, reps=sizes["reps"], ssh_opts=ssh_opts,
+                    inventory_extra=extra, workdir=workdir, out=results.setdefault("s3", {}))),
+                (set(wirebench.NAMES), "wire", lambda: wirebench.run(
+                    lab, wanted=wanted, size_mib=sizes["relay_mib"], reps=sizes["reps"], ssh_opts=ssh_opts,
+                    inventory_extra=extra, workdir=workdir)),
+            ]
+            for names, key, run_one in steps:
+                if not wanted & names:
+                    continue
+                try:
+                    results[key] = run_one()
+                except BenchError as exc:
+                    print(f"bench: error: {key}: {exc}", file=sys.stderr)
+                    results.setdefault("errors", {})[key] = str(exc)
+                    exit_code = 1
+                loads[f"after {key}"] = load()
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         exit_code = 1
