@@ -390,7 +390,9 @@ def test_many_jobs_share_one_connection_per_host_within_max_sessions(lab, tmp_pa
     inv = write_inventory(tmp_path / "inv.yml", lab, jobs, settings={"limits": {"sends_per_host": 8,
                                                                               "receives_per_host": 8}})
     proc = zrelay("sync", "--json", inventory=inv)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    failed = [(r["target"], r["outcome"], r["message"]) for r in json.loads(proc.stdout or "[]")
+              if r["outcome"] != "ok"]
+    assert proc.returncode == 0, (failed, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr
     results = json.loads(proc.stdout)
     assert len(results) == count and {r["outcome"] for r in results} == {"ok"}

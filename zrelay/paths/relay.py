@@ -29,6 +29,10 @@ from zrelay.zfs import commands, parse
 WRITE_HIGH = 8 * 1024 * 1024
 WRITE_LOW = 2 * 1024 * 1024
 STDERR_CAP = 64 * 1024
+#: A receiver that succeeded has read a whole stream, so its sender is about to report
+#: its own exit: it gets this long to do so before its channel is closed. Closing at once
+#: lost that status whenever a small stream's receive ended before the send's exit arrived.
+SENDER_GRACE_SECONDS = 30.0
 
 
 class TransferFailed(ZrelayError):
@@ -113,7 +117,7 @@ class _Session(asyncssh.SSHClientSession[bytes]):
         self._end.closed = True
         if not self._done.done():
             self._done.set_result(None)
-        self._pipe.on_closed(self)
+        self._pipe.on_closed(self, self._end)
 
 
 class _Pipe:
@@ -128,6 +132,7 @@ class _Pipe:
         self.total = 0
         self.receiver_stdout = bytearray()
         self._eof_sent = False
+        self._sender_grace: asyncio.TimerHandle | None = None
 
     def on_data(self, session: _Session, data: bytes) -> None:
         if session is self.sender_session:
@@ -157,11 +162,18 @@ class _Pipe:
         if session is self.receiver_session and self.sender_chan is not None:
             self.sender_chan.resume_reading()
 
-    def on_closed(self, session: _Session) -> None:
-        # Whichever side ends first, the other must not wait forever.
+    def on_closed(self, session: _Session, end: _End) -> None:
+        # Whichever side ends first, the other must not wait forever: a failed receiver stops
+        # the sender at once; after a successful receive the sender has its grace to exit.
         if session is self.receiver_session and self.sender_chan is not None:
-            self.sender_chan.close()
+            sender = self.sender_chan
+            if end.ok and not end.exit_signal:
+                self._sender_grace = asyncio.get_running_loop().call_later(SENDER_GRACE_SECONDS, sender.close)
+            else:
+                sender.close()
         elif session is self.sender_session:
+            if self._sender_grace is not None:
+                self._sender_grace.cancel()
             self._send_eof()
 
 
