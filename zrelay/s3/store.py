@@ -20,6 +20,7 @@ import base64
 import contextlib
 import functools
 import hashlib
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -110,17 +111,13 @@ def s3_only_loader(data_path: str | None) -> Any:
 
     botocore answers that question before loading a model, to check the service's name: it
     lists every service it ships (about 400 directories, once for the API model and once for
-    the endpoint rules), 60 ms of every S3 command's start. zrelay only makes S3 clients."""
-    import os
-
+    the endpoint rules), about 50 ms of every S3 command's start. zrelay only makes S3 clients."""
     paths = [os.path.expanduser(os.path.expandvars(p)) for p in data_path.split(os.pathsep)] if data_path else []
     return _s3_only_loader_class()(extra_search_paths=paths)
 
 
 @functools.cache
 def _s3_only_loader_class() -> type:
-    import os
-
     from botocore.loaders import Loader
 
     class S3OnlyLoader(Loader):  # type: ignore[misc]
