@@ -43,6 +43,7 @@ def test_the_loader_keeps_aws_data_path(tmp_path: Path) -> None:
     version.mkdir(parents=True)
     (version / "service-2.json").write_text(json.dumps(model))
     loader = s3_only_loader(f"{tmp_path}{os.pathsep}/nonexistent")
+    assert loader.search_paths == botocore.loaders.create_loader(f"{tmp_path}{os.pathsep}/nonexistent").search_paths
     assert loader.load_service_model("s3", "service-2")["metadata"]["serviceFullName"] == "S3 from AWS_DATA_PATH"
 
 

@@ -112,8 +112,10 @@ def s3_only_loader(data_path: str | None) -> Any:
     botocore answers that question before loading a model, to check the service's name: it
     lists every service it ships (about 400 directories, once for the API model and once for
     the endpoint rules), about 50 ms of every S3 command's start. zrelay only makes S3 clients."""
-    paths = [os.path.expanduser(os.path.expandvars(p)) for p in data_path.split(os.pathsep)] if data_path else []
-    return _s3_only_loader_class()(extra_search_paths=paths)
+    from botocore.loaders import create_loader
+    # botocore's own factory reads data_path; its search paths are taken over as they are
+    return _s3_only_loader_class()(extra_search_paths=create_loader(data_path).search_paths,
+                                   include_default_search_paths=False)
 
 
 @functools.cache
