@@ -387,7 +387,7 @@ class Engine:
         send_options = commands.stream_options(wanted, src_caps, dst_caps)
         raw = p.encrypted and not options.decrypt
         steps: list[SendStep | None] = list(p.steps) if p.kind is not PlanKind.RESUME else [None]
-        ssh = self._login_check(source, dest).stream_ssh() if direct else None
+        ssh = await self._login_check(source, dest).stream_ssh() if direct else None
         progress = direct and "pv" in await source.installed_tools()
         out = []
         for label, step, (send_argv, recv_argv) in zip(_stream_labels(p), steps,
@@ -418,7 +418,10 @@ class Engine:
         key = (source.name, dest.name)
         check = self._login_checks.get(key)
         if check is None:
-            check = self._login_checks[key] = LoginCheck(source, dest.name, _direct_ssh(source, dest))
+            auto = source.host.direct_ciphers == "auto"
+            check = self._login_checks[key] = LoginCheck(
+                source, dest, _direct_ssh(source, dest),
+                _direct_ssh(source, dest, ciphers_auto=False) if auto else None)
         return check
 
     async def _execute(self, job: Job, target: Endpoint, p: Plan, source: RemoteHost,
@@ -658,11 +661,18 @@ def _has_direct_credentials(source: RemoteHost) -> bool:
     return bool(source.host.direct_identity_file or os.environ.get("SSH_AUTH_SOCK"))
 
 
-def _direct_ssh(source: RemoteHost, dest: RemoteHost) -> list[str]:
-    """The source's ssh to the target: the target's address as the source sees it."""
+def _direct_ssh(source: RemoteHost, dest: RemoteHost, *, ciphers_auto: bool = True) -> list[str]:
+    """The source's ssh to the target: the target's address as the source sees it, with the
+    source's ``direct_ciphers`` (auto: AES-GCM first; ``ciphers_auto=False``: ssh's own order)."""
+    setting = source.host.direct_ciphers
+    ciphers: tuple[str, ...] | str | None
+    if setting == "auto":
+        ciphers = commands.AES_FIRST_CIPHERS if ciphers_auto else None
+    else:
+        ciphers = None if setting == "default" else setting
     return commands.ssh_argv(dest.host.peer_address, port=dest.host.port, user=dest.host.user,
                              identity_file=source.host.direct_identity_file,
-                             known_hosts=source.host.direct_known_hosts)
+                             known_hosts=source.host.direct_known_hosts, ciphers=ciphers)
 
 
 def _stream_labels(p: Plan) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 
 from tests.integration.helpers import make_dataset, snapshots, write, write_inventory, zrelay
+from zrelay.zfs import commands
 
 
 @pytest.fixture
@@ -73,11 +74,32 @@ def test_direct_with_a_key_on_the_source_via_inventory(lab, tmp_path: Path) -> N
     # the stream rode the login check's connection, and the run ended that connection
     stream = next(c["command"] for c in json.loads(proc.stdout)[0]["commands"] if "zfs send" in c["command"])
     master = re.search(r"-o ControlMaster=no -o ControlPath=(/tmp/zrelay-login-[0-9a-f]+) ", stream)
-    assert master is not None, stream
-    assert lab.run("nas1", "test", "-e", master.group(1), check=False).returncode == 1, "the master outlived the run"
+    # AES-GCM first where both CPUs have AES instructions (the master was made so); else ssh's own order
+    both_aes = all(lab.run(h, *commands.cpu_aes_argv(), check=False).returncode == 0 for h in ("nas1", "vault"))
+    if both_aes:
+        assert f"-o Ciphers={','.join(commands.AES_FIRST_CIPHERS)} " in stream, stream
+        assert master is not None, stream
+        assert lab.run("nas1", "test", "-e", master.group(1), check=False).returncode == 1, \
+            "the master outlived the run"
+    else:
+        assert "Ciphers=" not in stream and master is None, stream
     # --relay overrides the inventory's direct: true
     dry = zrelay("sync", "--relay", "--dry-run", inventory=inv)
     assert "| ssh" not in dry.stdout
+
+
+def test_direct_ciphers_setting_is_passed_to_the_source_ssh(lab, tmp_path: Path) -> None:
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"backup/{name}"
+    make_dataset(lab, "nas1", src, snaps=["zrelay_1"])
+    inv = _inventory(lab, tmp_path, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}],
+                     direct=True, direct_identity_file=str(lab.peer_key),
+                     direct_ciphers="chacha20-poly1305@openssh.com")
+    proc = zrelay("sync", "--json", inventory=inv, env={"SSH_AUTH_SOCK": ""})
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
+    stream = next(c["command"] for c in json.loads(proc.stdout)[0]["commands"] if "zfs send" in c["command"])
+    assert "-o Ciphers=chacha20-poly1305@openssh.com " in stream and "ControlMaster=no" in stream, stream
 
 
 def test_direct_refused_before_sending_without_agent_or_key(lab, tmp_path: Path) -> None:

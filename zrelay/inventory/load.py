@@ -190,6 +190,7 @@ def _check_ssh_options(value: Any, what: str) -> dict[str, str | int]:
 #: ``compress``: wire compression of host-to-host streams (see zrelay.paths.wire).
 COMPRESS_CHOICES = ("auto", "zstd", "lz4", "off")
 _BUFFER_SIZE = re.compile(r"[1-9][0-9]{0,5}[kKMG]?")
+_CIPHERS = re.compile(r"[+^-]?[A-Za-z0-9@._-]+(,[A-Za-z0-9@._-]+)*")
 
 
 def _check_compress(value: Any, what: str) -> str:
@@ -216,6 +217,19 @@ def _check_buffer(value: Any, what: str) -> str:
     return text
 
 
+def _check_ciphers(value: Any, what: str) -> str:
+    """auto | default | an OpenSSH Ciphers list (names, comma-separated; a list may start with +, - or ^)."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        value = ",".join(v.strip() for v in value)
+    text = _want_str(value, what).strip()
+    if text.lower() in ("auto", "default"):
+        return text.lower()
+    if not _CIPHERS.fullmatch(text):
+        raise _Bad(f"{what}: {value!r} must be auto, default or ssh cipher names separated by commas "
+                   "(e.g. aes128-gcm@openssh.com,chacha20-poly1305@openssh.com)")
+    return text
+
+
 _HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "address": _check_address,
     "port": _check_port,
@@ -231,6 +245,7 @@ _HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "direct": _want_bool,
     "direct_identity_file": lambda v, w: _want_str(v, w),   # a path on this host, not resolved here
     "direct_known_hosts": lambda v, w: _want_str(v, w),     # a path on this host, not resolved here
+    "direct_ciphers": _check_ciphers,
     "compress": _check_compress,
     "buffer": _check_buffer,
 }
@@ -675,6 +690,7 @@ class _Builder:
             direct_address=s.get("direct_address"), direct=s.get("direct", False),
             direct_identity_file=s.get("direct_identity_file"),
             direct_known_hosts=s.get("direct_known_hosts"),
+            direct_ciphers=s.get("direct_ciphers", "auto"),
             compress=s.get("compress"), buffer=s.get("buffer"),
             groups=tuple(g for g in order if g != "ungrouped"),
             vars=dict(merged.raw), origin=raw.origin,

@@ -129,6 +129,7 @@ class Host:
     direct: bool = False                # as a source, send straight to targets (not via zrelay)
     direct_identity_file: str | None = None  # key ON this host for direct sends (else the forwarded agent)
     direct_known_hosts: str | None = None    # known_hosts ON this host for direct sends
+    direct_ciphers: str = "auto"        # its ssh's Ciphers for direct sends: auto | default | a list
     compress: str | None = None         # wire compression: auto | zstd | lz4 | off (None: default)
     buffer: str | None = None           # mbuffer on both ends: auto | off | SIZE (None: default)
     groups: tuple[str, ...] = ()        # every group holding it (ancestors too), 'all' excluded

@@ -70,23 +70,35 @@ class LoginCheck:
     """Can ``source`` log in to the target with its own ssh? Asked once per host pair and
     run, before any byte moves (started at once, in the background). The check's connection
     stays open as a control master at a fresh socket path on the source; the pair's streams
-    ride it (``stream_ssh``) until ``close``."""
+    ride it (``stream_ssh``) until ``close``.
 
-    def __init__(self, source: RemoteHost, target_name: str, ssh: list[str]) -> None:
+    ``ssh`` may put AES-GCM first (commands.AES_FIRST_CIPHERS); ``fallback_ssh`` is then the
+    same ssh with OpenSSH's own cipher order, for streams between hosts of which one has no
+    AES instructions (asked of both hosts meanwhile). Such streams connect on their own: the
+    master's cipher was chosen when it connected."""
+
+    def __init__(self, source: RemoteHost, dest: RemoteHost, ssh: list[str],
+                 fallback_ssh: list[str] | None = None) -> None:
         self.source = source
-        self.target_name = target_name
+        self.target_name = dest.name
         self.ssh = ssh
+        self.fallback_ssh = fallback_ssh
         self.master = f"/tmp/zrelay-login-{secrets.token_hex(8)}"
         self.outcome: asyncio.Future[None] = asyncio.ensure_future(self._check())
         self.outcome.add_done_callback(lambda f: f.cancelled() or f.exception())  # unused outcome: no warning
+        self._both_aes: asyncio.Future[list[bool | None]] | None = None
+        if fallback_ssh is not None:
+            self._both_aes = asyncio.gather(source.cpu_has_aes(), dest.cpu_has_aes())
 
     @property
     def passed(self) -> bool:
         f = self.outcome
         return f.done() and not f.cancelled() and f.exception() is None
 
-    def stream_ssh(self) -> list[str]:
+    async def stream_ssh(self) -> list[str]:
         """A stream's ssh: on the master once the check passed, else a connection of its own."""
+        if self._both_aes is not None and self.fallback_ssh is not None and False in await self._both_aes:
+            return self.fallback_ssh
         return commands.via_master(self.ssh, self.master) if self.passed else self.ssh
 
     async def close(self) -> None:

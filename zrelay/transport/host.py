@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Sequence
 
-from zrelay.errors import DatasetBusy, DatasetNotFound, ZfsError
+from zrelay.errors import DatasetBusy, DatasetNotFound, ZfsError, ZrelayError
 from zrelay.transport.ssh import CommandResult, Connection
 from zrelay.zfs import commands, parse
 from zrelay.zfs.model import Capabilities, DatasetState
@@ -28,6 +28,7 @@ class RemoteHost:
         self._caps_lock = asyncio.Lock()
         self._installed: frozenset[str] = frozenset()
         self._creating = asyncio.Lock()
+        self._aes: asyncio.Future[bool | None] | None = None
 
     @property
     def name(self) -> str:
@@ -52,6 +53,21 @@ class RemoteHost:
         """Which of commands.PROBED_TOOLS this host has (from the capability probe)."""
         await self.capabilities()
         return self._installed
+
+    def cpu_has_aes(self) -> asyncio.Future[bool | None]:
+        """Whether this host's CPU has AES instructions (None: it cannot tell, or the question
+        failed); asked once per run, in the background from the first call on."""
+        if self._aes is None:
+            self._aes = asyncio.ensure_future(self._ask_aes())
+        return self._aes
+
+    async def _ask_aes(self) -> bool | None:
+        try:
+            await self.capabilities()   # after the probe: its command shell is free again, no new session
+            result = await self.conn.run(self.command(commands.cpu_aes_argv()), check=False, timeout=30)
+        except (ZrelayError, OSError, asyncio.TimeoutError):
+            return None   # only a cipher preference hangs on it; the connection's own errors show elsewhere
+        return {0: True, 1: False}.get(result.exit_status)  # type: ignore[arg-type]
 
     async def zfs(self, argv: Sequence[str], *, dataset: str | None = None,
                   retry_busy: bool = False) -> CommandResult:
