@@ -258,17 +258,22 @@ class _ShellSession(asyncssh.SSHClientSession[bytes]):
             self.marked = True
             self.changed.set()
 
+    # The command's end can come before its stderr mark: sshd sends the exit status when the
+    # process exits, and what is still in the stderr pipe after it. From the hand-over on, the
+    # end is queued like data (delivered at release, once both marks were seen); dropping it
+    # lost a short stream's exit status. Where the marks never come, nothing is delivered.
+
     def eof_received(self) -> bool:
-        if self.marked:
+        if self.mark:
             self._deliver(self.target.eof_received)
         return False
 
     def exit_status_received(self, status: int) -> None:
-        if self.marked:
+        if self.mark:
             self._deliver(lambda: self.target.exit_status_received(status))
 
     def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
-        if self.marked:
+        if self.mark:
             self._deliver(lambda: self.target.exit_signal_received(signal, core_dumped, msg, lang))
 
     def pause_writing(self) -> None:
