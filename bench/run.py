@@ -46,12 +46,12 @@ NAMES += wirebench.NAMES
 RELAY_GOAL = 0.9
 NOOP_GOAL_S = 5.0
 
-#: direct-512 gets more repetitions: a 5 s stream between two zfs-fuse daemons on two cores varies by
-#: ±0.5 s from one run to the next, as much as the difference it measures.
+#: relay-512 and direct-512 get more repetitions: a 5-7 s stream between two zfs-fuse daemons on two
+#: cores varies by ±0.5 s from one run to the next, as much as the differences they measure.
 OFFICIAL = {"relay_mib": 512, "direct_large_mib": 2048, "transport_mib": 1024, "count": 100, "reps": 3,
-            "direct_reps": 5, "fleet_hosts": 50, "fleet_datasets": 20, "syncoid_incrementals": 10}
+            "reps_512": 5, "fleet_hosts": 50, "fleet_datasets": 20, "syncoid_incrementals": 10}
 QUICK = {"relay_mib": 64, "direct_large_mib": 128, "transport_mib": 128, "count": 10, "reps": 1,
-         "direct_reps": 1, "fleet_hosts": 10, "fleet_datasets": 5, "syncoid_incrementals": 3}
+         "reps_512": 1, "fleet_hosts": 10, "fleet_datasets": 5, "syncoid_incrementals": 3}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = dict(QUICK if args.quick else OFFICIAL)
     if args.reps:
-        sizes["reps"] = sizes["direct_reps"] = args.reps
+        sizes["reps"] = sizes["reps_512"] = args.reps
     wanted = set(args.only or NAMES)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
@@ -238,13 +238,13 @@ def main(argv: list[str] | None = None) -> int:
                     lab, size_mib=sizes["transport_mib"], reps=sizes["reps"], ssh_opts=ssh_opts,
                     inventory=probe_inv)),
                 ({"relay-512"}, "relay-512", lambda: relay512.run(
-                    lab, size_mib=sizes["relay_mib"], reps=sizes["reps"], ssh_opts=ssh_opts,
+                    lab, size_mib=sizes["relay_mib"], reps=sizes["reps_512"], ssh_opts=ssh_opts,
                     inventory_extra=extra, workdir=workdir, openssh_default=default_cipher != openssh_cipher)),
                 ({"noop-100", "incr-100"}, "many", lambda: many.run(
                     lab, count=sizes["count"], reps=sizes["reps"], ssh_opts=ssh_opts, inventory_extra=extra,
                     workdir=workdir, want_noop="noop-100" in wanted, want_incr="incr-100" in wanted)),
                 ({"direct-512"}, "direct-512", lambda: direct.run(
-                    lab, size_mib=sizes["relay_mib"], reps=sizes["direct_reps"], inventory_extra=extra,
+                    lab, size_mib=sizes["relay_mib"], reps=sizes["reps_512"], inventory_extra=extra,
                     workdir=workdir)),
                 # the same at four times the size: start-up weighs a quarter as much
                 ({"direct-2048"}, "direct-2048", lambda: direct.run(
