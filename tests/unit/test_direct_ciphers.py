@@ -144,16 +144,16 @@ def test_without_a_fallback_the_aes_question_is_not_asked() -> None:
 
 
 class _Conn:
-    """A connection answering the capability probe like OpenZFS 2.3.2 and the AES question with
-    a given exit status (grep's: 0 found, 1 not found, 2 no /proc/cpuinfo)."""
+    """A sudo host's connection answering the capability probe like OpenZFS 2.3.2 and the AES
+    question with a given exit status (grep's: 0 found, 1 not found, 2 no /proc/cpuinfo)."""
 
     def __init__(self, aes_status: int) -> None:
-        self.host = Host(name="nas1", address="nas1.lan")
+        self.host = Host(name="nas1", address="nas1.lan", sudo=True)
         self.status, self.ran = aes_status, []
 
     async def run(self, command: str, **_: object) -> Any:
         self.ran.append(command)
-        if command.startswith("sh -c"):
+        if command.startswith("sudo -n sh -c"):
             return SimpleNamespace(exit_status=0, stdout="zfs-2.3.2-1\nzfs-kmod-2.3.2-1\n", stderr="")
         return SimpleNamespace(exit_status=self.status, stdout="", stderr="")
 
@@ -167,4 +167,5 @@ def test_remote_host_asks_once_and_maps_grep_status(status: int, answer: bool | 
 
     first, again, ran = asyncio.run(ask())
     assert first is answer and again is answer
-    assert ran == [commands.quote(commands.probe_argv()), "grep -q -w aes /proc/cpuinfo"]
+    # the probe through sudo (zfs may need it), the AES question never (sudoers may allow only zfs)
+    assert ran == ["sudo -n " + commands.quote(commands.probe_argv()), "grep -q -w aes /proc/cpuinfo"]

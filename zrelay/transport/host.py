@@ -64,7 +64,8 @@ class RemoteHost:
     async def _ask_aes(self) -> bool | None:
         try:
             await self.capabilities()   # after the probe: its command shell is free again, no new session
-            result = await self.conn.run(self.command(commands.cpu_aes_argv()), check=False, timeout=30)
+            # reading /proc/cpuinfo needs no privileges: never through sudo, which may allow only zfs
+            result = await self.conn.run(commands.quote(commands.cpu_aes_argv()), check=False, timeout=30)
         except (ZrelayError, OSError, asyncio.TimeoutError):
             return None   # only a cipher preference hangs on it; the connection's own errors show elsewhere
         return {0: True, 1: False}.get(result.exit_status)  # type: ignore[arg-type]
