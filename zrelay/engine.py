@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from zrelay import anchors
 from zrelay.errors import (DatasetNotFound, InvalidName, NoResumableState, PlanRefused, TransportError,
@@ -418,10 +418,7 @@ class Engine:
         key = (source.name, dest.name)
         check = self._login_checks.get(key)
         if check is None:
-            auto = source.host.direct_ciphers == "auto"
-            check = self._login_checks[key] = LoginCheck(
-                source, dest, _direct_ssh(source, dest),
-                _direct_ssh(source, dest, ciphers_auto=False) if auto else None)
+            check = self._login_checks[key] = LoginCheck(source, dest, *_direct_ssh(source, dest))
         return check
 
     async def _execute(self, job: Job, target: Endpoint, p: Plan, source: RemoteHost,
@@ -661,18 +658,18 @@ def _has_direct_credentials(source: RemoteHost) -> bool:
     return bool(source.host.direct_identity_file or os.environ.get("SSH_AUTH_SOCK"))
 
 
-def _direct_ssh(source: RemoteHost, dest: RemoteHost, *, ciphers_auto: bool = True) -> list[str]:
-    """The source's ssh to the target: the target's address as the source sees it, with the
-    source's ``direct_ciphers`` (auto: AES-GCM first; ``ciphers_auto=False``: ssh's own order)."""
+def _direct_ssh(source: RemoteHost, dest: RemoteHost) -> tuple[list[str], list[str] | None]:
+    """The source's ssh to the target (the target's address as the source sees it), and the
+    fallback for ``direct_ciphers: auto``: AES-GCM first, else ssh's own order for a pair where
+    an end has no AES instructions. ``default`` and a list of the user's have no fallback."""
+    def ssh(ciphers: Sequence[str] | str | None) -> list[str]:
+        return commands.ssh_argv(dest.host.peer_address, port=dest.host.port, user=dest.host.user,
+                                 identity_file=source.host.direct_identity_file,
+                                 known_hosts=source.host.direct_known_hosts, ciphers=ciphers)
     setting = source.host.direct_ciphers
-    ciphers: tuple[str, ...] | str | None
     if setting == "auto":
-        ciphers = commands.AES_FIRST_CIPHERS if ciphers_auto else None
-    else:
-        ciphers = None if setting == "default" else setting
-    return commands.ssh_argv(dest.host.peer_address, port=dest.host.port, user=dest.host.user,
-                             identity_file=source.host.direct_identity_file,
-                             known_hosts=source.host.direct_known_hosts, ciphers=ciphers)
+        return ssh(commands.AES_FIRST_CIPHERS), ssh(None)
+    return ssh(None if setting == "default" else setting), None
 
 
 def _stream_labels(p: Plan) -> list[str]:

@@ -40,7 +40,7 @@ from zrelay.inventory.model import (DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_
                                     S3_SCHEME, Endpoint, Group, Host, Inventory, Job, Origin,
                                     S3Ref, S3Target, Settings, Target, VarSource, name_list,
                                     suggest)
-from zrelay.zfs.commands import SEND_OPTIONS, check_age_recipient
+from zrelay.zfs.commands import SEND_OPTIONS, check_age_recipient, check_ssh_ciphers
 from zrelay.zfs.model import SnapshotFilter
 from zrelay.zfs.names import snapshot_problem
 
@@ -190,7 +190,6 @@ def _check_ssh_options(value: Any, what: str) -> dict[str, str | int]:
 #: ``compress``: wire compression of host-to-host streams (see zrelay.paths.wire).
 COMPRESS_CHOICES = ("auto", "zstd", "lz4", "off")
 _BUFFER_SIZE = re.compile(r"[1-9][0-9]{0,5}[kKMG]?")
-_CIPHERS = re.compile(r"[+^-]?[A-Za-z0-9@._-]+(,[A-Za-z0-9@._-]+)*")
 
 
 def _check_compress(value: Any, what: str) -> str:
@@ -224,10 +223,11 @@ def _check_ciphers(value: Any, what: str) -> str:
     text = _want_str(value, what).strip()
     if text.lower() in ("auto", "default"):
         return text.lower()
-    if not _CIPHERS.fullmatch(text):
+    try:
+        return check_ssh_ciphers(text)
+    except InvalidName:
         raise _Bad(f"{what}: {value!r} must be auto, default or ssh cipher names separated by commas "
-                   "(e.g. aes128-gcm@openssh.com,chacha20-poly1305@openssh.com)")
-    return text
+                   "(e.g. aes128-gcm@openssh.com,chacha20-poly1305@openssh.com)") from None
 
 
 _HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {

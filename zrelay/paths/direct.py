@@ -86,9 +86,9 @@ class LoginCheck:
         self.master = f"/tmp/zrelay-login-{secrets.token_hex(8)}"
         self.outcome: asyncio.Future[None] = asyncio.ensure_future(self._check())
         self.outcome.add_done_callback(lambda f: f.cancelled() or f.exception())  # unused outcome: no warning
-        self._both_aes: asyncio.Future[list[bool | None]] | None = None
-        if fallback_ssh is not None:
-            self._both_aes = asyncio.gather(source.cpu_has_aes(), dest.cpu_has_aes())
+        # with a fallback, both hosts are asked meanwhile whether their CPUs have AES instructions
+        self._both_aes = (asyncio.gather(source.cpu_has_aes(), dest.cpu_has_aes())
+                          if fallback_ssh is not None else None)
 
     @property
     def passed(self) -> bool:
@@ -97,8 +97,8 @@ class LoginCheck:
 
     async def stream_ssh(self) -> list[str]:
         """A stream's ssh: on the master once the check passed, else a connection of its own."""
-        if self._both_aes is not None and self.fallback_ssh is not None and False in await self._both_aes:
-            return self.fallback_ssh
+        if self._both_aes is not None and False in await self._both_aes:
+            return self.fallback_ssh or self.ssh
         return commands.via_master(self.ssh, self.master) if self.passed else self.ssh
 
     async def close(self) -> None:
