@@ -251,6 +251,8 @@ class StoreView:
     totals: Mapping[tuple[str, str], Totals] = field(default_factory=dict)
     host_errors: Mapping[str, TaskRow] = field(default_factory=dict)
     live_runs: tuple[RunRow, ...] = ()
+    #: When the newest finished run ended (any process): a change means a run ended since the last read.
+    last_run_end: float | None = None
 
     def transfer_for(self, job: str, target: str) -> TransferRow | None:
         for t in self.active:
@@ -407,6 +409,7 @@ class StateStore:
                 task = _task(row)
                 last[(task.job, task.target)] = task
             totals = {(r[0], r[1]): Totals(*r) for r in db.execute("SELECT * FROM totals")}
+            last_run_end = db.execute("SELECT MAX(finished) FROM runs").fetchone()[0]
             errors: dict[str, TaskRow] = {}
             for row in db.execute(
                     "SELECT t.* FROM tasks t JOIN ("
@@ -426,7 +429,7 @@ class StateStore:
         finally:
             db.execute("COMMIT")
         return StoreView(read_at=at, active=tuple(active), last_results=last, totals=totals,
-                         host_errors=errors, live_runs=tuple(live.values()))
+                         host_errors=errors, live_runs=tuple(live.values()), last_run_end=last_run_end)
 
     def runs(self, limit: int = 50, now: float | None = None) -> list[RunRow]:
         """The newest runs, newest first."""
