@@ -35,6 +35,7 @@ from zrelay.plan import Plan, PlanKind, plan
 from zrelay.s3 import chains
 from zrelay.s3 import manifest as mf
 from zrelay.s3.chains import Chain, DatasetView
+from zrelay.standing import Standing, standing, worst_behind
 from zrelay.state import StoreView, TaskRow, Totals, TransferRow
 from zrelay.zfs.model import DatasetState, SnapshotFilter
 
@@ -137,53 +138,45 @@ def location_of(target: Target) -> str:
     return target.host if isinstance(target, Endpoint) else str(target)
 
 
-def _row_from_plans(job: Job, target: Endpoint, plans: list[Plan], now: float,
-                    target_newest: str | None) -> LocationStatus:
+def _row_from_plans(job: Job, target: Endpoint, plans: list[Plan], now: float, target_newest: str | None,
+                    standings: Sequence[Standing]) -> LocationStatus:
+    """The row: the worst dataset's state and message; the fields of docs/status-json.md from the listings."""
     def worst(p: Plan) -> int:
         return STATES.index(_KIND_STATE[p.kind])
 
     head = min(plans, key=worst)
-    root = next((p for p in plans if p.target == target.dataset), plans[0])
+    root = next((i for i, p in enumerate(plans) if p.target == target.dataset), 0)
     state = _KIND_STATE[head.kind]
-    behind = max(p.behind for p in plans)
-    source_newest = _newest_selected(root)
-    base = root.base
-    lag, base_age = _lag(root, now, state)
-    message = head.reason if head.kind is not PlanKind.NOOP else ""
-    if head.options:
-        message += " Options: " + " | ".join(head.options)
-    label = f"behind {behind}" if state == "behind" else state
+    return _row(job, str(target), target.host, state, _plan_message(head), standings[root],
+                worst_behind(list(standings)), len(plans), target_newest, now)
+
+
+def _plan_message(p: Plan) -> str:
+    """The planner's reason and options; empty when in sync."""
+    if p.kind is PlanKind.NOOP:
+        return ""
+    message = p.reason + (" Options: " + " | ".join(p.options) if p.options else "")
+    return message.strip()
+
+
+def _row(job: Job, target: str, location: str, state: str, message: str, root: Standing, behind: int,
+         datasets: int, target_newest: str | None, now: float, **extra: Any) -> LocationStatus:
+    """One row; ``root`` is the job's own dataset, ``behind`` the worst dataset's (recursive jobs)."""
+    base = root.common_base
     return LocationStatus(
-        job=job.name, source=str(job.source), target=str(target), state=state, datasets=len(plans),
-        source_newest=source_newest, target_newest=target_newest, common_base=base.name if base else None,
-        behind=behind, lag_seconds=lag, base_age_seconds=base_age,
-        message=message.strip() if message else ("" if label == state else label),
-        location=target.host, checked_at=now)
+        job=job.name, source=str(job.source), target=target, state=state, datasets=datasets,
+        source_newest=root.source_newest.name if root.source_newest else None, target_newest=target_newest,
+        common_base=base.name if base else None, behind=behind,
+        lag_seconds=0 if state == "in-sync" else root.lag_seconds,
+        base_age_seconds=root.base_age_seconds,
+        message=message or (f"behind {behind}" if state == "behind" else ""),
+        location=location, checked_at=now, **extra)
 
 
-def _lag(root: Plan, now: float, state: str) -> tuple[int | None, int | None]:
-    """(lag, base age) in seconds from the root dataset's plan; lag is 0 when in sync."""
-    base = root.base
-    lag = base_age = None
-    if base is not None:
-        base_age = max(0, int(now - base.creation)) if base.creation else None
-        newest_creation = root.steps[-1].snapshot.creation if root.steps else base.creation
-        lag = max(0, int(newest_creation - base.creation)) if base.creation else None
-    if state == "in-sync":
-        lag = 0
-    return lag, base_age
-
-
-def _newest_selected(p: Plan) -> str | None:
-    if p.steps:
-        return p.steps[-1].snapshot.name
-    return p.base.name if p.base else None
-
-
-def _cell(job: Job, target: Endpoint, p: Plan) -> DatasetCell:
+def _cell(job: Job, target: Endpoint, p: Plan, st: Standing) -> DatasetCell:
     source = f"{job.source.host}:{p.source}"
     return DatasetCell(job.name, source, f"{target.host}:{p.target}", target.host, _KIND_STATE[p.kind],
-                       p.behind, p.base.name if p.base else None,
+                       st.behind, st.common_base.name if st.common_base else None,
                        "" if p.kind is PlanKind.NOOP else p.reason)
 
 
@@ -230,9 +223,12 @@ def report_from_plans(job: Job, target: Endpoint, plans: Sequence[Plan], src_sta
         return failed_report(job, target, "error", "source has no datasets", now)
     root = dst_states.get(target.dataset)
     newest = root.newest.name if root is not None and root.newest is not None else None
-    row = _row_from_plans(job, target, list(plans), now, newest)
-    return TargetReport(job, target, row, tuple(_cell(job, target, p) for p in plans), tuple(plans),
-                        dict(src_states), dict(dst_states))
+    standings = [standing(src_states.get(p.source) or DatasetState.absent(p.source),
+                          dst_states.get(p.target) or DatasetState.absent(p.target), job.select, now)
+                 for p in plans]
+    row = _row_from_plans(job, target, list(plans), now, newest, standings)
+    return TargetReport(job, target, row, tuple(_cell(job, target, p, st) for p, st in zip(plans, standings)),
+                        tuple(plans), dict(src_states), dict(dst_states))
 
 
 def targets_of(jobs: Iterable[Job]) -> list[tuple[Job, Target]]:
@@ -358,18 +354,13 @@ def report_from_s3(job: Job, ref: S3Ref, target: S3Target | None, src_states: Ma
     message = head.message
     if len(results) > 1 and message and head.state != BROKEN:  # broken messages name their dataset
         message = f"{host}:{names[worst]}: {message}"
-    lag, base_age = _lag(top.plan, now, top.state)
-    base = top.plan.base
-    row = LocationStatus(
-        job=job.name, source=str(job.source), target=str(ref), state=head.state, datasets=len(results),
-        source_newest=_newest_selected(top.plan), target_newest=top.newest,
-        common_base=base.name if base else None, behind=max(r.plan.behind for r in results),
-        lag_seconds=lag, base_age_seconds=base_age, message=message, target_kind="s3",
-        location=str(ref), checked_at=now,
-        s3=s3_info(target, [views[(host, n)] for n in names if (host, n) in views], views.get((host, root))))
-    cells = tuple(DatasetCell(job.name, f"{host}:{n}", str(ref), str(ref), r.state, r.plan.behind,
-                              r.plan.base.name if r.plan.base else None, r.message)
-                  for n, r in zip(names, results))
+    standings = [standing(src_states[n], r.stored, job.select, now) for n, r in zip(names, results)]
+    row = _row(job, str(ref), str(ref), head.state, message, standings[0], worst_behind(standings), len(results),
+               top.newest, now, target_kind="s3",
+               s3=s3_info(target, [views[(host, n)] for n in names if (host, n) in views], views.get((host, root))))
+    cells = tuple(DatasetCell(job.name, f"{host}:{n}", str(ref), str(ref), r.state, st.behind,
+                              st.common_base.name if st.common_base else None, r.message)
+                  for n, r, st in zip(names, results, standings))
     return TargetReport(job, ref, row, cells, tuple(r.plan for r in results),
                         {n: src_states[n] for n in names}, {n: r.stored for n, r in zip(names, results)})
 
