@@ -5,6 +5,11 @@ optional sntrup761 key exchange). On Linux that runs ``ldconfig -p``, then ``gcc
 when the library is absent: 35 ms of every zrelay start-up, a tenth of it. Where no liboqs
 file is in the dynamic linker's cache or its usual directories, the answer is known to be
 None and is given without those programs; anywhere else asyncssh searches as usual.
+
+Also: asyncssh still names cryptography's DSA classes (at import, and for ssh-dss keys), and
+cryptography deprecates DSA with a warning on every such access: ten lines on stderr before
+any output of ``zrelay sync --help``. They are addressed to asyncssh's authors, not to the
+user, so exactly those (that category, raised from asyncssh's own modules) are not shown.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ import ctypes.util
 import glob
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 
 #: The names asyncssh asks ``find_library`` for.
 OQS_NAMES = frozenset({"oqs", "liboqs"})
 LD_SO_CACHE = "/etc/ld.so.cache"
+#: The modules whose use of deprecated cryptography APIs is not the user's business (a regex on
+#: the warning's module, as ``warnings.filterwarnings`` takes it).
+ASYNCSSH_MODULES = r"asyncssh(\.|$)"
 #: Searched by find_library's gcc/ld fallback without being in the cache until ldconfig runs.
 DEFAULT_LIBRARY_DIRS = ("/usr/local/lib", "/usr/local/lib64", "/usr/lib", "/usr/lib64", "/lib", "/lib64")
 
@@ -53,8 +62,18 @@ def _no_oqs_search() -> Iterator[None]:
         ctypes.util.find_library = find_library
 
 
+def quiet_cryptography_deprecations() -> None:
+    """Hide cryptography's deprecation warnings about what asyncssh uses, and nothing else:
+    every other warning, and these same ones from any other module, still shows."""
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning, module=ASYNCSSH_MODULES)
+
+
 def import_asyncssh() -> None:
-    """``import asyncssh``, skipping the liboqs search when liboqs is surely absent."""
+    """``import asyncssh``, skipping the liboqs search when liboqs is surely absent, without
+    cryptography's deprecation warnings about asyncssh."""
+    quiet_cryptography_deprecations()
     if "asyncssh" in sys.modules or liboqs_may_exist():
         import asyncssh  # noqa: F401
         return
