@@ -153,8 +153,25 @@ def test_text_table(cases: Cases) -> None:
     proc = zrelay("--state", str(cases.state), "status", inventory=cases.inv, env={"COLUMNS": "240"})
     assert proc.returncode == 1
     out = proc.stdout
-    for text in ("in-sync", "unreachable", "behind 1", "diverged", "missing", "ok ", " ago"):
+    for text in ("in sync at @zrelay_1", "unreachable", "behind 1: @zrelay_1 → @zrelay_2",
+                 "diverged after @zrelay_1: target has @local-only", "missing: source at @zrelay_1", "ok ", " ago"):
         assert text in out, f"{text!r} missing from:\n{out}"
+    assert out.count("in sync at @zrelay_1") == 1, out   # the S3 target is unreachable here
+
+
+def test_text_in_a_pipe_and_at_80_columns(cases: Cases) -> None:
+    """A pipe gets whole lines (no padding, no wrapping); 80 columns get rows that fit, names whole."""
+    names = {"zrelay_1", "zrelay_2", "local-only"}
+    pipe = zrelay("--state", str(cases.state), "status", inventory=cases.inv, env={"COLUMNS": ""}).stdout
+    assert pipe and not [line for line in pipe.splitlines() if line != line.rstrip()], pipe
+    row = next(line for line in pipe.splitlines() if line.startswith(f"  {cases.target('c')} "))
+    assert "diverged after @zrelay_1: target has @local-only" in row, pipe
+    assert set(re.findall(r"@([\w:.-]+\w)", pipe)) <= names, pipe
+    narrow = zrelay("--state", str(cases.state), "status", inventory=cases.inv, env={"COLUMNS": "80"}).stdout
+    assert not [line for line in narrow.splitlines() if len(line) > 80], narrow
+    assert set(re.findall(r"@([\w:.-]+\w)", narrow)) <= names, narrow   # no name cut at a line's end
+    detail = zrelay("--state", str(cases.state), "status", "--detail", inventory=cases.inv).stdout
+    assert "common base     @zrelay_1" in detail and "target newest   @local-only" in detail
 
 
 def test_prometheus_textfile(cases: Cases, tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from zrelay.cli import output
+from zrelay.cli import layout, output
+from zrelay.cli.layout import DROP, Cell, Column, Line, Table, cell
 from zrelay.engine import Engine
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, UsageError
 from zrelay.inventory import load_inventory
@@ -39,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "common base, lag, state, a transfer running now and the last run's result.")
     p.add_argument("patterns", nargs="*", metavar="PATTERN", help="host, host:dataset or job name")
     p.add_argument("--json", action="store_true", help="print a JSON list (stable fields: docs/status-json.md)")
+    p.add_argument("--detail", "--wide", dest="detail", action="store_true",
+                   help="every field of every target, one block each (the table shows what fits the width)")
     p.add_argument("--prometheus", metavar="FILE",
                    help="also write the metrics in Prometheus textfile format to FILE (atomically)")
     p.set_defaults(handler=run)
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump([r.to_dict() for r in rows], sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print_table(rows)
+        print_table(rows, detail=args.detail)
     return exit_code(rows)
 
 
@@ -77,6 +80,21 @@ async def _collect(inventory, jobs, store_path: Path) -> list[LocationStatus]:  
 
 
 # --- text ----------------------------------------------------------------------------
+#
+# One heading per job, one line per target under it. Where source, target and base
+# agree the row says "in sync at @name" once; otherwise the state says what differs
+# ("behind 2: @a → @c", "diverged after @a: target has @x"). On a narrow terminal the
+# columns give way in the order of _STEPS; snapshot names are never cut. Why a row is
+# in trouble (and what to do about it) is told once, under the row, wrapped at spaces.
+
+
+COLUMNS = (Column("target", "TARGET"), Column("state", "STATE"), Column("lag", "LAG", right=True),
+           Column("last", "LAST RUN"), Column("note", "NOTE"))
+#: What gives way first when a line is too wide: the note, the second snapshot name of a state,
+#: "ago", the lag, the last run, and last the state's snapshot name.
+_STEPS = (("note", DROP), ("state", 1), ("last", 1), ("lag", DROP), ("last", DROP), ("state", 2))
+#: States whose message is the point of the row (the planner's reason and options, or the error).
+_TOLD = frozenset({"diverged", "no-common-base", "unreachable", "error", BROKEN, "no-snapshots", NOT_CHECKED})
 
 
 def state_label(r: LocationStatus) -> str:
@@ -89,7 +107,31 @@ def state_label(r: LocationStatus) -> str:
         return f"transfer running{pct}"
     if r.state == NOT_CHECKED:
         return "not checked"
-    return r.state
+    return r.state.replace("-", " ")
+
+
+def state_forms(r: LocationStatus) -> tuple[str, str, str]:
+    """The state cell at levels 0, 1 and 2 (fullest first): where the target stands, each snapshot
+    named once. "in sync at @name" keeps its name until the last step."""
+    base, newest, theirs = r.common_base, r.source_newest, r.target_newest
+    label = state_label(r)
+    if r.state == "in-sync" and base:
+        return (f"in sync at @{base}", f"in sync at @{base}", "in sync")
+    if r.state in ("behind", "resumable") and newest:
+        if base:
+            return (f"{label}: @{base} → @{newest}", f"{label}: at @{base}", label)
+        return (f"{label}: source at @{newest}", f"{label}: source at @{newest}", label)
+    if r.state == "missing" and newest:
+        return (f"missing: source at @{newest}", f"missing: source at @{newest}", "missing")
+    if r.state == "diverged" and base:
+        if theirs and theirs != base:
+            return (f"diverged after @{base}: target has @{theirs}", f"diverged after @{base}", label)
+        return (f"diverged after @{base}", f"diverged after @{base}", label)
+    if r.state == "no-common-base" and theirs:
+        return (f"no common base: target has @{theirs}", f"no common base: target has @{theirs}", label)
+    if r.state == "no-snapshots":
+        label = "no snapshots to send"
+    return (label, label, label)
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -99,39 +141,171 @@ def _ago(ts: float | None, now: float) -> str:
 def last_run_label(r: LocationStatus, now: float) -> str:
     if not r.last_run:
         return "-"
+    if r.last_run["outcome"] == "abandoned":   # the run's process died: whose, and since when
+        gone = r.last_run["finished_at"]
+        since = time.strftime("%H:%M:%S" if now - gone < 86400 else "%Y-%m-%d %H:%M", time.localtime(gone))
+        return f"abandoned (pid {r.last_run['pid']} gone since {since})"
     return f"{r.last_run['outcome']} {_ago(r.last_run['finished_at'], now)}"
 
 
-def print_table(rows: list[LocationStatus]) -> None:
-    from rich.table import Table  # imported when a table is printed: --json never needs rich
+def _cells(r: LocationStatus, now: float) -> dict[str, Cell]:
+    style = _STYLE.get(r.state, "")
+    last = last_run_label(r, now)
+    note = ""
+    if r.s3 and r.s3.get("stored_bytes") is not None:
+        note = f"{output.human_bytes(r.s3['stored_bytes'])} stored"
+    return {"target": cell(r.target), "state": cell(*state_forms(r), style=style),
+            "lag": cell(output.human_seconds(r.lag_seconds)),
+            "last": cell(last, last.removesuffix(" ago")), "note": cell(note)}
+
+
+def _advice(message: str, width: int | None, indent: int) -> list[Line]:
+    """A reason, then its options one under the other (the planner joins them with `` | ``)."""
+    reason, _, options = message.partition(" Options: ")
+    lines = layout.wrap(reason.strip(), width, indent)
+    label = "options: "
+    for i, option in enumerate(o.strip() for o in options.split(" | ") if o.strip()):
+        if i == 0:
+            lines += layout.wrap(label + option, width, indent, indent + len(label))
+        else:
+            lines += layout.wrap(option, width, indent + len(label))
+    return lines
+
+
+def _same(a: str, b: str) -> bool:
+    """Whether two messages tell the same thing (a run's message adds prefixes to the planner's)."""
+    if not (a and b):
+        return False
+    if a in b or b in a:
+        return True
+    from difflib import SequenceMatcher
+    return SequenceMatcher(None, a, b, autojunk=False).ratio() > 0.8
+
+
+def notes(r: LocationStatus, width: int | None, now: float, indent: int = 4) -> list[Line]:
+    """What the row's cells cannot say: why it is in trouble, the transfer running, a failed last run.
+    Each told once: a last run's message that repeats the current one is left out."""
+    lines: list[Line] = []
+    told = r.message if r.state in _TOLD or (r.state == RUNNING and r.planned_state in _TOLD) else ""
+    if told:
+        lines += _advice(told, width, indent)
+    if r.transfer:
+        lines += layout.wrap(f"{transfer_label(r.transfer)}", width, indent)
+    last = r.last_run
+    if (last and last["outcome"] in ("failed", "refused") and r.state not in BAD_STATES
+            and not _same(last["message"], told)):
+        lines += _advice(f"last run {last['outcome']} {_ago(last['finished_at'], now)}: {last['message']}",
+                         width, indent)
+    return lines
+
+
+def transfer_label(t: dict) -> str:
+    """``tank/x@a → @c (-I) → vault: 12.0 MiB of 26.0 MiB, 4.0 MiB/s, 3s left (sync, pid 4242)``."""
+    eta = f", {output.human_duration(t['eta_seconds'])} left" if t.get("eta_seconds") is not None else ""
+    return (f"{output.stream_name(t['stream'], t['target_host'])}: {output.human_progress(t['bytes'], t['estimate'])}"
+            f", {output.human_rate(t['rate'])}{eta} ({t['command']}, pid {t['pid']})")
+
+
+def _groups(rows: list[LocationStatus]) -> list[tuple[str, list[int]]]:
+    """(heading, row indexes) per job, in the order the jobs first appear."""
+    order: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        order.setdefault(r.job, []).append(i)
+    out = []
+    for job, idx in order.items():
+        first = rows[idx[0]]
+        heading = job if job == first.source else f"{job}: {first.source}"
+        datasets = max(rows[i].datasets for i in idx)
+        out.append((heading + (f"  ({datasets} datasets)" if datasets > 1 else ""), idx))
+    return out
+
+
+def table_lines(rows: list[LocationStatus], width: int | None, now: float) -> list[Line]:
+    """The status table for ``width`` columns (None: no limit), with the notes under their rows."""
+    cells = [_cells(r, now) for r in rows]
+    table = Table(COLUMNS, cells, steps=_STEPS, indent=2)
+    fits = table.fit(width)
+    lines: list[Line] = [[(f"zrelay status  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}", "bold")]]
+    if fits:
+        lines.append(table.header())
+    for heading, idx in _groups(rows):
+        lines.append([(heading, "bold")])
+        for i in idx:
+            if fits:
+                lines.append(table.row(i))
+            else:   # narrower than any table: the row as a block, each cell in the longest form that fits
+                room = (width or 0) - 4
+                parts = [_narrow(cells[i][k], room) for k in ("state", "lag", "last", "note")]
+                parts[1] = cell(f"lag {parts[1].form(0)}") if rows[i].lag_seconds is not None else cell("")
+                lines += layout.stack(cells[i]["target"], parts, width)
+            lines += notes(rows[i], width, now)
+    return lines
+
+
+def _narrow(c: Cell, room: int) -> Cell:
+    form = next((f for f in c.forms if len(f) <= room), c.forms[-1])
+    return Cell((form,), c.style)
+
+
+def detail_lines(rows: list[LocationStatus], width: int | None, now: float) -> list[Line]:
+    """Every field of every row, one block per job and target (``--detail``): reads at any width."""
+    key = 18
+    lines: list[Line] = []
+
+    def field(name: str, value: str | None, style: str = "") -> None:
+        if value:
+            lines.extend(layout.wrap(f"{name:<{key - 2}}{value}", width, 2, key, style=style))
+
+    def snap(name: str | None) -> str:
+        return f"@{name}" if name else "-"
+
+    for r in rows:
+        if lines:
+            lines.append([])
+        lines.append([(f"{r.job} → {r.target}", "bold")])
+        planned = f" (the hosts say {r.planned_state.replace('-', ' ')})" if r.planned_state else ""
+        field("state", state_label(r) + planned, _STYLE.get(r.state, ""))
+        field("source", r.source)
+        if r.datasets > 1:
+            field("datasets", str(r.datasets))
+        field("source newest", snap(r.source_newest))
+        field("target newest", snap(r.target_newest))
+        age = f" ({output.human_seconds(r.base_age_seconds)} old)" if r.base_age_seconds is not None else ""
+        field("common base", snap(r.common_base) + (age if r.common_base else ""))
+        field("lag", output.human_seconds(r.lag_seconds))
+        if r.last_run:
+            last = r.last_run
+            moved = f", {output.human_moved(last['bytes'], last['seconds'])}" if last["bytes"] else ""
+            said = "" if _same(last["message"], r.message) else last["message"]
+            field("last run", f"{last_run_label(r, now)}{moved}" + (f": {said}" if said else ""))
+        field("last success", _ago(r.last_success_at, now) if r.last_success_at else "never")
+        field("moved in total", output.human_bytes(r.bytes_total))
+        if r.s3:
+            s3 = r.s3
+            where = f"{s3['url']}" + (f" ({s3['endpoint']})" if s3.get("endpoint") else "")
+            field("stored at", where)
+            if s3.get("chains") is not None:
+                field("stored", f"{output.human_bytes(s3['stored_bytes'])} in {s3['chains']} chain(s), "
+                                f"{s3['sends']} send(s); {s3['broken_chains']} broken, "
+                                f"{s3['unfinished_sends']} unfinished")
+                field("restorable", snap(s3["restorable_newest"]))
+        if r.transfer:
+            field("transfer", transfer_label(r.transfer))
+        if r.message:
+            reason, _, options = r.message.partition(" Options: ")
+            field("message", reason.strip())
+            for i, option in enumerate(o.strip() for o in options.split(" | ") if o.strip()):
+                field("options" if i == 0 else "", option)
+    return lines
+
+
+def print_table(rows: list[LocationStatus], *, detail: bool = False, now: float | None = None) -> None:
     if not rows:
         output.console().print("no targets in the matching jobs")
         return
-    now = time.time()
-    table = Table(title=f"zrelay status  {time.strftime('%Y-%m-%d %H:%M:%S')}", title_justify="left")
-    for col in ("job", "target", "state", "source newest", "target newest", "common base", "lag",
-                "last run", "detail"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        style = _STYLE.get(r.state, "")
-        if r.state == RUNNING and r.transfer:
-            t = r.transfer
-            detail = (f"{t['stream']}: {output.human_bytes(t['bytes'])}"
-                      f"{' of ' + output.human_bytes(t['estimate']) if t.get('estimate') else ''}"
-                      f" at {output.human_bytes(t['rate'])}/s")
-        elif r.state in ("in-sync", "behind"):
-            detail = f"{r.datasets} datasets" if r.datasets > 1 else ""
-            if r.s3 and r.s3.get("stored_bytes") is not None:
-                stored = f"{output.human_bytes(r.s3['stored_bytes'])} stored"
-                detail = f"{detail}, {stored}" if detail else stored
-        else:
-            detail = r.message
-        if r.last_run and r.last_run["outcome"] in ("failed", "refused") and r.state not in BAD_STATES:
-            detail = (detail + "; " if detail else "") + f"last run: {r.last_run['message']}"
-        table.add_row(r.job, r.target, f"[{style}]{state_label(r)}[/{style}]" if style else state_label(r),
-                      r.source_newest or "-", r.target_newest or "-", r.common_base or "-",
-                      output.human_seconds(r.lag_seconds), last_run_label(r, now), detail)
-    output.console().print(table)
+    at = time.time() if now is None else now
+    width = output.width()
+    output.print_lines(detail_lines(rows, width, at) if detail else table_lines(rows, width, at))
 
 
 # --- Prometheus textfile -------------------------------------------------------------------
