@@ -35,7 +35,7 @@ from zrelay.plan import Plan, PlanKind, plan
 from zrelay.s3 import chains
 from zrelay.s3 import manifest as mf
 from zrelay.s3.chains import Chain, DatasetView
-from zrelay.standing import Standing, standing, worst_behind
+from zrelay.standing import Changed, Standing, changed_since_newest, standing, worst_behind
 from zrelay.state import StoreView, TaskRow, Totals, TransferRow
 from zrelay.zfs.model import DatasetState, SnapshotFilter
 
@@ -138,16 +138,45 @@ def location_of(target: Target) -> str:
     return target.host if isinstance(target, Endpoint) else str(target)
 
 
-def _row_from_plans(job: Job, target: Endpoint, plans: list[Plan], now: float, target_newest: str | None,
-                    standings: Sequence[Standing]) -> LocationStatus:
-    """The row: the worst dataset's state and message; the fields of docs/status-json.md from the listings."""
-    def worst(p: Plan) -> int:
-        return STATES.index(_KIND_STATE[p.kind])
+@dataclass(frozen=True)
+class _Verdict:
+    """One dataset's state, the row's message for it, and its cell's shorter one."""
 
-    head = min(plans, key=worst)
+    state: str
+    message: str
+    cell_message: str
+
+
+def _verdict(p: Plan, host: str, target: DatasetState, changed: Changed | None) -> _Verdict:
+    """The planner's verdict, unless the target changed since its newest snapshot (standing.py).
+
+    An incremental receive into such a target fails ("modified since most
+    recent snapshot"), so a row that the plan calls behind is diverged; where
+    the host cannot tell (zfs-fuse), the row says so.
+    """
+    state, message = _KIND_STATE[p.kind], _plan_message(p)
+    cell = "" if p.kind is PlanKind.NOOP else p.reason
+    if changed is None or p.kind is not PlanKind.INCREMENTAL or not p.steps:
+        return _Verdict(state, message, cell)
+    if changed.changed is None:
+        return _Verdict(state, f"{message} ({changed.detail}.)", cell)
+    if not changed.changed:
+        return _Verdict(state, message, cell)
+    why = (f"{host}:{changed.detail}: zfs receive refuses an incremental stream into it "
+           f"(\"modified since most recent snapshot\"), so it cannot get @{p.steps[-1].snapshot.name}.")
+    newest = target.newest.name if target.newest else "?"
+    options = ("re-run with --rollback to discard the change (the incremental is then received with -F)",
+               f"or roll it back yourself: `zfs rollback {p.target}@{newest}` on {host}",
+               "or point the job at a new target dataset")
+    return _Verdict("diverged", f"{why} Options: " + " | ".join(options), why)
+
+
+def _row_from_plans(job: Job, target: Endpoint, plans: list[Plan], now: float, target_newest: str | None,
+                    standings: Sequence[Standing], verdicts: Sequence[_Verdict]) -> LocationStatus:
+    """The row: the worst dataset's state and message; the fields of docs/status-json.md from the listings."""
+    head = min(verdicts, key=lambda v: STATES.index(v.state))
     root = next((i for i, p in enumerate(plans) if p.target == target.dataset), 0)
-    state = _KIND_STATE[head.kind]
-    return _row(job, str(target), target.host, state, _plan_message(head), standings[root],
+    return _row(job, str(target), target.host, head.state, head.message, standings[root],
                 worst_behind(list(standings)), len(plans), target_newest, now)
 
 
@@ -173,11 +202,10 @@ def _row(job: Job, target: str, location: str, state: str, message: str, root: S
         location=location, checked_at=now, **extra)
 
 
-def _cell(job: Job, target: Endpoint, p: Plan, st: Standing) -> DatasetCell:
+def _cell(job: Job, target: Endpoint, p: Plan, st: Standing, v: _Verdict) -> DatasetCell:
     source = f"{job.source.host}:{p.source}"
-    return DatasetCell(job.name, source, f"{target.host}:{p.target}", target.host, _KIND_STATE[p.kind],
-                       st.behind, st.common_base.name if st.common_base else None,
-                       "" if p.kind is PlanKind.NOOP else p.reason)
+    return DatasetCell(job.name, source, f"{target.host}:{p.target}", target.host, v.state,
+                       st.behind, st.common_base.name if st.common_base else None, v.cell_message)
 
 
 def failed_report(job: Job, target: Target, state: str, message: str, now: float,
@@ -207,28 +235,54 @@ async def inspect_target(engine: Engine, job: Job, target: Endpoint, now: float 
         src_states, dst_states = await asyncio.gather(
             engine.states.get(engine.host(job.source.host), job.source.dataset, job.recursive),
             engine.states.get(engine.host(target.host), target.dataset, job.recursive))
+        changes = await target_changes(engine, job, target, plans, dst_states)
     except RemoteCommandFailed as exc:
         return failed_report(job, target, "error", str(exc), at)
     except TransportError as exc:
         return failed_report(job, target, "unreachable", str(exc), at, exc.host)
     except ZrelayError as exc:
         return failed_report(job, target, "error", str(exc), at)
-    return report_from_plans(job, target, plans, src_states, dst_states, at)
+    return report_from_plans(job, target, plans, src_states, dst_states, at, changes)
+
+
+async def target_changes(engine: Engine, job: Job, target: Endpoint, plans: Sequence[Plan],
+                         dst_states: Mapping[str, DatasetState]) -> dict[str, Changed]:
+    """For each target dataset an incremental would be received into: did it change since its
+    newest snapshot? One ``zfs get`` on the target, only when some plan sends incrementally."""
+    wanted = [p.target for p in plans if p.kind is PlanKind.INCREMENTAL and p.steps]
+    if not wanted:
+        return {}
+    dest = engine.host(target.host)
+    caps = await dest.capabilities()
+    prop, values = await dest.changes(target.dataset, job.recursive)
+    out: dict[str, Changed] = {}
+    for name in wanted:
+        value = values.get(name)
+        out[name] = changed_since_newest(dst_states.get(name) or DatasetState.absent(name),
+                                         written=value if prop == "written" else None,
+                                         referenced=value if prop == "referenced" else None,
+                                         flavor=caps.flavor.value)
+    return out
 
 
 def report_from_plans(job: Job, target: Endpoint, plans: Sequence[Plan], src_states: Mapping[str, DatasetState],
-                      dst_states: Mapping[str, DatasetState], now: float) -> TargetReport:
-    """The report for plans already made (by ``Engine.plan_job``, or by hand in tests)."""
+                      dst_states: Mapping[str, DatasetState], now: float,
+                      changes: Mapping[str, Changed] | None = None) -> TargetReport:
+    """The report for plans already made (by ``Engine.plan_job``, or by hand in tests).
+
+    ``changes``: per target dataset, whether it changed since its newest snapshot (``target_changes``).
+    """
     if not plans:
         return failed_report(job, target, "error", "source has no datasets", now)
     root = dst_states.get(target.dataset)
     newest = root.newest.name if root is not None and root.newest is not None else None
-    standings = [standing(src_states.get(p.source) or DatasetState.absent(p.source),
-                          dst_states.get(p.target) or DatasetState.absent(p.target), job.select, now)
-                 for p in plans]
-    row = _row_from_plans(job, target, list(plans), now, newest, standings)
-    return TargetReport(job, target, row, tuple(_cell(job, target, p, st) for p, st in zip(plans, standings)),
-                        tuple(plans), dict(src_states), dict(dst_states))
+    targets = [dst_states.get(p.target) or DatasetState.absent(p.target) for p in plans]
+    standings = [standing(src_states.get(p.source) or DatasetState.absent(p.source), t, job.select, now)
+                 for p, t in zip(plans, targets)]
+    verdicts = [_verdict(p, target.host, t, (changes or {}).get(p.target)) for p, t in zip(plans, targets)]
+    row = _row_from_plans(job, target, list(plans), now, newest, standings, verdicts)
+    cells = tuple(_cell(job, target, p, st, v) for p, st, v in zip(plans, standings, verdicts))
+    return TargetReport(job, target, row, cells, tuple(plans), dict(src_states), dict(dst_states))
 
 
 def targets_of(jobs: Iterable[Job]) -> list[tuple[Job, Target]]:
@@ -506,7 +560,7 @@ def annotate(row: LocationStatus, store: StoreView) -> LocationStatus:
         changes["last_run"] = {
             "outcome": last.outcome, "finished_at": last.finished, "started_at": last.started,
             "bytes": last.bytes, "seconds": round(last.seconds, 3), "message": last.message,
-            "failed_host": last.failed_host, "run_id": last.run_id,
+            "failed_host": last.failed_host, "run_id": last.run_id, "pid": last.pid,
         }
     if totals is not None:
         changes["last_success_at"] = totals.last_success

@@ -23,7 +23,7 @@ from zrelay.inventory.model import Endpoint, Job, S3Ref, S3Target
 from zrelay.plan import PlanKind, plan
 from zrelay.standing import changed_since_newest, standing
 from zrelay.status import report_from_plans, report_from_s3
-from zrelay.zfs.model import Bookmark, DatasetState, Snapshot, SnapshotFilter
+from zrelay.zfs.model import Bookmark, Capabilities, DatasetState, Snapshot, SnapshotFilter
 
 SRC, DST = "tank/a", "backup/a"
 NOW = 2_000_000_000
@@ -269,3 +269,39 @@ def test_without_written_only_a_different_size_proves_a_change() -> None:
     assert unknown.changed is None and "zfs-fuse has no `written` property" in unknown.detail
     assert "cannot be known" in unknown.detail
     assert changed_since_newest(DatasetState(DST, True, ()), written=5).changed is None
+
+
+def test_changed_is_read_with_written_where_the_host_has_it() -> None:
+    from zrelay.zfs import commands, parse
+    oz, fuse = Capabilities.openzfs("2.3.2"), Capabilities.zfs_fuse()
+    assert commands.changed_argv("backup/a", oz, True) == [
+        "zfs", "get", "-H", "-p", "-o", "name,property,value", "-t", "filesystem,volume", "written", "-r", "backup/a"]
+    assert commands.changed_argv("backup/a", fuse, False) == [
+        "zfs", "get", "-H", "-p", "-o", "name,property,value", "referenced", "backup/a"]
+    # zfs-fuse lists the snapshots too (no `get -t`): a real answer from the lab
+    fuse_out = ("backup/hz\treferenced\t3284992\nbackup/hz@auto-1\treferenced\t1171456\n"
+                "backup/hz@auto-2\treferenced\t2228224\n")
+    assert parse.parse_dataset_values(fuse_out, "referenced") == {"backup/hz": 3284992}
+    assert parse.parse_dataset_values("backup/a\twritten\t0\nbackup/a/c\twritten\t-\n", "written") == {
+        "backup/a": 0, "backup/a/c": None}
+
+
+def test_a_changed_target_makes_a_behind_row_diverged() -> None:
+    source = ds(SRC, ("auto-1", 1, 1), ("auto-2", 2, 2), ("auto-3", 3, 3))
+    target = ds(DST, ("auto-1", 1, 1), ("auto-2", 2, 2))   # @auto-3 was received, then destroyed
+    job = Job("j", Endpoint("nas1", SRC), targets=(Endpoint("vault", DST),))
+    p = plan(source, target)
+    assert p.kind is PlanKind.INCREMENTAL
+
+    def report(changed):  # type: ignore[no-untyped-def]
+        return report_from_plans(job, Endpoint("vault", DST), [p], {SRC: source}, {DST: target}, NOW,
+                                 {DST: changed})
+    row = report(changed_since_newest(target, written=1 << 20)).row
+    assert row.state == "diverged" and row.behind == 1 and row.source_newest == "auto-3"
+    assert "modified since most recent snapshot" in row.message and "--rollback" in row.message
+    assert f"zfs rollback {DST}@auto-2` on vault" in row.message
+    unknown = report(changed_since_newest(target, flavor="zfs-fuse")).row
+    assert unknown.state == "behind" and "cannot be known" in unknown.message
+    clean = report(changed_since_newest(target, written=0))
+    assert clean.row.state == "behind" and "cannot be known" not in clean.row.message
+    assert clean.cells[0].state == "behind"

@@ -99,6 +99,14 @@ class RemoteHost:
             states[dataset] = DatasetState.absent(dataset)
         return states
 
+    async def changes(self, dataset: str, recursive: bool = False) -> tuple[str, dict[str, int | None]]:
+        """(property, value per dataset): ``written`` where the host has it, else ``referenced``
+        (see commands.changed_argv); for telling whether a target changed since its newest snapshot."""
+        caps = await self.capabilities()
+        prop = commands.changed_property(caps)
+        result = await self.zfs(commands.changed_argv(dataset, caps, recursive), dataset=dataset)
+        return prop, parse.parse_dataset_values(result.stdout, prop)
+
     async def exists(self, dataset: str) -> bool:
         try:
             await self.zfs(commands.exists_argv(dataset), dataset=dataset)

@@ -177,6 +177,24 @@ def list_state_argvs(dataset: str, caps: Capabilities, recursive: bool) -> list[
     return argvs
 
 
+def changed_property(caps: Capabilities) -> str:
+    """The property that tells whether a dataset changed since its newest snapshot (changed_argv)."""
+    return "written" if caps.written else "referenced"
+
+
+def changed_argv(dataset: str, caps: Capabilities, recursive: bool) -> list[str]:
+    """Has the live dataset changed since its newest snapshot? (``zfs receive`` refuses an incremental then)
+
+    OpenZFS answers exactly with ``written``; zfs-fuse has no such property, so
+    its ``referenced`` is read instead, for comparison with the newest
+    snapshot's (see parse.parse_dataset_values). zfs-fuse also has no ``get
+    -t``: snapshot lines come too, and the parser drops them.
+    """
+    kinds = [] if _is_fuse(caps) else ["-t", "filesystem,volume"]
+    return [ZFS, "get", "-H", "-p", "-o", "name,property,value", *kinds, changed_property(caps),
+            *(["-r"] if recursive else []), check_dataset(dataset)]
+
+
 def holds_argv(snapshots: str | Sequence[str], *, caps: Capabilities | None = None,
                recursive: bool = False) -> list[str]:
     """``zfs holds -H``; zfs-fuse cannot list holds (its helper script is missing), see userrefs_argv."""

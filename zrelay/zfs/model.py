@@ -103,12 +103,13 @@ class Capabilities:
     compressed_send: bool = False    # `send -c`
     large_blocks: bool = False       # `send -L`
     embedded_data: bool = False      # `send -e`
+    written: bool = False            # the `written` property: bytes changed since the newest snapshot
 
     @classmethod
     def openzfs(cls, version: str) -> "Capabilities":
         return cls(Flavor.OPENZFS, version, list_parsable=True, send_estimate=True,
                    resume=True, bookmarks=True, raw_send=True, holds=True,
-                   compressed_send=True, large_blocks=True, embedded_data=True)
+                   compressed_send=True, large_blocks=True, embedded_data=True, written=True)
 
     @classmethod
     def zfs_fuse(cls, version: str = "0.7.0") -> "Capabilities":

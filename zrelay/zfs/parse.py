@@ -72,7 +72,7 @@ def parse_probe(stdout: str, stderr: str, rc: int, *, host: str = "?") -> Capabi
     if _FEATURE_FLAGS.search(stdout):
         return Capabilities(Flavor.OPENZFS, "pre-0.8", list_parsable=True, send_estimate=True,
                             resume=False, bookmarks=True, raw_send=False, holds=True,
-                            compressed_send=False, large_blocks=True, embedded_data=True)
+                            compressed_send=False, large_blocks=True, embedded_data=True, written=True)
     if "zrelay-probe: no zfs" in stdout and "no zfs version" not in stdout:
         raise ZfsUnavailable(host, "zfs is not installed (or not on the PATH of this login)",
                              exit_status=rc)
@@ -305,6 +305,23 @@ def parse_holds(stdout: str) -> list[tuple[str, str]]:
         if len(parts) < 2 or "@" not in parts[0]:
             raise ValueError(f"unexpected zfs holds line {line!r}")
         out.append((parts[0], parts[1]))
+    return out
+
+
+def parse_dataset_values(stdout: str, prop: str) -> dict[str, int | None]:
+    """One numeric property per dataset from ``zfs get -H -p -o name,property,value PROP``.
+
+    Snapshot and bookmark lines (zfs-fuse cannot leave them out) are dropped;
+    a value of ``-`` (not applicable) becomes None.
+    """
+    out: dict[str, int | None] = {}
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        name, got, value = _fields(line, 3)
+        if got != prop or "@" in name or "#" in name or "%" in name:
+            continue
+        out[name] = None if value == "-" else _int(value, line)
     return out
 
 
