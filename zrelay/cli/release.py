@@ -13,9 +13,8 @@ import json
 import sys
 from dataclasses import asdict
 
-from rich.table import Table
-
 from zrelay.cli import output
+from zrelay.cli.layout import DROP, Cell, Column, cell
 from zrelay.engine import Engine, Releaser, ReleaseResult
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK
 from zrelay.inventory import load_inventory
@@ -50,20 +49,24 @@ async def _release(inventory, jobs, dry_run: bool) -> list[ReleaseResult]:  # ty
         return await Releaser(engine).release(jobs, dry_run)
 
 
+_COLUMNS = (Column("job", "JOB"), Column("host", "HOST"), Column("tag", "TAG"), Column("snapshots", "SNAPSHOTS"),
+            Column("result", "RESULT"))
+
+
 def _print(results: list[ReleaseResult], dry_run: bool) -> None:
-    table = Table(title="zrelay holds" + (" (dry run: nothing released)" if dry_run else ""))
-    for column in ("job", "host", "tag", "snapshots", "result"):
-        table.add_column(column)
+    rows: list[dict[str, Cell]] = []
     for r in results:
+        base = {"job": cell(r.job), "host": cell(r.host)}
         if r.error:
-            table.add_row(r.job, r.host, "", "", f"[red]{r.error}[/red]")
+            rows.append({**base, "result": cell(r.error, style="red")})
         elif not r.holds:
-            table.add_row(r.job, r.host, "", "", "no zrelay holds")
+            rows.append({**base, "result": cell("no zrelay holds")})
         for tag, snaps in r.holds.items():
-            table.add_row(r.job, r.host, tag, "\n".join(snaps), "would release" if dry_run else "released")
-    console = output.console()
-    console.print(table)
+            rows.append({**base, "tag": cell(tag), "snapshots": cell(", ".join(snaps), f"{len(snaps)} snapshot(s)"),
+                         "result": cell("would release" if dry_run else "released")})
+    output.print_table("zrelay holds" + (" (dry run: nothing released)" if dry_run else ""), _COLUMNS, rows,
+                       steps=(("snapshots", 1), ("job", DROP)))
     if dry_run:
         for r in results:
             for command in r.commands:
-                console.print(f"[{r.host}] {command}", markup=False, highlight=False)
+                output.console().print(f"[{r.host}] {command}", markup=False, highlight=False, soft_wrap=True)

@@ -238,7 +238,7 @@ def run_push(args: argparse.Namespace) -> int:
         return EXIT_OK
     targets = {t.name: t for _, t in pairs}
     opts = {name: _options(t, args) for name, t in targets.items()}
-    show = not args.json and not args.dry_run and sys.stderr.isatty()
+    show = not args.json and not args.dry_run   # bars on a terminal, a line per stream elsewhere
     argv = ["s3-push", *args.patterns] + (["--target", args.target] if args.target else []) + [
         flag for flag, on in (("--full", args.full), ("--snapshot", args.snapshot)) if on]
     bad = {Outcome.FAILED, Outcome.REFUSED}
@@ -383,18 +383,12 @@ def _print_push_dry_run(results: list[PushResult]) -> None:
 
 
 def _print_push_summary(results: list[PushResult]) -> None:
-    from rich.table import Table
-    table = Table(title="zrelay s3-push", title_justify="left")
-    for col in ("job", "dataset", "target", "result", "bytes", "time", "detail"):
-        table.add_column(col, overflow="fold")
-    styles = {Outcome.OK: "green", Outcome.NOOP: "green", Outcome.SKIPPED: "cyan",
-              Outcome.REFUSED: "yellow", Outcome.FAILED: "red"}
+    rows = []
     for r in results:
-        style = styles.get(r.outcome, "")
         detail = r.message if r.outcome not in (Outcome.FAILED, Outcome.REFUSED) else "see below"
-        table.add_row(r.job, r.dataset, r.target, f"[{style}]{r.outcome.value}[/{style}]",
-                      format_size(r.bytes), f"{r.seconds:.1f}s", detail)
-    output.console().print(table)
+        rows.append(output.ResultRow(r.job, output.result_cells(f"{r.dataset} → {r.target}", r.outcome, r.bytes,
+                                                                r.seconds, detail), detail))
+    output.print_results("zrelay s3-push", rows)
     bad = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.REFUSED)]
     for r in bad:
         job = "" if r.job == r.dataset else f"{r.job} "
@@ -523,7 +517,7 @@ def run_restore(args: argparse.Namespace) -> int:
             commands.check_snapshot_name(f"{source.dataset}@{args.snapshot}")
         except InvalidName as exc:
             raise UsageError(str(exc)) from None
-    show = not args.json and not args.dry_run and sys.stderr.isatty()
+    show = not args.json and not args.dry_run   # bars on a terminal, a line per stream elsewhere
     argv = ["s3-restore", args.target, args.source, "--to", args.to] + (
         ["--snapshot", args.snapshot] if args.snapshot else [])
     with _recorder(args, inventory, argv) as recorder, output.ProgressView(enabled=show) as view:
@@ -554,10 +548,9 @@ def run_restore(args: argparse.Namespace) -> int:
         elif result.outcome == "noop":
             out.print(f"{result.target}: nothing to do ({result.message})")
         else:
-            rate = result.bytes / result.seconds / 1e6 if result.seconds else 0
             out.print(f"restored {result.source} → {result.target}: "
                       f"{', '.join('@' + s for s in result.snapshots)} "
-                      f"({format_size(result.bytes)} in {result.seconds:.1f}s, {rate:.0f} MB/s)", highlight=False)
+                      f"({output.human_moved(result.bytes, result.seconds)})", highlight=False, markup=False)
     return EXIT_OK
 
 

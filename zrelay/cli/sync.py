@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     jobs = inventory.jobs_matching(args.patterns)
     options = SyncOptions(dry_run=args.dry_run, take_snapshot=args.snapshot, rollback=args.rollback,
                           direct=args.direct, abort_partial=args.abort_partial, decrypt=args.decrypt)
-    show_progress = not args.json and not args.dry_run and sys.stderr.isatty()
+    # a terminal gets bars; a pipe or cron one line per stream start and end (output.ProgressView)
+    show_progress = not args.json and not args.dry_run
     recorder = _recorder(args, inventory.path)
     with recorder, output.ProgressView(enabled=show_progress) as view:
         sink = fanout(view.handle, recorder.handle) if not args.dry_run else view.handle
