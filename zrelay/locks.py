@@ -1,0 +1,438 @@
+"""One zrelay at a time per target: machine-wide run locks on target datasets and S3 dataset prefixes.
+
+Why: two runs writing one target at once hurt each other. The loser of a full
+send planned while the winner's receive had already created the target, was
+refused as "no common base" and told to destroy the replica being written; an
+incremental failed with a bare "dataset is busy". A run therefore holds a lock
+on each target for the whole plan-and-transfer, and a second run waits for it
+(``--wait-lock SECONDS``) or skips that target, naming who holds it.
+
+How: one lock file per target, ``flock``-ed exclusively. The kernel releases a
+flock when its holder dies (SIGKILL, power loss: the lock lives in memory, the
+file is in ``/run``), so a crashed run never leaves a stale lock behind and no
+pid has to be guessed at. The holder writes who it is into the file (pid,
+start, run id, what it replicates) for the loser's message; the file itself is
+never removed (removing a flock-ed file lets two holders in). Waiting polls
+``LOCK_NB`` with ``asyncio.sleep``, so the event loop keeps moving the other
+targets' bytes.
+
+Where: ``$ZRELAY_LOCK_DIR`` when set, else ``/run/lock/zrelay`` (or
+``/var/lock/zrelay``), created world-writable and sticky like ``/run/lock``
+itself, so runs of *every user* on the machine meet there; only where neither
+can be written, a directory of the user's own (``$XDG_RUNTIME_DIR/zrelay-locks``,
+else beside the default state store), which only that user's runs share.
+
+What a key is: the target as the *machine* knows it, not as one inventory
+names it. Two inventories may call one host ``nas1`` and ``backup-box``, or
+give it as ``localhost`` and ``127.0.0.1``: the key is the resolved address
+(the lowest one ``getaddrinfo`` gives, IPv4 first; an IP literal as written,
+normalised), the SSH port and the dataset. A name that does not resolve here
+(an ``~/.ssh/config`` alias, a host behind ProxyJump) keys as its lower-cased
+name. Job names and inventory host names play no part. S3 keys are the
+endpoint, bucket and the dataset's key prefix (``PREFIX zrelay/v1/HOST/DATASET/``),
+which is exactly what two pushes would both write.
+
+Not covered: runs on *other* machines (a flock is local; run a target's
+replication from one machine), and nested targets (a recursive job's target
+and another job's target inside it are separate locks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import socket
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Callable, Mapping
+
+from zrelay.errors import ZrelayError
+
+#: Exit code of a run that skipped a target because another zrelay held it (sysexits' EX_TEMPFAIL:
+#: nothing failed, try again later). A failed or refused target (1) wins over it.
+EXIT_BUSY = 75
+
+ENV_VAR = "ZRELAY_LOCK_DIR"
+SHARED_PARENTS = ("/run/lock", "/var/lock")
+SUBDIR = "zrelay"
+POLL_INTERVAL = 0.25          # s between LOCK_NB attempts while waiting
+HOLDER_GRACE = 1.0            # s a loser waits for a fresh holder to write who it is
+RESOLVE_TIMEOUT = 5.0         # s for getaddrinfo; after that the name itself is the key
+
+
+class TargetBusy(ZrelayError):
+    """Another zrelay holds the target; nothing was done to it."""
+
+    exit_code = EXIT_BUSY
+
+    def __init__(self, what: str, holder: Holder | None, waited: float = 0.0) -> None:
+        self.what = what
+        self.holder = holder
+        self.waited = waited
+        who = holder.describe() if holder is not None else "another zrelay is replicating it"
+        after = f" (still busy after waiting {waited:g} s)" if waited > 0 else ""
+        hint = "" if waited > 0 else "; --wait-lock SECONDS waits for it"
+        super().__init__(f"{what}: skipped, {who}{after}; the target is left to it{hint}")
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock, as its lock file says."""
+
+    pid: int | None
+    started: float | None
+    run_id: int | None
+    command: str
+    what: str
+    hostname: str = ""
+
+    def describe(self) -> str:
+        """``another zrelay (pid 4242, started 2024-06-10 14:02:11) is replicating nas1:tank/x → vault:backup/x``."""
+        parts = []
+        if self.pid is not None:
+            parts.append(f"pid {self.pid}")
+        if self.started is not None:
+            parts.append(f"started {format_time(self.started)}")
+        if self.run_id:
+            parts.append(f"run {self.run_id}")
+        who = f"another zrelay{' ' + self.command if self.command else ''}"
+        if parts:
+            who += f" ({', '.join(parts)})"
+        return f"{who} is replicating {self.what or 'it'}"
+
+
+def format_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+# --- who we are ---------------------------------------------------------------------
+
+
+@dataclass
+class _Owner:
+    run_id: int | None = None
+    command: str = ""
+    started: float | None = None
+
+
+_owner = _Owner()
+
+
+def identify(run_id: int | None = None, command: str = "", started: float | None = None) -> None:
+    """Name this process's run in the locks it takes (the CLI calls it once its run is recorded)."""
+    _owner.run_id = run_id or None
+    _owner.command = command
+    _owner.started = started
+
+
+def _process_started(pid: int) -> float | None:
+    """When process ``pid`` started (Linux /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        ticks = int(fields[19])   # field 22 (starttime), counted after the ")" of the command
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+_IMPORTED = time.time()
+
+
+def _self_started() -> float:
+    return _owner.started or _process_started(os.getpid()) or _IMPORTED
+
+
+# --- keys -------------------------------------------------------------------------------
+
+
+def normalise_address(address: str) -> str | None:
+    """An IP literal in one spelling (``::FFFF:127.0.0.1`` → ``127.0.0.1``), or None for a name."""
+    text = address.strip().strip("[]")
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.compressed
+
+
+def _pick(infos: list[tuple]) -> str | None:
+    """The lowest address of a getaddrinfo answer, IPv4 before IPv6: the same for every alias."""
+    found = {normalise_address(str(info[4][0])) for info in infos}
+    addresses = sorted((ipaddress.ip_address(a) for a in found if a), key=lambda ip: (ip.version, int(ip)))
+    return addresses[0].compressed if addresses else None
+
+
+async def resolve(address: str, timeout: float = RESOLVE_TIMEOUT) -> str:
+    """The address a lock key uses for ``address`` (see the module's docstring)."""
+    literal = normalise_address(address)
+    if literal is not None:
+        return literal
+    try:
+        loop = asyncio.get_running_loop()
+        infos = await asyncio.wait_for(loop.getaddrinfo(address, None, type=socket.SOCK_STREAM), timeout)
+    except (OSError, TimeoutError, UnicodeError):
+        infos = []
+    return _pick(infos) or address.strip().lower()
+
+
+def resolve_now(address: str) -> str:
+    """``resolve`` for code without an event loop."""
+    literal = normalise_address(address)
+    if literal is not None:
+        return literal
+    try:
+        infos = socket.getaddrinfo(address, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        infos = []
+    return _pick(infos) or address.strip().lower()
+
+
+def dataset_key(resolved_address: str, port: int, dataset: str) -> str:
+    """The key of a dataset on a host: resolved address, SSH port, dataset."""
+    return f"zfs {resolved_address} {int(port)} {dataset}"
+
+
+def s3_key(endpoint: str | None, region: str | None, bucket: str, key_prefix: str) -> str:
+    """The key of one dataset's keys in a bucket: endpoint (or AWS region), bucket, key prefix."""
+    where = (endpoint or "").strip().rstrip("/").lower() or f"aws {region or ''}".strip()
+    return f"s3 {where} {bucket} {key_prefix}"
+
+
+# --- the directory ------------------------------------------------------------------------
+
+
+def lock_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where lock files live (see the module's docstring); created when missing."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_VAR):
+        path = Path(env[ENV_VAR]).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    for parent in SHARED_PARENTS:
+        path = Path(parent) / SUBDIR
+        if _shared_dir(path):
+            return path
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and os.access(runtime, os.W_OK | os.X_OK):
+        path = Path(runtime) / "zrelay-locks"
+    else:
+        state = env.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
+        path = Path(state) / "zrelay" / "locks"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _shared_dir(path: Path) -> bool:
+    """``path`` exists (or could be made) as a directory every user can create lock files in."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            return False
+        try:
+            os.mkdir(path)
+            os.chmod(path, 0o1777)   # like /run/lock: everyone creates, only owners remove
+        except FileExistsError:
+            pass
+        except OSError:
+            return False
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and os.access(path, os.W_OK | os.X_OK)
+
+
+def lock_path(key: str, directory: Path | None = None) -> Path:
+    """The lock file of ``key``: a hash, so any dataset name makes a safe file name."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    kind = key.split(" ", 1)[0]
+    return (directory or lock_dir()) / f"{kind}-{digest}.lock"
+
+
+# --- the lock ---------------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive flock on one key's lock file, held while a run works on that target."""
+
+    def __init__(self, key: str, what: str, directory: Path | None = None) -> None:
+        self.key = key
+        self.what = what
+        self.path = lock_path(key, directory)
+        self.held = False
+        self.waited = False
+        #: When the previous holder let go (its record), so a caller can tell whether what it
+        #: listed before taking the lock may have been changed by that holder since.
+        self.previous_release: float | None = None
+        self._fd: int | None = None
+        self._writable = False
+
+    # --- file ---
+
+    def _open(self) -> int:
+        if self._fd is not None:
+            return self._fd
+        flags = os.O_NOFOLLOW | os.O_CLOEXEC
+        while True:
+            # Existing file first, without O_CREAT: in a sticky world-writable directory the kernel
+            # refuses O_CREAT on another user's file (fs.protected_regular) even when it may be opened.
+            for mode, writable in ((os.O_RDWR, True), (os.O_RDONLY, False)):
+                try:
+                    self._fd = os.open(self.path, mode | flags)
+                    self._writable = writable
+                    return self._fd
+                except PermissionError:
+                    continue
+                except FileNotFoundError:
+                    break
+            else:
+                raise PermissionError(errno.EACCES, "cannot open the lock file", str(self.path))
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, 0o666)
+            except FileExistsError:
+                continue   # created by another run meanwhile: open that one
+            try:
+                os.fchmod(fd, 0o666)   # other users' runs write their name into it too
+            except OSError:
+                pass
+            self._fd, self._writable = fd, True
+            return fd
+
+    def _read(self) -> dict:
+        fd = self._fd
+        if fd is None:
+            return {}
+        try:
+            data = os.pread(fd, 4096, 0)
+            value = json.loads(data.decode() or "{}")
+        except (OSError, ValueError, UnicodeDecodeError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _write(self, record: dict) -> None:
+        if self._fd is None or not self._writable:
+            return
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, data, 0)
+        except OSError:
+            pass   # who holds the lock is information; the flock itself is what counts
+
+    # --- locking ---
+
+    def try_acquire(self) -> bool:
+        """Take the lock if free (never blocks); True when this run holds it now."""
+        if self.held:
+            return True
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        self.held = True
+        previous = self._read()
+        released = previous.get("released")
+        self.previous_release = float(released) if isinstance(released, (int, float)) else None
+        self._write({"pid": os.getpid(), "hostname": socket.gethostname(), "started": _self_started(),
+                     "run_id": _owner.run_id, "command": _owner.command, "what": self.what,
+                     "key": self.key, "acquired": time.time()})
+        return True
+
+    def holder(self) -> Holder | None:
+        """Who the lock file names as holder (None when it names nobody)."""
+        record = self._read()
+        if "pid" not in record or "released" in record:
+            return None
+        def num(name: str) -> float | None:
+            value = record.get(name)
+            return float(value) if isinstance(value, (int, float)) else None
+        pid, run_id = num("pid"), num("run_id")
+        return Holder(int(pid) if pid is not None else None, num("started"),
+                      int(run_id) if run_id is not None else None, str(record.get("command") or ""),
+                      str(record.get("what") or ""), str(record.get("hostname") or ""))
+
+    async def _holder_soon(self) -> Holder | None:
+        """The holder, allowing a run that has just taken the lock a moment to write its name."""
+        deadline = time.monotonic() + HOLDER_GRACE
+        while True:
+            found = self.holder()
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(0.05)
+
+    async def acquire(self, wait: float = 0.0, on_wait: Callable[[Holder | None], None] | None = None,
+                      poll: float = POLL_INTERVAL) -> None:
+        """Take the lock, waiting up to ``wait`` seconds; raises TargetBusy naming the holder."""
+        if self.try_acquire():
+            return
+        holder = await self._holder_soon()
+        if self.try_acquire():   # released while we read who held it
+            self.waited = True
+            return
+        if wait <= 0:
+            self.close()
+            raise TargetBusy(self.what, holder)
+        if on_wait is not None:
+            on_wait(holder)
+        deadline = time.monotonic() + wait
+        while True:
+            await asyncio.sleep(max(0.0, min(poll, deadline - time.monotonic())))
+            if self.try_acquire():
+                self.waited = True
+                return
+            if time.monotonic() >= deadline:
+                holder = await self._holder_soon() or holder
+                self.close()
+                raise TargetBusy(self.what, holder, waited=wait)
+
+    def release(self) -> None:
+        """Let go: record when (for the next holder), unlock, close."""
+        if self.held:
+            self._write({"released": time.time(), "pid": os.getpid(), "what": self.what, "key": self.key})
+            self.held = False
+        self.close()
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        self.held = False
+        if fd is not None:
+            os.close(fd)   # closing the only descriptor drops the flock
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+
+    async def __aenter__(self) -> "RunLock":
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.release()
+
+
+__all__ = ["EXIT_BUSY", "TargetBusy", "Holder", "RunLock", "identify", "resolve", "resolve_now",
+           "dataset_key", "s3_key", "lock_dir", "lock_path", "normalise_address", "format_time"]
