@@ -13,9 +13,9 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
-from zrelay import anchors
+from zrelay import anchors, locks
 from zrelay.errors import (DatasetNotFound, InvalidName, NoResumableState, PlanRefused, TransportError,
                            ZfsError, ZrelayError)
 from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outcome,
@@ -51,6 +51,7 @@ class SyncOptions:
     direct: bool | None = None   # None: each job's (or its source host's) ``direct`` setting
     abort_partial: bool = False  # discard a partial receive that can no longer be resumed
     decrypt: bool = False        # send encrypted datasets decrypted (not raw): replicas are NOT encrypted
+    wait_lock: float = 0.0       # s to wait for another zrelay's run on a target (0: skip it as busy)
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,9 @@ class Engine:
         self._receives = {h.name: asyncio.Semaphore(h.receives or settings.receives_per_host)
                           for h in inventory.hosts.values()}
         self._login_checks: dict[tuple[str, str], LoginCheck] = {}   # direct mode, per (source, target)
+        self._locks: set[locks.RunLock] = set()    # targets this run holds (see _hold_target)
+        self._addresses: dict[str, asyncio.Future[str]] = {}   # host name → address its lock keys use
+        self.started_at = time.time()
 
     def host(self, name: str) -> RemoteHost:
         remote = self._hosts.get(name)
@@ -167,6 +171,8 @@ class Engine:
 
     async def close(self) -> None:
         """End the login checks' ssh masters on the sources, then every connection."""
+        for lock in list(self._locks):   # a run cancelled mid-target still lets its targets go
+            self._let_go(lock)
         try:
             await asyncio.gather(*(check.close() for check in self._login_checks.values()))
         finally:
@@ -254,7 +260,9 @@ class Engine:
                             commands=list(pre_commands))
         notes: list[str] = []     # things done besides the plan, e.g. a partial receive discarded
         transferred = False
+        lock: locks.RunLock | None = None
         try:
+            lock = await self._hold_target(job, target, options)   # for the whole plan-and-transfer
             for _round in range(MAX_REPLANS):
                 plans = await self.plan_job(job, target, options.rollback, simulated_snapshot)
                 result.plans = plans
@@ -292,6 +300,9 @@ class Engine:
                 warning = await self._anchor(job, target, source, dest)
                 if warning:
                     notes.append(warning)
+        except locks.TargetBusy as exc:   # nothing planned, nothing touched: the holder's target
+            result.outcome = Outcome.BUSY
+            result.message = str(exc)
         except PlanRefused as exc:
             result.outcome = Outcome.REFUSED
             result.message = str(exc)
@@ -300,12 +311,50 @@ class Engine:
             result.outcome = Outcome.FAILED
             result.message = str(exc)
             result.failed_host = _blame(exc, source.name)
+        self._let_go(lock)
         if notes:
             result.message = "; ".join([result.message, *notes] if result.message else notes)
         result.seconds = time.monotonic() - started
         self.emit(JobFinished(job.name, str(job.source), str(target), result.outcome, result.message,
                               result.bytes, result.seconds, result.failed_host))
         return result
+
+    async def lock_target(self, host: str, dataset: str, what: str, wait: float = 0.0,
+                          on_wait: Callable[[locks.Holder | None], None] | None = None) -> locks.RunLock:
+        """Hold ``host:dataset`` against every other zrelay on this machine (see zrelay.locks),
+        waiting up to ``wait`` s; raises TargetBusy naming the holder. ``_let_go`` releases it.
+
+        The key is the host's resolved address, port and the dataset, so two inventories naming
+        one host differently still meet. A listing this run made before the lock was taken may be
+        older than the previous holder's last write: it is forgotten, and listed afresh.
+        """
+        entry = self.inventory.hosts[host]
+        fut = self._addresses.get(host)
+        if fut is None:
+            fut = self._addresses[host] = asyncio.ensure_future(locks.resolve(entry.address))
+        key = locks.dataset_key(await asyncio.shield(fut), entry.port, dataset)
+        lock = locks.RunLock(key, what)
+        await lock.acquire(wait, on_wait)
+        self._locks.add(lock)
+        if lock.previous_release is not None and lock.previous_release >= self.started_at:
+            self.states.forget(host, dataset)
+        return lock
+
+    async def _hold_target(self, job: Job, target: Endpoint, options: SyncOptions) -> locks.RunLock | None:
+        """The target's run lock for a sync (none for a dry run, which changes nothing)."""
+        if options.dry_run:
+            return None
+        def waiting(holder: locks.Holder | None) -> None:
+            who = holder.describe() if holder is not None else "another zrelay is replicating it"
+            self.emit(JobPlanned(job.name, str(target), "waiting",
+                                 f"waiting up to {options.wait_lock:g} s: {who}"))
+        return await self.lock_target(target.host, target.dataset, f"{job.source} → {target}",
+                                      options.wait_lock, waiting)
+
+    def _let_go(self, lock: locks.RunLock | None) -> None:
+        if lock is not None:
+            self._locks.discard(lock)
+            lock.release()
 
     def _finish(self, job: Job, target: Endpoint, outcome: Outcome, message: str,
                 failed_host: str | None) -> TaskResult:

@@ -19,6 +19,7 @@ class Outcome(str, Enum):
     REFUSED = "refused"    # planner refused (diverged / no common base)
     FAILED = "failed"      # transport, zfs or stream failure
     SKIPPED = "skipped"    # e.g. dry run, or target type served elsewhere
+    BUSY = "busy"          # skipped: another zrelay was replicating the target (zrelay.locks)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """``zrelay`` command line: parse arguments, dispatch to one module per command, map errors to exit codes.
 
 Exit codes: 0 everything succeeded (or nothing to do); 1 at least one job failed
-or was refused; 2 usage or inventory error; 130 interrupted.
+or was refused; 2 usage or inventory error; 75 a target was skipped because
+another zrelay was replicating it (``sync``, ``s3-push``, ``s3-restore``; see
+``--wait-lock``; a failure, 1, wins over it); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -57,6 +59,25 @@ def _command_name(argv: Sequence[str]) -> str | None:
         else:
             return word
     return None
+
+
+def wait_lock_seconds(text: str) -> float:
+    """``--wait-lock`` value: seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--wait-lock wants seconds, not {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"--wait-lock wants 0 or more seconds, not {text!r}")
+    return value
+
+
+def add_wait_lock(parser: argparse.ArgumentParser) -> None:
+    """The ``--wait-lock`` option of the commands that write targets (see zrelay.locks)."""
+    from zrelay.locks import EXIT_BUSY   # here: `zrelay inventory …` does not load asyncio
+    parser.add_argument("--wait-lock", type=wait_lock_seconds, default=0.0, metavar="SECONDS",
+                        help="when another zrelay is replicating a target, wait up to SECONDS for it "
+                             f"(default 0: skip that target as busy, exit code {EXIT_BUSY})")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -21,7 +21,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, cast
 
+from zrelay import locks
 from zrelay.cli import output
+from zrelay.cli.main import add_wait_lock
 from zrelay.engine import Engine
 from zrelay.errors import (EXIT_JOB_FAILED, EXIT_OK, InvalidName, S3ChainBroken, S3UsageError, UsageError,
                            ZrelayError)
@@ -57,6 +59,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--full", action="store_true", help="start a new chain: a full send of the newest snapshot")
     p.add_argument("--snapshot", action="store_true", help="take a new source snapshot first")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_wait_lock(p)
     _stream_flags(p)
     p.set_defaults(handler=run_push)
 
@@ -83,6 +86,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--age-identity", metavar="PATH", help="age key file on the restoring host")
     p.add_argument("--concurrency", type=int, metavar="N", help="ranged GETs in flight")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_wait_lock(p)
     p.set_defaults(handler=run_restore)
 
     p = sub.add_parser("s3-verify", help="re-read stored objects and check every sha256",
@@ -241,18 +245,25 @@ def run_push(args: argparse.Namespace) -> int:
     show = not args.json and not args.dry_run   # bars on a terminal, a line per stream elsewhere
     argv = ["s3-push", *args.patterns] + (["--target", args.target] if args.target else []) + [
         flag for flag, on in (("--full", args.full), ("--snapshot", args.snapshot)) if on]
-    bad = {Outcome.FAILED, Outcome.REFUSED}
     with _recorder(args, inventory, argv) as recorder, output.ProgressView(enabled=show) as view:
+        locks.identify(recorder.run_id, "s3-push")
         sink = fanout(view.handle, _transfers_only(recorder.handle))
         results = asyncio.run(_push(inventory, pairs, opts, args, sink, recorder.handle))
-        recorder.set_exit_code(EXIT_JOB_FAILED if any(r.outcome in bad for r in results) else EXIT_OK)
+        recorder.set_exit_code(_push_exit_code(results))
     if args.json:
         _dump([r.to_dict() for r in results])
     elif args.dry_run:
         _print_push_dry_run(results)
     else:
         _print_push_summary(results)
-    return EXIT_JOB_FAILED if any(r.outcome in bad for r in results) else EXIT_OK
+    return _push_exit_code(results)
+
+
+def _push_exit_code(results: list[PushResult]) -> int:
+    """1 when a dataset failed or was refused; else 75 when a target was skipped as busy (zrelay.locks)."""
+    if any(r.outcome in (Outcome.FAILED, Outcome.REFUSED) for r in results):
+        return EXIT_JOB_FAILED
+    return locks.EXIT_BUSY if any(r.outcome is Outcome.BUSY for r in results) else EXIT_OK
 
 
 async def _push(inventory: Inventory, pairs: list[tuple[Job, S3Target]], opts: dict[str, S3Options],
@@ -298,8 +309,17 @@ async def _push(inventory: Inventory, pairs: list[tuple[Job, S3Target]], opts: d
                 label = f"s3:{target.name}"
                 record(JobStarted(job.name, str(job.source), label))
                 started = time.monotonic()
-                results = await pushers[target.name].push_job(job, source, states,
-                                                              PushOptions(args.dry_run, args.full))
+                try:
+                    lock = await _hold_prefix(engine, pushers[target.name], job, target, args, record)
+                except locks.TargetBusy as exc:   # another push writes these keys: leave them to it
+                    lock, results = None, [PushResult(job.name, label, str(job.source), Outcome.BUSY, str(exc))]
+                else:
+                    try:
+                        results = await pushers[target.name].push_job(job, source, states,
+                                                                      PushOptions(args.dry_run, args.full))
+                    finally:
+                        if lock is not None:
+                            lock.release()
                 if not results:
                     results = [PushResult(job.name, label, str(job.source), Outcome.FAILED,
                                           f"{job.source}: dataset does not exist", failed_host=source.name)]
@@ -316,9 +336,28 @@ async def _push(inventory: Inventory, pairs: list[tuple[Job, S3Target]], opts: d
         return [r for rs in nested for r in rs]
 
 
+async def _hold_prefix(engine: Engine, pusher: S3Pusher, job: Job, target: S3Target, args: argparse.Namespace,
+                       record: EventSink) -> locks.RunLock | None:
+    """Hold the job's keys in the bucket (endpoint, bucket, ``PREFIX zrelay/v1/HOST/DATASET/``) against
+    every other zrelay on this machine, for the whole plan-and-upload; none for a dry run."""
+    if args.dry_run:
+        return None
+    what = f"{job.source} → s3:{target.name}"
+    lock = locks.RunLock(locks.s3_key(target.endpoint, target.region, target.bucket,
+                                      mf.tree_prefix(target.prefix, job.source.host, job.source.dataset)), what)
+
+    def waiting(holder: locks.Holder | None) -> None:
+        who = holder.describe() if holder is not None else "another zrelay is pushing it"
+        record(JobPlanned(job.name, f"s3:{target.name}", "waiting", f"waiting up to {args.wait_lock:g} s: {who}"))
+    await lock.acquire(args.wait_lock, waiting)
+    if lock.previous_release is not None and lock.previous_release >= engine.started_at:
+        pusher.forget(job)   # the chains read before may have grown since: read them again
+    return lock
+
+
 #: The push plan kinds, most telling first: a job's task shows the first any of its datasets had.
 _KIND_ORDER = ("refused", "full", "incremental", "no-source-snapshot", "noop")
-_OUTCOME_ORDER = (Outcome.FAILED, Outcome.REFUSED, Outcome.OK, Outcome.NOOP, Outcome.SKIPPED)
+_OUTCOME_ORDER = (Outcome.FAILED, Outcome.REFUSED, Outcome.BUSY, Outcome.OK, Outcome.NOOP, Outcome.SKIPPED)
 
 
 def _job_planned(job: Job, target: str, results: list[PushResult]) -> JobPlanned | None:
@@ -394,6 +433,9 @@ def _print_push_summary(results: list[PushResult]) -> None:
         job = "" if r.job == r.dataset else f"{r.job} "
         message = r.message.removeprefix(f"{r.target}: ")
         output.error_line(f"{r.outcome.value}: {job}{r.dataset} → {r.target}: {message}")
+    for r in results:
+        if r.outcome is Outcome.BUSY:
+            output.error_line(f"busy: {r.message}")
 
 
 # --------------------------------------------------------------------------- s3-ls
@@ -521,6 +563,7 @@ def run_restore(args: argparse.Namespace) -> int:
     argv = ["s3-restore", args.target, args.source, "--to", args.to] + (
         ["--snapshot", args.snapshot] if args.snapshot else [])
     with _recorder(args, inventory, argv) as recorder, output.ProgressView(enabled=show) as view:
+        locks.identify(recorder.run_id, "s3-restore")
         try:
             result = asyncio.run(_restore(inventory, target, options, source, dest_ep, args,
                                           fanout(view.handle, _transfers_only(recorder.handle)),
@@ -566,8 +609,9 @@ async def _restore(inventory: Inventory, target: S3Target, options: S3Options, s
     except ZrelayError as exc:
         refused = isinstance(exc, S3ChainBroken) or str(exc).startswith(f"{origin}: refused")
         blamed = exc.failed_host if isinstance(exc, TransferFailed) else getattr(exc, "host", None)
-        record(JobFinished(job, origin, label, Outcome.REFUSED if refused else Outcome.FAILED, str(exc), 0,
-                           time.monotonic() - started, blamed))
+        outcome = (Outcome.BUSY if isinstance(exc, locks.TargetBusy) else
+                   Outcome.REFUSED if refused else Outcome.FAILED)
+        record(JobFinished(job, origin, label, outcome, str(exc), 0, time.monotonic() - started, blamed))
         raise
     if result.outcome in ("ok", "noop"):
         record(JobFinished(job, origin, label, Outcome.OK if result.outcome == "ok" else Outcome.NOOP,
@@ -578,7 +622,10 @@ async def _restore(inventory: Inventory, target: S3Target, options: S3Options, s
 async def _restore_one(inventory: Inventory, target: S3Target, options: S3Options, source: Endpoint,
                        dest_ep: Endpoint, args: argparse.Namespace, sink: Any) -> s3restore.RestoreResult:
     store = Store(target, pool=options.concurrency + 4)
-    async with Engine(inventory, sink) as engine:
+    async with Engine(inventory, sink) as engine:   # closing it lets the target's lock go
+        if not args.dry_run:   # held for the whole restore, like a sync's target (zrelay.locks)
+            await engine.lock_target(dest_ep.host, dest_ep.dataset, f"s3:{target.name} {source} → {dest_ep}",
+                                     args.wait_lock)
         dest = engine.host(dest_ep.host)
         # Connect to and probe the receiving host while the stored sends are listed.
         warming = asyncio.ensure_future(dest.capabilities())

@@ -7,7 +7,9 @@ import asyncio
 import json
 import sys
 
+from zrelay import locks
 from zrelay.cli import output
+from zrelay.cli.main import add_wait_lock
 from zrelay.engine import Engine, SyncOptions, TaskResult
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK
 from zrelay.events import Outcome
@@ -38,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--relay", dest="direct", action="store_const", const=False,
                       help="relay every stream through this machine (default unless the inventory says direct)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_wait_lock(p)
     p.set_defaults(handler=run)
 
 
@@ -47,11 +50,13 @@ def run(args: argparse.Namespace) -> int:
     inventory = load_inventory(find_inventory(args.inventory))
     jobs = inventory.jobs_matching(args.patterns)
     options = SyncOptions(dry_run=args.dry_run, take_snapshot=args.snapshot, rollback=args.rollback,
-                          direct=args.direct, abort_partial=args.abort_partial, decrypt=args.decrypt)
+                          direct=args.direct, abort_partial=args.abort_partial, decrypt=args.decrypt,
+                          wait_lock=args.wait_lock)
     # a terminal gets bars; a pipe or cron one line per stream start and end (output.ProgressView)
     show_progress = not args.json and not args.dry_run
     recorder = _recorder(args, inventory.path)
     with recorder, output.ProgressView(enabled=show_progress) as view:
+        locks.identify(recorder.run_id, "sync")
         sink = fanout(view.handle, recorder.handle) if not args.dry_run else view.handle
         results = asyncio.run(_sync(inventory, jobs, options, sink))
         recorder.set_exit_code(exit_code(results))
@@ -81,5 +86,8 @@ async def _sync(inventory, jobs, options, sink) -> list[TaskResult]:  # type: ig
 
 
 def exit_code(results: list[TaskResult]) -> int:
+    """1 when a target failed or was refused; else 75 when one was skipped as busy (zrelay.locks)."""
     bad = {Outcome.FAILED, Outcome.REFUSED}
-    return EXIT_JOB_FAILED if any(r.outcome in bad for r in results) else EXIT_OK
+    if any(r.outcome in bad for r in results):
+        return EXIT_JOB_FAILED
+    return locks.EXIT_BUSY if any(r.outcome is Outcome.BUSY for r in results) else EXIT_OK

@@ -185,6 +185,10 @@ class S3Pusher:
         """Start reading ``job``'s stored sends now, to overlap the source's probe and listing."""
         self._views(job)
 
+    def forget(self, job: Job) -> None:
+        """Read ``job``'s stored sends again next time (another push may have added to them)."""
+        self._catalogs.pop((job.source.host, job.source.dataset, job.recursive), None)
+
     def _views(self, job: Job) -> asyncio.Future[dict[tuple[str, str], DatasetView]]:
         key = (job.source.host, job.source.dataset, job.recursive)
         fut = self._catalogs.get(key)

@@ -1,0 +1,121 @@
+"""One run per target: a second zrelay on a target another one is writing skips it (or waits).
+
+The first run is frozen (SIGSTOP) while its stream is in flight, so the second
+one meets it mid-transfer on any machine, however fast; frozen, it still holds
+its lock (a flock belongs to the process, not to its CPU time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+from tests.integration.helpers import REPO, make_dataset, snapshots, write_inventory, zrelay
+from zrelay.state import StateStore, read_view
+
+EXIT_BUSY = 75
+
+
+def _sync_popen(inv: Path, state: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "zrelay", "-i", str(inv), "--state", str(state), "sync", *args],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@contextlib.contextmanager
+def frozen_mid_stream(lab, inv: Path, state: Path) -> Iterator[subprocess.Popen[str]]:  # type: ignore[no-untyped-def]
+    """A ``zrelay sync`` stopped while its stream flows; continued (and finished, exit 0) on exit."""
+    proc = _sync_popen(inv, state)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            view = read_view(state)
+            if any(t.pid == proc.pid and t.done > 0 for t in view.active):
+                proc.send_signal(signal.SIGSTOP)
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the first sync ended before a second one could meet it"
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+
+
+def _big_source(lab, tmp_path: Path) -> tuple[str, str, Path]:  # type: ignore[no-untyped-def]
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"backup/{name}"
+    make_dataset(lab, "nas1", src, mib=lab.mib(200), snaps=["zrelay_1"])
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
+    return src, dst, inv
+
+
+def test_second_sync_of_a_target_is_skipped_naming_the_first(lab, tmp_path: Path) -> None:
+    src, dst, inv = _big_source(lab, tmp_path)
+    state = tmp_path / "state.db"
+    with frozen_mid_stream(lab, inv, state) as first:
+        second = zrelay("sync", inventory=inv, env={"ZRELAY_STATE": str(state)})
+        as_json = zrelay("sync", "--json", inventory=inv, env={"ZRELAY_STATE": str(state)})
+    assert second.returncode == EXIT_BUSY, second.stdout + second.stderr
+    said = second.stdout + second.stderr
+    assert "Traceback" not in said
+    assert f"another zrelay sync (pid {first.pid}, started " in second.stderr
+    assert f"is replicating nas1:{src} → vault:{dst}" in second.stderr
+    assert "zfs destroy" not in said and "no common base" not in said
+    [row] = json.loads(as_json.stdout)
+    assert as_json.returncode == EXIT_BUSY and row["outcome"] == "busy" and row["bytes"] == 0
+    assert row["plans"] == [] and row["commands"] == [], "nothing was planned against the busy target"
+    # the first run was not disturbed; the skipped runs are recorded as busy, not as failures
+    assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
+    with StateStore(state) as store:
+        outcomes = sorted(t.outcome or "" for t in store.tasks(target=f"vault:{dst}"))
+    assert outcomes == ["busy", "busy", "ok"]
+
+
+def test_same_target_under_other_names_in_another_inventory_is_skipped(lab, tmp_path: Path) -> None:
+    """Another inventory (another user's) calls the hosts and the job differently: same lock."""
+    src, dst, inv = _big_source(lab, tmp_path)
+    other = write_inventory(
+        tmp_path / "other.yml", lab, [{"name": "offsite-copy", "source": f"box:{src}", "targets": [f"safe:{dst}"]}],
+        hosts={"box": {"address": lab.hosts["nas1"], "port": lab.ports["nas1"]},
+               "safe": {"address": lab.hosts["vault"], "port": lab.ports["vault"]}})
+    state = tmp_path / "state.db"
+    with frozen_mid_stream(lab, inv, state) as first:
+        second = zrelay("sync", inventory=other, env={"ZRELAY_STATE": str(tmp_path / "other-state.db")})
+    assert second.returncode == EXIT_BUSY, second.stdout + second.stderr
+    assert f"safe:{dst}" in second.stderr, "the loser names the target in its own words"
+    assert f"(pid {first.pid}, " in second.stderr and f"is replicating nas1:{src} → vault:{dst}" in second.stderr
+    assert "zfs destroy" not in second.stdout + second.stderr
+
+
+def test_wait_lock_waits_for_the_first_run_then_finds_the_target_up_to_date(lab, tmp_path: Path) -> None:
+    src, dst, inv = _big_source(lab, tmp_path)
+    state = tmp_path / "state.db"
+    with frozen_mid_stream(lab, inv, state):
+        waiting = _sync_popen(inv, state, "--wait-lock", "300", "--json")
+        deadline = time.monotonic() + 60
+        kind = None
+        while time.monotonic() < deadline and waiting.poll() is None and kind != "waiting":
+            with StateStore(state) as store:
+                runs = [r.id for r in store.runs() if r.pid == waiting.pid]
+                tasks = store.tasks(run_id=runs[0]) if runs else []
+            kind = tasks[0].plan_kind if tasks else None
+            time.sleep(0.05)
+        assert kind == "waiting" and waiting.poll() is None, "the second sync must wait for the first"
+    out, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, out + err
+    [row] = json.loads(out)
+    assert row["outcome"] == "noop", row
+    assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src)
+
+
+def test_wait_lock_rejects_a_bad_value(lab, tmp_path: Path) -> None:
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": "nas1:tank/x", "targets": ["vault:backup/x"]}])
+    proc = zrelay("sync", "--wait-lock", "-3", inventory=inv)
+    assert proc.returncode == 2 and "--wait-lock wants 0 or more seconds, not '-3'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
