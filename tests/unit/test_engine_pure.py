@@ -34,7 +34,7 @@ def test_connect_options_verify_host_keys_and_map_ssh_options() -> None:
     assert opts["host"] == "192.0.2.1" and opts["port"] == 2222 and opts["username"] == "backup"
     assert opts["client_keys"] == ["/k"] and opts["known_hosts"] == "/kh"
     assert opts["connect_timeout"] == 5.0
-    assert opts["encryption_algs"] == ["aes128-gcm@openssh.com", "aes256-ctr"]
+    assert opts["encryption_algs"] == "aes128-gcm@openssh.com,aes256-ctr"  # asyncssh reads OpenSSH's list
     assert opts["agent_forwarding"] is True
 
 

@@ -366,11 +366,11 @@ def test_alias_reached_twice_reports_once(tmp_path: Path) -> None:
     errors = validate_inventory(write(tmp_path, """\
         all:
           vars:
-            ssh_options: &opts {Port: 1, Port: 2}
+            ssh_options: &opts {ServerAliveCountMax: 1, ServerAliveCountMax: 2}
           hosts:
             h: {address: a, ssh_options: *opts}
         """))
-    assert [(e.line, e.column) for e in errors] == [(3, 34)]
+    assert [(e.line, e.column) for e in errors] == [(3, 49)]
 
 
 def test_broken_host_entry_does_not_cascade(tmp_path: Path) -> None:
@@ -441,8 +441,8 @@ BAD: list[tuple[str, str, int, int, str]] = [
     ("duplicate-host", HOSTS + "    nas1: {address: 192.0.2.9}\n", 5, 5,
      "duplicate key 'nas1' in hosts of group 'all' (first at line 3)"),
     ("duplicate-top-level", "all: {}\nall: {}\n", 2, 1, "duplicate key 'all'"),
-    ("duplicate-nested-var", "all:\n  vars:\n    ssh_options:\n      Port: 1\n      Port: 2\n",
-     5, 7, "duplicate key 'Port'"),
+    ("duplicate-nested-var", "all:\n  vars:\n    ssh_options:\n      ConnectTimeout: 1\n"
+     "      ConnectTimeout: 2\n", 5, 7, "duplicate key 'ConnectTimeout'"),
     ("unknown-host-var", "all:\n  hosts:\n    nas1: {adress: 192.0.2.1}\n", 3, 12,
      "unknown key 'adress' in host 'nas1' (did you mean 'address'?)"),
     ("hint-host-var", "all:\n  hosts:\n    nas1:\n      hostname: x\n", 4, 7,

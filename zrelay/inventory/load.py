@@ -43,6 +43,7 @@ from zrelay.inventory.model import (DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_
 from zrelay.zfs.commands import SEND_OPTIONS, check_age_recipient, check_ssh_ciphers
 from zrelay.zfs.model import SnapshotFilter
 from zrelay.zfs.names import snapshot_problem
+from zrelay.inventory.ssh_options import SshOptionError, convert_ssh_option
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -57,7 +58,16 @@ _GROUP_KEYS = ("hosts", "vars", "children")
 
 
 class _Bad(Exception):
-    """A value check failed; the caller knows where the value was written."""
+    """A value check failed; the caller knows where the value was written.
+
+    ``key``: the entry of a mapping value at fault (an ``ssh_options`` option), so the
+    error can point at that entry rather than at the start of the mapping.
+    """
+
+    def __init__(self, message: str, key: str | None = None, in_name: bool = False) -> None:
+        super().__init__(message)
+        self.key = key
+        self.in_name = in_name  # the entry's name is at fault, not its value
 
 
 class _Errors:
@@ -170,20 +180,29 @@ def _check_positive(value: Any, what: str) -> int:
 
 
 def _check_ssh_options(value: Any, what: str) -> dict[str, str | int]:
-    """OpenSSH options as ``Name: value``; YAML's yes/no booleans become "yes"/"no" again."""
+    """OpenSSH options as ``Name: value``, each converted now by the function the
+    transport connects with (inventory.ssh_options), so a run never meets a value
+    asyncssh cannot take. Kept as written; YAML's yes/no booleans become "yes"/"no"."""
     if not isinstance(value, dict):
         raise _Bad(f"{what}: expected a mapping of ssh option names to values, "
                    f"got {_describe(value)}")
     options: dict[str, str | int] = {}
+    seen: dict[str, str] = {}
     for key, item in value.items():
-        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", key):
-            raise _Bad(f"{what}: {key!r} is not an ssh option name")
-        if isinstance(item, bool):
-            options[key] = "yes" if item else "no"
-        elif isinstance(item, int):
-            options[key] = item
-        else:
-            options[key] = _want_str(item, f"{what}.{key}")
+        if isinstance(item, _Tagged):
+            raise _Bad(f"{what}.{key}: YAML tag {item.tag} is not supported here", key)
+        if isinstance(item, str) and ("{{" in item or "{%" in item):
+            raise _Bad(f"{what}.{key}: templates ('{{{{ ... }}}}') are not supported; "
+                       "write the value itself", key)
+        try:
+            convert_ssh_option(key, item)
+        except SshOptionError as exc:
+            raise _Bad(f"{what}.{exc}", key, exc.in_name) from None
+        if key.lower() in seen:
+            raise _Bad(f"{what}.{key}: given twice (also as {seen[key.lower()]!r}); OpenSSH "
+                       "option names ignore case", key, in_name=True)
+        seen[key.lower()] = key
+        options[key] = ("yes" if item else "no") if isinstance(item, bool) else item
     return options
 
 
@@ -353,8 +372,13 @@ class _VarsChecker:
         self.ansible = ansible
 
     def add(self, result: _Vars, key: str, value: Any, key_origin: Origin,
-            value_origin: Origin, where: str, for_host: bool) -> None:
-        """Check one variable into ``result``; problems go to the error list (or are deferred)."""
+            value_origin: Origin, where: str, for_host: bool,
+            locate: Callable[[str, bool], Origin | None] | None = None) -> None:
+        """Check one variable into ``result``; problems go to the error list (or are deferred).
+
+        ``locate(entry, name)``: where an entry of a mapping value (its name, or its value)
+        is written, for a problem in one entry of it.
+        """
         result.raw[key] = value
         result.raw_origins[key] = key_origin
         canonical = HOST_ALIASES.get(key) if self.ansible else HOST_ALIASES.get(key, key)
@@ -374,6 +398,8 @@ class _VarsChecker:
         try:
             checked = _HOST_CHECKS[canonical](value, key)
         except _Bad as bad:
+            if bad.key is not None and locate is not None:
+                value_origin = locate(bad.key, bad.in_name) or value_origin
             if self.ansible:
                 self._keep(result, canonical, _Setting(None, value_origin, str(bad), key))
             else:
@@ -935,6 +961,14 @@ class _YamlReader:
     def is_null(node: Node) -> bool:
         return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
 
+    def entry_at(self, node: Node, key: str, name: bool) -> Origin | None:
+        """Where ``key`` (its name, or else its value) is written in mapping ``node``."""
+        if isinstance(node, MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, ScalarNode) and key_node.value == key:
+                    return self.at(key_node if name else value_node)
+        return None
+
     @staticmethod
     def kind(node: Node) -> str:
         if isinstance(node, MappingNode):
@@ -1173,7 +1207,7 @@ class _YamlReader:
         for key, key_node, value_node in self.pairs(node, where) or []:
             value = self.value(value_node, key)
             self.checker.add(result, key, value, self.at(key_node), self.at(value_node), where,
-                             for_host)
+                             for_host, lambda k, name, n=value_node: self.entry_at(n, k, name))
         return result
 
     # -- the zrelay: section

@@ -24,6 +24,7 @@ import asyncssh
 from zrelay.errors import (AuthFailed, HostKeyError, HostUnreachable, RemoteCommandFailed,
                            UsageError)
 from zrelay.inventory.model import Host
+from zrelay.inventory.ssh_options import SshOptionError, ssh_connect_kwargs
 from zrelay.transport import fastpath
 from zrelay.zfs import commands
 
@@ -58,24 +59,6 @@ COMMAND_SHELL_POOL = 3
 KEEPALIVE_INTERVAL = 15.0
 KEEPALIVE_COUNT_MAX = 4
 
-# OpenSSH option names (as users write them in ssh_options) → asyncssh connect() keyword.
-_SSH_OPTION_MAP: dict[str, tuple[str, type]] = {
-    "connecttimeout": ("connect_timeout", float),
-    "serveraliveinterval": ("keepalive_interval", float),
-    "serveralivecountmax": ("keepalive_count_max", int),
-    "ciphers": ("encryption_algs", str),
-    "macs": ("mac_algs", str),
-    "kexalgorithms": ("kex_algs", str),
-    "compression": ("compression_algs", str),
-    "forwardagent": ("agent_forwarding", bool),
-    "identityagent": ("agent_path", str),
-    "proxyjump": ("tunnel", str),
-    "hostkeyalias": ("host_key_alias", str),
-    "userknownhostsfile": ("known_hosts", str),
-    "rekeylimit": ("rekey_bytes", str),
-}
-
-
 @dataclass(frozen=True, slots=True)
 class CommandResult:
     command: str
@@ -84,15 +67,13 @@ class CommandResult:
     stderr: str
 
 
-def _as_bool(value: object) -> bool:
-    return str(value).strip().lower() in ("1", "yes", "true", "on")
-
-
 def connect_options(host: Host, *, forward_agent: bool = False) -> dict[str, object]:
     """asyncssh.connect() keyword arguments for ``host`` (no I/O).
 
-    ``forward_agent`` only for sources of direct streams that authenticate to their
-    targets with the orchestrator's agent; never by default.
+    ``ssh_options`` go through the inventory's own converter (the loader refused at
+    file:line:column whatever it refuses here). ``forward_agent`` only for sources of
+    direct streams that authenticate to their targets with the orchestrator's agent;
+    never by default.
     """
     opts: dict[str, object] = {
         "host": host.address,
@@ -109,30 +90,19 @@ def connect_options(host: Host, *, forward_agent: bool = False) -> dict[str, obj
         opts["client_keys"] = [str(host.identity_file)]
     if host.known_hosts:
         opts["known_hosts"] = str(host.known_hosts)
-    for key, value in (host.ssh_options or {}).items():
-        mapped = _SSH_OPTION_MAP.get(str(key).lower())
-        if mapped is None:
-            supported = ", ".join(sorted(k for k in _SSH_OPTION_MAP))
-            raise UsageError(f"host {host.name}: ssh option {key!r} is not supported "
-                             f"(supported: {supported})")
-        name, kind = mapped
-        if kind is bool:
-            opts[name] = _as_bool(value)
-        elif kind is str and name.endswith("_algs"):
-            opts[name] = [a.strip() for a in str(value).split(",") if a.strip()]
-        elif name == "compression_algs":
-            opts[name] = ["zlib@openssh.com", "zlib"] if _as_bool(value) else None
-        else:
-            opts[name] = kind(value)
+    try:
+        opts.update(ssh_connect_kwargs(host.ssh_options or {}))
+    except SshOptionError as exc:
+        raise UsageError(f"host {host.name}: ssh_options.{exc}") from None
     if forward_agent:
         opts["agent_forwarding"] = True
-    if opts.get("compression_algs") is None:
-        opts.pop("compression_algs", None)
     return opts
 
 
 def _known_hosts_path(host: Host) -> str:
-    return str(host.known_hosts) if host.known_hosts else str(Path("~/.ssh/known_hosts").expanduser())
+    """The file asyncssh checked the host key against (ssh_options' UserKnownHostsFile wins)."""
+    chosen = connect_options(host).get("known_hosts")
+    return str(chosen) if chosen else str(Path("~/.ssh/known_hosts").expanduser())
 
 
 def _host_key_message(host: Host) -> str:
