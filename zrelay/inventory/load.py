@@ -26,7 +26,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Iterator, TypeVar
-from urllib.parse import urlsplit
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -43,7 +42,9 @@ from zrelay.inventory.model import (DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_
 from zrelay.zfs.commands import SEND_OPTIONS, check_age_recipient, check_ssh_ciphers
 from zrelay.zfs.model import SnapshotFilter
 from zrelay.zfs.names import snapshot_problem
+from zrelay.inventory.endpoints import s3_endpoint_problem, s3_region_problem
 from zrelay.inventory.ssh_options import SshOptionError, convert_ssh_option
+from zrelay.zfs.commands import check_remote_path
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -249,6 +250,17 @@ def _check_ciphers(value: Any, what: str) -> str:
                    "(e.g. aes128-gcm@openssh.com,chacha20-poly1305@openssh.com)") from None
 
 
+def _check_remote_file(value: Any, what: str) -> str:
+    """A path on the host itself, for its own ssh in direct mode: checked by the function
+    that puts it on that ssh's command line (commands.check_remote_path)."""
+    text = _want_str(value, what)
+    try:
+        return check_remote_path(text)
+    except InvalidName as exc:
+        hint = " ('~' is not expanded on the host)" if text.startswith("~") else ""
+        raise _Bad(f"{what}: {exc}{hint}") from None
+
+
 _HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "address": _check_address,
     "port": _check_port,
@@ -262,8 +274,8 @@ _HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "receives": _check_positive,
     "direct_address": _check_address,
     "direct": _want_bool,
-    "direct_identity_file": lambda v, w: _want_str(v, w),   # a path on this host, not resolved here
-    "direct_known_hosts": lambda v, w: _want_str(v, w),     # a path on this host, not resolved here
+    "direct_identity_file": lambda v, w: _check_remote_file(v, w),  # a path on this host
+    "direct_known_hosts": lambda v, w: _check_remote_file(v, w),    # a path on this host
     "direct_ciphers": _check_ciphers,
     "compress": _check_compress,
     "buffer": _check_buffer,
@@ -1401,10 +1413,11 @@ def _check_bucket(value: Any, what: str) -> str:
 
 
 def _check_endpoint_url(value: Any, what: str) -> str:
+    """As botocore will take it, by the function zrelay.s3.store asks before making a client."""
     text = _want_str(value, what)
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in text):
-        raise _Bad(f"{what}: {text!r} is not an http:// or https:// URL")
+    problem = s3_endpoint_problem(text)
+    if problem:
+        raise _Bad(f"{what}: {problem}")
     return text
 
 
@@ -1417,8 +1430,9 @@ def _check_prefix(value: Any, what: str) -> str:
 
 def _check_region(value: Any, what: str) -> str:
     text = _want_str(value, what)
-    if not re.fullmatch(r"[a-z0-9-]+", text):
-        raise _Bad(f"{what}: {text!r} is not a region name such as 'us-east-1'")
+    problem = s3_region_problem(text)
+    if problem:
+        raise _Bad(f"{what}: {problem}")
     return text
 
 

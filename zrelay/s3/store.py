@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from zrelay.errors import (S3AccessDenied, S3ChecksumMismatch, S3Error, S3NotFound, S3Unreachable,
                            S3UsageError)
+from zrelay.inventory.endpoints import s3_endpoint_problem, s3_region_problem
 from zrelay.inventory.model import S3Target
 from zrelay.s3.chains import Listed
 
@@ -93,6 +94,10 @@ def make_client(target: S3Target, pool: int = 10) -> Any:
     plain client call, and boto3's own session imports s3transfer (its managed
     transfers, unused here) on top, 60-100 ms of every command's start.
     """
+    problem = ((target.endpoint and s3_endpoint_problem(target.endpoint))
+               or (target.region and s3_region_problem(target.region)))
+    if problem:  # the inventory loader refuses these already; a target made in code is asked too
+        raise S3UsageError(target.name, problem)
     import botocore.exceptions
     import botocore.session
     try:
