@@ -39,8 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "resolved settings under _meta.zrelay")
     c.set_defaults(handler=run_list)
 
-    c = cmds.add_parser("graph", help="the group tree (ansible-inventory --graph)")
+    c = cmds.add_parser("graph", help="the group tree (ansible-inventory --graph)",
+                        description="The group tree from GROUP down: child groups first, then hosts.")
     c.add_argument("group", nargs="?", default="all", help="start here (default: all)")
+    c.add_argument("--json", action="store_true",
+                   help='print the tree as JSON: {"name": GROUP, "hosts": [HOST, ...], "children": '
+                        '[the same for each child group], "cycle": false}; a group met again below '
+                        'itself has "cycle": true and no hosts or children')
     c.set_defaults(handler=run_graph)
 
     c = cmds.add_parser("show", help="one host's settings and variables, and where each came "
@@ -50,7 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(handler=run_show)
 
     c = cmds.add_parser("validate", help="report every problem (file:line:column); exit 2 if "
-                        "there is one")
+                        "there is one",
+                        description="Report every problem of the inventory, each at file:line:column; "
+                                    "exit 2 if there is one, else 0.")
+    c.add_argument("--json", action="store_true",
+                   help='print {"inventory": PATH, "ok": BOOL, "problems": [{"file", "line", "column", '
+                        '"message", "text"}], "summary": {"hosts", "groups", "jobs", "s3_targets", '
+                        '"files"} or null when there are problems}; the exit code is the same')
     c.set_defaults(handler=run_validate)
 
     c = _edit_parser(cmds, "add-host", "add a host (to --group, created if new; else to all)")
@@ -183,11 +194,18 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def summary_counts(inventory: Inventory) -> dict[str, int]:
+    """What the inventory holds: ``validate``'s line and its ``--json`` summary."""
+    return {"hosts": len(inventory.hosts),
+            "groups": len([g for g in inventory.groups if g not in ("all", "ungrouped")]),
+            "jobs": len(inventory.jobs), "s3_targets": len(inventory.s3_targets),
+            "files": len(inventory.sources)}
+
+
 def _summary(inventory: Inventory) -> str:
-    groups = [g for g in inventory.groups if g not in ("all", "ungrouped")]
-    return (f"{_count(len(inventory.hosts), 'host')}, {_count(len(groups), 'group')}, "
-            f"{_count(len(inventory.jobs), 'job')}, "
-            f"{_count(len(inventory.s3_targets), 'S3 target')}")
+    n = summary_counts(inventory)
+    return (f"{_count(n['hosts'], 'host')}, {_count(n['groups'], 'group')}, {_count(n['jobs'], 'job')}, "
+            f"{_count(n['s3_targets'], 'S3 target')}")
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -230,11 +248,31 @@ def graph_lines(inventory: Inventory, group: str) -> list[str]:
     return lines
 
 
+def graph_json(inventory: Inventory, group: str) -> dict[str, Any]:
+    """The tree ``graph`` draws, as data: the same children, hosts and order."""
+
+    def walk(name: str, seen: frozenset[str]) -> dict[str, Any]:
+        if name in seen:
+            return {"name": name, "hosts": [], "children": [], "cycle": True}
+        children = list(inventory.groups[name].children)
+        if name == "all" and "ungrouped" in inventory.groups and "ungrouped" not in children:
+            children.append("ungrouped")
+        hosts = list(inventory.groups[name].hosts) if name != "all" else []
+        return {"name": name, "hosts": hosts,
+                "children": [walk(c, seen | {name}) for c in children if c in inventory.groups], "cycle": False}
+
+    return walk(group, frozenset())
+
+
 def run_graph(args: argparse.Namespace) -> int:
     inventory = _load(args)
     if args.group not in inventory.groups:
         raise UsageError(f"no group {args.group!r}{suggest(args.group, inventory.groups)}; "
                          f"groups: {name_list(inventory.groups)}")
+    if args.json:
+        json.dump(graph_json(inventory, args.group), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
     print("\n".join(graph_lines(inventory, args.group)))
     return EXIT_OK
 
@@ -309,6 +347,14 @@ def run_show(args: argparse.Namespace) -> int:
 def run_validate(args: argparse.Namespace) -> int:
     path = find_inventory(args.inventory)
     problems = validate_inventory(path)
+    if args.json:
+        summary = None if problems else summary_counts(load_inventory(path))
+        json.dump({"inventory": str(path), "ok": not problems,
+                   "problems": [{"file": p.file, "line": p.line, "column": p.column, "message": p.message,
+                                 "text": p.render()} for p in problems],
+                   "summary": summary}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_USAGE if problems else EXIT_OK
     if problems:
         for problem in problems:
             print(problem.render())
