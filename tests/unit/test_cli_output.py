@@ -11,7 +11,7 @@ from rich.console import Console
 from zrelay import units
 from zrelay.cli import output
 from zrelay.engine import TaskResult
-from zrelay.events import Outcome, TransferFinished, TransferProgress, TransferStarted
+from zrelay.events import JobPlanned, Outcome, TransferFinished, TransferProgress, TransferStarted
 
 MiB = 1024 * 1024
 TOKEN = "1-" + "e3f4a5b6c7" * 30   # a resume token is one word of a few hundred characters
@@ -118,14 +118,17 @@ def test_a_pipe_gets_a_line_per_stream_start_and_end(monkeypatch: pytest.MonkeyP
     _pipe(monkeypatch, None)
     monkeypatch.setattr(output, "is_terminal", lambda stderr=False: False, raising=False)
     capsys.readouterr()
+    waiting = JobPlanned("j", "vault:backup/data", "waiting", "waiting up to 60 s: another zrelay sync (pid 7)")
     with output.ProgressView(enabled=True) as view:
-        for event in [*transfer_events(120 * MiB), *transfer_events(None, ok=False)]:
+        for event in [*transfer_events(120 * MiB), *transfer_events(None, ok=False), waiting]:
             view.handle(event)  # type: ignore[arg-type]
     out = capsys.readouterr()
     lines = out.out.splitlines()
     stamp = r"\d\d:\d\d:\d\d "
     name = re.escape("tank/data@zrelay_1 → @zrelay_2 (-i) → vault")
-    assert len(lines) == 4, out
+    assert len(lines) == 5, out
+    assert re.fullmatch(stamp + "wait   j → vault:backup/data: waiting up to 60 s: another zrelay sync \\(pid 7\\)",
+                        lines[4]), lines[4]
     assert re.fullmatch(stamp + f"start  {name} \\(estimate 120.0 MiB\\)", lines[0]), lines[0]
     assert re.fullmatch(stamp + f"done   {name}: 82.2 MiB in 11s, 7.4 MiB/s", lines[1]), lines[1]
     assert re.fullmatch(stamp + f"start  {name}", lines[2]), lines[2]

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
 from zrelay.cli import layout
 from zrelay.cli.layout import DROP, Cell, Column, Line, Table, cell
 from zrelay.engine import TaskResult
-from zrelay.events import Event, JobFinished, Outcome, TransferFinished, TransferProgress, TransferStarted
+from zrelay.events import (Event, JobFinished, JobPlanned, Outcome, TransferFinished, TransferProgress,
+                           TransferStarted)
 from zrelay.units import (human_bytes, human_duration, human_moved, human_progress, human_rate,  # noqa: F401
                           human_seconds, rate_of)
 
@@ -104,6 +105,9 @@ _OUTCOME_STYLE = {
 
 
 # --------------------------------------------------------------------------- progress
+
+#: The plan kind of a job waiting for another zrelay to let go of its target (zrelay.locks).
+WAITING = "waiting"
 
 
 @dataclass
@@ -188,6 +192,8 @@ class ProgressView:
             name = entry.description if entry else event.stream
             verdict = "done  " if event.ok else "FAILED"
             self._write(f"{verdict} {name}: {human_moved(event.done, event.seconds)}")
+        elif isinstance(event, JobPlanned) and event.kind == WAITING:
+            self._write(f"wait   {event.job} → {event.target}: {event.summary}")
 
     # -- bars
 
@@ -209,6 +215,8 @@ class ProgressView:
                 progress.update(entry.task, completed=event.done, total=event.done if event.ok else None,
                                 outcome=human_moved(event.done, event.seconds) if event.ok else "failed")
                 progress.stop_task(entry.task)
+        elif isinstance(event, JobPlanned) and event.kind == WAITING:
+            progress.console.print(f"{event.job} → {event.target}: {event.summary}", markup=False, soft_wrap=True)
         elif isinstance(event, JobFinished) and event.outcome is Outcome.FAILED:
             from rich.text import Text
             progress.console.print(Text.assemble(("failed", "red"), f" {event.job} → {event.target}: {event.message}"),
