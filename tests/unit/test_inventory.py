@@ -75,7 +75,7 @@ def test_example_inventory() -> None:
     assert inv.host("vault").port == 2222
     assert nas1.known_hosts == str(EXAMPLE.parent / "keys" / "known_hosts")
     assert nas1.identity_file == os.path.expanduser("~/.ssh/zrelay_ed25519")
-    assert nas1.ssh_options == {"ServerAliveInterval": 30, "Compression": "no"}
+    assert nas1.ssh_options == {"ConnectTimeout": "10s", "ServerAliveInterval": 30, "Compression": "no"}
     assert inv.sends_limit("nas1") == 3 and inv.sends_limit("nas2") == 2
     assert inv.receives_limit("vault") == 4
     assert any(job.recursive for job in inv.jobs)
