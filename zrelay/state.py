@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sqlite3
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Callable, Mapping, Sequence
@@ -51,6 +52,7 @@ MIN_FLUSH_GAP = 0.2         # s: even starts/finishes are not written more often
 SAMPLE_INTERVAL = 1.0       # s: one stored progress sample per transfer per second at most
 HEARTBEAT_INTERVAL = 5.0    # s: a live recorder touches its run this often, even when idle
 STALE_AFTER = 30.0          # s: a run without heartbeat for this long is considered dead
+PID_START_SLACK = 2.0       # s: /proc's start time is whole seconds of boot time plus clock ticks
 BUSY_TIMEOUT_MS = 5000      # how long a writer waits for another writer's transaction
 
 HISTORY_PER_TARGET = 100    # finished results kept per (job, target)
@@ -134,6 +136,42 @@ CREATE TABLE IF NOT EXISTS totals(
 
 _HOSTNAME = socket.gethostname()
 
+#: Outcomes of tasks a run left open: it was stopped (SIGINT/SIGTERM) or its process died.
+INTERRUPTED_MESSAGE = "interrupted before this target finished"
+ABANDONED = "abandoned"
+
+#: The signal stopping this process, when the CLI caught one (see note_signal).
+_stopping_signal: list[int] = []
+
+
+def note_signal(signum: int) -> None:
+    """The CLI caught ``signum`` (SIGTERM): a run closed by the interruption records 128 + signum."""
+    _stopping_signal.append(signum)
+
+
+def _interrupt_exit_code() -> int:
+    return 128 + _stopping_signal[-1] if _stopping_signal else 130
+
+
+def _interrupt_message(exit_code: int | None) -> str:
+    if exit_code is not None and exit_code > 128 and exit_code != 130:
+        try:
+            name = signal.Signals(exit_code - 128).name
+        except ValueError:
+            name = f"signal {exit_code - 128}"
+        return f"interrupted by {name} before this target finished"
+    return INTERRUPTED_MESSAGE
+
+
+def format_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def abandoned_message(pid: int, hostname: str, heartbeat: float) -> str:
+    """``abandoned (pid 4242 gone since 2024-06-10 14:02:11)``: the run's last sign of life."""
+    where = "" if hostname == _HOSTNAME else f" on {hostname}"
+    return f"{ABANDONED} (pid {pid}{where} gone since {format_time(heartbeat)})"
+
 
 class StateError(Exception):
     """The state store cannot be opened or is from a newer zrelay."""
@@ -187,6 +225,7 @@ class TaskRow:
     bytes: int
     seconds: float
     failed_host: str | None
+    pid: int | None = None    # the process of the run (read with last_results)
 
 
 @dataclass(frozen=True)
@@ -286,12 +325,36 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def run_alive(pid: int, hostname: str, heartbeat: float, finished: float | None, now: float) -> bool:
-    """A run is live while unfinished, its heartbeat fresh and (on this machine) its process exists."""
+def _process_started(pid: int) -> float | None:
+    """When process ``pid`` started (Linux /proc), or None where that cannot be told."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        ticks = int(fields[19])   # field 22 (starttime), counted after the ")" of the command
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def run_alive(pid: int, hostname: str, heartbeat: float, finished: float | None, now: float,
+              started: float | None = None) -> bool:
+    """A run is live while unfinished, its heartbeat fresh and (on this machine) its process exists.
+
+    A pid that exists again after its run's process died (reused) is told apart by its start
+    time when given ``started``: a process that began after the run did is not the run's.
+    Elsewhere the heartbeat (STALE_AFTER) bounds how long a reused pid can pass for the run.
+    """
     if finished is not None or now - heartbeat > STALE_AFTER:
         return False
     if hostname == _HOSTNAME:
-        return _pid_alive(pid)
+        if not _pid_alive(pid):
+            return False
+        if started is not None:
+            began = _process_started(pid)
+            if began is not None and began > started + PID_START_SLACK:
+                return False
     return True
 
 
@@ -403,18 +466,32 @@ class StateStore:
                 active.append(_transfer(row, run))
             last: dict[tuple[str, str], TaskRow] = {}
             for row in db.execute(
-                    "SELECT t.* FROM tasks t JOIN ("
+                    "SELECT t.*, r.pid FROM tasks t JOIN ("
                     "  SELECT job, target, MAX(finished) AS f FROM tasks WHERE finished IS NOT NULL "
-                    "  GROUP BY job, target) m ON t.job = m.job AND t.target = m.target AND t.finished = m.f"):
-                task = _task(row)
+                    "  GROUP BY job, target) m ON t.job = m.job AND t.target = m.target AND t.finished = m.f "
+                    "LEFT JOIN runs r ON r.id = t.run_id"):
+                task = _task(row[:-1], pid=row[-1])
                 last[(task.job, task.target)] = task
+            # What a dead run left open (SIGKILL, power loss) is its newest result: abandoned,
+            # not the result of the run before it. compact() writes the same down for good.
+            abandoned: list[TaskRow] = []
+            for row in db.execute("SELECT * FROM tasks WHERE finished IS NULL ORDER BY started, id"):
+                run = runs.get(row[1])
+                if run is None or run.alive:
+                    continue
+                task = _abandoned(_task(row), run)
+                abandoned.append(task)
+                previous = last.get((task.job, task.target))
+                if previous is None or previous.started <= task.started:
+                    last[(task.job, task.target)] = task
             totals = {(r[0], r[1]): Totals(*r) for r in db.execute("SELECT * FROM totals")}
             last_run_end = db.execute("SELECT MAX(finished) FROM runs").fetchone()[0]
             errors: dict[str, TaskRow] = {}
             for row in db.execute(
                     "SELECT t.* FROM tasks t JOIN ("
                     "  SELECT failed_host, MAX(finished) AS f FROM tasks "
-                    "  WHERE failed_host IS NOT NULL AND outcome IN ('failed', 'refused') GROUP BY failed_host"
+                    "  WHERE failed_host IS NOT NULL AND outcome IN ('failed', 'refused', 'abandoned') "
+                    "  GROUP BY failed_host"
                     ") m ON t.failed_host = m.failed_host AND t.finished = m.f"):
                 task = _task(row)
                 host = task.failed_host
@@ -425,6 +502,10 @@ class StateStore:
                     "AND (substr(source, 1, ?) = ? OR substr(target, 1, ?) = ?) LIMIT 1",
                     (task.finished, len(host) + 1, host + ":", len(host) + 1, host + ":")).fetchone()
                 if later is None:
+                    errors[host] = task
+            for task in abandoned:
+                host = task.failed_host
+                if host is not None and (host not in errors or (errors[host].finished or 0) <= (task.finished or 0)):
                     errors[host] = task
         finally:
             db.execute("COMMIT")
@@ -466,7 +547,7 @@ class StateStore:
             rid, command, argv, inventory, pid, hostname, started, heartbeat, finished, exit_code = r
             out.append(RunRow(rid, command, tuple(json.loads(argv)), inventory, pid, hostname, started,
                               heartbeat, finished, exit_code,
-                              run_alive(pid, hostname, heartbeat, finished, now)))
+                              run_alive(pid, hostname, heartbeat, finished, now, started)))
         return out
 
     # --- compaction ---
@@ -476,12 +557,8 @@ class StateStore:
         """Close dead runs, thin old samples, keep the newest ``history`` results per (job, target)."""
         at = time.time() if now is None else now
         db = self.db
-        closed = 0
         with self.transaction():
-            for run in self._runs("SELECT * FROM runs WHERE finished IS NULL", (), at):
-                if not run.alive:
-                    _close_run(db, run.id, run.heartbeat, None, "interrupted: the run stopped recording")
-                    closed += 1
+            closed = self._close_dead_runs(at)
             # thin: keep samples_kept evenly spaced samples of transfers finished long enough ago
             samples_deleted = 0
             rows = db.execute(
@@ -511,6 +588,21 @@ class StateStore:
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('compacted', ?)", (repr(at),))
         return CompactStats(samples_deleted, tasks_deleted, runs_deleted, closed)
 
+    def close_dead_runs(self, now: float | None = None) -> int:
+        """Write down the runs whose process is gone as abandoned (what ``view`` already shows)."""
+        with self.transaction():
+            return self._close_dead_runs(time.time() if now is None else now)
+
+    def _close_dead_runs(self, at: float) -> int:
+        closed = 0
+        for run in self._runs("SELECT * FROM runs WHERE finished IS NULL", (), at):
+            if not run.alive:
+                _close_run(self.db, run.id, run.heartbeat, None,
+                           abandoned_message(run.pid, run.hostname, run.heartbeat), ABANDONED,
+                           _target_host)
+                closed += 1
+        return closed
+
     def last_compacted(self) -> float:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'compacted'").fetchone()
         return float(row[0]) if row else 0.0
@@ -532,11 +624,25 @@ class _Transaction:
             self.db.execute("ROLLBACK")
 
 
-def _task(r: Sequence) -> TaskRow:
+def _task(r: Sequence, pid: int | None = None) -> TaskRow:
     (tid, run_id, job, source, target, started, finished, plan_kind, plan_summary, _commands, outcome,
      message, nbytes, seconds, failed_host) = r
     return TaskRow(tid, run_id, job, source, target, started, finished, plan_kind, plan_summary, outcome,
-                   message or "", nbytes or 0, seconds or 0.0, failed_host)
+                   message or "", nbytes or 0, seconds or 0.0, failed_host, pid)
+
+
+def _target_host(source: str, target: str) -> str | None:
+    """The host an abandoned task was writing to: the target's, or the source's for ``s3:NAME``."""
+    where = source if target.startswith("s3:") else target
+    host, sep, _ = where.partition(":")
+    return host if sep else None
+
+
+def _abandoned(task: TaskRow, run: RunRow) -> TaskRow:
+    """A task left open by a run whose process is gone, as it reads once written down."""
+    return replace(task, finished=run.heartbeat, outcome=ABANDONED,
+                   message=abandoned_message(run.pid, run.hostname, run.heartbeat),
+                   failed_host=_target_host(task.source, task.target), pid=run.pid)
 
 
 def _transfer(r: Sequence, run: RunRow | None) -> TransferRow:
@@ -547,21 +653,23 @@ def _transfer(r: Sequence, run: RunRow | None) -> TransferRow:
                        pid=run.pid if run else 0, command=run.command if run else "")
 
 
-def _close_run(db: sqlite3.Connection, run_id: int, at: float, exit_code: int | None, message: str) -> None:
-    """Finish a run and whatever it left open: open transfers failed, open tasks failed."""
+def _close_run(db: sqlite3.Connection, run_id: int, at: float, exit_code: int | None, message: str,
+               outcome: str = Outcome.FAILED.value,
+               blame: Callable[[str, str], str | None] = lambda _source, _target: None) -> None:
+    """Finish a run and whatever it left open: open transfers failed, open tasks ``outcome``."""
     db.execute("UPDATE transfers SET finished = ?, ok = 0 WHERE run_id = ? AND finished IS NULL", (at, run_id))
-    open_tasks = db.execute("SELECT job, target FROM tasks WHERE run_id = ? AND finished IS NULL",
+    open_tasks = db.execute("SELECT id, job, source, target FROM tasks WHERE run_id = ? AND finished IS NULL",
                             (run_id,)).fetchall()
-    db.execute("UPDATE tasks SET finished = ?, outcome = 'failed', message = ? "
-               "WHERE run_id = ? AND finished IS NULL", (at, message, run_id))
-    for job, target in open_tasks:
-        _bump_totals(db, job, target, Outcome.FAILED.value, 0, at)
+    for tid, job, source, target in open_tasks:
+        db.execute("UPDATE tasks SET finished = ?, outcome = ?, message = ?, failed_host = ? WHERE id = ?",
+                   (at, outcome, message, blame(source, target), tid))
+        _bump_totals(db, job, target, outcome, 0, at)
     db.execute("UPDATE runs SET finished = ?, exit_code = ? WHERE id = ?", (at, exit_code, run_id))
 
 
 def _bump_totals(db: sqlite3.Connection, job: str, target: str, outcome: str, nbytes: int, at: float) -> None:
     success = outcome in (Outcome.OK.value, Outcome.NOOP.value)
-    failure = outcome in (Outcome.FAILED.value, Outcome.REFUSED.value)
+    failure = outcome in (Outcome.FAILED.value, Outcome.REFUSED.value, ABANDONED)
     db.execute(
         "INSERT INTO totals(job, target, bytes, runs, failures, last_run, last_outcome, last_success) "
         "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(job, target) DO UPDATE SET "
@@ -630,6 +738,8 @@ class Recorder:
             self._store = StateStore(self.path)
             self.run_id = self._store.start_run(self.command, self.argv, self.inventory, now=self.clock())
             self.writes += 1
+            if self._store.close_dead_runs(self.clock()):   # abandoned runs, written down for good
+                self.writes += 1
         except (StateError, sqlite3.Error, OSError) as exc:
             self._fail(exc)
             return self
@@ -658,7 +768,7 @@ class Recorder:
             if self.failed is None:
                 with store.transaction() as db:
                     _close_run(db, self.run_id, self.clock(), self._exit_code,
-                               "interrupted before this target finished")
+                               _interrupt_message(self._exit_code))
                 self.writes += 1
                 if self.compact_at_end and self.clock() - store.last_compacted() > COMPACT_EVERY:
                     store.compact(self.clock())
@@ -674,7 +784,7 @@ class Recorder:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
         if et is not None and self._exit_code is None:
-            self._exit_code = 130 if issubclass(et, KeyboardInterrupt) else 1
+            self._exit_code = _interrupt_exit_code() if issubclass(et, KeyboardInterrupt) else 1
         self.close()
 
     # --- the sink ---

@@ -560,7 +560,7 @@ def annotate(row: LocationStatus, store: StoreView) -> LocationStatus:
         changes["last_run"] = {
             "outcome": last.outcome, "finished_at": last.finished, "started_at": last.started,
             "bytes": last.bytes, "seconds": round(last.seconds, 3), "message": last.message,
-            "failed_host": last.failed_host, "run_id": last.run_id,
+            "failed_host": last.failed_host, "run_id": last.run_id, "pid": last.pid,
         }
     if totals is not None:
         changes["last_success_at"] = totals.last_success

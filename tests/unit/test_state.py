@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -255,7 +256,8 @@ def _dead_pid() -> int:
 def test_transfers_of_a_dead_process_are_not_live(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     with StateStore(path) as store:
-        run = store.start_run("sync", ["sync"], pid=_dead_pid())
+        pid = _dead_pid()
+        run = store.start_run("sync", ["sync"], pid=pid)
         with store.transaction() as db:
             db.execute("INSERT INTO tasks(run_id, job, source, target, started) VALUES (?,?,?,?,?)",
                        (run, "j", "nas1:tank/a", "vault:backup/a", time.time()))
@@ -266,7 +268,7 @@ def test_transfers_of_a_dead_process_are_not_live(tmp_path: Path) -> None:
         stats = store.compact()
         assert stats.runs_closed == 1
         [task] = store.tasks()
-        assert task.outcome == "failed" and "interrupted" in task.message
+        assert task.outcome == "abandoned" and f"pid {pid} gone since" in task.message
         assert store.transfers()[0].ok is False
 
 
@@ -354,3 +356,48 @@ def test_store_rows_are_json_friendly(tmp_path: Path) -> None:
         [task] = store.tasks()
         commands = json.loads(store.db.execute("SELECT commands FROM tasks").fetchone()[0])
     assert commands == [["nas1", "zfs send tank/a@s"]] and task.plan_summary == "full send"
+
+
+def test_a_dead_runs_open_task_is_its_newest_result_abandoned(tmp_path: Path) -> None:
+    """SIGKILL or power loss: the run before it must not go on showing as the last result."""
+    path = tmp_path / "s.db"
+    with Recorder(path, "sync") as rec:
+        run_one(rec, "a")
+    with StateStore(path) as store:
+        pid = _dead_pid()
+        run = store.start_run("sync", ["sync"], pid=pid)
+        with store.transaction() as db:
+            db.execute("INSERT INTO tasks(run_id, job, source, target, started) VALUES (?,?,?,?,?)",
+                       (run, "a", "nas1:tank/a", "vault:backup/a", time.time()))
+        [dead] = [r for r in store.runs() if r.id == run]
+    view = read_view(path)
+    last = view.last_results[("a", "vault:backup/a")]
+    assert last.outcome == "abandoned" and last.pid == pid and last.run_id == run
+    assert last.message == f"abandoned (pid {pid} gone since {state.format_time(dead.heartbeat)})"
+    assert view.host_errors["vault"].outcome == "abandoned"
+    # the next recorder writes it down; the view reads the same from the table then
+    Recorder(path, "sync").start().close(0)
+    with StateStore(path) as store:
+        task = next(t for t in store.tasks() if t.run_id == run)
+        assert task.outcome == "abandoned" and task.finished == dead.heartbeat
+        assert store.view().totals[("a", "vault:backup/a")].failures == 1
+    assert read_view(path).last_results[("a", "vault:backup/a")].message == last.message
+
+
+def test_a_reused_pid_does_not_keep_a_dead_run_alive(tmp_path: Path) -> None:
+    """The pid exists again (here: this very process), but it started after the run did."""
+    with StateStore(tmp_path / "s.db") as store:
+        store.start_run("sync", [], pid=os.getpid())
+        assert store.runs()[0].alive is True   # fresh heartbeat: only the start time tells
+        store.db.execute("UPDATE runs SET started = ?, heartbeat = ?", (time.time() - 10 * 86400, time.time()))
+        assert store.runs()[0].alive is False
+
+
+def test_interrupted_runs_record_the_signal(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    rec = Recorder(path, "sync").start()
+    rec.handle(JobStarted("j", "nas1:tank/a", "vault:backup/a"))
+    rec.close(143)
+    with StateStore(path) as store:
+        assert store.runs()[0].exit_code == 143
+        assert store.tasks()[0].message == "interrupted by SIGTERM before this target finished"

@@ -106,14 +106,15 @@ def _transfer(**kw) -> TransferRow:  # type: ignore[no-untyped-def]
 
 def test_annotate_running_and_last_run() -> None:
     task = TaskRow(7, 3, "j", "nas1:tank/a", "vault:b/a", 100.0, 160.0, "incremental", "…", "failed",
-                   "vault: stream broke", 10, 60.0, "vault")
+                   "vault: stream broke", 10, 60.0, "vault", pid=4242)
     view = StoreView(read_at=200.0, active=(_transfer(),), last_results={("j", "vault:b/a"): task},
                      totals={("j", "vault:b/a"): Totals("j", "vault:b/a", 5000, 4, 1, 160.0, "failed", 90.0)})
     row = annotate(_row(), view)
     assert row.state == RUNNING and row.planned_state == "behind"
     assert row.transfer is not None and row.transfer["eta_seconds"] == 30 and row.transfer["pid"] == 123
     assert row.last_run == {"outcome": "failed", "finished_at": 160.0, "started_at": 100.0, "bytes": 10,
-                            "seconds": 60.0, "message": "vault: stream broke", "failed_host": "vault", "run_id": 3}
+                            "seconds": 60.0, "message": "vault: stream broke", "failed_host": "vault", "run_id": 3,
+                            "pid": 4242}
     assert row.last_success_at == 90.0 and row.bytes_total == 5000
     assert state_label(row) == "transfer running 25%"
     # a transfer into an unreachable host's dataset can't be confirmed: the hosts' answer wins

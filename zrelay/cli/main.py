@@ -3,13 +3,17 @@
 Exit codes: 0 everything succeeded (or nothing to do); 1 at least one job failed
 or was refused; 2 usage or inventory error; 75 a target was skipped because
 another zrelay was replicating it (``sync``, ``s3-push``, ``s3-restore``; see
-``--wait-lock``; a failure, 1, wins over it); 130 interrupted.
+``--wait-lock``; a failure, 1, wins over it); 130 interrupted (SIGINT, Ctrl-C);
+143 terminated (SIGTERM: systemd stop, ``timeout``). Interrupted and terminated
+runs stop their streams, leave targets as they were (or resumable) and are
+recorded as interrupted in the state store.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -18,6 +22,10 @@ from zrelay.errors import EXIT_USAGE, ZrelayError
 from zrelay.inventory.lookup import find_inventory  # noqa: F401  (commands import it from here)
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM   # 143, what a shell reports for a process SIGTERM ended
+
+#: Set when SIGTERM arrived: the interruption is reported as a termination (143).
+_terminated: list[int] = []
 
 
 class _Parser(argparse.ArgumentParser):
@@ -157,13 +165,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM takes Ctrl-C's path: whatever handles SIGINT right now handles it.
+
+    Inside ``asyncio.run`` that is asyncio's own handler, which cancels the main
+    task (streams stop, connections close, context managers unwind) and then
+    raises KeyboardInterrupt; outside it, Python's raises KeyboardInterrupt at
+    once. A process started with SIGINT ignored (``cmd &`` in a script) has no
+    such handler: KeyboardInterrupt is raised here, and asyncio.run cancels
+    every task on its way out. A second SIGTERM, like a second Ctrl-C, does not
+    wait for the first to finish.
+    """
+    _terminated.append(signum)
+    state = sys.modules.get("zrelay.state")   # loaded when this command records its run
+    if state is not None:
+        state.note_signal(signum)
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not signal.default_int_handler:
+        handler(signal.SIGINT, frame)
+        return
+    raise KeyboardInterrupt
+
+
+def _catch_sigterm() -> None:
+    """Treat SIGTERM like SIGINT (main thread only, where signal handlers can be set)."""
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:   # not the main thread (an in-process caller's worker): leave it alone
+        pass
+
+
 def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    _catch_sigterm()
     try:
         return handler(args)
     except ZrelayError as exc:
         print(f"zrelay: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        if _terminated:
+            print("zrelay: terminated (SIGTERM): transfers in flight were stopped, targets left as they were "
+                  "(or resumable)", file=sys.stderr)
+            return EXIT_TERMINATED
         print("zrelay: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
