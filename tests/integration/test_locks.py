@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 from tests.integration.helpers import REPO, make_dataset, snapshots, write_inventory, zrelay
+from tests.integration.test_s3 import case2, wait_for  # noqa: F401  (the S3 world of test_s3: fixture)
+from tests.s3fixture import s3  # noqa: F401  (the fixture case2 needs)
 from zrelay.state import StateStore, read_view
 
 EXIT_BUSY = 75
@@ -119,3 +121,23 @@ def test_wait_lock_rejects_a_bad_value(lab, tmp_path: Path) -> None:
     proc = zrelay("sync", "--wait-lock", "-3", inventory=inv)
     assert proc.returncode == 2 and "--wait-lock wants 0 or more seconds, not '-3'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_second_push_to_the_same_s3_prefix_is_skipped(case2) -> None:  # type: ignore[no-untyped-def]
+    """Two s3-push of one job: the second leaves the keys to the first (its upload still open)."""
+    case, lab, s3 = case2, case2.lab, case2.s3
+    make_dataset(lab, "nas2", case.src, mib=lab.mib(64, minimum=16), snaps=["l1"])
+    first = case.popen("s3-push", "--compression", "none", "--part-size", "5M", "--concurrency", "1")
+    try:
+        assert wait_for(lambda: bool(s3.uploads(case.prefix)) or first.poll() is not None, 60)
+        first.send_signal(signal.SIGSTOP)
+        assert first.poll() is None, "the first push ended before a second one could meet it"
+        second = case.zrelay("s3-push", "--compression", "none")
+    finally:
+        first.send_signal(signal.SIGCONT)
+        out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, out + err
+    assert second.returncode == EXIT_BUSY, second.stdout + second.stderr
+    assert f"another zrelay s3-push (pid {first.pid}, started " in second.stderr
+    assert f"is replicating nas2:{case.src} → s3:offsite" in second.stderr
+    assert [s["snapshot"] for s in case.ls()["chains"][0]["sends"]] == ["l1"], "one push, one send"
