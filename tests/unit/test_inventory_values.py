@@ -112,6 +112,8 @@ BAD: list[tuple[str, str, str, int, int, str]] = [
     ("direct-known-hosts-space", HOST, "      direct_known_hosts: '/root/my keys/known_hosts'", 5, 27,
      "direct_known_hosts: path '/root/my keys/known_hosts' must be absolute and use only letters, "
      "digits and _.@+/-"),
+    ("direct-address-wildcard", HOST, "      direct_address: 'nas1*'", 5, 23,
+     "direct_address: address 'nas1*' is not valid for ssh (letters, digits and _.:%-)"),
     ("s3-endpoint-port", S3, "      endpoint: http://127.0.0.1:83x3", 7, 17,
      "endpoint: 'http://127.0.0.1:83x3': port '83x3' is not a number from 0 to 65535"),
     ("s3-endpoint-port-range", S3, "      endpoint: http://127.0.0.1:99999", 7, 17,

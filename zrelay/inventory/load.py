@@ -44,7 +44,7 @@ from zrelay.zfs.model import SnapshotFilter
 from zrelay.zfs.names import snapshot_problem
 from zrelay.inventory.endpoints import s3_endpoint_problem, s3_region_problem
 from zrelay.inventory.ssh_options import SshOptionError, convert_ssh_option
-from zrelay.zfs.commands import check_remote_path
+from zrelay.zfs.commands import check_remote_path, check_ssh_host
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -261,6 +261,16 @@ def _check_remote_file(value: Any, what: str) -> str:
         raise _Bad(f"{what}: {exc}{hint}") from None
 
 
+def _check_direct_address(value: Any, what: str) -> str:
+    """How other hosts reach this one in direct mode: their ssh's destination argument,
+    checked by the function that builds that ssh's command line (commands.check_ssh_host)."""
+    text = _check_address(value, what)
+    try:
+        return check_ssh_host(text)
+    except InvalidName as exc:
+        raise _Bad(f"{what}: {exc}") from None
+
+
 _HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "address": _check_address,
     "port": _check_port,
@@ -272,7 +282,7 @@ _HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "max_sessions": _check_positive,
     "sends": _check_positive,
     "receives": _check_positive,
-    "direct_address": _check_address,
+    "direct_address": lambda v, w: _check_direct_address(v, w),
     "direct": _want_bool,
     "direct_identity_file": lambda v, w: _check_remote_file(v, w),  # a path on this host
     "direct_known_hosts": lambda v, w: _check_remote_file(v, w),    # a path on this host

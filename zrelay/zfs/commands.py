@@ -539,6 +539,13 @@ def check_ssh_ciphers(ciphers: Sequence[str] | str) -> str:
     return value
 
 
+def check_ssh_host(address: str) -> str:
+    """A host name or address the source's ssh takes as its destination argument."""
+    if not isinstance(address, str) or not _SSH_HOST.fullmatch(address) or address.startswith("-"):
+        raise InvalidName(f"address {address!r} is not valid for ssh (letters, digits and _.:%-)")
+    return address
+
+
 def ssh_argv(address: str, *, port: int = 22, user: str | None = None,
              identity_file: str | None = None, known_hosts: str | None = None,
              ciphers: Sequence[str] | str | None = None) -> list[str]:
@@ -548,8 +555,7 @@ def ssh_argv(address: str, *, port: int = 22, user: str | None = None,
     known on the source; a direct stream never accepts an unknown key. ``ciphers``
     (OpenSSH's ``Ciphers``; None leaves it to ssh and its config) outranks ssh_config.
     """
-    if not _SSH_HOST.fullmatch(address) or address.startswith("-"):
-        raise InvalidName(f"address {address!r} is not valid for ssh")
+    check_ssh_host(address)
     argv = [SSH, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
     if ciphers is not None:
         argv += ["-o", f"Ciphers={check_ssh_ciphers(ciphers)}"]
