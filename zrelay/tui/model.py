@@ -20,28 +20,74 @@ from zrelay.units import human_bytes, human_seconds
 
 Key = tuple[str, str]  # (job name, target as written)
 
-#: state → (glyph, label, style). The glyph keeps the matrix readable without colour.
-GLYPHS: dict[str, tuple[str, str, str]] = {
-    "in-sync": ("✓", "in-sync", "green"),
-    "behind": ("↓", "behind {n}", "cyan"),
-    "missing": ("∅", "missing", "yellow"),
-    "resumable": ("↺", "resumable", "cyan"),
-    "no-snapshots": ("∘", "no snaps", "yellow"),
-    "diverged": ("✗", "diverged", "bold red"),
-    "no-common-base": ("≠", "no base", "bold red"),
-    "unreachable": ("?", "unreachable", "red"),
-    "error": ("!", "error", "red"),
-    BROKEN: ("✂", "broken", "bold red"),   # an S3 chain with a missing send
-    RUNNING: ("↻", "running", "bold magenta"),
-    NOT_CHECKED: ("○", "not checked", "dim"),
-    PENDING: ("…", "checking", "dim"),
-}
+NOT_A_TARGET = "not-a-target"  # a matrix cell whose location is not a target of the row's job
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """One matrix glyph. The legend, the help and the cells all read this one table, so they cannot disagree."""
+
+    state: str
+    glyph: str
+    name: str        # in the legend and the help
+    label: str       # in a matrix cell, kept short ("{n}": snapshots behind)
+    style: str
+    hint: str = ""   # the help's one-line explanation, for the symbols that need one
+
+
+SYMBOLS: tuple[Symbol, ...] = (
+    Symbol("in-sync", "✓", "in-sync", "in-sync", "green"),
+    Symbol("behind", "↓", "behind", "behind {n}", "cyan", "N snapshots to send"),
+    Symbol("missing", "∅", "missing", "missing", "yellow", "needs a full send"),
+    Symbol("resumable", "↺", "resumable", "resumable", "cyan"),
+    Symbol("no-snapshots", "∘", "no snapshots", "no snaps", "yellow"),
+    Symbol("diverged", "✗", "diverged", "diverged", "bold red"),
+    Symbol("no-common-base", "≠", "no common base", "no base", "bold red"),
+    Symbol(BROKEN, "✂", "broken", "broken", "bold red", "an S3 chain lacks a send"),
+    Symbol("unreachable", "?", "unreachable", "unreachable", "red"),
+    Symbol("error", "!", "error", "error", "red"),
+    Symbol(RUNNING, "↻", "running", "running", "bold magenta", "a transfer, any process's"),
+    Symbol(NOT_CHECKED, "○", "not checked", "not checked", "dim", "S3 targets are not inspected"),
+    Symbol(PENDING, "…", "checking", "checking", "dim"),
+    Symbol(NOT_A_TARGET, "·", "not a target", "", "dim"),
+)
+#: state → (glyph, cell label, style). The glyph keeps the matrix readable without colour.
+GLYPHS: dict[str, tuple[str, str, str]] = {s.state: (s.glyph, s.label, s.style) for s in SYMBOLS}
 #: Worst first, for a cell that two jobs share: what needs a person, then a running transfer, then the rest.
 _ALERTS = ("unreachable", "error", BROKEN, "diverged", "no-common-base")
 _ORDER = (*_ALERTS, RUNNING, *(s for s in STATES if s not in _ALERTS), NOT_CHECKED, PENDING)
 
-LEGEND = ("✓ in-sync  ↓ behind  ∅ missing  ↺ resumable  ∘ no snapshots  ✗ diverged  ≠ no common base  "
-          "? unreachable  ! error  ↻ running  ○ not checked  … checking  · not a target")
+LEGEND_ENTRIES = tuple(f"{s.glyph} {s.name}" for s in SYMBOLS)
+LEGEND = "  ".join(LEGEND_ENTRIES)
+
+#: The dataset detail's glyphs: (glyph, meaning), for its legend and the help.
+DETAIL_SYMBOLS: tuple[tuple[str, str], ...] = (
+    ("◆", "common base"), ("✗", "divergent (target only)"), ("∘", "not selected by the job's filter"),
+    ("·", "absent"))
+DETAIL_LEGEND_ENTRIES = tuple(f"{glyph} {name}" for glyph, name in DETAIL_SYMBOLS)
+DETAIL_LEGEND = "   ".join(DETAIL_LEGEND_ENTRIES)
+
+
+def pack(entries: Sequence[str], width: int, sep: str = "  ") -> list[str]:
+    """``entries`` joined by ``sep`` into lines of at most ``width``, never breaking one ("≠ no common base")."""
+    mark = sep.rstrip()  # "; " ends a broken line with ";", "  " with nothing
+    lines: list[str] = []
+    line = ""
+    for entry in entries:
+        candidate = f"{line}{sep}{entry}" if line else entry
+        if line and len(candidate) + len(mark) > width:
+            lines.append(line + mark)
+            line = entry
+        else:
+            line = candidate
+    if line:
+        lines.append(line)
+    return lines
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 snapshot``, ``2 snapshots``: counts in the UI read as English."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 def clip(text: str, width: int) -> str:
@@ -176,9 +222,14 @@ class Matrix:
             cells: list[Text | str] = [Text(row, style="bold")]
             for loc in self.locations:
                 cell = self.cells.get((row, loc))
-                cells.append(cell.render() if cell is not None else Text("·", style="dim"))
+                cells.append(cell.render() if cell is not None else _not_a_target())
             out.append((row, tuple(cells)))
         return out
+
+
+def _not_a_target() -> Text:
+    glyph, _label, style = GLYPHS[NOT_A_TARGET]
+    return Text(glyph, style=style)
 
 
 def _worse(a: MatrixCell | None, b: MatrixCell) -> MatrixCell:
@@ -279,5 +330,3 @@ def detail_rows(detail: DatasetDetail) -> list[tuple[str, tuple[Text | str, ...]
                                *(_detail_cell(c) for c in row.cells)))
             for row in detail.rows]
 
-
-DETAIL_LEGEND = "◆ common base   ✗ divergent (target only)   ∘ not selected by the job's filter   · absent"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Sequence
 
+from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,7 +13,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from zrelay.tui.model import DETAIL_LEGEND, HOST_COLUMNS, LEGEND
+from zrelay.tui.model import (DETAIL_LEGEND_ENTRIES, DETAIL_SYMBOLS, HOST_COLUMNS, LEGEND_ENTRIES, SYMBOLS,
+                              pack)
 
 Cells = tuple[Text | str, ...]
 #: (key, label) or (key, label, width): a fixed width keeps a live table from shifting as values change.
@@ -73,6 +76,19 @@ class LiveTable(DataTable):
             self.move_cursor(row=keys.index(keep_row), column=keep_col, animate=False)
 
 
+class Legend(Static):
+    """A legend whose lines break between entries, never inside one ("≠ no common base")."""
+
+    def __init__(self, entries: Sequence[str], sep: str, **kwargs: str) -> None:
+        super().__init__(sep.join(entries), markup=False, **kwargs)  # type: ignore[arg-type]
+        self.entries, self.sep = tuple(entries), sep
+
+    def on_resize(self) -> None:
+        width = self.content_region.width
+        if width > 0:
+            self.update("\n".join(pack(self.entries, width, self.sep)))
+
+
 class HostsView(Vertical):
     """Each host, its active transfers (from the store: any process) and its last error."""
 
@@ -92,7 +108,7 @@ class MatrixView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield LiveTable(id="matrix-table", cursor_type="cell")
-        yield Static(LEGEND, id="matrix-legend", classes="legend")
+        yield Legend(LEGEND_ENTRIES, "  ", id="matrix-legend", classes="legend")
 
     @property
     def table(self) -> LiveTable:
@@ -105,7 +121,7 @@ class DetailView(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("Select a cell in the matrix (Enter) to see a dataset here.", id="detail-title")
         yield LiveTable(id="detail-table", cursor_type="row")
-        yield Static(DETAIL_LEGEND, id="detail-legend", classes="legend")
+        yield Legend(DETAIL_LEGEND_ENTRIES, "   ", id="detail-legend", classes="legend")
 
     @property
     def table(self) -> LiveTable:
@@ -116,28 +132,43 @@ class DetailView(Vertical):
         return self.query_one("#detail-title", Static)
 
 
-HELP = """\
-[b]zrelay tui[/b]: live view of the fleet, fed by the state store (any process's runs)
-and by status queries of every host (they fill in as hosts answer).
+HELP_WIDTH = 74  # the help's text fits an 80-column terminal (box border and padding: 6 columns)
+KEYS = (
+    ("r", "refresh now: ask every host again"),
+    ("s", "sync the selected job (`zrelay sync JOB`, a separate process)"),
+    ("p", "push the selected job to S3 (`zrelay s3-push JOB`)"),
+    ("/", "filter hosts and datasets; Esc clears"),
+    ("Enter", "matrix: open the dataset detail of the cell;  Esc: back"),
+    ("1 2 3", "Hosts, Matrix, Detail;  ? this help;  q quit"),
+)
 
-[b]Keys[/b]
-  [b]r[/b]        refresh: query every host again
-  [b]s[/b]        sync the selected job (runs `zrelay sync JOB` as a separate process)
-  [b]p[/b]        push the selected job to S3 (`zrelay s3-push JOB`)
-  [b]/[/b]        filter hosts and datasets; Esc clears
-  [b]Enter[/b]    matrix: open the dataset detail of the cell
-  [b]Esc[/b]      back from the detail
-  [b]1 2 3[/b]    Hosts, Matrix, Detail
-  [b]?[/b]        this help;  [b]q[/b] quit
 
-[b]Matrix[/b]
-  ✓ in-sync   ↓ behind N   ∅ missing (needs a full send)   ↺ resumable
-  ✗ diverged  ≠ no common base   ∘ no snapshots   ↻ transfer running
-  ✂ broken (an S3 chain lacks a send)   ? unreachable   ! error   … checking   · not a target
+def _grid(entries: Sequence[str], columns: int, width: int) -> list[str]:
+    """``entries`` in ``columns`` columns, filled row by row, each line at most ``width`` wide."""
+    cell = (width - 2) // columns
+    rows = [entries[i:i + columns] for i in range(0, len(entries), columns)]
+    return ["  " + "".join(e.ljust(cell) for e in row).rstrip() for row in rows]
 
-[b]Detail[/b]
-  ◆ common base   ✗ divergent (target only)   ∘ not selected by the filter   · absent
-"""
+
+def help_text(refresh_interval: float | None = None) -> str:
+    """The help: keys, then every matrix and detail glyph from the same tables as the legends.
+
+    It fits 80×24 without scrolling: every line at most ``HELP_WIDTH`` wide, 22 lines at most.
+    """
+    when = (f"every {refresh_interval:g} s, " if refresh_interval else "") + "when any run ends, and on r"
+    intro = textwrap.wrap(f"zrelay tui: hosts, transfers (any process's) and divergence, live. Every host is "
+                          f"asked again {when}.", HELP_WIDTH)
+    lines = [escape(line) for line in intro]
+    lines[0] = lines[0].replace("zrelay tui:", "[b]zrelay tui[/b]:", 1)
+    lines += ["", "[b]Keys[/b]"]
+    lines += [f"  [b]{escape(key):<6}[/b] {escape(what)}" for key, what in KEYS]
+    lines += ["", "[b]Matrix[/b]"]
+    lines += [escape(line) for line in _grid([f"{s.glyph} {s.name}" for s in SYMBOLS], 4, HELP_WIDTH)]
+    hints = [f"{s.glyph} {s.hint}" for s in SYMBOLS if s.hint]
+    lines += [escape("  " + line) for line in pack(hints, HELP_WIDTH - 2, "; ")]
+    lines += ["", "[b]Detail[/b]"]
+    lines += [escape(line) for line in _grid([f"{g} {n}" for g, n in DETAIL_SYMBOLS], 2, HELP_WIDTH)]
+    return "\n".join(lines)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -145,9 +176,13 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,question_mark,q", "dismiss_help", "Close")]
 
+    def __init__(self, refresh_interval: float | None = None) -> None:
+        super().__init__()
+        self.text = help_text(refresh_interval)
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
-            yield Static(HELP, id="help-text")
+            yield Static(self.text, id="help-text")
 
     def action_dismiss_help(self) -> None:
         self.dismiss(None)
