@@ -36,6 +36,18 @@ def cell_text(table, row: str, column: str) -> str:  # type: ignore[no-untyped-d
     return value.plain if hasattr(value, "plain") else str(value)
 
 
+def screen_text(app) -> str:  # type: ignore[no-untyped-def]
+    """What the terminal shows now, as plain text (one line per row)."""
+    return "\n".join(strip.text.rstrip() for strip in app.screen._compositor.render_strips())
+
+
+def footer_keys(app) -> dict[str, tuple[str, bool]]:  # type: ignore[no-untyped-def]
+    """The footer's keys as shown: key → (description, enabled)."""
+    from textual.widgets._footer import FooterKey
+
+    return {k.key: (k.description, not k._disabled) for k in app.screen.query(FooterKey)}
+
+
 class CannedQuerier:
     """Answers from a dict at once; keys it does not know stay 'checking' forever."""
 
@@ -131,8 +143,18 @@ def scenario_view() -> StoreView:
 
 
 @pytest.fixture
-def scenario(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A ready-to-run app on the fixed scenario: no hosts, no store, no clock."""
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is UTC: the bar's "as of HH:MM:SS" must not depend on the machine's time zone."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def scenario(tmp_path: Path, utc: None):  # type: ignore[no-untyped-def]
+    """A ready-to-run app on the fixed scenario: no hosts, no store, a frozen clock (UTC)."""
     from zrelay.tui.app import ZrelayApp
 
     inv = scenario_inventory(tmp_path)

@@ -98,11 +98,15 @@ async def _other_process(tmp_path: Path, scenario) -> None:  # type: ignore[no-u
             await wait_until(pilot, lambda: cell_text(hosts, key, "progress").endswith("75%"), 5, "progress")
             rec.handle(TransferFinished("vm", target, stream, 400 * 2**20, 8.0, True))
             rec.handle(JobFinished("vm", "nas1:tank/vm", target, Outcome.OK, "", 400 * 2**20, 8.0))
+            # a job that finished within a run that goes on is news: the app asks the hosts about that job
+            submitted = app.querier.submitted  # type: ignore[attr-defined]
+            await wait_until(pilot, lambda: submitted[-1] == [("vm", target)], 10, "vm to be asked again")
+            await wait_until(pilot, lambda: not any(k.startswith("t:") for k in hosts.row_keys), 10,
+                             "the row to go")
         finally:
             rec.close(0)
-        await wait_until(pilot, lambda: not any(k.startswith("t:") for k in hosts.row_keys), 5, "the row to go")
-        # a run that ended is news: the app asks the hosts about that job again
-        assert app.querier.submitted[-1] == [("vm", target)]  # type: ignore[attr-defined]
+        # the run ended: every host is asked again
+        await wait_until(pilot, lambda: len(submitted[-1]) == len(app.pairs), 10, "every pair to be asked again")
 
 
 def test_keys_help_filter_tabs_and_quit(scenario) -> None:  # type: ignore[no-untyped-def]

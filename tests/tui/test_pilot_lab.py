@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import make_dataset, write, write_inventory, zrelay
-from tests.tui.conftest import cell_text, wait_until
+from tests.tui.conftest import cell_text, footer_keys, wait_until
 from zrelay.inventory import load_inventory
-from zrelay.tui.app import ZrelayApp
+from zrelay.tui.app import NO_S3_TARGET, ZrelayApp
 from zrelay.tui.views import DetailView, HostsView, MatrixView
 
 pytestmark = pytest.mark.lab
@@ -147,23 +147,49 @@ async def _sync_key_runs_a_worker_process_and_shows_its_progress(fleet: Lab) -> 
                          "the matrix to show the target in sync")
 
 
-def test_push_key_reports_the_process_error(fleet: Lab) -> None:
-    asyncio.run(_push_key_reports_the_process_error(fleet))
+def test_push_key_is_off_where_no_job_has_an_s3_target(fleet: Lab) -> None:
+    asyncio.run(_push_key_is_off_where_no_job_has_an_s3_target(fleet))
 
 
-async def _push_key_reports_the_process_error(fleet: Lab) -> None:
-    """`p` on a job without S3 targets: the s3-push process fails, the UI shows why and stays up."""
+async def _push_key_is_off_where_no_job_has_an_s3_target(fleet: Lab) -> None:
+    """`p` on a job without S3 targets: greyed out with the reason in the footer, no process, the UI stays up."""
     app = fleet.app()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("2")
         await pilot.pause(0.3)
+        assert footer_keys(app)["p"] == (NO_S3_TARGET, False)
         await pilot.press("p")
-        await wait_until(pilot, lambda: bool(app.finished), 60, "s3-push to end")
-        [proc] = app.finished
-        assert proc.command == "s3-push" and proc.pattern == fleet.row("a")
-        if proc.returncode != 0:
-            assert proc.output, "the process said nothing"
-            severity, title, message = app.notices[-1]
-            assert severity == "error" and "s3-push" in title and f"exit {proc.returncode}" in title
-            assert proc.output.splitlines()[-1] in message
+        await pilot.pause(1)
+        assert not app.launched and not app.finished
         assert app.is_running
+
+
+def test_a_snapshot_taken_outside_zrelay_shows_without_a_key_press(lab, tmp_path: Path) -> None:
+    asyncio.run(_snapshot_outside_zrelay(lab, tmp_path))
+
+
+async def _snapshot_outside_zrelay(lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """In sync; then a snapshot is taken behind zrelay's back (cron, sanoid): the timer's refresh shows the target
+    behind, nobody presses r."""
+    name = lab.unique("tuitimer")
+    src, dst = f"{lab.pools['nas1']}/{name}", f"{lab.pools['vault']}/{name}"
+    make_dataset(lab, "nas1", src, snaps=["zrelay_1"])
+    try:
+        inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
+        state = tmp_path / "state.db"
+        first = zrelay("--state", str(state), "sync", inventory=inv)
+        assert first.returncode == 0, first.stderr
+        app = ZrelayApp(load_inventory(inv), store_path=state, refresh_interval=2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("2")
+            table = app.query_one(MatrixView).table
+            row = f"nas1:{src}"
+            await wait_until(pilot, lambda: row in table.row_keys and cell_text(table, row, "l:vault") == "✓ in-sync",
+                             90, "the target in sync")
+            await asyncio.to_thread(lab.zfs, "nas1", "snapshot", f"{src}@zrelay_2")
+            await wait_until(pilot, lambda: cell_text(table, row, "l:vault") == "↓ behind 1", 120,
+                             "the timer's refresh to show the new snapshot")
+            assert app.full_refreshes >= 2
+    finally:
+        lab.destroy("vault", dst)
+        lab.destroy("nas1", src)

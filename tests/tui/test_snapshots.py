@@ -1,4 +1,4 @@
-"""The three views at 80×24 and 160×48, compared with committed SVG snapshots (pytest-textual-snapshot).
+"""The three views and the help at 80×24 and 160×48, compared with committed SVG snapshots (pytest-textual-snapshot).
 
 The scenario is fixed (tests/tui/conftest.py): canned reports and store, a frozen clock, so the pictures only
 change when the UI does. Update them with ``pytest tests/tui --snapshot-update`` and review the diff.
@@ -47,3 +47,25 @@ def test_detail_view(snap_compare, scenario, size: tuple[int, int]) -> None:  # 
         await _settle(pilot)
 
     assert snap_compare(scenario(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_help(snap_compare, scenario, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await _settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(scenario(), terminal_size=size, run_before=run_before)
+
+
+def test_push_unavailable_in_the_footer(snap_compare, scenario) -> None:  # type: ignore[no-untyped-def]
+    """The cursor on a job without S3 target: `p` greyed out, the reason beside it."""
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await _settle(pilot)
+        await pilot.press("2")
+        await _settle(pilot)
+        await pilot.press("down", "down")  # nas1:tank/vm: vault only
+        await _settle(pilot)
+
+    assert snap_compare(scenario(), terminal_size=(80, 24), run_before=run_before)

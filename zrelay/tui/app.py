@@ -6,7 +6,11 @@ Two feeds, neither on the UI thread:
   transfers of every process (cron's ``zrelay sync`` too), last results, errors;
 * status queries of every host, on their own loop (``query.ThreadedQuerier``):
   cells fill in as hosts answer, an unreachable host only ever makes its own
-  cells say so.
+  cells say so. Every host is asked again every ``refresh_interval`` seconds
+  (a snapshot taken by cron or sanoid shows up without a key press), as soon as
+  the store says that any run ended (any process's), and on ``r``. The bar says
+  how old the oldest answer on screen is ("as of HH:MM:SS") and when a refresh
+  is under way.
 
 Redraws are throttled to ``UI_INTERVAL`` and only touch cells whose text
 changed. ``s`` / ``p`` run ``zrelay sync`` / ``zrelay s3-push`` as separate
@@ -27,20 +31,26 @@ from typing import Callable, Sequence
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.notifications import SeverityLevel
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
+from zrelay.errors import ZrelayError
 from zrelay.inventory.model import Inventory, Job, Target
 from zrelay.state import StoreView, TransferRow, read_view
 from zrelay.status import TargetReport, detail_for, targets_of
 from zrelay.tui.model import (HOST_COLUMNS, Key, Matrix, build_matrix, clip, detail_columns, detail_rows,
-                              host_rows, host_states)
+                              host_rows, host_states, plural)
 from zrelay.tui.query import Querier, ThreadedQuerier
 from zrelay.tui.views import Column, DetailView, HelpScreen, HostsView, MatrixView
 
 POLL_INTERVAL = 0.5   # s between store reads
 UI_INTERVAL = 0.25    # s: at most four redraws per second, however fast data arrives
+REFRESH_INTERVAL = 60.0  # s between refreshes of every host (``zrelay tui --refresh``)
+NO_S3_TARGET = "S3 push: no S3 target"  # the footer's reason when `p` has nothing to push
 TABS = ("hosts", "matrix", "detail")
 
 
@@ -76,7 +86,12 @@ class Launched:
 
 def _same(a: StoreView, b: StoreView) -> bool:
     return (a.active == b.active and a.last_results == b.last_results and a.host_errors == b.host_errors
-            and a.totals == b.totals)
+            and a.totals == b.totals and a.last_run_end == b.last_run_end)
+
+
+def clock_time(at: float) -> str:
+    """HH:MM:SS of ``at`` in local time: what the user's clock on the wall says."""
+    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 class ZrelayApp(App[None]):
@@ -88,6 +103,8 @@ class ZrelayApp(App[None]):
         Binding("r", "refresh", "Refresh"),
         Binding("s", "sync", "Sync"),
         Binding("p", "push", "S3 push"),
+        # shown greyed out, instead of the one above, where the selected job has no S3 target
+        Binding("p", "push_unavailable", NO_S3_TARGET),
         Binding("slash", "filter", "Filter"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -100,6 +117,7 @@ class ZrelayApp(App[None]):
     def __init__(self, inventory: Inventory, jobs: Sequence[Job] | None = None, *, store_path: Path,
                  clock: Callable[[], float] = time.time, querier: Querier | None = None,
                  store_reader: Callable[[], StoreView] | None = None, poll_interval: float = POLL_INTERVAL,
+                 refresh_interval: float | None = REFRESH_INTERVAL,
                  command_prefix: Sequence[str] | None = None) -> None:
         super().__init__()
         self.inventory = inventory
@@ -110,6 +128,7 @@ class ZrelayApp(App[None]):
         self.querier: Querier = querier if querier is not None else ThreadedQuerier(inventory)
         self.store_reader = store_reader or (lambda: read_view(self.store_path))
         self.poll_interval = poll_interval
+        self.refresh_interval = refresh_interval or None  # None or 0: only on r and when a run ends
         self.command_prefix = list(command_prefix or [sys.executable, "-m", "zrelay"])
         self.view = StoreView(read_at=0.0)
         self.reports: dict[Key, TargetReport] = {}
@@ -123,6 +142,13 @@ class ZrelayApp(App[None]):
         self.matrix: Matrix = build_matrix(self.jobs, {}, self.view)
         self._requested: dict[Key, int] = {}
         self._seq = 0
+        self._asked_at: dict[int, float] = {}    # request → when it was made (the app's clock)
+        self._fresh: dict[Key, float] = {}       # pair → when the answer on screen was asked for
+        self._full_seq: int | None = None        # the newest refresh of every pair
+        self._refresh_due = False                # a run ended while a full refresh was under way
+        self._refresh_timer: Timer | None = None
+        self.full_refreshes = 0                  # how many times every host was asked (diagnostics, tests)
+        self._push_shown: str | None = None      # the `p` reason the footer shows now
         self._dirty = True
         self._store_busy = False
         self.store_reads = 0
@@ -132,7 +158,9 @@ class ZrelayApp(App[None]):
     # --- layout ---
 
     def compose(self) -> ComposeResult:
-        yield Static(id="bar")
+        with Horizontal(id="bar"):
+            yield Static(id="bar-main")
+            yield Static(id="bar-fresh")
         with TabbedContent(initial="hosts", id="tabs"):
             with TabPane("Hosts", id="hosts"):
                 yield HostsView()
@@ -141,13 +169,15 @@ class ZrelayApp(App[None]):
             with TabPane("Detail", id="detail"):
                 yield DetailView()
         yield Input(placeholder="filter hosts and datasets (Enter keeps it, Esc clears)", id="filter")
-        yield Footer()
+        yield Footer(show_command_palette=False)  # its 14 columns go to the keys (Ctrl+P still opens it)
 
     def on_mount(self) -> None:
         self.pending = {(j.name, str(t)) for j, t in self.pairs}
         self.redraw()
         self.set_interval(self.poll_interval, self.poll_store)
         self.set_interval(UI_INTERVAL, self._tick)
+        if self.refresh_interval:
+            self._refresh_timer = self.set_interval(self.refresh_interval, self._timed_refresh)
         self.poll_store()
         self.call_after_refresh(self._first_frame)
         self.query_one(HostsView).table.focus()
@@ -155,7 +185,7 @@ class ZrelayApp(App[None]):
     def _first_frame(self) -> None:
         """Hosts are asked only once the first frame is out: a slow fleet never delays it."""
         self.first_paint_seconds = time.perf_counter() - self.created_at
-        self.action_refresh()
+        self.refresh_all()
 
     def on_unmount(self) -> None:
         self.querier.close()
@@ -182,13 +212,21 @@ class ZrelayApp(App[None]):
         self.view = new
         if _same(old, new):
             return
-        # a run ended somewhere: what the hosts hold has changed, ask them again
+        self._dirty = True
+        if old.read_at <= 0:
+            return  # the first read: the first refresh is asking every host anyway
+        if new.last_run_end is not None and new.last_run_end != old.last_run_end:
+            # a run ended (any process's: cron's sync, a colleague's push): ask every host again
+            if not self.full_refresh_running():
+                self.refresh_all()
+                return
+            self._refresh_due = True  # once the refresh under way is in (it may have asked before the run ended)
+        # a job finished within a run that goes on: ask the hosts about that job now
         ours = {(j.name, str(t)): (j, t) for j, t in self.pairs}
         changed = [ours[k] for k, task in new.last_results.items()
                    if k in ours and (old.last_results.get(k) is None or old.last_results[k].id != task.id)]
-        if changed and old.read_at > 0:
+        if changed:
             self.ask_hosts(changed, full=False)
-        self._dirty = True
 
     def ask_hosts(self, pairs: Sequence[tuple[Job, Target]], full: bool) -> None:
         """Ask the hosts about ``pairs``; answers arrive as ReportReady messages."""
@@ -196,6 +234,7 @@ class ZrelayApp(App[None]):
             return
         self._seq += 1
         seq = self._seq
+        self._asked_at[seq] = self.clock()
         for job, target in pairs:
             key = (job.name, str(target))
             self._requested[key] = seq
@@ -209,11 +248,40 @@ class ZrelayApp(App[None]):
         self.querier.submit(pairs, deliver, done, full)
         self._dirty = True
 
+    def refresh_all(self) -> None:
+        """Ask every host about every pair; the periodic refresh starts counting again."""
+        self._refresh_due = False
+        self.ask_hosts(self.pairs, full=True)
+        self._full_seq = self._seq
+        wanted = set(self._requested.values())
+        self._asked_at = {seq: at for seq, at in self._asked_at.items() if seq in wanted}
+        self.full_refreshes += 1
+        if self._refresh_timer is not None:
+            self._refresh_timer.reset()
+
+    def full_refresh_running(self) -> bool:
+        """Whether the newest refresh of every pair still waits for some host."""
+        return self._full_seq is not None and any(self._requested.get(k) == self._full_seq for k in self.pending)
+
+    def _timed_refresh(self) -> None:
+        # a refresh still waiting on slow hosts is not cancelled by the timer: their cells would never fill in
+        if not self.full_refresh_running():
+            self.refresh_all()
+
+    @property
+    def as_of(self) -> float | None:
+        """When the oldest answer on screen was asked for; None until every pair has one."""
+        keys = [(j.name, str(t)) for j, t in self.pairs]
+        if not keys or any(k not in self._fresh for k in keys):
+            return None
+        return min(self._fresh[k] for k in keys)
+
     def on_report_ready(self, message: ReportReady) -> None:
         key = message.report.key
         if message.seq < self._requested.get(key, 0) and key in self.reports:
             return  # a newer answer is on its way
         self.reports[key] = message.report
+        self._fresh[key] = self._asked_at.get(message.seq, self.clock())
         if self._requested.get(key) == message.seq:
             self.pending.discard(key)
         self._dirty = True
@@ -228,6 +296,8 @@ class ZrelayApp(App[None]):
     def _tick(self) -> None:
         # The timer can still fire while the app shuts down: textual clears is_running first,
         # then removes the screens (a view may still be there while its table is gone).
+        if self._refresh_due and not self.full_refresh_running():
+            self.refresh_all()
         if self._dirty and self.is_running:
             self.redraw()
 
@@ -243,17 +313,28 @@ class ZrelayApp(App[None]):
             columns += [(f"l:{loc}", loc, max(13, len(loc))) for loc in self.matrix.locations]
             self.query_one(MatrixView).table.show(columns, self.matrix.table_rows())
             self._draw_detail()
-            self.query_one("#bar", Static).update(self._bar_text(states))
+            self.query_one("#bar-main", Static).update(self._bar_text(states))
+            self.query_one("#bar-fresh", Static).update(self._fresh_text())
+        self._update_footer()
+
+    def _fresh_text(self) -> str:
+        """How current the screen is: "as of HH:MM:SS", and the refresh under way, if any."""
+        total, waiting = len(self.pairs), len(self.pending)
+        as_of = self.as_of
+        parts = []
+        if waiting:
+            parts.append(f"[yellow]{'refreshing' if as_of is not None else 'checking'} "
+                         f"{total - waiting}/{total}[/yellow]")
+        if as_of is not None:
+            parts.append(f"as of {clock_time(as_of)}")
+        return " · ".join(parts)
 
     def _bar_text(self, states: dict) -> str:
         unreachable = sum(1 for s in states.values() if s.state == "unreachable")
-        total, waiting = len(self.pairs), len(self.pending)
-        parts = [f"[b]zrelay[/b] {self.inventory.path.name}", f"{len(self.inventory.hosts)} hosts"]
+        parts = [f"[b]zrelay[/b] {self.inventory.path.name}", plural(len(self.inventory.hosts), "host")]
         if unreachable:
             parts[-1] += f" ([red]{unreachable} unreachable[/red])"
-        parts.append(f"{len(self.view.active)} transfers")
-        if waiting:
-            parts.append(f"checking {total - waiting}/{total}")
+        parts.append(plural(len(self.view.active), "transfer"))
         for proc in self.launched.values():
             parts.append(f"[magenta]{proc.command} {proc.pattern}[/magenta] pid {proc.pid}")
         if self.filter_text:
@@ -273,7 +354,7 @@ class ZrelayApp(App[None]):
             return
         targets = ", ".join(detail.columns[1:]) or "no host targets"
         view.title.update(f"[b]{clip(detail.source, 60)}[/b] → {targets}  "
-                          f"({len(detail.rows)} snapshots; job {self.detail_job})")
+                          f"({plural(len(detail.rows), 'snapshot')}; job {self.detail_job})")
         view.table.show(detail_columns(detail), detail_rows(detail))
 
     # --- navigation ---
@@ -299,6 +380,20 @@ class ZrelayApp(App[None]):
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id in TABS:
             self._focus_tab(event.pane.id)
+        self._update_footer()
+
+    def on_data_table_cell_highlighted(self, _event: DataTable.CellHighlighted) -> None:
+        self._update_footer()
+
+    def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self._update_footer()
+
+    def _update_footer(self) -> None:
+        """The selection moved or the tables changed: redo the footer only if `p` changed (it recomposes)."""
+        reason = self.push_unavailable()
+        if reason != self._push_shown:
+            self._push_shown = reason
+            self.refresh_bindings()
 
     def on_data_table_cell_selected(self, event: DataTable.CellSelected) -> None:
         if event.data_table.id != "matrix-table":
@@ -334,7 +429,7 @@ class ZrelayApp(App[None]):
             self.action_show_tab("matrix")
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(self.refresh_interval))
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -351,7 +446,7 @@ class ZrelayApp(App[None]):
         self._focus_tab(self.active_tab)
 
     def action_refresh(self) -> None:
-        self.ask_hosts(self.pairs, full=True)
+        self.refresh_all()
 
     def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
                timeout: float | None = None, markup: bool = True) -> None:
@@ -392,7 +487,33 @@ class ZrelayApp(App[None]):
         self.launch("sync")
 
     def action_push(self) -> None:
-        self.launch("s3-push")
+        if self.push_unavailable() is None:
+            self.launch("s3-push")
+
+    def action_push_unavailable(self) -> None:
+        """Never runs (the binding is only shown, disabled): the footer names why `p` does nothing here."""
+
+    def push_unavailable(self) -> str | None:
+        """Why `p` cannot push the selection, or None when it can (or nothing is selected: `p` then says so)."""
+        try:
+            pattern = self.selected_pattern()
+        except NoMatches:  # asked before the views are mounted
+            return None
+        if pattern is None:
+            return None
+        try:
+            jobs = self.inventory.jobs_matching([pattern])
+        except ZrelayError:
+            jobs = []
+        return None if any(j.s3_targets for j in jobs) else NO_S3_TARGET
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`p` is greyed out, with its reason, where the selected job has no S3 target."""
+        if action == "push":
+            return self.push_unavailable() is None
+        if action == "push_unavailable":
+            return None if self.push_unavailable() is not None else False
+        return True
 
     def launch(self, command: str) -> None:
         pattern = self.selected_pattern()
