@@ -375,11 +375,14 @@ class Engine:
         if src_root is None or not src_root.exists:
             raise DatasetNotFound(source.name, f"cannot open '{job.source.dataset}': dataset does not exist",
                                   job.source.dataset)
+        hosts = {"source_host": source.name, "target_host": dest.name}
         if job.recursive:
             return plan_recursive(src_states, dst_states, job.source.dataset, target.dataset,
-                                  select=job.select, rollback=rollback, resume_supported=dst_caps.resume)
+                                  select=job.select, rollback=rollback, resume_supported=dst_caps.resume,
+                                  **hosts)
         dst = dst_states.get(target.dataset, DatasetState.absent(target.dataset))
-        return [plan(src_root, dst, select=job.select, rollback=rollback, resume_supported=dst_caps.resume)]
+        return [plan(src_root, dst, select=job.select, rollback=rollback, resume_supported=dst_caps.resume,
+                     **hosts)]
 
     async def _plan_commands(self, plans: list[Plan], source: RemoteHost, dest: RemoteHost,
                              options: SyncOptions, direct: bool, job: Job,
@@ -775,8 +778,9 @@ def _summarise(plans: list[Plan]) -> str:
 
 
 def _refusal(refused: list[Plan]) -> str:
+    """The first refused plan's reason (which names both ends) and options."""
     first = refused[0]
-    text = f"{first.kind.value.replace('-', ' ')}: {first.target}: {first.reason}"
+    text = first.reason
     if first.options:
         text += " Options: " + " | ".join(first.options)
     if len(refused) > 1:

@@ -14,6 +14,9 @@ holding snapshots after the base, or a snapshot whose name the source uses
 for another GUID, has diverged and is only touched with ``--rollback``, and
 only when rolling back to the base removes every offending snapshot.
 
+Messages name where each dataset lives (``nas1:tank/x``) when the caller
+says which hosts the two ends are on: source and target often share a path.
+
 Bookmarks: when the source no longer has the snapshot that is the newest
 common one (pruned by another tool), a bookmark with its GUID is as good a
 base for ``zfs send -i pool/ds#mark``; zrelay bookmarks every snapshot it
@@ -31,7 +34,7 @@ always one plain ``-i`` step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -85,6 +88,18 @@ class Plan:
     conflicts: tuple[str, ...] = field(default=())  # target snapshot names that caused divergence
     encrypted: bool = False        # the source is natively encrypted: sent raw (-w) unless told otherwise
     partial_full: bool = False     # RESUME into a target with no snapshot: a fresh full is the alternative
+    source_host: str = ""          # where the source lives, for messages ("" when the caller did not say)
+    target_host: str = ""          # where the target lives, for messages
+
+    @property
+    def source_at(self) -> str:
+        """The source as messages name it: ``nas1:tank/x`` (the bare dataset without a host)."""
+        return _where(self.source_host, self.source)
+
+    @property
+    def target_at(self) -> str:
+        """The target as messages name it: ``vault:backup/x``."""
+        return _where(self.target_host, self.target)
 
     @property
     def goal(self) -> Snapshot | None:
@@ -101,6 +116,16 @@ class Plan:
 
 
 # --- helpers -----------------------------------------------------------------
+
+
+def _where(host: str | None, dataset: str) -> str:
+    """``host:dataset``, or the dataset alone when the host is not known."""
+    return f"{host}:{dataset}" if host else dataset
+
+
+def _on(host: str | None) -> str:
+    """Where a suggested command runs, for option texts: " on vault" (or "on its host")."""
+    return f"on {host}" if host else "on its host"
 
 
 def _at(snaps: list[Snapshot] | tuple[Snapshot, ...]) -> str:
@@ -194,13 +219,24 @@ def _forward(source: DatasetState, start: Base, goal: Snapshot,
 
 def plan(source: DatasetState, target: DatasetState, *,
          select: SnapshotFilter = SnapshotFilter(), rollback: bool = False,
-         resume_supported: bool = True) -> Plan:
+         resume_supported: bool = True, source_host: str = "", target_host: str = "") -> Plan:
     """Decide how to bring ``target`` up to the newest selected snapshot of ``source``.
 
     Pure: the same states always give the same plan, so the plan can be shown
-    (dry run), checked, and then executed without surprises.
+    (dry run), checked, and then executed without surprises. ``source_host`` and
+    ``target_host`` only name the ends in the plan's texts.
     """
-    src, dst = source.name, target.name
+    hosts = {"source_host": source_host, "target_host": target_host}
+    plan_ = _plan(source, target, select=select, rollback=rollback, resume_supported=resume_supported,
+                  src=_where(source_host, source.name), dst=_where(target_host, target.name),
+                  dst_host=target_host)
+    return replace(plan_, **hosts)
+
+
+def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter, rollback: bool,
+          resume_supported: bool, src: str, dst: str, dst_host: str) -> Plan:
+    """plan(); ``src`` and ``dst`` are the two ends as messages name them (host:dataset)."""
+    src_ds, dst_ds = source.name, target.name
     selected = [s for s in source.snapshots if select.matches(s.name)]
     found = _find_base(source, target) if target.exists else None
     base = found[0] if found else None
@@ -209,7 +245,7 @@ def plan(source: DatasetState, target: DatasetState, *,
         have = (f"none of its {_count(len(source.snapshots))} matches {_filter_text(select)}"
                 if source.snapshots else "it has no snapshots at all")
         return Plan(
-            PlanKind.NO_SOURCE_SNAPSHOT, src, dst, base=base,
+            PlanKind.NO_SOURCE_SNAPSHOT, src_ds, dst_ds, base=base,
             reason=(f"{src} has no snapshot to replicate ({have}); a snapshot must be taken first, "
                     f"e.g. `zrelay sync --snapshot`."),
             options=("take a snapshot first: `zrelay sync --snapshot`",
@@ -222,7 +258,7 @@ def plan(source: DatasetState, target: DatasetState, *,
             newer = {s.guid for s in _after(source, base)}
             behind = sum(1 for s in selected if s.guid in newer)
         return Plan(
-            PlanKind.RESUME, src, dst, base=base, resume_token=target.resume_token, behind=behind,
+            PlanKind.RESUME, src_ds, dst_ds, base=base, resume_token=target.resume_token, behind=behind,
             encrypted=source.encrypted, partial_full=not target.snapshots,
             reason=(f"{dst} holds the resume token of an interrupted receive, which will be resumed "
                     f"(`zfs send -t`) before planning towards {src}@{goal.name}."))
@@ -236,16 +272,16 @@ def plan(source: DatasetState, target: DatasetState, *,
             more, _, how = _forward(source, first, goal, select)
             steps += more
             reason = f"{dst} does not exist: full send of {src}@{first.name}, then {how}."
-        return Plan(PlanKind.FULL, src, dst, steps=steps, behind=len(selected), reason=reason,
+        return Plan(PlanKind.FULL, src_ds, dst_ds, steps=steps, behind=len(selected), reason=reason,
                     encrypted=source.encrypted)
 
     if found is None:
         have = (f"its snapshots {_at(target.snapshots)} have no GUID in common with {src}"
                 if target.snapshots else "it has no snapshots")
         return Plan(
-            PlanKind.NO_COMMON_BASE, src, dst,
+            PlanKind.NO_COMMON_BASE, src_ds, dst_ds,
             reason=f"{dst} exists but shares no snapshot with {src} ({have}), so nothing can be sent incrementally.",
-            options=(f"destroy or rename {dst} yourself (`zfs destroy -r {dst}` on its host), "
+            options=(f"destroy or rename {dst} yourself (`zfs destroy -r {dst_ds}` {_on(dst_host)}), "
                      f"then re-run for a full send",
                      "or point the job at a new target dataset",
                      "zrelay never overwrites an unrelated dataset, even with --rollback"))
@@ -288,10 +324,10 @@ def plan(source: DatasetState, target: DatasetState, *,
                     f"--rollback cannot fix this: {_at(stuck)} is at or before the newest common "
                     f"snapshot @{tbase.name} and would survive a rollback",
                     f"rename or destroy {_at(stuck)} on {dst} yourself "
-                    f"(`zfs rename {dst}@{stuck[0].name} {dst}@{stuck[0].name}-old`)",
+                    f"(`zfs rename {dst_ds}@{stuck[0].name} {dst_ds}@{stuck[0].name}-old` {_on(dst_host)})",
                     "or point the job at a new target dataset")
                 reason = f"{diverged}; refused, and --rollback cannot fix it."
-            return Plan(PlanKind.DIVERGED, src, dst, base=found[0], reason=reason,
+            return Plan(PlanKind.DIVERGED, src_ds, dst_ds, base=found[0], reason=reason,
                         options=options, conflicts=conflicts)
         rollback_to = tbase
         prefix = f"Rolling {dst} back to @{tbase.name} destroys {_at(offending)}, then "
@@ -307,14 +343,14 @@ def plan(source: DatasetState, target: DatasetState, *,
             why = (f"the newest common snapshot {src}{sbase.ref} is newer than the newest "
                    f"selected snapshot @{goal.name}")
         if rollback_to is not None:
-            return Plan(PlanKind.INCREMENTAL, src, dst, base=sbase, rollback_to=rollback_to,
+            return Plan(PlanKind.INCREMENTAL, src_ds, dst_ds, base=sbase, rollback_to=rollback_to,
                         conflicts=conflicts, encrypted=source.encrypted,
                         reason=f"{prefix}nothing is sent, because {why}.")
-        return Plan(PlanKind.NOOP, src, dst, base=sbase, reason=f"Up to date: {why}.")
+        return Plan(PlanKind.NOOP, src_ds, dst_ds, base=sbase, reason=f"Up to date: {why}.")
 
     steps, sent, how = _forward(source, sbase, goal, select)
     reason = f"{prefix}{dst} is {_count(len(sent))} behind {src}@{goal.name}: sending {how}."
-    return Plan(PlanKind.INCREMENTAL, src, dst, steps=steps, base=sbase, rollback_to=rollback_to,
+    return Plan(PlanKind.INCREMENTAL, src_ds, dst_ds, steps=steps, base=sbase, rollback_to=rollback_to,
                 behind=len(sent), conflicts=conflicts, reason=reason, encrypted=source.encrypted)
 
 
@@ -339,8 +375,8 @@ def plan_recursive(sources: dict[str, DatasetState], targets: dict[str, DatasetS
 
 
 def describe(plan: Plan) -> str:
-    """One short line for listings, e.g. ``incremental tank/data@a → @c (-I, 2 snapshots)``."""
-    src, dst = plan.source, plan.target
+    """One short line for listings, e.g. ``incremental nas1:tank/data@a → @c (-I, 2 snapshots)``."""
+    src, dst = plan.source_at, plan.target_at
     kind = plan.kind
     if kind is PlanKind.FULL:
         first = plan.steps[0].snapshot
