@@ -13,11 +13,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Sequence
+from typing import Awaitable, Callable, Iterable, Sequence, TypeVar
 
 from zrelay import anchors, locks
-from zrelay.errors import (DatasetNotFound, InvalidName, NoResumableState, PlanRefused, TransportError,
-                           ZfsError, ZrelayError)
+from zrelay.errors import (BadStream, DatasetNotFound, HostsUnreachable, InvalidName, NoResumableState, PlanRefused,
+                           TransportError, ZfsError, ZrelayError)
 from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outcome,
                            TransferFinished, TransferProgress, TransferStarted, discard)
 from zrelay.inventory.model import Endpoint, Inventory, Job
@@ -365,7 +365,7 @@ class Engine:
                        simulated_snapshot: str | None = None) -> list[Plan]:
         """Plan ``job`` towards ``target`` from fresh (or this run's cached) listings."""
         source, dest = self.host(job.source.host), self.host(target.host)
-        src_states, dst_states = await asyncio.gather(
+        src_states, dst_states = await _both(
             self.states.get(source, job.source.dataset, job.recursive),
             self.states.get(dest, target.dataset, job.recursive))
         dst_caps = await dest.capabilities()
@@ -786,6 +786,25 @@ def _refusal(refused: list[Plan]) -> str:
     if len(refused) > 1:
         text += f" (+{len(refused) - 1} more datasets refused)"
     return text
+
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+async def _both(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
+    """Both results, like gather, but when both ends fail to connect the error names both hosts
+    (gather would report only the first, and a fix of it would just show the next)."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    errors = [r for r in (a, b) if isinstance(r, BaseException)]
+    unreachable = list({e.host: e for e in errors if isinstance(e, TransportError)}.values())
+    if len(unreachable) > 1:
+        raise HostsUnreachable(unreachable)
+    if unreachable:
+        raise unreachable[0]
+    if errors:
+        raise errors[0]
+    return a, b  # type: ignore[return-value]
 
 
 def _first_line(text: str) -> str:

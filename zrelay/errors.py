@@ -82,6 +82,18 @@ class HostKeyError(TransportError):
     """The host key is unknown or does not match known_hosts."""
 
 
+class HostsUnreachable(TransportError):
+    """Several hosts of one job could not be reached: each is named, so fixing one does not
+    just reveal the next. ``host`` is the first of them (the one a run blames)."""
+
+    def __init__(self, errors: list[TransportError]) -> None:
+        self.errors = list(errors)
+        self.hosts = [e.host for e in self.errors]
+        Exception.__init__(self, "; ".join(str(e) for e in self.errors))
+        self.host = self.hosts[0]
+        self.message = str(self)
+
+
 class RemoteCommandFailed(TransportError):
     """A remote command exited non-zero; carries its argv, exit status and stderr."""
 
@@ -104,16 +116,23 @@ class ZfsError(ZrelayError):
     hint: str = ""
 
     def __init__(self, host: str, stderr: str, dataset: str | None = None,
-                 exit_status: int | None = None) -> None:
+                 exit_status: int | None = None, *, hint: str | None = None) -> None:
         self.host = host
         self.stderr = stderr
         self.dataset = dataset
         self.exit_status = exit_status
+        if hint is not None:
+            self.hint = hint
         first = " ".join(stderr.strip().split("\n")[:2]).strip() or f"exit {exit_status}"
         text = f"{host}: {first}"
         if self.hint:
             text += f" ({self.hint})"
         super().__init__(text)
+
+    def with_hint(self, hint: str) -> "ZfsError":
+        """The same error explained otherwise: the class's hint is a guess that a look at the
+        dataset afterwards can replace (see zfs.parse.receive_failure_hint)."""
+        return type(self)(self.host, self.stderr, self.dataset, self.exit_status, hint=hint)
 
 
 class DatasetNotFound(ZfsError):

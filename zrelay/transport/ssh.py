@@ -151,6 +151,34 @@ def _skip_ignore_packets(conn: asyncssh.SSHClientConnection) -> None:
     conn.send_packet = filtered  # type: ignore[method-assign]
 
 
+class _Handshake:
+    """How far a connection got, for a timeout's message: a port that accepts TCP but never
+    sends an SSH banner (a wrong port, a hung sshd, a firewall's tarpit) is not "cannot
+    connect", and a handshake that stalls after the banner is neither."""
+
+    def __init__(self) -> None:
+        self.conn: asyncssh.SSHClientConnection | None = None
+
+    def client(self) -> asyncssh.SSHClient:
+        """asyncssh's client_factory: told when the TCP connection is made."""
+        watch = self
+
+        class _Watching(asyncssh.SSHClient):
+            def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+                watch.conn = conn
+
+        return _Watching()
+
+    def timeout_message(self, where: str, timeout: object) -> str:
+        seconds = f"{float(timeout):g}" if isinstance(timeout, (int, float, str)) else str(timeout)
+        if self.conn is None:
+            return f"cannot connect to {where}: no answer within {seconds} s"
+        if not self.conn.get_extra_info("server_version"):
+            return (f"no SSH banner from {where} within {seconds} s (the port accepts connections "
+                    "but does not speak SSH)")
+        return f"the SSH handshake with {where} did not finish within {seconds} s"
+
+
 class ShellBroken(Exception):
     """The command shell is gone; ``sent`` tells whether the current command may have run."""
 
@@ -357,8 +385,9 @@ class Connection:
     async def _connect(self) -> asyncssh.SSHClientConnection:
         host = self.host
         opts = connect_options(host, forward_agent=self.forward_agent)
+        watch = _Handshake()
         try:
-            conn = await asyncssh.connect(**opts)  # type: ignore[arg-type]
+            conn = await asyncssh.connect(client_factory=watch.client, **opts)  # type: ignore[arg-type]
             _skip_ignore_packets(conn)
             fastpath.speed_up(conn)
             return conn
@@ -370,8 +399,11 @@ class Connection:
             raise AuthFailed(host.name, f"authentication refused for {who}{host.address}{key}") from None
         except (asyncssh.DisconnectError, asyncssh.ChannelOpenError) as exc:
             raise HostUnreachable(host.name, f"{host.address}:{host.port}: {exc.reason}") from None
-        except (OSError, asyncio.TimeoutError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or "timed out")
+        except asyncio.TimeoutError:
+            raise HostUnreachable(host.name, watch.timeout_message(
+                f"{host.address}:{host.port}", opts.get("connect_timeout") or CONNECT_TIMEOUT)) from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or "failed"
             raise HostUnreachable(host.name, f"cannot connect to {host.address}:{host.port}: {reason}") from None
         except (ValueError, asyncssh.KeyImportError) as exc:
             raise UsageError(f"host {host.name}: {exc}") from None
