@@ -48,6 +48,10 @@ def test_direct_with_forwarded_agent_full_and_incremental(lab, tmp_path: Path, a
     assert dry.returncode == 0, dry.stderr
     assert "| ssh -o BatchMode=yes -o StrictHostKeyChecking=yes" in dry.stdout
     assert "vault$ zfs receive" not in dry.stdout  # the receive runs through the source's ssh
+    # the whole pipeline is one line, to grep and paste (a pipe has no width: nothing is wrapped)
+    pipeline = next(line for line in dry.stdout.splitlines() if "| ssh " in line)
+    assert pipeline.lstrip().startswith("nas1$ ") and "zfs send" in pipeline
+    assert f"zfs receive -u {dst}" in pipeline
 
     full = zrelay("sync", "--direct", "--json", inventory=inv, env=agent)
     assert full.returncode == 0, full.stderr + full.stdout
