@@ -106,6 +106,8 @@ _OUTCOME_STYLE = {
 
 # --------------------------------------------------------------------------- progress
 
+#: Columns for a bar's figures: "82.2 MiB of 120.0 MiB  7.4 MiB/s  5.1s left" (and "done: … in …, …/s").
+FIGURES = 42
 #: The plan kind of a job waiting for another zrelay to let go of its target (zrelay.locks).
 WAITING = "waiting"
 
@@ -144,14 +146,20 @@ class ProgressView:
         self._out = out
         self._clock = clock
         self._progress: Progress | None = None
+        self._bar_width = 0
         self._streams: dict[tuple[str, str, str], _Stream] = {}
         self._lock = threading.Lock()
 
     def __enter__(self) -> "ProgressView":
         if self.bars:
             from rich.progress import BarColumn, Progress, TextColumn
+            width = console(stderr=True).width
+            # the figures take up to FIGURES columns and never wrap; a bar only where it leaves the
+            # stream's name room (on 80 columns the figures say as much)
+            self._bar_width = min(24, width - 76) if width >= 86 else 0
+            bar = [BarColumn(bar_width=self._bar_width)] if self._bar_width else []
             self._progress = Progress(
-                TextColumn("{task.description}", justify="left"), BarColumn(bar_width=24), _numbers_column(),
+                TextColumn("{task.description}", justify="left"), *bar, _numbers_column(),
                 console=console(stderr=True), transient=False, refresh_per_second=4)
             self._progress.start()
         return self
@@ -201,7 +209,7 @@ class ProgressView:
         if isinstance(event, TransferStarted):
             key = (event.job, event.target, event.stream)
             full = stream_name(event.stream, event.target_host)
-            room = progress.console.width - 24 - 36   # the bar and the figures
+            room = progress.console.width - self._bar_width - FIGURES - 2
             description = full if len(full) <= room else _short_name(event.stream, event.target_host)
             task = progress.add_task(description, total=event.estimate, rate=None, outcome=None)
             self._streams[key] = _Stream(description, task)
@@ -246,6 +254,10 @@ def _numbers_column() -> Any:
     from rich.text import Text
 
     class Numbers(ProgressColumn):
+        def __init__(self) -> None:
+            from rich.table import Column
+            super().__init__(table_column=Column(no_wrap=True, min_width=FIGURES))
+
         def render(self, task: Task) -> Text:
             outcome = task.fields.get("outcome")
             style = "red" if outcome == "failed" else ("green" if outcome else "")
