@@ -32,10 +32,8 @@ from zrelay.zfs import commands, parse
 from zrelay.zfs.model import Capabilities, DatasetState, Snapshot
 from zrelay.zfs.names import snapshot_problem
 
-#: Set on every replica right after its full receive: a replica that gets mounted (at boot,
-#: by `zfs mount -a`) is modified by the mount itself, and the next incremental then fails
-#: with "modified since most recent snapshot". noauto keeps it unmounted unless asked.
-REPLICA_PROPERTIES = {"canmount": "noauto"}
+#: Set on every replica right after its full receive (commands.replica_argv; s3-restore sets the same).
+REPLICA_PROPERTIES = commands.REPLICA_PROPERTIES
 
 MAX_REPLANS = 3           # resume, then re-plan what is left
 #: Stream options used when a job names none (inventory ``send_options``), where both ends have them.

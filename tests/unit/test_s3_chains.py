@@ -246,7 +246,9 @@ def test_restore_of_a_snapshot_behind_a_break_is_refused() -> None:
     v = view([record(ms[0]), record(ms[1], missing=(0,)), record(ms[2])])
     with pytest.raises(chains.RestoreRefused, match="broken"):
         chains.plan_restore(v, "c", DatasetState.absent("x/y"))
-    assert [s.snapshot_name for s in chains.plan_restore(v, None, DatasetState.absent("x/y")).path] == ["a"]
+    with pytest.raises(chains.NewestNotRestorable, match="newest stored snapshot"):   # never quietly @a
+        chains.plan_restore(v, None, DatasetState.absent("x/y"))
+    assert [s.snapshot_name for s in chains.plan_restore(v, "a", DatasetState.absent("x/y")).path] == ["a"]
     with pytest.raises(chains.RestoreRefused, match="no send of"):
         chains.plan_restore(v, "zz", DatasetState.absent("x/y"))
 

@@ -76,7 +76,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("target", metavar="TARGET", help="S3 target name")
     p.add_argument("source", metavar="SOURCE", help="the pushed dataset, host:dataset")
     p.add_argument("--to", required=True, metavar="HOST:DATASET", help="where to receive it")
-    p.add_argument("--snapshot", metavar="NAME", help="restore up to this snapshot (default: newest stored)")
+    p.add_argument("--snapshot", metavar="NAME", help="restore up to this snapshot (default: the newest stored; refused, naming the newest "
+                        "restorable one, when a broken chain keeps it from being restored)")
     p.add_argument("-n", "--dry-run", action="store_true", help="show the sends, object keys and commands")
     p.add_argument("--wait", action="store_true",
                    help="for archived objects (GLACIER, DEEP_ARCHIVE): request the restore and wait for it")
@@ -579,7 +580,7 @@ def run_restore(args: argparse.Namespace) -> int:
         if result.outcome == "dry-run":
             out.print(f"[bold]{result.source}[/bold] from s3:{target.name} → {result.target}: {result.message}",
                       soft_wrap=True)
-            step_commands = {str(st["command"]) for st in result.steps}
+            step_commands = {str(c) for st in result.steps for c in [st["command"], *cast(list[str], st["then"])]}
             for host, command in result.commands:
                 if command not in step_commands:
                     out.print(f"    [dim]{host}$[/dim] {command}", highlight=False, soft_wrap=True)
@@ -588,6 +589,8 @@ def run_restore(args: argparse.Namespace) -> int:
                 out.print(f"    [dim]{st['host']}$[/dim] {st['command']}", highlight=False, soft_wrap=True)
                 for key in cast(list[str], st["objects"]):
                     out.print(f"    [dim]object[/dim] {key}", highlight=False, soft_wrap=True)
+                for command in cast(list[str], st["then"]):
+                    out.print(f"    [dim]{st['host']}$[/dim] {command}", highlight=False, soft_wrap=True)
         elif result.outcome == "noop":
             out.print(f"{result.target}: nothing to do ({result.message})")
         else:

@@ -351,6 +351,8 @@ async def restore(store: Store, options: S3Options, view: DatasetView, snapshot:
     state = (await dest.state(dataset)).get(dataset) or DatasetState.absent(dataset)
     try:
         rplan: RestorePlan = chains.plan_restore(view, snapshot, state)
+    except chains.NewestNotRestorable as exc:
+        raise S3ChainBroken(store.name, newest_refusal(exc, store.name, target_ep)) from None
     except chains.RestoreRefused as exc:
         raise (S3UsageError(store.name, str(exc)) if "no send of" in str(exc) else _refused(store, exc)) from None
     result = RestoreResult(view.endpoint, target_ep, rplan.kind, rplan.reason,
@@ -375,10 +377,13 @@ async def restore(store: Store, options: S3Options, view: DatasetView, snapshot:
             raise S3UsageError(store.name, exc.message) from None
         planned.append((send, command, stages))
         result.commands.append((dest.name, command))
+        # the same rule as sync (commands.REPLICA_PROPERTIES): a mounted copy blocks the next incremental
+        then = [dest.command(commands.replica_argv(dataset))] if send.manifest.full else []
+        result.commands += [(dest.name, c) for c in then]
         objects = [send.directory + o.name for o in send.manifest.objects]
         result.keys += objects
         result.steps.append({"snapshot": send.snapshot_name, "kind": send.manifest.kind, "host": dest.name,
-                             "command": command, "objects": objects, "size": send.manifest.size})
+                             "command": command, "objects": objects, "size": send.manifest.size, "then": then})
     if dry_run:
         result.outcome = "dry-run"
         result.seconds = time.monotonic() - started
@@ -411,6 +416,8 @@ async def restore(store: Store, options: S3Options, view: DatasetView, snapshot:
             ok = True
         finally:
             events(TransferFinished(view.endpoint, target_ep, stream, meter.done, meter.elapsed(), ok))
+        if m.full:
+            await dest.zfs(commands.replica_argv(dataset), dataset=dataset, retry_busy=True)
     result.outcome = "ok"
     result.seconds = time.monotonic() - started
     return result
@@ -420,6 +427,16 @@ def _progress(events: EventSink, job: str, target: str, stream: str, size: int) 
     def report(done: int, rate: float) -> None:
         events(TransferProgress(job, target, stream, done, size, rate))
     return report
+
+
+def newest_refusal(exc: chains.NewestNotRestorable, target: str, to: str) -> str:
+    """Why the newest stored snapshot is not restored, and the exact command for the newest one that can be."""
+    text = f"refused: {exc}."
+    best = exc.restorable
+    if best is None:
+        return f"{text} Nothing stored for {exc.view.endpoint} can be restored."
+    return (f"{text} The newest restorable snapshot is @{best.snapshot_name}; to restore it: "
+            f"zrelay s3-restore {target} {exc.view.endpoint} --to {to} --snapshot {best.snapshot_name}")
 
 
 def _refused(store: Store, exc: chains.RestoreRefused) -> ZrelayError:

@@ -406,15 +406,54 @@ class RestoreRefused(ValueError):
     """No safe way to restore as asked; the message says why and what to do."""
 
 
+class NewestNotRestorable(RestoreRefused):
+    """Asked for the newest stored snapshot, which a broken chain keeps from being restored.
+
+    Restoring an older snapshot instead would look like success to whoever
+    asked for the newest, so this is refused; the caller names the newest
+    snapshot that can be restored and how to ask for it.
+    """
+
+    def __init__(self, view: DatasetView, newest: SendRecord, chain: Chain,
+                 restorable: SendRecord | None) -> None:
+        self.view, self.newest, self.chain, self.restorable = view, newest, chain, restorable
+        lost = [s.snapshot_name for s in chain.sends if s.ref not in chain.restorable]
+        super().__init__(
+            f"the newest stored snapshot of {view.endpoint} is @{newest.snapshot_name}, and it cannot be "
+            f"restored: chain {chain.root} breaks at {chain.broken_at} ({chain.broken_reason}), so "
+            f"{', '.join('@' + n for n in lost)} cannot be restored")
+
+
+def newest_stored(view: DatasetView) -> SendRecord | None:
+    """The stored send of the newest snapshot, restorable or not: highest createtxg on the source
+    (names can be reused, creation times can repeat; createtxg only grows)."""
+    sends = [s for c in view.chains for s in c.sends if s.manifest is not None]
+    return max(sends, key=lambda s: (s.createtxg, s.ref in _chain_of(view, s).restorable)) if sends else None
+
+
+def _chain_of(view: DatasetView, send: SendRecord) -> Chain:
+    return next(c for c in view.chains if any(s is send for s in c.sends))
+
+
 def plan_restore(view: DatasetView, snapshot: str | None, target: DatasetState) -> RestorePlan:
     """The sends to receive so ``target`` gains ``snapshot`` (newest stored when None).
 
-    Matching is by GUID. An absent target gets the whole path from the full;
+    Matching is by GUID. Without ``snapshot`` the newest stored snapshot
+    (``newest_stored``) is the goal, and a broken chain that keeps it from
+    being restored is refused (NewestNotRestorable), never answered with an
+    older one. An absent target gets the whole path from the full;
     an existing one continues after the newest path snapshot it holds, and is
     refused when it shares none or holds snapshots after that point that are
     not on the path (it would have to be rolled back: zrelay does not do that
     on restore).
     """
+    if snapshot is None:
+        newest = newest_stored(view)
+        good = view.restorable_sends()
+        if newest is not None and newest.manifest is not None and not any(
+                s.manifest is not None and s.manifest.snapshot.guid == newest.manifest.snapshot.guid for _, s in good):
+            best = max((s for _, s in good), key=lambda s: s.createtxg, default=None)
+            raise NewestNotRestorable(view, newest, _chain_of(view, newest), best)
     candidates = [(c, s) for c, s in view.restorable_sends()
                   if snapshot is None or s.snapshot_name == snapshot]
     if not candidates:

@@ -397,6 +397,18 @@ def set_argv(dataset: str, props: Mapping[str, str]) -> list[str]:
     return [ZFS, "set", *_check_props(props), check_dataset(dataset)]
 
 
+#: Set on a dataset right after its full receive, by sync and by s3-restore alike: a replica
+#: that gets mounted (at boot, by `zfs mount -a`) is modified by the mount itself, and the next
+#: incremental receive then fails with "modified since most recent snapshot". noauto keeps it
+#: unmounted unless asked (`zfs mount` still works).
+REPLICA_PROPERTIES = {"canmount": "noauto"}
+
+
+def replica_argv(dataset: str) -> list[str]:
+    """``zfs set canmount=noauto DATASET``: the replica rule above (REPLICA_PROPERTIES)."""
+    return set_argv(dataset, REPLICA_PROPERTIES)
+
+
 def destroy_snapshot_argv(snapshot: str) -> list[str]:
     """Destroy exactly one snapshot: the '@' check makes destroying a dataset impossible here."""
     return [ZFS, "destroy", check_snapshot_name(snapshot)]
