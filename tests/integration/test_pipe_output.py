@@ -15,8 +15,8 @@ from tests.s3fixture import s3  # noqa: F401  (the fixture)
 pytestmark = pytest.mark.lab
 
 START = re.compile(r"^\d\d:\d\d:\d\d start  (?P<stream>.+) → (?P<host>\S+)( \(estimate [\d.]+ \w+\))?$")
-END = re.compile(r"^\d\d:\d\d:\d\d done   (?P<stream>.+) → (?P<host>\S+): (?P<moved>[\d.]+ \w+) in [\d.]+s"
-                 r"(?:\d\d[sm])?, [\d.]+ \w+/s$")
+END = re.compile(r"^\d\d:\d\d:\d\d done   (?P<stream>.+) → (?P<host>\S+): (?P<moved>[\d.]+ \w+) in [\d.dhms]+, "
+                 r"[\d.]+ \w+/s$")
 
 
 def stream_lines(stdout: str) -> tuple[list[re.Match[str]], list[re.Match[str]]]:
@@ -76,7 +76,7 @@ def test_s3_push_and_restore_in_a_pipe(lab: Any, s3: Any, tmp_path: Path) -> Non
                          inventory=inv, env={**s3.env, "COLUMNS": ""})
         assert restore.returncode == 0, restore.stderr
         check_each_stream_starts_then_ends(restore.stdout, len(stream_lines(restore.stdout)[0]))
-        assert re.search(r"^restored .*\([\d.]+ \w+ in [\d.]+s, [\d.]+ \w?i?B/s\)$", restore.stdout, re.M), \
+        assert re.search(r"^restored .*\([\d.]+ \w+ in [\d.dhms]+, [\d.]+ \w?i?B/s\)$", restore.stdout, re.M), \
             restore.stdout
     finally:
         lab.destroy("vault", dest)
