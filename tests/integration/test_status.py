@@ -35,7 +35,7 @@ ROW_SCHEMA: dict[str, tuple] = {
 }
 LAST_RUN_SCHEMA: dict[str, tuple] = {
     "outcome": (str,), "started_at": NUM, "finished_at": NUM, "bytes": (int,), "seconds": NUM,
-    "message": (str,), "failed_host": (str, type(None)), "run_id": (int,),
+    "message": (str,), "failed_host": (str, type(None)), "run_id": (int,), "pid": (int, type(None)),
 }
 TRANSFER_SCHEMA: dict[str, tuple] = {
     "stream": (str,), "source_host": (str,), "target_host": (str,), "bytes": (int,),
