@@ -776,9 +776,9 @@ def _summarise(plans: list[Plan]) -> str:
 
 
 def _refusal(refused: list[Plan]) -> str:
-    """The first refused plan's reason (which names both ends) and options."""
+    """The first refused plan's kind, reason (which names both ends) and options."""
     first = refused[0]
-    text = first.reason
+    text = f"{first.kind.value.replace('-', ' ')}: {first.reason}"
     if first.options:
         text += " Options: " + " | ".join(first.options)
     if len(refused) > 1:
