@@ -418,10 +418,12 @@ class NewestNotRestorable(RestoreRefused):
                  restorable: SendRecord | None) -> None:
         self.view, self.newest, self.chain, self.restorable = view, newest, chain, restorable
         lost = [s.snapshot_name for s in chain.sends if s.ref not in chain.restorable]
+        reason = chain.broken_reason
+        where = reason if chain.broken_at and reason.startswith(chain.broken_at) else f"{chain.broken_at} ({reason})"
         super().__init__(
             f"the newest stored snapshot of {view.endpoint} is @{newest.snapshot_name}, and it cannot be "
-            f"restored: chain {chain.root} breaks at {chain.broken_at} ({chain.broken_reason}), so "
-            f"{', '.join('@' + n for n in lost)} cannot be restored")
+            f"restored: chain {chain.root} breaks at {where}, so {', '.join('@' + n for n in lost)} "
+            "cannot be restored")
 
 
 def newest_stored(view: DatasetView) -> SendRecord | None:
