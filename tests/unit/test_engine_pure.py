@@ -66,10 +66,11 @@ def test_receiver_error_reported_first_when_sender_died_of_broken_pipe() -> None
 
 
 def test_killed_sender_is_mentioned_after_the_receiver() -> None:
-    exc = _failure(SRC, DST, end(None, signal="KILL"),
+    exc = _failure(SRC, DST, _End(bytearray(), exit_signal="KILL", program="zfs send"),
                    end(1, "cannot receive incremental stream: invalid backup stream"), "backup/x", 1000)
     assert exc.failed_host == "vault" and isinstance(exc.cause, BadStream)
-    assert "zfs send on nas1: killed by signal KILL" in str(exc)
+    assert "; zfs send on nas1 was killed (signal KILL)" in str(exc)
+    assert exc.sender_note == "zfs send on nas1 was killed (signal KILL)"
 
 
 def test_sender_failing_on_its_own_is_blamed() -> None:

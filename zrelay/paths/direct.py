@@ -153,30 +153,46 @@ async def direct(source: RemoteHost, command: str, target_name: str,
     last = session.exit_status
     if last == 0 and all(code == 0 for code in statuses.values()) and not session.exit_signal:
         return RelayResult(seen, seconds)
-    raise _failure(source, target_name, statuses, last, session.exit_signal, text, target_dataset)
+    raise _failure(source, target_name, command, statuses, last, session.exit_signal, text, target_dataset)
 
 
-def _failure(source: RemoteHost, target_name: str, statuses: dict[int, int], last: int | None,
+def _failure(source: RemoteHost, target_name: str, command: str, statuses: dict[int, int], last: int | None,
              signal: str | None, text: str, target_dataset: str | None) -> TransferFailed:
+    """Name the process that failed and its host: the target's ``zfs receive`` first (ssh
+    exits with its status), ssh itself (255), then the first failed stage of the pipeline.
+    A failed stage on the source is also kept as ``sender_note``: the receive may have
+    completed all the same (on zfs-fuse a killed ``zfs send`` client leaves its daemon
+    writing the stream)."""
+    programs = parse.stage_programs(command)
+    text = parse.without_job_reports(text)
     first_line = text.splitlines()[0] if text else ""
+    source_failed = sorted(stage for stage, code in statuses.items()
+                           if code != 0 and stage < commands.TARGET_STAGE_BASE)
+    note = None
+    if source_failed:
+        stage = source_failed[0]
+        note = parse.process_end(programs.get(stage, f"stage {stage}"), source.name, statuses[stage],
+                                 shell_status=True)
     if signal or last is None:
-        how = f"killed by signal {signal}" if signal else "ended without an exit status"
-        return TransferFailed(f"{source.name}: direct stream {how}" + (f": {first_line}" if first_line else ""),
-                              source.name)
+        what = parse.process_end("the direct stream (zfs send | ssh)", source.name, last, signal)
+        return TransferFailed(what + (f": {first_line}" if first_line else ""), source.name)
     if last == SSH_FAILED:
         return TransferFailed(f"{source.name}: ssh to {target_name} failed during the stream: "
-                              f"{first_line or 'exit 255'}", source.name)
+                              f"{first_line or 'exit 255'}", source.name, sender_note=note)
     if last != 0:  # ssh exits with the target's zfs receive status
         cause = parse.map_error(target_name, text or f"exit {last}", last, target_dataset)
-        sender = statuses.get(1)
-        message = str(cause)
-        if sender not in (None, 0):
-            message += f"; zfs send on {source.name}: exit {sender}"
-        return TransferFailed(message, target_name, cause)
+        return TransferFailed(str(cause) + (f"; {note}" if note else ""), target_name, cause, sender_note=note)
     failed = min(stage for stage, code in statuses.items() if code != 0)
+    code = statuses[failed]
     if failed >= commands.TARGET_STAGE_BASE:  # a stage before zfs receive on the target (mbuffer, zstd -d)
-        cause = parse.map_error(target_name, text or f"exit {statuses[failed]}", statuses[failed], target_dataset)
+        if not text and code > 128:
+            what = parse.process_end(programs.get(failed, f"stage {failed}"), target_name, code, shell_status=True)
+            return TransferFailed(what, target_name)
+        cause = parse.map_error(target_name, text or f"exit {code}", code, target_dataset)
         return TransferFailed(str(cause), target_name, cause)
-    cause = parse.map_error(source.name, text or f"exit {statuses[failed]}", statuses[failed])
-    return TransferFailed(str(cause), source.name, cause)
+    if text and code <= 128:
+        cause = parse.map_error(source.name, text, code)
+        return TransferFailed(str(cause), source.name, cause, sender_note=note)
+    return TransferFailed(note or f"{source.name}: stage {failed} exited with status {code}", source.name,
+                          sender_note=note)
 

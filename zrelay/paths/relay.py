@@ -36,29 +36,45 @@ SENDER_GRACE_SECONDS = 30.0
 
 
 class TransferFailed(ZrelayError):
-    """A send|receive pair failed; names the host to blame and carries both sides' story."""
+    """A send|receive pair failed; names the host to blame and carries both sides' story.
 
-    def __init__(self, message: str, failed_host: str, cause: ZfsError | None = None) -> None:
+    ``sender_note`` says what went wrong on the sending side, in words, when something did
+    (``zfs send on nas1 was killed (signal KILL)``): the receive may still have completed,
+    and the engine then reports the stream as arrived with that note as a warning.
+    """
+
+    def __init__(self, message: str, failed_host: str, cause: ZfsError | None = None, *,
+                 sender_note: str | None = None) -> None:
         self.failed_host = failed_host
         self.cause = cause
+        self.sender_note = sender_note
         super().__init__(message)
+
+    def reglossed(self, hint: str) -> "TransferFailed":
+        """The same failure with its cause explained by ``hint`` (see ZfsError.with_hint)."""
+        if self.cause is None:
+            return self
+        cause = self.cause.with_hint(hint)
+        message = str(self).replace(str(self.cause), str(cause), 1)
+        return TransferFailed(message, self.failed_host, cause, sender_note=self.sender_note)
 
 
 @dataclass
 class _End:
-    """What one side of the pipe reported."""
+    """What one side of the pipe reported; ``program`` is what it ran (``zfs send``), or the
+    stage of its pipeline that failed (``zstd``)."""
 
     stderr: bytearray
     exit_status: int | None = None
     exit_signal: str | None = None
     closed: bool = False
+    program: str = "zfs"
+    shell_status: bool = False   # exit_status is a pipeline stage's, as its shell reported it
 
-    def describe(self) -> str:
-        if self.exit_signal:
-            return f"killed by signal {self.exit_signal}"
-        if self.exit_status is None:
-            return "ended without an exit status (connection closed)"
-        return f"exit {self.exit_status}"
+    def describe(self, host: str) -> str:
+        """``zfs send on nas1 was killed (signal KILL)``: which process, where, how."""
+        return parse.process_end(self.program, host, self.exit_status, self.exit_signal,
+                                 shell_status=self.shell_status)
 
     @property
     def text(self) -> str:
@@ -68,18 +84,26 @@ class _End:
     def ok(self) -> bool:
         return self.exit_status == 0
 
-    def settle(self) -> None:
+    def settle(self, command: str = "") -> None:
         """Fold a guarded pipeline's stage reports (wire compression, mbuffer) into the
         status: the first failed stage counts, e.g. a failed ``zfs send`` whose stdout went
-        into a compressor that then ended cleanly. The markers leave the text."""
+        into a compressor that then ended cleanly; ``program`` becomes that stage's. The
+        markers (and the shell's "Killed" lines) leave the text."""
         text = self.text
         if commands.STAGE_MARK not in text:
+            # a shell between sshd and the command reports a killed command as 128+N and "Killed"
+            cleaned = parse.without_job_reports(text)
+            if cleaned != text.strip("\n") and (self.exit_status or 0) > 128:
+                self.stderr = bytearray(cleaned.encode())
+                self.shell_status = True
             return
         statuses, rest = parse.split_stage_report(text)
-        self.stderr = bytearray(rest.encode())
-        failed = [code for _stage, code in sorted(statuses.items()) if code != 0]
+        self.stderr = bytearray(parse.without_job_reports(rest).encode())
+        failed = [(stage, code) for stage, code in sorted(statuses.items()) if code != 0]
         if failed and self.exit_status == 0:
-            self.exit_status = failed[0]
+            stage, self.exit_status = failed[0]
+            self.program = parse.stage_programs(command).get(stage, self.program)
+            self.shell_status = True
 
 
 class _Session(asyncssh.SSHClientSession[bytes]):
@@ -188,7 +212,7 @@ async def relay(source: RemoteHost, send_command: str, target: RemoteHost, recei
     """Run ``send_command`` on ``source`` piped into ``receive_command`` on ``target``."""
     loop = asyncio.get_running_loop()
     pipe = _Pipe(on_bytes)
-    sender_end, receiver_end = _End(bytearray()), _End(bytearray())
+    sender_end, receiver_end = _End(bytearray(), program="zfs send"), _End(bytearray(), program="zfs receive")
     sender_done: asyncio.Future[None] = loop.create_future()
     receiver_done: asyncio.Future[None] = loop.create_future()
     started = time.monotonic()
@@ -208,8 +232,8 @@ async def relay(source: RemoteHost, send_command: str, target: RemoteHost, recei
                 chan.close()
         raise
     seconds = time.monotonic() - started
-    sender_end.settle()
-    receiver_end.settle()
+    sender_end.settle(send_command)
+    receiver_end.settle(receive_command)
     if sender_end.ok and receiver_end.ok:
         return RelayResult(pipe.total, seconds)
     raise _failure(source, target, sender_end, receiver_end, target_dataset, pipe.total)
@@ -217,21 +241,30 @@ async def relay(source: RemoteHost, send_command: str, target: RemoteHost, recei
 
 def _failure(source: RemoteHost, target: RemoteHost, sender: _End, receiver: _End,
              target_dataset: str | None, moved: int) -> TransferFailed:
-    """Blame the right side: the receiver first, unless the sender failed on its own."""
+    """Blame the right side: the receiver first, unless the sender failed on its own.
+
+    Whatever went wrong on the sender is also kept on its own (``sender_note``), because
+    the receive may have completed all the same."""
     sender_failed_alone = (sender.exit_status not in (None, 0) and not sender.exit_signal
                            and (receiver.ok or not receiver.text.strip()
                                 or "stream" in receiver.text and moved == 0))
+    note = None
+    # a sender killed by the broken pipe of a receiver that failed first has nothing to add
+    if not sender.ok and not (sender.exit_signal == "PIPE" and not receiver.ok):
+        note = sender.describe(source.name)
+        if sender.text.strip() and sender.exit_signal is None and sender.exit_status is not None:
+            note += f": {sender.text.strip().splitlines()[0]}"
     if not receiver.ok and not sender_failed_alone:
-        cause = parse.map_error(target.name, receiver.text or receiver.describe(),
+        cause = parse.map_error(target.name, receiver.text or receiver.describe(target.name),
                                 receiver.exit_status, target_dataset)
+        message = str(cause) + (f"; {note}" if note else "")
+        return TransferFailed(message, target.name, cause, sender_note=note)
+    if sender.text.strip():
+        cause = parse.map_error(source.name, sender.text, sender.exit_status)
         message = str(cause)
-        if not sender.ok:
-            message += f"; zfs send on {source.name}: {sender.describe()}"
-            if sender.text.strip() and sender.exit_signal is None and sender.exit_status is not None:
-                message += f": {sender.text.strip().splitlines()[0]}"
-        return TransferFailed(message, target.name, cause)
-    cause = parse.map_error(source.name, sender.text or sender.describe(), sender.exit_status)
-    message = str(cause) if sender.text.strip() else f"{source.name}: zfs send {sender.describe()}"
+    else:
+        cause = None
+        message = sender.describe(source.name)
     if not receiver.ok and receiver.text.strip():
         message += f"; zfs receive on {target.name}: {receiver.text.strip().splitlines()[0]}"
-    return TransferFailed(message, source.name, cause)
+    return TransferFailed(message, source.name, cause, sender_note=note)

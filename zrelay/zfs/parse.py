@@ -10,7 +10,9 @@ dropping a snapshot the planner would then miss.
 from __future__ import annotations
 
 import re
-from typing import Callable
+import shlex
+import signal
+from typing import Callable, Iterable
 
 from zrelay.errors import (
     BadStream,
@@ -418,3 +420,81 @@ def split_stage_report(stderr: str) -> tuple[dict[int, int], str]:
     statuses = {int(m.group(1)): int(m.group(2)) for m in _STAGE.finditer(stderr)}
     text = _COUNT.sub("", _STAGE.sub("", stderr))
     return statuses, "\n".join(line for line in text.splitlines() if line.strip())
+
+
+_GUARDED = re.compile(rf'\{{ (.*?); echo "{STAGE_MARK} (\d+) exit \$\?" >&2; \}}')
+
+
+def stage_programs(command: str) -> dict[int, str]:
+    """Stage number → the program it runs (``zfs send``, ``pv``, ``zstd`` …) in a guarded
+    pipeline (commands.guarded_pipeline), so a failed stage can be named."""
+    out: dict[int, str] = {}
+    for m in _GUARDED.finditer(command):
+        try:
+            words = shlex.split(m.group(1))
+        except ValueError:
+            continue
+        if words[:2] == ["sudo", "-n"]:
+            words = words[2:]
+        if words:
+            out[int(m.group(2))] = " ".join(words[:2]) if words[0] == "zfs" and len(words) > 1 else words[0]
+    return out
+
+
+def signal_name(number: int) -> str:
+    """``KILL`` for 9: the name a user knows (``kill -KILL``), the number where it has none."""
+    try:
+        return signal.Signals(number).name.removeprefix("SIG")
+    except ValueError:
+        return str(number)
+
+
+def process_end(program: str, host: str, exit_status: int | None, exit_signal: str | None = None,
+                *, shell_status: bool = False) -> str:
+    """How a process ended, in words: ``zfs send on nas1 was killed (signal KILL)``.
+
+    ``exit_signal`` is what SSH reported (``KILL``); with ``shell_status`` an exit status
+    above 128 is a shell's report of a stage killed by signal (status − 128).
+    """
+    if exit_signal:
+        return f"{program} on {host} was killed (signal {exit_signal.removeprefix('SIG')})"
+    if exit_status is None:
+        return f"{program} on {host} ended without an exit status (its SSH session or connection closed)"
+    if shell_status and exit_status > 128:
+        return f"{program} on {host} was killed (signal {signal_name(exit_status - 128)})"
+    return f"{program} on {host} exited with status {exit_status}"
+
+
+#: A shell's own report of a killed pipeline stage: it says less than process_end does.
+_SHELL_JOB_REPORT = re.compile(r"^(Killed|Terminated|Hangup|Aborted)$")
+
+
+def without_job_reports(text: str) -> str:
+    """``text`` without the shell's "Killed"-style lines."""
+    return "\n".join(line for line in text.splitlines() if not _SHELL_JOB_REPORT.match(line.strip()))
+
+
+def receive_failure_hint(target: str, after: DatasetState, base_guid: int | None,
+                         source_guids: Iterable[int]) -> str | None:
+    """Why a receive into ``target`` (host:dataset) failed, from a look at it afterwards;
+    None when the look tells nothing new (the error's own hint stands).
+
+    zfs's texts ("invalid backup stream", "incomplete stream") blame the stream, but two
+    other things end a receive the same way: a snapshot taken on the target while the stream
+    was received (the stream's base is no longer its newest snapshot), and on OpenZFS a
+    resumable receive (``receive -s``) keeps the partial stream, so the target *has* changed.
+    """
+    known = set(source_guids)
+    base_txg = next((t.createtxg for t in after.snapshots if t.guid == base_guid), None)
+    meanwhile = [t for t in after.snapshots if base_txg is not None and t.createtxg > base_txg
+                 and t.guid not in known]
+    if not meanwhile:
+        if after.resume_token:
+            return (f"the partial receive is kept on {target} (receive_resume_token): the next sync "
+                    f"resumes from it")
+        return None
+    names = ", ".join(f"@{t.name}" for t in meanwhile)
+    was, it, them = ("was", "is", "it") if len(meanwhile) == 1 else ("were", "are", "them")
+    return (f"not a transfer fault: {names} {was} taken on {target} while the stream was being "
+            f"received, so the stream no longer applied; the target is otherwise unchanged, and the "
+            f"next sync refuses it as diverged until {names} {it} gone (--rollback destroys {them})")
