@@ -16,15 +16,17 @@ from zrelay.tui.views import HelpScreen, HostsView, MatrixView
 
 
 def fleet_inventory(tmp_path: Path, port: int, hosts: int = 50) -> Path:
-    """``hosts`` hosts that hang every SSH handshake (the silent server), plus ghost, which refuses."""
+    """``hosts`` hosts that hang every SSH handshake (the silent server) for the whole test (a connect timeout
+    of 300 s), in jobs between each pair; and a job between two hosts that refuse at once, gone and ghost."""
     names = [f"h{i:02d}" for i in range(hosts)]
+    hung = {"address": "127.0.0.1", "port": port, "ssh_options": {"ConnectTimeout": 300}}
     doc = {
         "all": {"vars": {"user": "root"},
-                "hosts": {**{n: {"address": "127.0.0.1", "port": port} for n in names},
-                          "ghost": {"address": "127.0.0.9"}}},
+                "hosts": {**{n: dict(hung) for n in names},
+                          "gone": {"address": "127.0.0.10"}, "ghost": {"address": "127.0.0.9"}}},
         "zrelay": {"jobs": [{"source": f"{names[i]}:tank/d", "targets": [f"{names[i + 1]}:tank/d"]}
                             for i in range(0, hosts, 2)]
-                   + [{"source": f"{names[0]}:tank/e", "targets": ["ghost:tank/e"]}]},
+                   + [{"source": "gone:tank/e", "targets": ["ghost:tank/e"]}]},
     }
     path = tmp_path / "fleet.yml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -41,20 +43,20 @@ async def _first_paint(tmp_path: Path, port: int) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: app.first_paint_seconds is not None, 30, "the first frame")
         hosts = app.query_one(HostsView).table
-        assert len(hosts.row_keys) == 51
-        # ghost refuses at once; the 50 others hang in their handshakes: ghost's cell must not wait for them
+        assert len(hosts.row_keys) == 52
+        # gone and ghost refuse at once; the 50 others hang in their handshakes: that job's cell must not wait
         def ghost_unreachable() -> bool:
-            cell = app.matrix.cells.get(("h00:tank/e", "ghost"))
+            cell = app.matrix.cells.get(("gone:tank/e", "ghost"))
             return cell is not None and cell.state == "unreachable"
 
-        await wait_until(pilot, ghost_unreachable, 30, "ghost to be unreachable")
+        await wait_until(pilot, ghost_unreachable, 60, "gone → ghost to be unreachable")
         assert cell_text(hosts, "h:h01", "state") == "… checking"
         # the UI answers keys while 50 handshakes hang: the tab changes while they still hang
         await pilot.press("2")
         await pilot.pause()
         assert app.active_tab == "matrix"
         matrix = app.query_one(MatrixView).table
-        await wait_until(pilot, lambda: cell_text(matrix, "h00:tank/e", "l:ghost") == "? unreachable", 30,
+        await wait_until(pilot, lambda: cell_text(matrix, "gone:tank/e", "l:ghost") == "? unreachable", 30,
                          "the matrix to show ghost")
         assert cell_text(matrix, "h00:tank/d", "l:h01") == "… checking", "the hung hosts are still hanging"
         await pilot.press("q")

@@ -115,7 +115,7 @@ def test_real_terminal_with_50_hung_hosts(tmux: Tmux, tmp_path: Path, silent_ser
     and `q` ends the app. How fast is measured by bench/tui.py (timing limits here fail on a loaded machine)."""
     inv = fleet_inventory(tmp_path, silent_server[1])
     tmux.start(zrelay_argv(inv, tmp_path / "state.db", "tui"), width=80, height=24)
-    tmux.wait_for(lambda s: "51 hosts" in s, 60, "the first frame")
+    tmux.wait_for(lambda s: "52 hosts" in s, 60, "the first frame")
     screen = tmux.wait_for(lambda s: "checking" in s and "r Refresh" in s, 30, "the hosts to be checking")
     assert "h00" in screen
     tmux.keys("q")
