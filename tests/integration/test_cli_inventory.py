@@ -192,7 +192,7 @@ BAD: list[Case] = [
     ("group-vars-list", {"inv.yml": HOSTS, "group_vars/all.yml": "- a\n- b\n"}, "inv.yml",
      "group_vars/all.yml:1:1", "vars of group 'all': expected a mapping, got a list"),
     ("group-vars-yaml", {"inv.yml": HOSTS, "group_vars/all/main.yml": "user: [root\n"},
-     "inv.yml", "group_vars/all/main.yml:2:1", "invalid YAML"),
+     "inv.yml", "group_vars/all/main.yml:1:7", "the '[' list that starts here is never closed"),
     ("group-vars-vault", {"inv.yml": HOSTS, "group_vars/all.yml": "$ANSIBLE_VAULT;1.1;AES256\n"
                           "3131\n"}, "inv.yml", "group_vars/all.yml:1:1",
      "encrypted with ansible-vault"),

@@ -431,8 +431,8 @@ all:
 
 # (id, inventory text, line, column, substring of the message)
 BAD: list[tuple[str, str, int, int, str]] = [
-    ("yaml-unclosed-flow", "all:\n  hosts:\n    nas1: {address: 1.2.3.4\n", 4, 1,
-     "invalid YAML"),
+    ("yaml-unclosed-flow", "all:\n  hosts:\n    nas1: {address: 1.2.3.4\n", 3, 11,
+     "invalid YAML: the '{' mapping that starts here is never closed"),
     ("yaml-tab", "all:\n\thosts: {}\n", 2, 1, "tabs cannot indent YAML"),
     ("yaml-two-documents", "all: {}\n---\nall: {}\n", 2, 1, "expected a single document"),
     ("empty", "", 1, 1, "inventory is empty"),
@@ -587,7 +587,7 @@ BAD: list[tuple[str, str, int, int, str]] = [
     ("children-list", "all:\n  children: [a, b]\n", 2, 13,
      "children of group 'all': expected a mapping, got a list"),
     ("non-scalar-key", "all:\n  hosts:\n    ? [a]\n    : {}\n", 3, 7, "keys must be plain names"),
-    ("recursive-alias", "all:\n  vars:\n    ansible_x: &x [*x]\n", 3, 16,
+    ("recursive-alias", "all:\n  vars:\n    ansible_x: &x [*x]\n", 3, 20,
      "ansible_x: recursive YAML alias"),
     ("bad-timestamp", "all:\n  vars:\n    ansible_when: 2024-13-45\n", 3, 19,
      "ansible_when: cannot read '2024-13-45'"),

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Iterator, TypeVar
 
 import yaml
+from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -49,6 +50,7 @@ from zrelay.zfs.commands import check_remote_path, check_ssh_host
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_SPACE = re.compile(r"\s")  # what str.isspace() calls whitespace
 _NULL_TAG = "tag:yaml.org,2002:null"
 
 #: Keys in the top level of the file that are not groups.
@@ -521,6 +523,8 @@ class _Builder:
         self.settings: dict[str, Any] = {}
         self.sources: list[str] = [str(path)]
         self.strict_files: set[str] = set()  # files read as zrelay inventories
+        #: Values expanded through YAML aliases so far, in every file (-1: refused).
+        self.alias_values = 0
         #: Directories whose group_vars/ and host_vars/ apply, in reading order, and
         #: whether they belong to an Ansible inventory (read leniently).
         self.vars_dirs: dict[str, bool] = {}
@@ -957,6 +961,15 @@ class _Constructor(SafeConstructor):
     """Builds scalar values with YAML 1.1 rules (what Ansible sees)."""
 
 
+#: Values that YAML aliases may expand to, in one inventory and every file it reads:
+#: far more than any real inventory shares, far less than an alias bomb.
+ALIAS_BUDGET = 1_000_000
+#: Levels of nesting a value may have (expanded through its aliases): recursive walkers
+#: of the data (JSON output, Ansible) must never run out of stack.
+MAX_NESTING = 100
+_BUILDING = (None, 0, 0)  # a collection being built: met again, it is a recursive alias
+
+
 class _YamlReader:
     """Walks one YAML document's node tree into a _Builder."""
 
@@ -969,6 +982,11 @@ class _YamlReader:
         self.ansible = ansible  # an Ansible inventory (included), not zrelay's own
         self.checker = _VarsChecker(errors, base_dir, ansible)
         self.ctor = _Constructor()
+        #: Collections built so far (by id of their value list, which aliases share):
+        #: (data, values it expands to, nesting levels), or _BUILDING.
+        self._built: dict[int, tuple[Any, int, int]] = {}
+        self._merged: dict[int, list[tuple[str, ScalarNode, Node]]] = {}  # merge sources
+        self._groups_read: set[tuple[str, int]] = set()  # (group, id of its body's list)
 
     # -- node helpers
 
@@ -1007,13 +1025,16 @@ class _YamlReader:
 
         Merge keys (``<<: *anchor``) are expanded with YAML's rule (explicit
         keys win); duplicate explicit keys are reported, keeping the first.
+        A merged mapping is expanded once per file, however often it is merged
+        (merges of merges would otherwise double at each level).
         """
         if self.is_null(node):
             return []
         if not isinstance(node, MappingNode):
             self.fail(node, f"{what}: expected a mapping, got {self.kind(node)}")
             return None
-        if id(node) in _seen:
+        ident = id(node.value)  # an alias shares its anchor's list
+        if ident in _seen:
             self.fail(node, f"{what}: recursive YAML merge")
             return None
         explicit: dict[str, tuple[str, ScalarNode, Node]] = {}
@@ -1022,7 +1043,12 @@ class _YamlReader:
             if key_node.tag == _MERGE_TAG:
                 sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
                 for source in sources:
-                    for item in self.pairs(source, f"{what} (merged)", _seen | {id(node)}) or []:
+                    items = self._merged.get(id(source.value))
+                    if items is None:
+                        items = self.pairs(source, f"{what} (merged)", _seen | {ident}) or []
+                        if isinstance(source, MappingNode):
+                            self._merged[id(source.value)] = items
+                    for item in items:
                         merged.setdefault(item[0], item)
                 continue
             if not isinstance(key_node, ScalarNode) or self.is_null(key_node):
@@ -1035,31 +1061,100 @@ class _YamlReader:
                           "YAML would silently keep only the last one")
                 continue
             explicit[key] = (key, key_node, value_node)
+        if not merged:
+            return list(explicit.values())
         inherited = [item for key, item in merged.items() if key not in explicit]
         return inherited + list(explicit.values())
 
-    def value(self, node: Node, what: str = "value",
-              _active: frozenset[int] = frozenset()) -> Any:
-        """A node as plain Python data, reporting duplicate keys at any depth."""
-        if id(node) in _active:
+    def scalar(self, node: ScalarNode, what: str) -> Any:
+        """A scalar's value under YAML 1.1 rules; a local tag (``!vault``) keeps the text."""
+        tag = node.tag
+        if tag == _STR_TAG:
+            return node.value
+        if tag.startswith("!") and not tag.startswith("!!"):
+            return _Tagged(node.value, tag)
+        build = self.ctor.yaml_constructors.get(tag)
+        try:
+            if build is None:
+                return self.ctor.construct_undefined(node)
+            return build(self.ctor, node)
+        except Exception as exc:  # bad timestamps, unknown !!tags, ...
+            problem = getattr(exc, "problem", None) or str(exc)
+            self.fail(node, f"{what}: cannot read {node.value!r}: {problem}")
+            return node.value
+
+    def value(self, node: Node, what: str = "value", _depth: int = 0) -> Any:
+        """A node as plain Python data, reporting duplicate keys at any depth.
+
+        An alias gives the very object its anchor gave (built once, never copied), so
+        building is linear in the size of the file whatever the aliases. What they
+        would expand to when the value is walked as a tree (``inventory list --json``,
+        Ansible) is counted against one budget for the whole inventory, and nesting is
+        capped, so the "billion laughs" is refused at an alias instead of filling memory.
+        """
+        if isinstance(node, ScalarNode):
+            if isinstance(node, _AliasNode) and not self.spend(node, 1, what):
+                return None
+            return self.scalar(node, what)
+        ident = id(node.value)  # an alias shares its anchor's list
+        built = self._built.get(ident)
+        if built is None:
+            if _depth >= MAX_NESTING:
+                self.fail(node, f"{what}: nested more than {MAX_NESTING} levels deep")
+                return None
+            self._built[ident] = _BUILDING
+            built = self._build(node, what, _depth)
+            self._built[ident] = built
+        elif built is _BUILDING:
             self.fail(node, f"{what}: recursive YAML alias")
             return None
-        if isinstance(node, ScalarNode):
-            if node.tag.startswith("!") and not node.tag.startswith("!!"):
-                return _Tagged(node.value, node.tag)
-            try:
-                return self.ctor.construct_object(node)
-            except Exception as exc:  # bad timestamps, unknown !!tags, ...
-                problem = getattr(exc, "problem", None) or str(exc)
-                self.fail(node, f"{what}: cannot read {node.value!r}: {problem}")
-                return node.value
-        inner = _active | {id(node)}
+        if isinstance(node, _AliasNode) and not self.spend(node, built[1], what):
+            return None
+        return built[0]
+
+    def _build(self, node: Node, what: str, depth: int) -> tuple[Any, int, int]:
+        """(data, values it stands for when expanded, levels of nesting) of a collection."""
+        size, deepest, culprit = 1, 0, node
+        data: Any
+        items: list[tuple[str | None, Node]]
         if isinstance(node, SequenceNode):
-            return [self.value(item, what, inner) for item in node.value]
-        result: dict[Any, Any] = {}
-        for key, _, value_node in self.pairs(node, what) or []:
-            result[key] = self.value(value_node, f"{what}.{key}", inner)
-        return result
+            data, items = [], [(None, item) for item in node.value]
+        else:
+            data, items = {}, [(k, v) for k, _, v in self.pairs(node, what) or []]
+        for key, item in items:
+            child = self.value(item, what if key is None else f"{what}.{key}", depth + 1)
+            if key is None:
+                data.append(child)
+            else:
+                data[key] = child
+                size += 1
+            built = None if isinstance(item, ScalarNode) else self._built.get(id(item.value))
+            if isinstance(built, tuple) and child is built[0]:
+                size += built[1]
+                if built[2] > deepest:
+                    deepest, culprit = built[2], item
+            else:
+                size += 1
+        if deepest >= MAX_NESTING:  # reported where it first goes too deep, not above
+            if deepest == MAX_NESTING:
+                self.fail(culprit, f"{what}: nested more than {MAX_NESTING} levels deep")
+            return None, 1, deepest + 1
+        return data, size, deepest + 1
+
+    def spend(self, alias: Node, size: int, what: str) -> bool:
+        """Count ``size`` values expanded through ``alias``; False (reported once) past the budget."""
+        builder = self.builder
+        if builder.alias_values < 0:
+            return False  # already refused: one report is enough
+        builder.alias_values += size
+        if builder.alias_values <= ALIAS_BUDGET:
+            return True
+        name = f"*{alias.anchor}" if isinstance(alias, _AliasNode) else "an alias"
+        self.fail(alias, f"{what}: alias {name} expands to {size:,} values, taking this "
+                  f"inventory's YAML aliases past {ALIAS_BUDGET:,} expanded values "
+                  "(an alias bomb?)")
+        builder.alias_values = -1
+        return False
 
     # -- document
 
@@ -1157,7 +1252,7 @@ class _YamlReader:
         if not key.strip():
             self.fail(key_node, f"{what} name is empty")
             return None
-        if any(c.isspace() for c in key):
+        if _SPACE.search(key):
             self.fail(key_node, f"{what} name {key!r} contains whitespace")
             return None
         return key
@@ -1169,8 +1264,18 @@ class _YamlReader:
         if name == "all" and parent is not None:
             self.fail(key_node, "'all' cannot be a child group: every group is already in 'all'")
             return
-        items = self.pairs(node, where)
         group = self.builder.group(name, self.at(key_node), parent)
+        if isinstance(node, MappingNode):
+            # A group's body reached again (through an alias) under the same name says
+            # nothing new: read it once, so an alias of a group inside itself, or a tree
+            # that lists one subtree twice per level, stays finite and linear.
+            seen = (name, id(node.value))
+            if seen in self._groups_read:
+                return
+            self._groups_read.add(seen)
+            if isinstance(node, _AliasNode) and not self.spend(node, len(node.value), where):
+                return
+        items = self.pairs(node, where)
         for key, k_node, v_node in items or []:
             if key == "vars":
                 group.vars.update(self.read_vars(v_node, f"vars of {where}", for_host=False))
@@ -1187,6 +1292,8 @@ class _YamlReader:
             self.fail(node, f"hosts of {where}: expected a mapping of host names (each "
                       "followed by ':' and optional vars), got a list")
             return
+        if isinstance(node, _AliasMapping) and not self.spend(node, len(node.value), where):
+            return
         listed: dict[str, str] = {}  # host -> the key that listed it (a range, maybe)
         for key, key_node, value_node in self.pairs(node, f"hosts of {where}") or []:
             if self.name(key, key_node, "host") is None:
@@ -1197,7 +1304,8 @@ class _YamlReader:
             except RangeError as exc:
                 self.fail(key_node, str(exc))
                 continue
-            if ":" in re.sub(r"\[[^\]]*\]", "", pattern) and not self.ansible:
+            if (not self.ansible and ":" in pattern
+                    and ":" in re.sub(r"\[[^\]]*\]", "", pattern)):
                 self.fail(key_node, f"host name {key!r} contains ':'; set 'port' instead "
                           "(host:port names are not supported)")
                 continue
@@ -1207,9 +1315,9 @@ class _YamlReader:
                 host_vars = _Vars(broken={"?"})  # still a host, so jobs naming it do not cascade
             else:
                 host_vars = self.read_vars(value_node, f"host {key!r}", for_host=True)
+            at = self.at(key_node)
             if port is not None:
-                self.checker.add(host_vars, "ansible_port", port, self.at(key_node),
-                                 self.at(key_node), f"host {key!r}", True)
+                self.checker.add(host_vars, "ansible_port", port, at, at, f"host {key!r}", True)
             for name in names:
                 if name in listed:
                     first = listed[name]
@@ -1218,13 +1326,15 @@ class _YamlReader:
                               f"{also}")
                     continue
                 listed[name] = key
-                self.builder.host(name, self.at(key_node), group, host_vars.copy())
+                self.builder.host(name, at, group, host_vars)  # host() copies what it keeps
 
     def read_vars(self, node: Node, where: str, *, for_host: bool) -> _Vars:
         """One vars mapping, each setting checked and every alias mapped to its zrelay name."""
         result = _Vars()
         if not self.is_null(node) and not isinstance(node, MappingNode) and self.ansible:
             self.fail(node, f"{where}: expected a mapping of variables, got {self.kind(node)}")
+            return result
+        if isinstance(node, _AliasMapping) and not self.spend(node, len(node.value), where):
             return result
         for key, key_node, value_node in self.pairs(node, where) or []:
             value = self.value(value_node, key)
@@ -1649,18 +1759,204 @@ def _yaml_message(exc: yaml.MarkedYAMLError, text: str, mark: Any) -> str:
     return " ".join(message.split())
 
 
+#: What a construct left open at the end of the file is, by PyYAML's context message.
+_UNCLOSED = {
+    "while scanning a quoted scalar": "the quoted string",
+    "while scanning a double-quoted scalar": "the quoted string",
+    "while parsing a quoted scalar": "the quoted string",
+    "while parsing a flow sequence": "the '[' list",
+    "while parsing a flow mapping": "the '{' mapping",
+    "while scanning a block scalar": "the block scalar",
+}
+
+
 def _compose(text: str, path: Path, errors: _Errors) -> Node | None:
-    """The YAML node tree of ``text`` (None if empty or broken; the problem is recorded)."""
+    """The YAML node tree of ``text`` (None if empty or broken; the problem is recorded).
+
+    A construct left open (a quote, a ``[`` or ``{``) makes the parser fail at the end
+    of the file, where nothing can be fixed: that error is reported where it was opened.
+    """
     file = str(path)
+    composer = _Composer(text)
     try:
-        return yaml.compose(text, Loader=_LOADER)
+        return composer.compose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        message = _yaml_message(exc, text, mark)
+        if mark is not None and not text[mark.index:].strip():
+            opened, what = exc.context_mark, _UNCLOSED.get(exc.context or "")
+            if opened is None or not text[opened.index:].strip():
+                opened, what = composer.open_flow(), None
+                if opened is not None:
+                    what = "the '[' list" if text[opened.index:].startswith("[") else \
+                        "the '{' mapping"
+            if opened is not None:
+                end = f"found the end of the file at line {mark.line + 1}"
+                message = (f"{what} that starts here is never closed ({end})" if what
+                           else f"{message}; it starts here ({end})")
+                mark = opened
         errors.add(Origin(file, mark.line + 1, mark.column + 1) if mark else Origin(file),
-                   f"invalid YAML: {_yaml_message(exc, text, mark)}")
+                   f"invalid YAML: {message}")
     except yaml.YAMLError as exc:
         errors.add(Origin(file), f"invalid YAML: {exc}")
+    finally:
+        composer.dispose()
     return None
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
+
+
+class _AliasNode:
+    """Mixin for a node written as ``*anchor``: it shares the anchored node's value.
+
+    The composer makes one small node per alias (never a copy of what it names), so
+    a problem can be reported at the alias itself, and readers can count what an
+    alias would expand to (see ``_YamlReader.value``).
+    """
+
+    anchor: str
+    target: Node
+
+
+class _AliasScalar(_AliasNode, ScalarNode):
+    pass
+
+
+class _AliasSequence(_AliasNode, SequenceNode):
+    pass
+
+
+class _AliasMapping(_AliasNode, MappingNode):
+    pass
+
+
+_ALIAS_CLASSES: dict[type, type] = {ScalarNode: _AliasScalar, SequenceNode: _AliasSequence,
+                                    MappingNode: _AliasMapping}
+
+
+def _alias(target: Node, anchor: str, event: yaml.AliasEvent) -> Node:
+    node = _ALIAS_CLASSES[type(target)](target.tag, target.value, event.start_mark,
+                                        event.end_mark)
+    node.anchor = anchor
+    node.target = target
+    return node
+
+
+class _Composer:
+    """PyYAML's composer, without recursion, with one node per alias, and fast on big files.
+
+    Why not ``yaml.compose``: it returns an alias as the anchored node itself (so
+    nothing can tell where the alias was written, which a refused alias bomb must
+    say), recurses once per nesting level, and resolves every plain scalar's tag
+    through PyYAML's generic resolver: half of the composing time of a 50,000-host
+    inventory. Tags are resolved the same way, with the same rules (YAML 1.1).
+    """
+
+    def __init__(self, text: str) -> None:
+        self.loader = _LOADER(text)
+        self.stack: list[list[Any]] = []  # open collections: [node, pending key or None]
+
+    def dispose(self) -> None:
+        self.loader.dispose()
+
+    def open_flow(self) -> Any:
+        """Where the innermost ``[`` or ``{`` still open starts (for an error at the end)."""
+        for node, _ in reversed(self.stack):
+            if node.flow_style:
+                return node.start_mark
+        return None
+
+    def compose(self) -> Node | None:
+        get = self.loader.get_event
+        get()  # stream start
+        event = get()
+        if isinstance(event, yaml.StreamEndEvent):
+            return None
+        root = self._document()
+        get()  # document end
+        event = get()
+        if not isinstance(event, yaml.StreamEndEvent):
+            raise ComposerError(
+                "expected a single document in the stream", root.start_mark,
+                "but found another document", event.start_mark)
+        return root
+
+    def _document(self) -> Node:
+        get = self.loader.get_event
+        resolvers = _LOADER.yaml_implicit_resolvers
+        firsts = frozenset(k for k in resolvers if k is not None)
+        wildcard = resolvers.get(None, [])
+        resolved: dict[str, str] = {}
+        anchors: dict[str, Node] = {}
+        stack = self.stack
+        scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
+        sequence_start, mapping_start = yaml.SequenceStartEvent, yaml.MappingStartEvent
+        while True:
+            event = get()
+            kind = event.__class__
+            node: Node
+            if kind is scalar_event:
+                tag = event.tag
+                if tag is None or tag == "!":
+                    value = event.value
+                    tag = _STR_TAG
+                    if event.implicit[0] and (not value or value[0] in firsts):
+                        known = resolved.get(value)
+                        if known is None:
+                            for candidate, regexp in resolvers.get(value[:1], []) + wildcard:
+                                if regexp.match(value):
+                                    tag = candidate
+                                    break
+                            if len(resolved) < 10_000:
+                                resolved[value] = tag
+                        else:
+                            tag = known
+                node = ScalarNode(tag, event.value, event.start_mark, event.end_mark,
+                                  event.style)
+            elif kind is sequence_start or kind is mapping_start:
+                tag = event.tag
+                if kind is sequence_start:
+                    node = SequenceNode(_SEQ_TAG if tag is None or tag == "!" else tag, [],
+                                        event.start_mark, None, event.flow_style)
+                else:
+                    node = MappingNode(_MAP_TAG if tag is None or tag == "!" else tag, [],
+                                       event.start_mark, None, event.flow_style)
+            elif kind is alias_event:
+                target = anchors.get(event.anchor)
+                if target is None:
+                    raise ComposerError(
+                        None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
+                node = _alias(target, event.anchor, event)
+            else:  # the end of a sequence or mapping
+                done = stack.pop()[0]
+                done.end_mark = event.end_mark
+                if not stack:
+                    return done
+                continue
+            anchor = getattr(event, "anchor", None) if kind is not alias_event else None
+            if anchor is not None:
+                if anchor in anchors:
+                    raise ComposerError(
+                        f"found duplicate anchor {anchor!r}; first occurrence",
+                        anchors[anchor].start_mark, "second occurrence", event.start_mark)
+                anchors[anchor] = node
+            if stack:
+                frame = stack[-1]
+                parent = frame[0]
+                if parent.__class__ is SequenceNode:
+                    parent.value.append(node)
+                elif frame[1] is None:
+                    frame[1] = node
+                else:
+                    parent.value.append((frame[1], node))
+                    frame[1] = None
+            elif kind is scalar_event or kind is alias_event:
+                return node
+            if kind is sequence_start or kind is mapping_start:
+                stack.append([node, None])
 
 
 def _parse(text: str, path: Path, errors: _Errors) -> Inventory | None:

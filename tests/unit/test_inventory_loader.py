@@ -1,0 +1,241 @@
+"""The inventory loader against hostile and huge files: YAML alias bombs, structures that
+refer to themselves, where syntax errors are reported, name suggestions, and that the
+fast paths taken for large fleets resolve exactly what the plain rules say.
+
+Nothing here measures time (bench/ does: the ``inventory`` benchmark); the alias-bomb
+tests run the real command line in a child process with a memory ceiling and a
+generous timeout, so a loader that expands the bomb fails them instead of taking the
+machine down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from zrelay.inventory import (Inventory, load_inventory, loads_inventory, validate_inventory,
+                              validate_inventory_text)
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Far more than the loader needs (tens of MiB), far less than an expanded bomb.
+MEMORY_LIMIT = 768 * 1024 * 1024
+#: A hang guard for a loaded machine, not a measurement.
+HANG_GUARD_S = 60
+
+
+def write(tmp_path: Path, files: dict[str, str]) -> Path:
+    """Write ``files`` (relative name -> text) under tmp_path; return the first one's path."""
+    first = None
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        first = first or path
+    assert first is not None
+    return first
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m zrelay ARGS`` in a child with a memory ceiling (a bomb must not get far)."""
+    env = {k: v for k, v in os.environ.items() if k != "ZRELAY_INVENTORY"}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "zrelay", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=HANG_GUARD_S,
+                          preexec_fn=_limit_memory, check=False)
+
+
+def laughs(indent: str, levels: int = 9, width: int = 9) -> str:
+    """The "billion laughs": ``levels`` anchors, each a list of ``width`` aliases of the last."""
+    lines = [f'{indent}ansible_lol0: &a0 [{", ".join(["lol"] * width)}]']
+    for level in range(1, levels + 1):
+        aliases = ", ".join([f"*a{level - 1}"] * width)
+        lines.append(f"{indent}ansible_lol{level}: &a{level} [{aliases}]")
+    return "\n".join(lines) + "\n"
+
+
+def line_of(text: str, needle: str) -> int:
+    """1-based number of the first line of ``text`` holding ``needle``."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            return number
+    raise AssertionError(f"{needle!r} not in text")
+
+
+# --------------------------------------------------------------------------- alias bombs
+
+BOMB_ALL_VARS = "all:\n  vars:\n" + laughs("    ") + "  hosts:\n    h1:\n"
+BOMB_GROUP_VARS = ("all:\n  children:\n    g:\n      vars:\n" + laughs("        ")
+                   + "      hosts:\n        h1:\n")
+BOMB_HOST_VARS = "all:\n  hosts:\n    h1:\n" + laughs("      ")
+
+
+@pytest.mark.parametrize("files, bad_file", [
+    ({"inv.yml": BOMB_ALL_VARS}, "inv.yml"),
+    ({"inv.yml": BOMB_GROUP_VARS}, "inv.yml"),
+    ({"inv.yml": BOMB_HOST_VARS}, "inv.yml"),
+    ({"inv.yml": "all:\n  hosts:\n    h1:\n", "host_vars/h1.yml": laughs("")},
+     "host_vars/h1.yml"),
+    ({"inv.yml": "all:\n  hosts:\n    h1:\n", "group_vars/all.yml": laughs("")},
+     "group_vars/all.yml"),
+    ({"inv.yml": "all:\n  hosts:\n    h1:\n", "host_vars/h1.json": laughs("")},
+     "host_vars/h1.json"),
+    ({"inv.yml": "zrelay:\n  include: ansible.yml\n", "ansible.yml": BOMB_ALL_VARS},
+     "ansible.yml"),
+    ({"inv.yml": "zrelay:\n  include: ansible.yml\n", "ansible.yml": BOMB_HOST_VARS},
+     "ansible.yml"),
+    ({"inv.yml": "zrelay:\n  include: hosts.ini\n", "hosts.ini": "h1\n",
+      "host_vars/h1.yml": laughs("")}, "host_vars/h1.yml"),
+], ids=["all-vars", "group-vars", "host-vars", "host_vars-file", "group_vars-file",
+        "host_vars-json", "included-all-vars", "included-host-vars", "ini-host_vars"])
+def test_alias_bomb_is_refused_at_the_alias(tmp_path: Path, files: dict[str, str],
+                                            bad_file: str) -> None:
+    write(tmp_path, files)
+    result = run_cli("-i", str(tmp_path / "inv.yml"), "inventory", "validate", cwd=tmp_path)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, lines
+    file, line, column, message = lines[0].split(":", 3)
+    assert file == str(tmp_path / bad_file)
+    written = files[bad_file].splitlines()[int(line) - 1]
+    assert written[int(column) - 1:].startswith("*a"), (lines[0], written)  # at an alias
+    assert "alias *a" in message and "1,000,000" in message
+
+
+def test_alias_bomb_in_inventory_list_json(tmp_path: Path) -> None:
+    """Every command that loads the inventory refuses it; none expands it."""
+    write(tmp_path, {"inv.yml": BOMB_ALL_VARS})
+    result = run_cli("-i", "inv.yml", "inventory", "list", "--json", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "alias" in result.stderr and "inv.yml:" in result.stderr
+
+
+def test_merge_key_bomb_is_linear(tmp_path: Path) -> None:
+    """``<<: [*m, *m]`` forty levels deep: 2**40 merges if each is followed again."""
+    lines = ["all:", "  vars:", "    ansible_m0: &m0 {x: 1}"]
+    lines += [f"    ansible_m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}], k{i}: {i}}}"
+              for i in range(1, 41)]
+    lines += ["  hosts:", "    h1:"]
+    write(tmp_path, {"inv.yml": "\n".join(lines) + "\n"})
+    result = run_cli("-i", "inv.yml", "inventory", "list", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    m40 = json.loads(result.stdout)["_meta"]["hostvars"]["h1"]["ansible_m40"]
+    assert m40 == {"x": 1, **{f"k{i}": i for i in range(1, 41)}}
+
+
+def test_group_that_contains_itself_through_an_alias(tmp_path: Path) -> None:
+    """A group mapping aliased inside itself is a cycle, reported once, not a recursion crash."""
+    path = write(tmp_path, {"inv.yml": """\
+        all:
+          children:
+            g: &g
+              hosts:
+                h1:
+              children:
+                g2: *g
+        """})
+    result = run_cli("-i", "inv.yml", "inventory", "validate", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stdout.splitlines() == [f"{path.name}:7:9: group cycle: g2 -> g2"]
+
+
+def test_group_tree_doubling_through_aliases(tmp_path: Path) -> None:
+    """Each level's group lists the one below twice: read once per group, not 2**30 times."""
+    lines = ["all:", "  children:", "    g0: &g0", "      hosts:", "        h1:"]
+    for i in range(1, 31):
+        lines += [f"    g{i}: &g{i}", "      children:",
+                  f"        a{i}: *g{i - 1}", f"        b{i}: *g{i - 1}"]
+    write(tmp_path, {"inv.yml": "\n".join(lines) + "\n"})
+    result = run_cli("-i", "inv.yml", "inventory", "validate", cwd=tmp_path)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert "1 host," in result.stdout
+
+
+def test_recursive_alias_is_an_error(tmp_path: Path) -> None:
+    errors = validate_inventory_text(
+        "all:\n  vars:\n    ansible_loop: &l [1, *l]\n  hosts:\n    h1:\n", tmp_path / "inv.yml")
+    assert [(e.line, e.column) for e in errors] == [(3, 26)]  # at the alias
+    assert "recursive YAML alias" in errors[0].message
+
+
+def test_alias_chain_deeper_than_python_recursion(tmp_path: Path) -> None:
+    """Each anchor nests the previous one: the depth is the chain's, not the text's."""
+    lines = ["all:", "  hosts:", "    h1:", "      ansible_v0: &v0 [x]"]
+    lines += [f"      ansible_v{i}: &v{i} [*v{i - 1}]" for i in range(1, 3000)]
+    errors = validate_inventory_text("\n".join(lines) + "\n", tmp_path / "inv.yml")
+    assert len(errors) == 1
+    assert "nested" in errors[0].message and errors[0].line is not None
+
+
+def test_shared_values_are_kept_within_the_budget(tmp_path: Path) -> None:
+    """Aliases under the budget are fine and resolve to equal values (as Ansible sees them)."""
+    inv = loads_inventory(textwrap.dedent("""\
+        all:
+          vars:
+            ansible_common: &c {a: [1, 2], b: {c: d}}
+            ssh_options: &o {ServerAliveInterval: 30}
+          hosts:
+            h1: {ansible_copy: *c, ssh_options: *o}
+            h2: {ansible_copy: *c}
+        """), tmp_path / "inv.yml")
+    h1, h2 = inv.host("h1"), inv.host("h2")
+    expected = {"a": [1, 2], "b": {"c": "d"}}
+    assert h1.vars["ansible_copy"] == h2.vars["ansible_copy"] == h1.vars["ansible_common"] == expected
+    assert h1.ssh_options == h2.ssh_options == {"ServerAliveInterval": 30}
+
+
+def test_many_aliases_to_a_small_block_are_not_a_bomb(tmp_path: Path) -> None:
+    """5,000 hosts each aliasing a six-value block: 30,000 values, far under the budget."""
+    hosts = "".join(f"    h{i}: {{ansible_extra: *block}}\n" for i in range(5000))
+    text = ("all:\n  vars:\n    ansible_block: &block {a: 1, b: 2, c: [3, 4, 5]}\n  hosts:\n"
+            + hosts)
+    inv = loads_inventory(text, tmp_path / "inv.yml")
+    assert inv.host("h4999").vars["ansible_extra"] == {"a": 1, "b": 2, "c": [3, 4, 5]}
+
+
+# --------------------------------------------------------------------------- error positions
+
+
+def test_unclosed_quote_in_host_vars_points_at_the_quote(tmp_path: Path) -> None:
+    write(tmp_path, {"inv.yml": "all:\n  hosts:\n    h1:\n",
+                     "host_vars/h1.yml": 'user: root\naddress: "10.0.0.1\nport: 22\nsudo: true\n'})
+    errors = validate_inventory(tmp_path / "inv.yml")
+    assert len(errors) == 1
+    error = errors[0]
+    assert (error.file, error.line, error.column) == (str(tmp_path / "host_vars/h1.yml"), 2, 10)
+    assert "never closed" in error.message and "quoted" in error.message
+
+
+@pytest.mark.parametrize("name, text, where", [
+    ("inv.yml", "all:\n  hosts:\n    h1: {address: 'x\n    h2:\n", (3, 19)),
+    ("inv.yml", "all:\n  hosts:\n    h1:\n      ansible_x: [a, b\n", (4, 18)),
+    ("group_vars/all.yml", "user: root\nssh_options: {A: 1\n", (2, 14)),
+], ids=["single-quote", "flow-list", "flow-mapping"])
+def test_unclosed_at_end_of_file_points_at_its_start(tmp_path: Path, name: str, text: str,
+                                                       where: tuple[int, int]) -> None:
+    files = {"inv.yml": "all:\n  hosts:\n    h1:\n"}
+    files[name] = text
+    write(tmp_path, files)
+    errors = validate_inventory(tmp_path / "inv.yml")
+    assert [(e.file, e.line, e.column) for e in errors] == [(str(tmp_path / name), *where)]
+    last = len(text.splitlines())
+    assert "never closed" in errors[0].message and f"line {last + 1}" in errors[0].message
+
+
+def test_error_in_the_middle_keeps_its_own_position(tmp_path: Path) -> None:
+    """Only a problem found at the end of the file is moved to where its construct began."""
+    errors = validate_inventory_text("all:\n  hosts:\n    h1:\n  - x\n", tmp_path / "inv.yml")
+    assert [(e.line, e.column) for e in errors] == [(4, 3)]
