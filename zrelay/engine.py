@@ -9,6 +9,7 @@ stops the others; everything that happens is reported as events
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -61,6 +62,18 @@ class _Stream:
     send_argv: list[str]
     source_command: str             # relay: zfs send; direct: the whole pipeline
     target_command: str | None      # relay: zfs receive; direct: None (ssh runs it)
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """What tells whether a failed stream arrived after all (see Engine._settle_failure)."""
+
+    job: Job
+    target: Endpoint
+    plan: Plan
+    step: SendStep | None
+    goal: int | None           # GUID of the snapshot the stream brings (None: unknown)
+    notes: list[str]           # where a warning goes when it did arrive
 
 
 @dataclass
@@ -279,7 +292,7 @@ class Engine:
                 refused = [p for p in plans if p.refused]
                 runnable = [p for p in plans if p.transfers]
                 for p in runnable:
-                    result.bytes += await self._execute(job, target, p, source, dest, options, direct, notes)
+                    await self._execute(job, target, p, source, dest, options, direct, notes, result)
                     transferred = True
                 if refused:
                     result.outcome = Outcome.REFUSED
@@ -471,45 +484,96 @@ class Engine:
             check = self._login_checks[key] = LoginCheck(source, dest, *_direct_ssh(source, dest))
         return check
 
-    async def _execute(self, job: Job, target: Endpoint, p: Plan, source: RemoteHost,
-                       dest: RemoteHost, options: SyncOptions, direct: bool, notes: list[str]) -> int:
+    async def _execute(self, job: Job, target: Endpoint, p: Plan, source: RemoteHost, dest: RemoteHost,
+                       options: SyncOptions, direct: bool, notes: list[str], result: TaskResult) -> None:
+        """Run a plan's streams in order; every byte that moves is counted in ``result``, also
+        when a stream fails."""
         src_caps = await source.capabilities()
         if p.kind is PlanKind.FULL and p.target == target.dataset:
             await dest.create_parents(p.target)
         if p.rollback_to is not None:
             await dest.rollback(f"{p.target}@{p.rollback_to.name}")
-        moved = 0
         for stream in await self._streams(p, source, dest, options, direct, job):
             step = stream.step
             try:
                 if p.kind is PlanKind.RESUME:
-                    estimate = await self._check_resume(source, src_caps, stream.send_argv)
+                    estimate, goal = await self._check_resume(source, src_caps, stream.send_argv)
                 else:
                     estimate = await self._estimate(source, src_caps, step, stream.send_argv)
+                    goal = step.snapshot.guid if step is not None else None
+                arrived = _Arrival(job, target, p, step, goal, notes)
                 async with self._sends[source.name], self._receives[dest.name]:
-                    moved += await self._stream(job, target, source, dest, stream, estimate, p.target)
+                    await self._stream(job, target, source, dest, stream, estimate, p.target, result,
+                                       lambda exc: self._settle_failure(exc, arrived, source, dest))
             except ZrelayError as exc:
                 if p.kind is not PlanKind.RESUME or not _unresumable(exc):
                     raise
                 notes.append(await self._unresumable(p, dest, options, exc))
                 self.states.forget(dest.name, target.dataset)
-                return moved
+                return
             if step is not None and step.base is None:
                 await dest.zfs(commands.set_argv(p.target, REPLICA_PROPERTIES), dataset=p.target,
                                retry_busy=True)
         self.states.forget(dest.name, target.dataset)
-        return moved
 
-    async def _check_resume(self, source: RemoteHost, caps: Capabilities, send_argv: list[str]) -> int | None:
-        """Is the token still usable? ``send -nvP -t`` says so (and how much is left) before
-        anything is sent; a token naming a destroyed snapshot raises NoResumableState."""
-        if not caps.send_estimate:
-            return None
-        result = await source.zfs(commands.estimate_argv(send_argv))
+    async def _settle_failure(self, exc: ZrelayError, arrived: "_Arrival", source: RemoteHost,
+                              dest: RemoteHost) -> None:
+        """After a failed stream, look at the target before saying anything; returns when the
+        stream arrived after all, else raises (the error, explained by that look).
+
+        A ``zfs send`` whose session dies after its last byte (exit status lost, killed, a
+        dropped connection) fails the pipe, yet ``zfs receive`` has the whole stream: a
+        snapshot with the step's GUID on the target means the step is done, and what went
+        wrong on the sender is kept as a warning. Otherwise the target tells why a receive
+        failed better than zfs's "invalid backup stream" does (see parse.receive_failure_hint).
+        """
+        if _unresumable(exc):
+            raise exc
+        job, target, p = arrived.job, arrived.target, arrived.plan
         try:
-            return parse.parse_send_estimate(result.stdout)
-        except ValueError:
-            return None
+            self.states.forget(dest.name, target.dataset)
+            src_states, dst_states = await asyncio.gather(
+                self.states.get(source, job.source.dataset, job.recursive),
+                self.states.get(dest, target.dataset, job.recursive))
+        except ZrelayError:
+            raise exc from None   # the target cannot be asked: the failure stands as it was
+        after = dst_states.get(p.target) or DatasetState.absent(p.target)
+        landed = next((s for s in after.snapshots if s.guid == arrived.goal), None)
+        if landed is not None and arrived.goal is not None:
+            why = exc.sender_note if isinstance(exc, TransferFailed) and exc.sender_note else _first_line(str(exc))
+            arrived.notes.append(
+                f"warning: {dest.name}:{landed.full_name} arrived complete (the source's GUID), so the "
+                f"transfer counts as done, but {why}")
+            return
+        if not (isinstance(exc, TransferFailed) and isinstance(exc.cause, ZfsError)
+                and exc.failed_host == dest.name):
+            raise exc
+        source_state = src_states.get(p.source) or DatasetState.absent(p.source)
+        base = arrived.step.base if arrived.step is not None else p.base
+        hint = parse.receive_failure_hint(
+            p.target_at, after, base.guid if base is not None else None,
+            [s.guid for s in source_state.snapshots] + [b.guid for b in source_state.bookmarks])
+        if hint is None:
+            raise exc
+        if not isinstance(exc.cause, BadStream) and exc.cause.hint:
+            hint = f"{exc.cause.hint}; {hint}"
+        raise exc.reglossed(hint) from None
+
+    async def _check_resume(self, source: RemoteHost, caps: Capabilities,
+                            send_argv: list[str]) -> tuple[int | None, int | None]:
+        """Is the token still usable? ``send -nvP -t`` says so (and how much is left) before
+        anything is sent; a token naming a destroyed snapshot raises NoResumableState. Also
+        the GUID of the snapshot the resumed stream brings (the token's ``toguid``)."""
+        if not caps.send_estimate:
+            return None, None
+        result = await source.zfs(commands.estimate_argv(send_argv))
+        estimate = goal = None
+        with contextlib.suppress(ValueError):
+            estimate = parse.parse_send_estimate(result.stdout)
+        with contextlib.suppress(ValueError):
+            toguid = parse.parse_resume_token_contents(result.stdout).get("toguid")
+            goal = toguid if isinstance(toguid, int) and not isinstance(toguid, bool) else None
+        return estimate, goal
 
     async def _unresumable(self, p: Plan, dest: RemoteHost, options: SyncOptions, exc: ZrelayError) -> str:
         """A partial receive that cannot be resumed: discard it only when allowed, else say how.
@@ -616,23 +680,29 @@ class Engine:
             return None  # an estimate is a nicety; the transfer itself will tell the truth
 
     async def _stream(self, job: Job, target: Endpoint, source: RemoteHost, dest: RemoteHost,
-                      stream: _Stream, estimate: int | None, target_dataset: str) -> int:
+                      stream: _Stream, estimate: int | None, target_dataset: str, result: TaskResult,
+                      settle: Callable[[ZrelayError], Awaitable[None]]) -> None:
+        """One stream; its bytes go to ``result`` whatever happens. A failure goes through
+        ``settle`` first, which returns when the stream arrived after all (then it is done)."""
         label = stream.label
         meter = Meter(lambda done, rate: self.emit(TransferProgress(
             job.name, str(target), label, done, estimate, rate)))
         self.emit(TransferStarted(job.name, str(target), source.name, dest.name, label, estimate))
         ok = False
         try:
-            if stream.target_command is None:
-                result = await direct(source, stream.source_command, dest.name, meter.add,
-                                      target_dataset=target_dataset)
-            else:
-                result = await relay(source, stream.source_command, dest, stream.target_command, meter.add,
-                                     target_dataset=target_dataset)
+            try:
+                if stream.target_command is None:
+                    await direct(source, stream.source_command, dest.name, meter.add,
+                                 target_dataset=target_dataset)
+                else:
+                    await relay(source, stream.source_command, dest, stream.target_command, meter.add,
+                                target_dataset=target_dataset)
+            except ZrelayError as exc:
+                await settle(exc)
             ok = True
-            return result.bytes
         finally:
             meter.flush()
+            result.bytes += meter.done
             self.emit(TransferFinished(job.name, str(target), label, meter.done, meter.elapsed(), ok))
 
 
