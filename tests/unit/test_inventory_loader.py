@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from zrelay.errors import UsageError
 from zrelay.inventory import (Inventory, load_inventory, loads_inventory, validate_inventory,
                               validate_inventory_text)
 
@@ -239,3 +240,72 @@ def test_error_in_the_middle_keeps_its_own_position(tmp_path: Path) -> None:
     """Only a problem found at the end of the file is moved to where its construct began."""
     errors = validate_inventory_text("all:\n  hosts:\n    h1:\n  - x\n", tmp_path / "inv.yml")
     assert [(e.line, e.column) for e in errors] == [(4, 3)]
+
+
+# --------------------------------------------------------------------------- suggestions
+
+
+def test_sync_pattern_naming_a_target_only_host(tmp_path: Path) -> None:
+    inv = loads_inventory(textwrap.dedent("""\
+        all:
+          hosts:
+            nas1:
+            vault:
+        zrelay:
+          jobs:
+            - source: nas1:tank/data
+              targets: [vault:backup/data]
+        """), tmp_path / "inv.yml")
+    with pytest.raises(UsageError) as caught:
+        inv.jobs_matching(["vault"])
+    message = str(caught.value)
+    assert "did you mean 'vault'" not in message
+    assert "vault is only a target" in message and "nas1:tank/data" in message
+
+
+def test_non_ascii_look_alike_is_named(tmp_path: Path) -> None:
+    inv = loads_inventory("all:\n  hosts:\n    nas1:\n    vault:\nzrelay:\n  jobs:\n"
+                          "    - source: nas1:tank/data\n      targets: [vault:backup/d]\n",
+                          tmp_path / "inv.yml")
+    with pytest.raises(UsageError) as caught:
+        inv.jobs_matching(["v\u0430ult"])
+    assert "contains non-ASCII character U+0430 CYRILLIC SMALL LETTER A at position 2" in str(
+        caught.value)
+
+
+def test_non_ascii_host_in_job_target(tmp_path: Path) -> None:
+    errors = validate_inventory_text(
+        "all:\n  hosts:\n    nas1:\n    vault:\nzrelay:\n  jobs:\n"
+        "    - source: nas1:tank/data\n      targets: [v\u0430ult:backup/d]\n",
+        tmp_path / "inv.yml")
+    assert len(errors) == 1
+    message = errors[0].message
+    assert "U+0430 CYRILLIC SMALL LETTER A at position 2" in message
+    assert "did you mean 'vault'" in message
+
+
+def test_suggestion_never_repeats_the_name(tmp_path: Path) -> None:
+    """A host that exists but is the wrong kind of thing gets an explanation, not itself back."""
+    inv = loads_inventory("all:\n  hosts:\n    nas1:\n    vault:\nzrelay:\n  jobs:\n"
+                          "    - source: nas1:tank/data\n      targets: [vault:backup/d]\n",
+                          tmp_path / "inv.yml")
+    for pattern in ("vault", "nas1:tank/other"):
+        with pytest.raises(UsageError) as caught:
+            inv.jobs_matching([pattern])
+        assert f"did you mean {pattern!r}" not in str(caught.value)
+
+
+@pytest.mark.parametrize("job, message", [
+    ("{source: 'offsite:tank/x', targets: ['nas1:tank/copy']}",
+     "'offsite' in source is an S3 target, not a host; an S3 target can only be a job's target"),
+    ("{source: 'nas1:tank/x', targets: ['offsite:tank/copy']}",
+     "'offsite' in target is an S3 target, not a host; write it as s3:offsite in targets"),
+    ("{source: 'nas1:tank/x', targets: ['s3:nas1']}",
+     "unknown S3 target 'nas1'; nas1 is a host: write nas1:POOL/DATASET for a dataset there"),
+], ids=["s3-as-source", "s3-as-host-target", "host-as-s3-target"])
+def test_name_of_the_wrong_kind_says_what_it_is(tmp_path: Path, job: str, message: str) -> None:
+    errors = validate_inventory_text(
+        "all:\n  hosts:\n    nas1:\nzrelay:\n  s3_targets:\n    offsite: {bucket: b-1}\n"
+        f"  jobs:\n    - {job}\n", tmp_path / "inv.yml")
+    assert len(errors) == 1 and errors[0].line == 8
+    assert message in errors[0].message and "did you mean" not in errors[0].message

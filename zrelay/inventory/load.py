@@ -788,6 +788,10 @@ class _Builder:
         if host in self.groups:
             return (f"{host!r} in {role} is a group, not a host; name one host "
                     f"(hosts in {host!r}: {name_list(self._group_members(host))})")
+        if host in self.s3_targets:
+            fix = (f"write it as s3:{host} in targets" if role == "target"
+                   else "an S3 target can only be a job's target")
+            return f"{host!r} in {role} is an S3 target, not a host; {fix}"
         return (f"unknown host {host!r} in {role}{suggest(host, self.hosts)}; "
                 f"known hosts: {name_list(self.hosts)}")
 
@@ -811,6 +815,9 @@ class _Builder:
             if target.name not in self.s3_targets:
                 known = (f"known: {name_list(self.s3_targets)}" if self.s3_targets
                          else "zrelay.s3_targets defines none")
+                if target.name in self.hosts:
+                    known = (f"{target.name} is a host: write {target.name}:POOL/DATASET "
+                             f"for a dataset there; {known}")
                 self.errors.add(origin, f"unknown S3 target {target.name!r}"
                                 f"{suggest(target.name, self.s3_targets)}; {known}")
                 return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -241,9 +242,31 @@ class Settings:
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or ``""``: typos are the usual cause."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """`` (did you mean 'x'?)`` for the closest choice, or ``""``: typos are the usual cause.
+
+    Never ``word`` itself: a name that exists but is the wrong kind of thing needs its
+    caller to say what it is instead. Non-ASCII letters in ``word`` that the suggestion
+    lacks are named, since 'v\u0430ult' with a Cyrillic '\u0430' looks like 'vault' on screen.
+    """
+    close = difflib.get_close_matches(word, [c for c in choices if c != word], n=1, cutoff=0.6)
+    parts = [foreign] if (foreign := non_ascii(word, close[0] if close else "")) else []
+    if close:
+        parts.append(f"did you mean {close[0]!r}?")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def non_ascii(word: str, allowed: str = "") -> str:
+    """``contains non-ASCII character U+0430 CYRILLIC SMALL LETTER A at position 2``, or ``""``.
+
+    Characters that also occur in ``allowed`` (the name it resembles) are not counted.
+    """
+    found = [(i, c) for i, c in enumerate(word, start=1) if ord(c) > 127 and c not in allowed]
+    if not found:
+        return ""
+    position, char = found[0]
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return (f"contains non-ASCII character U+{ord(char):04X} "
+            f"{unicodedata.name(char, 'without a name')} at position {position}{more}")
 
 
 def name_list(names: Iterable[str], limit: int = 12) -> str:
@@ -365,11 +388,15 @@ class Inventory:
             return f"{pattern!r} matches no job: the inventory {self.path} defines no jobs"
         sources = list(dict.fromkeys(str(j.source) for j in self.jobs))
         names = [j.name for j in self.jobs if j.name != str(j.source)]
-        hint = suggest(pattern, sources + names + list(self.hosts))
-        if pattern in self.hosts:
+        if pattern in self.hosts:  # a real host: say what it is rather than suggest a name
+            feeds = [f"{j.source} -> {t}" for j in self.jobs for t in j.host_targets
+                     if t.host == pattern]
             why = f"no job replicates from host {pattern!r}"
+            if feeds:
+                why += f": {pattern} is only a target ({name_list(feeds, 3)})"
         elif pattern in self.groups:
             why = f"no job replicates from a host in group {pattern!r}"
         else:
-            why = f"{pattern!r} matches no job name, host, group or job source"
-        return f"{why}{hint}; job sources: {name_list(sources)}"
+            hint = suggest(pattern, sources + names + list(self.hosts))
+            why = f"{pattern!r} matches no job name, host, group or job source{hint}"
+        return f"{why}; job sources: {name_list(sources)}"
