@@ -585,12 +585,12 @@ class Engine:
         if not (p.partial_full or options.abort_partial):
             raise NoResumableState(
                 dest.name,
-                f"the interrupted receive into {p.target} cannot be resumed ({why}). Its snapshots are "
+                f"the interrupted receive into {p.target_at} cannot be resumed ({why}). Its snapshots are "
                 f"intact; `zrelay sync --abort-partial` discards the partial receive "
                 f"(`zfs receive -A {p.target}`) and sends again from the newest common snapshot",
                 dataset=p.target)
         await dest.abort_receive(p.target)
-        return (f"discarded the partial receive into {p.target} (`zfs receive -A`), which could not be "
+        return (f"discarded the partial receive into {p.target_at} (`zfs receive -A`), which could not be "
                 f"resumed: {why}")
 
     async def _check_encryption(self, plans: list[Plan], source: RemoteHost, dest: RemoteHost,
@@ -607,7 +607,7 @@ class Engine:
         lacking = [h.name for h, c in ((source, src_caps), (dest, dst_caps)) if not c.raw_send]
         if lacking:
             raise PlanRefused(
-                f"{encrypted[0].source} is natively encrypted and is sent raw (zfs send -w) to stay "
+                f"{encrypted[0].source_at} is natively encrypted and is sent raw (zfs send -w) to stay "
                 f"encrypted, but {' and '.join(lacking)} cannot do raw sends ({dst_caps.flavor.value if dest.name in lacking else src_caps.flavor.value}). "
                 "Options: replicate to a host running OpenZFS ≥ 0.8 | or pass --decrypt to send it "
                 "decrypted, which writes an UNENCRYPTED replica")
