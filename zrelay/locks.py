@@ -32,6 +32,16 @@ name. Job names and inventory host names play no part. S3 keys are the
 endpoint, bucket and the dataset's key prefix (``PREFIX zrelay/v1/HOST/DATASET/``),
 which is exactly what two pushes would both write.
 
+Looking without taking: dry runs and ``status`` change nothing, so they hold
+no lock, but they must not plan a target a run is writing (a full receive shows
+the new dataset before its first snapshot: "no common base", destroy it). They
+``probe`` the lock: the kernel's list of file locks (``/proc/locks``) names the
+holder's pid without touching the lock, so a real run is never kept from it;
+where that list cannot be read, a shared ``LOCK_NB`` taken and dropped at once
+(which a run's own attempt in that instant would see as busy for a moment, and
+``acquire`` tries again). ``while_free`` looks before and after the work, so a
+run that came and went meanwhile is noticed too.
+
 Not covered: runs on *other* machines (a flock is local; run a target's
 replication from one machine), and nested targets (a recursive job's target
 and another job's target inside it are separate locks).
@@ -52,7 +62,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Callable, Mapping
+from typing import Awaitable, Callable, Mapping, TypeVar
 
 from zrelay.errors import ZrelayError
 
@@ -66,6 +76,10 @@ SUBDIR = "zrelay"
 POLL_INTERVAL = 0.25          # s between LOCK_NB attempts while waiting
 HOLDER_GRACE = 1.0            # s a loser waits for a fresh holder to write who it is
 RESOLVE_TIMEOUT = 5.0         # s for getaddrinfo; after that the name itself is the key
+PROC_LOCKS = "/proc/locks"    # the kernel's list of file locks and their holders (Linux)
+PLAN_TRIES = 3                # while_free: runs that came and went during the work, then busy
+
+T = TypeVar("T")
 
 
 class TargetBusy(ZrelayError):
@@ -73,14 +87,18 @@ class TargetBusy(ZrelayError):
 
     exit_code = EXIT_BUSY
 
-    def __init__(self, what: str, holder: Holder | None, waited: float = 0.0) -> None:
+    def __init__(self, what: str, holder: Holder | None, waited: float = 0.0, *, planning: bool = False) -> None:
         self.what = what
         self.holder = holder
         self.waited = waited
         who = holder.describe() if holder is not None else "another zrelay is replicating it"
         after = f" (still busy after waiting {waited:g} s)" if waited > 0 else ""
         hint = "" if waited > 0 else "; --wait-lock SECONDS waits for it"
-        super().__init__(f"{what}: skipped, {who}{after}; the target is left to it{hint}")
+        if planning:   # a dry run: what it would list is being written
+            super().__init__(f"{what}: not planned, {who}{after}; a plan now would read a target being "
+                             f"written{hint}")
+        else:
+            super().__init__(f"{what}: skipped, {who}{after}; the target is left to it{hint}")
 
 
 @dataclass(frozen=True)
@@ -364,13 +382,7 @@ class RunLock:
         record = self._read()
         if "pid" not in record or "released" in record:
             return None
-        def num(name: str) -> float | None:
-            value = record.get(name)
-            return float(value) if isinstance(value, (int, float)) else None
-        pid, run_id = num("pid"), num("run_id")
-        return Holder(int(pid) if pid is not None else None, num("started"),
-                      int(run_id) if run_id is not None else None, str(record.get("command") or ""),
-                      str(record.get("what") or ""), str(record.get("hostname") or ""))
+        return _holder_of(record)
 
     async def _holder_soon(self) -> Holder | None:
         """The holder, allowing a run that has just taken the lock a moment to write its name."""
@@ -434,5 +446,137 @@ class RunLock:
         self.release()
 
 
-__all__ = ["EXIT_BUSY", "TargetBusy", "Holder", "RunLock", "identify", "resolve", "resolve_now",
-           "dataset_key", "s3_key", "lock_dir", "lock_path", "normalise_address", "format_time"]
+def _holder_of(record: dict) -> Holder:
+    """The Holder a lock file's record names."""
+    def num(name: str) -> float | None:
+        value = record.get(name)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    pid, run_id = num("pid"), num("run_id")
+    return Holder(int(pid) if pid is not None else None, num("started"),
+                  int(run_id) if run_id is not None else None, str(record.get("command") or ""),
+                  str(record.get("what") or ""), str(record.get("hostname") or ""))
+
+
+# --- looking without taking -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a look at a key's lock found, without taking it."""
+
+    holder: Holder | None                      # the other zrelay holding it now; None: nobody else
+    stamp: tuple[int, ...] | None = None   # the lock file's device, inode, mtime and size: a run
+                                           # taking or letting go of the lock writes it, so it moves
+
+    def changed_since(self, earlier: "Probe") -> bool:
+        """Whether a run took (or let go of) the lock between ``earlier`` and this look."""
+        return self.stamp != earlier.stamp
+
+
+def probe(key: str, directory: Path | None = None) -> Probe:
+    """Who holds ``key``'s lock right now, without taking it (see the module's docstring).
+
+    The holder is named by its lock file; where the file does not (yet) name the
+    process the kernel says holds the lock, by that pid and its start time.
+    This process's own locks do not count: it is not "another zrelay".
+    """
+    path = lock_path(key, directory)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Probe(None)   # never locked on this machine since boot
+    except OSError:
+        return Probe(None)   # unreadable (another user's mode): its runs cannot be ours to wait for
+    try:
+        st = os.fstat(fd)
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        pid = _kernel_holder(st)
+        if pid is None:   # no /proc/locks: a shared flock, dropped at once, tells whether one is held
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                pid = 0
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return Probe(None, stamp)
+        elif pid < 0:
+            return Probe(None, stamp)
+        try:
+            record = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        except (OSError, ValueError, UnicodeDecodeError):
+            record = {}
+        named = isinstance(record, dict) and "pid" in record and "released" not in record
+        holder = _holder_of(record) if named else None
+        if holder is None or (pid > 0 and holder.pid != pid):   # the record is a previous holder's
+            holder = Holder(pid or None, _process_started(pid) if pid else None, None, "", "")
+        return Probe(None if holder.pid == os.getpid() else holder, stamp)
+    finally:
+        os.close(fd)
+
+
+def _kernel_holder(st: os.stat_result) -> int | None:
+    """The pid holding an exclusive flock on the file ``st`` describes, per ``/proc/locks``: 0 when
+    held by a process this pid namespace cannot see, -1 when not held, None when the list is unreadable."""
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open(PROC_LOCKS, encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # "5: FLOCK  ADVISORY  WRITE 4242 fe:00:2147080 0 EOF"; waiters have "->" after the number
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[3] == "WRITE" and fields[5] == where:
+            try:
+                return max(int(fields[4]), 0)
+            except ValueError:
+                return 0
+    return -1
+
+
+async def while_free(key: str, what: str, work: Callable[[], Awaitable[T]], *, wait: float = 0.0,
+                     on_wait: Callable[[Holder | None], None] | None = None,
+                     on_change: Callable[[], None] = lambda: None, poll: float = POLL_INTERVAL,
+                     tries: int = PLAN_TRIES, directory: Path | None = None) -> T:
+    """``work`` that reads a target without changing it (a dry run's plan, ``status``), done while no
+    other zrelay holds ``key``; raises TargetBusy naming the holder.
+
+    Why: a run holding the lock may be half-way through writing the target, and a
+    plan from that listing says "no common base" and advises destroying the replica
+    being written. So: look (``probe``, which leaves the lock alone), work, look
+    again. Held at the first look: wait up to ``wait`` s for it to be let go, like
+    ``RunLock.acquire``. Held at the second, or taken and let go in between (the
+    lock file moved): ``on_change`` (forget what was listed) and work again.
+    """
+    deadline: float | None = None
+    last: Holder | None = None
+    for _ in range(max(1, tries)):
+        while True:
+            before = probe(key, directory)
+            if before.holder is None:
+                break
+            last = before.holder
+            now = time.monotonic()
+            if deadline is None:
+                if wait <= 0:
+                    raise TargetBusy(what, last, planning=True)
+                deadline = now + wait
+                if on_wait is not None:
+                    on_wait(last)
+            if now >= deadline:
+                raise TargetBusy(what, last, wait, planning=True)
+            await asyncio.sleep(max(0.0, min(poll, deadline - now)))
+        result = await work()
+        after = probe(key, directory)
+        if after.holder is None and not after.changed_since(before):
+            return result
+        last = after.holder or last
+        on_change()
+    raise TargetBusy(what, last, planning=True)
+
+
+__all__ = ["EXIT_BUSY", "TargetBusy", "Holder", "RunLock", "Probe", "identify", "resolve", "resolve_now",
+           "dataset_key", "s3_key", "lock_dir", "lock_path", "normalise_address", "format_time", "probe",
+           "while_free"]

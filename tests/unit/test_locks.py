@@ -197,3 +197,100 @@ def _runs_as(python: str, preexec, env: dict[str, str]) -> bool:  # type: ignore
                               preexec_fn=preexec, capture_output=True).returncode == 0
     except OSError:
         return False
+
+
+# --- looking without taking (dry runs, status) ---------------------------------------------------
+
+
+def test_probe_names_the_holder_without_taking_the_lock(holder: Holder, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "zfs 127.0.0.4 22 backup/x"
+
+    def no_flock(*_args: object) -> None:
+        raise AssertionError("probe took a lock: a real run could find the target busy because of a look")
+    with monkeypatch.context() as m:
+        m.setattr(locks.fcntl, "flock", no_flock)
+        seen = locks.probe(key)
+    assert seen.holder is not None and seen.holder.pid == holder.proc.pid
+    assert seen.holder.command == "sync" and seen.holder.run_id == 41 and seen.holder.what == WHAT
+    assert locks.probe("zfs 127.0.0.4 22 backup/never-locked") == locks.Probe(None)
+    holder.release()
+    free = locks.probe(key)
+    assert free.holder is None and free.changed_since(seen), "taking and letting go moves the stamp"
+    assert not locks.probe(key).changed_since(free), "a look moves nothing"
+
+
+def test_probe_without_proc_locks_tries_a_shared_lock_and_drops_it(holder: Holder,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(locks, "PROC_LOCKS", "/nonexistent/locks")
+    key = "zfs 127.0.0.4 22 backup/x"
+    seen = locks.probe(key)
+    assert seen.holder is not None and seen.holder.pid == holder.proc.pid
+    holder.release()
+    assert locks.probe(key).holder is None
+    lock = RunLock(key, WHAT)
+    assert lock.try_acquire(), "the probe let its shared lock go"
+    assert locks.probe(key).holder is None, "this process's own lock is not another zrelay's"
+    lock.release()
+
+
+def test_probe_names_the_kernels_holder_when_the_file_names_another(holder: Holder) -> None:
+    """The file still names a previous holder (killed before it could write "released"), and the new
+    one has not written yet: the pid comes from the kernel, not from the file."""
+    key = "zfs 127.0.0.4 22 backup/x"
+    path = locks.lock_path(key)
+    path.write_text('{"pid": 1, "started": 0, "command": "sync", "what": "old"}\n')
+    seen = locks.probe(key)
+    assert seen.holder is not None and seen.holder.pid == holder.proc.pid and seen.holder.what == ""
+    assert f"another zrelay (pid {holder.proc.pid}, started " in seen.holder.describe()
+
+
+def test_while_free_refuses_to_plan_a_held_target(holder: Holder) -> None:
+    ran: list[int] = []
+
+    async def work() -> int:
+        ran.append(1)
+        return 7
+    with pytest.raises(TargetBusy) as caught:
+        asyncio.run(locks.while_free("zfs 127.0.0.4 22 backup/x", "a:t → b:t", work))
+    assert not ran, "nothing was planned against the busy target"
+    assert caught.value.exit_code == 75 and caught.value.holder is not None
+    message = str(caught.value)
+    assert message.startswith("a:t → b:t: not planned, another zrelay sync ")
+    assert f"(pid {holder.proc.pid}, " in message and "--wait-lock" in message and "destroy" not in message
+    assert asyncio.run(locks.while_free("zfs 127.0.0.4 22 backup/y", "y", work)) == 7 and ran == [1]
+
+
+def test_while_free_waits_for_the_holder_then_plans(holder: Holder) -> None:
+    seen: list[locks.Holder | None] = []
+
+    async def work() -> str:
+        return "planned"
+
+    async def main() -> str:
+        async def let_go() -> None:
+            while not seen:
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(holder.release)
+        planned, _ = await asyncio.gather(
+            locks.while_free("zfs 127.0.0.4 22 backup/x", WHAT, work, wait=120, on_wait=seen.append, poll=0.02),
+            let_go())
+        return planned
+    assert asyncio.run(main()) == "planned"
+    assert seen[0] is not None and seen[0].pid == holder.proc.pid
+
+
+def test_while_free_plans_again_when_a_run_came_and_went_meanwhile(lockdir: Path) -> None:
+    key = "zfs 127.0.0.4 22 backup/z"
+    forgotten: list[int] = []
+    rounds = 0
+
+    async def work() -> int:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:   # another run takes the target and lets go while this one lists it
+            other = subprocess.run([sys.executable, "-c", HOLDER, key, WHAT], cwd=REPO, input="\n\n", text=True,
+                                   capture_output=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+            assert other.stdout == "held\nreleased\n", other.stderr
+        return rounds
+    assert asyncio.run(locks.while_free(key, WHAT, work, on_change=lambda: forgotten.append(1))) == 2
+    assert forgotten == [1]
