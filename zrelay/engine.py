@@ -275,7 +275,7 @@ class Engine:
         try:
             lock = await self._hold_target(job, target, options)   # for the whole plan-and-transfer
             for _round in range(MAX_REPLANS):
-                plans = await self.plan_job(job, target, options.rollback, simulated_snapshot)
+                plans = await self._plan_target(job, target, options, simulated_snapshot)
                 result.plans = plans
                 direct = self.is_direct(job, options)
                 await self._check_encryption(plans, source, dest, options.decrypt)
@@ -339,28 +339,56 @@ class Engine:
         one host differently still meet. A listing this run made before the lock was taken may be
         older than the previous holder's last write: it is forgotten, and listed afresh.
         """
-        entry = self.inventory.hosts[host]
-        fut = self._addresses.get(host)
-        if fut is None:
-            fut = self._addresses[host] = asyncio.ensure_future(locks.resolve(entry.address))
-        key = locks.dataset_key(await asyncio.shield(fut), entry.port, dataset)
-        lock = locks.RunLock(key, what)
+        lock = locks.RunLock(await self._lock_key(host, dataset), what)
         await lock.acquire(wait, on_wait)
         self._locks.add(lock)
         if lock.previous_release is not None and lock.previous_release >= self.started_at:
             self.states.forget(host, dataset)
         return lock
 
-    async def _hold_target(self, job: Job, target: Endpoint, options: SyncOptions) -> locks.RunLock | None:
-        """The target's run lock for a sync (none for a dry run, which changes nothing)."""
-        if options.dry_run:
-            return None
+    async def _lock_key(self, host: str, dataset: str) -> str:
+        """The lock key of ``host:dataset``: the host's resolved address (once per run), port, dataset."""
+        entry = self.inventory.hosts[host]
+        fut = self._addresses.get(host)
+        if fut is None:
+            fut = self._addresses[host] = asyncio.ensure_future(locks.resolve(entry.address))
+        return locks.dataset_key(await asyncio.shield(fut), entry.port, dataset)
+
+    async def unheld(self, host: str, dataset: str, what: str, work: Callable[[], Awaitable[T]],
+                     wait: float = 0.0, on_wait: Callable[[locks.Holder | None], None] | None = None) -> T:
+        """``work`` that reads ``host:dataset`` without changing it (a dry run, ``status``), done while no
+        other zrelay holds that target (locks.while_free); raises TargetBusy naming the holder.
+
+        Such work takes no lock (a real run must never wait for a look), but a target
+        another run is writing is not planned: mid-receive it looks unrelated to its
+        source, and the plan would advise destroying it.
+        """
+        return await locks.while_free(await self._lock_key(host, dataset), what, work, wait=wait,
+                                      on_wait=on_wait, on_change=lambda: self.states.forget(host, dataset))
+
+    def _waiting(self, job: Job, target: Endpoint, options: SyncOptions) -> Callable[[locks.Holder | None], None]:
         def waiting(holder: locks.Holder | None) -> None:
             who = holder.describe() if holder is not None else "another zrelay is replicating it"
             self.emit(JobPlanned(job.name, str(target), "waiting",
                                  f"waiting up to {options.wait_lock:g} s: {who}"))
+        return waiting
+
+    async def _hold_target(self, job: Job, target: Endpoint, options: SyncOptions) -> locks.RunLock | None:
+        """The target's run lock for a sync (none for a dry run, which changes nothing: _plan_target)."""
+        if options.dry_run:
+            return None
         return await self.lock_target(target.host, target.dataset, f"{job.source} → {target}",
-                                      options.wait_lock, waiting)
+                                      options.wait_lock, self._waiting(job, target, options))
+
+    async def _plan_target(self, job: Job, target: Endpoint, options: SyncOptions,
+                           simulated_snapshot: str | None) -> list[Plan]:
+        """plan_job; a dry run, holding no lock, plans only while no other zrelay holds the target."""
+        def planned() -> Awaitable[list[Plan]]:
+            return self.plan_job(job, target, options.rollback, simulated_snapshot)
+        if not options.dry_run:
+            return await planned()
+        return await self.unheld(target.host, target.dataset, f"{job.source} → {target}", planned,
+                                 options.wait_lock, self._waiting(job, target, options))
 
     def _let_go(self, lock: locks.RunLock | None) -> None:
         if lock is not None:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
+from zrelay import locks
 from zrelay.errors import (RemoteCommandFailed, S3AccessDenied, S3Error, S3Unreachable, TransportError,
                            ZrelayError)
 from zrelay.inventory.model import Endpoint, Job, S3Ref, S3Target, Target
@@ -50,6 +51,8 @@ STATES = ("unreachable", "error", "broken", "diverged", "no-common-base", "resum
 BROKEN = "broken"
 #: States a row can have besides the planner's: a live transfer, an S3 target not inspected yet.
 RUNNING = "running"
+#: A host target another zrelay holds (zrelay.locks): not planned, since it may be half-written.
+BUSY = "busy"
 NOT_CHECKED = "not-checked"
 PENDING = "pending"  # the TUI's cells before their host answered; never in ``status`` output
 
@@ -97,6 +100,7 @@ class LocationStatus:
     transfer: dict | None = None         # the live transfer, when ``state`` is "running"
     checked_at: float = 0.0
     s3: dict | None = None               # S3 targets: where, and what is stored (docs/status-json.md)
+    holder: dict | None = None           # the zrelay holding the target when ``state`` is "busy"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -227,15 +231,34 @@ def not_checked(job: Job, target: S3Ref, now: float | None = None) -> TargetRepo
     return TargetReport(job, target, row, (cell,))
 
 
+def busy_report(job: Job, target: Endpoint, holder: locks.Holder | None, now: float) -> TargetReport:
+    """The report of a host target another zrelay holds: not planned (see Engine.unheld)."""
+    who = holder.describe() if holder is not None else "another zrelay is replicating it"
+    message = f"{who}; the target is inspected once that run is done"
+    info = None if holder is None else {"pid": holder.pid, "started_at": holder.started, "command": holder.command,
+                                        "run_id": holder.run_id, "what": holder.what}
+    row = LocationStatus(job.name, str(job.source), str(target), BUSY, message=message, location=target.host,
+                         checked_at=now, holder=info)
+    cell = DatasetCell(job.name, str(job.source), str(target), target.host, BUSY, message=message)
+    return TargetReport(job, target, row, (cell,))
+
+
 async def inspect_target(engine: Engine, job: Job, target: Endpoint, now: float | None = None) -> TargetReport:
-    """Plan ``job`` towards one host target and keep the listings, never raising."""
+    """Plan ``job`` towards one host target and keep the listings, never raising; a target another
+    zrelay holds is reported busy instead."""
     at = time.time() if now is None else now
-    try:
+
+    async def look() -> tuple[list[Plan], dict[str, DatasetState], dict[str, DatasetState], dict[str, Changed]]:
         plans = await engine.plan_job(job, target, rollback=False)
         src_states, dst_states = await asyncio.gather(
             engine.states.get(engine.host(job.source.host), job.source.dataset, job.recursive),
             engine.states.get(engine.host(target.host), target.dataset, job.recursive))
-        changes = await target_changes(engine, job, target, plans, dst_states)
+        return plans, src_states, dst_states, await target_changes(engine, job, target, plans, dst_states)
+    try:
+        plans, src_states, dst_states, changes = await engine.unheld(target.host, target.dataset,
+                                                                     f"{job.source} → {target}", look)
+    except locks.TargetBusy as exc:
+        return busy_report(job, target, exc.holder, at)
     except RemoteCommandFailed as exc:
         return failed_report(job, target, "error", str(exc), at)
     except TransportError as exc:

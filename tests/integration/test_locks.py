@@ -141,3 +141,41 @@ def test_second_push_to_the_same_s3_prefix_is_skipped(case2) -> None:  # type: i
     assert f"another zrelay s3-push (pid {first.pid}, started " in second.stderr
     assert f"is replicating nas2:{case.src} → s3:offsite" in second.stderr
     assert [s["snapshot"] for s in case.ls()["chains"][0]["sends"]] == ["l1"], "one push, one send"
+
+
+def test_dry_run_and_status_report_a_target_another_run_holds_as_busy(lab, tmp_path: Path) -> None:
+    """Mid-receive the target looks unrelated to its source: neither plans it, nor advises destroying it."""
+    src, dst, inv = _big_source(lab, tmp_path)
+    state, elsewhere = tmp_path / "state.db", tmp_path / "another-users-state.db"
+    what = f"is replicating nas1:{src} → vault:{dst}"
+    with frozen_mid_stream(lab, inv, state) as first:
+        dry = zrelay("sync", "--dry-run", inventory=inv, env={"ZRELAY_STATE": str(state)})
+        dry_json = zrelay("sync", "--dry-run", "--json", inventory=inv, env={"ZRELAY_STATE": str(state)})
+        here = zrelay("--state", str(state), "status", "--json", inventory=inv)
+        there = zrelay("--state", str(elsewhere), "status", "--json", inventory=inv)
+        table = zrelay("--state", str(elsewhere), "status", inventory=inv, env={"COLUMNS": "200"})
+    for proc in (dry, dry_json, here, there, table):
+        said = proc.stdout + proc.stderr
+        assert "destroy" not in said and "no common base" not in said and "Traceback" not in said, said
+    assert dry.returncode == EXIT_BUSY, dry.stdout + dry.stderr
+    assert f"not planned, another zrelay sync (pid {first.pid}, started " in dry.stdout + dry.stderr
+    [row] = json.loads(dry_json.stdout)
+    assert dry_json.returncode == EXIT_BUSY and row["outcome"] == "busy" and what in row["message"], row
+    assert row["plans"] == [] and row["commands"] == []
+    # a store that knows nothing of the run (another user's): busy, naming the holder
+    [busy] = json.loads(there.stdout)
+    assert there.returncode == 0, "a busy target is not an alert"
+    assert busy["state"] == "busy" and busy["planned_state"] is None and busy["transfer"] is None, busy
+    assert busy["holder"]["pid"] == first.pid and busy["holder"]["command"] == "sync", busy
+    assert busy["holder"]["what"] == f"nas1:{src} → vault:{dst}" and what in busy["message"]
+    assert busy["common_base"] is None and busy["target_newest"] is None, "nothing was read from the target"
+    # the run's own store shows its transfer; what the hosts would say is not asked while it runs
+    [running] = json.loads(here.stdout)
+    assert here.returncode == 0 and running["state"] == "running" and running["planned_state"] == "busy", running
+    assert running["transfer"]["pid"] == running["holder"]["pid"] == first.pid
+    assert "busy" in table.stdout and f"(pid {first.pid}, started " in table.stdout, table.stdout
+    # once the run is done, both plan again
+    after = zrelay("sync", "--dry-run", "--json", inventory=inv, env={"ZRELAY_STATE": str(state)})
+    assert after.returncode == 0 and json.loads(after.stdout)[0]["outcome"] == "noop", after.stdout + after.stderr
+    [done] = json.loads(zrelay("--state", str(state), "status", "--json", inventory=inv).stdout)
+    assert done["state"] == "in-sync" and done["holder"] is None, done

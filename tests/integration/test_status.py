@@ -31,7 +31,7 @@ ROW_SCHEMA: dict[str, tuple] = {
     "behind": (int,), "lag_seconds": (int, type(None)), "base_age_seconds": (int, type(None)),
     "message": (str,), "target_kind": (str,), "location": (str,), "planned_state": (str, type(None)),
     "last_run": (dict, type(None)), "last_success_at": (*NUM, type(None)), "bytes_total": (int,),
-    "transfer": (dict, type(None)), "checked_at": NUM, "s3": (dict, type(None)),
+    "transfer": (dict, type(None)), "checked_at": NUM, "s3": (dict, type(None)), "holder": (dict, type(None)),
 }
 LAST_RUN_SCHEMA: dict[str, tuple] = {
     "outcome": (str,), "started_at": NUM, "finished_at": NUM, "bytes": (int,), "seconds": NUM,
@@ -42,8 +42,12 @@ TRANSFER_SCHEMA: dict[str, tuple] = {
     "estimate": (int, type(None)), "rate": NUM, "eta_seconds": (int, type(None)), "started_at": NUM,
     "updated_at": NUM, "pid": (int,), "command": (str,),
 }
-STATES = {"in-sync", "behind", "missing", "resumable", "no-snapshots", "running", "diverged", "no-common-base",
-          "unreachable", "error", "broken", "not-checked"}
+HOLDER_SCHEMA: dict[str, tuple] = {
+    "pid": (int, type(None)), "started_at": (*NUM, type(None)), "command": (str,), "run_id": (int, type(None)),
+    "what": (str,),
+}
+STATES = {"in-sync", "behind", "missing", "resumable", "no-snapshots", "running", "busy", "diverged",
+          "no-common-base", "unreachable", "error", "broken", "not-checked"}
 
 
 def check_schema(obj: dict, schema: dict[str, tuple], where: str) -> None:
@@ -145,7 +149,7 @@ def test_schema_doc_lists_every_field(cases: Cases) -> None:
     doc = (REPO / "docs" / "status-json.md").read_text()
     documented = set(re.findall(r"^\| `([a-z0-9_]+)`(?:, `([a-z0-9_]+)`)? \|", doc, re.M))
     names = {n for pair in documented for n in pair if n}
-    for field in (*ROW_SCHEMA, *LAST_RUN_SCHEMA, *TRANSFER_SCHEMA):
+    for field in (*ROW_SCHEMA, *LAST_RUN_SCHEMA, *TRANSFER_SCHEMA, *HOLDER_SCHEMA):
         assert field in names, f"{field} is not documented in docs/status-json.md"
 
 
@@ -244,11 +248,10 @@ def test_transfer_running_in_another_process(lab, big: tuple[str, str, int], tmp
     running = json.loads(proc.stdout)[0]
     assert running["state"] == "running", running
     t = running["transfer"]
-    # mid-receive, zfs-fuse already shows the new dataset (without its snapshot): "no-common-base";
-    # OpenZFS receives with `receive -s`, so the half-received dataset carries a receive_resume_token
-    # that status reads as "resumable" (only where the probe says the target can resume)
-    planned = ["missing", "no-common-base"] + (["resumable"] if lab.capabilities("nas2").resume else [])
-    assert running["planned_state"] in planned, running
+    # the sync holds the target: it is not planned mid-receive (zfs-fuse shows the new dataset without
+    # its snapshot, which a plan would call "no-common-base"), the row names the run instead
+    assert running["planned_state"] == "busy" and running["holder"]["pid"] == sync.pid, running
+    check_schema(running["holder"], HOLDER_SCHEMA, "holder")
     assert t["command"] == "sync" and t["pid"] == sync.pid and t["bytes"] > 0
     assert t["rate"] > 0 and t["target_host"] == "nas2" and src in t["stream"]
     assert proc.returncode == 0, "a running transfer is not an alert"

@@ -298,7 +298,7 @@ def print_dry_run(results: list[TaskResult]) -> None:
                 lines += layout.wrap(f"option: {option}", w, 4, 8)
         for host, command in r.commands:
             lines.append(command_line(host, command))
-        if not r.commands and r.outcome not in (Outcome.REFUSED, Outcome.FAILED):  # a failure says why
+        if not r.commands and r.outcome not in (Outcome.REFUSED, Outcome.FAILED, Outcome.BUSY):  # they say why
             lines.append([("    (no remote commands: nothing to do)", "")])
     print_lines(lines)
 

@@ -22,7 +22,7 @@ from zrelay.engine import Engine
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, UsageError
 from zrelay.inventory import load_inventory
 from zrelay.state import StoreView, default_path, read_view
-from zrelay.status import BROKEN, NOT_CHECKED, RUNNING, LocationStatus, annotate, collect_status
+from zrelay.status import BROKEN, BUSY, NOT_CHECKED, RUNNING, LocationStatus, annotate, collect_status
 
 #: States that make ``status`` exit 1, so cron/monitoring can alert on them.
 BAD_STATES = frozenset({"unreachable", "error", BROKEN, "diverged", "no-common-base"})
@@ -30,7 +30,7 @@ BAD_STATES = frozenset({"unreachable", "error", BROKEN, "diverged", "no-common-b
 _STYLE = {
     "in-sync": "green", "behind": "cyan", "missing": "cyan", "resumable": "cyan", "no-snapshots": "yellow",
     "diverged": "red", "no-common-base": "red", "unreachable": "red", "error": "red", BROKEN: "red",
-    RUNNING: "magenta", NOT_CHECKED: "dim",
+    RUNNING: "magenta", BUSY: "magenta", NOT_CHECKED: "dim",
 }
 
 
@@ -94,7 +94,8 @@ COLUMNS = (Column("target", "TARGET"), Column("state", "STATE"), Column("lag", "
 #: "ago", the lag, the last run, and last the state's snapshot name.
 _STEPS = (("note", DROP), ("state", 1), ("last", 1), ("lag", DROP), ("last", DROP), ("state", 2))
 #: States whose message is the point of the row (the planner's reason and options, or the error).
-_TOLD = frozenset({"diverged", "no-common-base", "unreachable", "error", BROKEN, "no-snapshots", NOT_CHECKED})
+_TOLD = frozenset({"diverged", "no-common-base", "unreachable", "error", BROKEN, "no-snapshots", NOT_CHECKED,
+                   BUSY})
 
 
 def state_label(r: LocationStatus) -> str:
@@ -263,7 +264,8 @@ def detail_lines(rows: list[LocationStatus], width: int | None, now: float) -> l
         if lines:
             lines.append([])
         lines.append([(f"{r.job} → {r.target}", "bold")])
-        planned = f" (the hosts say {r.planned_state.replace('-', ' ')})" if r.planned_state else ""
+        planned = (f" (the hosts say {r.planned_state.replace('-', ' ')})"
+                   if r.planned_state and r.planned_state != BUSY else "")
         field("state", state_label(r) + planned, _STYLE.get(r.state, ""))
         field("source", r.source)
         if r.datasets > 1:
@@ -343,7 +345,7 @@ def prometheus_text(rows: list[LocationStatus], now: float | None = None) -> str
 
     for r in rows:
         add("zrelay_lag_seconds", r, r.lag_seconds)
-        if r.state not in ("unreachable", "error", NOT_CHECKED):
+        if r.state not in ("unreachable", "error", NOT_CHECKED, BUSY) and r.planned_state != BUSY:
             add("zrelay_behind_snapshots", r, r.behind)
         add("zrelay_base_age_seconds", r, r.base_age_seconds)
         add("zrelay_state", r, 1, state=r.state)
