@@ -133,6 +133,7 @@ def test_second_push_to_the_same_s3_prefix_is_skipped(case2) -> None:  # type: i
         first.send_signal(signal.SIGSTOP)
         assert first.poll() is None, "the first push ended before a second one could meet it"
         second = case.zrelay("s3-push", "--compression", "none")
+        dry = case.zrelay("s3-push", "--dry-run", "--json")
     finally:
         first.send_signal(signal.SIGCONT)
         out, err = first.communicate(timeout=300)
@@ -141,6 +142,11 @@ def test_second_push_to_the_same_s3_prefix_is_skipped(case2) -> None:  # type: i
     assert f"another zrelay s3-push (pid {first.pid}, started " in second.stderr
     assert f"is replicating nas2:{case.src} → s3:offsite" in second.stderr
     assert [s["snapshot"] for s in case.ls()["chains"][0]["sends"]] == ["l1"], "one push, one send"
+    # a dry run holds nothing, but does not plan keys being written either (it would plan the full send again)
+    assert dry.returncode == EXIT_BUSY, dry.stdout + dry.stderr
+    [planned] = json.loads(dry.stdout)
+    assert planned["outcome"] == "busy" and planned["plan"] is None, planned
+    assert f"not planned, another zrelay s3-push (pid {first.pid}, started " in planned["message"]
 
 
 def test_dry_run_and_status_report_a_target_another_run_holds_as_busy(lab, tmp_path: Path) -> None:
@@ -179,3 +185,24 @@ def test_dry_run_and_status_report_a_target_another_run_holds_as_busy(lab, tmp_p
     assert after.returncode == 0 and json.loads(after.stdout)[0]["outcome"] == "noop", after.stdout + after.stderr
     [done] = json.loads(zrelay("--state", str(state), "status", "--json", inventory=inv).stdout)
     assert done["state"] == "in-sync" and done["holder"] is None, done
+
+
+def test_restore_into_a_dataset_another_run_holds_is_skipped_as_busy(case2, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """s3-restore writes a host dataset like sync does: same lock, and its dry run does not plan it either
+    (mid-receive the dataset holds no snapshot of the chain: "destroy it first")."""
+    case, lab = case2, case2.lab
+    make_dataset(lab, "nas2", case.src, mib=2, snaps=["r1"])
+    case.ok("s3-push")
+    (tmp_path / "sync").mkdir()   # the S3 case's inventory is tmp_path/inv.yml
+    src, dst, inv = _big_source(lab, tmp_path / "sync")
+    restore = ("s3-restore", "offsite", f"nas2:{case.src}", "--to", f"vault:{dst}")
+    with frozen_mid_stream(lab, inv, tmp_path / "state.db") as first:
+        real = case.zrelay(*restore)
+        dry = case.zrelay(*restore, "--dry-run")
+    for proc, verb in ((real, "skipped"), (dry, "not planned")):
+        said = f"{verb}: {proc.stdout}{proc.stderr}"
+        assert proc.returncode == EXIT_BUSY, said
+        assert "destroy" not in said and "Traceback" not in said, said
+        assert f"{verb}, another zrelay sync (pid {first.pid}, started " in proc.stderr, said
+        assert f"is replicating nas1:{src} → vault:{dst}" in proc.stderr
+    assert snapshots(lab, "vault", dst) == snapshots(lab, "nas1", src), "the restore left the run's target alone"

@@ -19,7 +19,7 @@ import json
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any, Iterable, cast
+from typing import Any, Awaitable, Callable, Iterable, cast
 
 from zrelay import locks
 from zrelay.cli import output
@@ -41,6 +41,7 @@ from zrelay.s3.options import S3Options, parse_duration
 from zrelay.s3.sizing import format_size, parse_size
 from zrelay.s3.store import Store
 from zrelay.state import Recorder, default_path, fanout
+from zrelay.transport.host import RemoteHost
 from zrelay.zfs import commands
 from zrelay.zfs.model import DatasetState, Snapshot
 
@@ -316,8 +317,9 @@ async def _push(inventory: Inventory, pairs: list[tuple[Job, S3Target]], opts: d
                     lock, results = None, [PushResult(job.name, label, str(job.source), Outcome.BUSY, str(exc))]
                 else:
                     try:
-                        results = await pushers[target.name].push_job(job, source, states,
-                                                                      PushOptions(args.dry_run, args.full))
+                        results = await _push_one(pushers[target.name], job, target, source, states, args, record)
+                    except locks.TargetBusy as exc:   # a dry run's look: another push writes these keys
+                        results = [PushResult(job.name, label, str(job.source), Outcome.BUSY, str(exc))]
                     finally:
                         if lock is not None:
                             lock.release()
@@ -337,20 +339,41 @@ async def _push(inventory: Inventory, pairs: list[tuple[Job, S3Target]], opts: d
         return [r for rs in nested for r in rs]
 
 
-async def _hold_prefix(engine: Engine, pusher: S3Pusher, job: Job, target: S3Target, args: argparse.Namespace,
-                       record: EventSink) -> locks.RunLock | None:
-    """Hold the job's keys in the bucket (endpoint, bucket, ``PREFIX zrelay/v1/HOST/DATASET/``) against
-    every other zrelay on this machine, for the whole plan-and-upload; none for a dry run."""
-    if args.dry_run:
-        return None
-    what = f"{job.source} → s3:{target.name}"
-    lock = locks.RunLock(locks.s3_key(target.endpoint, target.region, target.bucket,
-                                      mf.tree_prefix(target.prefix, job.source.host, job.source.dataset)), what)
+def _prefix_key(job: Job, target: S3Target) -> str:
+    """The lock key of the job's keys in the bucket (endpoint, bucket, ``PREFIX zrelay/v1/HOST/DATASET/``)."""
+    return locks.s3_key(target.endpoint, target.region, target.bucket,
+                        mf.tree_prefix(target.prefix, job.source.host, job.source.dataset))
 
+
+def _waiting(job: Job, target: S3Target, args: argparse.Namespace,
+             record: EventSink) -> Callable[[locks.Holder | None], None]:
     def waiting(holder: locks.Holder | None) -> None:
         who = holder.describe() if holder is not None else "another zrelay is pushing it"
         record(JobPlanned(job.name, f"s3:{target.name}", "waiting", f"waiting up to {args.wait_lock:g} s: {who}"))
-    await lock.acquire(args.wait_lock, waiting)
+    return waiting
+
+
+async def _push_one(pusher: S3Pusher, job: Job, target: S3Target, source: RemoteHost, states: dict[str, DatasetState],
+                    args: argparse.Namespace, record: EventSink) -> list[PushResult]:
+    """Push one job (its prefix held by the caller); a dry run, holding nothing, plans only while no
+    other zrelay pushes to the prefix (locks.while_free): what it reads is being written."""
+    def push() -> Awaitable[list[PushResult]]:
+        return pusher.push_job(job, source, states, PushOptions(args.dry_run, args.full))
+    if not args.dry_run:
+        return await push()
+    return await locks.while_free(_prefix_key(job, target), f"{job.source} → s3:{target.name}", push,
+                                  wait=args.wait_lock, on_wait=_waiting(job, target, args, record),
+                                  on_change=lambda: pusher.forget(job))
+
+
+async def _hold_prefix(engine: Engine, pusher: S3Pusher, job: Job, target: S3Target, args: argparse.Namespace,
+                       record: EventSink) -> locks.RunLock | None:
+    """Hold the job's keys in the bucket (endpoint, bucket, ``PREFIX zrelay/v1/HOST/DATASET/``) against
+    every other zrelay on this machine, for the whole plan-and-upload; none for a dry run (_push_one)."""
+    if args.dry_run:
+        return None
+    lock = locks.RunLock(_prefix_key(job, target), f"{job.source} → s3:{target.name}")
+    await lock.acquire(args.wait_lock, _waiting(job, target, args, record))
     if lock.previous_release is not None and lock.previous_release >= engine.started_at:
         pusher.forget(job)   # the chains read before may have grown since: read them again
     return lock
@@ -625,22 +648,32 @@ async def _restore(inventory: Inventory, target: S3Target, options: S3Options, s
 async def _restore_one(inventory: Inventory, target: S3Target, options: S3Options, source: Endpoint,
                        dest_ep: Endpoint, args: argparse.Namespace, sink: Any) -> s3restore.RestoreResult:
     store = Store(target, pool=options.concurrency + 4)
+    what = f"s3:{target.name} {source} → {dest_ep}"
     async with Engine(inventory, sink) as engine:   # closing it lets the target's lock go
-        if not args.dry_run:   # held for the whole restore, like a sync's target (zrelay.locks)
-            await engine.lock_target(dest_ep.host, dest_ep.dataset, f"s3:{target.name} {source} → {dest_ep}",
-                                     args.wait_lock)
-        dest = engine.host(dest_ep.host)
-        # Connect to and probe the receiving host while the stored sends are listed.
-        warming = asyncio.ensure_future(dest.capabilities())
-        warming.add_done_callback(lambda f: f.cancelled() or f.exception())  # restore() reports failures
-        views = await catalog.load_views(store, host=source.host, dataset=source.dataset, recursive=False)
-        view = views.get((source.host, source.dataset))
-        if view is None or not (view.chains or view.orphans):
-            raise S3UsageError(target.name, f"nothing is stored for {source} (see `zrelay s3-ls {target.name}`)")
-        return await s3restore.restore(store, options, view, args.snapshot, dest, dest_ep.dataset,
-                                       dry_run=args.dry_run, wait=args.wait, verify_first=args.verify_first,
-                                       poll_seconds=args.poll, events=sink,
-                                       say=output.error_line)
+        def plan() -> Awaitable[s3restore.RestoreResult]:
+            return _restore_plan(store, target, options, source, dest_ep, args, sink, engine)
+        if args.dry_run:   # holds nothing, and plans only while no other zrelay writes the dataset
+            return await engine.unheld(dest_ep.host, dest_ep.dataset, what, plan, args.wait_lock)
+        # held for the whole restore, like a sync's target (zrelay.locks)
+        await engine.lock_target(dest_ep.host, dest_ep.dataset, what, args.wait_lock)
+        return await plan()
+
+
+async def _restore_plan(store: Store, target: S3Target, options: S3Options, source: Endpoint, dest_ep: Endpoint,
+                        args: argparse.Namespace, sink: Any, engine: Engine) -> s3restore.RestoreResult:
+    """Plan the restore from the stored sends and the target, and (unless a dry run) run it."""
+    dest = engine.host(dest_ep.host)
+    # Connect to and probe the receiving host while the stored sends are listed.
+    warming = asyncio.ensure_future(dest.capabilities())
+    warming.add_done_callback(lambda f: f.cancelled() or f.exception())  # restore() reports failures
+    views = await catalog.load_views(store, host=source.host, dataset=source.dataset, recursive=False)
+    view = views.get((source.host, source.dataset))
+    if view is None or not (view.chains or view.orphans):
+        raise S3UsageError(target.name, f"nothing is stored for {source} (see `zrelay s3-ls {target.name}`)")
+    return await s3restore.restore(store, options, view, args.snapshot, dest, dest_ep.dataset,
+                                   dry_run=args.dry_run, wait=args.wait, verify_first=args.verify_first,
+                                   poll_seconds=args.poll, events=sink,
+                                   say=output.error_line)
 
 
 # --------------------------------------------------------------------------- s3-verify
