@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from zrelay.errors import UsageError
-from zrelay.inventory import (Inventory, load_inventory, loads_inventory, validate_inventory,
-                              validate_inventory_text)
+from zrelay.inventory import (inspect_inventory, load_inventory, loads_inventory,
+                              validate_inventory, validate_inventory_text)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -194,7 +194,8 @@ def test_shared_values_are_kept_within_the_budget(tmp_path: Path) -> None:
         """), tmp_path / "inv.yml")
     h1, h2 = inv.host("h1"), inv.host("h2")
     expected = {"a": [1, 2], "b": {"c": "d"}}
-    assert h1.vars["ansible_copy"] == h2.vars["ansible_copy"] == h1.vars["ansible_common"] == expected
+    assert h1.vars["ansible_copy"] == h2.vars["ansible_copy"] == expected
+    assert h1.vars["ansible_common"] == expected
     assert h1.ssh_options == h2.ssh_options == {"ServerAliveInterval": 30}
 
 
@@ -309,3 +310,158 @@ def test_name_of_the_wrong_kind_says_what_it_is(tmp_path: Path, job: str, messag
         f"  jobs:\n    - {job}\n", tmp_path / "inv.yml")
     assert len(errors) == 1 and errors[0].line == 8
     assert message in errors[0].message and "did you mean" not in errors[0].message
+
+
+# --------------------------------------------------------------------------- the fast paths
+
+FLEET_GROUPS = {  # group -> (its vars, its children)
+    "dc": ({"port": 2001, "user": "dc", "ansible_tag": "dc"}, ["rack1", "rack2"]),
+    "rack1": ({"port": 2002, "ansible_rack": 1}, ["edge"]),
+    "rack2": ({"user": "r2", "ansible_rack": 2}, []),
+    "edge": ({"sudo": True}, []),
+    "side": ({"max_sessions": 4, "ansible_group_priority": 5, "user": "side"}, []),
+}
+
+
+def fleet(tmp_path: Path, count: int) -> tuple[Path, dict[str, list[str]]]:
+    """``count`` hosts spread over every combination of FLEET_GROUPS, some with own vars and
+    some with host_vars files; returns the file and each host's direct groups."""
+    combos = [["rack1"], ["rack2"], ["edge"], ["rack1", "side"], ["rack2", "edge"], [],
+              ["side"], ["dc"]]
+    members: dict[str, list[str]] = {f"n{i:05d}": combos[i % len(combos)] for i in range(count)}
+    lines = ["all:", "  vars: {known_hosts: kh, ansible_everyone: yes}", "  hosts:"]
+    lines += [f"    {h}: {{address: 10.9.{int(h[1:]) // 256}.{int(h[1:]) % 256}}}"
+              for h, groups in members.items() if not groups]
+    lines.append("  children:")
+    for group, (group_vars, children) in FLEET_GROUPS.items():
+        lines += [f"    {group}:", f"      vars: {json.dumps(group_vars)}", "      hosts:"]
+        for host, groups in members.items():
+            if group in groups:
+                own = {"port": 3000 + int(host[1:]) % 7} if int(host[1:]) % 5 == 0 else {}
+                lines.append(f"        {host}: {json.dumps(own) if own else ''}")
+        if children:
+            lines.append("      children: {" + ", ".join(f"{c}: " for c in children) + "}")
+    path = tmp_path / "fleet.yml"
+    path.write_text("\n".join(lines) + "\n")
+    (tmp_path / "host_vars").mkdir()
+    for host in list(members)[::997]:
+        (tmp_path / "host_vars" / f"{host}.yml").write_text(f"user: own-{host}\n")
+    return path, members
+
+
+def expected_settings(host: str, groups: list[str]) -> dict[str, object]:
+    """The plain precedence rules, written out for FLEET_GROUPS (deeper wins, then priority)."""
+    parents = {"rack1": ["dc"], "rack2": ["dc"], "edge": ["rack1"]}
+    member: set[str] = set()
+    todo = list(groups)
+    while todo:
+        g = todo.pop()
+        if g not in member:
+            member.add(g)
+            todo.extend(parents.get(g, []))
+    depth = {"dc": 1, "side": 1, "rack1": 2, "rack2": 2, "edge": 3}
+    priority = {"side": 5}
+    values: dict[str, object] = {"port": 22, "user": None, "sudo": False, "max_sessions": 10}
+    sources: dict[str, str] = {}
+    for g in sorted(member, key=lambda g: (depth[g], priority.get(g, 1), g)):
+        for key, value in FLEET_GROUPS[g][0].items():
+            if not key.startswith("ansible_"):
+                values[key], sources[key] = value, f"group {g}"
+    number = int(host[1:])
+    if groups and number % 5 == 0:
+        values["port"], sources["port"] = 3000 + number % 7, f"host {host}"
+    if number % 997 == 0:
+        values["user"], sources["user"] = f"own-{host}", f"host {host}"
+    return {"values": values, "sources": sources,
+            "groups": sorted(member, key=lambda g: (depth[g], priority.get(g, 1), g))}
+
+
+def test_fleet_resolves_every_host_by_the_plain_rules(tmp_path: Path) -> None:
+    """Hosts in the same groups share the merging of their groups' vars: each must still get
+    exactly its own result, its own dicts, and the right source for each value."""
+    path, members = fleet(tmp_path, 2400)
+    inventory, problems = inspect_inventory(path)
+    assert problems == [] and inventory is not None
+    assert list(inventory.hosts) == [h for h in members if not members[h]] + [
+        h for g in FLEET_GROUPS for h in members if g in members[h] and all(
+            g2 not in members[h] for g2 in list(FLEET_GROUPS)[:list(FLEET_GROUPS).index(g)])]
+    for name, host in inventory.hosts.items():
+        want = expected_settings(name, members[name])
+        values = want["values"]
+        assert (host.port, host.user, host.sudo, host.max_sessions) == (
+            values["port"], values["user"], values["sudo"], values["max_sessions"]), name
+        assert list(host.groups) == want["groups"], name
+        assert host.known_hosts == str(tmp_path / "kh")
+        for key, scope in want["sources"].items():
+            assert host.setting_sources[key].scope == scope, (name, key)
+        assert host.var_sources["ansible_everyone"].scope == "group all"
+        assert set(host.vars) >= {"known_hosts", "ansible_everyone"}
+        assert list(host.vars) == list(host.var_sources)
+    one, two = inventory.host("n00001"), inventory.host("n00009")  # both only in rack2
+    assert one.vars == two.vars and one.vars is not two.vars
+    assert one.var_sources is not two.var_sources
+    one.vars["ansible_scribble"] = 1  # type: ignore[index]  # a caller scribbling on one host
+    assert "ansible_scribble" not in two.vars
+
+
+def test_inspect_inventory_is_load_and_validate_in_one(tmp_path: Path) -> None:
+    path, _ = fleet(tmp_path, 300)
+    inventory, problems = inspect_inventory(path)
+    assert problems == validate_inventory(path) == []
+    assert inventory == load_inventory(path)
+    bad = write(tmp_path, {"bad.yml": "all:\n  hosts:\n    h1: {port: x}\n    h1: {}\n"})
+    inventory, problems = inspect_inventory(bad)
+    assert [p.render() for p in problems] == [p.render() for p in validate_inventory(bad)]
+    assert len(problems) == 2
+
+
+def test_validate_reads_the_inventory_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from zrelay.cli.main import main
+    from zrelay.inventory import load as loader
+
+    path, _ = fleet(tmp_path, 40)
+    reads: list[str] = []
+    real = loader._read_text
+
+    def counted(file: Path, *args: object, **kwargs: object) -> object:
+        reads.append(str(file))
+        return real(file, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader, "_read_text", counted)
+    monkeypatch.delenv("ZRELAY_INVENTORY", raising=False)
+    assert main(["-i", str(path), "inventory", "validate"]) == 0
+    assert "OK, 40 hosts" in capsys.readouterr().out
+    assert reads.count(str(path)) == 1, reads
+    reads.clear()
+    assert main(["-i", str(path), "inventory", "validate", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert reads.count(str(path)) == 1, reads
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_collector_state_is_restored(tmp_path: Path, enabled: bool) -> None:
+    import gc
+
+    path, _ = fleet(tmp_path, 20)
+    before = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        load_inventory(path)
+        assert gc.isenabled() is enabled
+        assert gc.get_freeze_count() == 0
+    finally:
+        (gc.enable if before else gc.disable)()
+
+
+def test_host_vars_of_a_few_hosts_in_a_big_listing(tmp_path: Path) -> None:
+    """host_vars/ is listed once; names that only look alike get nothing."""
+    files = {"inv.yml": "all:\n  hosts:\n    web1:\n    web10:\n    web11:\n    web2:\n",
+             "host_vars/web1.yml": "port: 2201\n", "host_vars/web10": "port: 2210\n",
+             "host_vars/web2/a.yml": "port: 2202\n", "host_vars/web2/b.json": '{"user": "b"}\n',
+             "host_vars/.web2.yml": "port: 9\n", "host_vars/web2.txt": "port: 9\n"}
+    write(tmp_path, files)
+    inventory = load_inventory(tmp_path / "inv.yml")
+    ports = {name: host.port for name, host in inventory.hosts.items()}
+    assert ports == {"web1": 2201, "web10": 2210, "web11": 22, "web2": 2202}
+    assert inventory.host("web2").user == "b"

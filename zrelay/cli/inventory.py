@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from zrelay.errors import EXIT_OK, EXIT_USAGE, UsageError
-from zrelay.inventory import Host, Inventory, load_inventory, validate_inventory
+from zrelay.inventory import Host, Inventory, inspect_inventory, load_inventory
 from zrelay.inventory.edit import EditResult, InventoryEditor, parse_assignment
 from zrelay.inventory.lookup import find_inventory
 from zrelay.inventory.model import name_list, suggest
@@ -346,9 +346,9 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_validate(args: argparse.Namespace) -> int:
     path = find_inventory(args.inventory)
-    problems = validate_inventory(path)
+    inventory, problems = inspect_inventory(path)  # one reading: a fleet's files are big
     if args.json:
-        summary = None if problems else summary_counts(load_inventory(path))
+        summary = None if problems or inventory is None else summary_counts(inventory)
         json.dump({"inventory": str(path), "ok": not problems,
                    "problems": [{"file": p.file, "line": p.line, "column": p.column, "message": p.message,
                                  "text": p.render()} for p in problems],
@@ -360,7 +360,7 @@ def run_validate(args: argparse.Namespace) -> int:
             print(problem.render())
         print(f"zrelay: {_count(len(problems), 'problem')} in {path}", file=sys.stderr)
         return EXIT_USAGE
-    inventory = load_inventory(path)
+    assert inventory is not None  # built whenever there is no problem
     files = len(inventory.sources)
     print(f"{path}: OK, {_summary(inventory)}"
           + (f" ({files} files read)" if files > 1 else ""))

@@ -337,13 +337,8 @@ def _ini_host(raw: str, number: int, column: int, problems: list[IniProblem]) ->
 # --------------------------------------------------------------------------- vars directories
 
 
-def vars_files(directory: Path, listing: dict[str, list[str]], name: str) -> list[Path]:
-    """The files that hold ``name``'s variables in ``group_vars/`` or ``host_vars/``.
-
-    As Ansible: ``NAME``, ``NAME.yml``, ``NAME.yaml``, ``NAME.json``, and every
-    such file under a ``NAME/`` directory (sorted, recursively); hidden files and
-    other extensions are skipped. ``listing`` caches one ``os.listdir`` per directory.
-    """
+def _listing(directory: Path, listing: dict[str, list[str]]) -> list[str]:
+    """The sorted entries of ``directory`` (none if it cannot be read), listed once."""
     entries = listing.get(str(directory))
     if entries is None:
         try:
@@ -351,6 +346,24 @@ def vars_files(directory: Path, listing: dict[str, list[str]], name: str) -> lis
         except OSError:
             entries = []
         listing[str(directory)] = entries
+    return entries
+
+
+def vars_names(directory: Path, listing: dict[str, list[str]]) -> set[str]:
+    """Every name that may have variables in ``directory`` (a superset): a fleet of
+    thousands of hosts asks ``vars_files`` only for the few that have a file."""
+    entries = _listing(directory, listing)
+    return set(entries) | {os.path.splitext(entry)[0] for entry in entries}
+
+
+def vars_files(directory: Path, listing: dict[str, list[str]], name: str) -> list[Path]:
+    """The files that hold ``name``'s variables in ``group_vars/`` or ``host_vars/``.
+
+    As Ansible: ``NAME``, ``NAME.yml``, ``NAME.yaml``, ``NAME.json``, and every
+    such file under a ``NAME/`` directory (sorted, recursively); hidden files and
+    other extensions are skipped. ``listing`` caches one ``os.listdir`` per directory.
+    """
+    entries = _listing(directory, listing)
     found: list[Path] = []
     for ext in VARS_EXTENSIONS:
         if name + ext in entries:

@@ -19,8 +19,10 @@ duplicate keys (a classic way to lose a host) — here that is an error.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import datetime as _dt
 import difflib
+import gc
 import os
 import re
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from zrelay.errors import InvalidName, InventoryError, UsageError
 from zrelay.inventory.ansible import (IniSection, RangeError, ansible_bool, directory_sources,
                                       expand_range, looks_like_ini, parse_ini,
-                                      split_port, vars_files)
+                                      split_port, vars_files, vars_names)
 from zrelay.inventory.model import (DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_STORAGE_CLASS,
                                     S3_SCHEME, Endpoint, Group, Host, Inventory, Job, Origin,
                                     S3Ref, S3Target, Settings, Target, VarSource, name_list,
@@ -51,6 +53,7 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _SPACE = re.compile(r"\s")  # what str.isspace() calls whitespace
+_CONTROL = re.compile(r"[\x00-\x1f]")
 _NULL_TAG = "tag:yaml.org,2002:null"
 
 #: Keys in the top level of the file that are not groups.
@@ -133,7 +136,7 @@ def _want_str(value: Any, what: str) -> str:
         raise _Bad(f"{what}: expected a non-empty string")
     if "{{" in value or "{%" in value:
         raise _Bad(f"{what}: templates ('{{{{ ... }}}}') are not supported; write the value itself")
-    if any(ord(c) < 32 for c in value):
+    if _CONTROL.search(value):
         raise _Bad(f"{what}: must not contain control characters or newlines")
     return value
 
@@ -156,7 +159,7 @@ def _want_bool(value: Any, what: str) -> bool:
 def _check_address(value: Any, what: str) -> str:
     """A host name or IP address that is safe to hand to ssh."""
     text = _want_str(value, what)
-    if any(c.isspace() for c in text):
+    if _SPACE.search(text):
         raise _Bad(f"{what}: {text!r} contains whitespace")
     if text.startswith("-"):
         raise _Bad(f"{what}: {text!r} starts with '-' and would be read as an ssh option")
@@ -344,7 +347,7 @@ def _unknown_key(key: str, valid: list[str], where: str,
 # --------------------------------------------------------------------------- raw model
 
 
-@dataclass
+@dataclass(slots=True)
 class _Setting:
     """One checked host setting and where it was written.
 
@@ -359,22 +362,30 @@ class _Setting:
     key: str = ""  # the name as written (``ansible_port`` or ``port``)
 
 
-@dataclass
 class _Vars:
-    """One source of variables (a host entry or a group's ``vars:``), already checked."""
+    """One source of variables (a host entry or a group's ``vars:``), already checked.
 
-    settings: dict[str, _Setting] = field(default_factory=dict)  # canonical zrelay names
-    raw: dict[str, Any] = field(default_factory=dict)            # as written, ansible_* too
-    raw_origins: dict[str, Origin] = field(default_factory=dict)
-    #: Settings rejected here ("?" for an unknown key, maybe a misspelt one): a later
-    #: "missing" error for one of them would only repeat the error already reported.
-    broken: set[str] = field(default_factory=set)
+    A plain class with slots: a fleet makes one or two per host.
+    """
+
+    __slots__ = ("settings", "raw", "raw_origins", "broken")
+
+    def __init__(self, settings: dict[str, _Setting] | None = None,
+                 raw: dict[str, Any] | None = None, raw_origins: dict[str, Origin] | None = None,
+                 broken: set[str] | None = None) -> None:
+        self.settings = {} if settings is None else settings  # canonical zrelay names
+        self.raw = {} if raw is None else raw                  # as written, ansible_* too
+        self.raw_origins = {} if raw_origins is None else raw_origins
+        #: Settings rejected here ("?" for an unknown key, maybe a misspelt one): a later
+        #: "missing" error for one of them would only repeat the error already reported.
+        self.broken = set() if broken is None else broken
 
     def update(self, other: _Vars) -> None:
         self.settings.update(other.settings)
         self.raw.update(other.raw)
         self.raw_origins.update(other.raw_origins)
-        self.broken |= other.broken
+        if other.broken:
+            self.broken |= other.broken
 
     def copy(self) -> _Vars:
         return _Vars(dict(self.settings), dict(self.raw), dict(self.raw_origins), set(self.broken))
@@ -462,6 +473,24 @@ def _ansible_coerce(canonical: str, value: Any) -> Any:
 
 
 @dataclass
+class _Inherited:
+    """Variables merged level by level, and which level (scope, origin) set each."""
+
+    groups: tuple[str, ...]
+    vars: _Vars = field(default_factory=_Vars)
+    var_sources: dict[str, VarSource] = field(default_factory=dict)
+    setting_sources: dict[str, VarSource] = field(default_factory=dict)
+
+    def add(self, scope: str, level: _Vars) -> None:
+        """``level`` over what is merged so far."""
+        self.vars.update(level)
+        for key, origin in level.raw_origins.items():
+            self.var_sources[key] = VarSource(scope, origin)
+        for key, setting in level.settings.items():
+            self.setting_sources[key] = VarSource(scope, setting.origin)
+
+
+@dataclass(slots=True)
 class _RawHost:
     name: str
     origin: Origin
@@ -546,10 +575,10 @@ class _Builder:
         In a zrelay inventory, a host listed twice must not be given two different
         values for one setting: which one wins would depend on file order.
         """
-        if name not in self.hosts:
-            self.hosts[name] = _RawHost(name, origin)
-        raw = self.hosts[name]
-        if origin.file in self.strict_files:
+        raw = self.hosts.get(name)
+        if raw is None:
+            raw = self.hosts[name] = _RawHost(name, origin)
+        elif origin.file in self.strict_files:
             for key, new in host_vars.settings.items():
                 old = raw.vars.settings.get(key)
                 if (old is not None and old.origin.file == origin.file
@@ -573,14 +602,19 @@ class _Builder:
         for directory, ansible in self.vars_dirs.items():
             base = Path(directory)
             checker = _VarsChecker(self.errors, directory, ansible)
+            group_dir, host_dir = base / "group_vars", base / "host_vars"
+            present = vars_names(group_dir, listing)
             for name, group in self.groups.items():
-                for file in vars_files(base / "group_vars", listing, name):
-                    group.dir_vars.update(self._vars_file(file, checker, f"group {name!r}",
-                                                          for_host=False))
+                if name in present:
+                    for file in vars_files(group_dir, listing, name):
+                        group.dir_vars.update(self._vars_file(file, checker, f"group {name!r}",
+                                                              for_host=False))
+            present = vars_names(host_dir, listing)  # a few files for a fleet, or none
             for name, host in self.hosts.items():
-                for file in vars_files(base / "host_vars", listing, name):
-                    host.dir_vars.update(self._vars_file(file, checker, f"host {name!r}",
-                                                         for_host=True))
+                if name in present:
+                    for file in vars_files(host_dir, listing, name):
+                        host.dir_vars.update(self._vars_file(file, checker, f"host {name!r}",
+                                                             for_host=True))
 
     def _vars_file(self, path: Path, checker: _VarsChecker, owner: str, for_host: bool) -> _Vars:
         """One group_vars/host_vars file: a mapping of variables (empty is fine)."""
@@ -617,8 +651,14 @@ class _Builder:
         for name, group in self.groups.items():
             for host in group.hosts:
                 direct.setdefault(host, []).append(name)
-        hosts = {name: self._host(raw, direct.get(name, []), parents, depth)
-                 for name, raw in self.hosts.items()}
+        inherited: dict[tuple[str, ...], _Inherited] = {}
+        hosts: dict[str, Host | None] = {}
+        for name, raw in self.hosts.items():
+            groups = tuple(direct.get(name, ()))
+            from_groups = inherited.get(groups)
+            if from_groups is None:
+                from_groups = inherited[groups] = self._inherited(groups, parents, depth)
+            hosts[name] = self._host(raw, from_groups)
         hosts_ok = {name: h for name, h in hosts.items() if h is not None}
         grouped = {h for name, g in self.groups.items() if name != "all" for h in g.hosts}
         ungrouped = [h for h in self.hosts if h not in grouped]
@@ -675,15 +715,15 @@ class _Builder:
                 walk(name, 1, frozenset())
         return depth
 
-    def _host(self, raw: _RawHost, direct: list[str], parents: dict[str, set[str]],
-              depth: dict[str, int]) -> Host | None:
-        """Merge the host's variables in Ansible's order, then build the Host.
+    def _inherited(self, direct: tuple[str, ...], parents: dict[str, set[str]],
+                   depth: dict[str, int]) -> _Inherited:
+        """What a host listed in the groups ``direct`` gets from its groups.
 
         Lowest to highest: ``all``'s vars in the inventory files, every other
         group's (parents before children: a deeper group wins; equal depth is
         settled by ``ansible_group_priority``, then by name), ``group_vars/all``,
-        ``group_vars/<group>`` in the same order, the host's own vars in the
-        inventory files, ``host_vars/<host>``.
+        ``group_vars/<group>`` in the same order. The same for every host listed
+        in the same groups, so a fleet merges it once per distinct set of groups.
         """
         member: set[str] = set()
         todo = list(direct)
@@ -705,24 +745,34 @@ class _Builder:
         levels += [(f"group {g}", self.groups[g].vars) for g in order]
         levels.append(("group all", self.groups["all"].dir_vars))
         levels += [(f"group {g}", self.groups[g].dir_vars) for g in order]
-        levels += [(f"host {raw.name}", raw.vars), (f"host {raw.name}", raw.dir_vars)]
-        merged = _Vars()
-        var_sources: dict[str, VarSource] = {}
-        setting_sources: dict[str, VarSource] = {}
+        inherited = _Inherited(tuple(g for g in order if g != "ungrouped"))
         for scope, level in levels:
-            merged.update(level)
+            inherited.add(scope, level)
+        return inherited
+
+    def _host(self, raw: _RawHost, inherited: _Inherited) -> Host | None:
+        """The host's own variables over what its groups give it (``inherited``): the
+        host's vars in the inventory files, then ``host_vars/<host>``; then the Host."""
+        own, dirs = raw.vars, raw.dir_vars
+        settings = {**inherited.vars.settings, **own.settings, **dirs.settings}
+        raw_vars = {**inherited.vars.raw, **own.raw, **dirs.raw}
+        var_sources = dict(inherited.var_sources)
+        setting_sources = dict(inherited.setting_sources)
+        scope = f"host {raw.name}"
+        for level in (own, dirs):
             for key, origin in level.raw_origins.items():
                 var_sources[key] = VarSource(scope, origin)
             for key, setting in level.settings.items():
                 setting_sources[key] = VarSource(scope, setting.origin)
         usable = True
-        for setting in merged.settings.values():
+        for setting in settings.values():
             if setting.problem:  # a bad value from an Ansible inventory that this host uses
                 self.errors.add(setting.origin, f"{setting.problem} (used by host {raw.name!r})")
                 usable = False
-        s = {k: v.value for k, v in merged.settings.items()}
+        s = {k: v.value for k, v in settings.items()}
         if "address" not in s:
-            if "address" in merged.broken:
+            if "address" in inherited.vars.broken or "address" in own.broken or \
+                    "address" in dirs.broken:
                 return None
             try:  # as Ansible: no ansible_host means the inventory name is the address
                 s["address"] = _check_address(raw.name, f"host {raw.name!r}")
@@ -744,9 +794,8 @@ class _Builder:
             direct_known_hosts=s.get("direct_known_hosts"),
             direct_ciphers=s.get("direct_ciphers", "auto"),
             compress=s.get("compress"), buffer=s.get("buffer"),
-            groups=tuple(g for g in order if g != "ungrouped"),
-            vars=dict(merged.raw), origin=raw.origin,
-            var_sources={k: var_sources[k] for k in merged.raw if k in var_sources},
+            groups=inherited.groups, vars=raw_vars, origin=raw.origin,
+            var_sources={k: var_sources[k] for k in raw_vars if k in var_sources},
             setting_sources={k: setting_sources[k] for k in s if k in setting_sources})
 
     def _jobs(self) -> tuple[Job, ...]:
@@ -1058,7 +1107,7 @@ class _YamlReader:
                     for item in items:
                         merged.setdefault(item[0], item)
                 continue
-            if not isinstance(key_node, ScalarNode) or self.is_null(key_node):
+            if not isinstance(key_node, ScalarNode) or key_node.tag == _NULL_TAG:
                 self.fail(key_node, f"{what}: keys must be plain names, got {self.kind(key_node)}")
                 continue
             key = key_node.value
@@ -1078,6 +1127,8 @@ class _YamlReader:
         tag = node.tag
         if tag == _STR_TAG:
             return node.value
+        if tag == _INT_TAG and node.value.isdigit() and (node.value[0] != "0" or node.value == "0"):
+            return int(node.value)  # the usual port or count: no sign, base prefix, _ or ':'
         if tag.startswith("!") and not tag.startswith("!!"):
             return _Tagged(node.value, tag)
         build = self.ctor.yaml_constructors.get(tag)
@@ -1149,7 +1200,8 @@ class _YamlReader:
         return data, size, deepest + 1
 
     def spend(self, alias: Node, size: int, what: str) -> bool:
-        """Count ``size`` values expanded through ``alias``; False (reported once) past the budget."""
+        """Count ``size`` values expanded through ``alias``; past the budget, False
+        (reported once)."""
         builder = self.builder
         if builder.alias_values < 0:
             return False  # already refused: one report is enough
@@ -1812,6 +1864,7 @@ def _compose(text: str, path: Path, errors: _Errors) -> Node | None:
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_INT_TAG = "tag:yaml.org,2002:int"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
 
@@ -1966,6 +2019,27 @@ class _Composer:
                 stack.append([node, None])
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Reading makes millions of small objects and no garbage cycles worth collecting
+    meanwhile; the cyclic collector would walk them again and again (two fifths of the
+    time it took to read 50,000 hosts). Cycles made meanwhile are collected later.
+
+    Afterwards what was made is handed to the oldest generation unexamined (freeze, then
+    unfreeze): left in the youngest, the first collection would walk all of it at once.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            if not gc.get_freeze_count():  # nobody else froze objects: ours to move
+                gc.freeze()
+                gc.unfreeze()
+            gc.enable()
+
+
 def _parse(text: str, path: Path, errors: _Errors) -> Inventory | None:
     """Read the inventory at ``path`` (whose text is ``text``) and everything it pulls in.
 
@@ -1973,6 +2047,11 @@ def _parse(text: str, path: Path, errors: _Errors) -> Inventory | None:
     inventory and is read as Ansible reads it. group_vars/ and host_vars/
     beside each inventory file are read after every inventory file.
     """
+    with _collector_paused():
+        return _parse_now(text, path, errors)
+
+
+def _parse_now(text: str, path: Path, errors: _Errors) -> Inventory | None:
     file = str(path)
     base_dir = os.path.dirname(os.path.abspath(file))
     builder = _Builder(path, errors)
@@ -2025,6 +2104,19 @@ def validate_inventory(path: str | Path) -> list[InventoryError]:
     if text is not None:
         _parse(text, path, errors)
     return errors.sorted()
+
+
+def inspect_inventory(path: str | Path) -> tuple[Inventory | None, list[InventoryError]]:
+    """The inventory at ``path`` as far as it could be built, and every problem in file order.
+
+    One reading for both: ``inventory validate`` reports the problems, or summarises
+    the inventory, without reading a big fleet's files twice.
+    """
+    errors = _Errors()
+    path = Path(path)
+    text = _read_text(path, errors)
+    inventory = _parse(text, path, errors) if text is not None else None
+    return inventory, errors.sorted()
 
 
 def load_inventory(path: str | Path) -> Inventory:
