@@ -165,6 +165,8 @@ def test_dry_run_and_status_report_a_target_another_run_holds_as_busy(lab, tmp_p
         assert "destroy" not in said and "no common base" not in said and "Traceback" not in said, said
     assert dry.returncode == EXIT_BUSY, dry.stdout + dry.stderr
     assert f"not planned, another zrelay sync (pid {first.pid}, started " in dry.stdout + dry.stderr
+    told = " ".join(dry.stdout.split())
+    assert told.count(f"nas1:{src} → vault:{dst}") == 2, "the row's heading and the run's own words, once each"
     [row] = json.loads(dry_json.stdout)
     assert dry_json.returncode == EXIT_BUSY and row["outcome"] == "busy" and what in row["message"], row
     assert row["plans"] == [] and row["commands"] == []

@@ -290,7 +290,8 @@ def print_dry_run(results: list[TaskResult]) -> None:
     lines: list[Line] = []
     for r in results:
         style = _OUTCOME_STYLE.get(r.outcome, "")
-        lines += layout.wrap([(r.job, "bold"), (f" → {r.target}: ", ""), (r.message, style)], w, 0, 4)
+        message = r.message.removeprefix(f"{r.source} → {r.target}: ")   # a busy target's names both ends
+        lines += layout.wrap([(r.job, "bold"), (f" → {r.target}: ", ""), (message, style)], w, 0, 4)
         for p in r.plans:
             if len(r.plans) > 1:
                 lines += layout.wrap(f"{p.kind.value} {p.source} → {p.target}: {p.reason}", w, 2, 6)
