@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.tui.conftest import footer_keys, screen_text, wait_until
-from zrelay.status import BROKEN, NOT_CHECKED, PENDING, RUNNING, STATES
+from zrelay.status import BROKEN, BUSY, NOT_CHECKED, PENDING, RUNNING, STATES
 from zrelay.tui.app import NO_S3_TARGET
 from zrelay.tui.model import DETAIL_LEGEND_ENTRIES, LEGEND_ENTRIES, NOT_A_TARGET, SYMBOLS, pack, plural
 from zrelay.tui.views import HelpScreen, MatrixView
@@ -56,7 +56,7 @@ def test_every_state_has_one_symbol() -> None:
     """Cells, legend and help read one table: every state a cell can take is in it, once."""
     states = [s.state for s in SYMBOLS]
     assert len(states) == len(set(states))
-    assert set(STATES) | {BROKEN, RUNNING, NOT_CHECKED, PENDING, NOT_A_TARGET} <= set(states)
+    assert set(STATES) | {BROKEN, BUSY, RUNNING, NOT_CHECKED, PENDING, NOT_A_TARGET} <= set(states)
     assert len({s.glyph for s in SYMBOLS}) == len(SYMBOLS), "one glyph, one meaning"
 
 

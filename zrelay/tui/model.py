@@ -14,7 +14,7 @@ from rich.text import Text
 
 from zrelay.inventory.model import Endpoint, Inventory, Job
 from zrelay.state import StoreView, TransferRow
-from zrelay.status import (BROKEN, NOT_CHECKED, PENDING, RUNNING, STATES, DatasetDetail, DetailCell,
+from zrelay.status import (BROKEN, BUSY, NOT_CHECKED, PENDING, RUNNING, STATES, DatasetDetail, DetailCell,
                            TargetReport, location_of)
 from zrelay.units import human_bytes, human_seconds
 
@@ -47,6 +47,7 @@ SYMBOLS: tuple[Symbol, ...] = (
     Symbol("unreachable", "?", "unreachable", "unreachable", "red"),
     Symbol("error", "!", "error", "error", "red"),
     Symbol(RUNNING, "↻", "running", "running", "bold magenta", "a transfer, any process's"),
+    Symbol(BUSY, "⧗", "busy", "busy", "magenta"),  # another zrelay holds the target
     Symbol(NOT_CHECKED, "○", "not checked", "not checked", "dim", "S3 targets are not inspected"),
     Symbol(PENDING, "…", "checking", "checking", "dim"),
     Symbol(NOT_A_TARGET, "·", "not a target", "", "dim"),
@@ -55,7 +56,7 @@ SYMBOLS: tuple[Symbol, ...] = (
 GLYPHS: dict[str, tuple[str, str, str]] = {s.state: (s.glyph, s.label, s.style) for s in SYMBOLS}
 #: Worst first, for a cell that two jobs share: what needs a person, then a running transfer, then the rest.
 _ALERTS = ("unreachable", "error", BROKEN, "diverged", "no-common-base")
-_ORDER = (*_ALERTS, RUNNING, *(s for s in STATES if s not in _ALERTS), NOT_CHECKED, PENDING)
+_ORDER = (*_ALERTS, RUNNING, BUSY, *(s for s in STATES if s not in _ALERTS), NOT_CHECKED, PENDING)
 
 LEGEND_ENTRIES = tuple(f"{s.glyph} {s.name}" for s in SYMBOLS)
 LEGEND = "  ".join(LEGEND_ENTRIES)
