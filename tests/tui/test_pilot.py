@@ -162,6 +162,28 @@ def test_sync_without_a_selection_warns(scenario) -> None:  # type: ignore[no-un
     asyncio.run(run())
 
 
+def test_a_launched_run_that_found_its_target_busy_is_a_warning(scenario) -> None:  # type: ignore[no-untyped-def]
+    """Exit 75 is the lock at work (another zrelay holds a target): said as such, not as a failure."""
+    script = "echo 'busy: another zrelay (pid 4242) is replicating nas2:tank/x -> vault:backup/x' >&2; exit 75"
+
+    async def run() -> None:
+        app = scenario(command_prefix=["sh", "-c", script, "sh"])
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            app.redraw()
+            await pilot.pause()
+            hosts = app.query_one(HostsView).table
+            hosts.move_cursor(row=hosts.row_keys.index("h:nas2"))
+            await pilot.press("s")
+            await wait_until(pilot, lambda: bool(app.finished), 10, "the worker to end")
+            [proc] = app.finished
+            assert proc.returncode == 75
+            severity, title, message = app.notices[-1]
+            assert severity == "warning" and title == "zrelay sync nas2: skipped, another zrelay holds a target"
+            assert "pid 4242" in message
+    asyncio.run(run())
+
+
 def test_refresh_keeps_the_cursor(scenario) -> None:  # type: ignore[no-untyped-def]
     async def run() -> None:
         app = scenario()

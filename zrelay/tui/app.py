@@ -40,6 +40,7 @@ from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, Tab
 
 from zrelay.errors import ZrelayError
 from zrelay.inventory.model import Inventory, Job, Target
+from zrelay.locks import EXIT_BUSY
 from zrelay.state import StoreView, TransferRow, read_view
 from zrelay.status import TargetReport, detail_for, targets_of
 from zrelay.tui.model import (HOST_COLUMNS, Key, Matrix, build_matrix, clip, detail_columns, detail_rows,
@@ -546,10 +547,13 @@ class ZrelayApp(App[None]):
             launched.output = errors.read().decode(errors="replace").strip()
         del self.launched[proc.pid]
         self.finished.append(launched)
+        tail = "\n".join(launched.output.splitlines()[-4:]) or "(no output)"
         if launched.returncode == 0:
             self.notify(f"zrelay {command} {pattern}: done")
+        elif launched.returncode == EXIT_BUSY:  # the lock did its job: nothing failed, nothing was touched
+            self.notify(tail, title=f"zrelay {command} {pattern}: skipped, another zrelay holds a target",
+                        severity="warning", timeout=20, markup=False)
         else:
-            tail = "\n".join(launched.output.splitlines()[-4:]) or "(no output)"
             self.notify(tail, title=f"zrelay {command} {pattern} failed (exit {launched.returncode})",
                         severity="error", timeout=20, markup=False)
         self.ask_hosts([(j, t) for j, t in self.pairs if pattern in (j.name, j.source.host)], full=False)
