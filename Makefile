@@ -34,7 +34,8 @@ deps:
 	$(PY) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); } \
+	    > /tmp/zrelay-apt.log 2>&1 || { cat /tmp/zrelay-apt.log; exit 1; }; \
 	fi
 
 venv: $(VENV)/.installed
@@ -42,8 +43,9 @@ venv: $(VENV)/.installed
 # constraints.txt: the exact versions the suite is run with (pyproject.toml has the ranges)
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	@echo "installing zrelay and the tested versions of its dependencies into $(VENV)"
+	@{ $(BIN)/pip install --upgrade pip && $(BIN)/pip install -c constraints.txt -e '.[test]'; } \
+	  > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }   # quiet unless it fails
 	touch $@
 
 lab-up: install
