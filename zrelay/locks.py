@@ -65,6 +65,7 @@ from types import TracebackType
 from typing import Awaitable, Callable, Mapping, TypeVar
 
 from zrelay.errors import ZrelayError
+from zrelay.procs import process_started
 
 #: Exit code of a run that skipped a target because another zrelay held it (sysexits' EX_TEMPFAIL:
 #: nothing failed, try again later). A failed or refused target (1) wins over it.
@@ -151,24 +152,11 @@ def identify(run_id: int | None = None, command: str = "", started: float | None
     _owner.started = started
 
 
-def _process_started(pid: int) -> float | None:
-    """When process ``pid`` started (Linux /proc), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        ticks = int(fields[19])   # field 22 (starttime), counted after the ")" of the command
-        with open("/proc/stat", "rb") as f:
-            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
-        return btime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
 _IMPORTED = time.time()
 
 
 def _self_started() -> float:
-    return _owner.started or _process_started(os.getpid()) or _IMPORTED
+    return _owner.started or process_started(os.getpid()) or _IMPORTED
 
 
 # --- keys -------------------------------------------------------------------------------
@@ -510,7 +498,7 @@ def probe(key: str, directory: Path | None = None) -> Probe:
         named = isinstance(record, dict) and "pid" in record and "released" not in record
         holder = _holder_of(record) if named else None
         if holder is None or (pid > 0 and holder.pid != pid):   # the record is a previous holder's
-            holder = Holder(pid or None, _process_started(pid) if pid else None, None, "", "")
+            holder = Holder(pid or None, process_started(pid) if pid else None, None, "", "")
         return Probe(None if holder.pid == os.getpid() else holder, stamp)
     finally:
         os.close(fd)

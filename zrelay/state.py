@@ -43,6 +43,7 @@ from typing import Callable, Mapping, Sequence
 
 from zrelay.events import (Event, EventSink, JobFinished, JobPlanned, JobStarted, Outcome, TransferFinished,
                            TransferProgress, TransferStarted)
+from zrelay.procs import pid_alive, process_started
 
 SCHEMA_VERSION = 1
 ENV_VAR = "ZRELAY_STATE"
@@ -315,29 +316,6 @@ class CompactStats:
 # --- the store -------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _process_started(pid: int) -> float | None:
-    """When process ``pid`` started (Linux /proc), or None where that cannot be told."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        ticks = int(fields[19])   # field 22 (starttime), counted after the ")" of the command
-        with open("/proc/stat", "rb") as f:
-            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
-        return btime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
 def run_alive(pid: int, hostname: str, heartbeat: float, finished: float | None, now: float,
               started: float | None = None) -> bool:
     """A run is live while unfinished, its heartbeat fresh and (on this machine) its process exists.
@@ -349,10 +327,10 @@ def run_alive(pid: int, hostname: str, heartbeat: float, finished: float | None,
     if finished is not None or now - heartbeat > STALE_AFTER:
         return False
     if hostname == _HOSTNAME:
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return False
         if started is not None:
-            began = _process_started(pid)
+            began = process_started(pid)
             if began is not None and began > started + PID_START_SLACK:
                 return False
     return True
