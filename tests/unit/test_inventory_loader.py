@@ -123,6 +123,17 @@ def test_alias_bomb_in_inventory_list_json(tmp_path: Path) -> None:
     assert "alias" in result.stderr and "inv.yml:" in result.stderr
 
 
+def test_editing_a_file_with_an_alias_bomb(tmp_path: Path) -> None:
+    """``inventory set`` compares the edited text with what it meant to write: never by
+    expanding the aliases (it used to hang there). The bomb stays a problem of the file."""
+    write(tmp_path, {"inv.yml": BOMB_ALL_VARS})
+    result = run_cli("-i", "inv.yml", "inventory", "set", "h1", "port=2222", "--dry-run",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "+      port: 2222" in result.stdout
+    assert "still has 1 problem(s)" in result.stdout + result.stderr
+
+
 def test_merge_key_bomb_is_linear(tmp_path: Path) -> None:
     """``<<: [*m, *m]`` forty levels deep: 2**40 merges if each is followed again."""
     lines = ["all:", "  vars:", "    ansible_m0: &m0 {x: 1}"]

@@ -39,7 +39,8 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScala
 
 from zrelay.errors import InventoryError, UsageError
 from zrelay.inventory.ansible import RangeError, expand_range, looks_like_ini
-from zrelay.inventory.load import HOST_ALIASES, ZRELAY_SECTION, inspect_inventory_text
+from zrelay.inventory.load import (HOST_ALIASES, ZRELAY_SECTION, inspect_inventory_text,
+                                   same_yaml_data)
 from zrelay.inventory.model import S3_SCHEME, Endpoint, Inventory, suggest
 
 _INDENT = re.compile(r"^( *)")
@@ -802,10 +803,7 @@ class InventoryEditor:
         spliced = "".join(_splice(self.text.splitlines(keepends=True),
                                   before.splitlines(keepends=True),
                                   after.splitlines(keepends=True)))
-        try:
-            same = pyyaml.safe_load(spliced) == pyyaml.safe_load(after)
-        except pyyaml.YAMLError:
-            same = False
+        same = same_yaml_data(spliced, after)  # never expands aliases: a bomb must not hang
         text = spliced if same else after
         if text.endswith("\n\n") and not self.text.endswith("\n\n"):
             text = text.rstrip("\n") + "\n"  # a removed last entry leaves no blank tail

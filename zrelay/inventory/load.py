@@ -1863,6 +1863,48 @@ def _compose(text: str, path: Path, errors: _Errors) -> Node | None:
     return None
 
 
+def same_yaml_data(first: str, second: str) -> bool:
+    """True if two YAML texts hold the same data, aliases compared by anchor name.
+
+    Linear in the texts: loading both and comparing with ``==`` walks every alias's
+    expansion, which an alias bomb makes endless. False if either is not valid YAML.
+    """
+    try:
+        pending = [(_Composer(first).compose(), _Composer(second).compose())]
+    except yaml.YAMLError:
+        return False
+    while pending:
+        a, b = pending.pop()
+        if a is None or b is None:
+            if a is not b:
+                return False
+            continue
+        if type(a) is not type(b) or a.tag != b.tag:
+            return False
+        if isinstance(a, _AliasNode):
+            if a.anchor != b.anchor:  # type: ignore[attr-defined]
+                return False
+        elif isinstance(a, ScalarNode):
+            if a.value != b.value:
+                return False
+        elif len(a.value) != len(b.value):
+            return False
+        elif isinstance(a, SequenceNode):
+            pending.extend(zip(a.value, b.value))
+        else:  # a mapping: keys in any order, as dicts compare
+            b_items = {(k.tag, k.value): v for k, v in b.value if isinstance(k, ScalarNode)}
+            for a_key, a_value in a.value:
+                if not isinstance(a_key, ScalarNode):
+                    return False
+                b_value = b_items.pop((a_key.tag, a_key.value), None)
+                if b_value is None:
+                    return False
+                pending.append((a_value, b_value))
+            if b_items or len(a.value) != len(b.value):
+                return False
+    return True
+
+
 _STR_TAG = "tag:yaml.org,2002:str"
 _INT_TAG = "tag:yaml.org,2002:int"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
