@@ -36,6 +36,7 @@ from zbench import many, relay512, transport  # noqa: E402
 from zbench import wire as wirebench  # noqa: E402
 from zbench import direct, fleet, syncoid  # noqa: E402
 from zbench import s3 as s3bench  # noqa: E402
+from zbench import inventory as inventorybench  # noqa: E402
 from zbench.common import (REPO, SOURCE, BenchError, Lab, negotiated_algorithms, openssh_cipher_options,  # noqa: E402
                            openssh_negotiated)
 
@@ -43,15 +44,20 @@ NAMES = ("relay-512", "transport-only", "noop-100", "incr-100", "direct-512", "d
          "syncoid")
 NAMES += s3bench.NAMES
 NAMES += wirebench.NAMES
+NAMES += inventorybench.NAMES
+#: Benchmarks that need no lab: run on their own when only they are asked for.
+LAB_FREE = set(inventorybench.NAMES)
 RELAY_GOAL = 0.9
 NOOP_GOAL_S = 5.0
 
 #: relay-512 and direct-512 get more repetitions: a 5-7 s stream between two zfs-fuse daemons on two
 #: cores varies by ±0.5 s from one run to the next, as much as the differences they measure.
 OFFICIAL = {"relay_mib": 512, "direct_large_mib": 2048, "transport_mib": 1024, "count": 100, "reps": 3,
-            "reps_512": 5, "fleet_hosts": 50, "fleet_datasets": 20, "syncoid_incrementals": 10}
+            "reps_512": 5, "fleet_hosts": 50, "fleet_datasets": 20, "syncoid_incrementals": 10,
+            "inventory_hosts": 50_000}
 QUICK = {"relay_mib": 64, "direct_large_mib": 128, "transport_mib": 128, "count": 10, "reps": 1,
-         "reps_512": 1, "fleet_hosts": 10, "fleet_datasets": 5, "syncoid_incrementals": 3}
+         "reps_512": 1, "fleet_hosts": 10, "fleet_datasets": 5, "syncoid_incrementals": 3,
+         "inventory_hosts": 5_000}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -171,6 +177,9 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     if results.get("wire"):
         for row in wirebench.table_rows(results["wire"]):
             add(*row)
+    if results.get("inventory"):
+        for row in inventorybench.table_rows(results["inventory"]):
+            add(*row)
     return rows
 
 
@@ -207,10 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
     compile_zrelay()
-    lab = Lab()
     results: dict[str, Any] = {}
     started = time.time()
     exit_code = 0
+    if wanted <= LAB_FREE:
+        return lab_free(args, sizes, wanted, results, started)
+    lab = Lab()
     try:
         lab.acquire()
         lab.wait_up()
@@ -262,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                 (set(wirebench.NAMES), "wire", lambda: wirebench.run(
                     lab, wanted=wanted, size_mib=sizes["relay_mib"], reps=sizes["reps"], ssh_opts=ssh_opts,
                     inventory_extra=extra, workdir=workdir)),
+                (set(inventorybench.NAMES), "inventory", lambda: inventorybench.run(
+                    hosts=sizes["inventory_hosts"], reps=sizes["reps"], workdir=workdir)),
             ]
             for names, key, run_one in steps:
                 if not wanted & names:
@@ -283,6 +296,33 @@ def main(argv: list[str] | None = None) -> int:
         lab.cleanup()
         lab.release()
 
+    return finish(args, sizes, wanted, results, started, exit_code)
+
+
+def lab_free(args: argparse.Namespace, sizes: dict[str, Any], wanted: set[str], results: dict[str, Any],
+             started: float) -> int:
+    """Only benchmarks that need no lab (inventory): no lease, no cipher probe."""
+    exit_code = 0
+    try:
+        with tempfile.TemporaryDirectory(prefix="zrelay-bench-") as tmp:
+            loads = results["load"] = {"start": load()}
+            try:
+                results["inventory"] = inventorybench.run(hosts=sizes["inventory_hosts"], reps=sizes["reps"],
+                                                          workdir=Path(tmp))
+            except BenchError as exc:
+                print(f"bench: error: inventory: {exc}", file=sys.stderr)
+                results.setdefault("errors", {})["inventory"] = str(exc)
+                exit_code = 1
+            loads["after inventory"] = load()
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        exit_code = 130
+    return finish(args, sizes, wanted, results, started, exit_code)
+
+
+def finish(args: argparse.Namespace, sizes: dict[str, Any], wanted: set[str], results: dict[str, Any],
+           started: float, exit_code: int) -> int:
+    """Print the table, write the JSON, and say by the exit status whether every goal was met."""
     rows = table_rows(results)
     notes = []
     if args.quick:
