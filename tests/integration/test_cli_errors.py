@@ -28,8 +28,8 @@ zrelay:
 # (inventory text, expected "line:col" or None when only the file must be named, message fragment)
 CASES: list[tuple[str, str | None, str]] = [
     ("", None, "empty"),
-    ("all: [\n", "2:1", "invalid YAML"),
-    ("all:\n  hosts:\n    nas1: {address: 127.0.0.2\n", "4:1", "invalid YAML"),
+    ("all: [\n", "1:6", "invalid YAML"),
+    ("all:\n  hosts:\n    nas1: {address: 127.0.0.2\n", "3:11", "invalid YAML"),
     ("- just\n- a list\n", "1:1", "mapping"),
     (HEAD + "zrelay:\n  jobs: {}\n", "6:9", "list"),
     (HEAD + "zrelay:\n  jobs:\n    - targets: [vault:backup/x]\n", "7:7", "source"),

@@ -14,7 +14,6 @@ import pytest
 from zrelay.cli import output, status
 from zrelay.status import RUNNING, LocationStatus
 
-NOW = time.time()
 A = "zrelay_2026-12-05T19:41:32Z"
 B = "zrelay_2026-12-05T20:41:32Z"
 C = "zrelay_2026-12-05T21:41:32Z"
@@ -28,13 +27,16 @@ DIVERGED = (f"vault:backup/nas2/home has diverged from nas2:tank/home (@{LOCAL} 
 
 
 def last(outcome: str, ago: float, message: str = "", moved: int = 18 * MiB) -> dict:
-    return {"outcome": outcome, "finished_at": NOW - ago, "started_at": NOW - ago - 2, "bytes": moved,
+    """A last run ``ago`` seconds before now (now: when the test runs, not when the module was imported)."""
+    now = time.time()
+    return {"outcome": outcome, "finished_at": now - ago, "started_at": now - ago - 2, "bytes": moved,
             "seconds": 2.1, "message": message, "failed_host": None, "run_id": 7}
 
 
 def report() -> list[LocationStatus]:
     """The lab's two jobs after a day of use: in sync, behind with a failed run, diverged, S3, a dead host,
     and a transfer running now."""
+    now = time.time()
     data, home = "nas1:tank/data", "nas2:tank/home"
     return [
         LocationStatus(data, data, "nas2:tank/replica/nas1-data", "in-sync", datasets=3, source_newest=C,
@@ -59,8 +61,8 @@ def report() -> list[LocationStatus]:
                        location="vault",
                        transfer={"stream": f"tank/photos@{B} → @{C} (-i)", "source_host": "nas1",
                                  "target_host": "vault", "bytes": 82 * MiB, "estimate": 120 * MiB,
-                                 "rate": 7.5 * MiB, "eta_seconds": 5, "started_at": NOW - 11,
-                                 "updated_at": NOW, "pid": 4242, "command": "sync"}),
+                                 "rate": 7.5 * MiB, "eta_seconds": 5, "started_at": now - 11,
+                                 "updated_at": now, "pid": 4242, "command": "sync"}),
     ]
 
 
