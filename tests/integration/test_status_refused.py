@@ -37,7 +37,10 @@ def world(lab: Any, tmp_path: Path):  # type: ignore[no-untyped-def]
         yield name, src_pool, dst_pool, made
     finally:
         for host, ds in reversed(made):
-            lab.destroy(host, ds)
+            try:
+                lab.destroy(host, ds)
+            except Exception as exc:  # zfs-fuse keeps a killed send's temporary hold: cleanup must not fail the test
+                print(f"cleanup: {host}:{ds}: {exc}")
 
 
 def test_diverged_and_unrelated_rows_name_the_newest_source_snapshot(lab: Any, world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
