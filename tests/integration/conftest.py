@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import pytest
+
+#: Modules that test zrelay's own behaviour (locks, signals, output, the README, ssh options, the
+#: install, S3 chain rules): the ZFS flavour does not enter into it, so they run on the fuse tier
+#: only. On the OpenZFS tier (qemu guests under TCG, several times slower) they would only repeat
+#: the same checks; what differs by flavour is tested there (tests/openzfs and the other modules).
+FUSE_TIER_ONLY = frozenset({"test_install", "test_readme", "test_locks", "test_signals", "test_pipe_output",
+                            "test_ssh_options", "test_s3_restore_newest"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("ZRELAY_LAB") != "openzfs":
+        return
+    skip = pytest.mark.skip(reason="zrelay's own behaviour, independent of the ZFS flavour: run on the fuse tier")
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in FUSE_TIER_ONLY:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
