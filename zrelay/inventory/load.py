@@ -569,14 +569,21 @@ class _Builder:
             self.groups[parent].children[name] = origin
         return group
 
-    def host(self, name: str, origin: Origin, group: str, host_vars: _Vars) -> None:
+    def host(self, name: str, origin: Origin, group: str, host_vars: _Vars,
+             owned: bool = False) -> None:
         """Record that ``group`` lists host ``name``, adding ``host_vars`` (later mentions win).
 
         In a zrelay inventory, a host listed twice must not be given two different
         values for one setting: which one wins would depend on file order.
+        ``owned``: ``host_vars`` belongs to this host alone, so a new host keeps it
+        as it is (no copy: a fleet lists each host once).
         """
         raw = self.hosts.get(name)
         if raw is None:
+            if owned:
+                self.hosts[name] = _RawHost(name, origin, host_vars)
+                self.groups[group].hosts.setdefault(name)
+                return
             raw = self.hosts[name] = _RawHost(name, origin)
         elif origin.file in self.strict_files:
             for key, new in host_vars.settings.items():
@@ -754,12 +761,16 @@ class _Builder:
         """The host's own variables over what its groups give it (``inherited``): the
         host's vars in the inventory files, then ``host_vars/<host>``; then the Host."""
         own, dirs = raw.vars, raw.dir_vars
-        settings = {**inherited.vars.settings, **own.settings, **dirs.settings}
-        raw_vars = {**inherited.vars.raw, **own.raw, **dirs.raw}
-        var_sources = dict(inherited.var_sources)
-        setting_sources = dict(inherited.setting_sources)
+        levels = (own, dirs) if dirs.raw or dirs.settings else (own,)  # host_vars/ is rare
+        settings = {**inherited.vars.settings, **own.settings}
+        raw_vars = {**inherited.vars.raw, **own.raw}
+        if len(levels) == 2:
+            settings.update(dirs.settings)
+            raw_vars.update(dirs.raw)
+        var_sources = inherited.var_sources.copy()
+        setting_sources = inherited.setting_sources.copy()
         scope = f"host {raw.name}"
-        for level in (own, dirs):
+        for level in levels:
             for key, origin in level.raw_origins.items():
                 var_sources[key] = VarSource(scope, origin)
             for key, setting in level.settings.items():
@@ -795,8 +806,11 @@ class _Builder:
             direct_ciphers=s.get("direct_ciphers", "auto"),
             compress=s.get("compress"), buffer=s.get("buffer"),
             groups=inherited.groups, vars=raw_vars, origin=raw.origin,
-            var_sources={k: var_sources[k] for k in raw_vars if k in var_sources},
-            setting_sources={k: setting_sources[k] for k in s if k in setting_sources})
+            # The same keys as a rule (each level records both); filtered only if not.
+            var_sources=(var_sources if var_sources.keys() == raw_vars.keys() else
+                         {k: var_sources[k] for k in raw_vars if k in var_sources}),
+            setting_sources=(setting_sources if setting_sources.keys() == s.keys() else
+                             {k: setting_sources[k] for k in s if k in setting_sources}))
 
     def _jobs(self) -> tuple[Job, ...]:
         jobs: list[Job] = []
@@ -1385,7 +1399,8 @@ class _YamlReader:
                               f"{also}")
                     continue
                 listed[name] = key
-                self.builder.host(name, at, group, host_vars)  # host() copies what it keeps
+                # host() copies what it keeps, unless a range shares nothing
+                self.builder.host(name, at, group, host_vars, owned=len(names) == 1)
 
     def read_vars(self, node: Node, where: str, *, for_host: bool) -> _Vars:
         """One vars mapping, each setting checked and every alias mapped to its zrelay name."""
@@ -1395,10 +1410,17 @@ class _YamlReader:
             return result
         if isinstance(node, _AliasMapping) and not self.spend(node, len(node.value), where):
             return result
+        file, add, scalar, value_of = self.file, self.checker.add, self.scalar, self.value
         for key, key_node, value_node in self.pairs(node, where) or []:
-            value = self.value(value_node, key)
-            self.checker.add(result, key, value, self.at(key_node), self.at(value_node), where,
-                             for_host, lambda k, name, n=value_node: self.entry_at(n, k, name))
+            # A plain scalar (no alias, nothing to count or share): its value directly.
+            if value_node.__class__ is ScalarNode:
+                value = value_node.value if value_node.tag == _STR_TAG else scalar(value_node, key)
+            else:
+                value = value_of(value_node, key)
+            key_mark, value_mark = key_node.start_mark, value_node.start_mark
+            add(result, key, value, Origin(file, key_mark.line + 1, key_mark.column + 1),
+                Origin(file, value_mark.line + 1, value_mark.column + 1), where, for_host,
+                lambda k, name, n=value_node: self.entry_at(n, k, name))
         return result
 
     # -- the zrelay: section
@@ -1947,6 +1969,30 @@ def _alias(target: Node, anchor: str, event: yaml.AliasEvent) -> Node:
     return node
 
 
+def _resolver_table() -> dict[str, tuple[re.Pattern[str], dict[str, str]]]:
+    """PyYAML's implicit resolvers, for each first character as one regex of named
+    alternatives in PyYAML's order: one match per plain scalar instead of one per
+    candidate tag (an address like 10.0.0.1 was tried as float, int, then timestamp)."""
+    resolvers = _LOADER.yaml_implicit_resolvers
+    wildcard = resolvers.get(None, [])
+    table: dict[str, tuple[re.Pattern[str], dict[str, str]]] = {}
+    for first, candidates in resolvers.items():
+        if first is None:
+            continue
+        candidates = list(candidates) + list(wildcard)
+        flags = {regexp.flags for _, regexp in candidates}
+        tags = {f"t{i}": tag for i, (tag, _) in enumerate(candidates)}
+        if len(flags) != 1:  # not expected from PyYAML: keep them apart, tried in order
+            raise ValueError(f"YAML resolvers for {first!r} mix regex flags")
+        pattern = "|".join(f"(?P<t{i}>{regexp.pattern})" for i, (_, regexp) in
+                           enumerate(candidates))
+        table[first] = (re.compile(pattern, flags.pop()), tags)
+    return table
+
+
+_RESOLVERS = _resolver_table()
+
+
 class _Composer:
     """PyYAML's composer, without recursion, with one node per alias, and fast on big files.
 
@@ -1988,9 +2034,8 @@ class _Composer:
 
     def _document(self) -> Node:
         get = self.loader.get_event
-        resolvers = _LOADER.yaml_implicit_resolvers
-        firsts = frozenset(k for k in resolvers if k is not None)
-        wildcard = resolvers.get(None, [])
+        table = _RESOLVERS
+        firsts = frozenset(k for k in table if k)
         resolved: dict[str, str] = {}
         anchors: dict[str, Node] = {}
         stack = self.stack
@@ -2008,10 +2053,11 @@ class _Composer:
                     if event.implicit[0] and (not value or value[0] in firsts):
                         known = resolved.get(value)
                         if known is None:
-                            for candidate, regexp in resolvers.get(value[:1], []) + wildcard:
-                                if regexp.match(value):
-                                    tag = candidate
-                                    break
+                            entry = table.get(value[:1])
+                            if entry is not None:
+                                found = entry[0].match(value)
+                                if found is not None:
+                                    tag = entry[1][found.lastgroup]  # type: ignore[index]
                             if len(resolved) < 10_000:
                                 resolved[value] = tag
                         else:
