@@ -29,7 +29,7 @@ from zrelay.paths.relay import TransferFailed, relay
 from zrelay.plan import Plan, PlanKind, SendStep, common_base, describe, plan, plan_recursive
 from zrelay.transport.host import RemoteHost
 from zrelay.transport.ssh import ConnectionPool
-from zrelay.zfs import commands, parse
+from zrelay.zfs import commands, direct_ssh, parse
 from zrelay.zfs.model import Capabilities, DatasetState, Snapshot
 from zrelay.zfs.names import snapshot_problem
 
@@ -811,12 +811,12 @@ def _direct_ssh(source: RemoteHost, dest: RemoteHost) -> tuple[list[str], list[s
     fallback for ``direct_ciphers: auto``: AES-GCM first, else ssh's own order for a pair where
     an end has no AES instructions. ``default`` and a list of the user's have no fallback."""
     def ssh(ciphers: Sequence[str] | str | None) -> list[str]:
-        return commands.ssh_argv(dest.host.peer_address, port=dest.host.port, user=dest.host.user,
-                                 identity_file=source.host.direct_identity_file,
-                                 known_hosts=source.host.direct_known_hosts, ciphers=ciphers)
+        return direct_ssh.ssh_argv(dest.host.peer_address, port=dest.host.port, user=dest.host.user,
+                                   identity_file=source.host.direct_identity_file,
+                                   known_hosts=source.host.direct_known_hosts, ciphers=ciphers)
     setting = source.host.direct_ciphers
     if setting == "auto":
-        return ssh(commands.AES_FIRST_CIPHERS), ssh(None)
+        return ssh(direct_ssh.AES_FIRST_CIPHERS), ssh(None)
     return ssh(None if setting == "default" else setting), None
 
 

@@ -58,6 +58,12 @@ class InvalidName(UsageError):
     """A dataset or snapshot name that ZFS would not accept (or that is unsafe)."""
 
 
+class Unsupported(UsageError, ValueError):
+    """The host's zfs lacks what was asked for (raw send, bookmarks, resume…); found from its
+    capabilities before anything runs, unlike ZfsUnsupported, which zfs itself reported.
+    Still a ValueError, as the command builders' other refusals of an argument are."""
+
+
 # --- transport ---------------------------------------------------------------
 
 

@@ -71,7 +71,7 @@ def run(lab: Lab, *, size_mib: int, reps: int, inventory_extra: dict[str, Any], 
         {"name": "bench-direct", "source": f"{SOURCE}:{src}", "targets": [f"{TARGET}:{copy}"]}], **extra)
     _make_direct(inventory, lab)
 
-    from zrelay.zfs.commands import AES_FIRST_CIPHERS, ssh_argv
+    from zrelay.zfs.direct_ssh import AES_FIRST_CIPHERS, ssh_argv
     direct_ssh = ssh_argv(HOSTS[TARGET][0], identity_file=str(lab.key), known_hosts=str(lab.known_hosts),
                           user="root")
     aes_ssh = ssh_argv(HOSTS[TARGET][0], identity_file=str(lab.key), known_hosts=str(lab.known_hosts),

@@ -130,7 +130,7 @@ class FleetServer:
 
     @staticmethod
     async def _shell(proc: asyncssh.SSHServerProcess, answer: Any) -> None:
-        """What ``sh`` does with zrelay's request lines (zrelay.zfs.commands.shell_request):
+        """What ``sh`` does with zrelay's request lines (zrelay.zfs.shell_protocol.shell_request):
         ``sh -c WORD </dev/null; printf '\\n%s %d\\n' NONCE "$?"; printf '\\n%s\\n' NONCE >&2``."""
         while True:
             line = await proc.stdin.readline()

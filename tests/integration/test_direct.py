@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 
 from tests.integration.helpers import make_dataset, snapshots, write, write_inventory, zrelay
-from zrelay.zfs import commands
+from zrelay.zfs import direct_ssh
 
 
 @pytest.fixture
@@ -79,9 +79,9 @@ def test_direct_with_a_key_on_the_source_via_inventory(lab, tmp_path: Path) -> N
     stream = next(c["command"] for c in json.loads(proc.stdout)[0]["commands"] if "zfs send" in c["command"])
     master = re.search(r"-o ControlMaster=no -o ControlPath=(/tmp/zrelay-login-[0-9a-f]+) ", stream)
     # AES-GCM first where both CPUs have AES instructions (the master was made so); else ssh's own order
-    both_aes = all(lab.run(h, *commands.cpu_aes_argv(), check=False).returncode == 0 for h in ("nas1", "vault"))
+    both_aes = all(lab.run(h, *direct_ssh.cpu_aes_argv(), check=False).returncode == 0 for h in ("nas1", "vault"))
     if both_aes:
-        assert f"-o Ciphers={','.join(commands.AES_FIRST_CIPHERS)} " in stream, stream
+        assert f"-o Ciphers={','.join(direct_ssh.AES_FIRST_CIPHERS)} " in stream, stream
         assert master is not None, stream
         assert lab.run("nas1", "test", "-e", master.group(1), check=False).returncode == 1, \
             "the master outlived the run"

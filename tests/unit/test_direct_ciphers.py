@@ -20,9 +20,9 @@ from zrelay.inventory import loads_inventory, validate_inventory_text
 from zrelay.inventory.model import Host
 from zrelay.paths.direct import LoginCheck
 from zrelay.transport.host import RemoteHost
-from zrelay.zfs import commands
+from zrelay.zfs import commands, direct_ssh, quoting
 
-AES_FIRST = ",".join(commands.AES_FIRST_CIPHERS)
+AES_FIRST = ",".join(direct_ssh.AES_FIRST_CIPHERS)
 
 INV = """\
 all:
@@ -51,14 +51,14 @@ def test_inventory_errors_are_located(value: str) -> None:
 
 
 def test_ssh_argv_puts_the_cipher_list_before_the_address() -> None:
-    argv = commands.ssh_argv("10.0.0.2", user="root", ciphers=commands.AES_FIRST_CIPHERS)
+    argv = direct_ssh.ssh_argv("10.0.0.2", user="root", ciphers=direct_ssh.AES_FIRST_CIPHERS)
     assert argv[-1] == "10.0.0.2" and argv[argv.index(f"Ciphers={AES_FIRST}") - 1] == "-o"
-    assert commands.ssh_argv("10.0.0.2", ciphers="chacha20-poly1305@openssh.com")[-3:] == [
+    assert direct_ssh.ssh_argv("10.0.0.2", ciphers="chacha20-poly1305@openssh.com")[-3:] == [
         "-o", "Ciphers=chacha20-poly1305@openssh.com", "10.0.0.2"]
-    assert not any(a.startswith("Ciphers=") for a in commands.ssh_argv("10.0.0.2"))
+    assert not any(a.startswith("Ciphers=") for a in direct_ssh.ssh_argv("10.0.0.2"))
     for bad in ("aes128-ctr;reboot", "aes128-ctr,", ["aes128-ctr", "x y"]):
         with pytest.raises(InvalidName):
-            commands.ssh_argv("10.0.0.2", ciphers=bad)
+            direct_ssh.ssh_argv("10.0.0.2", ciphers=bad)
 
 
 def _remote(name: str, **settings: Any) -> Any:
@@ -109,8 +109,8 @@ class _StandIn:
 ])
 def test_stream_ssh_after_the_aes_answers(source_aes: bool | None, target_aes: bool | None,
                                          rides_master: bool) -> None:
-    first = commands.ssh_argv("vault.lan", ciphers=commands.AES_FIRST_CIPHERS)
-    fallback = commands.ssh_argv("vault.lan")
+    first = direct_ssh.ssh_argv("vault.lan", ciphers=direct_ssh.AES_FIRST_CIPHERS)
+    fallback = direct_ssh.ssh_argv("vault.lan")
 
     async def stream() -> tuple[list[str], LoginCheck]:
         check = LoginCheck(_StandIn("nas1", source_aes), _StandIn("vault", target_aes),  # type: ignore[arg-type]
@@ -120,7 +120,7 @@ def test_stream_ssh_after_the_aes_answers(source_aes: bool | None, target_aes: b
 
     ssh, check = asyncio.run(stream())
     if rides_master:
-        assert ssh == commands.via_master(first, check.master)
+        assert ssh == direct_ssh.via_master(first, check.master)
     else:
         assert ssh == fallback
     # the master itself was always started with the preferred order
@@ -129,7 +129,7 @@ def test_stream_ssh_after_the_aes_answers(source_aes: bool | None, target_aes: b
 
 def test_without_a_fallback_the_aes_question_is_not_asked() -> None:
     """An explicit direct_ciphers (or default) is used as it is, on the master: no AES question."""
-    explicit = commands.ssh_argv("vault.lan", ciphers="chacha20-poly1305@openssh.com")
+    explicit = direct_ssh.ssh_argv("vault.lan", ciphers="chacha20-poly1305@openssh.com")
 
     async def stream() -> tuple[list[str], LoginCheck]:
         source, dest = _StandIn("nas1", None), _StandIn("vault", None)
@@ -139,7 +139,7 @@ def test_without_a_fallback_the_aes_question_is_not_asked() -> None:
         return await check.stream_ssh(), check
 
     ssh, check = asyncio.run(stream())
-    assert ssh == commands.via_master(explicit, check.master)
+    assert ssh == direct_ssh.via_master(explicit, check.master)
 
 
 class _Conn:
@@ -167,4 +167,4 @@ def test_remote_host_asks_once_and_maps_grep_status(status: int, answer: bool | 
     first, again, ran = asyncio.run(ask())
     assert first is answer and again is answer
     # the probe through sudo (zfs may need it), the AES question never (sudoers may allow only zfs)
-    assert ran == ["sudo -n " + commands.quote(commands.probe_argv()), "grep -q -w aes /proc/cpuinfo"]
+    assert ran == ["sudo -n " + quoting.quote(commands.probe_argv()), "grep -q -w aes /proc/cpuinfo"]

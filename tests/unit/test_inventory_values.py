@@ -2,7 +2,7 @@
 key paths the source's ssh would be refused, S3 endpoints botocore would not use.
 
 Each refusal is one line at file:line:column (exit 2 from the CLI), and comes from the same function
-the run itself uses (inventory.ssh_options for the transport, commands.check_remote_path for direct
+the run itself uses (inventory.ssh_options for the transport, names.check_remote_path for direct
 mode, inventory.endpoints for zrelay.s3.store). Good values convert to the asyncssh keywords that
 asyncssh's own option parser takes; the algorithm names the loader knows are compared with asyncssh's.
 """

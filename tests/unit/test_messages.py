@@ -13,7 +13,7 @@ from zrelay.paths.direct import _failure as direct_failure
 from zrelay.paths.relay import TransferFailed, _End, _failure as relay_failure
 from zrelay.plan import PlanKind, describe, plan
 from zrelay.transport.ssh import _Handshake
-from zrelay.zfs import commands, parse
+from zrelay.zfs import direct_ssh, parse, stream_filters
 from zrelay.zfs.model import DatasetState, Snapshot
 
 
@@ -103,18 +103,18 @@ def test_process_end_in_words() -> None:
 
 
 def test_stage_programs_of_a_direct_pipeline() -> None:
-    pipeline = commands.wire_direct_pipeline(
+    pipeline = direct_ssh.wire_direct_pipeline(
         ["zfs", "send", "tank/x@a"], ["ssh", "-l", "root", "127.0.0.4"],
-        commands.wire_receive_command(["zfs", "receive", "-u", "backup/x"], compress="zstd",
-                                      first_stage=commands.TARGET_STAGE_BASE),
+        stream_filters.wire_receive_command(["zfs", "receive", "-u", "backup/x"], compress="zstd",
+                                      first_stage=direct_ssh.TARGET_STAGE_BASE),
         progress=True, compress="zstd", sudo=True)
     programs = parse.stage_programs(pipeline)
     assert programs[1] == "zfs send" and programs[2] == "pv" and programs[3] == "zstd"
-    assert programs[commands.TARGET_STAGE_BASE] == "zstd"
+    assert programs[direct_ssh.TARGET_STAGE_BASE] == "zstd"
 
 
 SRC, DST = SimpleNamespace(name="nas1"), SimpleNamespace(name="vault")
-DIRECT = commands.direct_pipeline(["zfs", "send", "tank/x@a"], ["ssh", "127.0.0.4"], "zfs receive -u backup/x",
+DIRECT = direct_ssh.direct_pipeline(["zfs", "send", "tank/x@a"], ["ssh", "127.0.0.4"], "zfs receive -u backup/x",
                                   progress=True)
 
 

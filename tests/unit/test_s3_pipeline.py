@@ -58,8 +58,8 @@ def test_restore_command_inverts_the_manifest() -> None:
 
 def test_stage_report_read_back_from_a_real_shell() -> None:
     """The guarded pipeline, run by dash: a failing first stage is seen although the last succeeds."""
-    from zrelay.zfs import commands
-    line = commands.guarded_pipeline(["sh", "-c", "echo oops >&2; exit 3"], ["cat"])
+    from zrelay.zfs import quoting
+    line = quoting.guarded_pipeline(["sh", "-c", "echo oops >&2; exit 3"], ["cat"])
     r = subprocess.run(["sh", "-c", line], capture_output=True, text=True)
     assert r.returncode == 0
     report = pipeline.read_stage_report(r.stderr)

@@ -12,7 +12,7 @@ from zrelay.inventory import loads_inventory, validate_inventory_text
 from zrelay.inventory.model import Endpoint, Host, Job
 from zrelay.paths import wire
 from zrelay.paths.relay import _End
-from zrelay.zfs import commands
+from zrelay.zfs import direct_ssh, stream_filters
 
 SEND = ["zfs", "send", "tank/a@s1"]
 RECV = ["zfs", "receive", "-u", "backup/a"]
@@ -169,30 +169,30 @@ def test_negotiate_with_incompressible_dataset() -> None:
 
 
 def test_without_wire_stages_commands_are_unchanged() -> None:
-    assert commands.wire_send_command(SEND) == "zfs send tank/a@s1"
-    assert commands.wire_receive_command(RECV, sudo=True) == "sudo -n zfs receive -u backup/a"
-    ssh = commands.ssh_argv("10.0.0.2")
-    assert (commands.wire_direct_pipeline(SEND, ssh, "zfs receive -u backup/a", progress=True)
-            == commands.direct_pipeline(SEND, ssh, "zfs receive -u backup/a", progress=True))
+    assert stream_filters.wire_send_command(SEND) == "zfs send tank/a@s1"
+    assert stream_filters.wire_receive_command(RECV, sudo=True) == "sudo -n zfs receive -u backup/a"
+    ssh = direct_ssh.ssh_argv("10.0.0.2")
+    assert (direct_ssh.wire_direct_pipeline(SEND, ssh, "zfs receive -u backup/a", progress=True)
+            == direct_ssh.direct_pipeline(SEND, ssh, "zfs receive -u backup/a", progress=True))
 
 
 def test_relay_pipelines() -> None:
-    assert commands.wire_send_command(SEND, compress="zstd", buffer="64M") == (
+    assert stream_filters.wire_send_command(SEND, compress="zstd", buffer="64M") == (
         '{ zfs send tank/a@s1; echo "zrelay-stage 1 exit $?" >&2; } '
         '| { zstd -q -c -1 -T1; echo "zrelay-stage 2 exit $?" >&2; } '
         '| mbuffer -q -s 128k -m 64M')
-    assert commands.wire_receive_command(RECV, compress="lz4", buffer="8M", sudo=True) == (
+    assert stream_filters.wire_receive_command(RECV, compress="lz4", buffer="8M", sudo=True) == (
         '{ mbuffer -q -s 128k -m 8M; echo "zrelay-stage 1 exit $?" >&2; } '
         '| { lz4 -q -d -c; echo "zrelay-stage 2 exit $?" >&2; } '
         '| sudo -n zfs receive -u backup/a')
-    assert commands.wire_send_command(SEND, compress="lz4", sudo=True) == (
+    assert stream_filters.wire_send_command(SEND, compress="lz4", sudo=True) == (
         '{ sudo -n zfs send tank/a@s1; echo "zrelay-stage 1 exit $?" >&2; } | lz4 -q -c -1')
 
 
 def test_direct_pipeline_with_compression() -> None:
     w = wire.Wire("zstd", "32M")
     src, dst = _FakeHost("a", ALL), _FakeHost("b", ALL)
-    ssh = commands.ssh_argv("10.0.0.2")
+    ssh = direct_ssh.ssh_argv("10.0.0.2")
     text = w.direct_pipeline(src, dst, SEND, ssh, RECV, progress=True)  # type: ignore[arg-type]
     assert text == (
         '{ zfs send tank/a@s1; echo "zrelay-stage 1 exit $?" >&2; } '
@@ -206,9 +206,9 @@ def test_direct_pipeline_with_compression() -> None:
 
 def test_buffer_size_is_checked() -> None:
     with pytest.raises(InvalidName):
-        commands.mbuffer_argv("64M; rm -rf /")
+        stream_filters.mbuffer_argv("64M; rm -rf /")
     with pytest.raises(ValueError):
-        commands.wire_compress_argv("gzip")
+        stream_filters.wire_compress_argv("gzip")
 
 
 @pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v zstd && command -v lz4"],
@@ -217,10 +217,10 @@ def test_buffer_size_is_checked() -> None:
 def test_pipelines_round_trip_locally(algo: str) -> None:
     """The two halves, run by a local sh with cat standing in for zfs: bytes come out identical."""
     data = bytes(range(256)) * 4096 + b"tail"
-    send = subprocess.run(["sh", "-c", commands.wire_send_command(["cat"], compress=algo)],
+    send = subprocess.run(["sh", "-c", stream_filters.wire_send_command(["cat"], compress=algo)],
                           input=data, capture_output=True, check=True)
     assert len(send.stdout) < len(data) and b"zrelay-stage 1 exit 0" in send.stderr
-    recv = subprocess.run(["sh", "-c", commands.wire_receive_command(["cat"], compress=algo)],
+    recv = subprocess.run(["sh", "-c", stream_filters.wire_receive_command(["cat"], compress=algo)],
                           input=send.stdout, capture_output=True, check=True)
     assert recv.stdout == data
 

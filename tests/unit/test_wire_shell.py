@@ -8,13 +8,13 @@ import subprocess
 import pytest
 
 from zrelay.transport.ssh import CommandShell, ShellBroken, _ShellSession
-from zrelay.zfs import commands
+from zrelay.zfs import quoting, shell_protocol
 
 NONCE = "0123456789abcdef0123456789abcdef"
 
 
 def _run_local(*command_lines: str) -> subprocess.CompletedProcess:
-    script = "".join(commands.shell_request(c, NONCE) for c in command_lines)
+    script = "".join(shell_protocol.shell_request(c, NONCE) for c in command_lines)
     return subprocess.run(["sh"], input=script.encode(), capture_output=True, check=True, cwd="/tmp")
 
 
@@ -33,7 +33,7 @@ def test_request_with_quotes_and_newlines_is_one_word() -> None:
 
 def test_nonce_must_be_hex() -> None:
     with pytest.raises(ValueError):
-        commands.shell_request("true", "x; rm -rf /")
+        shell_protocol.shell_request("true", "x; rm -rf /")
 
 
 class _Chan:
@@ -79,18 +79,18 @@ MARK = "fedcba9876543210fedcba9876543210"
 
 
 def test_warm_line_execs_plain_commands_and_wraps_pipelines() -> None:
-    assert commands.warm_exec_line("zfs send tank/a@s1", MARK) == (
+    assert shell_protocol.warm_exec_line("zfs send tank/a@s1", MARK) == (
         f"printf '%s\\n' {MARK}; printf '%s\\n' {MARK} >&2; exec zfs send tank/a@s1\n")
     pipeline = '{ zfs send tank/a@s1; echo "zrelay-stage 1 exit $?" >&2; } | zstd -q -c -1 -T1'
-    assert commands.warm_exec_line(pipeline, MARK) == (
-        f"printf '%s\\n' {MARK}; printf '%s\\n' {MARK} >&2; exec sh -c {commands.quote([pipeline])}\n")
+    assert shell_protocol.warm_exec_line(pipeline, MARK) == (
+        f"printf '%s\\n' {MARK}; printf '%s\\n' {MARK} >&2; exec sh -c {quoting.quote([pipeline])}\n")
     # not a plain argv (an unterminated quote): wrapped, so the framing holds
-    assert "exec sh -c" in commands.warm_exec_line("echo 'x", MARK)
+    assert "exec sh -c" in shell_protocol.warm_exec_line("echo 'x", MARK)
 
 
 def test_warm_line_then_stream_bytes_reach_the_command() -> None:
     """sh reads only the line; everything written after the mark is the command's stdin."""
-    line = commands.warm_exec_line("cat", MARK)
+    line = shell_protocol.warm_exec_line("cat", MARK)
     proc = subprocess.Popen(["sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             cwd="/tmp")
     assert proc.stdin is not None and proc.stderr is not None

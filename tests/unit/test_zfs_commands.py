@@ -14,8 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fixtures.transcript import Record, load
+from zrelay import errors
 from zrelay.errors import InvalidName
-from zrelay.zfs import commands as c
+from zrelay.zfs import commands as c, direct_ssh, quoting, stream_filters
 from zrelay.zfs.model import Capabilities
 
 OZ = Capabilities.openzfs("2.3.2")
@@ -42,52 +43,52 @@ def recorded(records: list[Record], command: str, rc: int = 0) -> Record:
 
 
 def test_quote_plain_and_spaces() -> None:
-    assert c.quote([]) == ""
-    assert c.quote(["zfs", "list", "tank/data"]) == "zfs list tank/data"
-    assert c.quote(["zfs", "send", "tank/with space@snap one"]) == "zfs send 'tank/with space@snap one'"
-    assert shlex.split(c.quote(["a b", "c'd", ""])) == ["a b", "c'd", ""]
+    assert quoting.quote([]) == ""
+    assert quoting.quote(["zfs", "list", "tank/data"]) == "zfs list tank/data"
+    assert quoting.quote(["zfs", "send", "tank/with space@snap one"]) == "zfs send 'tank/with space@snap one'"
+    assert shlex.split(quoting.quote(["a b", "c'd", ""])) == ["a b", "c'd", ""]
 
 
 def test_remote_command_sudo() -> None:
-    assert c.remote_command(["zfs", "list"]) == "zfs list"
-    assert c.remote_command(["zfs", "list"], sudo=True) == "sudo -n zfs list"
+    assert quoting.remote_command(["zfs", "list"]) == "zfs list"
+    assert quoting.remote_command(["zfs", "list"], sudo=True) == "sudo -n zfs list"
 
 
 def test_pipeline_sudo_only_on_zfs_stages() -> None:
-    line = c.pipeline(["zfs", "send", T1], ["head", "-c", "10"], ["zfs", "receive", "-u", "b/x"],
+    line = quoting.pipeline(["zfs", "send", T1], ["head", "-c", "10"], ["zfs", "receive", "-u", "b/x"],
                       sudo=True)
     assert line == f"sudo -n zfs send {T1} | head -c 10 | sudo -n zfs receive -u b/x"
-    assert c.pipeline(["zfs", "send", T1], ["zfs", "receive", "b/x"]) == f"zfs send {T1} | zfs receive b/x"
+    assert quoting.pipeline(["zfs", "send", T1], ["zfs", "receive", "b/x"]) == f"zfs send {T1} | zfs receive b/x"
     with pytest.raises(ValueError):
-        c.pipeline()
+        quoting.pipeline()
 
 
 # --- probe and listings ------------------------------------------------------------------------
 
 
 def test_probe_is_the_recorded_command() -> None:
-    rec = recorded(ZFS_FUSE, c.quote(c.probe_argv()))
+    rec = recorded(ZFS_FUSE, quoting.quote(c.probe_argv()))
     assert "pool version 23" in rec.stdout
     argv = c.probe_argv()
     assert argv[:2] == ["sh", "-c"] and argv[2] == c.PROBE_SCRIPT
 
 
 def test_exists_argv() -> None:
-    recorded(ZFS_FUSE, c.quote(c.exists_argv("tank/with space")))
-    recorded(ZFS_FUSE, c.quote(c.exists_argv("tank/doesnotexist")), rc=1)
+    recorded(ZFS_FUSE, quoting.quote(c.exists_argv("tank/with space")))
+    recorded(ZFS_FUSE, quoting.quote(c.exists_argv("tank/doesnotexist")), rc=1)
 
 
 def test_list_state_openzfs_recursive_matches_transcript() -> None:
-    fs, snaps, marks = (c.quote(a) for a in c.list_state_argvs("tank", OZ, recursive=True))
+    fs, snaps, marks = (quoting.quote(a) for a in c.list_state_argvs("tank", OZ, recursive=True))
     recorded(OPENZFS, fs)
     assert snaps == ("zfs list -H -p -t snapshot -o name,guid,createtxg,creation,used,referenced -r tank")
-    recorded(OPENZFS, c.quote(c.list_state_argvs("tank/data", OZ, recursive=True)[1]))
+    recorded(OPENZFS, quoting.quote(c.list_state_argvs("tank/data", OZ, recursive=True)[1]))
     recorded(OPENZFS, marks)
 
 
 def test_list_state_openzfs_single_dataset() -> None:
     argvs = c.list_state_argvs("tank/data", OZ, recursive=False)
-    assert [c.quote(a) for a in argvs] == [
+    assert [quoting.quote(a) for a in argvs] == [
         "zfs list -H -p -t filesystem,volume -o name,guid,receive_resume_token,mountpoint,"
         "encryption,encryptionroot tank/data",
         "zfs list -H -p -t snapshot -o name,guid,createtxg,creation,used,referenced -d 1 tank/data",
@@ -102,21 +103,21 @@ def test_list_state_without_bookmarks_has_two_commands() -> None:
 
 def test_list_state_zfs_fuse_matches_transcript() -> None:
     (rec,) = c.list_state_argvs("tank/data", FUSE, recursive=True)
-    recorded(ZFS_FUSE, c.quote(rec))
+    recorded(ZFS_FUSE, quoting.quote(rec))
     (one,) = c.list_state_argvs("tank/data", FUSE, recursive=False)
-    recorded(ZFS_FUSE, c.quote(one))
+    recorded(ZFS_FUSE, quoting.quote(one))
     (spaced,) = c.list_state_argvs("tank/with space", FUSE, recursive=True)
     assert spaced[-1] == "tank/with space"
-    recorded(ZFS_FUSE, c.quote(spaced))
-    recorded(ZFS_FUSE, c.quote(c.list_state_argvs("tank/doesnotexist", FUSE, recursive=True)[0]), rc=1)
+    recorded(ZFS_FUSE, quoting.quote(spaced))
+    recorded(ZFS_FUSE, quoting.quote(c.list_state_argvs("tank/doesnotexist", FUSE, recursive=True)[0]), rc=1)
 
 
 def test_holds_and_userrefs() -> None:
-    recorded(OPENZFS, c.quote(c.holds_argv(T2, caps=OZ)))
+    recorded(OPENZFS, quoting.quote(c.holds_argv(T2, caps=OZ)))
     assert c.holds_argv([T1, T2], recursive=True) == ["zfs", "holds", "-H", "-r", T1, T2]
-    with pytest.raises(c.Unsupported, match="zfs-fuse"):
+    with pytest.raises(errors.Unsupported, match="zfs-fuse"):
         c.holds_argv(T2, caps=FUSE)
-    recorded(ZFS_FUSE, c.quote(c.userrefs_argv(T2)))
+    recorded(ZFS_FUSE, quoting.quote(c.userrefs_argv(T2)))
 
 
 # --- send / receive ------------------------------------------------------------------------------
@@ -132,34 +133,34 @@ def test_send_full_incremental_and_intermediates() -> None:
 
 
 def test_send_receive_pipelines_match_transcripts() -> None:
-    recorded(OPENZFS, c.pipeline(c.send_argv(T1, caps=OZ), c.receive_argv("backup/data", caps=OZ)))
-    recorded(OPENZFS, c.pipeline(c.send_argv(T1, caps=OZ),
+    recorded(OPENZFS, quoting.pipeline(c.send_argv(T1, caps=OZ), c.receive_argv("backup/data", caps=OZ)))
+    recorded(OPENZFS, quoting.pipeline(c.send_argv(T1, caps=OZ),
                                  c.receive_argv("backup/data", caps=OZ, resumable=False)), rc=1)
-    recorded(OPENZFS, c.pipeline(c.send_argv(M1, caps=OZ, base=T2),
+    recorded(OPENZFS, quoting.pipeline(c.send_argv(M1, caps=OZ, base=T2),
                                  c.receive_argv("backup/data", caps=OZ, resumable=False)))
-    recorded(ZFS_FUSE, c.pipeline(c.send_argv(T1, caps=FUSE), c.receive_argv("backup/data", caps=FUSE)))
-    recorded(ZFS_FUSE, c.pipeline(c.send_argv("tank/with space@snap one", caps=FUSE),
+    recorded(ZFS_FUSE, quoting.pipeline(c.send_argv(T1, caps=FUSE), c.receive_argv("backup/data", caps=FUSE)))
+    recorded(ZFS_FUSE, quoting.pipeline(c.send_argv("tank/with space@snap one", caps=FUSE),
                                   c.receive_argv("backup/with space", caps=FUSE)))
-    recorded(ZFS_FUSE, c.pipeline(c.send_argv(T2, caps=FUSE, base=T1),
+    recorded(ZFS_FUSE, quoting.pipeline(c.send_argv(T2, caps=FUSE, base=T1),
                                   c.receive_argv("backup/mounted", caps=FUSE, force=True)))
-    recorded(ZFS_FUSE, c.pipeline(c.send_argv(M1, caps=FUSE, base=T2),
+    recorded(ZFS_FUSE, quoting.pipeline(c.send_argv(M1, caps=FUSE, base=T2),
                                   c.receive_argv("backup/data", caps=FUSE)))
 
 
 def test_send_from_bookmark() -> None:
     assert c.send_argv(T2, caps=OZ, base=BM1) == ["zfs", "send", "-i", BM1, T2]
-    with pytest.raises(c.Unsupported, match="-I"):
+    with pytest.raises(errors.Unsupported, match="-I"):
         c.send_argv(T2, caps=OZ, base=BM1, intermediates=True)
-    with pytest.raises(c.Unsupported, match="bookmarks"):
+    with pytest.raises(errors.Unsupported, match="bookmarks"):
         c.send_argv(T2, caps=FUSE, base=BM1)
 
 
 def test_send_estimate() -> None:
-    recorded(OPENZFS, c.quote(c.send_argv(T1, caps=OZ, estimate=True)))
-    recorded(OPENZFS, c.quote(c.send_argv(T2, caps=OZ, base=T1, estimate=True)))
-    recorded(OPENZFS, c.quote(c.send_argv(M1, caps=OZ, base=T1, intermediates=True, estimate=True)))
-    recorded(OPENZFS, c.quote(c.send_argv(T2, caps=OZ, replicate=True, estimate=True)))
-    recorded(OPENZFS, c.quote(c.send_argv("tank/secret@e1", caps=OZ, raw=True, estimate=True)))
+    recorded(OPENZFS, quoting.quote(c.send_argv(T1, caps=OZ, estimate=True)))
+    recorded(OPENZFS, quoting.quote(c.send_argv(T2, caps=OZ, base=T1, estimate=True)))
+    recorded(OPENZFS, quoting.quote(c.send_argv(M1, caps=OZ, base=T1, intermediates=True, estimate=True)))
+    recorded(OPENZFS, quoting.quote(c.send_argv(T2, caps=OZ, replicate=True, estimate=True)))
+    recorded(OPENZFS, quoting.quote(c.send_argv("tank/secret@e1", caps=OZ, raw=True, estimate=True)))
     with pytest.raises(ValueError, match="zfs-fuse"):
         c.send_argv(T1, caps=FUSE, estimate=True)
     # what zfs-fuse says when asked anyway
@@ -168,7 +169,7 @@ def test_send_estimate() -> None:
 
 def test_estimate_argv_from_send_argv() -> None:
     send = c.send_argv(M1, caps=OZ, base=T1, intermediates=True)
-    recorded(OPENZFS, c.quote(c.estimate_argv(send)))
+    recorded(OPENZFS, quoting.quote(c.estimate_argv(send)))
     assert c.estimate_argv(c.estimate_argv(send)) == c.estimate_argv(send)
     assert c.estimate_argv(["zfs", "send", "-t", "1-ab-cd-ef"]) == ["zfs", "send", "-nvP", "-t", "1-ab-cd-ef"]
     with pytest.raises(ValueError):
@@ -179,7 +180,7 @@ def test_send_resume_token() -> None:
     token = next(r.stdout.strip() for r in OPENZFS if "-o value receive_resume_token" in r.command)
     assert c.send_argv("", caps=OZ, resume_token=token) == ["zfs", "send", "-t", token]
     assert c.send_argv("", caps=OZ, resume_token=token, estimate=True) == ["zfs", "send", "-nvP", "-t", token]
-    with pytest.raises(c.Unsupported, match="resume"):
+    with pytest.raises(errors.Unsupported, match="resume"):
         c.send_argv("", caps=FUSE, resume_token=token)
     for bad in ("-t", "1-abc;id", "$(id)", "1-10b8 2c2d", "", "1"):
         with pytest.raises(InvalidName):
@@ -188,9 +189,9 @@ def test_send_resume_token() -> None:
 
 def test_raw_send() -> None:
     assert c.send_argv("tank/secret@e1", caps=OZ, raw=True) == ["zfs", "send", "-w", "tank/secret@e1"]
-    recorded(OPENZFS, c.pipeline(c.send_argv("tank/secret@e1", caps=OZ, raw=True),
+    recorded(OPENZFS, quoting.pipeline(c.send_argv("tank/secret@e1", caps=OZ, raw=True),
                                  c.receive_argv("backup/secret", caps=OZ, resumable=False)))
-    with pytest.raises(c.Unsupported, match="raw"):
+    with pytest.raises(errors.Unsupported, match="raw"):
         c.send_argv(T1, caps=FUSE, raw=True)
 
 
@@ -206,8 +207,8 @@ def test_receive_flags() -> None:
 
 
 def test_abort_receive() -> None:
-    recorded(OPENZFS, c.quote(c.abort_receive_argv("backup/data", caps=OZ)), rc=1)
-    with pytest.raises(c.Unsupported):
+    recorded(OPENZFS, quoting.quote(c.abort_receive_argv("backup/data", caps=OZ)), rc=1)
+    with pytest.raises(errors.Unsupported):
         c.abort_receive_argv("backup/data", caps=FUSE)
 
 
@@ -215,21 +216,21 @@ def test_abort_receive() -> None:
 
 
 def test_rollback() -> None:
-    recorded(ZFS_FUSE, c.quote(c.rollback_argv("backup/data@zrelay_2026-11-22T11:00:00Z")))
-    recorded(ZFS_FUSE, c.quote(c.rollback_argv("backup/data@zrelay_2026-11-22T11:00:00Z",
+    recorded(ZFS_FUSE, quoting.quote(c.rollback_argv("backup/data@zrelay_2026-11-22T11:00:00Z")))
+    recorded(ZFS_FUSE, quoting.quote(c.rollback_argv("backup/data@zrelay_2026-11-22T11:00:00Z",
                                                destroy_later=False)), rc=1)
     with pytest.raises(InvalidName):
         c.rollback_argv("backup/data")
 
 
 def test_snapshot() -> None:
-    recorded(OPENZFS, c.quote(c.snapshot_argv([T1], recursive=True)))
-    recorded(ZFS_FUSE, c.quote(c.snapshot_argv([T1], recursive=True, caps=FUSE)))
-    recorded(ZFS_FUSE, c.quote(c.snapshot_argv([M1], recursive=False)))
+    recorded(OPENZFS, quoting.quote(c.snapshot_argv([T1], recursive=True)))
+    recorded(ZFS_FUSE, quoting.quote(c.snapshot_argv([T1], recursive=True, caps=FUSE)))
+    recorded(ZFS_FUSE, quoting.quote(c.snapshot_argv([M1], recursive=False)))
     assert c.snapshot_argv(["a/b@s", "c/d@s"], False, caps=OZ) == ["zfs", "snapshot", "a/b@s", "c/d@s"]
-    recorded(ZFS_FUSE, c.quote(c.snapshot_argv(["tank/data@multi-a", "tank/data/child@multi-a"], False)),
+    recorded(ZFS_FUSE, quoting.quote(c.snapshot_argv(["tank/data@multi-a", "tank/data/child@multi-a"], False)),
              rc=2)
-    with pytest.raises(c.Unsupported, match="one snapshot"):
+    with pytest.raises(errors.Unsupported, match="one snapshot"):
         c.snapshot_argv(["a/b@s", "c/d@s"], False, caps=FUSE)
     with pytest.raises(ValueError):
         c.snapshot_argv([], False)
@@ -238,9 +239,9 @@ def test_snapshot() -> None:
 
 
 def test_hold_release() -> None:
-    recorded(OPENZFS, c.quote(c.hold_argv("zrelay", T2)))
-    recorded(ZFS_FUSE, c.quote(c.hold_argv("zrelay", T2)))
-    recorded(ZFS_FUSE, c.quote(c.release_argv("zrelay", T2)))
+    recorded(OPENZFS, quoting.quote(c.hold_argv("zrelay", T2)))
+    recorded(ZFS_FUSE, quoting.quote(c.hold_argv("zrelay", T2)))
+    recorded(ZFS_FUSE, quoting.quote(c.release_argv("zrelay", T2)))
     assert c.hold_argv("zrelay", T2, recursive=True) == ["zfs", "hold", "-r", "zrelay", T2]
     for tag in ("-r", "a b", "x;y", "$(id)", "", "a'b"):
         with pytest.raises(InvalidName):
@@ -250,8 +251,8 @@ def test_hold_release() -> None:
 
 
 def test_create() -> None:
-    recorded(OPENZFS, c.quote(c.create_argv("tank/data/child")))
-    recorded(ZFS_FUSE, c.quote(c.create_argv("tank/made/by/create",
+    recorded(OPENZFS, quoting.quote(c.create_argv("tank/data/child")))
+    recorded(ZFS_FUSE, quoting.quote(c.create_argv("tank/made/by/create",
                                              props={"compression": "on", "atime": "off"})))
     assert c.create_argv("tank/x", parents=False) == ["zfs", "create", "tank/x"]
     assert c.create_argv("tank/x", props={"org.example:note": "a b"}) == [
@@ -263,23 +264,23 @@ def test_create() -> None:
 
 
 def test_destroy_only_snapshots() -> None:
-    recorded(ZFS_FUSE, c.quote(c.destroy_snapshot_argv("tank/data@nope")), rc=1)
-    recorded(OPENZFS, c.quote(c.destroy_snapshot_argv(T2)), rc=1)
+    recorded(ZFS_FUSE, quoting.quote(c.destroy_snapshot_argv("tank/data@nope")), rc=1)
+    recorded(OPENZFS, quoting.quote(c.destroy_snapshot_argv(T2)), rc=1)
     for not_a_snapshot in ("tank/data", "tank", "tank/data@", "tank/data@a@b", "tank/data#bm"):
         with pytest.raises(InvalidName):
             c.destroy_snapshot_argv(not_a_snapshot)
 
 
 def test_bookmark() -> None:
-    recorded(OPENZFS, c.quote(c.bookmark_argv(T1, BM1, caps=OZ)))
-    with pytest.raises(c.Unsupported):
+    recorded(OPENZFS, quoting.quote(c.bookmark_argv(T1, BM1, caps=OZ)))
+    with pytest.raises(errors.Unsupported):
         c.bookmark_argv(T1, BM1, caps=FUSE)
     with pytest.raises(InvalidName):
         c.bookmark_argv(T1, "tank/data@x")
 
 
 def test_resume_token_argv() -> None:
-    recorded(OPENZFS, c.quote(c.resume_token_argv("backup/data")))
+    recorded(OPENZFS, quoting.quote(c.resume_token_argv("backup/data")))
 
 
 # --- injection ----------------------------------------------------------------------------------
@@ -340,7 +341,7 @@ def test_receive_rejects(name: str) -> None:
 @pytest.mark.parametrize("name", ["tank/my data", "tank/a:b.c_d-e", "tank/x/y z", "t/-x"])
 def test_valid_odd_names_are_quoted_safely(name: str) -> None:
     argv = c.send_argv(f"{name}@snap one", caps=OZ, base=f"{name}@base")
-    line = c.quote(argv)
+    line = quoting.quote(argv)
     assert shlex.split(line) == argv
     assert c.receive_argv(name, caps=FUSE)[-1] == name
 
@@ -356,7 +357,7 @@ def test_any_accepted_name_is_shell_inert(text: str) -> None:
             argv = build(text)
         except InvalidName:
             continue
-        assert shlex.split(c.quote(argv)) == argv
+        assert shlex.split(quoting.quote(argv)) == argv
         assert not (set(text) & _SHELL_META)
         assert not text.startswith("-")
 
@@ -373,34 +374,34 @@ def test_space_argv_both_dialects() -> None:
 
 
 def test_zstd_argvs() -> None:
-    assert c.zstd_compress_argv() == ["zstd", "-q", "-c", "-3", "-T1"]
-    assert c.zstd_decompress_argv() == ["zstd", "-q", "-d", "-c"]
+    assert stream_filters.zstd_compress_argv() == ["zstd", "-q", "-c", "-3", "-T1"]
+    assert stream_filters.zstd_decompress_argv() == ["zstd", "-q", "-d", "-c"]
     with pytest.raises(ValueError):
-        c.zstd_compress_argv(level=30)
+        stream_filters.zstd_compress_argv(level=30)
 
 
 def test_age_argvs_validate_keys_and_paths() -> None:
-    assert c.age_encrypt_argv([AGE_KEY]) == ["age", "-e", "-r", AGE_KEY]
-    assert c.age_encrypt_argv(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"])[-1].startswith("ssh-ed25519 ")
-    assert c.age_decrypt_argv("/root/.config/age/key.txt") == ["age", "-d", "-i", "/root/.config/age/key.txt"]
+    assert stream_filters.age_encrypt_argv([AGE_KEY]) == ["age", "-e", "-r", AGE_KEY]
+    assert stream_filters.age_encrypt_argv(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"])[-1].startswith("ssh-ed25519 ")
+    assert stream_filters.age_decrypt_argv("/root/.config/age/key.txt") == ["age", "-d", "-i", "/root/.config/age/key.txt"]
     for bad in ("-r", "age1UPPER", f"{AGE_KEY}; rm -rf /", ""):
         with pytest.raises(InvalidName):
-            c.age_encrypt_argv([bad])
+            stream_filters.age_encrypt_argv([bad])
     for bad in ("key.txt", "/a/../b", "/a b", "/x;y", "-i"):
         with pytest.raises(InvalidName):
-            c.age_decrypt_argv(bad)
+            stream_filters.age_decrypt_argv(bad)
     with pytest.raises(ValueError):
-        c.age_encrypt_argv([])
+        stream_filters.age_encrypt_argv([])
 
 
 def test_guarded_pipeline_reports_every_stage_but_the_last() -> None:
-    line = c.guarded_pipeline(["zfs", "send", T1], ["zstd", "-c"], ["age", "-e", "-r", AGE_KEY], sudo=True)
+    line = quoting.guarded_pipeline(["zfs", "send", T1], ["zstd", "-c"], ["age", "-e", "-r", AGE_KEY], sudo=True)
     assert line == (f'{{ sudo -n zfs send {T1}; echo "zrelay-stage 1 exit $?" >&2; }} | '
                     '{ zstd -c; echo "zrelay-stage 2 exit $?" >&2; } | '
                     f"age -e -r {AGE_KEY}")
-    assert c.guarded_pipeline(["zfs", "receive", "b/x"]) == "zfs receive b/x"
+    assert quoting.guarded_pipeline(["zfs", "receive", "b/x"]) == "zfs receive b/x"
     with pytest.raises(ValueError):
-        c.guarded_pipeline()
+        quoting.guarded_pipeline()
 
 
 # --- anchors and stream options -----------------------------------------------------------
@@ -425,7 +426,7 @@ def test_bookmarks_argv_batches_pairs_as_arguments_not_script_text() -> None:
     assert argv[:3] == ["sh", "-c", cmd.BOOKMARKS_SCRIPT] and argv[4:] == ["p/a@s", "p/a#s", "p/b@s", "p/b#s"]
     with pytest.raises(InvalidName):
         cmd.bookmarks_argv([("p/a@s", "p/a#s"), ("p/b@s;rm", "p/b#s")])
-    with pytest.raises(cmd.Unsupported):
+    with pytest.raises(errors.Unsupported):
         cmd.bookmarks_argv([("p/a@s", "p/a#s")], caps=Capabilities.zfs_fuse())
 
 
@@ -451,16 +452,16 @@ def test_userrefs_tree_argv() -> None:
 
 
 def test_login_check_command_logs_in_without_a_remote_command_and_keeps_the_master() -> None:
-    ssh = c.ssh_argv("10.0.0.9", port=2222, user="backup", identity_file="/k/id", known_hosts="/k/kh")
-    text = c.login_check_command(ssh, "/tmp/zrelay-login-0123", keep_seconds=60)
+    ssh = direct_ssh.ssh_argv("10.0.0.9", port=2222, user="backup", identity_file="/k/id", known_hosts="/k/kh")
+    text = direct_ssh.login_check_command(ssh, "/tmp/zrelay-login-0123", keep_seconds=60)
     assert shlex.split(text) == [*ssh[:-1], "-o", "ControlMaster=yes", "-o", "ControlPath=/tmp/zrelay-login-0123",
                                  "-o", "ControlPersist=60", "-f", "-N", "10.0.0.9"]
     # the streams ride it, or connect on their own where it has gone; the run ends it
-    assert c.via_master(ssh, "/tmp/zrelay-login-0123") == [
+    assert direct_ssh.via_master(ssh, "/tmp/zrelay-login-0123") == [
         *ssh[:-1], "-o", "ControlMaster=no", "-o", "ControlPath=/tmp/zrelay-login-0123", "10.0.0.9"]
-    assert (c.master_exit_command(ssh, "/tmp/zrelay-login-0123")
+    assert (direct_ssh.master_exit_command(ssh, "/tmp/zrelay-login-0123")
             == "ssh -o ControlPath=/tmp/zrelay-login-0123 -O exit 10.0.0.9 >/dev/null 2>&1")
-    for bad in (lambda p: c.login_check_command(ssh, p, keep_seconds=60), lambda p: c.via_master(ssh, p),
-                lambda p: c.master_exit_command(ssh, p)):
+    for bad in (lambda p: direct_ssh.login_check_command(ssh, p, keep_seconds=60), lambda p: direct_ssh.via_master(ssh, p),
+                lambda p: direct_ssh.master_exit_command(ssh, p)):
         with pytest.raises(InvalidName):
             bad("/tmp/x;reboot")

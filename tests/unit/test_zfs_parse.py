@@ -9,7 +9,7 @@ import pytest
 
 from tests.fixtures.transcript import Record, find, load, parse_transcript
 from zrelay import errors as e
-from zrelay.zfs import commands as c
+from zrelay.zfs import commands as c, quoting
 from zrelay.zfs import parse as p
 from zrelay.zfs.model import Capabilities, DatasetState, Flavor
 
@@ -24,7 +24,7 @@ ZFS_FUSE = load("zfs-fuse")
 
 def out(records: list[Record], argv: list[str], nth: int | None = None) -> str:
     """stdout of the record of exactly this argv (it must have succeeded)."""
-    rec = find(records, c.quote(argv), nth)
+    rec = find(records, quoting.quote(argv), nth)
     assert rec.rc == 0, rec
     return rec.stdout
 
@@ -52,7 +52,7 @@ def test_probe_openzfs() -> None:
 
 
 def test_probe_zfs_fuse() -> None:
-    rec = find(ZFS_FUSE, c.quote(c.probe_argv()))
+    rec = find(ZFS_FUSE, quoting.quote(c.probe_argv()))
     caps = p.parse_probe(rec.stdout, rec.stderr, rec.rc)
     assert caps.flavor is Flavor.ZFS_FUSE and caps.version == "pool v23"
     assert not (caps.list_parsable or caps.send_estimate or caps.resume or caps.bookmarks or caps.raw_send)
@@ -162,7 +162,7 @@ def test_state_openzfs_without_bookmark_listing() -> None:
 
 
 def test_state_resume_token_and_encryption() -> None:
-    token = find(OPENZFS, c.quote(c.resume_token_argv("backup/data"))).stdout.strip()
+    token = find(OPENZFS, quoting.quote(c.resume_token_argv("backup/data"))).stdout.strip()
     encryption = find(OPENZFS, "zfs list -H -p -o name,encryption,keystatus,encryptionroot -r backup/secret")
     _, algo, _, root = encryption.stdout.strip().split("\t")
     fs = (f"backup/data\t1\t{token}\t/backup/data\toff\t-\n"
@@ -301,7 +301,7 @@ def test_resume_token_contents() -> None:
 
 
 def test_resume_token_from_stderr() -> None:
-    token = find(OPENZFS, c.quote(c.resume_token_argv("backup/data"))).stdout.strip()
+    token = find(OPENZFS, quoting.quote(c.resume_token_argv("backup/data"))).stdout.strip()
     truncated = next(r for r in OPENZFS if "head -c" in r.command and "receive -s" in r.command)
     assert p.resume_token_from_stderr(truncated.stderr) == token
     for rec in ZFS_FUSE:
@@ -467,7 +467,7 @@ def test_map_error_killed_and_empty() -> None:
 def test_is_not_found() -> None:
     for flavor, cmd in ((O, "zfs list -H -p -t snapshot -o name,guid tank/doesnotexist"),
                         (F, "zfs list -H -o name tank/doesnotexist"),
-                        (F, c.quote(c.list_state_argvs("tank/doesnotexist", FUSE, True)[0]))):
+                        (F, quoting.quote(c.list_state_argvs("tank/doesnotexist", FUSE, True)[0]))):
         assert p.is_not_found(find(load(flavor), cmd).stderr)
     # a receive into a missing parent is not "the dataset I listed is absent"
     assert not p.is_not_found(failing(F, f"{S} {T1} | zfs receive backup/nonexistent/deep", 0).stderr)

@@ -42,12 +42,14 @@ from zrelay.inventory.model import (DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_
                                     S3_SCHEME, Endpoint, Group, Host, Inventory, Job, Origin,
                                     S3Ref, S3Target, Settings, Target, VarSource, name_list,
                                     suggest)
-from zrelay.zfs.commands import SEND_OPTIONS, check_age_recipient, check_ssh_ciphers
+from zrelay.zfs.commands import SEND_OPTIONS
+from zrelay.zfs.direct_ssh import check_ssh_ciphers, check_ssh_host
 from zrelay.zfs.model import SnapshotFilter
 from zrelay.zfs.names import snapshot_problem
 from zrelay.inventory.endpoints import s3_endpoint_problem, s3_region_problem
 from zrelay.inventory.ssh_options import SshOptionError, convert_ssh_option
-from zrelay.zfs.commands import check_remote_path, check_ssh_host
+from zrelay.zfs.names import check_remote_path
+from zrelay.zfs.stream_filters import check_age_recipient
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -257,7 +259,7 @@ def _check_ciphers(value: Any, what: str) -> str:
 
 def _check_remote_file(value: Any, what: str) -> str:
     """A path on the host itself, for its own ssh in direct mode: checked by the function
-    that puts it on that ssh's command line (commands.check_remote_path)."""
+    that puts it on that ssh's command line (names.check_remote_path)."""
     text = _want_str(value, what)
     try:
         return check_remote_path(text)
@@ -268,7 +270,7 @@ def _check_remote_file(value: Any, what: str) -> str:
 
 def _check_direct_address(value: Any, what: str) -> str:
     """How other hosts reach this one in direct mode: their ssh's destination argument,
-    checked by the function that builds that ssh's command line (commands.check_ssh_host)."""
+    checked by the function that builds that ssh's command line (direct_ssh.check_ssh_host)."""
     text = _check_address(value, what)
     try:
         return check_ssh_host(text)

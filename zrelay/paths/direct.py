@@ -21,7 +21,7 @@ import asyncssh
 from zrelay.errors import ZrelayError
 from zrelay.paths.relay import RelayResult, TransferFailed
 from zrelay.transport.host import RemoteHost
-from zrelay.zfs import commands, parse
+from zrelay.zfs import direct_ssh, parse
 
 SSH_FAILED = 255
 STDERR_CAP = 256 * 1024
@@ -72,7 +72,7 @@ class LoginCheck:
     stays open as a control master at a fresh socket path on the source; the pair's streams
     ride it (``stream_ssh``) until ``close``.
 
-    ``ssh`` may put AES-GCM first (commands.AES_FIRST_CIPHERS); ``fallback_ssh`` is then the
+    ``ssh`` may put AES-GCM first (direct_ssh.AES_FIRST_CIPHERS); ``fallback_ssh`` is then the
     same ssh with OpenSSH's own cipher order, for streams between hosts of which one has no
     AES instructions (asked of both hosts meanwhile). Such streams connect on their own: the
     master's cipher was chosen when it connected."""
@@ -99,18 +99,18 @@ class LoginCheck:
         """A stream's ssh: on the master once the check passed, else a connection of its own."""
         if self._both_aes is not None and False in await self._both_aes:
             return self.fallback_ssh or self.ssh
-        return commands.via_master(self.ssh, self.master) if self.passed else self.ssh
+        return direct_ssh.via_master(self.ssh, self.master) if self.passed else self.ssh
 
     async def close(self) -> None:
         """End the master once the run is over; where that fails, ControlPersist does."""
         if not self.passed:
             return
         with contextlib.suppress(ZrelayError, asyncssh.Error, OSError, asyncio.TimeoutError):
-            await self.source.conn.run(commands.master_exit_command(self.ssh, self.master), check=False,
+            await self.source.conn.run(direct_ssh.master_exit_command(self.ssh, self.master), check=False,
                                        timeout=10)
 
     async def _check(self) -> None:
-        command = commands.login_check_command(self.ssh, self.master, keep_seconds=MASTER_IDLE_SECONDS)
+        command = direct_ssh.login_check_command(self.ssh, self.master, keep_seconds=MASTER_IDLE_SECONDS)
         result = await self.source.conn.run(command, check=False, timeout=60)
         if result.exit_status != 0:
             why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.exit_status}"
@@ -167,7 +167,7 @@ def _failure(source: RemoteHost, target_name: str, command: str, statuses: dict[
     text = parse.without_job_reports(text)
     first_line = text.splitlines()[0] if text else ""
     source_failed = sorted(stage for stage, code in statuses.items()
-                           if code != 0 and stage < commands.TARGET_STAGE_BASE)
+                           if code != 0 and stage < direct_ssh.TARGET_STAGE_BASE)
     note = None
     if source_failed:
         stage = source_failed[0]
@@ -184,7 +184,7 @@ def _failure(source: RemoteHost, target_name: str, command: str, statuses: dict[
         return TransferFailed(str(cause) + (f"; {note}" if note else ""), target_name, cause, sender_note=note)
     failed = min(stage for stage, code in statuses.items() if code != 0)
     code = statuses[failed]
-    if failed >= commands.TARGET_STAGE_BASE:  # a stage before zfs receive on the target (mbuffer, zstd -d)
+    if failed >= direct_ssh.TARGET_STAGE_BASE:  # a stage before zfs receive on the target (mbuffer, zstd -d)
         if not text and code > 128:
             what = parse.process_end(programs.get(failed, f"stage {failed}"), target_name, code, shell_status=True)
             return TransferFailed(what, target_name)

@@ -24,7 +24,7 @@ import asyncssh
 
 from zrelay.errors import ZfsError, ZrelayError
 from zrelay.transport.host import RemoteHost
-from zrelay.zfs import commands, parse
+from zrelay.zfs import parse, quoting
 
 WRITE_HIGH = 8 * 1024 * 1024
 WRITE_LOW = 2 * 1024 * 1024
@@ -90,7 +90,7 @@ class _End:
         into a compressor that then ended cleanly; ``program`` becomes that stage's. The
         markers (and the shell's "Killed" lines) leave the text."""
         text = self.text
-        if commands.STAGE_MARK not in text:
+        if quoting.STAGE_MARK not in text:
             # a shell between sshd and the command reports a killed command as 128+N and "Killed"
             cleaned = parse.without_job_reports(text)
             if cleaned != text.strip("\n") and (self.exit_status or 0) > 128:

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 import asyncssh
 
 from zrelay import __version__
-from zrelay.errors import S3Error, S3StreamTooLarge, S3UsageError, ZfsError, ZrelayError
+from zrelay.errors import S3Error, S3StreamTooLarge, S3UsageError, Unsupported, ZfsError, ZrelayError
 from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outcome, TransferFinished,
                            TransferProgress, TransferStarted, discard)
 from zrelay.inventory.model import Job, S3Target
@@ -251,14 +251,14 @@ class S3Pusher:
                     chain_root = m.chain
                     parent = m.ref
                 result.message = p.reason
+        except (Unsupported, mf.ManifestError) as exc:
+            result.outcome = Outcome.FAILED
+            result.message = f"{endpoint}: {exc}"
         except ZrelayError as exc:
             result.outcome = Outcome.FAILED
             result.message = str(exc)
             result.failed_host = exc.failed_host if isinstance(exc, TransferFailed) else (
                 exc.host if isinstance(exc, ZfsError) else getattr(exc, "host", None))
-        except (commands.Unsupported, mf.ManifestError) as exc:
-            result.outcome = Outcome.FAILED
-            result.message = f"{endpoint}: {exc}"
         result.seconds = time.monotonic() - started
         self.emit(JobFinished(job.name, endpoint, self.label, result.outcome, result.message, result.bytes,
                               result.seconds, result.failed_host))

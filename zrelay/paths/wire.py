@@ -17,8 +17,8 @@ copy per end cost CPU on both hosts; see bench/README.md).
   when both have mbuffer.
 
 The tools come from each host's capability probe (RemoteHost.installed_tools); the commands
-themselves come from zrelay.zfs.commands (wire_send_command, wire_receive_command,
-wire_direct_pipeline), so ``--dry-run`` shows exactly what runs.
+themselves come from zrelay.zfs.stream_filters (wire_send_command, wire_receive_command) and
+zrelay.zfs.direct_ssh (wire_direct_pipeline), so ``--dry-run`` shows exactly what runs.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Sequence
 from zrelay.errors import ZrelayError
 from zrelay.inventory.model import Host, Job
 from zrelay.transport.host import RemoteHost
-from zrelay.zfs import commands
+from zrelay.zfs import commands, direct_ssh, stream_filters
 
 DEFAULT_COMPRESS = "off"
 DEFAULT_BUFFER = "off"
@@ -50,18 +50,19 @@ class Wire:
     why: str = ""
 
     def source_command(self, source: RemoteHost, send: Sequence[str]) -> str:
-        return commands.wire_send_command(send, compress=self.compress, buffer=self.buffer,
-                                          sudo=source.host.sudo)
+        return stream_filters.wire_send_command(send, compress=self.compress, buffer=self.buffer,
+                                                sudo=source.host.sudo)
 
     def target_command(self, dest: RemoteHost, receive: Sequence[str], *, first_stage: int = 1) -> str:
-        return commands.wire_receive_command(receive, compress=self.compress, buffer=self.buffer,
-                                             sudo=dest.host.sudo, first_stage=first_stage)
+        return stream_filters.wire_receive_command(receive, compress=self.compress, buffer=self.buffer,
+                                                   sudo=dest.host.sudo, first_stage=first_stage)
 
     def direct_pipeline(self, source: RemoteHost, dest: RemoteHost, send: Sequence[str],
                         ssh: Sequence[str], receive: Sequence[str], *, progress: bool) -> str:
-        receive_command = self.target_command(dest, receive, first_stage=commands.TARGET_STAGE_BASE)
-        return commands.wire_direct_pipeline(send, ssh, receive_command, progress=progress,
-                                             sudo=source.host.sudo, compress=self.compress, buffer=self.buffer)
+        receive_command = self.target_command(dest, receive, first_stage=direct_ssh.TARGET_STAGE_BASE)
+        return direct_ssh.wire_direct_pipeline(send, ssh, receive_command, progress=progress,
+                                               sudo=source.host.sudo, compress=self.compress,
+                                               buffer=self.buffer)
 
 
 OFF = Wire(why="off")
@@ -113,7 +114,7 @@ def decide(compress: str, buffer: str, source_tools: AbstractSet[str], target_to
             prop, ratio = compression
             if prop not in ("off", "-", "") and ratio < INCOMPRESSIBLE_RATIO:
                 blocked = f"data already compressed (compressratio {ratio:.2f}x)"
-        candidates = commands.WIRE_COMPRESSORS if compress == "auto" else (compress,)
+        candidates = stream_filters.WIRE_COMPRESSORS if compress == "auto" else (compress,)
         if blocked is not None:
             notes.append(f"no compression: {blocked}")
         else:
@@ -123,7 +124,7 @@ def decide(compress: str, buffer: str, source_tools: AbstractSet[str], target_to
     size: str | None = None
     if buffer != "off":
         if "mbuffer" in both:
-            size = AUTO_BUFFER if buffer == "auto" else commands.check_buffer_size(buffer)
+            size = AUTO_BUFFER if buffer == "auto" else stream_filters.check_buffer_size(buffer)
             notes.append(f"mbuffer {size}")
         else:
             notes.append("no buffer: mbuffer not installed on both ends")

@@ -16,7 +16,8 @@ from typing import Any
 from zrelay.errors import InvalidName, S3UsageError
 from zrelay.inventory.model import S3Target
 from zrelay.s3.sizing import S3_MAX_OBJECT, parse_size
-from zrelay.zfs.commands import check_age_recipient, check_remote_path
+from zrelay.zfs.names import check_remote_path
+from zrelay.zfs.stream_filters import check_age_recipient
 
 COMPRESSIONS = ("auto", "zstd", "none")
 PART_CHECKSUMS = ("md5", "sha256", "none")

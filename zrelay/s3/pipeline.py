@@ -4,7 +4,7 @@ Why filters run on the hosts: compressing and encrypting before the bytes
 leave the source keeps the orchestrator's CPU and the network out of it, and
 with age the source needs only public keys, so a stolen source cannot read
 its own offsite copies. Every stage but the last reports its exit status on
-stderr (``commands.guarded_pipeline``), because POSIX sh has no pipefail.
+stderr (``quoting.guarded_pipeline``), because POSIX sh has no pipefail.
 Pure: builds text and reads text.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from zrelay.errors import S3UsageError
 from zrelay.s3.manifest import Manifest, filter_extension
 from zrelay.s3.options import S3Options
-from zrelay.zfs import commands, parse
+from zrelay.zfs import parse, quoting, stream_filters
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +38,9 @@ class Filters:
     def push_argvs(self) -> list[list[str]]:
         out: list[list[str]] = []
         if self.compression == "zstd":
-            out.append(commands.zstd_compress_argv(self.zstd_level))
+            out.append(stream_filters.zstd_compress_argv(self.zstd_level))
         if self.recipients:
-            out.append(commands.age_encrypt_argv(self.recipients))
+            out.append(stream_filters.age_encrypt_argv(self.recipients))
         return out
 
     def names(self) -> list[str]:
@@ -73,7 +73,7 @@ def choose_filters(target: str, options: S3Options, installed: AbstractSet[str],
 def push_command(send_argv: list[str], filters: Filters, sudo: bool) -> tuple[str, list[str]]:
     """The source's command line and the names of its stages (for error messages)."""
     argvs = [send_argv, *filters.push_argvs()]
-    return commands.guarded_pipeline(*argvs, sudo=sudo), ["zfs send", *filters.names()]
+    return quoting.guarded_pipeline(*argvs, sudo=sudo), ["zfs send", *filters.names()]
 
 
 def restore_tools(manifest: Manifest) -> set[str]:
@@ -98,16 +98,16 @@ def restore_command(receive_argv: list[str], manifest: Manifest, identity: str |
         if not identity:
             raise S3UsageError("?", f"{manifest.host}:{manifest.dataset}{manifest.ref.split('/')[0]} is "
                                     "age-encrypted: give --age-identity FILE (a key file on the restoring host)")
-        argvs.append(commands.age_decrypt_argv(identity))
+        argvs.append(stream_filters.age_decrypt_argv(identity))
         names.append("age -d")
     if manifest.compression == "zstd":
-        argvs.append(commands.zstd_decompress_argv())
+        argvs.append(stream_filters.zstd_decompress_argv())
         names.append("zstd -d")
     elif manifest.compression not in (None, "none"):
         raise S3UsageError("?", f"{manifest.ref}: unknown compression {manifest.compression!r}")
     argvs.append(receive_argv)
     names.append("zfs receive")
-    return commands.guarded_pipeline(*argvs, sudo=sudo), names
+    return quoting.guarded_pipeline(*argvs, sudo=sudo), names
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """A remote host as ZFS sees it: run zfs commands, probe what it supports, read state.
 
-Every command line comes from ``zrelay.zfs.commands`` and every output goes
+Every command line comes from ``zrelay.zfs`` (commands, quoting) and every output goes
 through ``zrelay.zfs.parse``; this module only moves text over SSH and turns
 non-zero exits into typed errors.
 """
@@ -12,7 +12,7 @@ from typing import Sequence
 
 from zrelay.errors import DatasetBusy, DatasetNotFound, ZfsError, ZrelayError
 from zrelay.transport.ssh import CommandResult, Connection
-from zrelay.zfs import commands, parse
+from zrelay.zfs import commands, direct_ssh, parse, quoting
 from zrelay.zfs.model import Capabilities, DatasetState
 
 BUSY_RETRIES = 5
@@ -36,7 +36,7 @@ class RemoteHost:
 
     def command(self, argv: Sequence[str]) -> str:
         """The exact remote command line for ``argv`` on this host (sudo applied)."""
-        return commands.remote_command(list(argv), sudo=self.host.sudo)
+        return quoting.remote_command(list(argv), sudo=self.host.sudo)
 
     async def capabilities(self) -> Capabilities:
         """Probe once per run: OpenZFS 2.x and zfs-fuse speak different dialects.
@@ -65,7 +65,7 @@ class RemoteHost:
         try:
             await self.capabilities()   # after the probe: its command shell is free again, no new session
             # reading /proc/cpuinfo needs no privileges: never through sudo, which may allow only zfs
-            result = await self.conn.run(commands.quote(commands.cpu_aes_argv()), check=False, timeout=30)
+            result = await self.conn.run(quoting.quote(direct_ssh.cpu_aes_argv()), check=False, timeout=30)
         except (ZrelayError, OSError, asyncio.TimeoutError):
             return None   # only a cipher preference hangs on it; the connection's own errors show elsewhere
         return {0: True, 1: False}.get(result.exit_status)  # type: ignore[arg-type]

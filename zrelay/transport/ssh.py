@@ -26,7 +26,7 @@ from zrelay.errors import (AuthFailed, HostKeyError, HostUnreachable, RemoteComm
 from zrelay.inventory.model import Host
 from zrelay.inventory.ssh_options import SshOptionError, ssh_connect_kwargs
 from zrelay.transport import fastpath
-from zrelay.zfs import commands
+from zrelay.zfs import quoting, shell_protocol
 
 #: Receive window and maximum packet size for bulk channels (see bench/README.md).
 #: 2 MiB, OpenSSH's own session window, covers loopback's latency × bandwidth; a
@@ -196,7 +196,7 @@ class _ShellSession(asyncssh.SSHClientSession[bytes]):
     a session on the lab) is then long over when the stream begins.
 
     The hand-over line prints a mark on stdout and on stderr before the command starts
-    (commands.warm_exec_line); each of the two is ordered within its own pipe only, so each
+    (shell_protocol.warm_exec_line); each of the two is ordered within its own pipe only, so each
     is waited for separately: what comes before a mark is dropped, what comes after it
     belongs to the command. Events after both marks are queued until the new owner is in
     place (release), then delivered in order.
@@ -292,7 +292,7 @@ class _ShellSession(asyncssh.SSHClientSession[bytes]):
 class CommandShell:
     """One ``sh`` on the host that runs short commands one after the other.
 
-    Each command is sent as one request (commands.shell_request): its own ``sh -c`` with
+    Each command is sent as one request (shell_protocol.shell_request): its own ``sh -c`` with
     stdin from /dev/null, then an end marker carrying a random per-shell nonce on stdout
     (with the exit status) and on stderr. Output and status are exactly what a session of
     its own would give; only the start-up cost of a new session is saved.
@@ -324,7 +324,7 @@ class CommandShell:
         if self.broken or session.closed:
             self.broken = True
             raise ShellBroken(sent=False)
-        self._chan.write(commands.shell_request(command, self._nonce).encode())
+        self._chan.write(shell_protocol.shell_request(command, self._nonce).encode())
         while True:
             out_at = session.stdout.find(out_mark)
             end = session.stdout.find(b"\n", out_at + len(out_mark)) if out_at >= 0 else -1
@@ -488,8 +488,8 @@ class Connection:
         await self._slots.acquire()  # held for the shell's lifetime
         try:
             # bulk window and packet size: the shell may be handed a stream later (_hand_over)
-            chan, session = await self.create_session(conn, _ShellSession, commands.quote(
-                commands.COMMAND_SHELL_ARGV), encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
+            chan, session = await self.create_session(conn, _ShellSession, quoting.quote(
+                shell_protocol.COMMAND_SHELL_ARGV), encoding=None, window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
         except Exception:
             self._slots.release()
             return None
@@ -510,7 +510,7 @@ class Connection:
         await self._slots.acquire()
         try:
             chan, session = await self._conn.create_session(
-                _ShellSession, commands.quote(commands.COMMAND_SHELL_ARGV), encoding=None,
+                _ShellSession, quoting.quote(shell_protocol.COMMAND_SHELL_ARGV), encoding=None,
                 window=BULK_WINDOW, max_pktsize=BULK_PKTSIZE)
         except Exception:  # noqa: BLE001  (a warm session is an optimisation only)
             self._slots.release()
@@ -540,7 +540,7 @@ class Connection:
         session = factory()
         mark = secrets.token_hex(16)
         proxy.hand_over(session, (mark + "\n").encode())
-        chan.write(commands.warm_exec_line(command, mark).encode())
+        chan.write(shell_protocol.warm_exec_line(command, mark).encode())
         while not proxy.marked and not proxy.closed:
             proxy.changed.clear()
             await proxy.changed.wait()

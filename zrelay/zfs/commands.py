@@ -1,25 +1,30 @@
-"""Every zfs command line zrelay runs is built here, and quoted here.
+"""Every zfs command line zrelay runs is built here, as an argv.
 
-Builders return argv lists; ``quote``/``remote_command``/``pipeline`` are the
-only places an argv becomes a shell string. Each builder validates every name
-with ``zrelay.zfs.names`` first (InvalidName otherwise), so no shell
-metacharacter and no leading '-' can reach a command line: options only ever
-come from the literals in this module, never from user strings.
+Builders return argv lists; zrelay.zfs.quoting turns them into shell text.
+Each builder validates every name with ``zrelay.zfs.names`` or the checks
+below first (InvalidName otherwise), so no shell metacharacter and no
+leading '-' can reach a command line: options only ever come from the
+literals in this module, never from user strings. A feature the host's zfs
+lacks is refused with errors.Unsupported before anything runs.
 
 Two dialects are spoken (see tests/fixtures/*/transcript.txt for the real
 outputs): OpenZFS 2.x, and zfs-fuse 0.7 (pool v23), which has no ``list -p``,
 no ``get -t``, no ``send -n/-P/-t/-w``, no ``receive -s/-A``, no bookmarks and
 takes one snapshot name per ``zfs snapshot``. ``receive -u`` is missing from
 zfs-fuse's usage text but accepted and honoured.
+
+The other command lines live beside this one: the helper tools a stream
+passes through in zrelay.zfs.stream_filters, the source's ssh for direct
+streams in zrelay.zfs.direct_ssh, the lines of a long-lived remote shell in
+zrelay.zfs.shell_protocol.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 
-from zrelay.errors import InvalidName
+from zrelay.errors import InvalidName, Unsupported
 from zrelay.zfs.model import Capabilities, Flavor
 from zrelay.zfs.names import check_dataset, check_snapshot
 
@@ -52,32 +57,6 @@ _TAG = re.compile(r"[A-Za-z0-9_.:][A-Za-z0-9_.:-]*")
 _TOKEN = re.compile(r"[0-9a-f]+(?:-[0-9a-f]+)+")
 _PROP_NAME = re.compile(r"[a-z][a-z0-9_]*|[a-z0-9_.][a-z0-9_.-]*:[a-z0-9_.:-]+")
 _PROP_VALUE = re.compile(r"[A-Za-z0-9_.:/@+,=-](?:[A-Za-z0-9_.:/@+,= -]*[A-Za-z0-9_.:/@+,=-])?")
-
-
-class Unsupported(ValueError):
-    """The host's zfs lacks what the caller asked for (caught before running anything)."""
-
-
-# --- quoting -----------------------------------------------------------------
-
-
-def quote(argv: Sequence[str]) -> str:
-    """The one place an argv becomes shell text (remote commands go through a shell)."""
-    return shlex.join(list(argv))
-
-
-def remote_command(argv: Sequence[str], *, sudo: bool = False) -> str:
-    """``argv`` quoted for the remote shell; ``sudo -n`` so a password prompt fails fast."""
-    text = quote(argv)
-    return f"sudo -n {text}" if sudo else text
-
-
-def pipeline(*argvs: Sequence[str], sudo: bool = False) -> str:
-    """``a | b | c`` with each stage quoted; sudo is applied to zfs/zpool stages only."""
-    if not argvs:
-        raise ValueError("pipeline needs at least one command")
-    return " | ".join(remote_command(a, sudo=sudo and bool(a) and a[0] in (ZFS, "zpool"))
-                      for a in argvs)
 
 
 # --- name checks ---------------------------------------------------------------
@@ -137,12 +116,6 @@ def lists_with_get(caps: Capabilities) -> bool:
 def probe_argv() -> list[str]:
     """One command whose output names the ZFS flavour and version (see parse.parse_probe)."""
     return ["sh", "-c", PROBE_SCRIPT]
-
-
-def cpu_aes_argv() -> list[str]:
-    """Does this host's CPU have AES instructions? Exit 0: yes (the ``aes`` flag of x86 and
-    the ``aes`` feature of arm64 in /proc/cpuinfo), 1: no, 2: no /proc/cpuinfo to tell."""
-    return ["grep", "-q", "-w", "aes", "/proc/cpuinfo"]
 
 
 def exists_argv(dataset: str) -> list[str]:
@@ -447,14 +420,7 @@ def resume_token_argv(dataset: str) -> list[str]:
     return [ZFS, "get", "-H", "-p", "-o", "value", "receive_resume_token", check_dataset(dataset)]
 
 
-# --- S3 streams: size bounds, filters, guarded pipelines -------------------------------
-
-#: Marker a guarded pipeline stage writes to stderr with its exit status.
-STAGE_MARK = "zrelay-stage"
-
-_AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
-_SSH_RECIPIENT = re.compile(r"(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/]+={0,3}")
-_REMOTE_PATH = re.compile(r"/[A-Za-z0-9_.@+/-]+")
+# --- sizes and compression (progress, S3 size bounds, the wire policy) --------------------
 
 
 def space_argv(snapshot: str) -> list[str]:
@@ -466,302 +432,7 @@ def space_argv(snapshot: str) -> list[str]:
             check_snapshot_name(snapshot)]
 
 
-def check_age_recipient(recipient: str) -> str:
-    """An age public key (``age1…``) or an SSH public key; anything else is refused."""
-    if not isinstance(recipient, str) or not (_AGE_RECIPIENT.fullmatch(recipient)
-                                              or _SSH_RECIPIENT.fullmatch(recipient)):
-        raise InvalidName(f"age recipient {recipient!r} is not an age1… or ssh-ed25519/ssh-rsa public key")
-    return recipient
-
-
-def check_remote_path(path: str) -> str:
-    """An absolute path on a remote host made only of characters that need no quoting."""
-    if not isinstance(path, str) or not _REMOTE_PATH.fullmatch(path) or "/../" in path + "/":
-        raise InvalidName(f"path {path!r} must be absolute and use only letters, digits and _.@+/-")
-    return path
-
-
-def zstd_compress_argv(level: int = 3, threads: int = 1) -> list[str]:
-    """``zstd`` as a stream filter: quiet, stdout, fixed level and thread count."""
-    if not 1 <= level <= 19 or not 0 <= threads <= 64:
-        raise ValueError(f"zstd level {level} / threads {threads} out of range")
-    return ["zstd", "-q", "-c", f"-{level}", f"-T{threads}"]
-
-
-def zstd_decompress_argv() -> list[str]:
-    return ["zstd", "-q", "-d", "-c"]
-
-
-def age_encrypt_argv(recipients: Sequence[str]) -> list[str]:
-    """``age -e -r R …``: encrypting needs only public keys, so the source holds no secret."""
-    recipients = list(recipients)
-    if not recipients:
-        raise ValueError("age encryption needs at least one recipient")
-    argv = ["age", "-e"]
-    for r in recipients:
-        argv += ["-r", check_age_recipient(r)]
-    return argv
-
-
-def age_decrypt_argv(identity: str) -> list[str]:
-    """``age -d -i FILE``: the identity (private key) file lives on the restoring host."""
-    return ["age", "-d", "-i", check_remote_path(identity)]
-
-
-def guarded_pipeline(*argvs: Sequence[str], sudo: bool = False) -> str:
-    """``a | b | c`` where every stage but the last reports its exit status on stderr.
-
-    POSIX sh (dash) has no ``pipefail``: without this a failing ``zfs send``
-    piped into ``zstd`` would end in a clean, empty, "successful" stream. Each
-    guarded stage prints ``zrelay-stage N exit S`` (N from 1); the last
-    stage's status is the session's exit status. sudo is applied to zfs stages.
-    """
-    if not argvs:
-        raise ValueError("pipeline needs at least one command")
-    stages = [remote_command(a, sudo=sudo and bool(a) and a[0] in (ZFS, "zpool")) for a in argvs]
-    if len(stages) == 1:
-        return stages[0]
-    guarded = [f'{{ {s}; echo "{STAGE_MARK} {i} exit $?" >&2; }}' for i, s in enumerate(stages[:-1], 1)]
-    return " | ".join(guarded + [stages[-1]])
-
-
-# --- direct host-to-host streams -----------------------------------------------------------
-
-SSH = "ssh"
-_SSH_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-_SSH_HOST = re.compile(r"[A-Za-z0-9_.:%-]+")
-#: `pv -n -b`: cumulative byte counts, one number a line on stderr, every 0.25 s.
-PV_ARGV = ("pv", "-n", "-b", "-i", "0.25")
-#: OpenSSH's default cipher list (since 6.9) with AES-GCM moved first. With AES instructions in
-#: the CPU, AES-GCM costs ssh and sshd a fraction of chacha20-poly1305's CPU; on the lab a
-#: 512 MiB ``zfs send | ssh | zfs receive`` took 4.69 s instead of 5.42 s (bench/README.md).
-#: Without them it is the slower one, so it is used only where both ends have them.
-AES_FIRST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
-                     "aes128-ctr", "aes192-ctr", "aes256-ctr")
-#: An OpenSSH ``Ciphers`` value: names, comma-separated, optionally led by +, - or ^.
-_SSH_CIPHERS = re.compile(r"[+^-]?[A-Za-z0-9@._-]+(,[A-Za-z0-9@._-]+)*")
-
-
-def check_ssh_ciphers(ciphers: Sequence[str] | str) -> str:
-    """An OpenSSH ``Ciphers`` value (names, or one string of them comma-separated, which may
-    start with +, - or ^), as ssh takes it; anything else is refused."""
-    value = ciphers if isinstance(ciphers, str) else ",".join(ciphers)
-    if not _SSH_CIPHERS.fullmatch(value):
-        raise InvalidName(f"{value!r} is not a list of ssh cipher names separated by commas")
-    return value
-
-
-def check_ssh_host(address: str) -> str:
-    """A host name or address the source's ssh takes as its destination argument."""
-    if not isinstance(address, str) or not _SSH_HOST.fullmatch(address) or address.startswith("-"):
-        raise InvalidName(f"address {address!r} is not valid for ssh (letters, digits and _.:%-)")
-    return address
-
-
-def ssh_argv(address: str, *, port: int = 22, user: str | None = None,
-             identity_file: str | None = None, known_hosts: str | None = None,
-             ciphers: Sequence[str] | str | None = None) -> list[str]:
-    """The source host's own ``ssh`` to a target, for direct streams.
-
-    BatchMode: never prompt. StrictHostKeyChecking=yes: the target must already be
-    known on the source; a direct stream never accepts an unknown key. ``ciphers``
-    (OpenSSH's ``Ciphers``; None leaves it to ssh and its config) outranks ssh_config.
-    """
-    check_ssh_host(address)
-    argv = [SSH, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
-    if ciphers is not None:
-        argv += ["-o", f"Ciphers={check_ssh_ciphers(ciphers)}"]
-    if known_hosts is not None:
-        argv += ["-o", f"UserKnownHostsFile={check_remote_path(known_hosts)}"]
-    if identity_file is not None:
-        argv += ["-o", "IdentitiesOnly=yes", "-i", check_remote_path(identity_file)]
-    if port != 22:
-        argv += ["-p", str(int(port))]
-    if user is not None:
-        if not _SSH_USER.fullmatch(user):
-            raise InvalidName(f"user name {user!r} is not valid for ssh")
-        argv += ["-l", user]
-    return [*argv, address]
-
-
-def login_check_command(ssh: Sequence[str], control_path: str, *, keep_seconds: int) -> str:
-    """Can the source log in to the target with ``ssh`` (from ssh_argv)? Without running a
-    command there: a control master authenticates and backgrounds (-f -N). The status is the
-    login's (255: ssh failed, with the reason on stderr). The target's login shell never
-    starts, so its rc files cost nothing. The master stays for the streams that follow
-    (``via_master``): each saves the connection, key exchange and authentication (about
-    0.2 s). ``master_exit_command`` ends it; ControlPersist ends one idle for ``keep_seconds``
-    whose exit request never came. ``control_path`` must be unique per check."""
-    path = check_remote_path(control_path)
-    *options, address = ssh
-    return quote([*options, "-o", "ControlMaster=yes", "-o", f"ControlPath={path}",
-                  "-o", f"ControlPersist={int(keep_seconds)}", "-f", "-N", address])
-
-
-def via_master(ssh: Sequence[str], control_path: str) -> list[str]:
-    """``ssh`` riding the login check's master: a session on its connection, or, where the
-    master has gone, a connection of its own (ControlMaster=no falls back to one)."""
-    path = check_remote_path(control_path)
-    *options, address = ssh
-    return [*options, "-o", "ControlMaster=no", "-o", f"ControlPath={path}", address]
-
-
-def master_exit_command(ssh: Sequence[str], control_path: str) -> str:
-    """Tell the master at ``control_path`` to exit (its sessions' streams are over)."""
-    path = check_remote_path(control_path)
-    return f"{quote([SSH, '-o', f'ControlPath={path}', '-O', 'exit', ssh[-1]])} >/dev/null 2>&1"
-
-
-def direct_pipeline(send: Sequence[str], ssh: Sequence[str], receive_command: str, *,
-                    progress: bool, sudo: bool = False) -> str:
-    """``zfs send … [| pv] | ssh TARGET 'zfs receive …'``, run on the source host.
-
-    ``receive_command`` is the target's full command line (its own sudo applied),
-    handed to ssh as one argument, so it is quoted once more here, in the one
-    quoting function. Every stage but ssh reports its exit status (guarded_pipeline);
-    ssh's status is the target's ``zfs receive`` status, or 255 for ssh itself.
-    """
-    stages: list[Sequence[str]] = [send]
-    if progress:
-        stages.append(PV_ARGV)
-    stages.append([*ssh, receive_command])
-    return guarded_pipeline(*stages, sudo=sudo)
-
-
-# --- command shell: many short commands through one SSH session ------------------------------
-
-#: The long-lived shell of a connection (see transport.ssh.CommandShell): reads requests on stdin.
-COMMAND_SHELL_ARGV = ("sh",)
-_NONCE = re.compile(r"[0-9a-f]{16,64}")
-
-
-def shell_request(command: str, nonce: str) -> str:
-    """One request line for the command shell: run ``command`` (a full remote command line,
-    handed over as one quoted word to its own ``sh -c``, so it can neither break the framing
-    nor change the shell), with stdin from /dev/null, then mark the end of its stdout (with
-    its exit status) and of its stderr with ``nonce``."""
-    if not _NONCE.fullmatch(nonce):
-        raise ValueError("nonce must be lowercase hex")
-    return (f"sh -c {quote([command])} </dev/null; printf '\\n%s %d\\n' {nonce} \"$?\"; "
-            f"printf '\\n%s\\n' {nonce} >&2\n")
-
-
-# --- wire compression and buffering (relay and direct streams) ---------------------------------
-
-#: Wire compressors, best first: what ``compress: auto`` picks when both ends have it.
-WIRE_COMPRESSORS = ("zstd", "lz4")
-#: First stage number of a target-side pipeline inside a direct stream: its reports travel back
-#: through the source's ssh, so they must not collide with the source's stages (1, 2, …).
-TARGET_STAGE_BASE = 101
-MBUFFER_BLOCK = "128k"
-_SIZE = re.compile(r"[1-9][0-9]{0,5}[kKMG]?")
-
-
-def check_buffer_size(size: str) -> str:
-    """An mbuffer memory size: digits and an optional k/M/G unit (``64M``)."""
-    if not isinstance(size, str) or not _SIZE.fullmatch(size):
-        raise InvalidName(f"buffer size {size!r} must be a number with an optional k, M or G unit")
-    return size
-
-
-def wire_compress_argv(algo: str) -> list[str]:
-    """Fast wire compression (level 1, one thread: the hosts have other work to do)."""
-    if algo == "zstd":
-        return zstd_compress_argv(1, 1)
-    if algo == "lz4":
-        return ["lz4", "-q", "-c", "-1"]
-    raise ValueError(f"unknown wire compressor {algo!r}")
-
-
-def wire_decompress_argv(algo: str) -> list[str]:
-    if algo == "zstd":
-        return zstd_decompress_argv()
-    if algo == "lz4":
-        return ["lz4", "-q", "-d", "-c"]
-    raise ValueError(f"unknown wire compressor {algo!r}")
-
-
-def mbuffer_argv(size: str) -> list[str]:
-    """``mbuffer -q -s 128k -m SIZE``: absorbs the bursts of zfs send/receive on each end."""
-    return ["mbuffer", "-q", "-s", MBUFFER_BLOCK, "-m", check_buffer_size(size)]
-
-
-def _guarded_stages(argvs: Sequence[Sequence[str]], *, sudo: bool, first: int) -> str:
-    """guarded_pipeline with stage numbers starting at ``first``."""
-    stages = [remote_command(a, sudo=sudo and bool(a) and a[0] in (ZFS, "zpool")) for a in argvs]
-    guarded = [f'{{ {s}; echo "{STAGE_MARK} {i} exit $?" >&2; }}' for i, s in enumerate(stages[:-1], first)]
-    return " | ".join(guarded + [stages[-1]])
-
-
-def wire_send_command(send: Sequence[str], *, compress: str | None = None, buffer: str | None = None,
-                      sudo: bool = False) -> str:
-    """The source side of a relayed stream: ``zfs send … [| zstd|lz4] [| mbuffer]``.
-
-    Without compression and buffer it is exactly ``remote_command(send)``. Otherwise every
-    stage but the last reports its exit status (``zrelay-stage N exit S``, zfs send is 1).
-    """
-    stages: list[Sequence[str]] = [send]
-    if compress:
-        stages.append(wire_compress_argv(compress))
-    if buffer:
-        stages.append(mbuffer_argv(buffer))
-    if len(stages) == 1:
-        return remote_command(send, sudo=sudo)
-    return _guarded_stages(stages, sudo=sudo, first=1)
-
-
-def wire_receive_command(receive: Sequence[str], *, compress: str | None = None, buffer: str | None = None,
-                         sudo: bool = False, first_stage: int = 1) -> str:
-    """The target side: ``[mbuffer |] [zstd -d|lz4 -d |] zfs receive …``; the session's exit
-    status is zfs receive's, the stages before it report theirs from ``first_stage`` on."""
-    stages: list[Sequence[str]] = []
-    if buffer:
-        stages.append(mbuffer_argv(buffer))
-    if compress:
-        stages.append(wire_decompress_argv(compress))
-    stages.append(receive)
-    if len(stages) == 1:
-        return remote_command(receive, sudo=sudo)
-    return _guarded_stages(stages, sudo=sudo, first=first_stage)
-
-
-def wire_direct_pipeline(send: Sequence[str], ssh: Sequence[str], receive_command: str, *,
-                         progress: bool, sudo: bool = False, compress: str | None = None,
-                         buffer: str | None = None) -> str:
-    """direct_pipeline with wire stages: ``zfs send [| pv] [| zstd] [| mbuffer] | ssh T '…'``.
-
-    pv counts the stream before compression (progress in stream bytes); ``receive_command``
-    is the target's wire_receive_command (stages from TARGET_STAGE_BASE). Identical to
-    direct_pipeline without compression and buffer.
-    """
-    stages: list[Sequence[str]] = [send]
-    if progress:
-        stages.append(PV_ARGV)
-    if compress:
-        stages.append(wire_compress_argv(compress))
-    if buffer:
-        stages.append(mbuffer_argv(buffer))
-    stages.append([*ssh, receive_command])
-    return _guarded_stages(stages, sudo=sudo, first=1)
-
-
 def compression_argv(dataset: str) -> list[str]:
     """``compression`` and ``compressratio`` of a dataset (both dialects), for the wire policy."""
     return [ZFS, "get", "-H", "-p", "-o", "property,value", "compression,compressratio",
             check_dataset(dataset)]
-
-
-def warm_exec_line(command: str, mark: str) -> str:
-    """The one line a pre-opened (warm) session's ``sh`` is given: say ``mark`` on stdout and on
-    stderr, then become ``command`` (one quoted word for its own ``sh -c``). Nothing else is written to the
-    session before ``mark`` arrives, so the shell cannot read ahead into a stream's bytes."""
-    if not _NONCE.fullmatch(mark):
-        raise ValueError("mark must be lowercase hex")
-    try:
-        simple = quote(shlex.split(command)) == command  # a plain quoted argv: no shell syntax in it
-    except ValueError:
-        simple = False
-    # A plain command replaces the shell itself (its parent is the sshd session, as with a session
-    # of its own, so killing that session stops it); anything else runs as its own sh -c.
-    run = f"exec {command}" if simple else f"exec sh -c {quote([command])}"
-    return f"printf '%s\\n' {mark}; printf '%s\\n' {mark} >&2; {run}\n"

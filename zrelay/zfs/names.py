@@ -1,9 +1,9 @@
-"""Validation of ZFS names before they reach any command line.
+"""Validation of ZFS names (and remote paths) before they reach any command line.
 
 ZFS accepts ``[A-Za-z0-9_.:-]`` and space in name components. zrelay accepts
 exactly that (minus leading/trailing space), so a name that passes here is
 both a valid ZFS name and free of shell metacharacters; argv quoting in
-``zrelay.zfs.commands`` is the second line of defence.
+``zrelay.zfs.quoting`` is the second line of defence.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import re
 
 from zrelay.errors import InvalidName
 
+_REMOTE_PATH = re.compile(r"/[A-Za-z0-9_.@+/-]+")
 _COMPONENT = re.compile(r"[A-Za-z0-9_.:-](?:[A-Za-z0-9_.: -]*[A-Za-z0-9_.:-])?")
 MAX_NAME = 255
 
@@ -67,3 +68,11 @@ def check_snapshot(name: str) -> str:
     if problem:
         raise InvalidName(problem)
     return name
+
+
+def check_remote_path(path: str) -> str:
+    """An absolute path on a remote host (a key file, known_hosts, an ssh control socket)
+    made only of characters that need no quoting, so it reads the same in any shell."""
+    if not isinstance(path, str) or not _REMOTE_PATH.fullmatch(path) or "/../" in path + "/":
+        raise InvalidName(f"path {path!r} must be absolute and use only letters, digits and _.@+/-")
+    return path

@@ -41,13 +41,13 @@ from zrelay.zfs.commands import (
     BOOKMARK_COLUMNS,
     FS_COLUMNS,
     PROBED_TOOLS,
-    STAGE_MARK,
     SNAPSHOT_COLUMNS,
     TOOL_MARK,
     check_resume_token,
     lists_with_get,
 )
 from zrelay.zfs.model import Bookmark, Capabilities, DatasetState, Flavor, Snapshot
+from zrelay.zfs.quoting import STAGE_MARK
 
 # --- probe -----------------------------------------------------------------------
 
@@ -427,7 +427,7 @@ _GUARDED = re.compile(rf'\{{ (.*?); echo "{STAGE_MARK} (\d+) exit \$\?" >&2; \}}
 
 def stage_programs(command: str) -> dict[int, str]:
     """Stage number → the program it runs (``zfs send``, ``pv``, ``zstd`` …) in a guarded
-    pipeline (commands.guarded_pipeline), so a failed stage can be named."""
+    pipeline (quoting.guarded_pipeline), so a failed stage can be named."""
     out: dict[int, str] = {}
     for m in _GUARDED.finditer(command):
         try:
