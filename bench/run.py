@@ -3,7 +3,7 @@
 
     python bench/run.py [--quick] [--only NAME ...] [--reps N] [--cipher NAME]
 
-Benchmarks (see bench/README.md): relay-512, transport-only, noop-100, incr-100.
+Benchmarks (see bench/README.md): startup, relay-512, transport-only, noop-100, incr-100, and more.
 Prints a table (benchmark, zrelay, baseline, ratio, goal, pass/fail) and writes
 bench/results/latest.json. ``--quick`` uses small sizes: a smoke test, not the
 official figures. Needs root and the lab (lab/zfslab.py); it is started when
@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))  # this checkout's zrelay, when it is not installed
 
-from zbench import many, relay512, transport  # noqa: E402
+from zbench import many, relay512, startup, transport  # noqa: E402
 from zbench import wire as wirebench  # noqa: E402
 from zbench import direct, fleet, syncoid  # noqa: E402
 from zbench import s3 as s3bench  # noqa: E402
@@ -42,6 +42,7 @@ from zbench.common import (REPO, SOURCE, BenchError, Lab, negotiated_algorithms,
 
 NAMES = ("relay-512", "transport-only", "noop-100", "incr-100", "direct-512", "direct-2048", "fleet-50x20",
          "syncoid")
+NAMES += startup.NAMES
 NAMES += s3bench.NAMES
 NAMES += wirebench.NAMES
 NAMES += inventorybench.NAMES
@@ -166,8 +167,8 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 add(f"incr-{n} ({'1 recursive job' if style == 'recursive' else f'{n} jobs'}) vs shell loop",
                     fmt(med[style], " s"), fmt(med["shell-loop"], " s"),
                     med[style] and med["shell-loop"] / med[style], f"≤ {NOOP_GOAL_S:.0f} s", med[style] <= NOOP_GOAL_S)
-    for key, module in (("direct-512", direct), ("direct-2048", direct), ("fleet-50x20", fleet),
-                        ("syncoid", syncoid)):
+    for key, module in (("startup", startup), ("direct-512", direct), ("direct-2048", direct),
+                        ("fleet-50x20", fleet), ("syncoid", syncoid)):
         if results.get(key):
             for row in module.table_rows(results[key]):
                 add(*row)
@@ -245,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             # Each benchmark on its own: one that cannot run (a missing tool, a host that stays down)
             # is reported and the others still run; the exit status says one could not.
             steps: list[tuple[set[str], str, Callable[[], Any]]] = [
+                ({"startup"}, "startup", lambda: startup.run(
+                    lab, reps=sizes["reps_512"], ssh_opts=ssh_opts, inventory_extra=extra, workdir=workdir)),
                 ({"transport-only"}, "transport-only", lambda: transport.run(
                     lab, size_mib=sizes["transport_mib"], reps=sizes["reps"], ssh_opts=ssh_opts,
                     inventory=probe_inv)),

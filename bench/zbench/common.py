@@ -313,6 +313,7 @@ def negotiated_algorithms(inventory: Path, host: str = SOURCE) -> dict[str, str]
     """Cipher and MAC zrelay's SSH connections negotiate with ``host`` (one real connection)."""
     import asyncio
 
+    import zrelay.transport  # noqa: F401  (asyncssh the way zrelay imports it: without its deprecation noise)
     import asyncssh
 
     from zrelay.inventory import load_inventory
