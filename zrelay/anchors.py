@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from zrelay.plan import common_base
 from zrelay.zfs.model import DatasetState, Snapshot
 
 TAG_PREFIX = "zrelay"
@@ -84,6 +85,37 @@ def bookmarks_to_create(states: Mapping[str, DatasetState],
             continue
         out.append((snap.full_name, bookmark_for(snap)))
     return out
+
+
+@dataclass(frozen=True)
+class Secured:
+    """The bases to secure after a transfer: (source snapshot, target snapshot) per dataset, and
+    the datasets that exist on both sides (where the job's holds are moved)."""
+
+    pairs: tuple[tuple[Snapshot, Snapshot], ...]
+    source_scope: tuple[str, ...]
+    target_scope: tuple[str, ...]
+
+
+def secured_bases(src_states: Mapping[str, DatasetState], dst_states: Mapping[str, DatasetState],
+                  source_root: str, target_root: str) -> Secured:
+    """The newest common snapshot of every dataset present on both sides (a bookmark base is
+    not one: it holds no data to keep). The same function plans what a dry run shows, from
+    the states the plan expects, and what runs, from the states listed after the transfer."""
+    pairs: list[tuple[Snapshot, Snapshot]] = []
+    src_scope: list[str] = []
+    dst_scope: list[str] = []
+    for name, sstate in src_states.items():
+        tname = target_root + name[len(source_root):]
+        tstate = dst_states.get(tname)
+        if not sstate.exists or tstate is None or not tstate.exists:
+            continue
+        src_scope.append(name)
+        dst_scope.append(tname)
+        found = common_base(sstate, tstate)
+        if found is not None and isinstance(found[0], Snapshot):
+            pairs.append((found[0], found[1]))
+    return Secured(tuple(pairs), tuple(src_scope), tuple(dst_scope))
 
 
 @dataclass(frozen=True)

@@ -245,6 +245,40 @@ class ZfsUnavailable(ZfsError):
     code = "zfs-unavailable"
 
 
+class TransferFailed(ZrelayError):
+    """A send|receive pair failed; names the host to blame and carries both sides' story.
+
+    ``sender_note`` says what went wrong on the sending side, in words, when something did
+    (``zfs send on nas1 was killed (signal KILL)``): the receive may still have completed,
+    and the engine then reports the stream as arrived with that note as a warning.
+    """
+
+    def __init__(self, message: str, failed_host: str, cause: ZfsError | None = None, *,
+                 sender_note: str | None = None) -> None:
+        self.failed_host = failed_host
+        self.cause = cause
+        self.sender_note = sender_note
+        super().__init__(message)
+
+    def reglossed(self, hint: str) -> "TransferFailed":
+        """The same failure with its cause explained by ``hint`` (see ZfsError.with_hint)."""
+        if self.cause is None:
+            return self
+        cause = self.cause.with_hint(hint)
+        message = str(self).replace(str(self.cause), str(cause), 1)
+        return TransferFailed(message, self.failed_host, cause, sender_note=self.sender_note)
+
+
+def blame(exc: ZrelayError, default: str | None) -> str | None:
+    """The host a failure is put on in results: the side a transfer failed on, the host a
+    command or connection failed on, else ``default`` (usually the job's source)."""
+    if isinstance(exc, TransferFailed):
+        return exc.failed_host
+    if isinstance(exc, (TransportError, ZfsError)):
+        return exc.host
+    return default
+
+
 # --- planning ----------------------------------------------------------------
 
 
@@ -301,3 +335,37 @@ class S3UsageError(S3Error, UsageError):
     """An S3 option or name is wrong (unknown target, bad size, unknown snapshot)."""
 
     exit_code = EXIT_USAGE
+
+
+# --- warnings --------------------------------------------------------------------
+
+
+class ZrelayWarning(Exception):
+    """Something a user should hear about in a run that did its job: the data is where the plan
+    put it. A warning never fails a run (its exit code is EXIT_OK unless a class says otherwise);
+    it is shown in the result's message and listed under ``warnings`` in ``--json``."""
+
+    exit_code: int = EXIT_OK
+
+    def __str__(self) -> str:
+        return f"warning: {super().__str__()}"
+
+
+class BaseNotSecured(ZrelayWarning):
+    """Replicated, but bookmarking or holding the new base failed: the next run still finds its
+    base unless another tool prunes it first."""
+
+    def __init__(self, cause: ZrelayError) -> None:
+        self.cause = cause
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+        super().__init__(f"replicated, but securing the base failed: {lines[0] if lines else cause}")
+
+
+class ArrivedDespiteFailure(ZrelayWarning):
+    """A stream's sender failed after its last byte, but the target holds the snapshot it brought
+    (same GUID): the transfer counts as done."""
+
+    def __init__(self, where: str, why: str) -> None:
+        self.where = where
+        super().__init__(f"{where} arrived complete (the source's GUID), so the transfer counts as done, "
+                         f"but {why}")

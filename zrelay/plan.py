@@ -34,6 +34,8 @@ always one plain ``-i`` step.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
@@ -90,6 +92,7 @@ class Plan:
     partial_full: bool = False     # RESUME into a target with no snapshot: a fresh full is the alternative
     source_host: str = ""          # where the source lives, for messages ("" when the caller did not say)
     target_host: str = ""          # where the target lives, for messages
+    force_receive: bool = False    # incremental receives use -F (only with --rollback; said in ``reason``)
 
     @property
     def source_at(self) -> str:
@@ -350,8 +353,14 @@ def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter,
 
     steps, sent, how = _forward(source, sbase, goal, select)
     reason = f"{prefix}{dst} is {_count(len(sent))} behind {src}@{goal.name}: sending {how}."
+    if rollback:
+        # --rollback also discards changes made on the target since its newest snapshot; without
+        # it such a target fails with "destination has been modified since most recent snapshot"
+        reason += (f" With --rollback the receive is forced (`zfs receive -F`): changes made on {dst} "
+                   f"since @{tbase.name} are discarded.")
     return Plan(PlanKind.INCREMENTAL, src_ds, dst_ds, steps=steps, base=sbase, rollback_to=rollback_to,
-                behind=len(sent), conflicts=conflicts, reason=reason, encrypted=source.encrypted)
+                behind=len(sent), conflicts=conflicts, reason=reason, encrypted=source.encrypted,
+                force_receive=rollback)
 
 
 def plan_recursive(sources: dict[str, DatasetState], targets: dict[str, DatasetState],
@@ -402,6 +411,44 @@ def describe(plan: Plan) -> str:
     if kind is PlanKind.NO_COMMON_BASE:
         return f"no common base {src} → {dst} (refused)"
     return f"no selected snapshot on {src}"
+
+
+def with_new_snapshot(states: Mapping[str, DatasetState], name: str, creation: int) -> dict[str, DatasetState]:
+    """Source states as they will be after ``zfs snapshot [-r] ds@name``: what a dry run of
+    ``--snapshot`` plans from. The new snapshot's GUID is negative, so it never matches a real one."""
+    out: dict[str, DatasetState] = {}
+    for ds, st in states.items():
+        if not st.exists:
+            out[ds] = st
+            continue
+        txg = (st.newest.createtxg + 1) if st.newest else 1
+        digest = int.from_bytes(hashlib.sha256(f"{ds}@{name}".encode()).digest()[:7], "big")
+        new = Snapshot(ds, name, guid=-(digest or 1), createtxg=txg, creation=creation)
+        out[ds] = replace(st, snapshots=st.snapshots + (new,))
+    return out
+
+
+def target_after(plans: Sequence[Plan], targets: Mapping[str, DatasetState]) -> dict[str, DatasetState]:
+    """Target states as they will be once ``plans`` have run as planned: each transferring plan's
+    target holds each step's snapshot (GUIDs as on the source; the snapshots a ``-I`` stream also
+    brings are left out: they are older than the goal, so the newest common snapshot is the same).
+    What anchoring after the transfer is predicted from; a resumed receive's outcome is unknown
+    here and stays as it is."""
+    out = dict(targets)
+    for p in plans:
+        if not p.transfers or p.kind is PlanKind.RESUME:
+            continue
+        before = out.get(p.target) or DatasetState.absent(p.target)
+        kept = before.snapshots
+        if p.rollback_to is not None:
+            cut = [s.guid for s in kept].index(p.rollback_to.guid) + 1
+            kept = kept[:cut]
+        have = {s.guid for s in kept}
+        arrived = tuple(Snapshot(p.target, s.snapshot.name, s.snapshot.guid, s.snapshot.createtxg,
+                                 s.snapshot.creation, s.snapshot.referenced)
+                        for s in p.steps if s.snapshot.guid not in have)
+        out[p.target] = replace(before, exists=True, snapshots=kept + arrived, resume_token=None)
+    return out
 
 
 def ensure_allowed(plan: Plan) -> Plan:

@@ -41,7 +41,7 @@ from zrelay.state import StoreView, TaskRow, Totals, TransferRow
 from zrelay.zfs.model import DatasetState, SnapshotFilter
 
 if TYPE_CHECKING:  # the engine (and asyncssh) load only when hosts are queried: the TUI paints first
-    from zrelay.engine import Engine
+    from zrelay.engine import Fleet
     from zrelay.s3.store import Store  # boto3: imported only when an S3 target is inspected
 
 # Worst first: the row of a recursive job shows its worst dataset.
@@ -243,20 +243,19 @@ def busy_report(job: Job, target: Endpoint, holder: locks.Holder | None, now: fl
     return TargetReport(job, target, row, (cell,))
 
 
-async def inspect_target(engine: Engine, job: Job, target: Endpoint, now: float | None = None) -> TargetReport:
+async def inspect_target(fleet: Fleet, job: Job, target: Endpoint, now: float | None = None) -> TargetReport:
     """Plan ``job`` towards one host target and keep the listings, never raising; a target another
     zrelay holds is reported busy instead."""
     at = time.time() if now is None else now
 
+    from zrelay.engine import plan_host_target   # asyncssh loads only when hosts are queried
+
     async def look() -> tuple[list[Plan], dict[str, DatasetState], dict[str, DatasetState], dict[str, Changed]]:
-        plans = await engine.plan_job(job, target, rollback=False)
-        src_states, dst_states = await asyncio.gather(
-            engine.states.get(engine.host(job.source.host), job.source.dataset, job.recursive),
-            engine.states.get(engine.host(target.host), target.dataset, job.recursive))
-        return plans, src_states, dst_states, await target_changes(engine, job, target, plans, dst_states)
+        plans, src_states, dst_states = await plan_host_target(fleet, job, target)
+        return plans, src_states, dst_states, await target_changes(fleet, job, target, plans, dst_states)
     try:
-        plans, src_states, dst_states, changes = await engine.unheld(target.host, target.dataset,
-                                                                     f"{job.source} → {target}", look)
+        plans, src_states, dst_states, changes = await fleet.unheld_target(target.host, target.dataset,
+                                                                           f"{job.source} → {target}", look)
     except locks.TargetBusy as exc:
         return busy_report(job, target, exc.holder, at)
     except RemoteCommandFailed as exc:
@@ -268,14 +267,14 @@ async def inspect_target(engine: Engine, job: Job, target: Endpoint, now: float 
     return report_from_plans(job, target, plans, src_states, dst_states, at, changes)
 
 
-async def target_changes(engine: Engine, job: Job, target: Endpoint, plans: Sequence[Plan],
+async def target_changes(fleet: Fleet, job: Job, target: Endpoint, plans: Sequence[Plan],
                          dst_states: Mapping[str, DatasetState]) -> dict[str, Changed]:
     """For each target dataset an incremental would be received into: did it change since its
     newest snapshot? One ``zfs get`` on the target, only when some plan sends incrementally."""
     wanted = [p.target for p in plans if p.kind is PlanKind.INCREMENTAL and p.steps]
     if not wanted:
         return {}
-    dest = engine.host(target.host)
+    dest = fleet.host(target.host)
     caps = await dest.capabilities()
     prop, values = await dest.changes(target.dataset, job.recursive)
     out: dict[str, Changed] = {}
@@ -313,27 +312,27 @@ def targets_of(jobs: Iterable[Job]) -> list[tuple[Job, Target]]:
     return [(job, t) for job in jobs for t in job.targets]
 
 
-async def inspect(engine: Engine, job: Job, target: Target, now: float | None = None,
+async def inspect(fleet: Fleet, job: Job, target: Target, now: float | None = None,
                   access: S3Access | None = None) -> TargetReport:
     """Inspect a host or an S3 target; ``access`` shares S3 clients and probes between calls."""
     if isinstance(target, Endpoint):
-        return await inspect_target(engine, job, target, now)
-    return await inspect_s3(engine, job, target, now, access)
+        return await inspect_target(fleet, job, target, now)
+    return await inspect_s3(fleet, job, target, now, access)
 
 
-async def collect_reports(engine: Engine, jobs: Iterable[Job]) -> list[TargetReport]:
+async def collect_reports(fleet: Fleet, jobs: Iterable[Job]) -> list[TargetReport]:
     """A report for every target of ``jobs``, hosts and S3 endpoints queried concurrently."""
     now = time.time()
     access = S3Access()
     jobs = list(jobs)
-    engine.share_listings(jobs)
-    return list(await asyncio.gather(*(inspect(engine, j, t, now, access) for j, t in targets_of(jobs))))
+    fleet.share_listings(jobs)
+    return list(await asyncio.gather(*(inspect(fleet, j, t, now, access) for j, t in targets_of(jobs))))
 
 
-async def collect_status(engine: Engine, jobs: Iterable[Job],
+async def collect_status(fleet: Fleet, jobs: Iterable[Job],
                          store: StoreView | None = None) -> list[LocationStatus]:
     """Status of every target of ``jobs``, queried concurrently, with the store's runs when given."""
-    rows = [r.row for r in await collect_reports(engine, jobs)]
+    rows = [r.row for r in await collect_reports(fleet, jobs)]
     return [annotate(r, store) for r in rows] if store is not None else rows
 
 
@@ -541,17 +540,17 @@ def _s3_failure(ref: S3Ref, target: S3Target, exc: ZrelayError) -> tuple[str, st
     return state, " ".join(f"{ref} ({target.endpoint or 'AWS'}): {text}".split())
 
 
-async def inspect_s3(engine: Engine, job: Job, ref: S3Ref, now: float | None = None,
+async def inspect_s3(fleet: Fleet, job: Job, ref: S3Ref, now: float | None = None,
                      access: S3Access | None = None) -> TargetReport:
     """List the source and read the bucket's chains concurrently; never raises a ZrelayError."""
     at = time.time() if now is None else now
-    target = engine.inventory.s3_targets.get(ref.name)
+    target = fleet.inventory.s3_targets.get(ref.name)
     if target is None:
         return failed_report(job, ref, "error", f"{ref} is not defined in zrelay.s3_targets", at,
                              s3=s3_info(None))
     access = access if access is not None else S3Access()
     src_result, s3_result = await asyncio.gather(
-        engine.states.get(engine.host(job.source.host), job.source.dataset, job.recursive),
+        fleet.listing(job.source.host, job.source.dataset, job.recursive),
         access.views(target, job.source.host, job.source.dataset, job.recursive), return_exceptions=True)
     for result in (src_result, s3_result):
         if isinstance(result, BaseException) and not isinstance(result, ZrelayError):

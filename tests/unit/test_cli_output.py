@@ -10,6 +10,7 @@ from rich.console import Console
 
 from zrelay import units
 from zrelay.cli import output
+from zrelay.actions import Action, ActionKind
 from zrelay.engine import TaskResult
 from zrelay.events import JobPlanned, Outcome, TransferFinished, TransferProgress, TransferStarted
 
@@ -21,6 +22,11 @@ DIRECT = ("zfs send -I tank/data@zrelay_2026-12-05T19:41:32Z tank/data@zrelay_20
           "/root/.ssh/zrelay_known_hosts -i /root/.ssh/zrelay_direct -c aes128-gcm@openssh.com -p 22 root@10.0.2.100 "
           "zfs receive -u -s backup/nas1/data")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _lines(pairs: list[tuple[str, str]]) -> list[Action]:
+    """Actions that render as ``pairs`` (host, command line): the dry run prints what actions hold."""
+    return [Action(ActionKind.SET_PROPERTIES, host, "", (line,)) for host, line in pairs]
 
 
 def test_units_speak_one_style() -> None:
@@ -52,7 +58,7 @@ def _terminal(monkeypatch: pytest.MonkeyPatch, width: int, stderr: bool = False)
 def dry_results() -> list[TaskResult]:
     return [TaskResult("nas1:tank/data", "nas1:tank/data", "vault:backup/nas1/data", Outcome.SKIPPED,
                        "resume the interrupted receive into backup/nas1/data [token checked]",
-                       commands=[("nas1", RESUME), ("vault", "zfs receive -u -s backup/nas1/data"), ("nas1", DIRECT)])]
+                       actions=_lines([("nas1", RESUME), ("vault", "zfs receive -u -s backup/nas1/data"), ("nas1", DIRECT)]))]
 
 
 @pytest.mark.parametrize("columns", [None, 80])

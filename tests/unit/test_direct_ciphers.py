@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from zrelay.engine import _direct_ssh
+from zrelay.engine.host_receiver import direct_ssh_argvs
 from zrelay.errors import InvalidName
 from zrelay.inventory import loads_inventory, validate_inventory_text
 from zrelay.inventory.model import Host
@@ -77,7 +77,7 @@ def _ciphers(argv: list[str]) -> list[str]:
 def test_direct_ssh_follows_the_source_setting(setting: str, first: str | None,
                                                fallback: list[str] | None) -> None:
     source, dest = _remote("nas1", direct_ciphers=setting), _remote("vault", direct_ciphers="aes256-ctr")
-    ssh, other = _direct_ssh(source, dest)   # the target's own setting does not count
+    ssh, other = direct_ssh_argvs(source, dest)   # the target's own setting does not count
     assert _ciphers(ssh) == ([first] if first else []) and ssh[-1] == "vault.lan"
     assert (None if other is None else _ciphers(other)) == fallback
     if other is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
-from zrelay.engine import _stream_argvs, _stream_labels, _with_new_snapshot
+from zrelay.engine.host_receiver import stream_argvs, stream_labels
+from zrelay.plan import with_new_snapshot
 from zrelay.paths.progress import Meter
 from zrelay.errors import BadStream, DatasetNotFound, OutOfSpace, UsageError
 from zrelay.inventory.model import Host
@@ -91,37 +93,41 @@ def test_sender_failure_with_clean_receiver() -> None:
 def test_stream_argvs_full_then_incremental_on_zfs_fuse() -> None:
     a, b, c = snap("tank/d", "a", 1, 1), snap("tank/d", "b", 2, 2), snap("tank/d", "c", 3, 3)
     p = plan(DatasetState("tank/d", snapshots=(a, b, c)), DatasetState.absent("backup/d"))
-    argvs = _stream_argvs(p, FUSE, FUSE, rollback=False)
+    argvs = stream_argvs(p, FUSE, FUSE)
     assert argvs[0] == (["zfs", "send", "tank/d@a"], ["zfs", "receive", "-u", "backup/d"])
     assert argvs[1] == (["zfs", "send", "-I", "tank/d@a", "tank/d@c"], ["zfs", "receive", "-u", "backup/d"])
-    assert _stream_labels(p) == ["tank/d@a (full)", "tank/d@a → @c (-I)"]
+    assert stream_labels(p) == ["tank/d@a (full)", "tank/d@a → @c (-I)"]
 
 
 def test_stream_argvs_resumable_receive_and_resume_on_openzfs() -> None:
     p = Plan(PlanKind.RESUME, "tank/d", "backup/d", resume_token="1-abc-def")
-    assert _stream_argvs(p, OPENZFS, OPENZFS, rollback=False) == [
+    assert stream_argvs(p, OPENZFS, OPENZFS) == [
         (["zfs", "send", "-t", "1-abc-def"], ["zfs", "receive", "-s", "-u", "backup/d"])]
     a, b = snap("tank/d", "a", 1, 1), snap("tank/d", "b", 2, 2)
     p2 = Plan(PlanKind.INCREMENTAL, "tank/d", "backup/d", steps=(SendStep(b, a),), base=a)
-    assert _stream_argvs(p2, OPENZFS, OPENZFS, rollback=False)[0][1] == ["zfs", "receive", "-s", "-u", "backup/d"]
+    assert stream_argvs(p2, OPENZFS, OPENZFS)[0][1] == ["zfs", "receive", "-s", "-u", "backup/d"]
 
 
-def test_force_receive_only_with_rollback() -> None:
+def test_force_receive_is_the_planners_decision_and_said_in_its_reason() -> None:
     a, b = snap("tank/d", "a", 1, 1), snap("tank/d", "b", 2, 2)
-    rolled = Plan(PlanKind.INCREMENTAL, "tank/d", "backup/d", steps=(SendStep(b, a),), base=a,
-                  rollback_to=snap("backup/d", "a", 1, 5))
-    assert "-F" in _stream_argvs(rolled, FUSE, FUSE, rollback=True)[0][1]
-    plain = Plan(PlanKind.INCREMENTAL, "tank/d", "backup/d", steps=(SendStep(b, a),), base=a)
-    assert "-F" in _stream_argvs(plain, FUSE, FUSE, rollback=True)[0][1]  # discards changes since @a
-    assert "-F" not in _stream_argvs(plain, FUSE, FUSE, rollback=False)[0][1]
-    full = Plan(PlanKind.FULL, "tank/d", "backup/d", steps=(SendStep(a),))
-    assert "-F" not in _stream_argvs(full, FUSE, FUSE, rollback=True)[0][1]
+    source = DatasetState("tank/d", snapshots=(a, b))
+    target = DatasetState("backup/d", snapshots=(snap("backup/d", "a", 1, 5),))
+    forced = plan(source, target, rollback=True)
+    assert forced.force_receive and "`zfs receive -F`" in forced.reason
+    assert "-F" in stream_argvs(forced, FUSE, FUSE)[0][1]   # discards changes since @a
+    plain = plan(source, target)
+    assert not plain.force_receive and "-F" not in plain.reason
+    assert "-F" not in stream_argvs(plain, FUSE, FUSE)[0][1]
+    full = plan(source, DatasetState.absent("backup/d"), rollback=True)
+    assert not full.force_receive and "-F" not in stream_argvs(full, FUSE, FUSE)[0][1]
+    # the argvs follow the plan, not a flag below it
+    assert "-F" in stream_argvs(replace(plain, force_receive=True), FUSE, FUSE)[0][1]
 
 
 def test_dry_run_simulates_the_new_snapshot_everywhere() -> None:
     states = {"tank/d": DatasetState("tank/d", snapshots=(snap("tank/d", "a", 1, 7),)),
               "tank/d/c": DatasetState("tank/d/c"), "tank/gone": DatasetState.absent("tank/gone")}
-    out = _with_new_snapshot(states, "zrelay_new")
+    out = with_new_snapshot(states, "zrelay_new", 0)
     assert [s.name for s in out["tank/d"].snapshots] == ["a", "zrelay_new"]
     assert out["tank/d"].newest.createtxg == 8
     assert [s.name for s in out["tank/d/c"].snapshots] == ["zrelay_new"]
@@ -148,19 +154,6 @@ def test_meter_throttles_progress_events(monkeypatch: pytest.MonkeyPatch) -> Non
 # --- encryption: raw by default, refused where an end cannot do raw ----------------------------
 
 
-class _CapsOnly:
-    """Stands in for a RemoteHost: only its name and probed capabilities are consulted here.
-    (A zfs-fuse target next to an OpenZFS source needs both lab tiers in one run, which the
-    lab does not offer; the refusal itself is pure logic.)"""
-
-    def __init__(self, name: str, caps: Capabilities) -> None:
-        self.name = name
-        self._caps = caps
-
-    async def capabilities(self) -> Capabilities:
-        return self._caps
-
-
 def _encrypted_full() -> Plan:
     a = snap("tank/secret", "e1", 1, 1)
     return plan(DatasetState("tank/secret", snapshots=(a,), encrypted=True), DatasetState.absent("backup/secret"))
@@ -169,25 +162,21 @@ def _encrypted_full() -> Plan:
 def test_encrypted_plan_is_sent_raw_without_stream_options() -> None:
     oz = Capabilities.openzfs("2.3.2")
     p = _encrypted_full()
-    send, _ = _stream_argvs(p, oz, oz, rollback=False, raw=True, send_options=("large_blocks", "compressed"))[0]
+    send, _ = stream_argvs(p, oz, oz, raw=True, send_options=("large_blocks", "compressed"))[0]
     assert send == ["zfs", "send", "-w", "tank/secret@e1"]
 
 
 def test_encrypted_send_refused_when_target_cannot_receive_raw() -> None:
-    import asyncio
+    # a zfs-fuse target next to an OpenZFS source needs both lab tiers in one run, which the lab does
+    # not offer; the refusal itself is pure logic
+    from zrelay.engine.host_receiver import encryption_refusal
 
-    from zrelay.engine import Engine
-    from zrelay.errors import PlanRefused
-
-    check = Engine._check_encryption
-    src, dst = _CapsOnly("nas1", Capabilities.openzfs("2.3.2")), _CapsOnly("vault", FUSE)
-    with pytest.raises(PlanRefused) as info:
-        asyncio.run(check(None, [_encrypted_full()], src, dst, decrypt=False))  # type: ignore[arg-type]
-    text = str(info.value)
+    oz = Capabilities.openzfs("2.3.2")
+    text = encryption_refusal([_encrypted_full()], ("nas1", oz), ("vault", FUSE), decrypt=False)
+    assert text is not None
     assert "vault cannot do raw sends" in text and "--decrypt" in text and "UNENCRYPTED" in text
-    asyncio.run(check(None, [_encrypted_full()], src, dst, decrypt=True))   # type: ignore[arg-type]
-    oz_dst = _CapsOnly("vault", Capabilities.openzfs("2.3.2"))
-    asyncio.run(check(None, [_encrypted_full()], src, oz_dst, decrypt=False))  # type: ignore[arg-type]
+    assert encryption_refusal([_encrypted_full()], ("nas1", oz), ("vault", FUSE), decrypt=True) is None
+    assert encryption_refusal([_encrypted_full()], ("nas1", oz), ("vault", oz), decrypt=False) is None
 
 
 # --- shared listings ------------------------------------------------------------------------

@@ -6,11 +6,12 @@ from __future__ import annotations
 import zlib
 from types import SimpleNamespace
 
-from zrelay.engine import _refusal
+from zrelay.engine.host_receiver import refusal
 from zrelay.errors import (AuthFailed, BadStream, HostsUnreachable, HostUnreachable, OutOfSpace,
                            TransportError)
 from zrelay.paths.direct import _failure as direct_failure
-from zrelay.paths.relay import TransferFailed, _End, _failure as relay_failure
+from zrelay.errors import TransferFailed
+from zrelay.paths.relay import _End, _failure as relay_failure
 from zrelay.plan import PlanKind, describe, plan
 from zrelay.transport.ssh import _Handshake
 from zrelay.zfs import direct_ssh, parse, stream_filters
@@ -37,7 +38,7 @@ def test_diverged_names_both_hosts_when_the_paths_are_equal() -> None:
     assert any("on vault:tank/x yourself" in o for o in p.options), p.options
     assert describe(p) == "diverged vault:tank/x: @local (refused)"
     # the refusal line names the target once, not "diverged: tank/x: tank/x has diverged from tank/x"
-    assert _refusal([p]).startswith("diverged: vault:tank/x has diverged from nas1:tank/x"), _refusal([p])
+    assert refusal([p]).startswith("diverged: vault:tank/x has diverged from nas1:tank/x"), refusal([p])
     assert p.source == "tank/x" and p.target == "tank/x"   # datasets stay bare for commands
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
 
+from zrelay.actions import Action
 from zrelay.cli import layout
 from zrelay.cli.layout import DROP, Cell, Column, Line, Table, cell
 from zrelay.engine import TaskResult
@@ -277,7 +278,21 @@ def result_dict(r: TaskResult) -> dict:
         "plans": [{"kind": p.kind.value, "source": p.source, "target": p.target, "reason": p.reason,
                    "behind": p.behind} for p in r.plans],
         "commands": [{"host": h, "command": c} for h, c in r.commands],
+        "actions": [action_dict(a) for a in r.actions],
+        "warnings": list(r.warnings),
     }
+
+
+def action_dict(a: Action) -> dict[str, Any]:
+    """One action as ``--json`` shows it: what it does, where, why, and its exact command lines."""
+    out: dict[str, Any] = {"kind": a.kind.value, "host": a.host, "subject": a.subject, "reason": a.reason,
+                           "commands": [{"host": h, "command": c} for h, c in a.commands]}
+    if a.stream is not None:
+        out["stream"] = {"label": a.stream.label, "target_host": a.stream.target_host,
+                         "estimate": a.stream.estimate, "full": a.stream.full, "resume": a.stream.resume}
+    if a.expected:
+        out["expected"] = True
+    return out
 
 
 def command_line(host: str, command: str, indent: int = 4) -> Line:
@@ -292,13 +307,20 @@ def print_dry_run(results: list[TaskResult]) -> None:
         style = _OUTCOME_STYLE.get(r.outcome, "")
         message = r.message.removeprefix(f"{r.source} → {r.target}: ")   # a busy target's names both ends
         lines += layout.wrap([(r.job, "bold"), (f" → {r.target}: ", ""), (message, style)], w, 0, 4)
+        said: set[str] = set()
         for p in r.plans:
-            if len(r.plans) > 1:
+            # a destructive plan (rollback, receive -F) says why even when it is the only one
+            if len(r.plans) > 1 or p.rollback_to is not None or p.force_receive:
                 lines += layout.wrap(f"{p.kind.value} {p.source} → {p.target}: {p.reason}", w, 2, 6)
+                said.add(p.reason)
             for option in p.options:
                 lines += layout.wrap(f"option: {option}", w, 4, 8)
-        for host, command in r.commands:
-            lines.append(command_line(host, command))
+        for action in r.actions:
+            if action.destructive and action.reason not in said:
+                lines += layout.wrap(f"{action.kind.value}: {action.reason}", w, 2, 6)
+                said.add(action.reason)
+            for host, command in action.commands:
+                lines.append(command_line(host, command))
         if not r.commands and r.outcome not in (Outcome.REFUSED, Outcome.FAILED, Outcome.BUSY):  # they say why
             lines.append([("    (no remote commands: nothing to do)", "")])
     print_lines(lines)

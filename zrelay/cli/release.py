@@ -11,11 +11,10 @@ import argparse
 import asyncio
 import json
 import sys
-from dataclasses import asdict
 
 from zrelay.cli import output
 from zrelay.cli.layout import DROP, Cell, Column, cell
-from zrelay.engine import Engine, Releaser, ReleaseResult
+from zrelay.engine import Fleet, Releaser, ReleaseResult
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK
 from zrelay.inventory import load_inventory
 
@@ -37,16 +36,22 @@ def run(args: argparse.Namespace) -> int:
     jobs = inventory.jobs_matching(args.patterns)
     results = asyncio.run(_release(inventory, jobs, args.dry_run))
     if args.json:
-        json.dump([asdict(r) for r in results], sys.stdout, indent=2)
+        json.dump([_result_dict(r) for r in results], sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         _print(results, args.dry_run)
     return EXIT_JOB_FAILED if any(r.error for r in results) else EXIT_OK
 
 
+def _result_dict(r: ReleaseResult) -> dict[str, object]:
+    """One result as ``--json`` shows it: the exact command lines, not the action objects."""
+    return {"job": r.job, "host": r.host, "holds": r.holds, "commands": r.commands, "released": r.released,
+            "error": r.error}
+
+
 async def _release(inventory, jobs, dry_run: bool) -> list[ReleaseResult]:  # type: ignore[no-untyped-def]
-    async with Engine(inventory) as engine:
-        return await Releaser(engine).release(jobs, dry_run)
+    async with Fleet(inventory) as fleet:
+        return await Releaser(fleet).release(jobs, dry_run)
 
 
 _COLUMNS = (Column("job", "JOB"), Column("host", "HOST"), Column("tag", "TAG"), Column("snapshots", "SNAPSHOTS"),

@@ -25,15 +25,14 @@ from zrelay import locks
 from zrelay.cli import output
 from zrelay.cli.main import add_wait_lock
 from zrelay.engine import Engine
-from zrelay.errors import (EXIT_JOB_FAILED, EXIT_OK, InvalidName, S3ChainBroken, S3UsageError, UsageError,
-                           ZrelayError)
+from zrelay.errors import (EXIT_JOB_FAILED, EXIT_OK, InvalidName, S3ChainBroken, S3UsageError, TransferFailed,
+                           UsageError, ZrelayError)
 from zrelay.events import (Event, EventSink, JobFinished, JobPlanned, JobStarted, Outcome, TransferFinished,
                            TransferProgress, TransferStarted)
 from zrelay.inventory import load_inventory
 from zrelay.inventory.lookup import find_inventory
 from zrelay.inventory.model import Endpoint, Inventory, Job, S3Target, suggest, name_list
 from zrelay.paths import s3restore
-from zrelay.paths.relay import TransferFailed
 from zrelay.paths.s3push import PushOptions, PushResult, S3Pusher
 from zrelay.s3 import catalog, chains, manifest as mf
 from zrelay.s3.chains import Chain, DatasetView, PrunePlan, SendRecord
@@ -282,7 +281,7 @@ async def _push(inventory: Inventory, pairs: list[tuple[Job, S3Target]], opts: d
         now = datetime.now(timezone.utc)
 
         async def one_job(job: Job) -> list[PushResult]:
-            source = engine.host(job.source.host)
+            source = engine.fleet.host(job.source.host)
             snap_cmds: list[tuple[str, str]] = []
             for target in by_job[job.name]:  # the S3 listing overlaps the source's probe and listing
                 pushers[target.name].prefetch(job)
@@ -296,8 +295,8 @@ async def _push(inventory: Inventory, pairs: list[tuple[Job, S3Target]], opts: d
                         simulated = name
                     else:
                         await source.zfs(argv, dataset=job.source.dataset)
-                        engine.states.forget(source.name, job.source.dataset)
-                states = await engine.states.get(source, job.source.dataset, job.recursive)
+                        engine.fleet.states.forget(source.name, job.source.dataset)
+                states = await engine.fleet.states.get(source, job.source.dataset, job.recursive)
                 if simulated:
                     states = _with_snapshot(states, simulated)
             except ZrelayError as exc:
@@ -374,7 +373,7 @@ async def _hold_prefix(engine: Engine, pusher: S3Pusher, job: Job, target: S3Tar
         return None
     lock = locks.RunLock(_prefix_key(job, target), f"{job.source} → s3:{target.name}")
     await lock.acquire(args.wait_lock, _waiting(job, target, args, record))
-    if lock.previous_release is not None and lock.previous_release >= engine.started_at:
+    if lock.previous_release is not None and lock.previous_release >= engine.fleet.started_at:
         pusher.forget(job)   # the chains read before may have grown since: read them again
     return lock
 
@@ -653,16 +652,16 @@ async def _restore_one(inventory: Inventory, target: S3Target, options: S3Option
         def plan() -> Awaitable[s3restore.RestoreResult]:
             return _restore_plan(store, target, options, source, dest_ep, args, sink, engine)
         if args.dry_run:   # holds nothing, and plans only while no other zrelay writes the dataset
-            return await engine.unheld(dest_ep.host, dest_ep.dataset, what, plan, args.wait_lock)
+            return await engine.fleet.unheld_target(dest_ep.host, dest_ep.dataset, what, plan, args.wait_lock)
         # held for the whole restore, like a sync's target (zrelay.locks)
-        await engine.lock_target(dest_ep.host, dest_ep.dataset, what, args.wait_lock)
+        await engine.fleet.lock_target(dest_ep.host, dest_ep.dataset, what, args.wait_lock)
         return await plan()
 
 
 async def _restore_plan(store: Store, target: S3Target, options: S3Options, source: Endpoint, dest_ep: Endpoint,
                         args: argparse.Namespace, sink: Any, engine: Engine) -> s3restore.RestoreResult:
     """Plan the restore from the stored sends and the target, and (unless a dry run) run it."""
-    dest = engine.host(dest_ep.host)
+    dest = engine.fleet.host(dest_ep.host)
     # Connect to and probe the receiving host while the stored sends are listed.
     warming = asyncio.ensure_future(dest.capabilities())
     warming.add_done_callback(lambda f: f.cancelled() or f.exception())  # restore() reports failures

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from zrelay.cli import layout, output
 from zrelay.cli.layout import DROP, Cell, Column, Line, Table, cell
-from zrelay.engine import Engine
+from zrelay.engine import Fleet
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, UsageError
 from zrelay.inventory import load_inventory
 from zrelay.state import StoreView, default_path, read_view
@@ -72,8 +72,8 @@ def exit_code(rows: list[LocationStatus]) -> int:
 
 
 async def _collect(inventory, jobs, store_path: Path) -> list[LocationStatus]:  # type: ignore[no-untyped-def]
-    async with Engine(inventory) as engine:
-        rows = await collect_status(engine, jobs)
+    async with Fleet(inventory) as fleet:
+        rows = await collect_status(fleet, jobs)
     # read the store after the hosts answered, so a transfer that ended meanwhile is not shown running
     store: StoreView = read_view(store_path)
     return [annotate(r, store) for r in rows]

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from zrelay.errors import InventoryError, UsageError
+from zrelay.errors import InvalidName, InventoryError, UsageError
 from zrelay.zfs.model import SnapshotFilter
-from zrelay.zfs.names import dataset_problem
+from zrelay.zfs.names import dataset_problem, snapshot_problem
 
 DEFAULT_PORT = 22
 DEFAULT_MAX_SESSIONS = 10  # OpenSSH's MaxSessions default
@@ -133,6 +133,7 @@ class Host:
     direct_ciphers: str = "auto"        # its ssh's Ciphers for direct sends: auto | default | a list
     compress: str | None = None         # wire compression: auto | zstd | lz4 | off (None: default)
     buffer: str | None = None           # mbuffer on both ends: auto | off | SIZE (None: default)
+    fastpath: bool = True               # zrelay's asyncssh speed-ups for its connections (transport/fastpath.py)
     groups: tuple[str, ...] = ()        # every group holding it (ancestors too), 'all' excluded
     vars: Mapping[str, Any] = field(default_factory=dict, hash=False)  # merged, as written
     origin: Origin | None = None
@@ -239,6 +240,14 @@ class Settings:
         if when.tzinfo is None:
             when = when.replace(tzinfo=_dt.timezone.utc)
         return when.astimezone(_dt.timezone.utc).strftime(self.snapshot_name)
+
+    def checked_snapshot_name(self, when: _dt.datetime) -> str:
+        """``snapshot_name_at``, refused with InvalidName when the template gives a name ZFS rejects."""
+        name = self.snapshot_name_at(when)
+        problem = snapshot_problem(name)
+        if problem:
+            raise InvalidName(f"snapshot_name template gives an invalid name: {problem}")
+        return name
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:

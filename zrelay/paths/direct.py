@@ -18,8 +18,8 @@ from typing import Callable
 
 import asyncssh
 
-from zrelay.errors import ZrelayError
-from zrelay.paths.relay import RelayResult, TransferFailed
+from zrelay.errors import TransferFailed, ZrelayError
+from zrelay.paths.relay import RelayResult
 from zrelay.transport.host import RemoteHost
 from zrelay.zfs import direct_ssh, parse
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 import asyncssh
 
-from zrelay.errors import ZfsError, ZrelayError
+from zrelay.errors import TransferFailed, ZfsError, ZrelayError
 from zrelay.transport.host import RemoteHost
 from zrelay.zfs import parse, quoting
 
@@ -33,30 +33,6 @@ STDERR_CAP = 64 * 1024
 #: its own exit: it gets this long to do so before its channel is closed. Closing at once
 #: lost that status whenever a small stream's receive ended before the send's exit arrived.
 SENDER_GRACE_SECONDS = 30.0
-
-
-class TransferFailed(ZrelayError):
-    """A send|receive pair failed; names the host to blame and carries both sides' story.
-
-    ``sender_note`` says what went wrong on the sending side, in words, when something did
-    (``zfs send on nas1 was killed (signal KILL)``): the receive may still have completed,
-    and the engine then reports the stream as arrived with that note as a warning.
-    """
-
-    def __init__(self, message: str, failed_host: str, cause: ZfsError | None = None, *,
-                 sender_note: str | None = None) -> None:
-        self.failed_host = failed_host
-        self.cause = cause
-        self.sender_note = sender_note
-        super().__init__(message)
-
-    def reglossed(self, hint: str) -> "TransferFailed":
-        """The same failure with its cause explained by ``hint`` (see ZfsError.with_hint)."""
-        if self.cause is None:
-            return self
-        cause = self.cause.with_hint(hint)
-        message = str(self).replace(str(self.cause), str(cause), 1)
-        return TransferFailed(message, self.failed_host, cause, sender_note=self.sender_note)
 
 
 @dataclass

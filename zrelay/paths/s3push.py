@@ -23,12 +23,12 @@ from datetime import datetime, timezone
 import asyncssh
 
 from zrelay import __version__
-from zrelay.errors import S3Error, S3StreamTooLarge, S3UsageError, Unsupported, ZfsError, ZrelayError
+from zrelay.errors import (S3Error, S3StreamTooLarge, S3UsageError, TransferFailed, Unsupported, ZfsError,
+                           ZrelayError)
 from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outcome, TransferFinished,
                            TransferProgress, TransferStarted, discard)
 from zrelay.inventory.model import Job, S3Target
 from zrelay.paths.progress import Meter
-from zrelay.paths.relay import TransferFailed
 from zrelay.s3 import catalog, chains, manifest as mf, pipeline
 from zrelay.s3.chains import DatasetView, PushPlan, PushStep
 from zrelay.s3.options import S3Options

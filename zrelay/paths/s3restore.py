@@ -24,9 +24,9 @@ from typing import Awaitable, Callable
 
 import asyncssh
 
-from zrelay.errors import S3ChainBroken, S3ChecksumMismatch, S3Error, S3ObjectArchived, S3UsageError, ZrelayError
+from zrelay.errors import (S3ChainBroken, S3ChecksumMismatch, S3Error, S3ObjectArchived, S3UsageError, TransferFailed,
+                           ZrelayError)
 from zrelay.events import EventSink, TransferFinished, TransferProgress, TransferStarted, discard
-from zrelay.paths.relay import TransferFailed
 from zrelay.paths.progress import Meter
 from zrelay.s3 import chains, pipeline
 from zrelay.s3.chains import DatasetView, RestorePlan, SendRecord

@@ -73,9 +73,14 @@ class RemoteHost:
     async def zfs(self, argv: Sequence[str], *, dataset: str | None = None,
                   retry_busy: bool = False) -> CommandResult:
         """Run one zfs command; failures become the matching ZfsError."""
+        return await self.zfs_line(self.command(argv), dataset=dataset, retry_busy=retry_busy)
+
+    async def zfs_line(self, line: str, *, dataset: str | None = None,
+                       retry_busy: bool = False) -> CommandResult:
+        """Run one zfs command line exactly as given (an action's, see zrelay.actions)."""
         attempt = 0
         while True:
-            result = await self.conn.run(self.command(argv), check=False)
+            result = await self.conn.run(line, check=False)
             if result.exit_status == 0:
                 return result
             error = parse.map_error(self.name, result.stderr, result.exit_status, dataset)

@@ -25,7 +25,7 @@ from zrelay.errors import (AuthFailed, HostKeyError, HostUnreachable, RemoteComm
                            UsageError)
 from zrelay.inventory.model import Host
 from zrelay.inventory.ssh_options import SshOptionError, ssh_connect_kwargs
-from zrelay.transport import fastpath
+from zrelay.transport import command_log, fastpath
 from zrelay.zfs import quoting, shell_protocol
 
 #: Receive window and maximum packet size for bulk channels (see bench/README.md).
@@ -389,7 +389,8 @@ class Connection:
         try:
             conn = await asyncssh.connect(client_factory=watch.client, **opts)  # type: ignore[arg-type]
             _skip_ignore_packets(conn)
-            fastpath.speed_up(conn)
+            if host.fastpath:   # the inventory's per-host off switch (ZRELAY_FASTPATH: the process's)
+                fastpath.speed_up(conn)
             return conn
         except asyncssh.HostKeyNotVerifiable:
             raise HostKeyError(host.name, _host_key_message(host)) from None
@@ -437,6 +438,7 @@ class Connection:
         Through the connection's command shell when it is free (no new session), else in
         a session of its own (commands with stdin always are).
         """
+        command_log.record(self.name, command)
         if stdin is None and self.use_shell:
             result = await self._run_in_shell(command, timeout)
             if result is not None:
@@ -556,6 +558,7 @@ class Connection:
     async def bulk_session(self, factory: Callable[[], Any], command: str) -> AsyncIterator[tuple[Any, Any]]:
         """A session for one end of a stream (bulk window and packet size), holding a slot
         until the block ends: a shell opened ahead of need when there is one, else a new one."""
+        command_log.record(self.name, command)
         handed = await self._hand_over(factory, command) if self.use_shell else None
         if handed is not None:
             fastpath.speed_up_channel(handed[0])

@@ -33,7 +33,7 @@ class Querier(Protocol):
 
 
 class ThreadedQuerier:
-    """Inspects targets with a fresh Engine per refresh; a new full refresh cancels the previous one."""
+    """Inspects targets with a fresh Fleet per refresh; a new full refresh cancels the previous one."""
 
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
@@ -58,15 +58,15 @@ class ThreadedQuerier:
             self._full = future
 
     async def _run(self, pairs: list[tuple[Job, Target]], deliver: Deliver, done: Done) -> None:
-        from zrelay.engine import Engine  # here, not at import: the UI paints before asyncssh loads
+        from zrelay.engine import Fleet  # here, not at import: the UI paints before asyncssh loads
         from zrelay.status import S3Access, inspect
 
-        engine = Engine(self.inventory)
+        fleet = Fleet(self.inventory)
         access = S3Access()  # one client and endpoint probe per S3 target and refresh
 
         async def one(job: Job, target: Target) -> None:
             try:
-                deliver(await inspect(engine, job, target, access=access))
+                deliver(await inspect(fleet, job, target, access=access))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must show as a cell, not kill the refresh
@@ -75,7 +75,7 @@ class ThreadedQuerier:
         try:
             await asyncio.gather(*(one(j, t) for j, t in pairs))
         finally:
-            closing = asyncio.ensure_future(engine.close())
+            closing = asyncio.ensure_future(fleet.close())
             with contextlib.suppress(Exception, asyncio.CancelledError):  # best effort: this refresh is over
                 await asyncio.wait_for(closing, timeout=5)
             done()

@@ -1,0 +1,92 @@
+"""The executor: runs actions exactly as planned, one command line after the other.
+
+It runs the action objects the dry run renders (zrelay.actions): a command
+action's lines go to its host as they are; a STREAM goes to its receiver
+under the per-host limits, with its bytes metered into events. Nothing here
+decides what to run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+from zrelay.actions import Action, ActionKind
+from zrelay.engine.fleet import Fleet
+from zrelay.engine.options import SyncOptions, TaskResult
+from zrelay.engine.receiver import Receiver
+from zrelay.errors import DatasetNotFound, ZfsError
+from zrelay.events import EventSink, TransferFinished, TransferProgress, TransferStarted
+from zrelay.paths.progress import Meter
+
+#: Commands zfs-fuse may answer with "dataset is busy" right after a receive: tried again.
+RETRIED_WHEN_BUSY = frozenset({ActionKind.ROLLBACK, ActionKind.SET_PROPERTIES, ActionKind.HOLD,
+                               ActionKind.RELEASE, ActionKind.ABORT_RECEIVE, ActionKind.DESTROY})
+
+
+class Executor:
+    """Runs one job's actions towards one receiver; every byte that moves is counted in ``result``."""
+
+    def __init__(self, fleet: Fleet, emit: EventSink, receiver: Receiver, result: TaskResult,
+                 options: SyncOptions, notes: list[str]) -> None:
+        self.fleet = fleet
+        self.emit = emit
+        self.receiver = receiver
+        self.result = result
+        self.options = options
+        self.notes = notes
+
+    async def run(self, actions: Sequence[Action]) -> bool:
+        """Run ``actions`` in order; True when the receiver asks for the rest to be planned again."""
+        for action in actions:
+            if action.stream is not None:
+                if await self._stream(action):
+                    return True
+            else:
+                await run_command(self.fleet, action)
+        return False
+
+    async def _stream(self, action: Action) -> bool:
+        stream = action.stream
+        assert stream is not None
+        job, target = self.receiver.job, self.receiver.name
+        meter = Meter(lambda done, rate: self.emit(TransferProgress(
+            job.name, target, stream.label, done, stream.estimate, rate)))
+        ok = False
+        async with self.fleet.sends[action.host], _receiving(self.fleet, self.receiver.host):
+            self.emit(TransferStarted(job.name, target, action.host, stream.target_host, stream.label,
+                                      stream.estimate))
+            try:
+                replan = await self.receiver.stream(action, meter.add, self.notes, self.options)
+                ok = True
+            finally:
+                meter.flush()
+                self.result.bytes += meter.done
+                self.emit(TransferFinished(job.name, target, stream.label, meter.done, meter.elapsed(), ok))
+        return replan
+
+
+def _receiving(fleet: Fleet, host: str | None) -> contextlib.AbstractAsyncContextManager[object]:
+    """The receiving host's ``receives`` limit (S3 has none of its own)."""
+    return fleet.receives[host] if host is not None else contextlib.nullcontext()
+
+
+async def run_command(fleet: Fleet, action: Action) -> None:
+    """Run a command action's lines on its host; zfs's errors become typed ZfsErrors."""
+    host = fleet.host(action.host)
+    for line in action.lines:
+        try:
+            await host.zfs_line(line, dataset=action.subject, retry_busy=action.kind in RETRIED_WHEN_BUSY)
+        except ZfsError as exc:
+            # a parent another job (or tool) created since the plan: what the action wanted is there
+            if action.kind is ActionKind.CREATE_PARENT and "already exists" in str(exc) \
+                    and await _exists(fleet, action):
+                continue
+            raise
+
+
+async def _exists(fleet: Fleet, action: Action) -> bool:
+    try:
+        return await fleet.host(action.host).exists(action.subject)
+    except DatasetNotFound:
+        return False

@@ -1,0 +1,195 @@
+"""The fleet as one run sees it: connections, capability probes, listings, limits and lock keys.
+
+One ``Fleet`` per run, shared by the engine (``sync``, ``s3-push``), ``status``,
+``s3-restore`` and the TUI, so a host is connected, probed and listed once
+whoever asks, and the per-host limits hold across everything the run does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from zrelay import locks
+from zrelay.inventory.model import Inventory, Job
+from zrelay.transport.host import RemoteHost
+from zrelay.transport.ssh import ConnectionPool
+from zrelay.zfs.model import DatasetState
+
+T = TypeVar("T")
+
+#: A parent dataset wanted by at least this many jobs' datasets on one host is listed once, recursively.
+SHARED_LISTING_MIN = 3
+
+
+def shared_listings(datasets: Iterable[str], minimum: int = SHARED_LISTING_MIN) -> dict[str, str]:
+    """dataset → the parent whose one recursive listing serves it.
+
+    Many jobs on sibling datasets (``tank/vm/a``, ``tank/vm/b`` …) would cost two
+    listings each; listing their parent once serves all of them. Only parents
+    wanted for at least ``minimum`` children, so a lone job never lists more
+    than its own dataset.
+    """
+    children: dict[str, set[str]] = {}
+    for ds in datasets:
+        if "/" in ds:
+            children.setdefault(ds.rsplit("/", 1)[0], set()).add(ds)
+    return {c: parent for parent, kids in children.items() if len(kids) >= minimum for c in kids}
+
+
+class StateCache:
+    """One listing per (host, dataset, recursive) per run, shared by every job that asks.
+
+    With ``share`` the datasets of many jobs on one host are served from one
+    recursive listing of their parent (see shared_listings). A dataset that
+    changed during the run (``forget``) is listed on its own again.
+    """
+
+    def __init__(self) -> None:
+        self._futures: dict[tuple[str, str, bool], asyncio.Future[dict[str, DatasetState]]] = {}
+        self._cover: dict[tuple[str, str], str] = {}
+        self._stale: set[tuple[str, str]] = set()
+
+    def share(self, host: str, datasets: Iterable[str]) -> None:
+        """Announce the datasets this run will ask ``host`` about."""
+        for dataset, parent in shared_listings(datasets).items():
+            self._cover[(host, dataset)] = parent
+
+    async def get(self, host: RemoteHost, dataset: str, recursive: bool) -> dict[str, DatasetState]:
+        key = (host.name, dataset, recursive)
+        fut = self._futures.get(key)
+        if fut is None:
+            parent = self._cover.get((host.name, dataset))
+            if parent is not None and (host.name, dataset) not in self._stale:
+                work = self._from_parent(host, parent, dataset, recursive)
+            else:
+                work = host.state(dataset, recursive)
+            fut = self._futures[key] = asyncio.ensure_future(work)
+        return await asyncio.shield(fut)
+
+    async def _from_parent(self, host: RemoteHost, parent: str, dataset: str,
+                           recursive: bool) -> dict[str, DatasetState]:
+        states = await self.get(host, parent, True)
+        out = {name: st for name, st in states.items()
+               if name == dataset or (recursive and name.startswith(dataset + "/"))}
+        out.setdefault(dataset, DatasetState.absent(dataset))
+        return out
+
+    def forget(self, host: str, dataset: str) -> None:
+        self._stale.add((host, dataset))
+        for key in [k for k in self._futures if k[0] == host and k[1] == dataset]:
+            del self._futures[key]
+
+
+class Fleet:
+    """Every host of one inventory as one run reaches it; close it when the run ends."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+        self.pool = ConnectionPool(inventory.hosts)
+        self.states = StateCache()
+        self.started_at = time.time()
+        self._hosts: dict[str, RemoteHost] = {}
+        # one rule for the limits: Inventory.sends_limit / receives_limit
+        self.sends = {name: asyncio.Semaphore(inventory.sends_limit(name)) for name in inventory.hosts}
+        self.receives = {name: asyncio.Semaphore(inventory.receives_limit(name)) for name in inventory.hosts}
+        self._locks: set[locks.RunLock] = set()               # targets this run holds
+        self._addresses: dict[str, asyncio.Future[str]] = {}   # host name → address its lock keys use
+        self._closers: list[Callable[[], Awaitable[object]]] = []
+        self.per_run: dict[str, Any] = {}   # what a data path keeps for the run (direct mode's login checks)
+
+    def host(self, name: str) -> RemoteHost:
+        remote = self._hosts.get(name)
+        if remote is None:
+            remote = self._hosts[name] = RemoteHost(self.pool.get(name))
+        return remote
+
+    def on_close(self, closer: Callable[[], Awaitable[object]]) -> None:
+        """Run ``closer`` when the fleet closes, before its connections go (e.g. ssh masters)."""
+        self._closers.append(closer)
+
+    async def close(self) -> None:
+        """Let go of held targets, run the closers, then close every connection."""
+        for lock in list(self._locks):   # a run cancelled mid-target still lets its targets go
+            self.let_go(lock)
+        try:
+            await asyncio.gather(*(closer() for closer in self._closers))
+        finally:
+            await self.pool.close()
+
+    async def __aenter__(self) -> "Fleet":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def share_listings(self, jobs: Iterable[Job]) -> None:
+        """Let jobs on sibling datasets of one host share one listing (see StateCache.share)."""
+        wanted: dict[str, set[str]] = {}
+        for job in jobs:
+            wanted.setdefault(job.source.host, set()).add(job.source.dataset)
+            for t in job.host_targets:
+                wanted.setdefault(t.host, set()).add(t.dataset)
+        for host, datasets in wanted.items():
+            self.states.share(host, datasets)
+
+    async def listing(self, host: str, dataset: str, recursive: bool) -> dict[str, DatasetState]:
+        """``host``'s states of ``dataset`` (and descendants): this run's listing, made once."""
+        return await self.states.get(self.host(host), dataset, recursive)
+
+    # --- run locks (zrelay.locks) --------------------------------------------------------------
+
+    async def lock(self, key: str, what: str, wait: float = 0.0,
+                   on_wait: Callable[[locks.Holder | None], None] | None = None,
+                   stale: Callable[[], None] | None = None) -> locks.RunLock:
+        """Hold ``key`` against every other zrelay on this machine, waiting up to ``wait`` s; raises
+        TargetBusy naming the holder. ``stale`` runs when the previous holder let go during this
+        run: what this run listed before may be older than its last write."""
+        lock = locks.RunLock(key, what)
+        await lock.acquire(wait, on_wait)
+        self._locks.add(lock)
+        if stale is not None and lock.previous_release is not None and lock.previous_release >= self.started_at:
+            stale()
+        return lock
+
+    async def lock_target(self, host: str, dataset: str, what: str, wait: float = 0.0,
+                          on_wait: Callable[[locks.Holder | None], None] | None = None) -> locks.RunLock:
+        """Hold ``host:dataset`` (see ``lock``). The key is the host's resolved address, port and
+        the dataset, so two inventories naming one host differently still meet."""
+        return await self.lock(await self.lock_key(host, dataset), what, wait, on_wait,
+                               stale=lambda: self.states.forget(host, dataset))
+
+    async def lock_key(self, host: str, dataset: str) -> str:
+        """The lock key of ``host:dataset``: the host's resolved address (once per run), port, dataset."""
+        entry = self.inventory.hosts[host]
+        fut = self._addresses.get(host)
+        if fut is None:
+            fut = self._addresses[host] = asyncio.ensure_future(locks.resolve(entry.address))
+        return locks.dataset_key(await asyncio.shield(fut), entry.port, dataset)
+
+    async def unheld(self, key: str, what: str, work: Callable[[], Awaitable[T]], wait: float = 0.0,
+                     on_wait: Callable[[locks.Holder | None], None] | None = None,
+                     on_change: Callable[[], None] | None = None) -> T:
+        """``work`` that reads a target without changing it (a dry run, ``status``), done while no
+        other zrelay holds it (locks.while_free); raises TargetBusy naming the holder.
+
+        Such work takes no lock (a real run must never wait for a look), but a target
+        another run is writing is not planned: mid-receive it looks unrelated to its
+        source, and the plan would advise destroying it.
+        """
+        return await locks.while_free(key, what, work, wait=wait, on_wait=on_wait,
+                                      on_change=on_change or (lambda: None))
+
+    async def unheld_target(self, host: str, dataset: str, what: str, work: Callable[[], Awaitable[T]],
+                            wait: float = 0.0,
+                            on_wait: Callable[[locks.Holder | None], None] | None = None) -> T:
+        """``unheld`` for ``host:dataset``; a listing made while another run wrote it is dropped."""
+        return await self.unheld(await self.lock_key(host, dataset), what, work, wait, on_wait,
+                                 on_change=lambda: self.states.forget(host, dataset))
+
+    def let_go(self, lock: locks.RunLock | None) -> None:
+        if lock is not None:
+            self._locks.discard(lock)
+            lock.release()
