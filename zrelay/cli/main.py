@@ -18,8 +18,11 @@ import sys
 from typing import Callable, Sequence
 
 from zrelay import __version__
+from zrelay.cli import quickimport
 from zrelay.errors import EXIT_USAGE, ZrelayError
-from zrelay.inventory.lookup import find_inventory  # noqa: F401  (commands import it from here)
+
+quickimport.import_yaml()   # before zrelay.inventory does: see zrelay.cli.quickimport
+from zrelay.inventory.lookup import find_inventory  # noqa: E402,F401  (commands import it from here)
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 128 + signal.SIGTERM   # 143, what a shell reports for a process SIGTERM ended
