@@ -73,7 +73,7 @@ def install() -> None:
 
     conn_cls._connect = traced_connect  # type: ignore[method-assign]
     conn_cls.run = traced_run  # type: ignore[method-assign]
-    conn_cls.bulk_session = traced_bulk  # type: ignore[method-assign,assignment]
+    conn_cls.bulk_session = traced_bulk  # type: ignore[method-assign]
 
 
 def report(timeline: bool, json_path: str | None) -> None:

@@ -45,7 +45,7 @@ def _install_relay_hook(path: str) -> None:
         with open(path, "w") as f:
             json.dump(records, f)
 
-    relay_module.relay = timed_relay  # type: ignore[assignment]
+    relay_module.relay = timed_relay
     atexit.register(write)
 
 
@@ -78,7 +78,7 @@ def _install_phase_hook(path: str, hook_at: float) -> None:
         with open(path, "w") as f:
             json.dump(phases, f)
 
-    asyncio.run = run  # type: ignore[assignment]
+    asyncio.run = run
     Meter.__init__ = init  # type: ignore[method-assign]
     Meter.add = add  # type: ignore[method-assign]
     atexit.register(write)

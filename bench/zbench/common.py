@@ -321,7 +321,7 @@ def negotiated_algorithms(inventory: Path, host: str = SOURCE) -> dict[str, str]
 
     async def probe() -> dict[str, str]:
         inv = load_inventory(inventory)
-        conn = await asyncssh.connect(**connect_options(inv.hosts[host]))  # type: ignore[arg-type]
+        conn = await asyncssh.connect(**connect_options(inv.hosts[host]))
         try:
             return {k: str(conn.get_extra_info(k)) for k in ("send_cipher", "send_mac", "recv_cipher")}
         finally:

@@ -9,7 +9,7 @@ Two ways to describe the same work to zrelay, both measured:
 
 full-N   first replication (information only);
 noop-N   ``zrelay sync`` when nothing changed (goal ≤ 5 s wall for N = 100);
-incr-N   one small change + a new snapshot in every child, then ``zrelay sync``.
+incr-N   one small change + a new snapshot in every child, then ``zrelay sync`` (goal ≤ 3 s wall).
 
 Baseline for full/incr: the shell loop a cron script would run on nas1, one
 ``zfs send [-i] … | ssh vault zfs receive -u …`` per dataset, one after another,
@@ -28,13 +28,15 @@ from zbench.common import (SOURCE, TARGET, BenchError, Lab, Timed, attempt, host
 
 STYLES = ("recursive", "jobs")
 REP_ATTEMPTS = 4
-#: P5: a sync of 100 datasets with nothing to send (noop-100) or one small change each (incr-100)
-#: takes at most this long, wall time.
+#: A sync of 100 datasets with nothing to send (noop-100) takes at most this long, wall time.
 GOAL_S = 5.0
+#: A sync of 100 datasets with one small change each (incr-100), either layout (since 2026-12-06;
+#: it was GOAL_S before).
+INCR_GOAL_S = 3.0
 
 
-def _goal(seconds: float) -> str:
-    return f"goal ≤ {GOAL_S:.0f} s {'met' if seconds <= GOAL_S else 'NOT met'}"
+def _goal(seconds: float, goal: float = GOAL_S) -> str:
+    return f"goal ≤ {goal:.0f} s {'met' if seconds <= goal else 'NOT met'}"
 
 
 def run(lab: Lab, *, count: int, reps: int, ssh_opts: list[str], inventory_extra: dict[str, Any],
@@ -142,7 +144,7 @@ def run(lab: Lab, *, count: int, reps: int, ssh_opts: list[str], inventory_extra
                     for method in order:
                         got[method] = shell_loop(snap) if method == "shell-loop" else sync(method, {"ok"})
                         log(f"incr-{count} rep {rep + 1}/{reps} {method:<10} {got[method].seconds:6.2f} s"
-                            + ("" if method == "shell-loop" else f"  {_goal(got[method].seconds)}"))
+                            + ("" if method == "shell-loop" else f"  {_goal(got[method].seconds, INCR_GOAL_S)}"))
                     break
                 except BenchError as exc:
                     if n == REP_ATTEMPTS or not host_trouble(lab, exc):
@@ -153,8 +155,8 @@ def run(lab: Lab, *, count: int, reps: int, ssh_opts: list[str], inventory_extra
                 runs[method].append(row(rep, timed))
         out["incr"] = {"runs": runs, "median_seconds": {m: summary([r["seconds"] for r in runs[m]])["median"]
                                                         for m in methods}}
-        out["incr"]["goal_s"] = GOAL_S
-        out["incr"]["goal_met"] = {s: out["incr"]["median_seconds"][s] <= GOAL_S for s in STYLES}
+        out["incr"]["goal_s"] = INCR_GOAL_S
+        out["incr"]["goal_met"] = {s: out["incr"]["median_seconds"][s] <= INCR_GOAL_S for s in STYLES}
     return out
 
 
