@@ -1,3 +1,3 @@
 """Test configuration: the lab fixtures (zfs-fuse hosts, SeaweedFS S3) live in their own plugins."""
 
-pytest_plugins = ["tests.labfixture", "tests.s3fixture"]
+pytest_plugins = ["tests.labfixture", "tests.s3fixture", "tests.fastpathmodes"]

@@ -91,10 +91,22 @@ def add_wait_lock(parser: argparse.ArgumentParser) -> None:
                              f"(default 0: skip that target as busy, exit code {EXIT_BUSY})")
 
 
+class _Version(argparse.Action):
+    """``--version``: zrelay's, and asyncssh's with the fast path's state (on, or off and why:
+    a support question's first answer). asyncssh is imported only for this option."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from zrelay.transport import fastpath
+        sys.stdout.write(f"zrelay {__version__}\n{fastpath.describe()}\n")
+        parser.exit(0)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser for ``command``; the other commands appear by name and help only."""
     parser = _Parser(prog="zrelay", description="Replicate ZFS datasets across hosts from one inventory.")
-    parser.add_argument("--version", action="version", version=f"zrelay {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, default=argparse.SUPPRESS,
+                        help="show zrelay's version, asyncssh's and whether zrelay's fast path for it is on")
     parser.add_argument("-i", "--inventory", metavar="PATH",
                         help="inventory file or directory (default: $ZRELAY_INVENTORY, ./inventory/zrelay.yml, "
                              "~/.config/zrelay/zrelay.yml)")

@@ -296,6 +296,7 @@ _HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "direct_ciphers": _check_ciphers,
     "compress": _check_compress,
     "buffer": _check_buffer,
+    "fastpath": _want_bool,
 }
 _PATH_SETTINGS = frozenset({"identity_file", "known_hosts"})
 
@@ -806,7 +807,7 @@ class _Builder:
             direct_identity_file=s.get("direct_identity_file"),
             direct_known_hosts=s.get("direct_known_hosts"),
             direct_ciphers=s.get("direct_ciphers", "auto"),
-            compress=s.get("compress"), buffer=s.get("buffer"),
+            compress=s.get("compress"), buffer=s.get("buffer"), fastpath=s.get("fastpath", True),
             groups=inherited.groups, vars=raw_vars, origin=raw.origin,
             # The same keys as a rule (each level records both); filtered only if not.
             var_sources=(var_sources if var_sources.keys() == raw_vars.keys() else

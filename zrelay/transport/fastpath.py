@@ -37,22 +37,49 @@ memory grew with the stream (600 MiB peak for a 4 GiB push with a 16 MiB
 window). ``_deliver_data`` here counts queued bytes as not yet consumed, so
 what a channel holds stays within its window.
 
-All of these are applied only when asyncssh's internals look exactly as
-expected, else nothing changes; tests/unit/test_fastpath.py checks the
-assumptions against the installed asyncssh.
+Nothing here changes asyncssh's classes: every change is made to the objects of one
+connection (its input buffer, ``send_packet``, ``_send``, ``data_received``, its AES-GCM
+cipher objects) or of one bulk channel (``write``, ``_flush_send_buf``, ``_deliver_data``),
+so asyncssh used elsewhere in the process, or a host with ``fastpath: false``, runs as
+asyncssh ships it.
+
+Guarded: these changes stand in for asyncssh's private code, so they are made only when
+that code is exactly what they were tested against. ``GUARDED`` names every asyncssh
+function they replace, wrap or do the work of; ``TESTED`` holds, per asyncssh version the
+suite passed with, the sha256 of each one's source. Another version, or any function whose
+source differs (a distribution's patch, a local edit), and the fast path stays off for the
+process, with one debug line naming the first difference (logger
+``zrelay.transport.fastpath``). ``ZRELAY_FASTPATH=0`` (off, false, no) turns it off too, and
+the inventory setting ``fastpath: false`` for one host's connections. ``status()`` says
+which (``zrelay --version`` shows it). To allow a new asyncssh version: add its
+``source_hashes()`` to ``TESTED``, then run tests/unit/test_fastpath.py (it checks what each
+change assumes of asyncssh) and the transport tests (they run with the fast path on and off).
+
+The source of each function is its lines in its file, exactly what ``inspect.getsource``
+returns (a test checks that), read without ``inspect``: ``inspect.getsource`` took 40-80 ms
+for these functions (it searches every loaded module for the file, then tokenizes); reading
+the lines takes 3-5 ms of CPU, once per process, at the first connection (mostly finding
+each function's last line from its code positions). Hashing the bytecode instead
+(``co_code``, ``co_consts``: under 1 ms) would differ between Python versions, so an
+allow-list of bytecode hashes would turn the fast path off on every Python not tried.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib
 import inspect
+import logging
+import operator
 import os
 import threading
 import time
+import types
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import asyncssh
-from asyncssh.channel import SSHChannel
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA, MSG_CHANNEL_WINDOW_ADJUST
 from asyncssh.crypto import cipher as cipher_mod
 from asyncssh.encryption import GCMEncryption
@@ -61,27 +88,181 @@ from asyncssh.packet import String, UInt32
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+log = logging.getLogger(__name__)
 
-def _source_matches(patterns: tuple[str, ...], *functions: Any) -> bool:
-    """Does the installed asyncssh's source of ``functions`` contain every pattern? The one
-    guard of every change below: if asyncssh's internals move, that change is not made."""
-    try:
-        source = "".join(inspect.getsource(f) for f in functions)
-    except (OSError, TypeError):
-        return False
-    return all(p in source for p in patterns)
+#: The environment's off switch, and the words it takes (case and spaces do not matter).
+ENV = "ZRELAY_FASTPATH"
+OFF_WORDS = frozenset({"0", "off", "false", "no"})
+ON_WORDS = frozenset({"", "1", "on", "true", "yes"})
+
+#: Every asyncssh function the fast path replaces, wraps, or does the work of, as
+#: (module, qualified name): what must be exactly as tested for its changes to be right.
+GUARDED: tuple[tuple[str, str], ...] = (
+    ("asyncssh.connection", "SSHConnection.data_received"),   # wrapped (corked, adopts ciphers)
+    ("asyncssh.connection", "SSHConnection._recv_pkthdr"),    # consumes _inpbuf (_InputBuffer)
+    ("asyncssh.connection", "SSHConnection._recv_packet"),    # consumes _inpbuf (_InputBuffer)
+    ("asyncssh.connection", "SSHConnection._send"),           # wrapped (_CorkedSend)
+    ("asyncssh.connection", "SSHConnection.send_packet"),     # channel data sealed by _FastSend
+    ("asyncssh.encryption", "GCMEncryption.encrypt_packet"),  # what _FastSend.seal does
+    ("asyncssh.encryption", "GCMEncryption.decrypt_packet"),  # calls verify_and_decrypt
+    ("asyncssh.crypto.cipher", "GCMCipher.__init__"),         # _key, _iv
+    ("asyncssh.crypto.cipher", "GCMCipher._update_iv"),
+    ("asyncssh.crypto.cipher", "GCMCipher.encrypt_and_sign"),     # replaced per cipher
+    ("asyncssh.crypto.cipher", "GCMCipher.verify_and_decrypt"),   # replaced per cipher
+    ("asyncssh.channel", "SSHChannel.write"),                 # replaced per bulk channel (_BulkSend)
+    ("asyncssh.channel", "SSHChannel._flush_send_buf"),       # replaced per bulk channel (_BulkSend)
+    ("asyncssh.channel", "SSHChannel.send_packet"),           # what _BulkSend's packets carry
+    ("asyncssh.channel", "SSHChannel._accept_data"),          # counts the window, queues when paused
+    ("asyncssh.channel", "SSHChannel._flush_recv_buf"),       # delivers what was queued
+    ("asyncssh.channel", "SSHChannel._deliver_data"),         # replaced per bulk channel (window)
+)
+
+#: sha256 of the source of each ``GUARDED`` function, per asyncssh version the suite passed with.
+TESTED: dict[str, dict[str, str]] = {
+    "2.24.1": {
+        "asyncssh.connection.SSHConnection.data_received":
+            "b2d14a83b2604db65c8775264dfbe38e5920ba749ec627134ddbe708cb43974a",
+        "asyncssh.connection.SSHConnection._recv_pkthdr":
+            "7adc4d88fe20593cef39c00322547733a2d81f0aed40924e6105d5f57aa2a820",
+        "asyncssh.connection.SSHConnection._recv_packet":
+            "b3daa22e9763eee9f3ec710d1469c1b54c8df5066bae3e65b66bdf1db8063c8b",
+        "asyncssh.connection.SSHConnection._send":
+            "c6698a37eb80f574e53595c650f493b6ef52576a411dabc1b2977ba2e3e7b5b3",
+        "asyncssh.connection.SSHConnection.send_packet":
+            "fb9da7bec6dd395a2f379f8a0f4dbfc5f194ff80e1ed8630d9a6dbf291359406",
+        "asyncssh.encryption.GCMEncryption.encrypt_packet":
+            "6a59190103eaab06f3c5eed1854732ea902e2cb994ede0ec50ed221a9a018373",
+        "asyncssh.encryption.GCMEncryption.decrypt_packet":
+            "6feb840baa1102a45480a86f2bba0c24c1cb17d2baef0baefcb6b6bad7217ecb",
+        "asyncssh.crypto.cipher.GCMCipher.__init__":
+            "8dbe9e768f4ecf7a4bac1641c2e574c2914e72c8c06d47eeb81f1355bc44c6a3",
+        "asyncssh.crypto.cipher.GCMCipher._update_iv":
+            "bce250a8d9dc82b6aa456657118d8773477e693b34cdb7f5d34da34e76ccba6d",
+        "asyncssh.crypto.cipher.GCMCipher.encrypt_and_sign":
+            "adb87dbdb4f9039ab1f0029bd845b032bd6571d2ae894c7b067ea1f62bb0726e",
+        "asyncssh.crypto.cipher.GCMCipher.verify_and_decrypt":
+            "c09eb5b36d0f6a92a6df6430e70d479dbd6354f3403b98b65e9dc9ecccc37b52",
+        "asyncssh.channel.SSHChannel.write":
+            "1045e200084699330b3c75abe2e63e760dc8a12eb008c85ec5cefcafab372e38",
+        "asyncssh.channel.SSHChannel._flush_send_buf":
+            "3f11e9dc27c58b18847c12007b945cb36c7767def131c9b96b0c0a81a8b72dbc",
+        "asyncssh.channel.SSHChannel.send_packet":
+            "00e81b763c8f3dd2f3012a14cb28f5824ab653940b03f548abad871db918c0ae",
+        "asyncssh.channel.SSHChannel._accept_data":
+            "33121e9e185c98506d75d35b326b5e849ac6e76a92af56299be96e5cb5017ede",
+        "asyncssh.channel.SSHChannel._flush_recv_buf":
+            "22d7ff2363a4d38d369ca11d4c6840bc915851cf24659cb92ec21e6cc2135bd1",
+        "asyncssh.channel.SSHChannel._deliver_data":
+            "bd94ccbaa59ab51048f695e4830ba02d0bb9af4cc44dfeb19a63a7afde35e74b",
+    },
+}
 
 
-def _source_count(pattern: str, module: Any) -> int:
-    """How often ``pattern`` occurs in ``module``'s source (0 when it cannot be read)."""
-    try:
-        return inspect.getsource(module).count(pattern)
-    except (OSError, TypeError):
-        return 0
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Whether the fast path is on in this process, and why."""
+
+    on: bool
+    why: str
+
+    def __str__(self) -> str:
+        return f"{'on' if self.on else 'off'} ({self.why})"
 
 
-_CONSUME_PATTERNS = ("self._inpbuf = self._inpbuf[self._recv_blocksize:]", "self._inpbuf = self._inpbuf[rem:]",
-                     "self._inpbuf += data")
+def status() -> Status:
+    """On, unless ``ZRELAY_FASTPATH`` says off or asyncssh is not exactly as tested.
+    Cheap after the first call (the verdict is kept); the inventory's per-host switch
+    is the caller's (see ``speed_up``)."""
+    return _status(os.environ.get(ENV))
+
+
+def describe() -> str:
+    """One line for ``zrelay --version``: asyncssh's version and ``status()``."""
+    return f"asyncssh {asyncssh.__version__}, fast path {status()}"
+
+
+@functools.cache
+def _status(switch: str | None) -> Status:
+    word = (switch or "").strip().lower()
+    if word in ON_WORDS:
+        return _guard()
+    if word in OFF_WORDS:
+        verdict = Status(False, f"{ENV}={switch}")
+    else:  # a word meant to switch something: asyncssh as it ships is the safe reading
+        verdict = Status(False, f"{ENV}={switch!r} is none of {'/'.join(sorted(OFF_WORDS | ON_WORDS - {''}))}")
+    log.debug("asyncssh %s: fast path off: %s", asyncssh.__version__, verdict.why)
+    return verdict
+
+
+@functools.cache
+def _guard() -> Status:
+    """The versions and source hashes check, once per process; one debug line when it fails."""
+    version = asyncssh.__version__
+    tested = TESTED.get(version)
+    if tested is None:
+        verdict = Status(False, f"not a tested asyncssh version (tested: {', '.join(TESTED)})")
+    else:
+        mismatch = _first_mismatch(tested)
+        if mismatch is None:
+            return Status(True, f"the {len(GUARDED)} asyncssh functions it stands in for are as tested")
+        verdict = Status(False, mismatch)
+    log.debug("asyncssh %s: fast path off: %s", version, verdict.why)
+    return verdict
+
+
+def _first_mismatch(tested: dict[str, str]) -> str | None:
+    """The first ``GUARDED`` function whose source is not the tested one, said in words."""
+    files: dict[str, list[bytes]] = {}
+    for module, qualname in GUARDED:
+        name = f"{module}.{qualname}"
+        try:
+            digest = hashlib.sha256(source_of(_lookup(module, qualname), files)).hexdigest()
+        except (AttributeError, ImportError, OSError, TypeError, ValueError) as exc:
+            return f"{name} cannot be read ({type(exc).__name__}: {exc})"
+        if tested.get(name) != digest:
+            return f"{name} differs from the tested source (sha256 {digest[:16]}…)"
+    return None
+
+
+def _lookup(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+_END_LINE = operator.itemgetter(1)
+
+
+#: The functions of this many first lines of a file are read without splitting all of it.
+_HEAD_LINES = 4096
+
+
+def source_of(func: Any, files: dict[str, list[bytes]] | None = None) -> bytes:
+    """``func``'s source as ``inspect.getsource`` gives it (UTF-8): its lines in its file,
+    from its first line (decorators included) to the last line any of its code spans.
+    ``files`` keeps each file's lines (the first ``_HEAD_LINES``, or all) for the next
+    function of the same file."""
+    code = func.__code__
+    end = max(filter(None, map(_END_LINE, code.co_positions())), default=0)
+    if not end:  # python -X no_debug_ranges: no end positions; inspect finds the end itself
+        return inspect.getsource(func).encode()
+    files = {} if files is None else files
+    lines = files.get(code.co_filename)
+    if lines is None or (end >= len(lines) and len(lines) > _HEAD_LINES):
+        with open(code.co_filename, "rb") as f:
+            data = f.read()
+        # the last entry holds the rest of the file: a line only when the file ends there
+        lines = files[code.co_filename] = data.split(b"\n", _HEAD_LINES if end < _HEAD_LINES else -1)
+    if end >= len(lines):
+        raise ValueError(f"{code.co_filename} has fewer than {end} lines")
+    return b"\n".join(lines[code.co_firstlineno - 1:end]) + b"\n"
+
+
+def source_hashes() -> dict[str, str]:
+    """The installed asyncssh's entry for ``TESTED`` (what to add for a new tested version)."""
+    files: dict[str, list[bytes]] = {}
+    return {f"{m}.{q}": hashlib.sha256(source_of(_lookup(m, q), files)).hexdigest() for m, q in GUARDED}
 
 
 class _InputBuffer(bytearray):
@@ -99,43 +280,29 @@ class _InputBuffer(bytearray):
         return bytearray.__getitem__(self, key)
 
 
-@functools.cache
-def supported() -> bool:
-    """Do asyncssh's receive internals consume ``_inpbuf`` the way _InputBuffer expects?"""
-    conn_cls = asyncssh.connection.SSHConnection
-    return _source_matches(_CONSUME_PATTERNS, conn_cls.data_received, conn_cls._recv_pkthdr,
-                           conn_cls._recv_packet)
+#: Set on a connection that was given the fast path (its channels may then be too).
+_MARK = "_zrelay_fastpath"
 
 
 def speed_up(conn: asyncssh.SSHClientConnection) -> bool:
     """Give an established connection the in-place input buffer, the fast channel-data
-    send and corked writes; True when the input buffer was applied."""
-    install_window_fix()
-    if _install_gcm_cache() and _send_supported():
-        conn.send_packet = _FastSend(conn, conn.send_packet)  # type: ignore[method-assign]
-    if _cork_supported():
-        conn._send = _CorkedSend(conn._send)  # type: ignore[method-assign]
-        conn.data_received = _corking(conn.data_received)  # type: ignore[method-assign]
-    if not supported():
+    send, corked writes and cached AES-GCM objects, when ``status()`` is on; True when the
+    input buffer was applied. A host whose inventory says ``fastpath: false`` is not
+    passed here (transport/ssh.py), and then keeps asyncssh's own code throughout."""
+    if not status().on or getattr(conn, _MARK, False):
         return False
+    c: Any = conn
+    setattr(c, _MARK, True)
+    c.send_packet = _FastSend(conn, conn.send_packet)
+    c._send = _CorkedSend(c._send)
+    c.data_received = _receiving(conn, conn.data_received)
+    _adopt_ciphers(conn)
     handler = getattr(conn, "_recv_handler", None)
     buf = getattr(conn, "_inpbuf", None)
     if handler is None or handler != getattr(conn, "_recv_pkthdr", None) or type(buf) is not bytes:
         return False   # still in the version exchange, or already converted
-    conn._inpbuf = _InputBuffer(buf)  # type: ignore[attr-defined]
+    c._inpbuf = _InputBuffer(buf)
     return True
-
-
-_SEND_PATTERNS = ("padlen = -(self._send_enchdrlen + len(payload)) % self._send_blocksize",
-                  "packet = Byte(padlen) + payload + os.urandom(padlen)",
-                  "self._send_encryption.encrypt_packet(seq, hdr, packet)",
-                  "self._send(packet + mac)", "self._send_seq = (seq + 1) & 0xffffffff",
-                  "self._rekey_bytes_sent += pktlen")
-
-
-@functools.cache
-def _send_supported() -> bool:
-    return _source_matches(_SEND_PATTERNS, asyncssh.connection.SSHConnection.send_packet)
 
 
 #: cryptography ≥ 45 can seal into a buffer that already holds the packet's length.
@@ -188,31 +355,14 @@ class _FastSend:
         conn._rekey_bytes_sent += len(plain)
 
 
-_CHANNEL_PATTERNS = ("self._send_buf.append((bytearray(encoded_data), datatype))",
-                     "while self._send_buf and self._send_window:",
-                     "pktsize = min(self._send_window, self._send_pktsize)",
-                     "self._send_buf_len -= len(data)", "self._send_window -= len(data)",
-                     "self.send_packet(MSG_CHANNEL_DATA, String(data))",
-                     "self.send_packet(MSG_CHANNEL_EXTENDED_DATA,", "UInt32(datatype), String(data))",
-                     "if self._send_state == 'eof_pending':", "self._send_state = 'eof'",
-                     "elif self._send_state == 'close_pending':", "self._close_send()",
-                     "if datatype is not None and datatype not in self._write_datatypes:",
-                     "self._pause_resume_writing()",
-                     "payload = UInt32(self._send_chan) + b''.join(args)")
-
-
-@functools.cache
-def _channel_supported() -> bool:
-    """Do a channel's ``write``, ``_flush_send_buf`` and ``send_packet`` look as _BulkSend expects?
-    (The connection side is checked where _FastSend is installed: a channel needs one.)"""
-    return _source_matches(_CHANNEL_PATTERNS, SSHChannel.write, SSHChannel._flush_send_buf, SSHChannel.send_packet)
-
-
 def speed_up_channel(chan: Any) -> bool:
-    """Give one bulk channel the copy-free send path (``_BulkSend``); True when applied."""
+    """Give one bulk channel of a fast connection the window fix and, under AES-GCM, the
+    copy-free send path (``_BulkSend``); True when the send path was applied."""
     conn = getattr(chan, "_conn", None)
-    if not _channel_supported() or conn is None or not isinstance(conn.send_packet, _FastSend):
-        return False
+    if conn is None or not getattr(conn, _MARK, False):
+        return False   # the fast path is off, for the process or for this host
+    if "_deliver_data" not in chan.__dict__:
+        chan._deliver_data = types.MethodType(_deliver_data, chan)
     if chan._encoding or chan._send_buf or isinstance(chan.write, _BulkSend):
         return False
     bulk = _BulkSend(chan, conn.send_packet)
@@ -277,19 +427,6 @@ class _BulkSend:
                 chan._close_send()
 
 
-_CORK_PATTERNS = ("def _send(self, data: bytes) -> None:", "self._transport.write(data)",
-                  "self._inpbuf += data", "self._recv_data()")
-
-
-@functools.cache
-def _cork_supported() -> bool:
-    """Is ``_send`` the one place asyncssh writes to the transport, and ``data_received``
-    where received bytes come in? Then both can be wrapped per connection."""
-    conn_cls = asyncssh.connection.SSHConnection
-    return (_source_matches(_CORK_PATTERNS, conn_cls._send, conn_cls.data_received)
-            and _source_count("self._transport.write(", asyncssh.connection) == 1)
-
-
 class _Cork(threading.local):
     """Per thread (one event loop each): how deep in received-data handling we are, and
     which connections hold corked bytes."""
@@ -326,8 +463,12 @@ class _CorkedSend:
             self._send(queue[0] if len(queue) == 1 else b"".join(queue))
 
 
-def _corking(data_received: Callable[..., None]) -> Callable[..., None]:
-    def corked(data: bytes, *args: Any) -> None:
+def _receiving(conn: Any, data_received: Callable[..., None]) -> Callable[..., None]:
+    """A fast connection's ``data_received``: corks what is sent while it runs (see the module
+    docstring) and gives a cipher that a rekey brought the cached AES-GCM object first."""
+    def received(data: bytes, *args: Any) -> None:
+        if _needs_adopting(conn._recv_encryption) or _needs_adopting(conn._send_encryption):
+            _adopt_ciphers(conn)
         _cork.depth += 1
         try:
             data_received(data, *args)
@@ -343,7 +484,7 @@ def _corking(data_received: Callable[..., None]) -> Callable[..., None]:
                         error = error or exc
                 if error is not None:
                     raise error
-    return corked
+    return received
 
 
 def _aead(cipher: Any) -> AESGCM:
@@ -353,64 +494,54 @@ def _aead(cipher: Any) -> AESGCM:
     return cached
 
 
-@functools.cache
-def _install_gcm_cache() -> bool:
-    """One AESGCM object per GCMCipher instead of one per packet (same nonces, same output)."""
-    gcm = cipher_mod.GCMCipher
-    if not _source_matches(("AESGCM(self._key)", "self._update_iv()"), gcm.encrypt_and_sign, gcm.verify_and_decrypt):
-        return False
-    tag_size = cipher_mod._GCM_MAC_SIZE
+def _needs_adopting(encryption: Any) -> bool:
+    return type(encryption) is GCMEncryption and "verify_and_decrypt" not in encryption._cipher.__dict__
 
-    def encrypt_and_sign(self: Any, header: bytes, data: bytes) -> tuple[bytes, bytes]:
-        sealed = _aead(self).encrypt(self._iv, data, header)
-        self._update_iv()
-        return header + sealed[:-tag_size], sealed[-tag_size:]
 
-    def verify_and_decrypt(self: Any, header: bytes, data: bytes, mac: bytes) -> bytes | None:
+def _adopt_ciphers(conn: Any) -> None:
+    """One AESGCM object per GCMCipher of this connection instead of one per packet (same
+    nonces, same output): its current ciphers' two methods replaced on the objects."""
+    for encryption in (conn._send_encryption, conn._recv_encryption):
+        if _needs_adopting(encryption):
+            cipher = encryption._cipher
+            cipher.encrypt_and_sign = types.MethodType(_encrypt_and_sign, cipher)
+            cipher.verify_and_decrypt = types.MethodType(_verify_and_decrypt, cipher)
+
+
+_GCM_TAG_SIZE: int = cipher_mod._GCM_MAC_SIZE
+
+
+def _encrypt_and_sign(self: Any, header: bytes, data: bytes) -> tuple[bytes, bytes]:
+    sealed = _aead(self).encrypt(self._iv, data, header)
+    self._update_iv()
+    return header + sealed[:-_GCM_TAG_SIZE], sealed[-_GCM_TAG_SIZE:]
+
+
+def _verify_and_decrypt(self: Any, header: bytes, data: bytes, mac: bytes) -> bytes | None:
+    try:
+        opened: bytes | None = _aead(self).decrypt(self._iv, data + mac, header)
+    except InvalidTag:
+        opened = None
+    self._update_iv()
+    return opened
+
+
+def _deliver_data(self: Any, data: bytes, datatype: Any) -> None:
+    """A bulk channel's ``_deliver_data``: re-opens the window only for bytes the session
+    has actually been given, not for what is still queued (see the module docstring)."""
+    init = self._init_recv_window
+    if self._recv_window < init / 2:
+        queued = sum(len(chunk) for chunk, _ in self._recv_buf)
+        consumed = init - self._recv_window - queued
+        if consumed > init / 2:
+            self.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(consumed))
+            self._recv_window += consumed
+    if self._encoding:
         try:
-            opened: bytes | None = _aead(self).decrypt(self._iv, data + mac, header)
-        except InvalidTag:
-            opened = None
-        self._update_iv()
-        return opened
-
-    gcm.encrypt_and_sign = encrypt_and_sign
-    gcm.verify_and_decrypt = verify_and_decrypt
-    return True
-
-
-_WINDOW_PATTERNS = ("if self._recv_window < self._init_recv_window / 2:",
-                    "adjust = self._init_recv_window - self._recv_window",
-                    "self.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(adjust))",
-                    "self._recv_window = self._init_recv_window",
-                    "decoded_data = cast(AnyStr, self._decoder.decode(data))",
-                    "self._session.data_received(decoded_data, datatype)")
-
-
-@functools.cache
-def install_window_fix() -> bool:
-    """Replace ``SSHChannel._deliver_data`` (once) by one that only re-opens the window for
-    bytes the session has actually been given (see the module docstring)."""
-    if not _source_matches(_WINDOW_PATTERNS, SSHChannel._deliver_data):
-        return False
-
-    def _deliver_data(self: Any, data: bytes, datatype: Any) -> None:
-        init = self._init_recv_window
-        if self._recv_window < init / 2:
-            queued = sum(len(chunk) for chunk, _ in self._recv_buf)
-            consumed = init - self._recv_window - queued
-            if consumed > init / 2:
-                self.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(consumed))
-                self._recv_window += consumed
-        if self._encoding:
-            try:
-                decoded = self._decoder.decode(data)
-            except UnicodeDecodeError as exc:
-                raise ProtocolError(str(exc)) from None
-        else:
-            decoded = data
-        if self._session is not None:
-            self._session.data_received(decoded, datatype)
-
-    SSHChannel._deliver_data = _deliver_data
-    return True
+            decoded = self._decoder.decode(data)
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(str(exc)) from None
+    else:
+        decoded = data
+    if self._session is not None:
+        self._session.data_received(decoded, datatype)
