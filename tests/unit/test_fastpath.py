@@ -299,7 +299,7 @@ async def _echo_round_trip(tmp: Path, cipher: str, payload: bytes, bulk: bool = 
                 chan.write(payload[i:i + 100_000])
             chan.write_eof()
             await asyncio.wait_for(done, 60)
-            return b"".join(chunks), conn._inpbuf  # type: ignore[attr-defined]
+            return b"".join(chunks), conn._inpbuf
 
 
 @pytest.mark.parametrize("cipher", ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
@@ -412,7 +412,7 @@ async def _relay_counting_writes(tmp: Path, blocks: int) -> tuple[str, str, int,
                         far_done.set_result(None)
 
             far_chan, _ = await dst.create_session(Far, "digest", encoding=None)
-            packets_before = dst._send_seq  # type: ignore[attr-defined]
+            packets_before = dst._send_seq
 
             class Near(asyncssh.SSHClientSession[bytes]):
                 def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
@@ -425,7 +425,7 @@ async def _relay_counting_writes(tmp: Path, blocks: int) -> tuple[str, str, int,
                         near_done.set_result(None)
 
             writes = 0  # counted from here: the stream's writes, not the sessions' set-up
-            transport: Any = dst._transport  # type: ignore[attr-defined]
+            transport: Any = dst._transport
             transport_write = transport.write
 
             def counting_write(data: bytes) -> None:
@@ -437,7 +437,7 @@ async def _relay_counting_writes(tmp: Path, blocks: int) -> tuple[str, str, int,
             await src.create_session(Near, str(blocks), encoding=None, window=2 * 1024 * 1024,
                                      max_pktsize=32 * 1024)
             await asyncio.wait_for(asyncio.gather(near_done, far_done), 120)
-            packets = dst._send_seq - packets_before  # type: ignore[attr-defined]
+            packets = dst._send_seq - packets_before
     size, digest = b"".join(answer).decode().split()
     assert int(size) == blocks * 64 * 1024
     return digest, forwarded.hexdigest(), packets, writes
@@ -474,7 +474,7 @@ async def _bulk_and_asyncssh_bytes(tmp: Path, payload: bytes, window: int) -> tu
             real_send, c._send = c._send, lambda data: sent.append(bytes(data))
             real_urandom = os.urandom
             try:
-                os.urandom = lambda n: bytes(range(n))  # type: ignore[assignment]
+                os.urandom = lambda n: bytes(range(n))
                 assert fastpath.speed_up_channel(chan)
                 chan.write(payload)
                 bulk, bulk_left = b"".join(sent), ch._send_buf_len
@@ -488,7 +488,7 @@ async def _bulk_and_asyncssh_bytes(tmp: Path, payload: bytes, window: int) -> tu
                 chan.write(payload)
                 plain, plain_left = b"".join(sent), ch._send_buf_len
             finally:
-                os.urandom = real_urandom  # type: ignore[assignment]
+                os.urandom = real_urandom
                 c._send = real_send
             chan.close()
     return bulk, plain, bulk_left, plain_left

@@ -271,7 +271,7 @@ class _InputBuffer(bytearray):
 
     __slots__ = ()
 
-    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+    def __getitem__(self, key: Any) -> Any:
         if type(key) is slice:
             if key.stop is None and key.step is None and key.start:
                 del self[:key.start]
