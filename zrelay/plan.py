@@ -229,11 +229,10 @@ def plan(source: DatasetState, target: DatasetState, *,
     (dry run), checked, and then executed without surprises. ``source_host`` and
     ``target_host`` only name the ends in the plan's texts.
     """
-    hosts = {"source_host": source_host, "target_host": target_host}
     plan_ = _plan(source, target, select=select, rollback=rollback, resume_supported=resume_supported,
                   src=_where(source_host, source.name), dst=_where(target_host, target.name),
                   dst_host=target_host)
-    return replace(plan_, **hosts)
+    return replace(plan_, source_host=source_host, target_host=target_host)
 
 
 def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter, rollback: bool,
@@ -428,15 +427,18 @@ def with_new_snapshot(states: Mapping[str, DatasetState], name: str, creation: i
     return out
 
 
-def target_after(plans: Sequence[Plan], targets: Mapping[str, DatasetState]) -> dict[str, DatasetState]:
+def target_after(plans: Sequence[Plan], targets: Mapping[str, DatasetState],
+                 resumed: Mapping[str, Snapshot] | None = None) -> dict[str, DatasetState]:
     """Target states as they will be once ``plans`` have run as planned: each transferring plan's
     target holds each step's snapshot (GUIDs as on the source; the snapshots a ``-I`` stream also
     brings are left out: they are older than the goal, so the newest common snapshot is the same).
-    What anchoring after the transfer is predicted from; a resumed receive's outcome is unknown
-    here and stays as it is."""
+    What anchoring after the transfer is predicted from. A resumed receive brings the snapshot its
+    token names: ``resumed`` maps the target dataset to that source snapshot where it is known."""
     out = dict(targets)
     for p in plans:
-        if not p.transfers or p.kind is PlanKind.RESUME:
+        if p.kind is PlanKind.RESUME and resumed and p.target in resumed:
+            p = replace(p, steps=(SendStep(resumed[p.target]),))
+        elif not p.transfers or p.kind is PlanKind.RESUME:
             continue
         before = out.get(p.target) or DatasetState.absent(p.target)
         kept = before.snapshots

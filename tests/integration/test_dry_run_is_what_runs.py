@@ -3,7 +3,7 @@
 ``zrelay sync --dry-run --json`` first, then the same ``zrelay sync`` with the audit
 log on (``ZRELAY_COMMAND_LOG``); every command that changed something must be one
 the dry run printed, on the same host, in the same order (tests/integration/dryrun_check.py).
-A fixed snapshot name lets ``--snapshot`` name the same snapshot in both runs.
+A snapshot name that changes once a year lets ``--snapshot`` name the same snapshot in both runs.
 OpenZFS-only plan kinds (resume, bookmark base, raw) are in tests/openzfs.
 """
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.lab
 
 
 def _inventory(lab, tmp_path: Path, job: dict, name: str, **kw: object) -> Path:
-    return write_inventory(tmp_path / "inv.yml", lab, [job], settings={"snapshot_name": f"{name}-new"}, **kw)
+    return write_inventory(tmp_path / "inv.yml", lab, [job], settings={"snapshot_name": f"{name}-%Y"}, **kw)
 
 
 def test_full_into_a_missing_parent_then_incremental_recursive(lab, tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ class Engine:
                 lock = await self.fleet.lock(await receiver.lock_key(), f"{job.source} → {receiver.name}",
                                              options.wait_lock, self._waiting(job, receiver, options),
                                              stale=receiver.forget)
-            planned: TargetPlan | None = None
+            expected_secure: list[Action] = []
             for round_ in range(MAX_REPLANS):
                 planned = await self._plan(job, receiver, options, simulated)
                 result.plans = list(planned.details) if isinstance(planned.details, list) else []
@@ -148,13 +148,16 @@ class Engine:
                     result.message = planned.summary
                     break
                 replan = await Executor(self.fleet, self.emit, receiver, result, options, notes).run(planned.actions)
-                transferred = transferred or planned.transfers
+                acted = bool(planned.actions)   # a rollback alone changes the target too
+                transferred = transferred or acted
+                if acted:   # what securing the base is expected to be once these actions ran
+                    expected_secure = planned.secure
                 if planned.refusal is not None:
                     result.outcome = Outcome.REFUSED
                     result.message = planned.refusal
                     result.failed_host = planned.refused_host
                     break
-                if not planned.transfers and not replan:
+                if not acted and not replan:
                     result.outcome = Outcome.OK if result.bytes else Outcome.NOOP
                     result.message = planned.summary if not result.bytes else result.message
                     break
@@ -162,10 +165,12 @@ class Engine:
                 if not (replan or planned.resumes):
                     break
                 receiver.forget()   # resumed, or a dead partial receive discarded: plan what is left
-            if transferred and planned is not None and not options.dry_run:
-                warning = await self._secure(receiver, planned.secure, result, notes)
+            if transferred and not options.dry_run:
+                warning = await self._secure(receiver, expected_secure, result, notes)
                 if warning:
                     notes.append(warning)
+            if planned is not None and planned.verdict is not None:
+                planned.verdict(result)   # the receiver's own word on its subjects (S3: per dataset)
         except locks.TargetBusy as exc:   # nothing planned, nothing touched: the holder's target
             result.outcome = Outcome.BUSY
             result.message = str(exc)

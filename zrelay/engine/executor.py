@@ -15,7 +15,7 @@ from zrelay.actions import Action, ActionKind
 from zrelay.engine.fleet import Fleet
 from zrelay.engine.options import SyncOptions, TaskResult
 from zrelay.engine.receiver import Receiver
-from zrelay.errors import DatasetNotFound, ZfsError
+from zrelay.errors import DatasetNotFound, SubjectFailed, ZfsError
 from zrelay.events import EventSink, TransferFinished, TransferProgress, TransferStarted
 from zrelay.paths.progress import Meter
 
@@ -37,11 +37,19 @@ class Executor:
         self.notes = notes
 
     async def run(self, actions: Sequence[Action]) -> bool:
-        """Run ``actions`` in order; True when the receiver asks for the rest to be planned again."""
+        """Run ``actions`` in order; True when the receiver asks for the rest to be planned again.
+        A stream whose failure the receiver keeps to its subject (SubjectFailed) skips that
+        subject's other actions only."""
+        failed: set[str] = set()
         for action in actions:
+            if action.subject in failed:
+                continue
             if action.stream is not None:
-                if await self._stream(action):
-                    return True
+                try:
+                    if await self._stream(action):
+                        return True
+                except SubjectFailed:
+                    failed.add(action.subject)
             else:
                 await run_command(self.fleet, action)
         return False

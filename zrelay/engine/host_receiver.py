@@ -23,13 +23,13 @@ from zrelay.actions import Action, ActionKind, Stream
 from zrelay.engine.fleet import Fleet
 from zrelay.engine.options import SyncOptions
 from zrelay.engine.receiver import OnBytes, TargetPlan
-from zrelay.errors import (BadStream, DatasetNotFound, HostsUnreachable, NoResumableState, PlanRefused,
-                           TransportError, ZfsError, ZrelayError)
+from zrelay.errors import (ArrivedDespiteFailure, BadStream, DatasetNotFound, HostsUnreachable, NoResumableState,
+                           PlanRefused, TransferFailed, TransportError, ZfsError, ZrelayError)
 from zrelay.events import Outcome
 from zrelay.inventory.model import Endpoint, Job
 from zrelay.paths import wire
 from zrelay.paths.direct import LoginCheck, direct
-from zrelay.paths.relay import TransferFailed, relay
+from zrelay.paths.relay import relay
 from zrelay.plan import Plan, PlanKind, SendStep, common_base, describe, plan, plan_recursive, target_after
 from zrelay.transport.host import RemoteHost
 from zrelay.zfs import commands, direct_ssh, parse
@@ -79,15 +79,16 @@ class HostReceiver:
         if self.direct and any(p.transfers for p in plans):
             await self._check_direct()
         actions: list[Action] = []
-        resumes = False
-        for p in plans:
-            if p.transfers:
-                built, replan = await self._transfer_actions(p, options)
-                actions += built
-                resumes = resumes or replan or p.kind is PlanKind.RESUME
+        resumes = any(p.kind is PlanKind.RESUME for p in plans)
+        # every dataset's streams are prepared at once (estimates, wire settings: round trips), kept in plan order
+        for built, replan in await asyncio.gather(*(self._transfer_actions(p, options)
+                                                    for p in plans if p.transfers)):
+            actions += built
+            resumes = resumes or replan
         secure: list[Action] = []
         if any(p.transfers for p in plans):
-            secure = await self._secure_actions(source, target_after(plans, dst_states), expected=True)
+            after = target_after(plans, dst_states, resumed_snapshots(actions, source))
+            secure = await self._secure_actions(source, after, expected=True)
         refused = [p for p in plans if p.refused]
         return TargetPlan(
             kind=overall_kind(plans), summary=summarise(plans), actions=actions, secure=secure,
@@ -328,9 +329,7 @@ class HostReceiver:
         landed = next((s for s in after.snapshots if s.guid == stream.goal_guid), None)
         if landed is not None and stream.goal_guid is not None:
             why = exc.sender_note if isinstance(exc, TransferFailed) and exc.sender_note else first_line(str(exc))
-            notes.append(
-                f"warning: {dest.name}:{landed.full_name} arrived complete (the source's GUID), so the "
-                f"transfer counts as done, but {why}")
+            notes.append(str(ArrivedDespiteFailure(f"{dest.name}:{landed.full_name}", why)))
             return
         if not (isinstance(exc, TransferFailed) and isinstance(exc.cause, ZfsError)
                 and exc.failed_host == dest.name):
@@ -408,6 +407,21 @@ def discard_decision(p: Plan, abort_partial: bool, why: str) -> tuple[bool, str]
     return False, (f"the interrupted receive into {p.target_at} cannot be resumed ({why}). Its snapshots are "
                    f"intact; `zrelay sync --abort-partial` discards the partial receive "
                    f"(`zfs receive -A {p.target}`) and sends again from the newest common snapshot")
+
+
+def resumed_snapshots(actions: Sequence[Action], source: Mapping[str, DatasetState]) -> dict[str, Snapshot]:
+    """Target dataset → the source snapshot a resumed stream brings (its token's ``toguid``)."""
+    out: dict[str, Snapshot] = {}
+    for action in actions:
+        stream = action.stream
+        if stream is None or not stream.resume or stream.goal_guid is None:
+            continue
+        for state in source.values():
+            found = next((s for s in state.snapshots if s.guid == stream.goal_guid), None)
+            if found is not None:
+                out[stream.target_dataset] = found
+                break
+    return out
 
 
 def plan_steps(p: Plan) -> list[SendStep | None]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from zrelay.actions import Action, command_lines
-from zrelay.engine.options import SyncOptions
+from zrelay.engine.options import SyncOptions, TaskResult
 from zrelay.events import Outcome
 from zrelay.inventory.model import Job
 from zrelay.zfs.model import DatasetState
@@ -37,6 +37,9 @@ class TargetPlan:
     resumes: bool = False                       # a stream resumes a receive: plan again after it
     dry_outcome: Outcome = Outcome.NOOP         # what a dry run reports
     details: object = None                      # the receiver's own plans (host: list[Plan])
+    #: the receiver's last word on the target's result, after the run (or the dry run's plan):
+    #: S3 pushes each dataset on its own, and the worst of them is the target's outcome
+    verdict: Callable[[TaskResult], None] | None = None
 
     @property
     def commands(self) -> list[tuple[str, str]]:
