@@ -20,7 +20,8 @@ def test_zstd_argvs() -> None:
 def test_age_argvs_validate_keys_and_paths() -> None:
     assert stream_filters.age_encrypt_argv([AGE_KEY]) == ["age", "-e", "-r", AGE_KEY]
     assert stream_filters.age_encrypt_argv(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"])[-1].startswith("ssh-ed25519 ")
-    assert stream_filters.age_decrypt_argv("/root/.config/age/key.txt") == ["age", "-d", "-i", "/root/.config/age/key.txt"]
+    assert stream_filters.age_decrypt_argv("/root/.config/age/key.txt") == [
+        "age", "-d", "-i", "/root/.config/age/key.txt"]
     for bad in ("-r", "age1UPPER", f"{AGE_KEY}; rm -rf /", ""):
         with pytest.raises(InvalidName):
             stream_filters.age_encrypt_argv([bad])
