@@ -5,8 +5,8 @@ audit log, zrelay.transport.command_log); the dry run's ``--json`` lists the
 commands of its actions. Questions asked along the way (listings, ``zfs get``,
 send size estimates, the capability probe, direct mode's login check) change
 nothing and are not actions, so they are left out of the comparison; every
-command that changes something must be one the dry run printed, in the same
-order on each host.
+command that changes something must be one the dry run printed, on the same host,
+as often (the order within one dataset is the executor's, tests/unit/test_executor_chains.py).
 """
 
 from __future__ import annotations
@@ -86,11 +86,14 @@ def dry_then_run(inv: Path, tmp_path: Path, *args: str, command: str = "sync",
 
 def assert_ran_what_was_printed(inv: Path, tmp_path: Path, *args: str, command: str = "sync",
                                 env: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """The whole check: the dry run's commands are what the run ran, per host, in order, byte for
-    byte (direct mode's per-run master socket aside); returns the run's results."""
+    """The whole check: the dry run's commands are what the run ran, per host, byte for byte
+    (direct mode's per-run master socket aside); returns the run's results."""
     dry, run, log = dry_then_run(inv, tmp_path, *args, command=command, env=env)
     want, got = per_host(printed(dry)), per_host(executed(log))
-    assert got == want, f"dry run printed:\n{json.dumps(want, indent=1)}\nthe run ran:\n{json.dumps(got, indent=1)}"
+    # the datasets of a recursive job move side by side (each in its planned order), so commands of
+    # different datasets may interleave on a host: compared as the same commands, each as often
+    same = {h: sorted(c) for h, c in got.items()} == {h: sorted(c) for h, c in want.items()}
+    assert same, f"dry run printed:\n{json.dumps(want, indent=1)}\nthe run ran:\n{json.dumps(got, indent=1)}"
     assert any(want.values()), "the case must plan something to run"
     for r in run:
         assert r["outcome"] in ("ok", "noop"), r

@@ -2,7 +2,7 @@
 
 ``zrelay sync --dry-run --json`` first, then the same ``zrelay sync`` with the audit
 log on (``ZRELAY_COMMAND_LOG``); every command that changed something must be one
-the dry run printed, on the same host, in the same order (tests/integration/dryrun_check.py).
+the dry run printed, on the same host, as often (tests/integration/dryrun_check.py).
 A snapshot name that changes once a year lets ``--snapshot`` name the same snapshot in both runs.
 OpenZFS-only plan kinds (resume, bookmark base, raw) are in tests/openzfs.
 """

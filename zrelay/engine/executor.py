@@ -8,8 +8,9 @@ decides what to run.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from zrelay.actions import Action, ActionKind
 from zrelay.engine.fleet import Fleet
@@ -37,22 +38,62 @@ class Executor:
         self.notes = notes
 
     async def run(self, actions: Sequence[Action]) -> bool:
-        """Run ``actions`` in order; True when the receiver asks for the rest to be planned again.
-        A stream whose failure the receiver keeps to its subject (SubjectFailed) skips that
-        subject's other actions only."""
-        failed: set[str] = set()
-        for action in actions:
-            if action.subject in failed:
-                continue
-            if action.stream is not None:
-                try:
-                    if await self._stream(action):
-                        return True
-                except SubjectFailed:
-                    failed.add(action.subject)
-            else:
-                await run_command(self.fleet, action)
-        return False
+        """Run ``actions``; True when the receiver asks for the rest to be planned again.
+
+        Each dataset's actions run in their planned order (its chain, see ``chains``); a
+        dataset's chain starts once its nearest planned ancestor's chain has ended (a child is
+        received into its parent), so the datasets of a recursive job move side by side under
+        the per-host limits instead of one after another. A stream whose failure the receiver
+        keeps to its subject (SubjectFailed) skips that subject's other actions only; any other
+        failure stops what has not started and is raised, the first in plan order."""
+        order = chains(actions)
+        done: dict[str, asyncio.Future[bool]] = {}
+        loop = asyncio.get_running_loop()
+        for key in order:
+            done[key] = loop.create_future()
+
+        stopping = False   # a chain failed: what runs finishes, nothing new starts
+
+        async def run_chain(key: str, chain: list[Action]) -> bool:
+            parent = nearest_ancestor(key, order)
+            if parent is not None and not await asyncio.shield(done[parent]):
+                return False   # the parent's chain failed or asked to re-plan: the child waits for that
+            for action in chain:
+                if stopping:
+                    return False
+                if action.stream is not None:
+                    try:
+                        if await self._stream(action):
+                            return False
+                    except SubjectFailed:
+                        return True   # its dataset alone: the others go on
+                else:
+                    await run_command(self.fleet, action)
+            return True
+
+        async def tracked(key: str, chain: list[Action]) -> bool:
+            nonlocal stopping
+            try:
+                ok = await run_chain(key, chain)
+            except BaseException:
+                stopping = True
+                done[key].set_result(False)
+                raise
+            done[key].set_result(ok)
+            return ok
+
+        tasks = [asyncio.ensure_future(tracked(key, chain)) for key, chain in order.items()]
+        try:
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        except BaseException:   # cancelled (Ctrl-C, SIGTERM): so are the chains
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        for outcome in outcomes:   # the first failure in plan order
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return not all(outcomes)
 
     async def _stream(self, action: Action) -> bool:
         stream = action.stream
@@ -98,3 +139,30 @@ async def _exists(fleet: Fleet, action: Action) -> bool:
         return await fleet.host(action.host).exists(action.subject)
     except DatasetNotFound:
         return False
+
+
+def chains(actions: Sequence[Action]) -> dict[str, list[Action]]:
+    """Actions per dataset, in plan order: a stream's target dataset, a command's subject (a
+    snapshot's dataset). Creating a missing parent belongs to the chain it makes room for."""
+    out: dict[str, list[Action]] = {}
+    pending: list[Action] = []
+    for action in actions:
+        if action.kind is ActionKind.CREATE_PARENT:
+            pending.append(action)
+            continue
+        key = action.stream.target_dataset if action.stream is not None else action.subject.partition("@")[0]
+        out.setdefault(key, []).extend(pending)
+        out[key].append(action)
+        pending = []
+    if pending:
+        out.setdefault(pending[0].subject, []).extend(pending)
+    return out
+
+
+def nearest_ancestor(key: str, keys: Iterable[str]) -> str | None:
+    """The longest other key that ``key`` is inside of (``a/b`` for ``a/b/c``), if any."""
+    best: str | None = None
+    for other in keys:
+        if other != key and key.startswith(other + "/") and (best is None or len(other) > len(best)):
+            best = other
+    return best
