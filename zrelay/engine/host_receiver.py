@@ -239,12 +239,12 @@ class HostReceiver:
                                   (source.command(commands.bookmarks_argv(chunk, caps=src_caps)),),
                                   reason=why, expected=expected))
         tag = anchors.hold_tag(job.name, str(target))
-        for host, caps, bases, scope, root in (
-                (source, src_caps, [s.full_name for s, _ in secured.pairs], secured.source_scope, job.source.dataset),
-                (dest, dst_caps, [t.full_name for _, t in secured.pairs], secured.target_scope, target.dataset)):
-            if not caps.holds or not scope:
-                continue
-            held = await self._holds(host, root, scope)
+        sides = [(host, bases, scope, root) for host, caps, bases, scope, root in (
+            (source, src_caps, [s.full_name for s, _ in secured.pairs], secured.source_scope, job.source.dataset),
+            (dest, dst_caps, [t.full_name for _, t in secured.pairs], secured.target_scope, target.dataset))
+            if caps.holds and scope]
+        listed = await asyncio.gather(*(self._holds(host, root, scope) for host, _, scope, root in sides))
+        for (host, bases, scope, _), held in zip(sides, listed):
             moves = anchors.hold_moves(tag, bases, held, scope)
             for chunk in chunks(list(moves.hold)):   # first: the chain is never without a hold
                 out.append(Action(ActionKind.HOLD, host.name, chunk[0],
