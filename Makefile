@@ -64,11 +64,15 @@ demo: lab-up
 	  $(BIN)/zrelay -i $(INVENTORY) s3-ls
 	eval "$$($(BIN)/python lab/seaweed.py env)" && $(BIN)/zrelay -i $(INVENTORY) status
 
+# Layering (import-linter contracts) and types (mypy: the package at default strictness, the pure
+# core with every --strict flag; both configured in pyproject.toml). Either failing fails the target.
 lint: venv
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: install
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	ZRELAY_REQUIRE_LAB=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 # The VM tier: same integration tests (plus tests/openzfs) against OpenZFS 2.3 guests. The image is

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 
 class Outcome(str, Enum):
@@ -87,7 +87,7 @@ Event = Union[JobStarted, JobPlanned, TransferStarted, TransferProgress, Transfe
 EventSink = Callable[[Event], None]
 
 
-def to_dict(event: Event) -> dict:
+def to_dict(event: Event) -> dict[str, Any]:
     """A JSON-ready dict with the event type under ``event``."""
     data = asdict(event)
     data["event"] = type(event).__name__

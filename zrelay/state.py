@@ -511,7 +511,7 @@ class StateStore:
 
     def samples(self, transfer_id: int) -> list[tuple[float, int, float]]:
         """(time, bytes done, rate) of one transfer, oldest first."""
-        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+        return [tuple(r) for r in self.db.execute(
             "SELECT at, done, rate FROM samples WHERE transfer_id = ? ORDER BY at", (transfer_id,))]
 
     def count(self, table: str) -> int:

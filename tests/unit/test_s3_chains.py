@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from zrelay.s3 import chains
 from zrelay.s3 import manifest as mf
 from zrelay.s3.chains import DatasetView, Listed, SendRecord
-from zrelay.zfs.model import DatasetState, Snapshot, SnapshotFilter
+from zrelay.zfs.model import Bookmark, DatasetState, Snapshot, SnapshotFilter
 
 HOST = "nas1"
 DS = "tank/data"
@@ -165,12 +165,26 @@ def test_incremental_extends_the_newest_chain_by_guid() -> None:
     assert p.steps[0].parent_send == ms[1].ref and p.steps[1].parent_send is None
 
 
+def test_chain_end_kept_only_as_a_bookmark_is_the_base() -> None:
+    """The source destroyed @b (the chain's newest) but kept its bookmark: the push continues
+    from ``#b`` (a Bookmark base, matched to the stored send by GUID), as the host planner does."""
+    ms = linear_chain([A, B])
+    v = view([record(m) for m in ms])
+    mark = Bookmark(DS, "b", B.guid, B.createtxg)
+    p = chains.plan_push(DatasetState(DS, True, (A, C, D), (mark,)), v)
+    assert p.kind == "incremental" and p.chain == ms[0].ref
+    assert [(s.snapshot.name, s.base) for s in p.steps] == [("c", mark), ("d", C)]
+    assert p.steps[0].parent_send == ms[1].ref
+    assert "1 incremental send" not in p.reason and "2 incremental sends (@c … @d)" in p.reason
+
+
 def test_filter_skips_unselected_snapshots_stepwise() -> None:
     ms = linear_chain([A])
     v = view([record(m) for m in ms])
     manual = snap("manual", 99, 15)
     p = chains.plan_push(state([A, manual, B]), v, select=SnapshotFilter(regex="^[a-z]$"))
     assert [(s.snapshot.name, s.base.name if s.base else None) for s in p.steps] == [("b", "a")]
+    assert "1 incremental send (@a → @b)" in p.reason
 
 
 def test_up_to_date_is_noop() -> None:

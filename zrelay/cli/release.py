@@ -11,12 +11,13 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Iterable
 
 from zrelay.cli import output
 from zrelay.cli.layout import DROP, Cell, Column, cell
 from zrelay.engine import Fleet, Releaser, ReleaseResult
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK
-from zrelay.inventory import load_inventory
+from zrelay.inventory import Inventory, Job, load_inventory
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +50,7 @@ def _result_dict(r: ReleaseResult) -> dict[str, object]:
             "error": r.error}
 
 
-async def _release(inventory, jobs, dry_run: bool) -> list[ReleaseResult]:  # type: ignore[no-untyped-def]
+async def _release(inventory: Inventory, jobs: Iterable[Job], dry_run: bool) -> list[ReleaseResult]:
     async with Fleet(inventory) as fleet:
         return await Releaser(fleet).release(jobs, dry_run)
 

@@ -14,13 +14,14 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from zrelay.cli import layout, output
 from zrelay.cli.layout import DROP, Cell, Column, Line, Table, cell
 from zrelay.engine import Fleet
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, UsageError
-from zrelay.inventory import load_inventory
+from zrelay.inventory import Inventory, Job, load_inventory
 from zrelay.state import StoreView, default_path, read_view
 from zrelay.status import BROKEN, BUSY, NOT_CHECKED, RUNNING, LocationStatus, annotate, collect_status
 
@@ -71,7 +72,7 @@ def exit_code(rows: list[LocationStatus]) -> int:
     return EXIT_JOB_FAILED if bad else EXIT_OK
 
 
-async def _collect(inventory, jobs, store_path: Path) -> list[LocationStatus]:  # type: ignore[no-untyped-def]
+async def _collect(inventory: Inventory, jobs: Iterable[Job], store_path: Path) -> list[LocationStatus]:
     async with Fleet(inventory) as fleet:
         rows = await collect_status(fleet, jobs)
     # read the store after the hosts answered, so a transfer that ended meanwhile is not shown running

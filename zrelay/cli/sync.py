@@ -6,14 +6,15 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Iterable
 
 from zrelay import locks
 from zrelay.cli import output
 from zrelay.cli.main import add_wait_lock
 from zrelay.engine import Engine, SyncOptions, TaskResult
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK
-from zrelay.events import Outcome
-from zrelay.inventory import load_inventory
+from zrelay.events import EventSink, Outcome
+from zrelay.inventory import Inventory, Job, load_inventory
 from zrelay.state import Recorder, default_path, fanout
 
 
@@ -80,7 +81,8 @@ def _recorder(args: argparse.Namespace, inventory_path: object) -> Recorder:
                     enabled=not args.dry_run)
 
 
-async def _sync(inventory, jobs, options, sink) -> list[TaskResult]:  # type: ignore[no-untyped-def]
+async def _sync(inventory: Inventory, jobs: Iterable[Job], options: SyncOptions,
+                sink: EventSink) -> list[TaskResult]:
     async with Engine(inventory, sink) as engine:
         return await engine.sync(jobs, options)
 

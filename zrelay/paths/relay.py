@@ -230,6 +230,7 @@ def _failure(source: RemoteHost, target: RemoteHost, sender: _End, receiver: _En
         note = sender.describe(source.name)
         if sender.text.strip() and sender.exit_signal is None and sender.exit_status is not None:
             note += f": {sender.text.strip().splitlines()[0]}"
+    cause: ZfsError | None
     if not receiver.ok and not sender_failed_alone:
         cause = parse.map_error(target.name, receiver.text or receiver.describe(target.name),
                                 receiver.exit_status, target_dataset)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from zrelay.plan import PlanKind, SendStep, plan
 from zrelay.s3.manifest import KeyInfo, Manifest, make_send_id, send_ref
-from zrelay.zfs.model import DatasetState, Snapshot, SnapshotFilter
+from zrelay.zfs.model import Bookmark, DatasetState, Snapshot, SnapshotFilter
 
 DEFAULT_ORPHAN_GRACE = 24 * 3600.0  # a push may still be writing a send this young
 
@@ -254,10 +254,11 @@ def _build_chain(root: str, members: list[SendRecord]) -> Chain:
 
 @dataclass(frozen=True, slots=True)
 class PushStep:
-    """One stored send to make: ``base`` None is a full stream."""
+    """One stored send to make: ``base`` None is a full stream; a Bookmark base (the source
+    destroyed the snapshot the chain ends at, kept its bookmark) is ``-i ds#mark``."""
 
     snapshot: Snapshot
-    base: Snapshot | None
+    base: Snapshot | Bookmark | None
     parent_send: str | None
 
 
@@ -353,19 +354,20 @@ def plan_push(source: DatasetState, view: DatasetView | None, *, select: Snapsho
 
 def _describe_steps(steps: tuple[PushStep, ...]) -> str:
     """``full send of @a, then 3 incremental sends (@b … @d)`` and the like."""
-    incs = [s for s in steps if s.base is not None]
+    incs = [(s.base, s.snapshot) for s in steps if s.base is not None]
     parts = []
     if steps and steps[0].base is None:
         parts.append(f"full send of @{steps[0].snapshot.name}")
     if len(incs) == 1:
-        parts.append(f"1 incremental send (@{incs[0].base.name} → @{incs[0].snapshot.name})")  # type: ignore[union-attr]
+        parts.append(f"1 incremental send (@{incs[0][0].name} → @{incs[0][1].name})")
     elif incs:
-        parts.append(f"{len(incs)} incremental sends (@{incs[0].snapshot.name} … @{incs[-1].snapshot.name})")
+        parts.append(f"{len(incs)} incremental sends (@{incs[0][1].name} … @{incs[-1][1].name})")
     return ", then ".join(parts) if parts else "nothing to send"
 
 
-def _send_for(chain: Chain, snap: Snapshot) -> SendRecord | None:
-    """The restorable send of ``chain`` that stores ``snap`` (newest if several)."""
+def _send_for(chain: Chain, snap: Snapshot | Bookmark) -> SendRecord | None:
+    """The restorable send of ``chain`` that stores ``snap`` (newest if several; a bookmark
+    matches the send of the snapshot it was made from: same GUID)."""
     hits = [s for s in chain.sends if s.ref in chain.restorable and s.manifest
             and s.manifest.snapshot.guid == snap.guid]
     return max(hits, key=lambda s: s.createtxg) if hits else None
@@ -470,8 +472,8 @@ def plan_restore(view: DatasetView, snapshot: str | None, target: DatasetState) 
         raise RestoreRefused(f"no send of {view.endpoint}@{snapshot} is stored; restorable: "
                              + (", ".join("@" + n for n in names) or "none"))
     if snapshot is None:
-        newest = max(s.createtxg for _, s in candidates)
-        candidates = [(c, s) for c, s in candidates if s.createtxg == newest]
+        newest_txg = max(s.createtxg for _, s in candidates)
+        candidates = [(c, s) for c, s in candidates if s.createtxg == newest_txg]
     options: list[RestorePlan] = []
     problems: list[str] = []
     for chain, send in candidates:

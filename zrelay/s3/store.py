@@ -127,7 +127,7 @@ def s3_only_loader(data_path: str | None) -> Any:
 def _s3_only_loader_class() -> type:
     from botocore.loaders import Loader
 
-    class S3OnlyLoader(Loader):  # type: ignore[misc]
+    class S3OnlyLoader(Loader):
         def list_available_services(self, type_name: str) -> list[str]:
             for root in self.search_paths:
                 s3 = os.path.join(root, "s3")

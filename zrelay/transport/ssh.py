@@ -17,7 +17,7 @@ import contextlib
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping, cast
 
 import asyncssh
 
@@ -387,7 +387,7 @@ class Connection:
         opts = connect_options(host, forward_agent=self.forward_agent)
         watch = _Handshake()
         try:
-            conn = await asyncssh.connect(client_factory=watch.client, **opts)  # type: ignore[arg-type]
+            conn = await asyncssh.connect(client_factory=watch.client, **opts)
             _skip_ignore_packets(conn)
             if host.fastpath:   # the inventory's per-host off switch (ZRELAY_FASTPATH: the process's)
                 fastpath.speed_up(conn)
@@ -468,11 +468,11 @@ class Connection:
         if len(live) + self._shells_starting < self._shell_pool and not self._slots.locked():
             self._shells_starting += 1
             try:
-                shell = await self._start_shell()
+                started = await self._start_shell()
             finally:
                 self._shells_starting -= 1
-            if shell is not None:
-                return shell
+            if started is not None:
+                return started
             live = [sh for sh in self._shells if not sh.broken]
         return min(live, key=lambda sh: sh.queued) if live else None
 
@@ -517,7 +517,8 @@ class Connection:
         except Exception:  # noqa: BLE001  (a warm session is an optimisation only)
             self._slots.release()
             return
-        self._warm = (chan, session)
+        # asyncssh types the session as SSHClientSession whatever the factory made
+        self._warm = (chan, cast(_ShellSession, session))
 
     async def _hand_over(self, factory: Callable[[], Any], command: str) -> tuple[Any, Any] | None:
         """Turn a shell opened ahead of need into a session running ``command`` (its slot stays
