@@ -42,7 +42,7 @@ def import_yaml() -> None:
             return LazyPattern(pattern, flags)
         return real_compile(pattern, flags)
 
-    re.compile = compile_lazily  # type: ignore[assignment]
+    re.compile = compile_lazily
     try:
         import yaml  # noqa: F401
     finally:
