@@ -276,7 +276,19 @@ def blame(exc: ZrelayError, default: str | None) -> str | None:
         return exc.failed_host
     if isinstance(exc, (TransportError, ZfsError)):
         return exc.host
+    if isinstance(exc, S3Error):
+        return None   # the S3 target failed: no host is at fault
     return default
+
+
+class SubjectFailed(ZrelayError):
+    """A stream's failure its receiver keeps to the stream's subject (S3: one dataset, whose
+    stored chain is its own): the engine skips that subject's other actions and runs the rest;
+    the receiver's own results say what failed."""
+
+    def __init__(self, cause: Exception) -> None:
+        self.cause = cause
+        super().__init__(str(cause))
 
 
 # --- planning ----------------------------------------------------------------

@@ -15,34 +15,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Iterable, cast
+from typing import Any, Awaitable, Iterable, cast
 
 from zrelay import locks
+from zrelay.actions import ActionKind
 from zrelay.cli import output
 from zrelay.cli.main import add_wait_lock
-from zrelay.engine import Engine
+from zrelay.engine import Engine, SyncOptions, TaskResult
+from zrelay.engine.core import ReceiverFactory
+from zrelay.engine.s3_receiver import PushDetails, s3_receivers, worst
 from zrelay.errors import (EXIT_JOB_FAILED, EXIT_OK, InvalidName, S3ChainBroken, S3UsageError, TransferFailed,
                            UsageError, ZrelayError)
-from zrelay.events import (Event, EventSink, JobFinished, JobPlanned, JobStarted, Outcome, TransferFinished,
-                           TransferProgress, TransferStarted)
+from zrelay.events import (Event, EventSink, JobFinished, JobStarted, Outcome, TransferFinished, TransferProgress,
+                           TransferStarted)
 from zrelay.inventory import load_inventory
 from zrelay.inventory.lookup import find_inventory
 from zrelay.inventory.model import Endpoint, Inventory, Job, S3Target, suggest, name_list
 from zrelay.paths import s3restore
-from zrelay.paths.s3push import PushOptions, PushResult, S3Pusher
+from zrelay.paths.s3push import PushResult
 from zrelay.s3 import catalog, chains, manifest as mf
 from zrelay.s3.chains import Chain, DatasetView, PrunePlan, SendRecord
 from zrelay.s3.options import S3Options, parse_duration
 from zrelay.s3.sizing import format_size, parse_size
 from zrelay.s3.store import Store
 from zrelay.state import Recorder, default_path, fanout
-from zrelay.transport.host import RemoteHost
 from zrelay.zfs import commands
-from zrelay.zfs.model import DatasetState, Snapshot
 
 
 # --------------------------------------------------------------------------- registration
@@ -229,27 +231,26 @@ def _age(seconds: float) -> str:
 
 def run_push(args: argparse.Namespace) -> int:
     inventory = _inventory(args)
-    jobs = inventory.jobs_matching(args.patterns)
-    pairs: list[tuple[Job, S3Target]] = []
+    matching = inventory.jobs_matching(args.patterns)
     if args.target:
         _target(inventory, args.target)
-    for job in jobs:
-        for ref in job.s3_targets:
-            if args.target in (None, ref.name):
-                pairs.append((job, inventory.s3_targets[ref.name]))
-    if not pairs:
+    refs = [(job, ref.name) for job in matching for ref in job.s3_targets if args.target in (None, ref.name)]
+    if not refs:
         what = f" with S3 target {args.target!r}" if args.target else " with an S3 target"
         output.console().print(f"no matching job{what}: nothing to do")
         return EXIT_OK
-    targets = {t.name: t for _, t in pairs}
-    opts = {name: _options(t, args) for name, t in targets.items()}
+    jobs = list({job.name: job for job, _ in refs}.values())
+    stream_options = {name: _options(inventory.s3_targets[name], args) for name in dict.fromkeys(n for _, n in refs)}
+    options = SyncOptions(dry_run=args.dry_run, take_snapshot=args.snapshot, wait_lock=args.wait_lock,
+                          full=args.full)
+    receivers = functools.partial(s3_receivers, only=args.target, stream_options=stream_options)
     show = not args.json and not args.dry_run   # bars on a terminal, a line per stream elsewhere
     argv = ["s3-push", *args.patterns] + (["--target", args.target] if args.target else []) + [
         flag for flag, on in (("--full", args.full), ("--snapshot", args.snapshot)) if on]
     with _recorder(args, inventory, argv) as recorder, output.ProgressView(enabled=show) as view:
         locks.identify(recorder.run_id, "s3-push")
-        sink = fanout(view.handle, _transfers_only(recorder.handle))
-        results = asyncio.run(_push(inventory, pairs, opts, args, sink, recorder.handle))
+        tasks = asyncio.run(_push(inventory, jobs, options, receivers, fanout(view.handle, recorder.handle)))
+        results = push_results(tasks)
         recorder.set_exit_code(_push_exit_code(results))
     if args.json:
         _dump([r.to_dict() for r in results])
@@ -260,161 +261,32 @@ def run_push(args: argparse.Namespace) -> int:
     return _push_exit_code(results)
 
 
+async def _push(inventory: Inventory, jobs: list[Job], options: SyncOptions, receivers: ReceiverFactory,
+                sink: EventSink) -> list[TaskResult]:
+    async with Engine(inventory, sink) as engine:
+        return await engine.run(jobs, options, receivers)
+
+
+def push_results(tasks: list[TaskResult]) -> list[PushResult]:
+    """One row per dataset pushed, as ``s3-push`` shows them; a task that failed before it planned
+    (busy, the snapshot, the source or the bucket unreadable) is one row of its own. The
+    snapshot's command is shown with the job's first dataset, where it runs."""
+    out: list[PushResult] = []
+    for task in tasks:
+        rows = task.details.datasets if isinstance(task.details, PushDetails) else []
+        if not rows or worst(rows) is not task.outcome:
+            rows = [PushResult(task.job, task.target, task.source, task.outcome, task.message, task.bytes,
+                               task.seconds, failed_host=task.failed_host)]
+        rows[0].commands[:0] = [c for a in task.actions if a.kind is ActionKind.SNAPSHOT for c in a.commands]
+        out.extend(rows)
+    return out
+
+
 def _push_exit_code(results: list[PushResult]) -> int:
     """1 when a dataset failed or was refused; else 75 when a target was skipped as busy (zrelay.locks)."""
     if any(r.outcome in (Outcome.FAILED, Outcome.REFUSED) for r in results):
         return EXIT_JOB_FAILED
     return locks.EXIT_BUSY if any(r.outcome is Outcome.BUSY for r in results) else EXIT_OK
-
-
-async def _push(inventory: Inventory, pairs: list[tuple[Job, S3Target]], opts: dict[str, S3Options],
-                args: argparse.Namespace, sink: Any, record: EventSink) -> list[PushResult]:
-    async with Engine(inventory, sink) as engine:
-        limits = {h: asyncio.Semaphore(inventory.sends_limit(h)) for h in inventory.hosts}
-        pushers = {name: S3Pusher(Store(t, pool=opts[name].concurrency + 4), opts[name], sink, limits)
-                   for name, t in {t.name: t for _, t in pairs}.items()}
-        by_job: dict[str, list[S3Target]] = {}
-        job_of: dict[str, Job] = {}
-        for job, target in pairs:
-            by_job.setdefault(job.name, []).append(target)
-            job_of[job.name] = job
-        now = datetime.now(timezone.utc)
-
-        async def one_job(job: Job) -> list[PushResult]:
-            source = engine.fleet.host(job.source.host)
-            snap_cmds: list[tuple[str, str]] = []
-            for target in by_job[job.name]:  # the S3 listing overlaps the source's probe and listing
-                pushers[target.name].prefetch(job)
-            try:
-                simulated = None
-                if args.snapshot:
-                    name = inventory.settings.snapshot_name_at(now)
-                    argv = commands.snapshot_argv([f"{job.source.dataset}@{name}"], job.recursive)
-                    snap_cmds.append((source.name, source.command(argv)))
-                    if args.dry_run:
-                        simulated = name
-                    else:
-                        await source.zfs(argv, dataset=job.source.dataset)
-                        engine.fleet.states.forget(source.name, job.source.dataset)
-                states = await engine.fleet.states.get(source, job.source.dataset, job.recursive)
-                if simulated:
-                    states = _with_snapshot(states, simulated)
-            except ZrelayError as exc:
-                failed = [PushResult(job.name, f"s3:{t.name}", str(job.source), Outcome.FAILED, str(exc),
-                                     failed_host=source.name) for t in by_job[job.name]]
-                for r in failed:
-                    record(_job_finished(job, r.target, [r], 0.0))
-                return failed
-            out: list[PushResult] = []
-            for target in by_job[job.name]:
-                label = f"s3:{target.name}"
-                record(JobStarted(job.name, str(job.source), label))
-                started = time.monotonic()
-                try:
-                    lock = await _hold_prefix(engine, pushers[target.name], job, target, args, record)
-                except locks.TargetBusy as exc:   # another push writes these keys: leave them to it
-                    lock, results = None, [PushResult(job.name, label, str(job.source), Outcome.BUSY, str(exc))]
-                else:
-                    try:
-                        results = await _push_one(pushers[target.name], job, target, source, states, args, record)
-                    except locks.TargetBusy as exc:   # a dry run's look: another push writes these keys
-                        results = [PushResult(job.name, label, str(job.source), Outcome.BUSY, str(exc))]
-                    finally:
-                        if lock is not None:
-                            lock.release()
-                if not results:
-                    results = [PushResult(job.name, label, str(job.source), Outcome.FAILED,
-                                          f"{job.source}: dataset does not exist", failed_host=source.name)]
-                for r in results:
-                    r.commands[:0] = snap_cmds
-                planned = _job_planned(job, label, results)
-                if planned is not None:
-                    record(planned)
-                record(_job_finished(job, label, results, time.monotonic() - started))
-                out.extend(results)
-            return out
-
-        nested = await asyncio.gather(*(one_job(job_of[n]) for n in by_job))
-        return [r for rs in nested for r in rs]
-
-
-def _prefix_key(job: Job, target: S3Target) -> str:
-    """The lock key of the job's keys in the bucket (endpoint, bucket, ``PREFIX zrelay/v1/HOST/DATASET/``)."""
-    return locks.s3_key(target.endpoint, target.region, target.bucket,
-                        mf.tree_prefix(target.prefix, job.source.host, job.source.dataset))
-
-
-def _waiting(job: Job, target: S3Target, args: argparse.Namespace,
-             record: EventSink) -> Callable[[locks.Holder | None], None]:
-    def waiting(holder: locks.Holder | None) -> None:
-        who = holder.describe() if holder is not None else "another zrelay is pushing it"
-        record(JobPlanned(job.name, f"s3:{target.name}", "waiting", f"waiting up to {args.wait_lock:g} s: {who}"))
-    return waiting
-
-
-async def _push_one(pusher: S3Pusher, job: Job, target: S3Target, source: RemoteHost, states: dict[str, DatasetState],
-                    args: argparse.Namespace, record: EventSink) -> list[PushResult]:
-    """Push one job (its prefix held by the caller); a dry run, holding nothing, plans only while no
-    other zrelay pushes to the prefix (locks.while_free): what it reads is being written."""
-    def push() -> Awaitable[list[PushResult]]:
-        return pusher.push_job(job, source, states, PushOptions(args.dry_run, args.full))
-    if not args.dry_run:
-        return await push()
-    return await locks.while_free(_prefix_key(job, target), f"{job.source} → s3:{target.name}", push,
-                                  wait=args.wait_lock, on_wait=_waiting(job, target, args, record),
-                                  on_change=lambda: pusher.forget(job))
-
-
-async def _hold_prefix(engine: Engine, pusher: S3Pusher, job: Job, target: S3Target, args: argparse.Namespace,
-                       record: EventSink) -> locks.RunLock | None:
-    """Hold the job's keys in the bucket (endpoint, bucket, ``PREFIX zrelay/v1/HOST/DATASET/``) against
-    every other zrelay on this machine, for the whole plan-and-upload; none for a dry run (_push_one)."""
-    if args.dry_run:
-        return None
-    lock = locks.RunLock(_prefix_key(job, target), f"{job.source} → s3:{target.name}")
-    await lock.acquire(args.wait_lock, _waiting(job, target, args, record))
-    if lock.previous_release is not None and lock.previous_release >= engine.fleet.started_at:
-        pusher.forget(job)   # the chains read before may have grown since: read them again
-    return lock
-
-
-#: The push plan kinds, most telling first: a job's task shows the first any of its datasets had.
-_KIND_ORDER = ("refused", "full", "incremental", "no-source-snapshot", "noop")
-_OUTCOME_ORDER = (Outcome.FAILED, Outcome.REFUSED, Outcome.BUSY, Outcome.OK, Outcome.NOOP, Outcome.SKIPPED)
-
-
-def _job_planned(job: Job, target: str, results: list[PushResult]) -> JobPlanned | None:
-    """One plan record per job and target, like ``sync``'s, from the datasets' push plans."""
-    plans = [(r.dataset, r.plan) for r in results if r.plan is not None]
-    if not plans:
-        return None
-    kind = min((p.kind for _, p in plans), key=lambda k: _KIND_ORDER.index(k) if k in _KIND_ORDER else 99)
-    summary = plans[0][1].reason if len(plans) == 1 else "; ".join(f"{d}: {p.reason}" for d, p in plans)
-    return JobPlanned(job.name, target, kind, summary, tuple(c for r in results for c in r.commands))
-
-
-def _job_finished(job: Job, target: str, results: list[PushResult], seconds: float) -> JobFinished:
-    """One result per job and target (a recursive job pushes several datasets): the worst outcome wins."""
-    outcome = min((r.outcome for r in results), key=_OUTCOME_ORDER.index)
-    telling = [r for r in results if r.outcome is outcome]
-    message = telling[0].message if len(results) == 1 else "; ".join(
-        f"{r.dataset}: {r.message}" for r in telling)
-    failed_host = next((r.failed_host for r in telling if r.failed_host), None)
-    return JobFinished(job.name, str(job.source), target, outcome, message, sum(r.bytes for r in results),
-                       seconds, failed_host)
-
-
-def _with_snapshot(states: dict[str, DatasetState], name: str) -> dict[str, DatasetState]:
-    """States as they will be after ``zfs snapshot``, for dry runs."""
-    out = {}
-    for ds, st in states.items():
-        if not st.exists:
-            out[ds] = st
-            continue
-        txg = (st.newest.createtxg + 1) if st.newest else 1
-        new = Snapshot(ds, name, guid=abs(hash((ds, name))) or 1, createtxg=txg, creation=int(time.time()))
-        out[ds] = DatasetState(st.name, True, st.snapshots + (new,), st.bookmarks, st.resume_token, st.encrypted)
-    return out
 
 
 def _print_push_dry_run(results: list[PushResult]) -> None:
@@ -425,7 +297,8 @@ def _print_push_dry_run(results: list[PushResult]) -> None:
         job = "" if r.job == r.dataset else f"[bold]{r.job}[/bold] "
         out.print(f"{job}[bold]{r.dataset}[/bold] → {r.target}: [{style}]{kind}[/{style}]  {r.message}",
                   soft_wrap=True, highlight=False)
-        pre = [(h, c) for h, c in r.commands if not any(c == s["command"] for s in r.steps)]
+        # the sends are shown with their steps (their uploads by their objects)
+        pre = [(h, c) for h, c in r.commands if h != r.target and not any(c == s["command"] for s in r.steps)]
         for host, command in pre:
             out.print(f"    [dim]{host}$[/dim] {command}", highlight=False, soft_wrap=True)
         host = r.dataset.split(":", 1)[0]

@@ -11,24 +11,28 @@ Order of effects, so every failure leaves the target clean: stream objects
 are completed only after the source pipeline exited cleanly; the manifest is
 written only after every object is complete; any failure (source error,
 S3 error, size limit, Ctrl-C) aborts the multipart uploads.
+
+``S3Pusher`` has two halves, so the engine (zrelay.engine.s3_receiver) can
+show a plan before running it: ``plan_dataset`` prepares every send of a
+dataset (pipeline, keys, part size) without changing anything; ``send`` runs
+one prepared send.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import asyncssh
 
 from zrelay import __version__
-from zrelay.errors import (S3Error, S3StreamTooLarge, S3UsageError, TransferFailed, Unsupported, ZfsError,
-                           ZrelayError)
-from zrelay.events import (EventSink, JobFinished, JobPlanned, JobStarted, Outcome, TransferFinished,
-                           TransferProgress, TransferStarted, discard)
+from zrelay.errors import (S3Error, S3StreamTooLarge, S3UsageError, TransferFailed, Unsupported,
+                           ZrelayError, blame)
+from zrelay.events import Outcome
 from zrelay.inventory.model import Job, S3Target
-from zrelay.paths.progress import Meter
 from zrelay.s3 import catalog, chains, manifest as mf, pipeline
 from zrelay.s3.chains import DatasetView, PushPlan, PushStep
 from zrelay.s3.options import S3Options
@@ -130,7 +134,7 @@ def _source_failure(source: RemoteHost, report: pipeline.StageReport, failed: li
     return TransferFailed(f"{source.name}: {', '.join(failed)}{detail}; nothing was stored", source.name)
 
 
-# --------------------------------------------------------------------------- per job
+# --------------------------------------------------------------------------- per dataset
 
 
 @dataclass
@@ -161,24 +165,46 @@ class PushResult:
                 "commands": [{"host": h, "command": c} for h, c in self.commands],
                 "steps": self.steps, "failed_host": self.failed_host}
 
+    def fail(self, exc: Exception) -> None:
+        """Record ``exc`` as this dataset's failure (errors.blame names the host at fault)."""
+        self.outcome = Outcome.FAILED
+        if isinstance(exc, (Unsupported, mf.ManifestError)):
+            self.message = f"{self.dataset}: {exc}"
+            self.failed_host = None
+        else:
+            self.message = str(exc)
+            self.failed_host = blame(exc, None) if isinstance(exc, ZrelayError) else None
 
-@dataclass(frozen=True)
-class PushOptions:
-    dry_run: bool = False
-    new_chain: bool = False
+
+@dataclass
+class DatasetPush:
+    """One dataset's push as planned: its result (filled in as its sends run) and its sends, in
+    order. Each stored send names the one before it (``parent``) and its chain's full (``chain``)."""
+
+    result: PushResult
+    dataset: str
+    sends: list["Prepared"] = field(default_factory=list)
+    runs: bool = False            # its sends are to be uploaded (nothing refused, nothing failed)
+    chain: str | None = None
+    parent: str | None = None
+
+    def label(self, index: int) -> str:
+        """The stream's name in progress lines and events."""
+        step = self.sends[index].step
+        return (f"{self.dataset}@{step.snapshot.name} (full)" if step.base is None
+                else f"{self.dataset}@{step.base.name} → @{step.snapshot.name} (-i)")
 
 
 class S3Pusher:
-    """Pushes jobs to one S3 target: plan from the stored manifests, stream, write manifests."""
+    """Pushes jobs to one S3 target in two halves: ``plan_dataset`` reads the stored manifests and
+    the source and prepares every send (command line, keys, part size) without changing anything;
+    ``send`` uploads one prepared send and writes its manifest."""
 
-    def __init__(self, store: Store, options: S3Options, events: EventSink = discard,
-                 send_limits: dict[str, asyncio.Semaphore] | None = None) -> None:
+    def __init__(self, store: Store, options: S3Options) -> None:
         self.store = store
         self.target: S3Target = store.target
         self.label = f"s3:{store.target.name}"
         self.options = options
-        self.emit = events
-        self._limits = send_limits or {}
         self._catalogs: dict[tuple[str, str, bool], asyncio.Future[dict[tuple[str, str], DatasetView]]] = {}
 
     def prefetch(self, job: Job) -> None:
@@ -188,6 +214,10 @@ class S3Pusher:
     def forget(self, job: Job) -> None:
         """Read ``job``'s stored sends again next time (another push may have added to them)."""
         self._catalogs.pop((job.source.host, job.source.dataset, job.recursive), None)
+
+    async def views(self, job: Job) -> dict[tuple[str, str], DatasetView]:
+        """What is stored for ``job``'s datasets: (host, dataset) → chains."""
+        return await asyncio.shield(self._views(job))
 
     def _views(self, job: Job) -> asyncio.Future[dict[tuple[str, str], DatasetView]]:
         key = (job.source.host, job.source.dataset, job.recursive)
@@ -199,73 +229,48 @@ class S3Pusher:
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         return fut
 
-    async def push_job(self, job: Job, source: RemoteHost, states: dict[str, DatasetState],
-                       opts: PushOptions) -> list[PushResult]:
-        """Every dataset of ``job`` (parents first); one failing dataset does not stop the others."""
-        views = await asyncio.shield(self._views(job))
-        names = sorted((n for n, st in states.items() if st.exists
-                        and (n == job.source.dataset or (job.recursive and n.startswith(job.source.dataset + "/")))),
-                       key=lambda n: n.split("/"))
-        results = []
-        for name in names:
-            view = views.get((job.source.host, name))
-            results.append(await self.push_dataset(job, source, states[name], view, opts))
-        return results
+    async def plan_dataset(self, job: Job, source: RemoteHost, state: DatasetState, view: DatasetView | None,
+                           *, new_chain: bool, dry_run: bool) -> DatasetPush:
+        """Plan one dataset and prepare its sends; a failure is this dataset's, not the job's.
 
-    async def push_dataset(self, job: Job, source: RemoteHost, state: DatasetState, view: DatasetView | None,
-                           opts: PushOptions) -> PushResult:
+        A real run refuses a send whose size is known to pass max_stream_size here, before
+        anything of the dataset is uploaded; a dry run shows the problem with the send."""
         endpoint = f"{source.name}:{state.name}"
         result = PushResult(job.name, self.label, endpoint, Outcome.OK)
+        push = DatasetPush(result, state.name)
         started = time.monotonic()
-        self.emit(JobStarted(job.name, endpoint, self.label))
         try:
-            p = chains.plan_push(state, view, select=job.select, new_chain=opts.new_chain)
+            p = chains.plan_push(state, view, select=job.select, new_chain=new_chain)
             result.plan = p
             caps = await source.capabilities()
-            prepared = [await self._prepare(source, caps, state, p, step, i) for i, step in enumerate(p.steps)]
-            for prep in prepared:
-                result.commands.append((source.name, prep.command))
-                result.steps.append(prep.to_dict(self.options.concurrency))
-            self.emit(JobPlanned(job.name, self.label, p.kind, p.reason, tuple(result.commands)))
+            push.sends = [await self._prepare(source, caps, state, step) for step in p.steps]
+            result.steps = [prep.to_dict(self.options.concurrency) for prep in push.sends]
             result.message = p.reason
             if p.refused:
                 result.outcome = Outcome.REFUSED
                 result.message = f"refused: {endpoint}: {p.reason}" + (
                     " Options: " + " | ".join(p.options) if p.options else "")
-                result.failed_host = None
             elif not p.transfers:
                 result.outcome = Outcome.NOOP   # up to date, or nothing selected yet (as sync treats it)
                 if p.options:
                     result.message = f"{p.reason}; " + " | ".join(p.options)
-            elif opts.dry_run:
-                result.outcome = Outcome.SKIPPED
             else:
-                for prep in prepared:
-                    for problem in prep.preflight:
-                        raise S3StreamTooLarge(self.target.name, f"{endpoint}@{prep.step.snapshot.name}: {problem}")
-                chain_root: str | None = p.chain
-                parent: str | None = p.steps[0].parent_send if p.steps else None
-                for prep in prepared:
-                    m = await self._run_step(job, source, state, prep, chain_root, parent)
-                    result.bytes += m.size
-                    chain_root = m.chain
-                    parent = m.ref
-                result.message = p.reason
-        except (Unsupported, mf.ManifestError) as exc:
-            result.outcome = Outcome.FAILED
-            result.message = f"{endpoint}: {exc}"
-        except ZrelayError as exc:
-            result.outcome = Outcome.FAILED
-            result.message = str(exc)
-            result.failed_host = exc.failed_host if isinstance(exc, TransferFailed) else (
-                exc.host if isinstance(exc, ZfsError) else getattr(exc, "host", None))
+                refused = next(((prep, problem) for prep in push.sends for problem in prep.preflight), None)
+                if dry_run:
+                    result.outcome = Outcome.SKIPPED   # a problem is shown with its send
+                elif refused is not None:
+                    prep, problem = refused
+                    raise S3StreamTooLarge(self.target.name, f"{endpoint}@{prep.step.snapshot.name}: {problem}")
+                push.runs = refused is None
+                push.chain = p.chain
+                push.parent = p.steps[0].parent_send
+        except (ZrelayError, mf.ManifestError) as exc:
+            result.fail(exc)
         result.seconds = time.monotonic() - started
-        self.emit(JobFinished(job.name, endpoint, self.label, result.outcome, result.message, result.bytes,
-                              result.seconds, result.failed_host))
-        return result
+        return push
 
-    async def _prepare(self, source: RemoteHost, caps: Capabilities, state: DatasetState, p: PushPlan,
-                       step: PushStep, index: int) -> "_Prepared":
+    async def _prepare(self, source: RemoteHost, caps: Capabilities, state: DatasetState,
+                       step: PushStep) -> "Prepared":
         raw = state.encrypted and caps.raw_send
         send = commands.send_argv(step.snapshot.full_name, caps=caps,
                                   base=step.base.full_name if step.base else None, raw=raw)
@@ -284,8 +289,8 @@ class S3Pusher:
                                     what="estimated stream" if estimate is not None else "stream (upper bound)")
         send_id = mf.make_send_id(step.snapshot.guid, step.base.guid if step.base else None)
         send_dir = mf.send_prefix(self.target.prefix, source.name, state.name, step.snapshot.name, send_id)
-        return _Prepared(step, send, command, stages, filters, estimate, bound, parts, send_dir, raw,
-                         [problem] if problem else [])
+        return Prepared(step, send, command, stages, filters, estimate, bound, parts, send_dir, raw,
+                        [problem] if problem else [])
 
     async def _estimate(self, source: RemoteHost, caps: Capabilities, send: list[str]) -> int | None:
         if not caps.send_estimate:
@@ -303,56 +308,62 @@ class S3Pusher:
             return None
         return pipeline.parse_space(r.stdout)
 
-    async def _run_step(self, job: Job, source: RemoteHost, state: DatasetState, prep: "_Prepared",
-                        chain_root: str | None, parent: str | None) -> mf.Manifest:
+    def sink(self, prep: "Prepared") -> str:
+        """Where a send goes: its key prefix in the bucket (its stream objects and manifest)."""
+        return f"s3://{self.target.bucket}/{prep.send_dir}"
+
+    async def send(self, source: RemoteHost, push: DatasetPush, index: int, on_bytes: Callable[[int], None]) -> None:
+        """Upload send ``index`` of ``push`` (multipart: completed, or aborted on any failure) and
+        then write its manifest; the dataset's result records the failure, which is raised."""
+        prep = push.sends[index]
+        started = time.monotonic()
+        try:
+            m = await self._upload(source, push, prep, on_bytes)
+        except (ZrelayError, mf.ManifestError) as exc:
+            push.result.fail(exc)
+            raise
+        finally:
+            push.result.seconds += time.monotonic() - started
+        push.result.bytes += m.size
+        push.chain, push.parent = m.chain, m.ref
+
+    async def _upload(self, source: RemoteHost, push: DatasetPush, prep: "Prepared",
+                      on_bytes: Callable[[int], None]) -> mf.Manifest:
         step = prep.step
-        label = (f"{state.name}@{step.snapshot.name} (full)" if step.base is None
-                 else f"{state.name}@{step.base.name} → @{step.snapshot.name} (-i)")
-        meter = Meter(lambda done, rate: self.emit(TransferProgress(
-            job.name, self.label, label, done, prep.estimate, rate)))
-        limit = self._limits.get(source.name)
         started_at = _now()
         uploader = StreamUploader(
             self.store, prep.send_dir, prep.filters.extension, prep.parts,
             concurrency=self.options.concurrency, storage_class=self.options.storage_class,
-            checksum=self.options.part_checksum, on_bytes=meter.add,
+            checksum=self.options.part_checksum, on_bytes=on_bytes,
             metadata={"zrelay-snapshot-guid": str(step.snapshot.guid), "zrelay-version": __version__})
-        ok = False
-        self.emit(TransferStarted(job.name, self.label, source.name, self.label, label, prep.estimate))
-        try:
-            if limit is not None:
-                async with limit:
-                    res = await stream_to_s3(source, prep.command, prep.stages, uploader, dataset=state.name)
-            else:
-                res = await stream_to_s3(source, prep.command, prep.stages, uploader, dataset=state.name)
-            ref = mf.send_ref(step.snapshot.name, mf.make_send_id(step.snapshot.guid,
-                                                                  step.base.guid if step.base else None))
-            m = mf.Manifest(
-                host=source.name, dataset=state.name,
-                snapshot=mf.SnapRef(step.snapshot.name, step.snapshot.guid, step.snapshot.createtxg,
-                                    step.snapshot.creation),
-                parent=None if step.base is None else mf.SnapRef(step.base.name, step.base.guid,
-                                                                 step.base.createtxg, step.base.creation),
-                parent_send=parent if step.base is not None else None,
-                chain=ref if step.base is None else str(chain_root),
-                send_flags=tuple(a for a in prep.send_argv[2:] if a.startswith("-")),
-                send_command=prep.command, raw=prep.raw,
-                compression=prep.filters.compression, encryption=prep.filters.encryption_record(),
-                size=res.size, sha256=res.sha256, objects=tuple(res.objects),
-                storage_class=self.options.storage_class, part_checksum=self.options.part_checksum,
-                estimate=prep.estimate, zrelay_version=__version__, started=started_at, finished=_now())
-            problems = mf.manifest_problems(m)
-            if problems:
-                raise S3Error(self.target.name, f"internal: manifest for {ref}: {problems[0]}")
-            await asyncio.to_thread(self.store.put_bytes, mf.manifest_key(prep.send_dir), m.to_json().encode())
-            ok = True
-            return m
-        finally:
-            self.emit(TransferFinished(job.name, self.label, label, meter.done, meter.elapsed(), ok))
+        res = await stream_to_s3(source, prep.command, prep.stages, uploader, dataset=push.dataset)
+        ref = mf.send_ref(step.snapshot.name, mf.make_send_id(step.snapshot.guid,
+                                                              step.base.guid if step.base else None))
+        m = mf.Manifest(
+            host=source.name, dataset=push.dataset,
+            snapshot=mf.SnapRef(step.snapshot.name, step.snapshot.guid, step.snapshot.createtxg,
+                                step.snapshot.creation),
+            parent=None if step.base is None else mf.SnapRef(step.base.name, step.base.guid,
+                                                             step.base.createtxg, step.base.creation),
+            parent_send=push.parent if step.base is not None else None,
+            chain=ref if step.base is None else str(push.chain),
+            send_flags=tuple(a for a in prep.send_argv[2:] if a.startswith("-")),
+            send_command=prep.command, raw=prep.raw,
+            compression=prep.filters.compression, encryption=prep.filters.encryption_record(),
+            size=res.size, sha256=res.sha256, objects=tuple(res.objects),
+            storage_class=self.options.storage_class, part_checksum=self.options.part_checksum,
+            estimate=prep.estimate, zrelay_version=__version__, started=started_at, finished=_now())
+        problems = mf.manifest_problems(m)
+        if problems:
+            raise S3Error(self.target.name, f"internal: manifest for {ref}: {problems[0]}")
+        await asyncio.to_thread(self.store.put_bytes, mf.manifest_key(prep.send_dir), m.to_json().encode())
+        return m
 
 
 @dataclass
-class _Prepared:
+class Prepared:
+    """One send, ready to run: its source pipeline, where it is stored and how it is cut into parts."""
+
     step: PushStep
     send_argv: list[str]
     command: str

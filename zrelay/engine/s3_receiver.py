@@ -1,0 +1,184 @@
+"""An S3 target as the receiving end of a job: each send of each dataset is one upload.
+
+Planning reads what the bucket holds for the job (its manifests, zrelay.s3.catalog,
+read once per job and target and started before the source is even listed) and
+asks the pure S3 planner (zrelay.s3.chains) per dataset; each send it wants becomes
+one STREAM action whose ``source_command`` is the exact pipeline the source runs
+(``zfs send | zstd | age …``) and whose ``sink`` is the send's place in the bucket.
+The executor runs those actions under the source's ``sends`` limit; this module
+moves one upload's bytes (zrelay.paths.s3push: multipart, completed or aborted,
+then the manifest).
+
+A dataset's chain is its own: a dataset whose plan or upload fails fails alone
+(``SubjectFailed``), the job's other datasets are pushed, and the target's outcome
+is the worst of its datasets' (``TargetPlan.verdict``), as ``s3-push`` always did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from zrelay import locks
+from zrelay.actions import Action, ActionKind, Stream
+from zrelay.engine.fleet import Fleet
+from zrelay.engine.options import SyncOptions, TaskResult
+from zrelay.engine.receiver import OnBytes, Receiver, TargetPlan
+from zrelay.errors import S3UsageError, SubjectFailed, ZrelayError
+from zrelay.events import Outcome
+from zrelay.inventory.model import Job, S3Target
+from zrelay.paths.s3push import DatasetPush, PushResult, S3Pusher
+from zrelay.s3 import manifest as mf
+from zrelay.s3.options import S3Options
+from zrelay.s3.store import Store
+from zrelay.zfs.model import DatasetState
+
+if TYPE_CHECKING:
+    from zrelay.engine.core import Engine
+
+#: The push plan kinds, most telling first: a job's task shows the first any of its datasets had.
+KIND_ORDER = ("refused", "full", "incremental", "no-source-snapshot", "noop")
+#: Dataset outcomes, worst first: a job's task has the worst of its datasets'.
+OUTCOME_ORDER = (Outcome.FAILED, Outcome.REFUSED, Outcome.BUSY, Outcome.OK, Outcome.NOOP, Outcome.SKIPPED)
+
+_PUSHERS = "s3-pushers"   # fleet.per_run: one S3Pusher (bucket connection, stored sends) per target
+
+
+@dataclass
+class PushDetails:
+    """What an S3 target's ``TaskResult.details`` holds: one result per dataset of the job, in
+    order (parents first), filled in as its sends run."""
+
+    datasets: list[PushResult] = field(default_factory=list)
+
+
+class S3Receiver:
+    """``job`` towards one S3 target (see the module docstring)."""
+
+    def __init__(self, fleet: Fleet, job: Job, pusher: S3Pusher) -> None:
+        self.fleet = fleet
+        self.job = job
+        self.pusher = pusher
+        self.target: S3Target = pusher.target
+        self.name = pusher.label
+        self.host: str | None = None          # S3 has no receiving host (no ``receives`` limit)
+        self.source = fleet.host(job.source.host)
+        self._sends: dict[Action, tuple[DatasetPush, int]] = {}
+        pusher.prefetch(job)   # the bucket's listing overlaps the snapshot and the source's listing
+
+    async def lock_key(self) -> str:
+        """The job's keys in the bucket: endpoint, bucket, ``PREFIX zrelay/v1/HOST/DATASET/``."""
+        return prefix_key(self.job, self.target)
+
+    def forget(self) -> None:
+        self.pusher.forget(self.job)
+
+    async def prepare(self) -> None:
+        await self.pusher.views(self.job)
+
+    async def plan(self, source: Mapping[str, DatasetState], options: SyncOptions) -> TargetPlan:
+        job = self.job
+        views = await self.pusher.views(job)
+        root = job.source.dataset
+        names = sorted((n for n, st in source.items() if st.exists
+                        and (n == root or (job.recursive and n.startswith(root + "/")))),
+                       key=lambda n: n.split("/"))
+        pushes: list[DatasetPush] = []
+        for name in names:
+            pushes.append(await self.pusher.plan_dataset(job, self.source, source[name],
+                                                         views.get((job.source.host, name)),
+                                                         new_chain=options.full, dry_run=options.dry_run))
+        results = [p.result for p in pushes] or [PushResult(
+            job.name, self.name, str(job.source), Outcome.FAILED, f"{job.source}: dataset does not exist",
+            failed_host=self.source.name)]
+        self._sends = {}
+        actions: list[Action] = []
+        for push in pushes:
+            if push.runs:   # a dataset refused or failed before its upload runs nothing
+                mine = self._actions(push)
+                push.result.commands = [c for a in mine for c in a.commands]
+                actions += mine
+        plans = [(r.dataset, r.plan) for r in results if r.plan is not None]
+        kind = min((p.kind for _, p in plans), default="noop",
+                   key=lambda k: KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER))
+        summary = (plans[0][1].reason if len(plans) == 1 else "; ".join(f"{d}: {p.reason}" for d, p in plans)
+                   if plans else verdict_of(results)[1])
+        return TargetPlan(kind=kind, summary=summary, actions=actions, dry_outcome=worst(results),
+                          details=PushDetails(results), verdict=lambda result: settle(result, results))
+
+    def _actions(self, push: DatasetPush) -> list[Action]:
+        """One STREAM per send of ``push``, with the exact pipeline its source runs."""
+        out = []
+        plan = push.result.plan
+        for index, prep in enumerate(push.sends):
+            step = prep.step
+            action = Action(ActionKind.STREAM, self.source.name, push.dataset, reason=plan.reason if plan else "",
+                            stream=Stream(push.label(index), self.name, push.dataset, tuple(prep.send_argv),
+                                          prep.command, sink=self.pusher.sink(prep), goal_guid=step.snapshot.guid,
+                                          estimate=prep.estimate, full=step.base is None))
+            self._sends[action] = (push, index)
+            out.append(action)
+        return out
+
+    async def stream(self, action: Action, on_bytes: OnBytes, notes: list[str], options: SyncOptions) -> bool:
+        """Upload one send; a failure is its dataset's alone (SubjectFailed): the job's other
+        datasets still go."""
+        push, index = self._sends[action]
+        try:
+            await self.pusher.send(self.source, push, index, on_bytes)
+        except (ZrelayError, mf.ManifestError) as exc:
+            raise SubjectFailed(exc) from exc
+        return False
+
+    async def secure_again(self) -> list[Action]:
+        """An S3 target holds no base to secure: the stored chain is the base."""
+        return []
+
+
+def prefix_key(job: Job, target: S3Target) -> str:
+    """The lock key of the job's keys in the bucket (endpoint, bucket, ``PREFIX zrelay/v1/HOST/DATASET/``)."""
+    try:
+        prefix = mf.tree_prefix(target.prefix, job.source.host, job.source.dataset)
+    except mf.ManifestError as exc:
+        raise S3UsageError(target.name, f"{job.source}: {exc}") from None
+    return locks.s3_key(target.endpoint, target.region, target.bucket, prefix)
+
+
+def worst(results: list[PushResult]) -> Outcome:
+    return min((r.outcome for r in results), key=OUTCOME_ORDER.index)
+
+
+def verdict_of(results: list[PushResult]) -> tuple[Outcome, str, str | None]:
+    """One outcome per job and target (a recursive job pushes several datasets): the worst
+    outcome wins; its message names the datasets that had it."""
+    outcome = worst(results)
+    telling = [r for r in results if r.outcome is outcome]
+    message = telling[0].message if len(results) == 1 else "; ".join(f"{r.dataset}: {r.message}" for r in telling)
+    return outcome, message, next((r.failed_host for r in telling if r.failed_host), None)
+
+
+def settle(result: TaskResult, results: list[PushResult]) -> None:
+    """The target's result from its datasets' (TargetPlan.verdict): outcome, message, the host at
+    fault, and the bytes stored (sends completed with their manifests)."""
+    result.outcome, result.message, result.failed_host = verdict_of(results)
+    result.bytes = sum(r.bytes for r in results)
+
+
+def s3_receivers(engine: Engine, job: Job, options: SyncOptions, *, only: str | None = None,
+                 stream_options: Mapping[str, S3Options] | None = None) -> list[Receiver]:
+    """A receiver per S3 target of ``job`` (``s3-push``): only the target ``only`` when given;
+    ``stream_options`` per target name (the command line's overrides), else the target's own."""
+    fleet = engine.fleet
+    pushers: dict[str, S3Pusher] = fleet.per_run.setdefault(_PUSHERS, {})
+    out: list[Receiver] = []
+    for ref in job.s3_targets:
+        if only is not None and ref.name != only:
+            continue
+        pusher = pushers.get(ref.name)
+        if pusher is None:
+            target = engine.inventory.s3_targets[ref.name]
+            opts = (stream_options or {}).get(ref.name) or S3Options.for_target(target)
+            pusher = pushers[ref.name] = S3Pusher(Store(target, pool=opts.concurrency + 4), opts)
+        out.append(S3Receiver(fleet, job, pusher))
+    return out
