@@ -6,9 +6,14 @@ and renders as one line, so the CLI never has to show a traceback.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
+#: A run that skipped a target because another zrelay held it (sysexits' EX_TEMPFAIL: nothing
+#: failed, try again later). A failed or refused target (1) wins over it.
+EXIT_BUSY = 75
 
 
 class ZrelayError(Exception):
@@ -98,6 +103,16 @@ class HostsUnreachable(TransportError):
         Exception.__init__(self, "; ".join(str(e) for e in self.errors))
         self.host = self.hosts[0]
         self.message = str(self)
+
+
+class ShellBroken(ZrelayError):
+    """A long-lived command shell on a host is gone; ``sent`` tells whether the current command
+    may have run. The connection re-runs an unsent command on a session of its own and reports a
+    sent one as HostUnreachable (naming the host), so this never reaches a user as itself."""
+
+    def __init__(self, sent: bool) -> None:
+        super().__init__("command shell closed")
+        self.sent = sent
 
 
 class RemoteCommandFailed(TransportError):
@@ -298,7 +313,83 @@ class PlanRefused(ZrelayError):
     """The planner will not transfer because doing so would lose target data."""
 
 
+class RestoreRefused(PlanRefused, ValueError):
+    """No safe way to restore from S3 as asked; the message says why and what to do. Raised by the
+    pure restore planner (s3.chains), which knows no target name: s3-restore re-raises it as an
+    S3Error naming the target. Still a ValueError, as the planner's other refusals of an argument are."""
+
+
+class NewestNotRestorable(RestoreRefused):
+    """Asked for the newest stored snapshot, which a broken chain keeps from being restored.
+
+    Restoring an older snapshot instead would look like success to whoever
+    asked for the newest, so this is refused; the caller names the newest
+    snapshot that can be restored (``restorable``, None when nothing can be) and how to ask for it.
+    """
+
+    def __init__(self, message: str, endpoint: str, newest: str, restorable: str | None) -> None:
+        self.endpoint = endpoint        # host:dataset whose stored chains were asked for
+        self.newest = newest            # the newest stored snapshot's name
+        self.restorable = restorable    # the newest snapshot's name that can be restored, if any
+        super().__init__(message)
+
+
+# --- run locks ---------------------------------------------------------------------
+
+
+class LockHolder(Protocol):
+    """The holder a lock file names (zrelay.locks.Holder, which sits above this module), as
+    TargetBusy and the reports of a busy target read it."""
+
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def started(self) -> float | None: ...
+    @property
+    def run_id(self) -> int | None: ...
+    @property
+    def command(self) -> str: ...
+    @property
+    def what(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+
+class TargetBusy(ZrelayError):
+    """Another zrelay holds the target; nothing was done to it."""
+
+    exit_code = EXIT_BUSY
+
+    def __init__(self, what: str, holder: LockHolder | None, waited: float = 0.0, *,
+                 planning: bool = False) -> None:
+        self.what = what
+        self.holder = holder
+        self.waited = waited
+        who = holder.describe() if holder is not None else "another zrelay is replicating it"
+        after = f" (still busy after waiting {waited:g} s)" if waited > 0 else ""
+        hint = "" if waited > 0 else "; --wait-lock SECONDS waits for it"
+        if planning:   # a dry run: what it would list is being written
+            super().__init__(f"{what}: not planned, {who}{after}; a plan now would read a target being "
+                             f"written{hint}")
+        else:
+            super().__init__(f"{what}: skipped, {who}{after}; the target is left to it{hint}")
+
+
+# --- state store -------------------------------------------------------------------
+
+
+class StateError(ZrelayError):
+    """The state store cannot be opened or is from a newer zrelay. The store is a record, never a
+    precondition: its readers and the recorder catch this and carry on without it."""
+
+
 # --- S3 ------------------------------------------------------------------------
+
+
+class ManifestError(ZrelayError, ValueError):
+    """A stored manifest (or an S3 key) that does not have the documented shape (s3.manifest);
+    names the key when one is at fault. Still a ValueError: the manifest reader turns the
+    ValueErrors of its field checks into this one."""
 
 
 class S3Error(ZrelayError):

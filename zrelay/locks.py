@@ -64,12 +64,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Awaitable, Callable, Mapping, TypeVar
 
-from zrelay.errors import ZrelayError
+from zrelay.errors import TargetBusy
 from zrelay.procs import process_started
-
-#: Exit code of a run that skipped a target because another zrelay held it (sysexits' EX_TEMPFAIL:
-#: nothing failed, try again later). A failed or refused target (1) wins over it.
-EXIT_BUSY = 75
 
 ENV_VAR = "ZRELAY_LOCK_DIR"
 SHARED_PARENTS = ("/run/lock", "/var/lock")
@@ -81,25 +77,6 @@ PROC_LOCKS = "/proc/locks"    # the kernel's list of file locks and their holder
 PLAN_TRIES = 3                # while_free: runs that came and went during the work, then busy
 
 T = TypeVar("T")
-
-
-class TargetBusy(ZrelayError):
-    """Another zrelay holds the target; nothing was done to it."""
-
-    exit_code = EXIT_BUSY
-
-    def __init__(self, what: str, holder: Holder | None, waited: float = 0.0, *, planning: bool = False) -> None:
-        self.what = what
-        self.holder = holder
-        self.waited = waited
-        who = holder.describe() if holder is not None else "another zrelay is replicating it"
-        after = f" (still busy after waiting {waited:g} s)" if waited > 0 else ""
-        hint = "" if waited > 0 else "; --wait-lock SECONDS waits for it"
-        if planning:   # a dry run: what it would list is being written
-            super().__init__(f"{what}: not planned, {who}{after}; a plan now would read a target being "
-                             f"written{hint}")
-        else:
-            super().__init__(f"{what}: skipped, {who}{after}; the target is left to it{hint}")
 
 
 @dataclass(frozen=True)
@@ -565,6 +542,6 @@ async def while_free(key: str, what: str, work: Callable[[], Awaitable[T]], *, w
     raise TargetBusy(what, last, planning=True)
 
 
-__all__ = ["EXIT_BUSY", "TargetBusy", "Holder", "RunLock", "Probe", "identify", "resolve", "resolve_now",
+__all__ = ["Holder", "RunLock", "Probe", "identify", "resolve", "resolve_now",
            "dataset_key", "s3_key", "lock_dir", "lock_path", "normalise_address", "format_time", "probe",
            "while_free"]

@@ -43,6 +43,7 @@ from typing import Callable, Mapping, Sequence
 
 from zrelay.events import (Event, EventSink, JobFinished, JobPlanned, JobStarted, Outcome, TransferFinished,
                            TransferProgress, TransferStarted)
+from zrelay.errors import StateError
 from zrelay.procs import pid_alive, process_started
 
 SCHEMA_VERSION = 1
@@ -172,10 +173,6 @@ def abandoned_message(pid: int, hostname: str, heartbeat: float) -> str:
     """``abandoned (pid 4242 gone since 2024-06-10 14:02:11)``: the run's last sign of life."""
     where = "" if hostname == _HOSTNAME else f" on {hostname}"
     return f"{ABANDONED} (pid {pid}{where} gone since {format_time(heartbeat)})"
-
-
-class StateError(Exception):
-    """The state store cannot be opened or is from a newer zrelay."""
 
 
 def default_path(explicit: str | os.PathLike[str] | None = None,
@@ -901,4 +898,4 @@ def read_view(path: Path, now: float | None = None) -> StoreView:
 
 
 __all__ = ["StateStore", "Recorder", "StoreView", "RunRow", "TaskRow", "TransferRow", "Totals", "CompactStats",
-           "StateError", "default_path", "fanout", "read_view", "run_alive"]
+           "default_path", "fanout", "read_view", "run_alive"]

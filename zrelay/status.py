@@ -28,9 +28,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from zrelay import locks
-from zrelay.errors import (RemoteCommandFailed, S3AccessDenied, S3Error, S3Unreachable, TransportError,
-                           ZrelayError)
+from zrelay.errors import (LockHolder, RemoteCommandFailed, S3AccessDenied, S3Error, S3Unreachable, TargetBusy,
+                           TransportError, ZrelayError)
 from zrelay.inventory.model import Endpoint, Job, S3Ref, S3Target, Target
 from zrelay.plan import Plan, PlanKind, plan
 from zrelay.s3 import chains
@@ -231,7 +230,7 @@ def not_checked(job: Job, target: S3Ref, now: float | None = None) -> TargetRepo
     return TargetReport(job, target, row, (cell,))
 
 
-def busy_report(job: Job, target: Endpoint, holder: locks.Holder | None, now: float) -> TargetReport:
+def busy_report(job: Job, target: Endpoint, holder: LockHolder | None, now: float) -> TargetReport:
     """The report of a host target another zrelay holds: not planned (see Engine.unheld)."""
     who = holder.describe() if holder is not None else "another zrelay is replicating it"
     message = f"{who}; the target is inspected once that run is done"
@@ -256,7 +255,7 @@ async def inspect_target(fleet: Fleet, job: Job, target: Endpoint, now: float | 
     try:
         plans, src_states, dst_states, changes = await fleet.unheld_target(target.host, target.dataset,
                                                                            f"{job.source} → {target}", look)
-    except locks.TargetBusy as exc:
+    except TargetBusy as exc:
         return busy_report(job, target, exc.holder, at)
     except RemoteCommandFailed as exc:
         return failed_report(job, target, "error", str(exc), at)

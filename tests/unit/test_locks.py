@@ -14,7 +14,8 @@ from typing import Iterator
 import pytest
 
 from zrelay import locks
-from zrelay.locks import RunLock, TargetBusy
+from zrelay.errors import EXIT_BUSY, TargetBusy
+from zrelay.locks import RunLock
 
 REPO = Path(__file__).resolve().parents[2]
 WHAT = "nas1:tank/x → vault:backup/x"
@@ -77,7 +78,7 @@ def test_a_second_process_is_told_who_holds_the_target(holder: Holder) -> None:
     with pytest.raises(TargetBusy) as caught:
         asyncio.run(lock.acquire(0))
     message = str(caught.value)
-    assert caught.value.exit_code == locks.EXIT_BUSY == 75
+    assert caught.value.exit_code == EXIT_BUSY == 75
     assert caught.value.holder is not None and caught.value.holder.pid == holder.proc.pid
     assert message.startswith("other:tank/x → safe:backup/x: skipped, another zrelay sync ")
     assert f"(pid {holder.proc.pid}, started " in message and ", run 41)" in message

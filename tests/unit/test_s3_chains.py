@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zrelay.errors import NewestNotRestorable, RestoreRefused
 from zrelay.s3 import chains
 from zrelay.s3 import manifest as mf
 from zrelay.s3.chains import DatasetView, Listed, SendRecord
@@ -248,22 +249,22 @@ def test_restore_continues_an_existing_target() -> None:
 def test_restore_refuses_unrelated_or_diverged_targets() -> None:
     ms = linear_chain([A, B])
     v = view([record(m) for m in ms])
-    with pytest.raises(chains.RestoreRefused, match="holds no snapshot"):
+    with pytest.raises(RestoreRefused, match="holds no snapshot"):
         chains.plan_restore(v, None, DatasetState("backup/x", True, (snap("z", 999, 1, ds="backup/x"),)))
     diverged = DatasetState("backup/x", True, (snap("a", A.guid, 3, ds="backup/x"), snap("local", 5, 4, ds="backup/x")))
-    with pytest.raises(chains.RestoreRefused, match="@local"):
+    with pytest.raises(RestoreRefused, match="@local"):
         chains.plan_restore(v, None, diverged)
 
 
 def test_restore_of_a_snapshot_behind_a_break_is_refused() -> None:
     ms = linear_chain([A, B, C])
     v = view([record(ms[0]), record(ms[1], missing=(0,)), record(ms[2])])
-    with pytest.raises(chains.RestoreRefused, match="broken"):
+    with pytest.raises(RestoreRefused, match="broken"):
         chains.plan_restore(v, "c", DatasetState.absent("x/y"))
-    with pytest.raises(chains.NewestNotRestorable, match="newest stored snapshot"):   # never quietly @a
+    with pytest.raises(NewestNotRestorable, match="newest stored snapshot"):   # never quietly @a
         chains.plan_restore(v, None, DatasetState.absent("x/y"))
     assert [s.snapshot_name for s in chains.plan_restore(v, "a", DatasetState.absent("x/y")).path] == ["a"]
-    with pytest.raises(chains.RestoreRefused, match="no send of"):
+    with pytest.raises(RestoreRefused, match="no send of"):
         chains.plan_restore(v, "zz", DatasetState.absent("x/y"))
 
 

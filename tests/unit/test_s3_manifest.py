@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.unit.test_s3_chains import PREFIX, manifest, snap
+from zrelay.errors import ManifestError
 from zrelay.s3 import manifest as mf
 
 
@@ -49,14 +50,14 @@ def test_unknown_fields_survive_a_round_trip() -> None:
 def test_strict_reading(change, message: str) -> None:  # type: ignore[no-untyped-def]
     data = json.loads(manifest(snap("a", 1, 1)).to_json())
     change(data)
-    with pytest.raises(mf.ManifestError, match=message):
+    with pytest.raises(ManifestError, match=message):
         mf.parse_manifest(json.dumps(data), "key")
 
 
 def test_not_json_and_too_large() -> None:
-    with pytest.raises(mf.ManifestError, match="not JSON"):
+    with pytest.raises(ManifestError, match="not JSON"):
         mf.parse_manifest(b"{nope", "k")
-    with pytest.raises(mf.ManifestError, match="larger than"):
+    with pytest.raises(ManifestError, match="larger than"):
         mf.parse_manifest(b" " * (mf.MAX_MANIFEST_BYTES + 1), "k")
 
 
@@ -89,11 +90,11 @@ def test_parse_key_ignores_foreign_keys(key: str) -> None:
 
 
 def test_bad_names_never_make_keys() -> None:
-    with pytest.raises(mf.ManifestError):
+    with pytest.raises(ManifestError):
         mf.send_prefix(PREFIX, "nas/1", "tank/x", "s", "00000000000000ff-full")
-    with pytest.raises(mf.ManifestError):
+    with pytest.raises(ManifestError):
         mf.send_prefix(PREFIX, "nas1", "tank/x@y", "s", "00000000000000ff-full")
-    with pytest.raises(mf.ManifestError):
+    with pytest.raises(ManifestError):
         mf.send_prefix(PREFIX, "nas1", "tank/x", "s/t", "00000000000000ff-full")
 
 

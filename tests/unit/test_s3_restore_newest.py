@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.test_s3_chains import linear_chain, manifest, record, snap, view
+from zrelay.errors import NewestNotRestorable
 from zrelay.paths.s3restore import newest_refusal
 from zrelay.s3 import chains
 from zrelay.zfs.model import DatasetState
@@ -16,10 +17,10 @@ ABSENT = DatasetState.absent("backup/r")
 def test_a_chain_broken_after_the_first_send_refuses_the_newest() -> None:
     ms = linear_chain([A, B, C])
     v = view([record(ms[0]), record(ms[1], missing=(0,)), record(ms[2])])
-    with pytest.raises(chains.NewestNotRestorable) as caught:
+    with pytest.raises(NewestNotRestorable) as caught:
         chains.plan_restore(v, None, ABSENT)
     exc = caught.value
-    assert exc.newest.snapshot_name == "c" and exc.restorable is not None and exc.restorable.snapshot_name == "a"
+    assert exc.newest == "c" and exc.restorable == "a" and exc.endpoint == "nas1:tank/data"
     assert "newest stored snapshot of nas1:tank/data is @c" in str(exc)
     assert f"breaks at {ms[1].ref}" in str(exc) and "@b, @c cannot be restored" in str(exc)
     text = newest_refusal(exc, "offsite", "vault:backup/r")
@@ -31,7 +32,7 @@ def test_a_chain_broken_after_the_first_send_refuses_the_newest() -> None:
 def test_nothing_restorable_says_so() -> None:
     ms = linear_chain([A, B])
     v = view([record(ms[0], missing=(0,)), record(ms[1])])
-    with pytest.raises(chains.NewestNotRestorable) as caught:
+    with pytest.raises(NewestNotRestorable) as caught:
         chains.plan_restore(v, None, ABSENT)
     assert caught.value.restorable is None
     assert "Nothing stored for nas1:tank/data can be restored" in newest_refusal(caught.value, "o", "h:d")

@@ -16,7 +16,8 @@ import pytest
 from zrelay import state
 from zrelay.events import (JobFinished, JobPlanned, JobStarted, Outcome, TransferFinished, TransferProgress,
                            TransferStarted)
-from zrelay.state import Recorder, StateError, StateStore, default_path, read_view
+from zrelay.errors import StateError
+from zrelay.state import Recorder, StateStore, default_path, read_view
 
 REPO = Path(__file__).resolve().parents[2]
 

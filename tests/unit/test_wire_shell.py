@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from zrelay.transport.ssh import CommandShell, ShellBroken, _ShellSession
+from zrelay.errors import ShellBroken
+from zrelay.transport.ssh import CommandShell, _ShellSession
 from zrelay.zfs import quoting, shell_protocol
 
 NONCE = "0123456789abcdef0123456789abcdef"

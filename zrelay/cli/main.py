@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 from zrelay import __version__
 from zrelay.cli import quickimport
-from zrelay.errors import EXIT_USAGE, ZrelayError
+from zrelay.errors import EXIT_BUSY, EXIT_USAGE, ZrelayError
 
 quickimport.import_yaml()   # before zrelay.inventory does: see zrelay.cli.quickimport
 from zrelay.inventory.lookup import find_inventory  # noqa: E402,F401  (commands import it from here)
@@ -85,7 +85,6 @@ def wait_lock_seconds(text: str) -> float:
 
 def add_wait_lock(parser: argparse.ArgumentParser) -> None:
     """The ``--wait-lock`` option of the commands that write targets (see zrelay.locks)."""
-    from zrelay.locks import EXIT_BUSY   # here: `zrelay inventory …` does not load asyncio
     parser.add_argument("--wait-lock", type=wait_lock_seconds, default=0.0, metavar="SECONDS",
                         help="when another zrelay is replicating a target, wait up to SECONDS for it "
                              f"(default 0: skip that target as busy, exit code {EXIT_BUSY})")

@@ -29,8 +29,8 @@ from zrelay.cli.main import add_wait_lock
 from zrelay.engine import Engine, SyncOptions, TaskResult
 from zrelay.engine.core import ReceiverFactory
 from zrelay.engine.s3_receiver import PushDetails, s3_receivers, worst
-from zrelay.errors import (EXIT_JOB_FAILED, EXIT_OK, InvalidName, S3ChainBroken, S3UsageError, TransferFailed,
-                           UsageError, ZrelayError)
+from zrelay.errors import (EXIT_BUSY, EXIT_JOB_FAILED, EXIT_OK, InvalidName, S3ChainBroken, S3UsageError,
+                           TargetBusy, TransferFailed, UsageError, ZrelayError)
 from zrelay.events import (Event, EventSink, JobFinished, JobStarted, Outcome, TransferFinished, TransferProgress,
                            TransferStarted)
 from zrelay.inventory import load_inventory
@@ -286,7 +286,7 @@ def _push_exit_code(results: list[PushResult]) -> int:
     """1 when a dataset failed or was refused; else 75 when a target was skipped as busy (zrelay.locks)."""
     if any(r.outcome in (Outcome.FAILED, Outcome.REFUSED) for r in results):
         return EXIT_JOB_FAILED
-    return locks.EXIT_BUSY if any(r.outcome is Outcome.BUSY for r in results) else EXIT_OK
+    return EXIT_BUSY if any(r.outcome is Outcome.BUSY for r in results) else EXIT_OK
 
 
 def _print_push_dry_run(results: list[PushResult]) -> None:
@@ -507,7 +507,7 @@ async def _restore(inventory: Inventory, target: S3Target, options: S3Options, s
     except ZrelayError as exc:
         refused = isinstance(exc, S3ChainBroken) or str(exc).startswith(f"{origin}: refused")
         blamed = exc.failed_host if isinstance(exc, TransferFailed) else getattr(exc, "host", None)
-        outcome = (Outcome.BUSY if isinstance(exc, locks.TargetBusy) else
+        outcome = (Outcome.BUSY if isinstance(exc, TargetBusy) else
                    Outcome.REFUSED if refused else Outcome.FAILED)
         record(JobFinished(job, origin, label, outcome, str(exc), 0, time.monotonic() - started, blamed))
         raise

@@ -12,7 +12,7 @@ from zrelay import locks
 from zrelay.cli import output
 from zrelay.cli.main import add_wait_lock
 from zrelay.engine import Engine, SyncOptions, TaskResult
-from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK
+from zrelay.errors import EXIT_BUSY, EXIT_JOB_FAILED, EXIT_OK
 from zrelay.events import EventSink, Outcome
 from zrelay.inventory import Inventory, Job, load_inventory
 from zrelay.state import Recorder, default_path, fanout
@@ -92,4 +92,4 @@ def exit_code(results: list[TaskResult]) -> int:
     bad = {Outcome.FAILED, Outcome.REFUSED}
     if any(r.outcome in bad for r in results):
         return EXIT_JOB_FAILED
-    return locks.EXIT_BUSY if any(r.outcome is Outcome.BUSY for r in results) else EXIT_OK
+    return EXIT_BUSY if any(r.outcome is Outcome.BUSY for r in results) else EXIT_OK

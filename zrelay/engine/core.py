@@ -24,7 +24,7 @@ from zrelay.engine.fleet import Fleet
 from zrelay.engine.host_receiver import HostReceiver, both, has_direct_credentials, login_check
 from zrelay.engine.options import SyncOptions, TaskResult
 from zrelay.engine.receiver import Receiver, TargetPlan
-from zrelay.errors import BaseNotSecured, PlanRefused, ZrelayError, blame
+from zrelay.errors import BaseNotSecured, PlanRefused, TargetBusy, ZrelayError, blame
 from zrelay.events import EventSink, JobFinished, JobPlanned, JobStarted, Outcome, discard
 from zrelay.inventory.model import Endpoint, Inventory, Job
 from zrelay.plan import with_new_snapshot
@@ -171,7 +171,7 @@ class Engine:
                     notes.append(warning)
             if planned is not None and planned.verdict is not None:
                 planned.verdict(result)   # the receiver's own word on its subjects (S3: per dataset)
-        except locks.TargetBusy as exc:   # nothing planned, nothing touched: the holder's target
+        except TargetBusy as exc:   # nothing planned, nothing touched: the holder's target
             result.outcome = Outcome.BUSY
             result.message = str(exc)
         except PlanRefused as exc:

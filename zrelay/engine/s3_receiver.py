@@ -25,7 +25,7 @@ from zrelay.actions import Action, ActionKind, Stream
 from zrelay.engine.fleet import Fleet
 from zrelay.engine.options import SyncOptions, TaskResult
 from zrelay.engine.receiver import OnBytes, Receiver, TargetPlan
-from zrelay.errors import S3UsageError, SubjectFailed, ZrelayError
+from zrelay.errors import ManifestError, S3UsageError, SubjectFailed, ZrelayError
 from zrelay.events import Outcome
 from zrelay.inventory.model import Job, S3Target
 from zrelay.paths.s3push import DatasetPush, PushResult, S3Pusher
@@ -127,7 +127,7 @@ class S3Receiver:
         push, index = self._sends[action]
         try:
             await self.pusher.send(self.source, push, index, on_bytes)
-        except (ZrelayError, mf.ManifestError) as exc:
+        except (ZrelayError, ManifestError) as exc:
             raise SubjectFailed(exc) from exc
         return False
 
@@ -140,7 +140,7 @@ def prefix_key(job: Job, target: S3Target) -> str:
     """The lock key of the job's keys in the bucket (endpoint, bucket, ``PREFIX zrelay/v1/HOST/DATASET/``)."""
     try:
         prefix = mf.tree_prefix(target.prefix, job.source.host, job.source.dataset)
-    except mf.ManifestError as exc:
+    except ManifestError as exc:
         raise S3UsageError(target.name, f"{job.source}: {exc}") from None
     return locks.s3_key(target.endpoint, target.region, target.bucket, prefix)
 

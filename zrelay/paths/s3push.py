@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 import asyncssh
 
 from zrelay import __version__
-from zrelay.errors import (S3Error, S3StreamTooLarge, S3UsageError, TransferFailed, Unsupported,
+from zrelay.errors import (ManifestError, S3Error, S3StreamTooLarge, S3UsageError, TransferFailed, Unsupported,
                            ZrelayError, blame)
 from zrelay.events import Outcome
 from zrelay.inventory.model import Job, S3Target
@@ -168,7 +168,7 @@ class PushResult:
     def fail(self, exc: Exception) -> None:
         """Record ``exc`` as this dataset's failure (errors.blame names the host at fault)."""
         self.outcome = Outcome.FAILED
-        if isinstance(exc, (Unsupported, mf.ManifestError)):
+        if isinstance(exc, (Unsupported, ManifestError)):
             self.message = f"{self.dataset}: {exc}"
             self.failed_host = None
         else:
@@ -264,7 +264,7 @@ class S3Pusher:
                 push.runs = refused is None
                 push.chain = p.chain
                 push.parent = p.steps[0].parent_send
-        except (ZrelayError, mf.ManifestError) as exc:
+        except (ZrelayError, ManifestError) as exc:
             result.fail(exc)
         result.seconds = time.monotonic() - started
         return push
@@ -319,7 +319,7 @@ class S3Pusher:
         started = time.monotonic()
         try:
             m = await self._upload(source, push, prep, on_bytes)
-        except (ZrelayError, mf.ManifestError) as exc:
+        except (ZrelayError, ManifestError) as exc:
             push.result.fail(exc)
             raise
         finally:

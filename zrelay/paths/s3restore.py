@@ -24,8 +24,8 @@ from typing import Awaitable, Callable
 
 import asyncssh
 
-from zrelay.errors import (S3ChainBroken, S3ChecksumMismatch, S3Error, S3ObjectArchived, S3UsageError, TransferFailed,
-                           ZrelayError)
+from zrelay.errors import (NewestNotRestorable, RestoreRefused, S3ChainBroken, S3ChecksumMismatch, S3Error,
+                           S3ObjectArchived, S3UsageError, TransferFailed, ZrelayError)
 from zrelay.events import EventSink, TransferFinished, TransferProgress, TransferStarted, discard
 from zrelay.paths.progress import Meter
 from zrelay.s3 import chains, pipeline
@@ -351,9 +351,9 @@ async def restore(store: Store, options: S3Options, view: DatasetView, snapshot:
     state = (await dest.state(dataset)).get(dataset) or DatasetState.absent(dataset)
     try:
         rplan: RestorePlan = chains.plan_restore(view, snapshot, state)
-    except chains.NewestNotRestorable as exc:
+    except NewestNotRestorable as exc:
         raise S3ChainBroken(store.name, newest_refusal(exc, store.name, target_ep)) from None
-    except chains.RestoreRefused as exc:
+    except RestoreRefused as exc:
         raise (S3UsageError(store.name, str(exc)) if "no send of" in str(exc) else _refused(store, exc)) from None
     result = RestoreResult(view.endpoint, target_ep, rplan.kind, rplan.reason,
                            snapshots=[s.snapshot_name for s in rplan.path])
@@ -429,17 +429,17 @@ def _progress(events: EventSink, job: str, target: str, stream: str, size: int) 
     return report
 
 
-def newest_refusal(exc: chains.NewestNotRestorable, target: str, to: str) -> str:
+def newest_refusal(exc: NewestNotRestorable, target: str, to: str) -> str:
     """Why the newest stored snapshot is not restored, and the exact command for the newest one that can be."""
     text = f"refused: {exc}."
     best = exc.restorable
     if best is None:
-        return f"{text} Nothing stored for {exc.view.endpoint} can be restored."
-    return (f"{text} The newest restorable snapshot is @{best.snapshot_name}; to restore it: "
-            f"zrelay s3-restore {target} {exc.view.endpoint} --to {to} --snapshot {best.snapshot_name}")
+        return f"{text} Nothing stored for {exc.endpoint} can be restored."
+    return (f"{text} The newest restorable snapshot is @{best}; to restore it: "
+            f"zrelay s3-restore {target} {exc.endpoint} --to {to} --snapshot {best}")
 
 
-def _refused(store: Store, exc: chains.RestoreRefused) -> ZrelayError:
+def _refused(store: Store, exc: RestoreRefused) -> ZrelayError:
     if "broken" in str(exc):
         return S3ChainBroken(store.name, str(exc))
     return S3Error(store.name, f"refused: {exc}")

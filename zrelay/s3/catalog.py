@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from zrelay.errors import S3Error
+from zrelay.errors import ManifestError, S3Error
 from zrelay.s3 import chains, manifest as mf
 from zrelay.s3.chains import DatasetView, Listed, SendRecord
 from zrelay.s3.store import Store
@@ -65,7 +65,7 @@ def _read_one(store: Store, send: SendRecord) -> None:
     try:
         data = store.get_bytes(key, mf.MAX_MANIFEST_BYTES)
         m = mf.parse_manifest(data, key)
-    except mf.ManifestError as exc:
+    except ManifestError as exc:
         send.manifest_error = f"unreadable manifest: {exc}"
         return
     except S3Error as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from zrelay.errors import NewestNotRestorable, RestoreRefused
 from zrelay.plan import PlanKind, SendStep, plan
 from zrelay.s3.manifest import KeyInfo, Manifest, make_send_id, send_ref
 from zrelay.zfs.model import Bookmark, DatasetState, Snapshot, SnapshotFilter
@@ -404,28 +405,17 @@ class RestorePlan:
     reason: str = ""
 
 
-class RestoreRefused(ValueError):
-    """No safe way to restore as asked; the message says why and what to do."""
-
-
-class NewestNotRestorable(RestoreRefused):
-    """Asked for the newest stored snapshot, which a broken chain keeps from being restored.
-
-    Restoring an older snapshot instead would look like success to whoever
-    asked for the newest, so this is refused; the caller names the newest
-    snapshot that can be restored and how to ask for it.
-    """
-
-    def __init__(self, view: DatasetView, newest: SendRecord, chain: Chain,
-                 restorable: SendRecord | None) -> None:
-        self.view, self.newest, self.chain, self.restorable = view, newest, chain, restorable
-        lost = [s.snapshot_name for s in chain.sends if s.ref not in chain.restorable]
-        reason = chain.broken_reason
-        where = reason if chain.broken_at and reason.startswith(chain.broken_at) else f"{chain.broken_at} ({reason})"
-        super().__init__(
-            f"the newest stored snapshot of {view.endpoint} is @{newest.snapshot_name}, and it cannot be "
-            f"restored: chain {chain.root} breaks at {where}, so {', '.join('@' + n for n in lost)} "
-            "cannot be restored")
+def _newest_not_restorable(view: DatasetView, newest: SendRecord, chain: Chain,
+                           restorable: SendRecord | None) -> NewestNotRestorable:
+    """The refusal of the newest stored snapshot ``newest``, which ``chain`` breaks before."""
+    lost = [s.snapshot_name for s in chain.sends if s.ref not in chain.restorable]
+    reason = chain.broken_reason
+    where = reason if chain.broken_at and reason.startswith(chain.broken_at) else f"{chain.broken_at} ({reason})"
+    return NewestNotRestorable(
+        f"the newest stored snapshot of {view.endpoint} is @{newest.snapshot_name}, and it cannot be "
+        f"restored: chain {chain.root} breaks at {where}, so {', '.join('@' + n for n in lost)} "
+        "cannot be restored",
+        view.endpoint, newest.snapshot_name, restorable.snapshot_name if restorable is not None else None)
 
 
 def newest_stored(view: DatasetView) -> SendRecord | None:
@@ -457,7 +447,7 @@ def plan_restore(view: DatasetView, snapshot: str | None, target: DatasetState) 
         if newest is not None and newest.manifest is not None and not any(
                 s.manifest is not None and s.manifest.snapshot.guid == newest.manifest.snapshot.guid for _, s in good):
             best = max((s for _, s in good), key=lambda s: s.createtxg, default=None)
-            raise NewestNotRestorable(view, newest, _chain_of(view, newest), best)
+            raise _newest_not_restorable(view, newest, _chain_of(view, newest), best)
     candidates = [(c, s) for c, s in view.restorable_sends()
                   if snapshot is None or s.snapshot_name == snapshot]
     if not candidates:

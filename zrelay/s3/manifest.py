@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from zrelay.errors import ManifestError
 from zrelay.zfs.names import dataset_problem, snapshot_problem
 
 FORMAT = "zrelay-s3-send"
@@ -37,10 +38,6 @@ _HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _SEND_ID = re.compile(r"([0-9a-f]{16})-(full|[0-9a-f]{16})")
 _STREAM_FILE = re.compile(r"stream\.(\d{3,})\.zfs((?:\.[a-z0-9]+)*)")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class ManifestError(ValueError):
-    """A manifest (or key) that does not have the documented shape."""
 
 
 # --------------------------------------------------------------------------- keys

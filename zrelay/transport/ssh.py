@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, cast
 
 import asyncssh
 
-from zrelay.errors import (AuthFailed, HostKeyError, HostUnreachable, RemoteCommandFailed,
+from zrelay.errors import (AuthFailed, HostKeyError, HostUnreachable, RemoteCommandFailed, ShellBroken,
                            UsageError)
 from zrelay.inventory.model import Host
 from zrelay.inventory.ssh_options import SshOptionError, ssh_connect_kwargs
@@ -177,14 +177,6 @@ class _Handshake:
             return (f"no SSH banner from {where} within {seconds} s (the port accepts connections "
                     "but does not speak SSH)")
         return f"the SSH handshake with {where} did not finish within {seconds} s"
-
-
-class ShellBroken(Exception):
-    """The command shell is gone; ``sent`` tells whether the current command may have run."""
-
-    def __init__(self, sent: bool) -> None:
-        super().__init__("command shell closed")
-        self.sent = sent
 
 
 class _ShellSession(asyncssh.SSHClientSession[bytes]):

@@ -38,9 +38,8 @@ from textual.notifications import SeverityLevel
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
-from zrelay.errors import ZrelayError
+from zrelay.errors import EXIT_BUSY, ZrelayError
 from zrelay.inventory.model import Inventory, Job, Target
-from zrelay.locks import EXIT_BUSY
 from zrelay.state import StoreView, TransferRow, read_view
 from zrelay.status import TargetReport, detail_for, targets_of
 from zrelay.tui.model import (HOST_COLUMNS, Key, Matrix, build_matrix, clip, detail_columns, detail_rows,
