@@ -15,6 +15,7 @@ import argparse
 import importlib
 import signal
 import sys
+from types import FrameType
 from typing import Callable, Sequence
 
 from zrelay import __version__
@@ -179,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM takes Ctrl-C's path: whatever handles SIGINT right now handles it.
 
     Inside ``asyncio.run`` that is asyncio's own handler, which cancels the main
