@@ -22,7 +22,8 @@ import pytest
 from tests.integration.helpers import REPO, make_dataset, write, write_inventory
 from zrelay.inventory import load_inventory
 from zrelay.state import StateStore, StoreView, read_view
-from zrelay.status import TargetReport, detail_for, targets_of
+from zrelay.status.report import TargetReport, targets_of
+from zrelay.tui.detail import detail_for
 from zrelay.tui.model import build_matrix
 from zrelay.tui.query import ThreadedQuerier
 

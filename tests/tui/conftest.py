@@ -14,7 +14,8 @@ from zrelay.inventory import load_inventory
 from zrelay.inventory.model import Endpoint, Inventory, Job, S3Ref, Target
 from zrelay.plan import plan, plan_recursive
 from zrelay.state import StoreView, TaskRow, Totals, TransferRow
-from zrelay.status import TargetReport, failed_report, not_checked, report_from_plans
+from zrelay.status.hosts import report_from_plans
+from zrelay.status.report import TargetReport, failed_report, not_checked
 from zrelay.tui.query import Deliver, Done
 from zrelay.zfs.model import DatasetState, Snapshot
 

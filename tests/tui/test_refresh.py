@@ -12,7 +12,8 @@ from tests.tui.conftest import (NOW, CannedQuerier, _ds, cell_text, scenario_inv
 from zrelay.events import JobFinished, JobStarted, Outcome
 from zrelay.plan import plan
 from zrelay.state import Recorder, read_view
-from zrelay.status import TargetReport, report_from_plans
+from zrelay.status.hosts import report_from_plans
+from zrelay.status.report import TargetReport
 from zrelay.tui.app import ZrelayApp
 from zrelay.tui.views import MatrixView
 

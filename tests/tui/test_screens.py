@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.tui.conftest import footer_keys, screen_text, wait_until
-from zrelay.status import BROKEN, BUSY, NOT_CHECKED, PENDING, RUNNING, STATES
+from zrelay.status.report import BROKEN, BUSY, NOT_CHECKED, PENDING, RUNNING, STATES
 from zrelay.tui.app import NO_S3_TARGET
 from zrelay.tui.model import DETAIL_LEGEND_ENTRIES, LEGEND_ENTRIES, NOT_A_TARGET, SYMBOLS, pack, plural
 from zrelay.tui.views import HelpScreen, MatrixView

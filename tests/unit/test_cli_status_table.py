@@ -12,7 +12,7 @@ import time
 import pytest
 
 from zrelay.cli import output, status
-from zrelay.status import RUNNING, LocationStatus
+from zrelay.status.report import RUNNING, LocationStatus
 
 A = "zrelay_2026-12-05T19:41:32Z"
 B = "zrelay_2026-12-05T20:41:32Z"

@@ -14,8 +14,10 @@ from zrelay.events import JobFinished, JobStarted, Outcome, TransferFinished, Tr
 from zrelay.inventory.model import Endpoint, Job, S3Ref, S3Target
 from zrelay.plan import plan
 from zrelay.state import Recorder, StoreView, TaskRow, Totals, TransferRow, read_view
-from zrelay.status import (BROKEN, NOT_CHECKED, RUNNING, LocationStatus, _s3_failure, align, annotate, detail_for,
-                           not_checked, probe_endpoint, report_from_plans, report_from_s3)
+from zrelay.status.hosts import report_from_plans
+from zrelay.status.report import BROKEN, NOT_CHECKED, RUNNING, LocationStatus, annotate, not_checked
+from zrelay.status.s3 import _s3_failure, probe_endpoint, report_from_s3
+from zrelay.tui.detail import align, detail_for
 from zrelay.zfs.model import DatasetState, Snapshot, SnapshotFilter
 
 

@@ -22,7 +22,8 @@ from tests.unit.test_s3_chains import DS, HOST, linear_chain, record, snap
 from zrelay.inventory.model import Endpoint, Job, S3Ref, S3Target
 from zrelay.plan import PlanKind, plan
 from zrelay.standing import changed_since_newest, standing
-from zrelay.status import report_from_plans, report_from_s3
+from zrelay.status.hosts import report_from_plans
+from zrelay.status.s3 import report_from_s3
 from zrelay.zfs.model import Bookmark, Capabilities, DatasetState, Snapshot, SnapshotFilter
 
 SRC, DST = "tank/a", "backup/a"

@@ -23,7 +23,8 @@ from zrelay.engine import Fleet
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, UsageError
 from zrelay.inventory import Inventory, Job, load_inventory
 from zrelay.state import StoreView, default_path, read_view
-from zrelay.status import BROKEN, BUSY, NOT_CHECKED, RUNNING, LocationStatus, annotate, collect_status
+from zrelay.status.collect import collect_status
+from zrelay.status.report import BROKEN, BUSY, NOT_CHECKED, RUNNING, LocationStatus, annotate
 
 #: States that make ``status`` exit 1, so cron/monitoring can alert on them.
 BAD_STATES = frozenset({"unreachable", "error", BROKEN, "diverged", "no-common-base"})

@@ -41,7 +41,8 @@ from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, Tab
 from zrelay.errors import EXIT_BUSY, ZrelayError
 from zrelay.inventory.model import Inventory, Job, Target
 from zrelay.state import StoreView, TransferRow, read_view
-from zrelay.status import TargetReport, detail_for, targets_of
+from zrelay.status.report import TargetReport, targets_of
+from zrelay.tui.detail import detail_for
 from zrelay.tui.model import (HOST_COLUMNS, Key, Matrix, build_matrix, clip, detail_columns, detail_rows,
                               host_rows, host_states, plural)
 from zrelay.tui.query import Querier, ThreadedQuerier

@@ -14,8 +14,9 @@ from rich.text import Text
 
 from zrelay.inventory.model import Endpoint, Inventory, Job
 from zrelay.state import StoreView, TransferRow
-from zrelay.status import (BROKEN, BUSY, NOT_CHECKED, PENDING, RUNNING, STATES, DatasetDetail, DetailCell,
-                           TargetReport, location_of)
+from zrelay.status.report import (BROKEN, BUSY, NOT_CHECKED, PENDING, RUNNING, STATES, TargetReport,
+                                  location_of)
+from zrelay.tui.detail import DatasetDetail, DetailCell
 from zrelay.units import human_bytes, human_seconds
 
 Key = tuple[str, str]  # (job name, target as written)

@@ -18,7 +18,7 @@ import time
 from typing import Callable, Protocol, Sequence
 
 from zrelay.inventory.model import Inventory, Job, Target
-from zrelay.status import TargetReport, failed_report
+from zrelay.status.report import TargetReport, failed_report
 
 Deliver = Callable[[TargetReport], None]
 Done = Callable[[], None]
@@ -59,7 +59,8 @@ class ThreadedQuerier:
 
     async def _run(self, pairs: list[tuple[Job, Target]], deliver: Deliver, done: Done) -> None:
         from zrelay.engine import Fleet  # here, not at import: the UI paints before asyncssh loads
-        from zrelay.status import S3Access, inspect
+        from zrelay.status.collect import inspect
+        from zrelay.status.s3 import S3Access
 
         fleet = Fleet(self.inventory)
         access = S3Access()  # one client and endpoint probe per S3 target and refresh
