@@ -67,6 +67,7 @@ class Action:
     reason: str = ""                           # why; a destructive action's reason is the plan's
     stream: Stream | None = None               # for STREAM: both ends
     expected: bool = False                     # checked against the world before it runs
+    report: str = ""                           # what the run's result says once it ran (past tense)
 
     @property
     def commands(self) -> list[tuple[str, str]]:

@@ -78,7 +78,9 @@ def _interrupted_sync(lab, inv: Path, src: str) -> subprocess.CompletedProcess[s
     argv = [sys.executable, "-m", "zrelay", "-i", str(inv), "sync", "--json"]
     env = {"ZRELAY_STATE": str(inv.parent / "state.db"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pattern = f"zfs send .*{src}@"
+    # the stream's send, not its size estimate (`zfs send -nvP …`, which runs first): a kill
+    # that lands on the estimate, or only just after the stream starts, leaves no resume token
+    pattern = f"zfs send (-[a-mo-zA-Z]+ )*{src}@"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if lab.run("nas1", "pgrep", "-f", pattern, check=False).returncode == 0:

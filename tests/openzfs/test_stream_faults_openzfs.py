@@ -41,7 +41,7 @@ def test_interrupted_receive_says_the_next_sync_resumes(lab, tmp_path: Path, mod
     argv = [sys.executable, "-m", "zrelay", "-i", str(inv), "--state", str(tmp_path / "state.db"),
             "sync", "--json", mode]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pattern = f"^zfs send .*{src}@"
+    pattern = f"^zfs send (-[a-mo-zA-Z]+ )*{src}@"   # the stream's send, not its `-nvP` size estimate
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if lab.run("nas1", "pgrep", "-f", pattern, check=False).returncode == 0:

@@ -69,6 +69,8 @@ class Executor:
                         return True   # its dataset alone: the others go on
                 else:
                     await run_command(self.fleet, action)
+                if action.report:
+                    self.notes.append(action.report)
             return True
 
         async def tracked(key: str, chain: list[Action]) -> bool:

@@ -197,7 +197,7 @@ class HostReceiver:
             raise NoResumableState(self.dest.name, reason, dataset=p.target)
         return Action(ActionKind.ABORT_RECEIVE, self.dest.name, p.target,
                       (self.dest.command(commands.abort_receive_argv(p.target, caps=await self.dest.capabilities())),),
-                      reason=reason)
+                      reason=reason, report=discarded_report(p, why))
 
     async def _check_encryption(self, plans: list[Plan], decrypt: bool) -> None:
         if any(p.encrypted for p in plans) and not decrypt:
@@ -299,7 +299,7 @@ class HostReceiver:
             if not allowed:
                 raise NoResumableState(self.dest.name, reason, dataset=plan_.target) from None
             await self.dest.abort_receive(plan_.target)
-            notes.append(f"re-planned: {reason}")
+            notes.append(f"planned again: {discarded_report(plan_, why)}")
             self.forget()
             return True
         self.forget()
@@ -422,6 +422,12 @@ def resumed_snapshots(actions: Sequence[Action], source: Mapping[str, DatasetSta
                 out[stream.target_dataset] = found
                 break
     return out
+
+
+def discarded_report(p: Plan, why: str) -> str:
+    """What the result says once a dead partial receive was discarded."""
+    return (f"discarded the partial receive into {p.target_at} (`zfs receive -A`), which could not be "
+            f"resumed: {why}")
 
 
 def plan_steps(p: Plan) -> list[SendStep | None]:
