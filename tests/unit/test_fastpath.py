@@ -67,8 +67,25 @@ def test_the_installed_asyncssh_is_a_tested_one() -> None:
 ASSUMPTIONS: dict[str, tuple[str, ...]] = {
     # _InputBuffer: asyncssh consumes its input buffer by slicing off the front, and appends
     "SSHConnection.data_received": ("self._inpbuf += data", "self._recv_data()"),
-    "SSHConnection._recv_pkthdr": ("self._inpbuf = self._inpbuf[self._recv_blocksize:]",),
-    "SSHConnection._recv_packet": ("self._inpbuf = self._inpbuf[rem:]",),
+    "SSHConnection._recv_pkthdr": ("self._inpbuf = self._inpbuf[self._recv_blocksize:]",
+                                   "if self._pktlen > self._max_recv_pktlen:"),
+    "SSHConnection._recv_packet": ("self._inpbuf = self._inpbuf[rem:]",
+                                   # _FastRecv: a packet's extent, payload and dispatch
+                                   "rem = 4 + self._pktlen + self._recv_macsize - self._recv_blocksize",
+                                   "orig_payload = packet_data[1:-packet_data[0]]",
+                                   "handler = self._channels[recv_chan]",
+                                   "self._finish_recv_packet(pkttype, seq)"),
+    # _FastRecv: called as the header handler while it returns True; counts as _finish_recv_packet
+    "SSHConnection._recv_data": ("while self._inpbuf and self._recv_handler():",),
+    "SSHConnection._finish_recv_packet": ("self._auth_final = True", "self._recv_seq = (seq + 1) & 0xffffffff",
+                                          "self._recv_handler = self._recv_pkthdr"),
+    "GCMEncryption.decrypt_header": ("return first_block, first_block[:header_len]",),
+    # _FastRecv: channel data and window adjusts as the channel's own handlers take them
+    "SSHChannel._process_data": ("if self._recv_state != 'open':", "data = packet.get_string()",
+                                 "if datalen > self._recv_window:", "self._accept_data(data)"),
+    "SSHChannel._process_window_adjust": ("if self._recv_state not in {'open', 'eof_pending', 'eof'}:",
+                                          "adjust = packet.get_uint32()", "self._send_window += adjust",
+                                          "self._flush_send_buf()"),
     # _CorkedSend: _send is where bytes go to the socket
     "SSHConnection._send": ("def _send(self, data: bytes) -> None:", "self._transport.write(data)"),
     # _FastSend: the same packet as asyncssh's send_packet makes under AES-GCM
@@ -251,15 +268,26 @@ class _Server(asyncssh.SSHServer):
         return True
 
 
+class _SshdLikeServer(_Server):
+    """Sends no SSH_MSG_IGNORE before each packet under AES-GCM, as OpenSSH's sshd."""
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        server_side: Any = conn   # the same send_packet as a client connection's
+        _skip_ignore_packets(server_side)
+
+
 @contextlib.asynccontextmanager
-async def _lab_server(tmp: Path, process_factory: Any, **server_options: Any) -> AsyncIterator[dict[str, Any]]:
+async def _lab_server(tmp: Path, process_factory: Any, *, sshd_like: bool = False,
+                      **server_options: Any) -> AsyncIterator[dict[str, Any]]:
     """An asyncssh server on 127.0.0.1 (ephemeral port, generated keys); yields connect() arguments
-    that check its host key against a known_hosts file written for it."""
+    that check its host key against a known_hosts file written for it. ``sshd_like``: the server
+    sends no ignore packet before each packet (_SshdLikeServer)."""
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     (tmp / "authorized_keys").write_bytes(client_key.export_public_key())
     server = await asyncssh.create_server(
-        _Server, "127.0.0.1", 0, server_host_keys=[host_key], authorized_client_keys=str(tmp / "authorized_keys"),
+        _SshdLikeServer if sshd_like else _Server, "127.0.0.1", 0, server_host_keys=[host_key],
+        authorized_client_keys=str(tmp / "authorized_keys"),
         process_factory=process_factory, encoding=None, **server_options)
     port = server.sockets[0].getsockname()[1]
     (tmp / "known_hosts").write_bytes(b"[127.0.0.1]:%d " % port + host_key.export_public_key())
@@ -475,6 +503,7 @@ async def _bulk_and_asyncssh_bytes(tmp: Path, payload: bytes, window: int) -> tu
             real_urandom = os.urandom
             try:
                 os.urandom = lambda n: bytes(range(n))
+                c.send_packet._padding = os.urandom   # the padding pool's bytes, made the same way
                 assert fastpath.speed_up_channel(chan)
                 chan.write(payload)
                 bulk, bulk_left = b"".join(sent), ch._send_buf_len
