@@ -22,6 +22,7 @@ import bisect
 import contextlib
 import datetime as _dt
 import difflib
+import functools
 import gc
 import os
 import re
@@ -672,18 +673,18 @@ class _Builder:
         hosts_ok = {name: h for name, h in hosts.items() if h is not None}
         grouped = {h for name, g in self.groups.items() if name != "all" for h in g.hosts}
         ungrouped = [h for h in self.hosts if h not in grouped]
-        groups = {
+        groups_out = {
             name: Group(name, tuple(g.hosts), tuple(g.children),
                         {**g.vars.raw, **g.dir_vars.raw}, g.origin)
             for name, g in self.groups.items()
         }
         self._check_host_group_names()
-        if "ungrouped" not in groups:
-            groups["ungrouped"] = Group("ungrouped", tuple(ungrouped), (), {},
-                                       self.groups["all"].origin)
+        if "ungrouped" not in groups_out:
+            groups_out["ungrouped"] = Group("ungrouped", tuple(ungrouped), (), {},
+                                           self.groups["all"].origin)
         jobs = self._jobs()
         settings = Settings(**self.settings)
-        return Inventory(self.path, hosts_ok, groups, jobs, dict(self.s3_targets), settings,
+        return Inventory(self.path, hosts_ok, groups_out, jobs, dict(self.s3_targets), settings,
                          tuple(dict.fromkeys(self.sources)))
 
     def _check_host_group_names(self) -> None:
@@ -1349,7 +1350,8 @@ class _YamlReader:
             if seen in self._groups_read:
                 return
             self._groups_read.add(seen)
-            if isinstance(node, _AliasNode) and not self.spend(node, len(node.value), where):
+            size = len(node.value)
+            if isinstance(node, _AliasNode) and not self.spend(node, size, where):
                 return
         items = self.pairs(node, where)
         for key, k_node, v_node in items or []:
@@ -1423,7 +1425,7 @@ class _YamlReader:
             key_mark, value_mark = key_node.start_mark, value_node.start_mark
             add(result, key, value, Origin(file, key_mark.line + 1, key_mark.column + 1),
                 Origin(file, value_mark.line + 1, value_mark.column + 1), where, for_host,
-                lambda k, name, n=value_node: self.entry_at(n, k, name))
+                functools.partial(self.entry_at, value_node))
         return result
 
     # -- the zrelay: section
@@ -1907,7 +1909,7 @@ def same_yaml_data(first: str, second: str) -> bool:
         if type(a) is not type(b) or a.tag != b.tag:
             return False
         if isinstance(a, _AliasNode):
-            if a.anchor != b.anchor:  # type: ignore[attr-defined]
+            if a.anchor != b.anchor:
                 return False
         elif isinstance(a, ScalarNode):
             if a.value != b.value:
