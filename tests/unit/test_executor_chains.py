@@ -107,3 +107,44 @@ def test_a_failure_stops_what_has_not_started_and_is_raised(monkeypatch: pytest.
     with pytest.raises(TransferFailed, match="root failed"):
         asyncio.run(executor.run(actions))
     assert receiver.log == ["start root"]   # no properties set, the child never started
+
+
+class _CreatingHost:
+    """A host whose `zfs create -p` fails like zfs when another create made one of the parents
+    meanwhile (the lab shows this only by chance: two jobs into siblings under a new parent)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.overlapped = False
+        self.made: set[str] = set()
+
+    async def zfs_line(self, line: str, *, dataset: str | None = None, retry_busy: bool = False) -> None:
+        self.running += 1
+        self.overlapped = self.overlapped or self.running > 1
+        await asyncio.sleep(0.01)
+        self.running -= 1
+        if self.overlapped and dataset not in self.made:
+            from zrelay.errors import ZfsError
+            raise ZfsError("vault", "cannot create 'backup/new': dataset already exists", dataset)
+        self.made.add(dataset or "")
+
+    async def exists(self, dataset: str) -> bool:
+        return dataset in self.made
+
+
+def test_parents_of_sibling_jobs_are_created_one_at_a_time() -> None:
+    from zrelay.engine.executor import run_command
+    from zrelay.engine.fleet import Fleet
+
+    host = _CreatingHost()
+    fleet = Fleet.__new__(Fleet)   # only its per-run locks and this host are used here
+    fleet.per_run = {}
+    fleet.host = lambda name: host   # type: ignore[method-assign]
+    actions = [Action(ActionKind.CREATE_PARENT, "vault", f"backup/new/{n}", (f"zfs create -p backup/new/{n}",))
+               for n in ("a", "b")]
+
+    async def both() -> None:
+        await asyncio.gather(*(run_command(fleet, a) for a in actions))
+
+    asyncio.run(both())
+    assert not host.overlapped and host.made == {"backup/new/a", "backup/new/b"}

@@ -124,16 +124,32 @@ def _receiving(fleet: Fleet, host: str | None) -> contextlib.AbstractAsyncContex
 
 async def run_command(fleet: Fleet, action: Action) -> None:
     """Run a command action's lines on its host; zfs's errors become typed ZfsErrors."""
+    if action.kind is ActionKind.CREATE_PARENT:
+        # jobs into siblings under one new parent: one create at a time per host
+        async with fleet.per_host_lock("create-parent", action.host):
+            await _create_parent(fleet, action)
+        return
     host = fleet.host(action.host)
     for line in action.lines:
-        try:
-            await host.zfs_line(line, dataset=action.subject, retry_busy=action.kind in RETRIED_WHEN_BUSY)
-        except ZfsError as exc:
-            # a parent another job (or tool) created since the plan: what the action wanted is there
-            if action.kind is ActionKind.CREATE_PARENT and "already exists" in str(exc) \
-                    and await _exists(fleet, action):
-                continue
-            raise
+        await host.zfs_line(line, dataset=action.subject, retry_busy=action.kind in RETRIED_WHEN_BUSY)
+
+
+async def _create_parent(fleet: Fleet, action: Action) -> None:
+    """``zfs create -p``: a parent (or one of its own parents) that another job, zrelay or tool
+    created since the plan is no failure: once more, and what the action wanted is there."""
+    host = fleet.host(action.host)
+    for line in action.lines:
+        for attempt in range(2):
+            try:
+                await host.zfs_line(line, dataset=action.subject)
+                break
+            except ZfsError as exc:
+                if "already exists" not in str(exc):
+                    raise
+                if await _exists(fleet, action):
+                    break
+                if attempt:
+                    raise
 
 
 async def _exists(fleet: Fleet, action: Action) -> bool:

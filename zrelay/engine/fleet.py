@@ -106,6 +106,14 @@ class Fleet:
             remote = self._hosts[name] = RemoteHost(self.pool.get(name))
         return remote
 
+    def per_host_lock(self, what: str, host: str) -> asyncio.Lock:
+        """One lock per (what, host) for the run: work that must not run twice at once on a host."""
+        locks_ = self.per_run.setdefault(f"lock:{what}", {})
+        lock = locks_.get(host)
+        if lock is None:
+            lock = locks_[host] = asyncio.Lock()
+        return lock
+
     def on_close(self, closer: Callable[[], Awaitable[object]]) -> None:
         """Run ``closer`` when the fleet closes, before its connections go (e.g. ssh masters)."""
         self._closers.append(closer)
