@@ -608,16 +608,7 @@ class _BulkSend:
             if chan._send_buf[0][1] is None and chan._send_chan is not None and self._sender.ready():
                 self._send_run()
                 continue
-            pktsize = min(chan._send_window, chan._send_pktsize)
-            view, datatype = chan._send_buf[0]
-            if len(view) > pktsize:
-                data = view[:pktsize]
-                chan._send_buf[0] = (view[pktsize:], datatype)
-            else:
-                data = view
-                del chan._send_buf[0]
-            chan._send_buf_len -= len(data)
-            chan._send_window -= len(data)
+            data, datatype = _take_packet(chan)
             if chan._send_chan is None:   # as asyncssh's send_packet: not open yet, or gone
                 continue
             if datatype is not None:
@@ -644,18 +635,9 @@ class _BulkSend:
         budget = conn._rekey_bytes - conn._rekey_bytes_sent
         pieces: list[memoryview] = []
         while chan._send_buf and chan._send_window and budget > 0:
-            view, datatype = chan._send_buf[0]
-            if datatype is not None:
+            if chan._send_buf[0][1] is not None:   # extended data goes packet by packet (flush)
                 break
-            pktsize = min(chan._send_window, chan._send_pktsize)
-            if len(view) > pktsize:
-                data = view[:pktsize]
-                chan._send_buf[0] = (view[pktsize:], datatype)
-            else:
-                data = view
-                del chan._send_buf[0]
-            chan._send_buf_len -= len(data)
-            chan._send_window -= len(data)
+            data, _ = _take_packet(chan)
             pieces.append(data)
             budget -= sender.padded_size(9 + len(data))   # type, channel, length, data
         sender.seal_run(chan._send_chan, pieces)
@@ -779,3 +761,19 @@ def _deliver_data(self: Any, data: bytes, datatype: Any) -> None:
         decoded = data
     if self._session is not None:
         self._session.data_received(decoded, datatype)
+
+
+def _take_packet(chan: Any) -> tuple[memoryview, int | None]:
+    """The next packet's data off the front of ``chan``'s send buffer (at most the window and
+    the packet size), counted off the buffer and the window as asyncssh's ``_flush_send_buf`` does."""
+    pktsize = min(chan._send_window, chan._send_pktsize)
+    view, datatype = chan._send_buf[0]
+    if len(view) > pktsize:
+        data = view[:pktsize]
+        chan._send_buf[0] = (view[pktsize:], datatype)
+    else:
+        data = view
+        del chan._send_buf[0]
+    chan._send_buf_len -= len(data)
+    chan._send_window -= len(data)
+    return data, datatype
