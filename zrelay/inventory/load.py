@@ -26,14 +26,14 @@ import functools
 import gc
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, NamedTuple, TypeVar
 
 import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import ScalarNode as _YamlScalarNode
 
 from zrelay.errors import InvalidName, InventoryError, UsageError
 from zrelay.inventory.ansible import (IniSection, RangeError, ansible_bool, directory_sources,
@@ -56,6 +56,8 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _SPACE = re.compile(r"\s")  # what str.isspace() calls whitespace
+#: A host name with nothing to look at twice: no whitespace, no range ('['), no port (':').
+_PLAIN_NAME = re.compile(r"[^\s:\[]+")
 _CONTROL = re.compile(r"[\x00-\x1f]")
 _NULL_TAG = "tag:yaml.org,2002:null"
 
@@ -79,6 +81,12 @@ class _Bad(Exception):
         self.in_name = in_name  # the entry's name is at fault, not its value
 
 
+#: Where a value was written, as (file, line, column), both 1-based: what readers keep for
+#: every key and value. A tuple costs a fraction of an Origin, and a fleet of 50,000 hosts
+#: needs only few of them as Origins (an error, a source someone asks about).
+Place = tuple[str, int, int]
+
+
 class _Errors:
     """Every problem found so far, in the order found."""
 
@@ -86,8 +94,9 @@ class _Errors:
         self.items: list[InventoryError] = []
         self._seen: set[str] = set()
 
-    def add(self, origin: Origin, message: str) -> None:
+    def add(self, where: Origin | Place, message: str) -> None:
         """Record one problem; a node reached twice (through a YAML alias) is reported once."""
+        origin = where if isinstance(where, Origin) else Origin(*where)
         error = origin.error(message)
         if error.render() not in self._seen:
             self._seen.add(error.render())
@@ -159,8 +168,14 @@ def _want_bool(value: Any, what: str) -> bool:
     return value
 
 
+#: An address every check below would pass as it is (the usual host name or IP address).
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_.:%\[\]][A-Za-z0-9_.:%\[\]-]*")
+
+
 def _check_address(value: Any, what: str) -> str:
     """A host name or IP address that is safe to hand to ssh."""
+    if value.__class__ is str and _PLAIN_ADDRESS.fullmatch(value):
+        return value  # one match instead of eight checks: a fleet has one per host
     text = _want_str(value, what)
     if _SPACE.search(text):
         raise _Bad(f"{what}: {text!r} contains whitespace")
@@ -351,31 +366,34 @@ def _unknown_key(key: str, valid: list[str], where: str,
 # --------------------------------------------------------------------------- raw model
 
 
-@dataclass(slots=True)
-class _Setting:
+class _Setting(NamedTuple):
     """One checked host setting and where it was written.
 
     ``problem`` is set for a bad value in an Ansible inventory: Ansible only
     minds a variable when a play uses it, so zrelay reports it only when a host
     ends up using that value (a value overridden elsewhere is harmless).
+    A tuple: a fleet makes one or two per host.
     """
 
     value: Any
-    origin: Origin
-    problem: str | None = None
-    key: str = ""  # the name as written (``ansible_port`` or ``port``)
+    origin: Place
+    problem: str | None
+    key: str  # the name as written (``ansible_port`` or ``port``)
+
+
+_new_setting = functools.partial(tuple.__new__, _Setting)  # _Setting(*fields) without its __new__
 
 
 class _Vars:
     """One source of variables (a host entry or a group's ``vars:``), already checked.
 
-    A plain class with slots: a fleet makes one or two per host.
+    A plain class with slots: a fleet makes one per host.
     """
 
     __slots__ = ("settings", "raw", "raw_origins", "broken")
 
     def __init__(self, settings: dict[str, _Setting] | None = None,
-                 raw: dict[str, Any] | None = None, raw_origins: dict[str, Origin] | None = None,
+                 raw: dict[str, Any] | None = None, raw_origins: dict[str, Place] | None = None,
                  broken: set[str] | None = None) -> None:
         self.settings = {} if settings is None else settings  # canonical zrelay names
         self.raw = {} if raw is None else raw                  # as written, ansible_* too
@@ -409,10 +427,13 @@ class _VarsChecker:
         self.errors = errors
         self.base_dir = base_dir
         self.ansible = ansible
+        #: What each variable name is: (its zrelay setting, that setting's check), or
+        #: (None, None) for a name that is not a setting.
+        self._names: dict[str, tuple[str | None, Callable[[Any, str], Any] | None]] = {}
 
-    def add(self, result: _Vars, key: str, value: Any, key_origin: Origin,
-            value_origin: Origin, where: str, for_host: bool,
-            locate: Callable[[str, bool], Origin | None] | None = None) -> None:
+    def add(self, result: _Vars, key: str, value: Any, key_origin: Place,
+            value_origin: Place, where: str, for_host: bool,
+            locate: Callable[[str, bool], Place | None] | None = None) -> None:
         """Check one variable into ``result``; problems go to the error list (or are deferred).
 
         ``locate(entry, name)``: where an entry of a mapping value (its name, or its value)
@@ -420,8 +441,13 @@ class _VarsChecker:
         """
         result.raw[key] = value
         result.raw_origins[key] = key_origin
-        canonical = HOST_ALIASES.get(key) if self.ansible else HOST_ALIASES.get(key, key)
-        if canonical is None or canonical not in _HOST_CHECKS:
+        known = self._names.get(key)
+        if known is None:
+            canonical = HOST_ALIASES.get(key) if self.ansible else HOST_ALIASES.get(key, key)
+            known = self._names[key] = (
+                (canonical, _HOST_CHECKS[canonical]) if canonical in _HOST_CHECKS else (None, None))
+        canonical, check = known
+        if canonical is None or check is None:
             if self.ansible or key.startswith("ansible_"):
                 return  # Ansible's business; kept in raw
             if key == "vars" and for_host:
@@ -435,7 +461,7 @@ class _VarsChecker:
         if self.ansible:
             value = _ansible_coerce(canonical, value)
         try:
-            checked = _HOST_CHECKS[canonical](value, key)
+            checked = check(value, key)
         except _Bad as bad:
             if bad.key is not None and locate is not None:
                 value_origin = locate(bad.key, bad.in_name) or value_origin
@@ -447,10 +473,14 @@ class _VarsChecker:
             return
         if canonical in _PATH_SETTINGS:
             checked = _resolve_path(checked, self.base_dir)
-        self._keep(result, canonical, _Setting(checked, value_origin, None, key), key_origin)
+        setting = _new_setting((checked, value_origin, None, key))
+        if canonical in result.settings:
+            self._keep(result, canonical, setting, key_origin)
+        else:
+            result.settings[canonical] = setting
 
     def _keep(self, result: _Vars, canonical: str, setting: _Setting,
-              key_origin: Origin | None = None) -> None:
+              key_origin: Place | None = None) -> None:
         previous = result.settings.get(canonical)
         if previous is not None and previous.key != setting.key:
             if self.ansible:  # Ansible's own order between its aliases decides, silently
@@ -484,14 +514,66 @@ class _Inherited:
     vars: _Vars = field(default_factory=_Vars)
     var_sources: dict[str, VarSource] = field(default_factory=dict)
     setting_sources: dict[str, VarSource] = field(default_factory=dict)
+    #: Once every level is added: the settings with a problem, and the value of each of
+    #: Host's setting fields (in its order), its default where no level sets it.
+    problems: dict[str, _Setting] = field(default_factory=dict)
+    fields: list[Any] = field(default_factory=list)
 
     def add(self, scope: str, level: _Vars) -> None:
         """``level`` over what is merged so far."""
         self.vars.update(level)
         for key, origin in level.raw_origins.items():
-            self.var_sources[key] = VarSource(scope, origin)
+            self.var_sources[key] = VarSource(scope, Origin(*origin))
         for key, setting in level.settings.items():
-            self.setting_sources[key] = VarSource(scope, setting.origin)
+            self.setting_sources[key] = VarSource(scope, Origin(*setting.origin))
+
+    def done(self) -> None:
+        settings = self.vars.settings
+        self.problems = {key: setting for key, setting in settings.items() if setting.problem}
+        self.fields = [settings[name].value if name in settings else default
+                       for name, default in _HOST_SETTINGS]
+
+
+class _Sources(Mapping[str, VarSource]):
+    """A host's ``var_sources`` or ``setting_sources``, each VarSource made when asked.
+
+    ``own``: what the host itself sets (scope ``host NAME``), as a Place, a _Setting or a
+    VarSource; the other keys come from ``below``, what its groups set (one dict for every
+    host in the same groups). A fleet would otherwise make for every host several
+    VarSources that nobody reads. Keys are in the order the levels set them, as in ``vars``.
+    """
+
+    __slots__ = ("_own", "_below", "_scope")
+
+    def __init__(self, own: Mapping[str, Place | _Setting | VarSource],
+                 below: Mapping[str, VarSource], scope: str) -> None:
+        self._own = own
+        self._below = below
+        self._scope = scope
+
+    def __getitem__(self, key: str) -> VarSource:
+        own = self._own.get(key)
+        if own is None:
+            return self._below[key]
+        if isinstance(own, VarSource):
+            return own
+        place = own.origin if isinstance(own, _Setting) else own
+        return VarSource(self._scope, Origin(*place))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._own or key in self._below
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._below
+        for key in self._own:
+            if key not in self._below:
+                yield key
+
+    def __len__(self) -> int:
+        return len(self._below) + sum(1 for key in self._own if key not in self._below)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 @dataclass(slots=True)
@@ -499,7 +581,7 @@ class _RawHost:
     name: str
     origin: Origin
     vars: _Vars = field(default_factory=_Vars)
-    dir_vars: _Vars = field(default_factory=_Vars)  # host_vars/NAME*
+    dir_vars: _Vars | None = None  # host_vars/NAME*, when there are any
 
 
 @dataclass
@@ -592,10 +674,10 @@ class _Builder:
         elif origin.file in self.strict_files:
             for key, new in host_vars.settings.items():
                 old = raw.vars.settings.get(key)
-                if (old is not None and old.origin.file == origin.file
+                if (old is not None and old.origin[0] == origin.file
                         and old.value != new.value):
                     self.errors.add(new.origin, f"host {name!r} is also listed at line "
-                                    f"{old.origin.line} with {key} {old.value!r}; give a "
+                                    f"{old.origin[1]} with {key} {old.value!r}; give a "
                                     "host's settings once, where it is first listed")
                     host_vars = host_vars.copy()
                     host_vars.settings.pop(key)
@@ -624,6 +706,8 @@ class _Builder:
             for name, host in self.hosts.items():
                 if name in present:
                     for file in vars_files(host_dir, listing, name):
+                        if host.dir_vars is None:
+                            host.dir_vars = _Vars()
                         host.dir_vars.update(self._vars_file(file, checker, f"host {name!r}",
                                                              for_host=True))
 
@@ -658,33 +742,34 @@ class _Builder:
                 parents[name].add("all")
         self._check_cycles()
         depth = self._depths()
-        direct: dict[str, list[str]] = {}
+        direct: dict[str, tuple[str, ...]] = {}  # host -> the groups that list it
         for name, group in self.groups.items():
+            alone = (name,)  # one tuple for the hosts listed in this group only
             for host in group.hosts:
-                direct.setdefault(host, []).append(name)
+                have = direct.get(host)
+                direct[host] = alone if have is None else have + alone
         inherited: dict[tuple[str, ...], _Inherited] = {}
-        hosts: dict[str, Host | None] = {}
+        hosts: dict[str, Host] = {}
         for name, raw in self.hosts.items():
-            groups = tuple(direct.get(name, ()))
-            from_groups = inherited.get(groups)
+            listed_in = direct.get(name, ())
+            from_groups = inherited.get(listed_in)
             if from_groups is None:
-                from_groups = inherited[groups] = self._inherited(groups, parents, depth)
-            hosts[name] = self._host(raw, from_groups)
-        hosts_ok = {name: h for name, h in hosts.items() if h is not None}
-        grouped = {h for name, g in self.groups.items() if name != "all" for h in g.hosts}
-        ungrouped = [h for h in self.hosts if h not in grouped]
-        groups_out = {
+                from_groups = inherited[listed_in] = self._inherited(listed_in, parents, depth)
+            built = self._host(raw, from_groups)
+            if built is not None:
+                hosts[name] = built
+        groups = {
             name: Group(name, tuple(g.hosts), tuple(g.children),
                         {**g.vars.raw, **g.dir_vars.raw}, g.origin)
             for name, g in self.groups.items()
         }
         self._check_host_group_names()
-        if "ungrouped" not in groups_out:
-            groups_out["ungrouped"] = Group("ungrouped", tuple(ungrouped), (), {},
-                                           self.groups["all"].origin)
+        if "ungrouped" not in groups:  # the hosts no group but 'all' lists
+            ungrouped = tuple(h for h in self.hosts if direct.get(h, ()) in ((), ("all",)))
+            groups["ungrouped"] = Group("ungrouped", ungrouped, (), {}, self.groups["all"].origin)
         jobs = self._jobs()
         settings = Settings(**self.settings)
-        return Inventory(self.path, hosts_ok, groups_out, jobs, dict(self.s3_targets), settings,
+        return Inventory(self.path, hosts, groups, jobs, dict(self.s3_targets), settings,
                          tuple(dict.fromkeys(self.sources)))
 
     def _check_host_group_names(self) -> None:
@@ -759,62 +844,55 @@ class _Builder:
         inherited = _Inherited(tuple(g for g in order if g != "ungrouped"))
         for scope, level in levels:
             inherited.add(scope, level)
+        inherited.done()
         return inherited
 
     def _host(self, raw: _RawHost, inherited: _Inherited) -> Host | None:
         """The host's own variables over what its groups give it (``inherited``): the
-        host's vars in the inventory files, then ``host_vars/<host>``; then the Host."""
+        host's vars in the inventory files, then ``host_vars/<host>``; then the Host.
+
+        Run once per host of a fleet: what all hosts in the same groups share is merged
+        once in ``inherited``, and each host adds only what it sets itself.
+        """
         own, dirs = raw.vars, raw.dir_vars
-        levels = (own, dirs) if dirs.raw or dirs.settings else (own,)  # host_vars/ is rare
-        settings = {**inherited.vars.settings, **own.settings}
-        raw_vars = {**inherited.vars.raw, **own.raw}
-        if len(levels) == 2:
-            settings.update(dirs.settings)
-            raw_vars.update(dirs.raw)
-        var_sources = inherited.var_sources.copy()
-        setting_sources = inherited.setting_sources.copy()
-        scope = f"host {raw.name}"
-        for level in levels:
-            for key, origin in level.raw_origins.items():
-                var_sources[key] = VarSource(scope, origin)
-            for key, setting in level.settings.items():
-                setting_sources[key] = VarSource(scope, setting.origin)
+        if dirs is None:  # host_vars/ is rare
+            own_settings: dict[str, Any] = own.settings
+            var_own = own.raw_origins
+            raw_vars = {**inherited.vars.raw, **own.raw}
+        else:
+            own_settings = {**own.settings, **dirs.settings}
+            var_own = {**own.raw_origins, **dirs.raw_origins}
+            raw_vars = {**inherited.vars.raw, **own.raw, **dirs.raw}
+        values = inherited.fields.copy()
         usable = True
-        for setting in settings.values():
+        for key, setting in own_settings.items():
+            values[_HOST_SETTING_AT[key]] = setting.value
             if setting.problem:  # a bad value from an Ansible inventory that this host uses
                 self.errors.add(setting.origin, f"{setting.problem} (used by host {raw.name!r})")
                 usable = False
-        s = {k: v.value for k, v in settings.items()}
-        if "address" not in s:
-            if "address" in inherited.vars.broken or "address" in own.broken or \
-                    "address" in dirs.broken:
+        for key, setting in inherited.problems.items():
+            if key not in own_settings:
+                self.errors.add(setting.origin, f"{setting.problem} (used by host {raw.name!r})")
+                usable = False
+        if values[0] is None:  # no address
+            if "address" in inherited.vars.broken or "address" in own.broken or (
+                    dirs is not None and "address" in dirs.broken):
                 return None
             try:  # as Ansible: no ansible_host means the inventory name is the address
-                s["address"] = _check_address(raw.name, f"host {raw.name!r}")
+                values[0] = _check_address(raw.name, f"host {raw.name!r}")
             except _Bad as bad:
                 self.errors.add(raw.origin, f"{bad}; the host name is its address unless "
                                 "'address' (or 'ansible_host') is set")
                 return None
-            setting_sources["address"] = VarSource("host name", raw.origin)
+            own_settings = {**own_settings, "address": VarSource("host name", raw.origin)}
         if not usable:
             return None
-        return Host(
-            name=raw.name, address=s["address"], port=s.get("port", DEFAULT_PORT),
-            user=s.get("user"), identity_file=s.get("identity_file"),
-            known_hosts=s.get("known_hosts"), ssh_options=s.get("ssh_options", {}),
-            sudo=s.get("sudo", False), max_sessions=s.get("max_sessions", DEFAULT_MAX_SESSIONS),
-            sends=s.get("sends"), receives=s.get("receives"),
-            direct_address=s.get("direct_address"), direct=s.get("direct", False),
-            direct_identity_file=s.get("direct_identity_file"),
-            direct_known_hosts=s.get("direct_known_hosts"),
-            direct_ciphers=s.get("direct_ciphers", "auto"),
-            compress=s.get("compress"), buffer=s.get("buffer"), fastpath=s.get("fastpath", True),
-            groups=inherited.groups, vars=raw_vars, origin=raw.origin,
-            # The same keys as a rule (each level records both); filtered only if not.
-            var_sources=(var_sources if var_sources.keys() == raw_vars.keys() else
-                         {k: var_sources[k] for k in raw_vars if k in var_sources}),
-            setting_sources=(setting_sources if setting_sources.keys() == s.keys() else
-                             {k: setting_sources[k] for k in s if k in setting_sources}))
+        if values[_SSH_OPTIONS_AT] is None:
+            values[_SSH_OPTIONS_AT] = {}  # each host its own, as Host() would make it
+        scope = f"host {raw.name}"
+        return _new_host(raw.name, *values, inherited.groups, raw_vars, raw.origin,
+                         _Sources(var_own, inherited.var_sources, scope),
+                         _Sources(own_settings, inherited.setting_sources, scope))
 
     def _jobs(self) -> tuple[Job, ...]:
         jobs: list[Job] = []
@@ -986,6 +1064,40 @@ def _ancestors(endpoint: Endpoint) -> list[Endpoint]:
 
 
 _K = TypeVar("_K", bound=Hashable)
+_T = TypeVar("_T")
+
+
+def _constructor(cls: type[_T]) -> Callable[..., _T]:
+    """``cls(**fields)`` for a frozen dataclass with slots, without its generated ``__init__``.
+
+    That sets each field through ``object.__setattr__`` (what frozen costs), half the time
+    of making the 50,000 Hosts of a fleet; here each slot is set through its descriptor.
+    Every field must be given: a field added to ``cls`` makes every call fail, never
+    silently take a default. A ``__post_init__`` would be skipped, so none is allowed.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    if hasattr(cls, "__post_init__") or "__slots__" not in vars(cls):
+        raise TypeError(f"{cls.__name__}: a frozen dataclass with slots and no __post_init__")
+    space: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    space.update((f"_set_{n}", getattr(cls, n).__set__) for n in names)
+    exec(f"def make({', '.join(names)}):\n    o = _new(_cls)\n"  # noqa: S102 (our own text)
+         + "".join(f"    _set_{n}(o, {n})\n" for n in names) + "    return o\n", space)
+    make: Callable[..., _T] = space["make"]
+    return make
+
+
+_new_host = _constructor(Host)
+#: Host's setting fields in its order (they follow ``name``), with their defaults (None for
+#: ``ssh_options``, whose default, a dict, each host gets its own of).
+_HOST_SETTINGS: tuple[tuple[str, Any], ...] = tuple(
+    (f.name, None if f.default is MISSING else f.default)
+    for f in fields(Host) if f.name in _HOST_CHECKS)
+_HOST_SETTING_AT = {name: at for at, (name, _) in enumerate(_HOST_SETTINGS)}
+_SSH_OPTIONS_AT = _HOST_SETTING_AT["ssh_options"]
+if [f.name for f in fields(Host)][1:len(_HOST_SETTINGS) + 1] != list(_HOST_SETTING_AT) or \
+        _HOST_SETTINGS[0][0] != "address" or set(_HOST_SETTING_AT) != set(_HOST_CHECKS):
+    raise TypeError("Host's setting fields must follow its name, address first")
+_new_origin = _constructor(Origin)
 
 
 def _cycles(starts: Iterable[_K], edges: Callable[[_K], Iterable[_K]]) -> list[list[_K]]:
@@ -1059,7 +1171,7 @@ class _YamlReader:
         #: Collections built so far (by id of their value list, which aliases share):
         #: (data, values it expands to, nesting levels), or _BUILDING.
         self._built: dict[int, tuple[Any, int, int]] = {}
-        self._merged: dict[int, list[tuple[str, ScalarNode, Node]]] = {}  # merge sources
+        self._merged: dict[int, list[tuple[Node, Node]]] = {}  # merge sources
         self._groups_read: set[tuple[str, int]] = set()  # (group, id of its body's list)
 
     # -- node helpers
@@ -1075,12 +1187,16 @@ class _YamlReader:
     def is_null(node: Node) -> bool:
         return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
 
-    def entry_at(self, node: Node, key: str, name: bool) -> Origin | None:
+    def place(self, node: Node) -> Place:
+        mark = node.start_mark
+        return (self.file, mark.line + 1, mark.column + 1)
+
+    def entry_at(self, node: Node, key: str, name: bool) -> Place | None:
         """Where ``key`` (its name, or else its value) is written in mapping ``node``."""
         if isinstance(node, MappingNode):
             for key_node, value_node in node.value:
                 if isinstance(key_node, ScalarNode) and key_node.value == key:
-                    return self.at(key_node if name else value_node)
+                    return self.place(key_node if name else value_node)
         return None
 
     @staticmethod
@@ -1093,15 +1209,31 @@ class _YamlReader:
             return "nothing"
         return f"the value {node.value!r}"
 
-    def pairs(self, node: Node, what: str, _seen: frozenset[int] = frozenset()
-              ) -> list[tuple[str, ScalarNode, Node]] | None:
-        """A mapping's (key, key node, value node); null counts as empty.
+    def pairs(self, node: Node, what: str) -> list[tuple[str, Node, Node]] | None:
+        """A mapping's (key, key node, value node), as ``entries`` reads them."""
+        entries = self.entries(node, what)
+        return None if entries is None else [(k.value, k, v) for k, v in entries]
+
+    def entries(self, node: Node, what: str, _seen: frozenset[int] = frozenset()
+                ) -> list[tuple[Node, Node]] | None:
+        """A mapping's (key node, value node) pairs; null counts as empty.
 
         Merge keys (``<<: *anchor``) are expanded with YAML's rule (explicit
         keys win); duplicate explicit keys are reported, keeping the first.
         A merged mapping is expanded once per file, however often it is merged
-        (merges of merges would otherwise double at each level).
+        (merges of merges would otherwise double at each level). The usual
+        mapping (string keys, none twice, no merge) is answered with the node's
+        own list of pairs: read it, never change it.
         """
+        if node.__class__ is MappingNode and not _seen:  # not an alias: the usual mapping
+            pairs = node.value
+            keys: set[str] = set()
+            for k, _ in pairs:
+                if k.__class__ is not ScalarNode or k.tag != _STR_TAG or k.value in keys:
+                    break
+                keys.add(k.value)
+            else:
+                return pairs
         if self.is_null(node):
             return []
         if not isinstance(node, MappingNode):
@@ -1111,36 +1243,36 @@ class _YamlReader:
         if ident in _seen:
             self.fail(node, f"{what}: recursive YAML merge")
             return None
-        explicit: dict[str, tuple[str, ScalarNode, Node]] = {}
-        merged: dict[str, tuple[str, ScalarNode, Node]] = {}
+        explicit: dict[str, tuple[Node, Node]] = {}
+        merged: dict[str, tuple[Node, Node]] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
                 sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
                 for source in sources:
                     items = self._merged.get(id(source.value))
                     if items is None:
-                        items = self.pairs(source, f"{what} (merged)", _seen | {ident}) or []
+                        items = self.entries(source, f"{what} (merged)", _seen | {ident}) or []
                         if isinstance(source, MappingNode):
                             self._merged[id(source.value)] = items
                     for item in items:
-                        merged.setdefault(item[0], item)
+                        merged.setdefault(item[0].value, item)
                 continue
             if not isinstance(key_node, ScalarNode) or key_node.tag == _NULL_TAG:
                 self.fail(key_node, f"{what}: keys must be plain names, got {self.kind(key_node)}")
                 continue
             key = key_node.value
             if key in explicit:
-                first = explicit[key][1].start_mark.line + 1
+                first = explicit[key][0].start_mark.line + 1
                 self.fail(key_node, f"duplicate key {key!r} in {what} (first at line {first}); "
                           "YAML would silently keep only the last one")
                 continue
-            explicit[key] = (key, key_node, value_node)
+            explicit[key] = (key_node, value_node)
         if not merged:
             return list(explicit.values())
         inherited = [item for key, item in merged.items() if key not in explicit]
         return inherited + list(explicit.values())
 
-    def scalar(self, node: ScalarNode, what: str) -> Any:
+    def scalar(self, node: Node, what: str) -> Any:
         """A scalar's value under YAML 1.1 rules; a local tag (``!vault``) keeps the text."""
         tag = node.tag
         if tag == _STR_TAG:
@@ -1153,7 +1285,8 @@ class _YamlReader:
         try:
             if build is None:
                 return self.ctor.construct_undefined(node)
-            return build(self.ctor, node)
+            return build(self.ctor, _YamlScalarNode(tag, node.value, node.start_mark,
+                                                    node.end_mark, node.style))
         except Exception as exc:  # bad timestamps, unknown !!tags, ...
             problem = getattr(exc, "problem", None) or str(exc)
             self.fail(node, f"{what}: cannot read {node.value!r}: {problem}")
@@ -1196,7 +1329,7 @@ class _YamlReader:
         if isinstance(node, SequenceNode):
             data, items = [], [(None, item) for item in node.value]
         else:
-            data, items = {}, [(k, v) for k, _, v in self.pairs(node, what) or []]
+            data, items = {}, [(k.value, v) for k, v in self.entries(node, what) or []]
         for key, item in items:
             child = self.value(item, what if key is None else f"{what}.{key}", depth + 1)
             if key is None:
@@ -1324,7 +1457,7 @@ class _YamlReader:
             isinstance(k, ScalarNode) and k.tag != _MERGE_TAG and k.value not in _GROUP_KEYS
             for k, _ in node.value)
 
-    def name(self, key: str, key_node: ScalarNode, what: str) -> str | None:
+    def name(self, key: str, key_node: Node, what: str) -> str | None:
         """A host or group name as written (YAML's own typing of keys is ignored)."""
         if not key.strip():
             self.fail(key_node, f"{what} name is empty")
@@ -1334,7 +1467,7 @@ class _YamlReader:
             return None
         return key
 
-    def read_group(self, name: str, key_node: ScalarNode, node: Node, parent: str | None) -> None:
+    def read_group(self, name: str, key_node: Node, node: Node, parent: str | None) -> None:
         if self.name(name, key_node, "group") is None:
             return
         where = f"group {name!r}"
@@ -1373,29 +1506,38 @@ class _YamlReader:
         if isinstance(node, _AliasMapping) and not self.spend(node, len(node.value), where):
             return
         listed: dict[str, str] = {}  # host -> the key that listed it (a range, maybe)
-        for key, key_node, value_node in self.pairs(node, f"hosts of {where}") or []:
-            if self.name(key, key_node, "host") is None:
-                continue
-            pattern, port = split_port(key) if self.ansible else (key, None)
-            try:
-                names = expand_range(pattern)
-            except RangeError as exc:
-                self.fail(key_node, str(exc))
-                continue
-            if (not self.ansible and ":" in pattern
-                    and ":" in re.sub(r"\[[^\]]*\]", "", pattern)):
-                self.fail(key_node, f"host name {key!r} contains ':'; set 'port' instead "
-                          "(host:port names are not supported)")
-                continue
-            if not (self.is_null(value_node) or isinstance(value_node, MappingNode)):
+        file, host, read_vars = self.file, self.builder.host, self.read_vars
+        for key_node, value_node in self.entries(node, f"hosts of {where}") or []:
+            key = key_node.value
+            if _PLAIN_NAME.fullmatch(key):  # the usual name: no range, port or space in it
+                names, port = [key], None
+            else:
+                if self.name(key, key_node, "host") is None:
+                    continue
+                pattern, port = split_port(key) if self.ansible else (key, None)
+                try:
+                    names = expand_range(pattern)
+                except RangeError as exc:
+                    self.fail(key_node, str(exc))
+                    continue
+                if (not self.ansible and ":" in pattern
+                        and ":" in re.sub(r"\[[^\]]*\]", "", pattern)):
+                    self.fail(key_node, f"host name {key!r} contains ':'; set 'port' instead "
+                              "(host:port names are not supported)")
+                    continue
+            if value_node.__class__ is MappingNode or (
+                    isinstance(value_node, MappingNode) or self.is_null(value_node)):
+                host_vars = read_vars(value_node, f"host {key!r}", for_host=True)
+            else:
                 self.fail(value_node, f"host {key!r}: expected its vars as a mapping (or "
                           f"nothing), got {self.kind(value_node)}")
                 host_vars = _Vars(broken={"?"})  # still a host, so jobs naming it do not cascade
-            else:
-                host_vars = self.read_vars(value_node, f"host {key!r}", for_host=True)
-            at = self.at(key_node)
+            mark = key_node.start_mark
+            at = _new_origin(file, mark.line + 1, mark.column + 1)
             if port is not None:
-                self.checker.add(host_vars, "ansible_port", port, at, at, f"host {key!r}", True)
+                place = (file, mark.line + 1, mark.column + 1)
+                self.checker.add(host_vars, "ansible_port", port, place, place, f"host {key!r}",
+                                 True)
             for name in names:
                 if name in listed:
                     first = listed[name]
@@ -1405,27 +1547,37 @@ class _YamlReader:
                     continue
                 listed[name] = key
                 # host() copies what it keeps, unless a range shares nothing
-                self.builder.host(name, at, group, host_vars, owned=len(names) == 1)
+                host(name, at, group, host_vars, owned=len(names) == 1)
 
     def read_vars(self, node: Node, where: str, *, for_host: bool) -> _Vars:
         """One vars mapping, each setting checked and every alias mapped to its zrelay name."""
         result = _Vars()
-        if not self.is_null(node) and not isinstance(node, MappingNode) and self.ansible:
-            self.fail(node, f"{where}: expected a mapping of variables, got {self.kind(node)}")
-            return result
-        if isinstance(node, _AliasMapping) and not self.spend(node, len(node.value), where):
-            return result
+        if node.__class__ is not MappingNode:  # null, an alias, or not a mapping at all
+            if not self.is_null(node) and not isinstance(node, MappingNode) and self.ansible:
+                self.fail(node, f"{where}: expected a mapping of variables, got "
+                          f"{self.kind(node)}")
+                return result
+            if isinstance(node, _AliasMapping) and not self.spend(node, len(node.value), where):
+                return result
         file, add, scalar, value_of = self.file, self.checker.add, self.scalar, self.value
-        for key, key_node, value_node in self.pairs(node, where) or []:
+        for key_node, value_node in self.entries(node, where) or []:
+            key = key_node.value
             # A plain scalar (no alias, nothing to count or share): its value directly.
+            locate = None
             if value_node.__class__ is ScalarNode:
-                value = value_node.value if value_node.tag == _STR_TAG else scalar(value_node, key)
+                value, tag = value_node.value, value_node.tag
+                if tag == _STR_TAG:
+                    pass
+                elif tag == _INT_TAG and value.isdigit() and (value[0] != "0" or value == "0"):
+                    value = int(value)  # the usual port: as scalar() reads it, without the call
+                else:
+                    value = scalar(value_node, key)
             else:
                 value = value_of(value_node, key)
+                locate = functools.partial(self.entry_at, value_node)
             key_mark, value_mark = key_node.start_mark, value_node.start_mark
-            add(result, key, value, Origin(file, key_mark.line + 1, key_mark.column + 1),
-                Origin(file, value_mark.line + 1, value_mark.column + 1), where, for_host,
-                functools.partial(self.entry_at, value_node))
+            add(result, key, value, (file, key_mark.line + 1, key_mark.column + 1),
+                (file, value_mark.line + 1, value_mark.column + 1), where, for_host, locate)
         return result
 
     # -- the zrelay: section
@@ -1470,7 +1622,7 @@ class _YamlReader:
             except _Bad as bad:
                 self.fail(value_node, str(bad))
 
-    def read_s3_target(self, name: str, key_node: ScalarNode, node: Node) -> None:
+    def read_s3_target(self, name: str, key_node: Node, node: Node) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
             self.fail(key_node, f"S3 target name {name!r} must be letters, digits, '_', '.', '-'")
             return
@@ -1776,8 +1928,8 @@ def _read_ini_section(builder: _Builder, checker: _VarsChecker, file: str,
     where = f"group {section.group!r}"
     if section.kind == "vars":
         for var in section.vars:
-            checker.add(group.vars, var.key, var.value, Origin(file, var.line, var.column),
-                        Origin(file, var.line, var.value_column), f"vars of {where}", False)
+            checker.add(group.vars, var.key, var.value, (file, var.line, var.column),
+                        (file, var.line, var.value_column), f"vars of {where}", False)
     elif section.kind == "children":
         for child, line, column in section.children:
             if child == "all":
@@ -1795,12 +1947,12 @@ def _read_ini_section(builder: _Builder, checker: _VarsChecker, file: str,
                 continue
             host_vars = _Vars()
             if host.port is not None:
-                checker.add(host_vars, "ansible_port", host.port, at, at, f"host {host.pattern!r}",
-                            True)
+                place = (file, host.line, host.column)
+                checker.add(host_vars, "ansible_port", host.port, place, place,
+                            f"host {host.pattern!r}", True)
             for var in host.vars:
-                checker.add(host_vars, var.key, var.value, Origin(file, var.line, var.column),
-                            Origin(file, var.line, var.value_column), f"host {host.pattern!r}",
-                            True)
+                checker.add(host_vars, var.key, var.value, (file, var.line, var.column),
+                            (file, var.line, var.value_column), f"host {host.pattern!r}", True)
             for host_name in names:
                 builder.host(host_name, at, name, host_vars.copy())
 
@@ -1937,39 +2089,53 @@ _INT_TAG = "tag:yaml.org,2002:int"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
 
+# The node tree is made of the parser's own events, so composing a 50,000-host file makes
+# no object beyond what the parser made: a scalar is its ScalarEvent (``tag`` resolved in
+# place), a list or mapping is the event that opened it, given ``value`` (its items, or its
+# (key, value) pairs). Every node has ``tag``, ``value``, ``start_mark`` and ``anchor``.
+ScalarNode = yaml.ScalarEvent
+SequenceNode = yaml.SequenceStartEvent
+MappingNode = yaml.MappingStartEvent
+#: Any node of that tree (PyYAML has no type hints to name them by).
+Node = Any
+
 
 class _AliasNode:
     """Mixin for a node written as ``*anchor``: it shares the anchored node's value.
 
     The composer makes one small node per alias (never a copy of what it names), so
     a problem can be reported at the alias itself, and readers can count what an
-    alias would expand to (see ``_YamlReader.value``).
+    alias would expand to (see ``_YamlReader.value``). ``anchor`` is the name it uses.
     """
 
     anchor: str
     target: Node
+    value: Any
 
 
-class _AliasScalar(_AliasNode, ScalarNode):
+class _AliasScalar(_AliasNode, yaml.ScalarEvent):
     pass
 
 
-class _AliasSequence(_AliasNode, SequenceNode):
+class _AliasSequence(_AliasNode, yaml.SequenceStartEvent):
     pass
 
 
-class _AliasMapping(_AliasNode, MappingNode):
+class _AliasMapping(_AliasNode, yaml.MappingStartEvent):
     pass
 
 
-_ALIAS_CLASSES: dict[type, type] = {ScalarNode: _AliasScalar, SequenceNode: _AliasSequence,
-                                    MappingNode: _AliasMapping}
-
-
-def _alias(target: Node, anchor: str, event: yaml.AliasEvent) -> Node:
-    node = _ALIAS_CLASSES[type(target)](target.tag, target.value, event.start_mark,
-                                        event.end_mark)
-    node.anchor = anchor
+def _alias(target: Node, event: Any) -> Node:
+    """A node at ``event`` (an alias) standing for ``target``, sharing its value."""
+    node: Any
+    if isinstance(target, ScalarNode):
+        node = _AliasScalar(event.anchor, target.tag, target.implicit, target.value,
+                            event.start_mark, event.end_mark, target.style)
+    else:
+        kind = _AliasSequence if isinstance(target, SequenceNode) else _AliasMapping
+        node = kind(event.anchor, target.tag, target.implicit, event.start_mark,
+                    event.end_mark, target.flow_style)
+        node.value = target.value
     node.target = target
     return node
 
@@ -2003,21 +2169,23 @@ class _Composer:
 
     Why not ``yaml.compose``: it returns an alias as the anchored node itself (so
     nothing can tell where the alias was written, which a refused alias bomb must
-    say), recurses once per nesting level, and resolves every plain scalar's tag
-    through PyYAML's generic resolver: half of the composing time of a 50,000-host
-    inventory. Tags are resolved the same way, with the same rules (YAML 1.1).
+    say), recurses once per nesting level, makes a node object for every event, and
+    resolves every plain scalar's tag through PyYAML's generic resolver: most of the
+    composing time of a 50,000-host inventory. Tags are resolved with the same rules
+    (YAML 1.1).
     """
 
     def __init__(self, text: str) -> None:
         self.loader = _LOADER(text)
-        self.stack: list[list[Any]] = []  # open collections: [node, pending key or None]
+        #: Open collections, outermost first: (node, and its parent's state when it opened).
+        self.stack: list[tuple[Node, list[Any] | None, bool, Node]] = []
 
     def dispose(self) -> None:
         self.loader.dispose()
 
     def open_flow(self) -> Any:
         """Where the innermost ``[`` or ``{`` still open starts (for an error at the end)."""
-        for node, _ in reversed(self.stack):
+        for node, _, _, _ in reversed(self.stack):
             if node.flow_style:
                 return node.start_mark
         return None
@@ -2044,12 +2212,14 @@ class _Composer:
         resolved: dict[str, str] = {}
         anchors: dict[str, Node] = {}
         stack = self.stack
-        scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
-        sequence_start, mapping_start = yaml.SequenceStartEvent, yaml.MappingStartEvent
+        scalar_event, alias_event = ScalarNode, yaml.AliasEvent
+        sequence_start, mapping_start = SequenceNode, MappingNode
+        items: list[Any] | None = None  # the open collection's value (None: none is open)
+        pairs = False                   # ... and whether it is a mapping
+        key: Node = None                # a mapping's key waiting for its value
         while True:
             event = get()
             kind = event.__class__
-            node: Node
             if kind is scalar_event:
                 tag = event.tag
                 if tag is None or tag == "!":
@@ -2067,49 +2237,48 @@ class _Composer:
                                 resolved[value] = tag
                         else:
                             tag = known
-                node = ScalarNode(tag, event.value, event.start_mark, event.end_mark,
-                                  event.style)
-            elif kind is sequence_start or kind is mapping_start:
+                    event.tag = tag
+                event.end_mark = None  # nothing reports where a node ends: its memory back now
+                node = event
+            elif kind is mapping_start or kind is sequence_start:
                 tag = event.tag
-                if kind is sequence_start:
-                    node = SequenceNode(_SEQ_TAG if tag is None or tag == "!" else tag, [],
-                                        event.start_mark, None, event.flow_style)
-                else:
-                    node = MappingNode(_MAP_TAG if tag is None or tag == "!" else tag, [],
-                                       event.start_mark, None, event.flow_style)
+                if tag is None or tag == "!":
+                    event.tag = _MAP_TAG if kind is mapping_start else _SEQ_TAG
+                event.value = []
+                event.end_mark = None
+                node = event
             elif kind is alias_event:
                 target = anchors.get(event.anchor)
                 if target is None:
                     raise ComposerError(
                         None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
-                node = _alias(target, event.anchor, event)
-            else:  # the end of a sequence or mapping
-                done = stack.pop()[0]
-                done.end_mark = event.end_mark
+                node = _alias(target, event)
+            else:  # the end of a list or mapping: back to its parent
+                done, items, pairs, key = stack.pop()
                 if not stack:
                     return done
                 continue
-            anchor = getattr(event, "anchor", None) if kind is not alias_event else None
-            if anchor is not None:
-                if anchor in anchors:
-                    raise ComposerError(
-                        f"found duplicate anchor {anchor!r}; first occurrence",
-                        anchors[anchor].start_mark, "second occurrence", event.start_mark)
-                anchors[anchor] = node
-            if stack:
-                frame = stack[-1]
-                parent = frame[0]
-                if parent.__class__ is SequenceNode:
-                    parent.value.append(node)
-                elif frame[1] is None:
-                    frame[1] = node
-                else:
-                    parent.value.append((frame[1], node))
-                    frame[1] = None
-            elif kind is scalar_event or kind is alias_event:
-                return node
-            if kind is sequence_start or kind is mapping_start:
-                stack.append([node, None])
+            if kind is not alias_event:
+                anchor = event.anchor
+                if anchor is not None:
+                    if anchor in anchors:
+                        raise ComposerError(
+                            f"found duplicate anchor {anchor!r}; first occurrence",
+                            anchors[anchor].start_mark, "second occurrence", event.start_mark)
+                    anchors[anchor] = node
+            if items is None:  # the document itself
+                if kind is scalar_event or kind is alias_event:
+                    return node
+            elif not pairs:
+                items.append(node)
+            elif key is None:
+                key = node
+            else:
+                items.append((key, node))
+                key = None
+            if kind is mapping_start or kind is sequence_start:
+                stack.append((node, items, pairs, key))
+                items, pairs, key = node.value, kind is mapping_start, None
 
 
 @contextlib.contextmanager
@@ -2160,6 +2329,7 @@ def _parse_now(text: str, path: Path, errors: _Errors) -> Inventory | None:
             return None
         builder.strict_files.add(file)
         _YamlReader(file, base_dir, builder, errors).read(root)
+        del root  # freed before the model is built: a fleet's node tree is most of the memory
         builder.add_vars_dir(base_dir, ansible=False)
     builder.load_vars_dirs()
     return builder.finish()
