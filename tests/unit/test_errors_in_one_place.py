@@ -21,7 +21,7 @@ PACKAGE = Path(zrelay.__file__).parent
 ALLOWED: dict[tuple[str, str], str] = {
     # The loader's value checks raise it; the loader turns it into an InventoryError at
     # file:line:column (and ``key``/``in_name`` pick the mapping entry to point at).
-    ("inventory/load.py", "_Bad"):
+    ("inventory/values.py", "Bad"):
         "a value check's failure, re-raised by the loader as InventoryError with its location",
     # expand_range is shared by the loader and `zrelay inventory add/remove-host`: the first
     # re-raises it as InventoryError at the host's line, the second as UsageError naming the

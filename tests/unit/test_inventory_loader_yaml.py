@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zrelay.inventory import Host, loads_inventory
-from zrelay.inventory.load import _Composer
+from zrelay.inventory.yamlread import Composer as _Composer
 
 #: Scalars whose YAML 1.1 type depends on every character (int bases, sexagesimal numbers,
 #: timestamps, the many booleans), under every style and tag a scalar can have.

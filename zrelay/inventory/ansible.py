@@ -3,7 +3,8 @@
 Why a module of its own: these rules are Ansible's, not zrelay's, and are kept
 as close to Ansible's behaviour as possible so an inventory written for Ansible
 means the same thing to zrelay. Everything here is plain text processing with
-line and column numbers; ``load.py`` turns the results into checked settings.
+line and column numbers; the loader (``sources.py``) turns the results into checked
+settings.
 """
 
 from __future__ import annotations
