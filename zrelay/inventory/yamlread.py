@@ -425,7 +425,7 @@ class NodeReader:
         own list of pairs: read it, never change it.
         """
         if node.__class__ is MappingNode and not _seen:  # not an alias: the usual mapping
-            pairs = node.value
+            pairs: list[tuple[Node, Node]] = node.value
             keys: set[str] = set()
             for k, _ in pairs:
                 if k.__class__ is not ScalarNode or k.tag != STR_TAG or k.value in keys:
