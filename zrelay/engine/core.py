@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 
 from zrelay import locks
-from zrelay.actions import Action, ActionKind, command_lines, describe_change, same_commands
+from zrelay.actions import Action, ActionKind, describe_change, same_commands
 from zrelay.engine.executor import Executor, run_command
 from zrelay.engine.fleet import Fleet
 from zrelay.engine.host_receiver import HostReceiver, both, has_direct_credentials, login_check
@@ -140,8 +140,8 @@ class Engine:
                 result.actions += planned.actions
                 self.emit(JobPlanned(job.name, receiver.name, planned.kind,
                                      planned.summary if round_ == 0 else f"planned again: {planned.summary}",
-                                     tuple(command_lines([*([snapshot] if snapshot and round_ == 0 else []),
-                                                          *planned.actions, *planned.secure]))))
+                                     tuple([*(snapshot.commands if snapshot and round_ == 0 else []),
+                                            *planned.commands])))
                 if options.dry_run:
                     result.actions += planned.secure
                     result.outcome = planned.dry_outcome

@@ -45,10 +45,6 @@ class TargetPlan:
     def commands(self) -> list[tuple[str, str]]:
         return command_lines([*self.actions, *self.secure])
 
-    @property
-    def transfers(self) -> bool:
-        return any(a.stream is not None for a in self.actions)
-
 
 class Receiver(Protocol):
     """One target of one job (see the module docstring)."""

@@ -323,13 +323,19 @@ def _check_bucket(value: Any, what: str) -> str:
     return text
 
 
-def _check_endpoint_url(value: Any, what: str) -> str:
-    """As botocore will take it, by the function zrelay.s3.store asks before making a client."""
-    text = want_str(value, what)
-    problem = s3_endpoint_problem(text)
-    if problem:
-        raise Bad(f"{what}: {problem}")
-    return text
+def _by_problem(problem_of: Callable[[str], str | None]) -> Callable[[Any, str], str]:
+    """A check of a string by the same ``*_problem`` function its use asks (one rule, one place)."""
+    def check(value: Any, what: str) -> str:
+        text = want_str(value, what)
+        problem = problem_of(text)
+        if problem:
+            raise Bad(f"{what}: {problem}")
+        return text
+    return check
+
+
+#: As botocore will take it, by the function zrelay.s3.store asks before making a client.
+_check_endpoint_url = _by_problem(s3_endpoint_problem)
 
 
 def _check_prefix(value: Any, what: str) -> str:
@@ -339,12 +345,7 @@ def _check_prefix(value: Any, what: str) -> str:
     return text
 
 
-def _check_region(value: Any, what: str) -> str:
-    text = want_str(value, what)
-    problem = s3_region_problem(text)
-    if problem:
-        raise Bad(f"{what}: {problem}")
-    return text
+_check_region = _by_problem(s3_region_problem)
 
 
 def _check_storage_class(value: Any, what: str) -> str:
