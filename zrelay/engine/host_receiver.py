@@ -191,8 +191,8 @@ class HostReceiver:
     async def _discard_partial(self, p: Plan, options: SyncOptions, why: str) -> Action:
         """The partial receive's token is dead: discard it where allowed (the action says why),
         else refuse with what the user can do."""
-        allowed, reason = discard_decision(p, options.abort_partial, "its resume token names a snapshot "
-                                           f"{self.source.name} no longer has")
+        allowed, reason = discard_decision(p, options.abort_partial, "its resume token names a snapshot that "
+                                           f"no longer exists on {self.source.name}")
         if not allowed:
             raise NoResumableState(self.dest.name, reason, dataset=p.target)
         return Action(ActionKind.ABORT_RECEIVE, self.dest.name, p.target,

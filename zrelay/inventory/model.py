@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from zrelay.errors import InvalidName, InventoryError, UsageError
+from zrelay.inventory.policy import Lifecycle, template_prefix
 from zrelay.zfs.model import SnapshotFilter
 from zrelay.zfs.names import dataset_problem, snapshot_problem
 
@@ -201,6 +202,23 @@ class Job:
     compress: str | None = None  # None: the hosts' ``compress`` settings decide
     buffer: str | None = None    # None: the hosts' ``buffer`` settings decide
     send_options: tuple[str, ...] | None = None  # -L/-e/-c by name; None: all that both ends have
+    lifecycle: Lifecycle = Lifecycle()           # snapshot schedule, keep policies, hooks
+
+    def own_snapshots(self, default_template: str) -> SnapshotFilter | None:
+        """The snapshots that are this job's to destroy: its ``select`` filter when it has one, else
+        those starting with the literal start of its snapshot name template. None when neither
+        narrows anything down (the loader refuses a keep policy then: other tools' snapshots are
+        never this job's)."""
+        if self.select.prefix or self.select.regex:
+            return self.select
+        schedule = self.lifecycle.snapshot
+        prefix = template_prefix(schedule.name if schedule and schedule.name else default_template)
+        return SnapshotFilter(prefix=prefix) if prefix else None
+
+    def snapshot_template(self, default_template: str) -> str:
+        """The name template of this job's snapshots: its own, else the fleet's."""
+        schedule = self.lifecycle.snapshot
+        return schedule.name if schedule and schedule.name else default_template
 
     @property
     def host_targets(self) -> tuple[Endpoint, ...]:
