@@ -14,6 +14,7 @@ an interrupted prune leaves a shorter chain, never a headless one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from zrelay.errors import NewestNotRestorable, RestoreRefused
@@ -548,15 +549,20 @@ class PrunePlan:
 
 
 def plan_prune(view: DatasetView, *, keep_chains: int | None, keep_seconds: float | None, now: float,
-               orphan_grace: float = DEFAULT_ORPHAN_GRACE) -> PrunePlan:
+               orphan_grace: float = DEFAULT_ORPHAN_GRACE,
+               keep: Mapping[str, Sequence[str]] | None = None,
+               drop_reason: str = "not kept by the policy") -> PrunePlan:
     """Which chains (and orphan sends) of one dataset go.
 
     A chain is kept when it is one of the newest ``keep_chains`` or holds a
-    snapshot created within ``keep_seconds``; the newest chain is always
-    kept. Safety over the rules: when every kept chain is broken, the newest
-    complete chain is kept too, and the decision records the refusal.
+    snapshot created within ``keep_seconds``, or when ``keep`` (chain root →
+    reasons: a calendar policy the caller applied, see zrelay.lifecycle)
+    names it; the newest chain is always kept. Safety over the rules: when
+    every kept chain is broken, the newest complete chain is kept too, and
+    the decision records the refusal. A chain no rule keeps gets
+    ``drop_reason`` when only ``keep`` decided.
     """
-    if keep_chains is None and keep_seconds is None:
+    if keep_chains is None and keep_seconds is None and keep is None:
         raise ValueError("pruning needs --keep-chains and/or --keep-days")
     if keep_chains is not None and keep_chains < 1:
         raise ValueError("--keep-chains must be at least 1 (the newest chain is always kept)")
@@ -570,6 +576,8 @@ def plan_prune(view: DatasetView, *, keep_chains: int | None, keep_seconds: floa
             reasons.append(f"one of the newest {keep_chains} chains")
         if keep_seconds is not None and chain.newest_creation >= now - keep_seconds:
             reasons.append(f"has a snapshot from the last {_days(keep_seconds)}")
+        if keep is not None and chain.root in keep:
+            reasons.extend(r for r in keep[chain.root] if r not in reasons)
         if reasons:
             decisions.append(ChainDecision(chain, False, reasons))
         else:
@@ -578,6 +586,8 @@ def plan_prune(view: DatasetView, *, keep_chains: int | None, keep_seconds: floa
                 why.append(f"older than the newest {keep_chains} chain(s)")
             if keep_seconds is not None:
                 why.append(f"no snapshot from the last {_days(keep_seconds)}")
+            if not why:
+                why.append(drop_reason)
             decisions.append(ChainDecision(chain, True, why))
     kept_healthy = any(not d.delete and d.chain.healthy for d in decisions)
     if not kept_healthy:
