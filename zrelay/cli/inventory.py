@@ -17,6 +17,7 @@ from typing import Any, Callable
 from zrelay.errors import EXIT_OK, EXIT_USAGE, UsageError
 from zrelay.inventory import Host, Inventory, inspect_inventory, load_inventory
 from zrelay.inventory.edit import EditResult, InventoryEditor, parse_assignment
+from zrelay.inventory.lifecycle_keys import lifecycle_json
 from zrelay.inventory.lookup import find_inventory
 from zrelay.inventory.model import name_list, suggest
 
@@ -172,7 +173,8 @@ def list_json(inventory: Inventory) -> dict[str, Any]:
         "hosts": {name: host_settings(inventory, h) for name, h in inventory.hosts.items()},
         "jobs": [{"name": j.name, "source": str(j.source), "recursive": j.recursive,
                   "snapshots": {"prefix": j.select.prefix, "regex": j.select.regex},
-                  "targets": [str(t) for t in j.targets]} for j in inventory.jobs],
+                  "targets": [str(t) for t in j.targets], **lifecycle_json(j.lifecycle)}
+                 for j in inventory.jobs],
         "s3_targets": {name: {"bucket": t.bucket, "endpoint": t.endpoint, "prefix": t.prefix,
                               "region": t.region, "storage_class": t.storage_class,
                               "profile": t.profile, "addressing_style": t.addressing_style}

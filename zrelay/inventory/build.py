@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Iterator, TypeVar
 
-from zrelay.inventory.model import (Endpoint, Group, Host, Inventory, Job, Origin, S3Ref, S3Target,
-                                    Settings, Target, name_list, suggest)
+from zrelay.inventory.lifecycle_keys import RawLifecycle, job_lifecycle, lifecycle_fits
+from zrelay.inventory.model import (DEFAULT_SNAPSHOT_NAME, Endpoint, Group, Host, Inventory, Job,
+                                    Origin, S3Ref, S3Target, Settings, Target, name_list, suggest)
 from zrelay.inventory.problems import Errors
 from zrelay.inventory.resolve import (Inherited, RawGroup, RawHost, Vars, group_depths, inherit,
                                       resolve_host)
@@ -37,6 +38,7 @@ class RawJob:
     send_options: tuple[str, ...] | None = None
     compress: str | None = None
     buffer: str | None = None
+    lifecycle: RawLifecycle = field(default_factory=RawLifecycle)  # snapshot, keep, hooks
     complete: bool = True  # False when a required part was missing or invalid
 
 
@@ -201,11 +203,15 @@ class Builder:
                 ok = False
             else:
                 names[name] = name_origin
-            if ok:
-                jobs.append(Job(name, raw.source, raw.recursive, raw.select, tuple(targets),
-                                raw.origin, direct=raw.direct, send_options=raw.send_options,
-                                compress=raw.compress, buffer=raw.buffer))
-                origins.append(dict((t, o) for t, o in raw.targets))
+            lifecycle = job_lifecycle(raw.lifecycle, raw.targets, self.errors)
+            if ok and lifecycle is not None:
+                job = Job(name, raw.source, raw.recursive, raw.select, tuple(targets),
+                          raw.origin, direct=raw.direct, send_options=raw.send_options,
+                          compress=raw.compress, buffer=raw.buffer, lifecycle=lifecycle)
+                template = self.settings.get("snapshot_name", DEFAULT_SNAPSHOT_NAME)
+                if lifecycle_fits(job, raw.lifecycle, template, self.errors):
+                    jobs.append(job)
+                    origins.append(dict((t, o) for t, o in raw.targets))
         self._check_job_overlaps(jobs, origins)
         self._check_job_loops(jobs)
         return tuple(jobs)

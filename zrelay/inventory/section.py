@@ -13,6 +13,7 @@ from typing import Any
 
 from zrelay.errors import UsageError
 from zrelay.inventory.build import Builder, RawJob
+from zrelay.inventory.lifecycle_keys import SNAPSHOT_KEYS, read_hooks, read_keep, read_snapshot
 from zrelay.inventory.model import (DEFAULT_STORAGE_CLASS, S3_SCHEME, Endpoint, S3Ref, S3Target,
                                     Target)
 from zrelay.inventory.values import (S3_CHECKS, Bad, check_buffer, check_compress, check_positive,
@@ -112,7 +113,8 @@ class ZrelaySection(NodeReader):
         items = self.pairs(node, "job")
         if items is None:
             return
-        valid = ["source", "name", "recursive", "snapshots", "targets", "direct", "send_options"]
+        valid = ["source", "name", "recursive", "snapshots", "targets", "direct", "send_options",
+                 "snapshot", "keep", "hooks"]
         seen: set[str] = set()
         misspelt: set[str] = set()
         for key, k_node, v_node in items:
@@ -140,6 +142,10 @@ class ZrelaySection(NodeReader):
                     job.select = self.snapshot_filter(v_node)
                 elif key == "targets":
                     self.read_targets(job, v_node)
+                elif key in ("snapshot", "keep", "hooks"):
+                    read = {"snapshot": read_snapshot, "keep": read_keep, "hooks": read_hooks}[key]
+                    if not read(self, k_node, v_node, job.lifecycle):
+                        job.complete = False
                 else:
                     self.fail(k_node, unknown_key(key, valid, "job"))
                     job.complete = False
@@ -181,7 +187,9 @@ class ZrelaySection(NodeReader):
                         raise Bad(f"snapshots.regex {regex!r} is not a valid regular "
                                   f"expression: {exc}") from None
                 else:
-                    self.fail(k_node, unknown_key(key, valid, "snapshots"))
+                    where = ("; when to take snapshots goes under 'snapshot:'"
+                             if key in SNAPSHOT_KEYS else "")
+                    self.fail(k_node, unknown_key(key, valid, "snapshots") + where)
             except Bad as bad:
                 self.fail(v_node, str(bad))
         return SnapshotFilter(prefix=prefix, regex=regex)

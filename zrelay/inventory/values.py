@@ -132,6 +132,35 @@ def check_positive(value: Any, what: str) -> int:
     return want_int(value, what, 1)
 
 
+_DURATION = re.compile(r"([0-9]+)([smhdw])")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_HELP = "a duration such as 30s, 15m, 1h, 1d or 1w"
+
+
+def want_duration(value: Any, what: str, minimum: int = 1) -> int:
+    """Whole seconds from ``N`` and one unit (s, m, h, d, w): one way to write a duration
+    (a bare number is refused, since seconds or minutes would be a guess)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise Bad(f"{what}: expected {_DURATION_HELP}, got the integer {value} "
+                  f"(add a unit: {value}s, {value}m, ...)")
+    text = want_str(value, what).strip()
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise Bad(f"{what}: expected {_DURATION_HELP}, got {text!r}")
+    seconds = int(match.group(1)) * DURATION_UNITS[match.group(2)]
+    if seconds < minimum:
+        raise Bad(f"{what}: {text} is too short (at least {duration_text(minimum)})")
+    return seconds
+
+
+def duration_text(seconds: int) -> str:
+    """``seconds`` as ``want_duration`` reads it back, in the largest unit that divides it."""
+    for unit, size in sorted(DURATION_UNITS.items(), key=lambda item: -item[1]):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def check_ssh_options(value: Any, what: str) -> dict[str, str | int]:
     """OpenSSH options as ``Name: value``, each converted now by the function the
     transport connects with (inventory.ssh_options), so a run never meets a value
@@ -422,8 +451,9 @@ S3_CHECKS: dict[str, Callable[[Any, str], Any]] = {
 }
 
 
-def snapshot_name_problem(template: str) -> str | None:
-    """Why ``template`` cannot name zrelay's snapshots, or None.
+def snapshot_name_problem(template: str, what: str = "snapshot_name") -> str | None:
+    """Why ``template`` cannot name zrelay's snapshots, or None (``what``: the key it was
+    written under, for the message).
 
     Rendered at two fixed dates: each must be a valid snapshot name, and they
     must differ, or the second ``sync --snapshot`` would collide with the first.
@@ -433,11 +463,11 @@ def snapshot_name_problem(template: str) -> str | None:
     try:
         a, b = first.strftime(template), second.strftime(template)
     except ValueError as exc:
-        return f"snapshot_name {template!r} is not a valid strftime template: {exc}"
+        return f"{what} {template!r} is not a valid strftime template: {exc}"
     problem = snapshot_problem(a)
     if problem:
-        return f"snapshot_name {template!r} renders as {a!r}: {problem}"
+        return f"{what} {template!r} renders as {a!r}: {problem}"
     if a == b:
-        return (f"snapshot_name {template!r} has no date or time field (such as %Y%m%d-%H%M%S), "
+        return (f"{what} {template!r} has no date or time field (such as %Y%m%d-%H%M%S), "
                 "so every snapshot would get the same name")
     return None
