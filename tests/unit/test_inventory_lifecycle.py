@@ -383,3 +383,18 @@ def test_list_json_writes_the_keys_back_as_they_read() -> None:
 def test_list_json_of_a_job_without_lifecycle() -> None:
     written = list_json(loads_inventory(job_text(), "inv.yml"))["_meta"]["zrelay"]["jobs"][0]
     assert (written["snapshot"], written["keep"], written["hooks"]) == (None, {}, None)
+
+
+def test_a_narrowed_job_keeps_each_targets_own_policy() -> None:
+    """``sync nas1:tank/data/child`` narrows a recursive job: its targets move down, and each
+    keeps the policy written for it (not the ``targets`` default, which keeps less here)."""
+    text = job_text("keep: {targets: {daily: 3}, vault:backup/data: {daily: 90}, "
+                    "s3:offsite: {monthly: 12}}").replace(
+        "    - source: nas1:tank/data\n", "    - source: nas1:tank/data\n      recursive: true\n")
+    inventory = loads_inventory(text, "inv.yml")
+    (child,) = inventory.jobs_matching(["nas1:tank/data/child"])
+    assert child.targets == (Endpoint("vault", "backup/data/child"), S3Ref("offsite"))
+    assert child.lifecycle.policy_for("vault:backup/data/child") == KeepPolicy(daily=90)
+    assert child.lifecycle.policy_for("s3:offsite") == KeepPolicy(monthly=12)
+    assert child.lifecycle.policy_for("source") is None
+    assert inventory.jobs[0].lifecycle.policy_for("vault:backup/data") == KeepPolicy(daily=90)

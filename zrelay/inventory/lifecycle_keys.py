@@ -29,6 +29,7 @@ HOOK_KEYS = ["pre_snapshot", "post_snapshot", "timeout"]
 #: Shortest ``every``: a schedule is checked once a minute at most.
 MIN_EVERY = 60
 DEFAULT_HOOK_TIMEOUT = Hooks().timeout
+_NONE = Lifecycle()
 
 
 @dataclass
@@ -203,6 +204,8 @@ def job_lifecycle(raw: RawLifecycle, targets: list[tuple[Target, Origin]],
                   errors: Errors) -> Lifecycle | None:
     """The job's Lifecycle, each ``keep:`` key checked against the targets the job lists
     (``source``, ``targets``, or one of them exactly as written); None after an error."""
+    if not raw.keep and raw.snapshot is None and raw.hooks is None:
+        return _NONE  # most jobs: nothing to check, one shared value
     written = [str(target) for target, _ in targets]
     keep: dict[str, KeepPolicy] = {}
     ok = True
@@ -226,6 +229,8 @@ def lifecycle_fits(job: Job, raw: RawLifecycle, fleet_template: str, errors: Err
     apart from other tools' (else a prune would destroy theirs), a scheduled snapshot is one
     the job's ``snapshots:`` filter selects (else it would never travel), and two scheduled
     snapshots never get one name."""
+    if not job.lifecycle.keep and job.lifecycle.snapshot is None:
+        return True
     ok = True
     template = job.snapshot_template(fleet_template)
     if job.lifecycle.keep and job.own_snapshots(fleet_template) is None and raw.keep_at:

@@ -242,7 +242,13 @@ class Job:
         rel = dataset[len(base):]
         targets = tuple(Endpoint(t.host, t.dataset + rel) if isinstance(t, Endpoint) else t
                         for t in self.targets)
-        return replace(self, source=Endpoint(self.source.host, dataset), targets=targets)
+        lifecycle = self.lifecycle  # keep policies follow their targets down
+        moved = {str(old): str(new) for old, new in zip(self.targets, targets) if old != new}
+        if any(side in moved for side in lifecycle.keep):
+            lifecycle = replace(lifecycle, keep={moved.get(side, side): policy
+                                                 for side, policy in lifecycle.keep.items()})
+        return replace(self, source=Endpoint(self.source.host, dataset), targets=targets,
+                       lifecycle=lifecycle)
 
 
 @dataclass(frozen=True, slots=True)
