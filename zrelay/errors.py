@@ -284,12 +284,22 @@ class TransferFailed(ZrelayError):
         return TransferFailed(message, self.failed_host, cause, sender_note=self.sender_note)
 
 
+class HookFailed(ZrelayError):
+    """A user's hook command failed on ``host`` (non-zero exit, or killed at its timeout):
+    a failed pre-snapshot hook means no snapshot was taken."""
+
+    def __init__(self, host: str, hook: str, detail: str) -> None:
+        self.host = host
+        self.hook = hook
+        super().__init__(f"{host}: the {hook} hook failed: {detail}")
+
+
 def blame(exc: ZrelayError, default: str | None) -> str | None:
     """The host a failure is put on in results: the side a transfer failed on, the host a
     command or connection failed on, else ``default`` (usually the job's source)."""
     if isinstance(exc, TransferFailed):
         return exc.failed_host
-    if isinstance(exc, (TransportError, ZfsError)):
+    if isinstance(exc, (TransportError, ZfsError, HookFailed)):
         return exc.host
     if isinstance(exc, S3Error):
         return None   # the S3 target failed: no host is at fault

@@ -99,7 +99,7 @@ def error_line(text: str) -> None:
     console(stderr=True).print(text, markup=False, soft_wrap=True, highlight=False)
 
 
-_OUTCOME_STYLE = {
+OUTCOME_STYLE = {
     Outcome.OK: "green", Outcome.NOOP: "green", Outcome.SKIPPED: "cyan",
     Outcome.REFUSED: "yellow", Outcome.FAILED: "red", Outcome.BUSY: "yellow",
 }
@@ -304,7 +304,7 @@ def print_dry_run(results: list[TaskResult]) -> None:
     w = width()
     lines: list[Line] = []
     for r in results:
-        style = _OUTCOME_STYLE.get(r.outcome, "")
+        style = OUTCOME_STYLE.get(r.outcome, "")
         message = r.message.removeprefix(f"{r.source} → {r.target}: ")   # a busy target's names both ends
         lines += layout.wrap([(r.job, "bold"), (f" → {r.target}: ", ""), (message, style)], w, 0, 4)
         said: set[str] = set()
@@ -341,7 +341,7 @@ RESULT_COLUMNS = (Column("what", "TARGET"), Column("result", "RESULT"), Column("
 
 
 def result_cells(what: str, outcome: Outcome, done: int, seconds: float, detail: str) -> dict[str, Cell]:
-    return {"what": cell(what), "result": cell(outcome.value, style=_OUTCOME_STYLE.get(outcome, "")),
+    return {"what": cell(what), "result": cell(outcome.value, style=OUTCOME_STYLE.get(outcome, "")),
             "moved": cell(human_bytes(done)), "time": cell(human_duration(seconds)), "detail": cell(detail)}
 
 
@@ -381,7 +381,7 @@ def print_table(title: str, columns: Sequence[Column], rows: Sequence[dict[str, 
     print_lines(lines)
 
 
-def print_summary(results: list[TaskResult]) -> None:
+def print_summary(results: list[TaskResult], title: str = "zrelay sync") -> None:
     if not results:
         console().print("no host targets matched: nothing to do")
         return
@@ -389,7 +389,7 @@ def print_summary(results: list[TaskResult]) -> None:
     for r in results:
         detail = r.message if r.outcome not in (Outcome.FAILED, Outcome.REFUSED, Outcome.BUSY) else "see below"
         rows.append(ResultRow(r.job, result_cells(r.target, r.outcome, r.bytes, r.seconds, detail), detail))
-    print_results("zrelay sync", rows)
+    print_results(title, rows)
     err = console(stderr=True)
     failed = sorted({r.failed_host for r in results if r.outcome is Outcome.FAILED and r.failed_host})
     bad = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.REFUSED)]

@@ -26,7 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--dry-run", action="store_true",
                    help="show the plan and the exact remote commands per host; change nothing")
     p.add_argument("--snapshot", action="store_true",
-                   help="take a new source snapshot first (name from the inventory's snapshot_name)")
+                   help="take a new source snapshot first, between the job's hooks; a job with a "
+                        "snapshot schedule only when it is due (name: the job's, else snapshot_name)")
+    p.add_argument("--prune", action="store_true",
+                   help="then prune every side of the jobs by their keep policies (as `zrelay prune`)")
     p.add_argument("--rollback", action="store_true",
                    help="allow rolling a diverged target back to the common base (destroys its newer snapshots)")
     p.add_argument("--abort-partial", action="store_true",
@@ -59,10 +62,13 @@ def run(args: argparse.Namespace) -> int:
     with recorder, output.ProgressView(enabled=show_progress) as view:
         locks.identify(recorder.run_id, "sync")
         sink = fanout(view.handle, recorder.handle) if not args.dry_run else view.handle
-        results = asyncio.run(_sync(inventory, jobs, options, sink))
+        results = asyncio.run(_sync(inventory, jobs, options, sink, prune=args.prune))
         recorder.set_exit_code(exit_code(results))
     if args.json:
-        json.dump([output.result_dict(r) for r in results], sys.stdout, indent=2)
+        as_dict = output.result_dict
+        if args.prune:   # the prune's sides carry every decision, as `zrelay prune --json` shows them
+            from zrelay.cli.prune import result_dict as as_dict
+        json.dump([as_dict(r) for r in results], sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif args.dry_run:
         output.print_dry_run(results)
@@ -82,9 +88,13 @@ def _recorder(args: argparse.Namespace, inventory_path: object) -> Recorder:
 
 
 async def _sync(inventory: Inventory, jobs: Iterable[Job], options: SyncOptions,
-                sink: EventSink) -> list[TaskResult]:
+                sink: EventSink, *, prune: bool = False) -> list[TaskResult]:
+    jobs = list(jobs)
     async with Engine(inventory, sink) as engine:
-        return await engine.sync(jobs, options)
+        results = await engine.sync(jobs, options)
+        if prune:   # over the same connections, once every target is replicated
+            results += await engine.prune(jobs, options)
+        return results
 
 
 def exit_code(results: list[TaskResult]) -> int:

@@ -18,17 +18,17 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 
 from zrelay import locks
-from zrelay.actions import Action, ActionKind, describe_change, same_commands
+from zrelay.actions import Action, command_lines, describe_change, same_commands
 from zrelay.engine.executor import Executor, run_command
 from zrelay.engine.fleet import Fleet
 from zrelay.engine.host_receiver import HostReceiver, both, has_direct_credentials, login_check
 from zrelay.engine.options import SyncOptions, TaskResult
 from zrelay.engine.receiver import Receiver, TargetPlan
+from zrelay.engine.snapshots import SnapshotStep, newest_own, plan_snapshot, take
 from zrelay.errors import BaseNotSecured, PlanRefused, TargetBusy, ZrelayError, blame
 from zrelay.events import EventSink, JobFinished, JobPlanned, JobStarted, Outcome, discard
 from zrelay.inventory.model import Endpoint, Inventory, Job
 from zrelay.plan import with_new_snapshot
-from zrelay.zfs import commands
 from zrelay.zfs.model import DatasetState
 
 MAX_REPLANS = 3           # resume, then plan what is left
@@ -94,23 +94,66 @@ class Engine:
         if not receivers:
             return []
         source = self.fleet.host(job.source.host)
-        snapshot: Action | None = None
         name: str | None = None
+        pre_actions: list[Action] = []
         try:
             if options.take_snapshot:
-                name = self.inventory.settings.checked_snapshot_name(now)
-                snapshot = Action(ActionKind.SNAPSHOT, source.name, job.source.dataset,
-                                  (source.command(commands.snapshot_argv([f"{job.source.dataset}@{name}"],
-                                                                         job.recursive)),),
-                                  reason="--snapshot: a new snapshot of the source is replicated")
-                if not options.dry_run:
-                    await run_command(self.fleet, snapshot)
-                    self.fleet.states.forget(source.name, job.source.dataset)
+                step = await self.snapshot_step(job, options, now)
+                name = step.name
+                pre_actions = step.actions
         except ZrelayError as exc:
             return [self._finish(job, r, Outcome.FAILED, str(exc), blame(exc, source.name)) for r in receivers]
         simulated = name if options.dry_run else None   # a dry run plans as if the snapshot existed
-        return list(await asyncio.gather(*(self._run_target(job, r, options, snapshot, simulated)
+        return list(await asyncio.gather(*(self._run_target(job, r, options, pre_actions, simulated)
                                            for r in receivers)))
+
+    async def prune(self, jobs: Iterable[Job], options: SyncOptions) -> list[TaskResult]:
+        """``zrelay prune``: every side of every job with a keep policy (see zrelay.engine.prune)."""
+        from zrelay.engine.prune import Pruner
+        return await Pruner(self.fleet, self.emit).prune(jobs, options)
+
+    async def snapshots(self, jobs: Iterable[Job], options: SyncOptions, *, force: bool = False) -> list[TaskResult]:
+        """``zrelay snapshot``: every job's snapshot step, concurrently (one result per job)."""
+        now = options.now or datetime.now(timezone.utc)
+
+        async def one(job: Job) -> TaskResult:
+            started = time.monotonic()
+            result = TaskResult(job.name, str(job.source), "snapshot", Outcome.NOOP)
+            self.emit(JobStarted(job.name, str(job.source), "snapshot"))
+            try:
+                step = await self.snapshot_step(job, options, now, force=force)
+                result.actions = step.actions
+                if step.name is None:
+                    result.message = step.reason
+                else:
+                    result.outcome = Outcome.OK
+                    verb = "would take" if options.dry_run else "took"
+                    result.message = f"{verb} {job.source.dataset}@{step.name}: {step.reason}"
+                result.details = {"snapshot": step.name, "next_at": step.next_at, "reason": step.reason}
+            except ZrelayError as exc:
+                result.outcome = Outcome.FAILED
+                result.message = str(exc)
+                result.failed_host = blame(exc, job.source.host)
+            result.seconds = time.monotonic() - started
+            self.emit(JobFinished(job.name, str(job.source), "snapshot", result.outcome, result.message,
+                                  0, result.seconds, result.failed_host))
+            return result
+
+        return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+    async def snapshot_step(self, job: Job, options: SyncOptions, now: datetime, *,
+                            force: bool = False) -> SnapshotStep:
+        """Plan the job's snapshot step (due by its schedule, or forced) and, unless this is a dry
+        run, take it: hooks and snapshot (see zrelay.engine.snapshots)."""
+        newest = None
+        if not force and job.lifecycle.snapshot is not None:
+            states = await self.fleet.listing(job.source.host, job.source.dataset, job.recursive)
+            newest = newest_own(job, self.inventory, states)
+        step = plan_snapshot(self.fleet, job, now, force=force, newest=newest,
+                             why_forced="--now" if force else "--snapshot")
+        if step.name is not None and not options.dry_run:
+            await take(self.fleet, step)
+        return step
 
     async def _source(self, job: Job, simulated: str | None) -> dict[str, DatasetState]:
         states = await self.fleet.listing(job.source.host, job.source.dataset, job.recursive)
@@ -118,12 +161,12 @@ class Engine:
             states = with_new_snapshot(states, simulated, int(time.time()))
         return states
 
-    async def _run_target(self, job: Job, receiver: Receiver, options: SyncOptions, snapshot: Action | None,
+    async def _run_target(self, job: Job, receiver: Receiver, options: SyncOptions, snapshot: list[Action],
                           simulated: str | None) -> TaskResult:
         started = time.monotonic()
         self.emit(JobStarted(job.name, str(job.source), receiver.name))
         result = TaskResult(job.name, str(job.source), receiver.name, Outcome.OK,
-                            actions=[snapshot] if snapshot is not None else [])
+                            actions=list(snapshot))
         notes: list[str] = []     # things done besides the plan, e.g. a partial receive discarded
         transferred = False
         lock: locks.RunLock | None = None
@@ -140,7 +183,7 @@ class Engine:
                 result.actions += planned.actions
                 self.emit(JobPlanned(job.name, receiver.name, planned.kind,
                                      planned.summary if round_ == 0 else f"planned again: {planned.summary}",
-                                     tuple([*(snapshot.commands if snapshot and round_ == 0 else []),
+                                     tuple([*(command_lines(snapshot) if round_ == 0 else []),
                                             *planned.commands])))
                 if options.dry_run:
                     result.actions += planned.secure

@@ -261,17 +261,23 @@ class Settings:
 
     def snapshot_name_at(self, when: _dt.datetime) -> str:
         """The snapshot name for ``when``; the template is always rendered in UTC."""
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=_dt.timezone.utc)
-        return when.astimezone(_dt.timezone.utc).strftime(self.snapshot_name)
+        return snapshot_name_at(self.snapshot_name, when)
 
-    def checked_snapshot_name(self, when: _dt.datetime) -> str:
-        """``snapshot_name_at``, refused with InvalidName when the template gives a name ZFS rejects."""
-        name = self.snapshot_name_at(when)
+    def checked_snapshot_name(self, when: _dt.datetime, template: str | None = None) -> str:
+        """``snapshot_name_at`` (of ``template``, else the fleet's), refused with InvalidName when
+        the template gives a name ZFS rejects."""
+        name = snapshot_name_at(template or self.snapshot_name, when)
         problem = snapshot_problem(name)
         if problem:
             raise InvalidName(f"snapshot_name template gives an invalid name: {problem}")
         return name
+
+
+def snapshot_name_at(template: str, when: _dt.datetime) -> str:
+    """The snapshot name ``template`` (strftime) gives for ``when``, always rendered in UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return when.astimezone(_dt.timezone.utc).strftime(template)
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:

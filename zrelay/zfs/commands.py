@@ -387,6 +387,44 @@ def destroy_snapshot_argv(snapshot: str) -> list[str]:
     return [ZFS, "destroy", check_snapshot_name(snapshot)]
 
 
+#: Snapshots per ``zfs destroy ds@a,b,…``: a command line stays far below any shell's limit.
+DESTROY_BATCH = 100
+
+
+def destroy_snapshots_argvs(dataset: str, names: Sequence[str], *,
+                            caps: Capabilities | None = None) -> list[list[str]]:
+    """Destroy the snapshots ``names`` of one dataset: ``zfs destroy ds@a,b,c`` in batches where the
+    host takes a list (atomic per batch: all or none), else one ``zfs destroy ds@a`` each."""
+    check_dataset(dataset)
+    for name in names:
+        check_snapshot_name(f"{dataset}@{name}")
+    if caps is None or not caps.batch_destroy:
+        return [destroy_snapshot_argv(f"{dataset}@{name}") for name in names]
+    return [[ZFS, "destroy", f"{dataset}@{','.join(names[i:i + DESTROY_BATCH])}"]
+            for i in range(0, len(names), DESTROY_BATCH)]
+
+
+def destroy_bookmark_argv(bookmark: str) -> list[str]:
+    """Destroy exactly one bookmark (``ds#name``); the '#' check makes destroying anything else impossible."""
+    return [ZFS, "destroy", check_bookmark_name(bookmark)]
+
+
+def hook_argv(command: str, timeout: float, environment: Mapping[str, str]) -> list[str]:
+    """A user's hook command line, run by ``sh -c`` under ``timeout`` with ``environment`` set.
+
+    The command is the user's own shell text (from the inventory), passed as one argument: it is
+    never pasted into zrelay's command line, so its quoting is its own. Variable names are checked;
+    their values are plain arguments. ``timeout -k`` ends it (and what it started in its process
+    group) when it overruns, so a hung hook cannot hold the host's command shell.
+    """
+    for key in environment:
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
+            raise InvalidName(f"invalid environment variable name {key!r}")
+    seconds = f"{max(timeout, 1):g}"
+    return ["timeout", "-k", "5", seconds, "env", *(f"{k}={v}" for k, v in environment.items()),
+            "sh", "-c", command]
+
+
 def bookmark_argv(snapshot: str, bookmark: str, *, caps: Capabilities | None = None) -> list[str]:
     """``zfs bookmark ds@snap ds#mark`` (OpenZFS): an incremental base that costs no space."""
     if caps is not None and not caps.bookmarks:

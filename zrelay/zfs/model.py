@@ -104,12 +104,14 @@ class Capabilities:
     large_blocks: bool = False       # `send -L`
     embedded_data: bool = False      # `send -e`
     written: bool = False            # the `written` property: bytes changed since the newest snapshot
+    batch_destroy: bool = False      # `zfs destroy ds@a,b,c`: several snapshots of one dataset, atomically
 
     @classmethod
     def openzfs(cls, version: str) -> "Capabilities":
         return cls(Flavor.OPENZFS, version, list_parsable=True, send_estimate=True,
                    resume=True, bookmarks=True, raw_send=True, holds=True,
-                   compressed_send=True, large_blocks=True, embedded_data=True, written=True)
+                   compressed_send=True, large_blocks=True, embedded_data=True, written=True,
+                   batch_destroy=True)
 
     @classmethod
     def zfs_fuse(cls, version: str = "0.7.0") -> "Capabilities":

@@ -74,7 +74,8 @@ def parse_probe(stdout: str, stderr: str, rc: int, *, host: str = "?") -> Capabi
     if _FEATURE_FLAGS.search(stdout):
         return Capabilities(Flavor.OPENZFS, "pre-0.8", list_parsable=True, send_estimate=True,
                             resume=False, bookmarks=True, raw_send=False, holds=True,
-                            compressed_send=False, large_blocks=True, embedded_data=True, written=True)
+                            compressed_send=False, large_blocks=True, embedded_data=True, written=True,
+                            batch_destroy=True)
     if "zrelay-probe: no zfs" in stdout and "no zfs version" not in stdout:
         raise ZfsUnavailable(host, "zfs is not installed (or not on the PATH of this login)",
                              exit_status=rc)
