@@ -51,11 +51,16 @@ def test_any_day_flags_follow_a_written_star() -> None:
     assert (both.dom_any, both.dow_any) == (False, False)   # cron: either day matches
     assert parse_cron("0 0 * * mon").dom_any is True
     assert parse_cron("0 0 1 * *").dow_any is True
+    # Vixie cron: a field starting with '*' is unrestricted for that rule, stepped or not
+    stepped = parse_cron("0 0 */2 * mon")
+    assert (stepped.dom_any, stepped.dow_any) == (True, False)
+    assert stepped.days == tuple(range(1, 32, 2))
+    assert parse_cron("0 0 1 * */2").dow_any is True
 
 
 def test_whitespace_and_text() -> None:
     spec = parse_cron("  0\t12  *   * *  ")
-    assert spec.text == "0 12 * * *"
+    assert spec.text == "0\t12  *   * *"
     assert spec.minutes == (0,) and spec.hours == (12,)
 
 

@@ -43,20 +43,21 @@ def parse_cron(text: str) -> CronSpec:
     if not isinstance(text, str) or not text.strip():
         raise ValueError("empty cron expression; expected five fields (minute hour "
                          "day-of-month month day-of-week) or one of " + ", ".join(MACROS))
-    written = " ".join(text.split())
+    written = text.strip()
     expression = written
     if written.startswith("@"):
         expanded = MACROS.get(written.lower())
         if expanded is None:
             raise ValueError(f"unknown macro {written!r}; expected one of {', '.join(MACROS)}")
         expression = expanded
-    fields = expression.split(" ")
+    fields = expression.split()
     if len(fields) != len(_FIELDS):
         raise ValueError(f"expected 5 fields (minute hour day-of-month month day-of-week), "
                          f"got {len(fields)}")
     values = [_field(field, *spec) for field, spec in zip(fields, _FIELDS)]
     weekdays = tuple(sorted({day % 7 for day in values[4]}))
-    dom_any, dow_any = fields[2] == "*", fields[4] == "*"
+    # Vixie cron's rule: a field starting with '*' (also '*/2') does not restrict the day
+    dom_any, dow_any = fields[2].startswith("*"), fields[4].startswith("*")
     if dow_any and not any(day <= _LONGEST[month - 1] for day in values[2] for month in values[3]):
         months = ",".join(_MONTHS[m - 1] for m in values[3])
         raise ValueError(f"day-of-month: no day {fields[2]} in {months}, so it would never run")
