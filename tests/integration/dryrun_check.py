@@ -69,7 +69,7 @@ def executed(log: Path) -> list[tuple[str, str]]:
 def printed(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """(host, command) of every action the dry run printed (``--json``)."""
     return [(c["host"], c["command"]) for r in results for c in r["commands"]
-            if not c["command"].startswith("upload to ")]
+            if not c["command"].startswith("upload to ") and not c["host"].startswith("s3:")]
 
 
 def dry_then_run(inv: Path, tmp_path: Path, *args: str, command: str = "sync",

@@ -44,6 +44,8 @@ class _Parser(argparse.ArgumentParser):
 #: `zrelay s3-ls` does not pay for textual.
 COMMANDS: dict[str, tuple[str, str]] = {
     "sync": ("zrelay.cli.sync", "replicate datasets host to host"),
+    "snapshot": ("zrelay.cli.snapshot", "take the snapshots whose time has come"),
+    "prune": ("zrelay.cli.prune", "destroy what the keep policies let go, on every side; never breaks a chain"),
     "status": ("zrelay.cli.status", "show where every job's targets stand"),
     "tui": ("zrelay.cli.tui", "live view: hosts and transfers, divergence matrix, dataset detail"),
     "inventory": ("zrelay.cli.inventory", "list, check and edit the inventory"),

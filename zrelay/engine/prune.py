@@ -26,6 +26,7 @@ from zrelay.events import EventSink, JobFinished, JobStarted, Outcome
 from zrelay.inventory.model import Endpoint, Inventory, Job
 from zrelay.inventory.policy import SOURCE_SIDE
 from zrelay.lifecycle import prune as planner
+from zrelay.lifecycle.naming import dated
 from zrelay.lifecycle.retention import describe_policy
 from zrelay.zfs import commands, quoting
 from zrelay.zfs.model import DatasetState
@@ -115,8 +116,10 @@ class Pruner:
             raise ZrelayError(f"{job.name}: its snapshots cannot be told apart from other tools' "
                               "(no select prefix/regex, and the name template starts with a %-directive)")
         life = job.lifecycle
+        template = job.snapshot_template(self.inventory.settings.snapshot_name)
         source_states, source_holds = await self._side(job.source.host, job.source.dataset, job.recursive)
-        hosts = await asyncio.gather(*(self._host_side(job, t) for t in job.host_targets))
+        source_states = dated(source_states, template)   # a snapshot's time is the one its name says
+        hosts = await asyncio.gather(*(self._host_side(job, t, template) for t in job.host_targets))
         s3 = await asyncio.gather(*(self._s3_side(job, t.name) for t in job.s3_targets))
         now = int((options.now.timestamp() if options.now else time.time()))
         tags = {str(t): anchors.hold_tag(job.name, str(t)) for t in job.host_targets}
@@ -150,9 +153,9 @@ class Pruner:
                   for name, st in states.items()}
         return states, holds
 
-    async def _host_side(self, job: Job, target: Endpoint) -> planner.HostSide:
+    async def _host_side(self, job: Job, target: Endpoint, template: str) -> planner.HostSide:
         states, holds = await self._side(target.host, target.dataset, job.recursive)
-        return planner.HostSide(str(target), target.host, target.dataset, states, holds,
+        return planner.HostSide(str(target), target.host, target.dataset, dated(states, template), holds,
                                 job.lifecycle.policy_for(str(target)))
 
     async def _s3_side(self, job: Job, name: str) -> planner.S3Side:

@@ -19,6 +19,7 @@ from zrelay.engine.fleet import Fleet
 from zrelay.errors import HookFailed, ZrelayError
 from zrelay.inventory.model import Inventory, Job
 from zrelay.inventory.policy import Hooks
+from zrelay.lifecycle.naming import name_time
 from zrelay.lifecycle.schedule import due
 from zrelay.zfs import commands, quoting
 from zrelay.zfs.model import DatasetState
@@ -48,12 +49,14 @@ class SnapshotStep:
 
 
 def newest_own(job: Job, inventory: Inventory, states: Mapping[str, DatasetState]) -> int | None:
-    """Creation time of the newest of the job's own snapshots on its source dataset (None: none)."""
+    """When the newest of the job's own snapshots on its source dataset was taken (the time its
+    name says, else its creation; None: it has none)."""
     state = states.get(job.source.dataset)
     if state is None:
         return None
     mine = job.own_snapshots(inventory.settings.snapshot_name) or job.select
-    found = [s.creation for s in state.snapshots if mine.matches(s.name)]
+    template = job.snapshot_template(inventory.settings.snapshot_name)
+    found = [name_time(template, s.name) or s.creation for s in state.snapshots if mine.matches(s.name)]
     return max(found) if found else None
 
 
