@@ -92,9 +92,6 @@ def print_prune(results: list[TaskResult], *, dry_run: bool) -> None:
         lines += layout.wrap([(f"{r.target}: ", ""), (r.message, style)], w, 2, 6)
         side = r.details
         if isinstance(side, SidePlan):
-            for d in side.decisions:
-                if d.keep and getattr(d, 'protected', ()):
-                    pass
             for note in side.notes:
                 lines += layout.wrap(f"note: {note}", w, 4, 8)
         if dry_run:
