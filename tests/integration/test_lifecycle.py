@@ -160,3 +160,24 @@ def test_sync_snapshot_prune_is_the_whole_cycle(lab, tmp_path: Path) -> None:
     now = _names(lab, "nas1", src)
     assert len(now) == 1 and now[0] not in old                    # the new snapshot, its base for vault
     assert _names(lab, "vault", dst) == [old[-1], now[0]]
+
+
+def test_status_shows_the_next_snapshot_and_what_the_next_prune_destroys(lab, tmp_path: Path) -> None:
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"backup/{name}"
+    make_dataset(lab, "nas1", src)
+    week = _week(lab, "nas1", src, ["2026-11-28", "2026-11-29", "2026-11-30"], ["06", "18"])
+    inv = _inventory(lab, tmp_path, {"source": f"nas1:{src}", "targets": [f"vault:{dst}"],
+                                     "snapshot": {"every": "1d"},
+                                     "keep": {"source": {"daily": 2}, "targets": {"last": 4}}})
+    assert zrelay("sync", inventory=inv).returncode == 0
+    status = zrelay("status", "--json", inventory=inv)
+    [row] = json.loads(status.stdout)
+    life = row["lifecycle"]
+    assert life["snapshot_due"] is True and life["error"] is None, life   # the newest is days old
+    assert life["source"] == {"kept": 2, "drops": 4, "unit": "snapshots"}, life
+    assert life["target"] == {"kept": 4, "drops": 2, "unit": "snapshots"}, life
+    assert _names(lab, "nas1", src) == week                              # status changed nothing
+    text = zrelay("status", inventory=inv)
+    assert "snapshot due now; keeps 4 here (next prune destroys 2); source keeps 2 (next prune destroys 4)" \
+        in text.stdout.replace("\n    ", " "), text.stdout

@@ -194,12 +194,32 @@ def notes(r: LocationStatus, width: int | None, now: float, indent: int = 4) -> 
         lines += _advice(told, width, indent)
     if r.transfer:
         lines += layout.wrap(f"{transfer_label(r.transfer)}", width, indent)
+    if r.lifecycle:
+        lines += layout.wrap(lifecycle_label(r.lifecycle, now), width, indent)
     last = r.last_run
     if (last and last["outcome"] in ("failed", "refused") and r.state not in BAD_STATES
             and not _same(last["message"], told)):
         lines += _advice(f"last run {last['outcome']} {_ago(last['finished_at'], now)}: {last['message']}",
                          width, indent)
     return lines
+
+
+def lifecycle_label(life: dict, now: float) -> str:
+    """``snapshot due in 12m; keeps 18 here (next prune destroys 2); source keeps 29``."""
+    parts: list[str] = []
+    if life.get("error"):
+        return f"lifecycle: {life['error']}"
+    if life.get("snapshot_due"):
+        parts.append("snapshot due now")
+    elif life.get("next_snapshot_at"):
+        parts.append(f"next snapshot in {output.human_duration(max(life['next_snapshot_at'] - now, 0))}")
+    for where, side in (("here", life.get("target")), ("source", life.get("source"))):
+        if side:
+            drops = f" (next prune destroys {side['drops']})" if side["drops"] else ""
+            unit = (" chain" if side["kept"] == 1 else " chains") if side.get("unit") == "chains" else ""
+            parts.append(f"{'keeps' if where == 'here' else 'source keeps'} {side['kept']}{unit}"
+                         f"{' here' if where == 'here' else ''}{drops}")
+    return "; ".join(parts)
 
 
 def transfer_label(t: dict) -> str:

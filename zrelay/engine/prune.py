@@ -66,6 +66,7 @@ class Pruner:
         self.inventory: Inventory = fleet.inventory
         self.emit = emit
         self._stores: dict[str, Store] = {}
+        self.fresh = True
 
     def _store(self, name: str) -> Store:
         store = self._stores.get(name)
@@ -109,8 +110,11 @@ class Pruner:
 
     # --- listing and planning ---------------------------------------------------------------
 
-    async def plan(self, job: Job, options: SyncOptions) -> JobPrune:
-        """List every side of ``job`` and plan its prune; build the steps that carry it out."""
+    async def plan(self, job: Job, options: SyncOptions, *, fresh: bool = True) -> JobPrune:
+        """List every side of ``job`` and plan its prune; build the steps that carry it out.
+        ``fresh``: list again rather than use this run's listings (a prune decides on what is
+        there now; ``status`` reuses what it listed a moment ago)."""
+        self.fresh = fresh
         select = job.own_snapshots(self.inventory.settings.snapshot_name)
         if select is None:   # the loader refuses a keep policy then; a hand-made Job may still get here
             raise ZrelayError(f"{job.name}: its snapshots cannot be told apart from other tools' "
@@ -137,7 +141,8 @@ class Pruner:
     async def _side(self, host: str, dataset: str, recursive: bool) \
             -> tuple[dict[str, DatasetState], dict[str, tuple[str, ...]] | None]:
         """A side's listing and, where the host can list them, the holds on its held snapshots."""
-        self.fleet.states.forget(host, dataset)   # a prune decides on what is there now
+        if self.fresh:
+            self.fleet.states.forget(host, dataset)
         states = await self.fleet.listing(host, dataset, recursive)
         remote = self.fleet.host(host)
         caps = await remote.capabilities()

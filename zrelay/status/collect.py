@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Iterable
 
 from zrelay.inventory.model import Endpoint, Job, Target
 from zrelay.state import StoreView
 from zrelay.status.hosts import inspect_target
+from zrelay.status.lifecycle import lifecycle_of, row_lifecycle
 from zrelay.status.report import LocationStatus, TargetReport, annotate, targets_of
 from zrelay.status.s3 import S3Access, inspect_s3
 
@@ -31,7 +33,14 @@ async def collect_reports(fleet: Fleet, jobs: Iterable[Job]) -> list[TargetRepor
     access = S3Access()
     jobs = list(jobs)
     fleet.share_listings(jobs)
-    return list(await asyncio.gather(*(inspect(fleet, j, t, now, access) for j, t in targets_of(jobs))))
+    reports = list(await asyncio.gather(*(inspect(fleet, j, t, now, access) for j, t in targets_of(jobs))))
+    living = [j for j in jobs if j.lifecycle.snapshot is not None or j.lifecycle.keep]
+    if not living:
+        return reports
+    summaries = dict(zip((j.name for j in living),
+                         await asyncio.gather(*(lifecycle_of(fleet, j, now) for j in living))))
+    return [replace(r, row=replace(r.row, lifecycle=row_lifecycle(summaries[r.job.name], str(r.target))))
+            if r.job.name in summaries else r for r in reports]
 
 
 async def collect_status(fleet: Fleet, jobs: Iterable[Job],

@@ -73,6 +73,7 @@ class LocationStatus:
     checked_at: float = 0.0
     s3: dict | None = None               # S3 targets: where, and what is stored (docs/status-json.md)
     holder: dict | None = None           # the zrelay holding the target when ``state`` is "busy"
+    lifecycle: dict | None = None        # next snapshot due, kept and next prune's drops (snapshot:/keep:)
 
     def to_dict(self) -> dict:
         return asdict(self)
