@@ -24,6 +24,7 @@ from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, UsageError
 from zrelay.inventory import Inventory, Job, load_inventory
 from zrelay.state import StoreView, default_path, read_view
 from zrelay.status.collect import collect_status
+from zrelay.status.lifecycle import lifecycle_label
 from zrelay.status.report import BROKEN, BUSY, NOT_CHECKED, RUNNING, LocationStatus, annotate
 
 #: States that make ``status`` exit 1, so cron/monitoring can alert on them.
@@ -202,24 +203,6 @@ def notes(r: LocationStatus, width: int | None, now: float, indent: int = 4) -> 
         lines += _advice(f"last run {last['outcome']} {_ago(last['finished_at'], now)}: {last['message']}",
                          width, indent)
     return lines
-
-
-def lifecycle_label(life: dict, now: float) -> str:
-    """``snapshot due in 12m; keeps 18 here (next prune destroys 2); source keeps 29``."""
-    parts: list[str] = []
-    if life.get("error"):
-        return f"lifecycle: {life['error']}"
-    if life.get("snapshot_due"):
-        parts.append("snapshot due now")
-    elif life.get("next_snapshot_at"):
-        parts.append(f"next snapshot in {output.human_duration(max(life['next_snapshot_at'] - now, 0))}")
-    for where, side in (("here", life.get("target")), ("source", life.get("source"))):
-        if side:
-            drops = f" (next prune destroys {side['drops']})" if side["drops"] else ""
-            unit = (" chain" if side["kept"] == 1 else " chains") if side.get("unit") == "chains" else ""
-            parts.append(f"{'keeps' if where == 'here' else 'source keeps'} {side['kept']}{unit}"
-                         f"{' here' if where == 'here' else ''}{drops}")
-    return "; ".join(parts)
 
 
 def transfer_label(t: dict) -> str:

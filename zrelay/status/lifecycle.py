@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from zrelay.errors import ZrelayError
+from zrelay.units import human_duration
 from zrelay.events import discard
 from zrelay.inventory.model import Job
 from zrelay.lifecycle.schedule import due
@@ -65,3 +66,20 @@ async def lifecycle_of(fleet: Fleet, job: Job, now: float | None = None) -> dict
         out["error"] = str(exc)
     return out
 
+
+def lifecycle_label(life: dict, now: float) -> str:
+    """``snapshot due in 12m; keeps 18 here (next prune destroys 2); source keeps 29``."""
+    parts: list[str] = []
+    if life.get("error"):
+        return f"lifecycle: {life['error']}"
+    if life.get("snapshot_due"):
+        parts.append("snapshot due now")
+    elif life.get("next_snapshot_at"):
+        parts.append(f"next snapshot in {human_duration(max(life['next_snapshot_at'] - now, 0))}")
+    for where, side in (("here", life.get("target")), ("source", life.get("source"))):
+        if side:
+            drops = f" (next prune destroys {side['drops']})" if side["drops"] else ""
+            unit = (" chain" if side["kept"] == 1 else " chains") if side.get("unit") == "chains" else ""
+            parts.append(f"{'keeps' if where == 'here' else 'source keeps'} {side['kept']}{unit}"
+                         f"{' here' if where == 'here' else ''}{drops}")
+    return "; ".join(parts)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from rich.markup import escape
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -41,6 +42,7 @@ from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, Tab
 from zrelay.errors import EXIT_BUSY, ZrelayError
 from zrelay.inventory.model import Inventory, Job, Target
 from zrelay.state import StoreView, TransferRow, read_view
+from zrelay.status.lifecycle import lifecycle_label
 from zrelay.status.report import TargetReport, targets_of
 from zrelay.tui.detail import detail_for
 from zrelay.tui.model import (HOST_COLUMNS, Key, Matrix, build_matrix, clip, detail_columns, detail_rows,
@@ -354,8 +356,11 @@ class ZrelayApp(App[None]):
             view.table.show([("guid", "guid")], [])
             return
         targets = ", ".join(detail.columns[1:]) or "no host targets"
+        life = next((r.row.lifecycle for r in self.reports.values()
+                     if r.job.name == self.detail_job and r.row.lifecycle), None)
+        lifecycle = f"\n{escape(lifecycle_label(life, time.time()))}" if life else ""
         view.title.update(f"[b]{clip(detail.source, 60)}[/b] → {targets}  "
-                          f"({plural(len(detail.rows), 'snapshot')}; job {self.detail_job})")
+                          f"({plural(len(detail.rows), 'snapshot')}; job {self.detail_job}){lifecycle}")
         view.table.show(detail_columns(detail), detail_rows(detail))
 
     # --- navigation ---

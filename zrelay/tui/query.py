@@ -15,7 +15,8 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from typing import Callable, Protocol, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Protocol, Sequence
 
 from zrelay.inventory.model import Inventory, Job, Target
 from zrelay.status.report import TargetReport, failed_report
@@ -60,14 +61,22 @@ class ThreadedQuerier:
     async def _run(self, pairs: list[tuple[Job, Target]], deliver: Deliver, done: Done) -> None:
         from zrelay.engine import Fleet  # here, not at import: the UI paints before asyncssh loads
         from zrelay.status.collect import inspect
+        from zrelay.status.lifecycle import lifecycle_of, row_lifecycle
         from zrelay.status.s3 import S3Access
 
         fleet = Fleet(self.inventory)
         access = S3Access()  # one client and endpoint probe per S3 target and refresh
+        lifecycles: dict[str, asyncio.Future[dict[str, Any] | None]] = {}   # once per job and refresh
 
         async def one(job: Job, target: Target) -> None:
             try:
-                deliver(await inspect(fleet, job, target, access=access))
+                report = await inspect(fleet, job, target, access=access)
+                if job.lifecycle.snapshot is not None or job.lifecycle.keep:
+                    if job.name not in lifecycles:
+                        lifecycles[job.name] = asyncio.ensure_future(lifecycle_of(fleet, job))
+                    summary = await lifecycles[job.name]
+                    report = replace(report, row=replace(report.row, lifecycle=row_lifecycle(summary, str(target))))
+                deliver(report)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must show as a cell, not kill the refresh
