@@ -153,10 +153,13 @@ class ZrelaySection(NodeReader):
             except Bad as bad:
                 self.fail(v_node, str(bad))
                 job.complete = False
-        for required in ("source", "targets"):
+        # a job that only takes and prunes snapshots (no replication) needs no targets
+        lifecycle_only = "targets" not in seen and ("snapshot" in seen or "keep" in seen)
+        for required in ("source",) if lifecycle_only else ("source", "targets"):
             if required not in seen:
                 if required not in misspelt:  # already reported as a misspelt key
-                    self.fail(node, f"job has no '{required}'")
+                    self.fail(node, f"job has no '{required}' (a job without targets needs 'snapshot:' "
+                                    "or 'keep:')" if required == "targets" else f"job has no '{required}'")
                 job.complete = False
         self.builder.jobs.append(job)
 
