@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 from datetime import datetime, timezone
 
 from zrelay import locks
@@ -24,12 +25,14 @@ from zrelay.engine.fleet import Fleet
 from zrelay.engine.host_receiver import HostReceiver, both, has_direct_credentials, login_check
 from zrelay.engine.options import SyncOptions, TaskResult
 from zrelay.engine.receiver import Receiver, TargetPlan
-from zrelay.engine.snapshots import SnapshotStep, newest_own, plan_snapshot, take
 from zrelay.errors import BaseNotSecured, PlanRefused, TargetBusy, ZrelayError, blame
 from zrelay.events import EventSink, JobFinished, JobPlanned, JobStarted, Outcome, discard
 from zrelay.inventory.model import Endpoint, Inventory, Job
 from zrelay.plan import with_new_snapshot
 from zrelay.zfs.model import DatasetState
+
+if TYPE_CHECKING:
+    from zrelay.engine.snapshots import SnapshotStep
 
 MAX_REPLANS = 3           # resume, then plan what is left
 
@@ -145,6 +148,7 @@ class Engine:
                             force: bool = False) -> SnapshotStep:
         """Plan the job's snapshot step (due by its schedule, or forced) and, unless this is a dry
         run, take it: hooks and snapshot (see zrelay.engine.snapshots)."""
+        from zrelay.engine.snapshots import newest_own, plan_snapshot, take   # only runs that snapshot
         newest = None
         if not force and job.lifecycle.snapshot is not None:
             states = await self.fleet.listing(job.source.host, job.source.dataset, job.recursive)
