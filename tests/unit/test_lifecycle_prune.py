@@ -209,7 +209,7 @@ def test_target_sharing_nothing_is_left_alone() -> None:
 
 def test_target_holds_and_partial_receives() -> None:
     src = history(6)
-    holds = {f"{DST}@auto_00": ("other",), f"{DST}@auto_01": (TAGS[VAULT],)}
+    holds: dict[str, tuple[str, ...]] = {f"{DST}@auto_00": ("other",), f"{DST}@auto_01": (TAGS[VAULT],)}
     plan = plan_prune(job(src, target=src, target_policy=KeepPolicy(last=1), target_holds=holds))
     assert dropped(plan, VAULT) == ["auto_01", "auto_02", "auto_03", "auto_04"]
     assert plan.side(VAULT).releases == ((f"{DST}@auto_01", TAGS[VAULT]),)
@@ -265,3 +265,19 @@ def test_s3_keeps_the_newest_complete_chain_when_the_newest_is_broken() -> None:
     d = list(decisions(plan, "s3:cold", "chain").values())
     assert [x.keep for x in d] == [False, True, True]
     assert "newest complete chain" in d[1].reasons and "newest chain" in d[2].reasons
+
+
+def test_s3_keeps_the_newest_complete_chain_even_when_the_policy_keeps_an_older_one() -> None:
+    def at(name: str, n: int, when: int) -> Snapshot:
+        return Snapshot(SRC, name, 1000 + n, 10 * n, when)
+    old = [at(f"auto_0{i}", i, T0 + i * DAY) for i in range(3)]                     # days 0-2
+    mid = [at("auto_10", 10, T0 + 10 * DAY), at("auto_11", 11, T0 + 10 * DAY + 3600)]
+    new = [at("auto_12", 12, T0 + 10 * DAY + 7200), at("auto_13", 13, T0 + 10 * DAY + 3 * 3600)]
+    view = chains.build_view("nas1", SRC, _chain(old) + _chain(mid) + _chain(new, broken=True))
+    s3 = S3Side("s3:cold", {SRC: ChainEnd("auto_12", 1012, 0)}, {SRC: view}, KeepPolicy(daily=2))
+    plan = plan_prune(job(old + mid + new, s3=s3, policy=None, now=T0 + 11 * DAY))
+    d = list(decisions(plan, "s3:cold", "chain").values())
+    # daily 2 keeps the old chain (day 2) and the broken newest (day 10), not the middle one of day 10:
+    # but the middle one is the newest chain that can be restored
+    assert [x.keep for x in d] == [True, True, True]
+    assert d[1].reasons == ("newest complete chain",)

@@ -8,8 +8,10 @@ An *item* is anything dated: a snapshot, a bookmark, a stored S3 chain. The call
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Hashable, Iterable
+from bisect import bisect_right
+from collections.abc import Hashable, Iterable, Sequence
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Protocol, TypeVar
 
 from zrelay.inventory.policy import BUCKETS, KeepPolicy
@@ -46,19 +48,25 @@ def _date(day: int) -> _dt.date:
     return _dt.date.fromordinal(_EPOCH_ORDINAL + day)
 
 
-def _period(kind: str, ts: int) -> int:
-    """A number that is equal for two times exactly when they fall in the same period (UTC)."""
+def _period_start(kind: str, ts: int) -> int:
+    """When the period (UTC hour, day, ISO week, month, year) holding ``ts`` began."""
     if kind == "hourly":
-        return ts // 3600
+        return ts - ts % 3600
     day = ts // 86400
     if kind == "daily":
-        return day
+        return day * 86400
     if kind == "weekly":
-        return (day + 3) // 7       # ISO weeks start on Monday; 1970-01-01 was a Thursday
+        return (day - (day + 3) % 7) * 86400     # back to Monday; 1970-01-01 was a Thursday
     date = _date(day)
-    if kind == "monthly":
-        return date.year * 12 + date.month - 1
-    return date.year
+    first = date.replace(day=1) if kind == "monthly" else date.replace(month=1, day=1)
+    return (first.toordinal() - _EPOCH_ORDINAL) * 86400
+
+
+@lru_cache(maxsize=1 << 14)
+def _bucket_reason(kind: str, start: int, count: int) -> str:
+    """The reason a bucket keeps an item of the period that began at ``start`` (cached: every
+    dataset of a recursive job has the same periods)."""
+    return f"newest of its {_UNIT[kind]} {period_label(kind, start)} ({kind} {count})"
 
 
 def period_label(kind: str, ts: int) -> str:
@@ -95,35 +103,45 @@ def keep_by_policy(items: Iterable[tuple[K, int]], policy: KeepPolicy) -> dict[K
     Items are ordered by creation time; items created in the same second are ordered by key
     (callers pass keys in createtxg order), so the result never depends on the input order.
     """
-    ordered = sorted(items, key=lambda kv: (kv[1], kv[0]), reverse=True)   # newest first
-    kept: dict[K, list[str]] = {}
-    if not ordered:
+    pairs = sorted(items, key=itemgetter(0))
+    kept = keep_indexes([created for _, created in pairs], policy)
+    return {pairs[i][0]: reasons for i, reasons in kept.items()}
+
+
+def keep_indexes(creations: Sequence[int], policy: KeepPolicy) -> dict[int, tuple[str, ...]]:
+    """keep_by_policy for items that are their index in ``creations`` (same creation: the
+    higher index is the newer). Sorting is cheap when ``creations`` already ascends, as a
+    listing in createtxg order does: the prune planner calls this directly."""
+    if not creations:
         return {}
+    # newest first; equal creations keep their descending index order (sort is stable)
+    ordered = sorted(range(len(creations) - 1, -1, -1), key=creations.__getitem__, reverse=True)
+    kept: dict[int, list[str]] = {}
     if policy.within is not None:
-        since = ordered[0][1] - policy.within
+        since = creations[ordered[0]] - policy.within
         why = f"within {span_text(policy.within)} of the newest"
-        for key, created in ordered:
-            if created < since:
+        for i in ordered:
+            if creations[i] < since:
                 break
-            kept.setdefault(key, []).append(why)
+            kept.setdefault(i, []).append(why)
     if policy.last is not None and policy.last > 0:
         why = f"one of the {policy.last} newest"
-        for key, _ in ordered[:policy.last]:
-            kept.setdefault(key, []).append(why)
-    for kind, count in policy.buckets():
-        found = 0
-        previous: int | None = None
-        for key, created in ordered:
-            if found >= count:
-                break
-            period = _period(kind, created)
-            if period == previous:
-                continue
-            previous = period
-            found += 1
-            kept.setdefault(key, []).append(
-                f"newest of its {_UNIT[kind]} {period_label(kind, created)} ({kind} {count})")
-    return {key: tuple(reasons) for key, reasons in kept.items()}
+        for i in ordered[:policy.last]:
+            kept.setdefault(i, []).append(why)
+    buckets = policy.buckets()
+    if buckets:
+        older = [-creations[i] for i in ordered]        # ascending, for bisect
+        for kind, count in buckets:
+            at, found = 0, 0
+            while at < len(ordered) and found < count:
+                i = ordered[at]
+                created = creations[i]
+                start = _period_start(kind, created)
+                kept.setdefault(i, []).append(_bucket_reason(kind, start, count))
+                found += 1
+                # skip the rest of this period: on to the first item created before it began
+                at = bisect_right(older, -start, at + 1)
+    return {i: tuple(reasons) for i, reasons in kept.items()}
 
 
 def describe_policy(policy: KeepPolicy) -> str:
@@ -138,4 +156,4 @@ def describe_policy(policy: KeepPolicy) -> str:
     return ", ".join(parts) if parts else "keeps nothing"
 
 
-__all__ = ["BUCKETS", "describe_policy", "keep_by_policy", "period_label", "span_text"]
+__all__ = ["BUCKETS", "describe_policy", "keep_by_policy", "keep_indexes", "period_label", "span_text"]
