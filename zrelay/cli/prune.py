@@ -63,7 +63,7 @@ async def _prune(inventory: Inventory, jobs: Iterable[Job], options: SyncOptions
 
 def decision_dict(d: Decision) -> dict[str, Any]:
     return {"dataset": d.dataset, "kind": d.kind, "name": d.name, "guid": d.guid, "creation": d.creation,
-            "keep": d.keep, "reasons": list(d.reasons)}
+            "keep": d.keep, "reasons": list(d.reasons), "beyond_policy": bool(d.keep and d.guarded)}
 
 
 def result_dict(r: TaskResult) -> dict[str, Any]:
@@ -92,6 +92,9 @@ def print_prune(results: list[TaskResult], *, dry_run: bool) -> None:
         lines += layout.wrap([(f"{r.target}: ", ""), (r.message, style)], w, 2, 6)
         side = r.details
         if isinstance(side, SidePlan):
+            for d in side.decisions:
+                if d.keep and d.guarded:
+                    lines += layout.wrap(f"keeps {_name(d)}: {'; '.join(d.guarded)}", w, 4, 8)
             for note in side.notes:
                 lines += layout.wrap(f"note: {note}", w, 4, 8)
         if dry_run:

@@ -200,8 +200,9 @@ class Pruner:
                 f" and {_count(len(batch.bookmarks), 'bookmark')}" if batch.bookmarks else "")
             steps.append(self._command(Action(
                 ActionKind.DESTROY, side.host, batch.dataset, lines,
-                reason=f"{count} of {side.host}:{batch.dataset} not kept by the policy ({policy}) "
-                       "and needed by no target")))
+                reason=f"{count} of {side.host}:{batch.dataset} not kept by the policy ({policy})"
+                       + (", needed by no target" if side.side == planner.SOURCE
+                          else ", older than the newest snapshot shared with the source"))))
         return steps
 
     def _command(self, action: Action) -> _Step:
@@ -240,8 +241,10 @@ class Pruner:
         out: list[TaskResult] = []
         for side in pruning.plan.sides:
             steps = pruning.steps.get(side.side, [])
-            kept = [d for d in side.decisions if d.keep]
+            kept: Sequence[object] = [d for d in side.decisions if d.keep]
             dropped = side.dropped
+            if side.host is None:   # S3: every stored chain counts, also those holding other snapshots
+                kept = range(sum(len(p.chains) for p in side.stored.values()) - len(dropped))
             label = pruning.where[side.side]
             result = TaskResult(job.name, str(job.source), label if side.side != planner.SOURCE
                                 else f"{label} (source)", Outcome.NOOP,
@@ -250,8 +253,9 @@ class Pruner:
                 result.message = "no keep policy: not pruned"
             else:
                 verb = "would destroy" if options.dry_run else "destroyed"
-                result.message = (f"keeps {len(kept)}, {verb} {len(dropped)} ({describe_policy(side.policy)})"
-                                  if dropped else f"keeps all {len(kept)} ({describe_policy(side.policy)})")
+                unit = " chains" if side.host is None else ""
+                result.message = (f"keeps {len(kept)}{unit}, {verb} {len(dropped)} ({describe_policy(side.policy)})"
+                                  if dropped else f"keeps all {len(kept)}{unit} ({describe_policy(side.policy)})")
                 if dropped and not options.dry_run:
                     result.outcome = Outcome.OK
             result.warnings = [f"warning: {n}" for n in side.notes]

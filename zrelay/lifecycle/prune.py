@@ -166,6 +166,8 @@ class Decision(NamedTuple):
     creation: int
     keep: bool
     reasons: tuple[str, ...]
+    #: kept although the policy lets it go: the rules that keep it (empty when the policy keeps it)
+    guarded: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,10 +365,11 @@ def _decide(side: str, dataset: str, kind: str, items: Sequence[Snapshot] | Sequ
         if why:
             reasons[i] = reasons.get(i, ()) + tuple(why)
     new = tuple.__new__          # Decision(...) without the named tuple's Python-level __new__
-    block: list[Decision] = [new(Decision, (side, dataset, kind, x.name, x.guid, x.creation, False, dropped_why))
-                             for x in items]
+    block: list[Decision] = [new(Decision, (side, dataset, kind, x.name, x.guid, x.creation, False, dropped_why,
+                                            ())) for x in items]
     for i, kept_why in reasons.items():
-        block[i] = block[i]._replace(keep=True, reasons=kept_why)
+        block[i] = block[i]._replace(keep=True, reasons=kept_why,
+                                     guarded=() if i in kept else tuple(guard.get(i) or ()))
     out.extend(block)
     return [i for i in range(len(items)) if i not in reasons]
 
