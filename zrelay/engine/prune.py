@@ -253,9 +253,9 @@ class Pruner:
                 result.message = "no keep policy: not pruned"
             else:
                 verb = "would destroy" if options.dry_run else "destroyed"
-                unit = " chains" if side.host is None else ""
-                result.message = (f"keeps {len(kept)}{unit}, {verb} {len(dropped)} ({describe_policy(side.policy)})"
-                                  if dropped else f"keeps all {len(kept)}{unit} ({describe_policy(side.policy)})")
+                count = _count(len(kept), "chain") if side.host is None else str(len(kept))
+                result.message = (f"keeps {count}, {verb} {len(dropped)} ({describe_policy(side.policy)})"
+                                  if dropped else f"keeps all {count} ({describe_policy(side.policy)})")
                 if dropped and not options.dry_run:
                     result.outcome = Outcome.OK
             result.warnings = [f"warning: {n}" for n in side.notes]
