@@ -37,6 +37,7 @@ from zbench import wire as wirebench  # noqa: E402
 from zbench import direct, fleet, syncoid  # noqa: E402
 from zbench import s3 as s3bench  # noqa: E402
 from zbench import inventory as inventorybench  # noqa: E402
+from zbench import prune_plan  # noqa: E402
 from zbench.common import (REPO, SOURCE, BenchError, Lab, negotiated_algorithms, openssh_cipher_options,  # noqa: E402
                            openssh_negotiated)
 
@@ -46,8 +47,9 @@ NAMES += startup.NAMES
 NAMES += s3bench.NAMES
 NAMES += wirebench.NAMES
 NAMES += inventorybench.NAMES
+NAMES += prune_plan.NAMES
 #: Benchmarks that need no lab: run on their own when only they are asked for.
-LAB_FREE = set(inventorybench.NAMES)
+LAB_FREE = set(inventorybench.NAMES) | set(prune_plan.NAMES)
 RELAY_GOAL = 0.9
 NOOP_GOAL_S = 5.0
 
@@ -182,6 +184,9 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     if results.get("inventory"):
         for row in inventorybench.table_rows(results["inventory"]):
             add(*row)
+    if results.get("prune-plan"):
+        for row in prune_plan.table_rows(results["prune-plan"]):
+            add(*row)
     return rows
 
 
@@ -279,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                     inventory_extra=extra, workdir=workdir)),
                 (set(inventorybench.NAMES), "inventory", lambda: inventorybench.run(
                     hosts=sizes["inventory_hosts"], reps=sizes["reps"], workdir=workdir)),
+                (set(prune_plan.NAMES), "prune-plan", lambda: prune_plan.run(reps=sizes["reps"])),
             ]
             for names, key, run_one in steps:
                 if not wanted & names:
@@ -305,19 +311,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def lab_free(args: argparse.Namespace, sizes: dict[str, Any], wanted: set[str], results: dict[str, Any],
              started: float) -> int:
-    """Only benchmarks that need no lab (inventory): no lease, no cipher probe."""
+    """Only benchmarks that need no lab (inventory, prune-plan): no lease, no cipher probe."""
     exit_code = 0
     try:
         with tempfile.TemporaryDirectory(prefix="zrelay-bench-") as tmp:
             loads = results["load"] = {"start": load()}
-            try:
-                results["inventory"] = inventorybench.run(hosts=sizes["inventory_hosts"], reps=sizes["reps"],
-                                                          workdir=Path(tmp))
-            except BenchError as exc:
-                print(f"bench: error: inventory: {exc}", file=sys.stderr)
-                results.setdefault("errors", {})["inventory"] = str(exc)
-                exit_code = 1
-            loads["after inventory"] = load()
+            steps = [(set(inventorybench.NAMES), "inventory", lambda: inventorybench.run(
+                         hosts=sizes["inventory_hosts"], reps=sizes["reps"], workdir=Path(tmp))),
+                     (set(prune_plan.NAMES), "prune-plan", lambda: prune_plan.run(reps=sizes["reps"]))]
+            for names, key, run_one in steps:
+                if not wanted & names:
+                    continue
+                try:
+                    results[key] = run_one()
+                except BenchError as exc:
+                    print(f"bench: error: {key}: {exc}", file=sys.stderr)
+                    results.setdefault("errors", {})[key] = str(exc)
+                    exit_code = 1
+                loads[f"after {key}"] = load()
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         exit_code = 130

@@ -241,10 +241,9 @@ class Pruner:
         out: list[TaskResult] = []
         for side in pruning.plan.sides:
             steps = pruning.steps.get(side.side, [])
-            kept: Sequence[object] = [d for d in side.decisions if d.keep]
-            dropped = side.dropped
+            kept, dropped = side.counts
             if side.host is None:   # S3: every stored chain counts, also those holding other snapshots
-                kept = range(sum(len(p.chains) for p in side.stored.values()) - len(dropped))
+                kept = sum(len(p.chains) for p in side.stored.values()) - dropped
             label = pruning.where[side.side]
             result = TaskResult(job.name, str(job.source), label if side.side != planner.SOURCE
                                 else f"{label} (source)", Outcome.NOOP,
@@ -253,8 +252,8 @@ class Pruner:
                 result.message = "no keep policy: not pruned"
             else:
                 verb = "would destroy" if options.dry_run else "destroyed"
-                count = _count(len(kept), "chain") if side.host is None else str(len(kept))
-                result.message = (f"keeps {count}, {verb} {len(dropped)} ({describe_policy(side.policy)})"
+                count = _count(kept, "chain") if side.host is None else str(kept)
+                result.message = (f"keeps {count}, {verb} {dropped} ({describe_policy(side.policy)})"
                                   if dropped else f"keeps all {count} ({describe_policy(side.policy)})")
                 if dropped and not options.dry_run:
                     result.outcome = Outcome.OK

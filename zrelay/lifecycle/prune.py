@@ -171,6 +171,34 @@ class Decision(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionBlock:
+    """Every decision on one dataset's snapshots (or bookmarks) on one side, kept compact: a big
+    job has hundreds of thousands of them, most of them drops sharing one reason, so the
+    Decision tuples are made only when someone reads them (``--json``, the dry run's detail).
+    ``kept``: index → why (the policy's reasons, then the rules'); ``guarded``: index → the
+    rules that keep an item the policy lets go."""
+
+    side: str
+    dataset: str
+    kind: str
+    items: Sequence[Snapshot | Bookmark]
+    kept: Mapping[int, tuple[str, ...]]
+    guarded: Mapping[int, tuple[str, ...]]
+    dropped_why: tuple[str, ...]
+
+    @property
+    def dropped_count(self) -> int:
+        return len(self.items) - len(self.kept)
+
+    def decisions(self) -> list[Decision]:
+        new = tuple.__new__          # Decision(...) without the named tuple's Python-level __new__
+        head = (self.side, self.dataset, self.kind)
+        why, kept, guarded = self.dropped_why, self.kept, self.guarded
+        return [new(Decision, (*head, x.name, x.guid, x.creation, i in kept, kept.get(i, why), guarded.get(i, ())))
+                for i, x in enumerate(self.items)]
+
+
+@dataclass(frozen=True, slots=True)
 class DestroyBatch:
     """What one ``zfs destroy`` run removes on one dataset: names oldest first."""
 
@@ -189,7 +217,7 @@ class SidePlan:
     side: str
     host: str | None
     policy: KeepPolicy | None
-    decisions: tuple[Decision, ...] = ()
+    blocks: tuple[DecisionBlock | Decision, ...] = ()   # snapshots and bookmarks in blocks; S3 chains one by one
     releases: tuple[tuple[str, str], ...] = ()
     batches: tuple[DestroyBatch, ...] = ()
     stored: Mapping[str, chains.PrunePlan] = field(default_factory=dict)
@@ -200,8 +228,33 @@ class SidePlan:
         return self.policy is not None
 
     @property
+    def decisions(self) -> tuple[Decision, ...]:
+        """Every decision of this side, in order (made from the compact blocks on each read)."""
+        out: list[Decision] = []
+        for block in self.blocks:
+            if isinstance(block, DecisionBlock):
+                out.extend(block.decisions())
+            else:
+                out.append(block)
+        return tuple(out)
+
+    @property
     def dropped(self) -> tuple[Decision, ...]:
         return tuple(d for d in self.decisions if not d.keep)
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """(kept, dropped), without making the decisions."""
+        kept = dropped = 0
+        for block in self.blocks:
+            if isinstance(block, DecisionBlock):
+                kept += len(block.kept)
+                dropped += block.dropped_count
+            elif block.keep:
+                kept += 1
+            else:
+                dropped += 1
+        return kept, dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,25 +405,19 @@ def _s3_need(where: str, source: DatasetState, end: ChainEnd | None,
     return _Need(where, None, 0, "", 0, f"needed by {where}, whose chain end is gone from the source"), note
 
 
-def _decide(side: str, dataset: str, kind: str, items: Sequence[Snapshot] | Sequence[Bookmark],
+def _decide(side: str, dataset: str, kind: str, items: Sequence[Snapshot | Bookmark],
             kept: Mapping[int, tuple[str, ...]], guard: Mapping[int, list[str]],
-            dropped_why: tuple[str, ...], out: list[Decision]) -> list[int]:
-    """Append one decision per item, in order: kept (with the policy's reasons, then the
-    guards') or dropped. Returns the indexes of the dropped ones, oldest first.
-
-    A big side has thousands of items, most of them dropped: every item starts as a drop
-    (one comprehension, one shared reasons tuple), then the few kept ones are rewritten."""
+            dropped_why: tuple[str, ...], out: list[DecisionBlock | Decision]) -> list[int]:
+    """Append the decisions on ``items`` as one block: kept (with the policy's reasons, then the
+    guards') or dropped. Returns the indexes of the dropped ones, oldest first."""
     reasons = dict(kept)
+    guarded: dict[int, tuple[str, ...]] = {}
     for i, why in guard.items():
         if why:
             reasons[i] = reasons.get(i, ()) + tuple(why)
-    new = tuple.__new__          # Decision(...) without the named tuple's Python-level __new__
-    block: list[Decision] = [new(Decision, (side, dataset, kind, x.name, x.guid, x.creation, False, dropped_why,
-                                            ())) for x in items]
-    for i, kept_why in reasons.items():
-        block[i] = block[i]._replace(keep=True, reasons=kept_why,
-                                     guarded=() if i in kept else tuple(guard.get(i) or ()))
-    out.extend(block)
+            if i not in kept:
+                guarded[i] = tuple(why)
+    out.append(DecisionBlock(side, dataset, kind, items, reasons, guarded, dropped_why))
     return [i for i in range(len(items)) if i not in reasons]
 
 
@@ -389,7 +436,7 @@ def _plan_source(job: PruneInput, tags: _Tags, matches: _Selector) -> SidePlan:
     holds = _Holds.of(side.holds, tags)
     cutoff = job.now - policy.stale_after if policy.stale_after is not None else None
     dropped_why = (f"not kept by the policy ({describe_policy(policy)})",)
-    decisions: list[Decision] = []
+    decisions: list[DecisionBlock | Decision] = []
     releases: list[tuple[str, str]] = []
     batches: list[DestroyBatch] = []
     for name in sorted(side.datasets):
@@ -475,7 +522,7 @@ def _plan_host(job: PruneInput, host: HostSide, tags: _Tags, matches: _Selector)
     holds = _Holds.of(host.holds, tags)
     dropped_why = (f"not kept by the policy ({describe_policy(policy)})",)
     pairs = pair_datasets(job.source.root, host.root, job.source.datasets)
-    decisions: list[Decision] = []
+    decisions: list[DecisionBlock | Decision] = []
     releases: list[tuple[str, str]] = []
     batches: list[DestroyBatch] = []
     for tname in sorted(set(pairs.values()) | set(host.datasets)):
@@ -532,7 +579,7 @@ def _plan_s3(job: PruneInput, s3: S3Side, matches: _Selector) -> SidePlan:
     if policy is None:
         return SidePlan(s3.label, None, None, notes=(f"{s3.label}: no keep policy, not pruned",))
     dropped_why = f"not kept by the policy ({describe_policy(policy)})"
-    decisions: list[Decision] = []
+    decisions: list[DecisionBlock | Decision] = []
     stored: dict[str, chains.PrunePlan] = {}
     notes: list[str] = []
     for name in sorted(s3.views):

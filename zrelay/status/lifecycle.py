@@ -33,10 +33,11 @@ def row_lifecycle(summary: dict[str, Any] | None, target: str) -> dict[str, Any]
 def _side(side: SidePlan | None) -> dict[str, Any] | None:
     if side is None or side.policy is None:
         return None
+    kept, drops = side.counts
     if side.host is None:   # S3: whole chains, the job's own and any that hold other snapshots too
         chains = sum(len(p.chains) for p in side.stored.values())
-        return {"kept": chains - len(side.dropped), "drops": len(side.dropped), "unit": "chains"}
-    return {"kept": sum(1 for d in side.decisions if d.keep), "drops": len(side.dropped), "unit": "snapshots"}
+        return {"kept": chains - drops, "drops": drops, "unit": "chains"}
+    return {"kept": kept, "drops": drops, "unit": "snapshots"}
 
 
 async def lifecycle_of(fleet: Fleet, job: Job, now: float | None = None) -> dict[str, Any] | None:
