@@ -358,6 +358,9 @@ class _Selector:
 
     def flags(self, names: Sequence[str]) -> list[bool]:
         """Whether each name is the job's, in order."""
+        prefix = self.select.prefix
+        if self.select.regex is None and prefix is not None:   # the usual filter: no memo needed
+            return [name.startswith(prefix) for name in names]
         memo = self.memo
         for name in set(names).difference(memo):
             memo[name] = self.select.matches(name)
