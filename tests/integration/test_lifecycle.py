@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration.dryrun_check import assert_ran_what_was_printed, executed
 from tests.integration.helpers import make_dataset, snapshots, write_inventory, zrelay
+from tests.integration.test_status import LIFECYCLE_SCHEMA, check_schema
 
 pytestmark = pytest.mark.lab
 
@@ -174,6 +175,7 @@ def test_status_shows_the_next_snapshot_and_what_the_next_prune_destroys(lab, tm
     status = zrelay("status", "--json", inventory=inv)
     [row] = json.loads(status.stdout)
     life = row["lifecycle"]
+    check_schema(life, LIFECYCLE_SCHEMA, "lifecycle")
     assert life["snapshot_due"] is True and life["error"] is None, life   # the newest is days old
     assert life["source"] == {"kept": 2, "drops": 4, "unit": "snapshots"}, life
     assert life["target"] == {"kept": 4, "drops": 2, "unit": "snapshots"}, life

@@ -32,6 +32,12 @@ ROW_SCHEMA: dict[str, tuple] = {
     "message": (str,), "target_kind": (str,), "location": (str,), "planned_state": (str, type(None)),
     "last_run": (dict, type(None)), "last_success_at": (*NUM, type(None)), "bytes_total": (int,),
     "transfer": (dict, type(None)), "checked_at": NUM, "s3": (dict, type(None)), "holder": (dict, type(None)),
+    "lifecycle": (dict, type(None)),
+}
+#: ``lifecycle`` of a job with ``snapshot:`` or ``keep:`` (tests/integration/test_lifecycle.py checks its values)
+LIFECYCLE_SCHEMA: dict[str, tuple] = {
+    "next_snapshot_at": (int, type(None)), "snapshot_due": (bool, type(None)), "source": (dict, type(None)),
+    "target": (dict, type(None)), "error": (str, type(None)),
 }
 LAST_RUN_SCHEMA: dict[str, tuple] = {
     "outcome": (str,), "started_at": NUM, "finished_at": NUM, "bytes": (int,), "seconds": NUM,
@@ -149,7 +155,7 @@ def test_schema_doc_lists_every_field(cases: Cases) -> None:
     doc = (REPO / "docs" / "status-json.md").read_text()
     documented = set(re.findall(r"^\| `([a-z0-9_]+)`(?:, `([a-z0-9_]+)`)? \|", doc, re.M))
     names = {n for pair in documented for n in pair if n}
-    for field in (*ROW_SCHEMA, *LAST_RUN_SCHEMA, *TRANSFER_SCHEMA, *HOLDER_SCHEMA):
+    for field in (*ROW_SCHEMA, *LAST_RUN_SCHEMA, *TRANSFER_SCHEMA, *HOLDER_SCHEMA, *LIFECYCLE_SCHEMA):
         assert field in names, f"{field} is not documented in docs/status-json.md"
 
 
