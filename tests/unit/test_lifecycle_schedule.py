@@ -1,4 +1,4 @@
-"""Cron parsing, next ticks (UTC) and whether a snapshot is due (zrelay.lifecycle.cron/schedule)."""
+"""Next cron ticks (UTC) and whether a snapshot is due (zrelay.lifecycle.cron/schedule)."""
 
 from __future__ import annotations
 
@@ -22,52 +22,16 @@ def iso(t: int) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M")
 
 
-# --------------------------------------------------------------------------- parsing
+# Parsing is the inventory's (zrelay.inventory.cron, tests/unit/test_inventory_cron.py); the
+# schedule takes what it parsed.
 
 
-def test_fields_steps_ranges_lists_and_names() -> None:
+def test_the_schedule_reads_expressions_with_the_inventorys_parser() -> None:
+    from zrelay.inventory import cron as inventory_cron
+    assert parse_cron is inventory_cron.parse_cron
     spec = parse_cron("*/15 1-5/2,22 1,15 jan-mar,DEC mon-fri")
-    assert spec.minutes == (0, 15, 30, 45)
-    assert spec.hours == (1, 3, 5, 22)
-    assert spec.days == (1, 15)
-    assert spec.months == (1, 2, 3, 12)
-    assert spec.weekdays == (1, 2, 3, 4, 5)
+    assert spec.minutes == (0, 15, 30, 45) and spec.hours == (1, 3, 5, 22)
     assert not spec.dom_any and not spec.dow_any
-    assert parse_cron("0 0 * * 7").weekdays == (0,)
-    assert parse_cron("0 0 * * 5-7").weekdays == (0, 5, 6)
-    assert parse_cron("10/20 * * * *").minutes == (10, 30, 50)
-    assert parse_cron("0 0 * * *").dom_any and parse_cron("0 0 * * *").dow_any
-
-
-def test_macros() -> None:
-    assert parse_cron("@hourly").minutes == (0,) and parse_cron("@hourly").hours == tuple(range(24))
-    assert parse_cron("@daily").hours == (0,)
-    assert parse_cron("@weekly").weekdays == (0,)
-    assert parse_cron("@monthly").days == (1,)
-    yearly = parse_cron("@yearly")
-    assert yearly.months == (1,) and yearly.days == (1,) and yearly.text == "@yearly"
-
-
-@pytest.mark.parametrize("text, message", [
-    ("0 25 * * *", "hour: 25 is outside 0-23"),
-    ("60 * * * *", "minute: 60 is outside 0-59"),
-    ("0 0 0 * *", "day-of-month: 0 is outside 1-31"),
-    ("0 0 * 13 *", "month: 13 is outside 1-12"),
-    ("0 0 * * 8", "day-of-week: 8 is outside 0-7"),
-    ("0 0 * foo *", "month: 'foo' is not a number or a month name (jan..dec)"),
-    ("0 0 * * funday", "day-of-week: 'funday' is not a number or a day name (sun..sat)"),
-    ("*/0 * * * *", "minute: step '0' must be a whole number of at least 1"),
-    ("5-1 * * * *", "minute: range 5-1 runs backwards"),
-    ("1,,2 * * * *", "minute: empty list item in '1,,2'"),
-    ("0 0 * *", "a cron expression has 5 fields (minute hour day-of-month month day-of-week), '0 0 * *' has 4"),
-    ("@often", "unknown cron macro '@often'"),
-    ("0 0 31 feb *", "day-of-month: 31 never occurs in month feb"),
-])
-def test_errors_name_the_field(text: str, message: str) -> None:
-    with pytest.raises(ValueError) as err:
-        parse_cron(text)
-    assert str(err.value).startswith(message)
-    assert "\n" not in str(err.value)
 
 
 # --------------------------------------------------------------------------- next tick
