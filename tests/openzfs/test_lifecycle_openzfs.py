@@ -56,7 +56,10 @@ def test_prune_keeps_held_bases_and_foreign_holds_and_prunes_bookmarks(lab, tmp_
     assert zrelay("sync", inventory=inv).returncode == 0
     base = week[-1]
     assert any(t.startswith(f"zrelay:{name}:") for t in _holds(lab, "nas1", f"{src}@{base}"))
-    assert _bookmarks(lab, "nas1", src) == week                     # one per snapshot sent
+    assert _bookmarks(lab, "nas1", src) == week[-1:]                # the sent base's bookmark
+    # bookmarks older runs left behind (one per base they sent), named like the job's snapshots
+    lab.run("nas1", "sh", "-c", "; ".join(f"zfs bookmark {src}@{n} {src}#{n}" for n in week[:-1]))
+    assert _bookmarks(lab, "nas1", src) == week
     lab.run("nas1", "zfs", "hold", "backup-tool", f"{src}@{week[2]}")  # another tool's hold
 
     run = assert_ran_what_was_printed(inv, tmp_path, command="prune")
