@@ -39,6 +39,7 @@ class RawJob:
     compress: str | None = None
     buffer: str | None = None
     lifecycle: RawLifecycle = field(default_factory=RawLifecycle)  # snapshot, keep, hooks
+    rpo: int | None = None  # seconds; None: the source host's ``rpo`` (or none)
     complete: bool = True  # False when a required part was missing or invalid
 
 
@@ -150,7 +151,7 @@ class Builder:
         if "ungrouped" not in groups:  # the hosts no group but 'all' lists
             ungrouped = tuple(h for h in self.hosts if direct.get(h, ()) in ((), ("all",)))
             groups["ungrouped"] = Group("ungrouped", ungrouped, (), {}, self.groups["all"].origin)
-        jobs = self._jobs()
+        jobs = self._jobs(hosts)
         settings = Settings(**self.settings)
         return Inventory(self.path, hosts, groups, jobs, dict(self.s3_targets), settings,
                          tuple(dict.fromkeys(self.sources)))
@@ -177,7 +178,7 @@ class Builder:
             origin = self.groups[loop[-2]].children[loop[-1]]
             self.errors.add(origin, f"group cycle: {' -> '.join(loop)}")
 
-    def _jobs(self) -> tuple[Job, ...]:
+    def _jobs(self, hosts: dict[str, Host]) -> tuple[Job, ...]:
         jobs: list[Job] = []
         origins: list[dict[Target, Origin]] = []
         names: dict[str, Origin] = {}
@@ -207,7 +208,8 @@ class Builder:
             if ok and lifecycle is not None:
                 job = Job(name, raw.source, raw.recursive, raw.select, tuple(targets),
                           raw.origin, direct=raw.direct, send_options=raw.send_options,
-                          compress=raw.compress, buffer=raw.buffer, lifecycle=lifecycle)
+                          compress=raw.compress, buffer=raw.buffer, lifecycle=lifecycle,
+                          rpo=raw.rpo if raw.rpo is not None else _host_rpo(hosts, raw.source.host))
                 template = self.settings.get("snapshot_name", DEFAULT_SNAPSHOT_NAME)
                 if lifecycle_fits(job, raw.lifecycle, template, self.errors):
                     jobs.append(job)
@@ -342,6 +344,12 @@ class Builder:
             names = " -> ".join(str(jobs[x].source) for x in loop)
             closing = jobs[loop[-2]]
             self.errors.add(closing.origin or Origin(str(self.path)), f"replication loop: {names}")
+
+
+def _host_rpo(hosts: dict[str, Host], name: str) -> int | None:
+    """A job without its own ``rpo`` takes its source host's (host or group vars)."""
+    host = hosts.get(name)
+    return host.rpo if host is not None else None
 
 
 def _ancestors(endpoint: Endpoint) -> list[Endpoint]:

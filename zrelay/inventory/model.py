@@ -135,6 +135,7 @@ class Host:
     compress: str | None = None         # wire compression: auto | zstd | lz4 | off (None: default)
     buffer: str | None = None           # mbuffer on both ends: auto | off | SIZE (None: default)
     fastpath: bool = True               # zrelay's asyncssh speed-ups for its connections (transport/fastpath.py)
+    rpo: int | None = None              # seconds: the RPO of jobs from this host without their own
     groups: tuple[str, ...] = ()        # every group holding it (ancestors too), 'all' excluded
     vars: Mapping[str, Any] = field(default_factory=dict, hash=False)  # merged, as written
     origin: Origin | None = None
@@ -203,6 +204,7 @@ class Job:
     buffer: str | None = None    # None: the hosts' ``buffer`` settings decide
     send_options: tuple[str, ...] | None = None  # -L/-e/-c by name; None: all that both ends have
     lifecycle: Lifecycle = Lifecycle()           # snapshot schedule, keep policies, hooks
+    rpo: int | None = None  # seconds a target may lag behind (its ``rpo``, else the source host's)
 
     def own_snapshots(self, default_template: str) -> SnapshotFilter | None:
         """The snapshots that are this job's to destroy: its ``select`` filter when it has one, else

@@ -17,7 +17,7 @@ from zrelay.inventory.lifecycle_keys import SNAPSHOT_KEYS, read_hooks, read_keep
 from zrelay.inventory.model import (DEFAULT_STORAGE_CLASS, S3_SCHEME, Endpoint, S3Ref, S3Target,
                                     Target)
 from zrelay.inventory.values import (S3_CHECKS, Bad, check_buffer, check_compress, check_positive,
-                                     snapshot_name_problem, unknown_key, want_bool,
+                                     snapshot_name_problem, unknown_key, want_bool, want_duration,
                                      want_send_options, want_str)
 from zrelay.inventory.yamlread import MappingNode, Node, NodeReader, SequenceNode
 from zrelay.zfs.model import SnapshotFilter
@@ -114,7 +114,7 @@ class ZrelaySection(NodeReader):
         if items is None:
             return
         valid = ["source", "name", "recursive", "snapshots", "targets", "direct", "send_options",
-                 "snapshot", "keep", "hooks"]
+                 "snapshot", "keep", "hooks", "rpo"]
         seen: set[str] = set()
         misspelt: set[str] = set()
         for key, k_node, v_node in items:
@@ -138,6 +138,8 @@ class ZrelaySection(NodeReader):
                     job.buffer = check_buffer(self.value(v_node), "buffer")
                 elif key == "send_options":
                     job.send_options = want_send_options(self.value(v_node))
+                elif key == "rpo":
+                    job.rpo = want_duration(self.value(v_node), "rpo")
                 elif key == "snapshots":
                     job.select = self.snapshot_filter(v_node)
                 elif key == "targets":

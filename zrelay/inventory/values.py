@@ -271,6 +271,7 @@ HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "compress": check_compress,
     "buffer": check_buffer,
     "fastpath": want_bool,
+    "rpo": lambda v, w: want_duration(v, w),  # recovery point objective of its jobs
 }
 PATH_SETTINGS = frozenset({"identity_file", "known_hosts"})
 
@@ -285,6 +286,7 @@ HOST_ALIASES: dict[str, str] = {
     "ansible_ssh_private_key_file": "identity_file",
     "ansible_private_key_file": "identity_file",
     "ansible_become": "sudo",
+    "zrelay_rpo": "rpo",  # the name an Ansible inventory can carry it under
 }
 
 #: Within one level of an Ansible inventory, the alias Ansible's ssh plugin prefers
