@@ -74,6 +74,8 @@ class LocationStatus:
     s3: dict | None = None               # S3 targets: where, and what is stored (docs/status-json.md)
     holder: dict | None = None           # the zrelay holding the target when ``state`` is "busy"
     lifecycle: dict | None = None        # next snapshot due, kept and next prune's drops (snapshot:/keep:)
+    rpo_seconds: int | None = None       # the job's RPO (``rpo:``, else its source host's); None: none set
+    rpo_breach: bool | None = None       # base older than the RPO, or no base; None: no RPO, or not inspected
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,6 +113,15 @@ class TargetReport:
         return (self.job.name, str(self.target))
 
 
+def rpo_breach(rpo: int | None, base_age: int | None) -> bool | None:
+    """Whether a target inspected with a common base ``base_age`` seconds old (None: no base) has
+    lost more than the job's RPO; None when the job has no RPO. With no base, nothing on the
+    target can be brought up to date incrementally: a breach."""
+    if rpo is None:
+        return None
+    return base_age is None or base_age > rpo
+
+
 def location_of(target: Target) -> str:
     return target.host if isinstance(target, Endpoint) else str(target)
 
@@ -126,7 +137,8 @@ def location_row(job: Job, target: str, location: str, state: str, message: str,
         lag_seconds=0 if state == "in-sync" else root.lag_seconds,
         base_age_seconds=root.base_age_seconds,
         message=message or (f"behind {behind}" if state == "behind" else ""),
-        location=location, checked_at=now, **extra)
+        location=location, checked_at=now, rpo_seconds=job.rpo,
+        rpo_breach=rpo_breach(job.rpo, root.base_age_seconds), **extra)
 
 
 def failed_report(job: Job, target: Target, state: str, message: str, now: float,
@@ -134,7 +146,7 @@ def failed_report(job: Job, target: Target, state: str, message: str, now: float
     """The report of a target that could not be inspected (one cell, saying why)."""
     row = LocationStatus(job.name, str(job.source), str(target), state, message=message,
                          target_kind="s3" if isinstance(target, S3Ref) else "host",
-                         location=location_of(target), checked_at=now, s3=s3)
+                         location=location_of(target), checked_at=now, s3=s3, rpo_seconds=job.rpo)
     cell = DatasetCell(job.name, str(job.source), str(target), location_of(target), state, message=message)
     return TargetReport(job, target, row, (cell,), unreachable_host=host)
 
@@ -143,7 +155,7 @@ def not_checked(job: Job, target: S3Ref, now: float | None = None) -> TargetRepo
     """An S3 target listed but not inspected (``status`` inspects them now; kept for canned reports)."""
     at = time.time() if now is None else now
     row = LocationStatus(job.name, str(job.source), str(target), NOT_CHECKED, message=S3_NOT_CHECKED,
-                         target_kind="s3", location=str(target), checked_at=at)
+                         target_kind="s3", location=str(target), checked_at=at, rpo_seconds=job.rpo)
     cell = DatasetCell(job.name, str(job.source), str(target), str(target), NOT_CHECKED, message=S3_NOT_CHECKED)
     return TargetReport(job, target, row, (cell,))
 
@@ -155,7 +167,7 @@ def busy_report(job: Job, target: Endpoint, holder: LockHolder | None, now: floa
     info = None if holder is None else {"pid": holder.pid, "started_at": holder.started, "command": holder.command,
                                         "run_id": holder.run_id, "what": holder.what}
     row = LocationStatus(job.name, str(job.source), str(target), BUSY, message=message, location=target.host,
-                         checked_at=now, holder=info)
+                         checked_at=now, holder=info, rpo_seconds=job.rpo)
     cell = DatasetCell(job.name, str(job.source), str(target), target.host, BUSY, message=message)
     return TargetReport(job, target, row, (cell,))
 
