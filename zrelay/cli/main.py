@@ -47,6 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "snapshot": ("zrelay.cli.snapshot", "take the snapshots whose time has come"),
     "prune": ("zrelay.cli.prune", "destroy what the keep policies let go, on every side; never breaks a chain"),
     "status": ("zrelay.cli.status", "show where every job's targets stand"),
+    "audit": ("zrelay.cli.audit", "datasets no job protects, and targets older than their RPO"),
     "tui": ("zrelay.cli.tui", "live view: hosts and transfers, divergence matrix, dataset detail"),
     "inventory": ("zrelay.cli.inventory", "list, check and edit the inventory"),
     "release": ("zrelay.cli.release", "remove the holds zrelay keeps on a job's newest common snapshots"),
@@ -126,7 +127,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 #: Commands whose process ends right after their handler (see _exit_now): nothing of theirs
 #: runs in the background once the handler has returned.
-FAST_EXIT = frozenset({"sync", "status", "s3-push", "s3-restore", "s3-ls", "s3-verify", "s3-prune",
+FAST_EXIT = frozenset({"sync", "status", "audit", "s3-push", "s3-restore", "s3-ls", "s3-verify", "s3-prune",
                        "s3-abort-stale"})
 
 

@@ -118,6 +118,12 @@ def probe_argv() -> list[str]:
     return ["sh", "-c", PROBE_SCRIPT]
 
 
+def datasets_argv() -> list[str]:
+    """Every filesystem and volume on the host, one name a line (``zrelay audit``); zfs-fuse
+    and OpenZFS alike take ``-t filesystem,volume``."""
+    return [ZFS, "list", "-H", "-o", "name", "-t", "filesystem,volume"]
+
+
 def exists_argv(dataset: str) -> list[str]:
     """Succeeds iff ``dataset`` exists (fails with 'dataset does not exist' otherwise)."""
     return [ZFS, "list", "-H", "-o", "name", check_dataset(dataset)]
