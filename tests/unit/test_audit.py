@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from zrelay.cli import audit as cli_audit
 from zrelay.cli import layout
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, UsageError
-from zrelay.inventory import loads_inventory, validate_inventory_text
+from zrelay.inventory import load_inventory, loads_inventory, validate_inventory_text
 from zrelay.inventory.model import Endpoint, Job
 from zrelay.standing import Standing
 from zrelay.status.audit import (PROTECTED, REPLICA, UNPROTECTED, Breach, HostCoverage, breaches,
@@ -64,6 +64,13 @@ def test_rpo_from_job_host_and_groups() -> None:
     ), "inv.yml")
     assert [j.rpo for j in inventory.jobs] == [900, 1800, 86400, 7200]
     assert inventory.hosts["nas1"].rpo == 1800
+
+
+def test_zrelay_rpo_from_an_ansible_inventory(tmp_path: Path) -> None:
+    (tmp_path / "hosts").write_text("[storage]\nnas1 ansible_host=192.0.2.1\n[storage:vars]\nzrelay_rpo=2h\n")
+    (tmp_path / "zrelay.yml").write_text("zrelay:\n  include: [hosts]\n  jobs:\n"
+                                         "    - {source: nas1:tank/a, targets: [nas1:tank/b]}\n")
+    assert load_inventory(tmp_path / "zrelay.yml").jobs[0].rpo == 7200
 
 
 def test_no_rpo_anywhere_is_none() -> None:
