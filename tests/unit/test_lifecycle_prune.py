@@ -281,3 +281,17 @@ def test_s3_keeps_the_newest_complete_chain_even_when_the_policy_keeps_an_older_
     # but the middle one is the newest chain that can be restored
     assert [x.keep for x in d] == [True, True, True]
     assert d[1].reasons == ("newest complete chain",)
+
+
+def test_cascades_name_the_other_jobs_on_a_side() -> None:
+    from zrelay.inventory.model import Endpoint, Job
+    from zrelay.lifecycle.prune import cascades
+    a = Job("a", Endpoint("nas1", "tank/x"), targets=(Endpoint("vault", "backup/x"),))
+    b = Job("b", Endpoint("vault", "backup/x"), targets=(Endpoint("nas2", "tank/y"),))
+    c = Job("c", Endpoint("vault", "backup"), recursive=True, targets=(Endpoint("nas2", "tank/all"),))
+    d = Job("d", Endpoint("vault", "backup/xy"), targets=(Endpoint("nas2", "tank/z"),))
+    jobs = [a, b, c, d]
+    assert cascades(a, jobs, "vault", "backup/x") == ["b (source)", "c (source)"]   # d's backup/xy is not below
+    assert cascades(b, jobs, "vault", "backup/x") == ["a (target)", "c (source)"]
+    assert cascades(a, jobs, "nas1", "tank/x") == []
+    assert cascades(b, jobs, "nas2", "tank/y") == []

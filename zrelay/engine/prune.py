@@ -123,20 +123,41 @@ class Pruner:
         template = job.snapshot_template(self.inventory.settings.snapshot_name)
         source_states, source_holds = await self._side(job.source.host, job.source.dataset, job.recursive)
         source_states = dated(source_states, template)   # a snapshot's time is the one its name says
-        hosts = await asyncio.gather(*(self._host_side(job, t, template) for t in job.host_targets))
+        hosts = list(await asyncio.gather(*(self._host_side(job, t, template) for t in job.host_targets)))
         s3 = await asyncio.gather(*(self._s3_side(job, t.name) for t in job.s3_targets))
         now = int((options.now.timestamp() if options.now else time.time()))
         tags = {str(t): anchors.hold_tag(job.name, str(t)) for t in job.host_targets}
+        # A side shared with another job (a cascade) on a host that cannot list holds: the other
+        # job's base there cannot be told apart, so that side is left to the other job's own prune.
+        held_back: dict[str, str] = {}
+        source_policy = life.policy_for(SOURCE_SIDE)
+        shared = planner.cascades(job, self.inventory.jobs, job.source.host, job.source.dataset)
+        if source_holds is None and shared and source_policy is not None:
+            held_back[planner.SOURCE] = self._held_back(job.source.host, shared)
+            source_policy = None
+        for i, host_side in enumerate(hosts):
+            shared = planner.cascades(job, self.inventory.jobs, host_side.host, host_side.root)
+            if host_side.holds is None and shared and host_side.policy is not None:
+                held_back[host_side.label] = self._held_back(host_side.host, shared)
+                hosts[i] = replace(host_side, policy=None)
         plan = planner.plan_prune(planner.PruneInput(
             select=select, now=now,
             source=planner.SourceSide(job.source.host, job.source.dataset, source_states, source_holds,
-                                      life.policy_for(SOURCE_SIDE)),
+                                      source_policy),
             hosts=tuple(hosts), s3=tuple(s3), tag_prefix=anchors.job_tag_prefix(job.name), tags=tags))
+        if held_back:
+            plan = planner.PrunePlan(tuple(replace(s, notes=(held_back[s.side],)) if s.side in held_back else s
+                                           for s in plan.sides))
         pruning = JobPrune(job, plan)
         for side in plan.sides:
             pruning.where[side.side] = (str(job.source) if side.side == planner.SOURCE else side.side)
             pruning.steps[side.side] = await self._steps(job, side)
         return pruning
+
+    @staticmethod
+    def _held_back(host: str, shared: list[str]) -> str:
+        return (f"not pruned: these datasets are also replicated by {', '.join(shared)}, and {host} cannot "
+                "list holds, so that job's bases here cannot be told apart; its own prune keeps them")
 
     async def _side(self, host: str, dataset: str, recursive: bool) \
             -> tuple[dict[str, DatasetState], dict[str, tuple[str, ...]] | None]:

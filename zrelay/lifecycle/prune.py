@@ -37,6 +37,7 @@ from itertools import compress
 from operator import attrgetter
 from typing import NamedTuple
 
+from zrelay.inventory.model import Job
 from zrelay.inventory.policy import KeepPolicy
 from zrelay.lifecycle.retention import describe_policy, keep_indexes, span_text
 from zrelay.s3 import chains
@@ -111,6 +112,25 @@ class PruneInput:
     tag_prefix: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
     orphan_grace: float = chains.DEFAULT_ORPHAN_GRACE
+
+
+def cascades(job: Job, jobs: Iterable[Job], host: str, dataset: str) -> list[str]:
+    """Other jobs that replicate from or into ``host:dataset`` (or a dataset above or below it,
+    recursively): in a cascade A → B → C, B's snapshots are bases of two jobs, and only a hold can
+    tell one job's prune about the other's (``job (source)`` / ``job (target)``, for messages)."""
+    out: list[str] = []
+    for other in jobs:
+        if other.name == job.name:
+            continue
+        ends = [(other.source, "source")] + [(t, "target") for t in other.host_targets]
+        for end, role in ends:
+            if end.host != host:
+                continue
+            below = end.dataset.startswith(dataset + "/") and (job.recursive or other.recursive)
+            above = dataset.startswith(end.dataset + "/") and other.recursive
+            if end.dataset == dataset or below or above:
+                out.append(f"{other.name} ({role})")
+    return out
 
 
 def target_dataset(source_root: str, target_root: str, source_dataset: str) -> str:
