@@ -286,16 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                     hosts=sizes["inventory_hosts"], reps=sizes["reps"], workdir=workdir)),
                 (set(prune_plan.NAMES), "prune-plan", lambda: prune_plan.run(reps=sizes["reps"])),
             ]
-            for names, key, run_one in steps:
-                if not wanted & names:
-                    continue
-                try:
-                    results[key] = run_one()
-                except BenchError as exc:
-                    print(f"bench: error: {key}: {exc}", file=sys.stderr)
-                    results.setdefault("errors", {})[key] = str(exc)
-                    exit_code = 1
-                loads[f"after {key}"] = load()
+            exit_code = max(exit_code, run_steps(steps, wanted, results, loads))
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         exit_code = 1
@@ -309,6 +300,26 @@ def main(argv: list[str] | None = None) -> int:
     return finish(args, sizes, wanted, results, started, exit_code)
 
 
+Step = tuple[set[str], str, Callable[[], Any]]
+
+
+def run_steps(steps: list[Step], wanted: set[str], results: dict[str, Any], loads: dict[str, Any]) -> int:
+    """Run the wanted benchmarks in order; one that fails is reported and the rest still run.
+    Returns 1 when any failed, else 0."""
+    exit_code = 0
+    for names, key, run_one in steps:
+        if not wanted & names:
+            continue
+        try:
+            results[key] = run_one()
+        except BenchError as exc:
+            print(f"bench: error: {key}: {exc}", file=sys.stderr)
+            results.setdefault("errors", {})[key] = str(exc)
+            exit_code = 1
+        loads[f"after {key}"] = load()
+    return exit_code
+
+
 def lab_free(args: argparse.Namespace, sizes: dict[str, Any], wanted: set[str], results: dict[str, Any],
              started: float) -> int:
     """Only benchmarks that need no lab (inventory, prune-plan): no lease, no cipher probe."""
@@ -319,16 +330,7 @@ def lab_free(args: argparse.Namespace, sizes: dict[str, Any], wanted: set[str], 
             steps = [(set(inventorybench.NAMES), "inventory", lambda: inventorybench.run(
                          hosts=sizes["inventory_hosts"], reps=sizes["reps"], workdir=Path(tmp))),
                      (set(prune_plan.NAMES), "prune-plan", lambda: prune_plan.run(reps=sizes["reps"]))]
-            for names, key, run_one in steps:
-                if not wanted & names:
-                    continue
-                try:
-                    results[key] = run_one()
-                except BenchError as exc:
-                    print(f"bench: error: {key}: {exc}", file=sys.stderr)
-                    results.setdefault("errors", {})[key] = str(exc)
-                    exit_code = 1
-                loads[f"after {key}"] = load()
+            exit_code = max(exit_code, run_steps(steps, wanted, results, loads))
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         exit_code = 130

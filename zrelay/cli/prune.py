@@ -13,7 +13,7 @@ from zrelay.cli import layout, output
 from zrelay.cli.main import add_wait_lock
 from zrelay.cli.sync import exit_code
 from zrelay.engine import Engine, SyncOptions, TaskResult
-from zrelay.events import EventSink, Outcome
+from zrelay.events import EventSink, Outcome, discard
 from zrelay.inventory import Inventory, Job, load_inventory
 from zrelay.lifecycle.prune import Decision, SidePlan
 from zrelay.state import Recorder, default_path
@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _prune(inventory: Inventory, jobs: Iterable[Job], options: SyncOptions,
                  sink: EventSink | None) -> list[TaskResult]:
-    engine = Engine(inventory, sink) if sink is not None else Engine(inventory)
-    async with engine:
+    async with Engine(inventory, sink or discard) as engine:
         return await engine.prune(jobs, options)
 
 

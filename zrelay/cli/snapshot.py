@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from zrelay.cli import output
 from zrelay.cli.sync import exit_code
 from zrelay.engine import Engine, SyncOptions, TaskResult
-from zrelay.events import EventSink
+from zrelay.events import EventSink, discard
 from zrelay.inventory import Inventory, Job, load_inventory
 from zrelay.state import Recorder, default_path
 
@@ -60,6 +60,5 @@ def run(args: argparse.Namespace) -> int:
 
 async def _snapshots(inventory: Inventory, jobs: Iterable[Job], options: SyncOptions, force: bool,
                      sink: EventSink | None) -> list[TaskResult]:
-    engine = Engine(inventory, sink) if sink is not None else Engine(inventory)
-    async with engine:
+    async with Engine(inventory, sink or discard) as engine:
         return await engine.snapshots(jobs, options, force=force)

@@ -66,7 +66,6 @@ class Pruner:
         self.inventory: Inventory = fleet.inventory
         self.emit = emit
         self._stores: dict[str, Store] = {}
-        self.fresh = True
 
     def _store(self, name: str) -> Store:
         store = self._stores.get(name)
@@ -114,16 +113,15 @@ class Pruner:
         """List every side of ``job`` and plan its prune; build the steps that carry it out.
         ``fresh``: list again rather than use this run's listings (a prune decides on what is
         there now; ``status`` reuses what it listed a moment ago)."""
-        self.fresh = fresh
         select = job.own_snapshots(self.inventory.settings.snapshot_name)
         if select is None:   # the loader refuses a keep policy then; a hand-made Job may still get here
             raise ZrelayError(f"{job.name}: its snapshots cannot be told apart from other tools' "
                               "(no select prefix/regex, and the name template starts with a %-directive)")
         life = job.lifecycle
         template = job.snapshot_template(self.inventory.settings.snapshot_name)
-        source_states, source_holds = await self._side(job.source.host, job.source.dataset, job.recursive)
+        source_states, source_holds = await self._side(job.source.host, job.source.dataset, job.recursive, fresh)
         source_states = dated(source_states, template)   # a snapshot's time is the one its name says
-        hosts = list(await asyncio.gather(*(self._host_side(job, t, template) for t in job.host_targets)))
+        hosts = list(await asyncio.gather(*(self._host_side(job, t, template, fresh) for t in job.host_targets)))
         s3 = await asyncio.gather(*(self._s3_side(job, t.name) for t in job.s3_targets))
         now = int((options.now.timestamp() if options.now else time.time()))
         tags = {str(t): anchors.hold_tag(job.name, str(t)) for t in job.host_targets}
@@ -159,10 +157,10 @@ class Pruner:
         return (f"not pruned: these datasets are also replicated by {', '.join(shared)}, and {host} cannot "
                 "list holds, so that job's bases here cannot be told apart; its own prune keeps them")
 
-    async def _side(self, host: str, dataset: str, recursive: bool) \
+    async def _side(self, host: str, dataset: str, recursive: bool, fresh: bool) \
             -> tuple[dict[str, DatasetState], dict[str, tuple[str, ...]] | None]:
         """A side's listing and, where the host can list them, the holds on its held snapshots."""
-        if self.fresh:
+        if fresh:
             self.fleet.states.forget(host, dataset)
         states = await self.fleet.listing(host, dataset, recursive)
         remote = self.fleet.host(host)
@@ -179,8 +177,8 @@ class Pruner:
                   for name, st in states.items()}
         return states, holds
 
-    async def _host_side(self, job: Job, target: Endpoint, template: str) -> planner.HostSide:
-        states, holds = await self._side(target.host, target.dataset, job.recursive)
+    async def _host_side(self, job: Job, target: Endpoint, template: str, fresh: bool) -> planner.HostSide:
+        states, holds = await self._side(target.host, target.dataset, job.recursive, fresh)
         return planner.HostSide(str(target), target.host, target.dataset, dated(states, template), holds,
                                 job.lifecycle.policy_for(str(target)))
 
