@@ -100,6 +100,28 @@ class Fleet:
         self._closers: list[Callable[[], Awaitable[object]]] = []
         self.per_run: dict[str, Any] = {}   # what a data path keeps for the run (direct mode's login checks)
 
+        self._owns_pool = True
+
+    def for_run(self) -> "Fleet":
+        """A fleet for one run of a long-lived process (the daemon): its own listings, locks and
+        per-run state, but this fleet's connections, probed hosts and per-host limits, so runs at
+        the same time share the limits and a run after a quiet hour reconnects nothing.
+        Closing it lets go of its locks and leaves the connections open."""
+        run = Fleet.__new__(Fleet)
+        run.inventory = self.inventory
+        run.pool = self.pool
+        run.states = StateCache()
+        run.started_at = time.time()
+        run._hosts = self._hosts
+        run.sends = self.sends
+        run.receives = self.receives
+        run._locks = set()
+        run._addresses = {}
+        run._closers = []
+        run.per_run = {}
+        run._owns_pool = False
+        return run
+
     def host(self, name: str) -> RemoteHost:
         remote = self._hosts.get(name)
         if remote is None:
@@ -125,7 +147,8 @@ class Fleet:
         try:
             await asyncio.gather(*(closer() for closer in self._closers))
         finally:
-            await self.pool.close()
+            if self._owns_pool:
+                await self.pool.close()
 
     async def __aenter__(self) -> "Fleet":
         return self

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 
 from zrelay.errors import InvalidName, InventoryError, UsageError
 from zrelay.inventory.policy import Lifecycle, template_prefix
+from zrelay.inventory.service import DaemonSettings, RunSchedule
 from zrelay.zfs.model import SnapshotFilter
 from zrelay.zfs.names import dataset_problem, snapshot_problem
 
@@ -187,6 +188,7 @@ class S3Target:
     part_checksum: str | None = None           # md5 | sha256 | none
     restore_days: int | None = None
     restore_tier: str | None = None            # Expedited | Standard | Bulk
+    push: RunSchedule | None = None            # the daemon's s3-push schedule for jobs into it
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +206,8 @@ class Job:
     buffer: str | None = None    # None: the hosts' ``buffer`` settings decide
     send_options: tuple[str, ...] | None = None  # -L/-e/-c by name; None: all that both ends have
     lifecycle: Lifecycle = Lifecycle()           # snapshot schedule, keep policies, hooks
+    #: the daemon's schedules of this job's runs by kind (sync, prune, s3-push), as written
+    schedule: Mapping[str, RunSchedule] = field(default_factory=dict, hash=False)
     rpo: int | None = None  # seconds a target may lag behind (its ``rpo``, else the source host's)
 
     def own_snapshots(self, default_template: str) -> SnapshotFilter | None:
@@ -260,6 +264,7 @@ class Settings:
     snapshot_name: str = DEFAULT_SNAPSHOT_NAME
     sends_per_host: int = DEFAULT_SENDS_PER_HOST
     receives_per_host: int = DEFAULT_RECEIVES_PER_HOST
+    daemon: DaemonSettings = DaemonSettings()
 
     def snapshot_name_at(self, when: _dt.datetime) -> str:
         """The snapshot name for ``when``; the template is always rendered in UTC."""
