@@ -17,7 +17,9 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, TypeVar
 from zrelay.inventory.lifecycle_keys import RawLifecycle, job_lifecycle, lifecycle_fits
 from zrelay.inventory.model import (DEFAULT_SNAPSHOT_NAME, Endpoint, Group, Host, Inventory, Job,
                                     Origin, S3Ref, S3Target, Settings, Target, name_list, suggest)
-from zrelay.inventory.problems import Errors
+from zrelay.inventory.problems import Errors, Place
+from zrelay.inventory.service import RunSchedule, Window
+from zrelay.inventory.service_keys import check_job_schedule, check_windows
 from zrelay.inventory.resolve import (Inherited, RawGroup, RawHost, Vars, group_depths, inherit,
                                       resolve_host)
 from zrelay.inventory.yamlread import AliasBudget
@@ -40,6 +42,8 @@ class RawJob:
     buffer: str | None = None
     lifecycle: RawLifecycle = field(default_factory=RawLifecycle)  # snapshot, keep, hooks
     rpo: int | None = None  # seconds; None: the source host's ``rpo`` (or none)
+    schedule: dict[str, RunSchedule] = field(default_factory=dict)  # the daemon's runs by kind
+    schedule_origin: Origin | None = None
     complete: bool = True  # False when a required part was missing or invalid
 
 
@@ -58,6 +62,7 @@ class Builder:
         self.jobs: list[RawJob] = []
         self.s3_targets: dict[str, S3Target] = {}
         self.settings: dict[str, Any] = {}
+        self.windows: list[tuple[Window, Place]] = []   # the daemon's windows, checked against groups
         self.sources: list[str] = [str(path)]
         self.strict_files: set[str] = set()  # files read as zrelay inventories
         #: What YAML aliases have expanded to so far, in every file read.
@@ -152,6 +157,7 @@ class Builder:
             ungrouped = tuple(h for h in self.hosts if direct.get(h, ()) in ((), ("all",)))
             groups["ungrouped"] = Group("ungrouped", ungrouped, (), {}, self.groups["all"].origin)
         jobs = self._jobs(hosts)
+        check_windows(self.windows, groups, self.errors)
         settings = Settings(**self.settings)
         return Inventory(self.path, hosts, groups, jobs, dict(self.s3_targets), settings,
                          tuple(dict.fromkeys(self.sources)))
@@ -209,9 +215,11 @@ class Builder:
                 job = Job(name, raw.source, raw.recursive, raw.select, tuple(targets),
                           raw.origin, direct=raw.direct, send_options=raw.send_options,
                           compress=raw.compress, buffer=raw.buffer, lifecycle=lifecycle,
-                          rpo=raw.rpo if raw.rpo is not None else _host_rpo(hosts, raw.source.host))
+                          rpo=raw.rpo if raw.rpo is not None else _host_rpo(hosts, raw.source.host),
+                          schedule=raw.schedule)
                 template = self.settings.get("snapshot_name", DEFAULT_SNAPSHOT_NAME)
-                if lifecycle_fits(job, raw.lifecycle, template, self.errors):
+                if (lifecycle_fits(job, raw.lifecycle, template, self.errors)
+                        and check_job_schedule(job, raw.schedule_origin or raw.origin, self.errors)):
                     jobs.append(job)
                     origins.append(dict((t, o) for t, o in raw.targets))
         self._check_job_overlaps(jobs, origins)

@@ -14,6 +14,7 @@ from typing import Any
 from zrelay.errors import UsageError
 from zrelay.inventory.build import Builder, RawJob
 from zrelay.inventory.lifecycle_keys import SNAPSHOT_KEYS, read_hooks, read_keep, read_snapshot
+from zrelay.inventory.service_keys import DaemonReader, read_job_schedule, read_run_schedule
 from zrelay.inventory.model import (DEFAULT_STORAGE_CLASS, S3_SCHEME, Endpoint, S3Ref, S3Target,
                                     Target)
 from zrelay.inventory.values import (S3_CHECKS, Bad, check_buffer, check_compress, check_positive,
@@ -30,7 +31,7 @@ class ZrelaySection(NodeReader):
     builder: Builder
 
     def read_zrelay(self, node: Node) -> None:
-        valid = ["include", "snapshot_name", "limits", "s3_targets", "jobs"]
+        valid = ["include", "snapshot_name", "limits", "s3_targets", "jobs", "daemon"]
         for key, key_node, value_node in self.pairs(node, "zrelay section") or []:
             if key == "include":
                 continue  # read first, by read_includes
@@ -43,6 +44,12 @@ class ZrelaySection(NodeReader):
                     self.read_s3_target(name, n_key, n_node)
             elif key == "jobs":
                 self.read_jobs(value_node)
+            elif key == "daemon":
+                reader = DaemonReader(self)
+                daemon = reader.read(value_node)
+                if daemon is not None:
+                    self.builder.settings["daemon"] = daemon
+                    self.builder.windows.extend(reader.window_places)
             else:
                 self.fail(key_node, unknown_key(key, valid, "the zrelay section"))
 
@@ -80,9 +87,19 @@ class ZrelaySection(NodeReader):
         fields: dict[str, Any] = {}
         ok = True
         for key, k_node, v_node in items:
+            if key == "push":
+                push = read_run_schedule(self, v_node, f"{where}: push", "s3-push")
+                if push is None:
+                    ok = False
+                elif push.follows is not None and push.follows not in ("snapshot", "sync"):
+                    self.fail(v_node, f"{where}: push: after {push.follows}? only after snapshot or sync")
+                    ok = False
+                else:
+                    fields["push"] = push
+                continue
             check = S3_CHECKS.get(key)
             if check is None:
-                self.fail(k_node, unknown_key(key, list(S3_CHECKS), where))
+                self.fail(k_node, unknown_key(key, [*S3_CHECKS, "push"], where))
                 ok = False
                 continue
             try:
@@ -114,7 +131,7 @@ class ZrelaySection(NodeReader):
         if items is None:
             return
         valid = ["source", "name", "recursive", "snapshots", "targets", "direct", "send_options",
-                 "snapshot", "keep", "hooks", "rpo"]
+                 "snapshot", "keep", "hooks", "rpo", "schedule"]
         seen: set[str] = set()
         misspelt: set[str] = set()
         for key, k_node, v_node in items:
@@ -140,6 +157,13 @@ class ZrelaySection(NodeReader):
                     job.send_options = want_send_options(self.value(v_node))
                 elif key == "rpo":
                     job.rpo = want_duration(self.value(v_node), "rpo")
+                elif key == "schedule":
+                    schedule = read_job_schedule(self, v_node)
+                    if schedule is None:
+                        job.complete = False
+                    else:
+                        job.schedule = schedule
+                        job.schedule_origin = self.at(k_node)
                 elif key == "snapshots":
                     job.select = self.snapshot_filter(v_node)
                 elif key == "targets":
