@@ -1,25 +1,34 @@
 #!/usr/bin/env python3
-"""zfs-fuse lab: three fake ZFS hosts on one machine.
+"""zfs-fuse lab: three fake ZFS hosts on one machine, or more on request.
 
 Each host lives in its own mount namespace with its own zfs-fuse daemon, its
 own pool (a sparse file image) and its own sshd bound to one loopback address:
 
-    nas1   127.0.0.2   pool tank
-    nas2   127.0.0.3   pool tank
-    vault  127.0.0.4   pool backup
+    nas1   127.0.0.2   pool tank     group storage
+    nas2   127.0.0.3   pool tank     group storage
+    vault  127.0.0.4   pool backup   group vaults
+
+``up --hosts N`` adds extra hosts h04 ... hNN (127.0.0.5 ... 127.0.0.N+1,
+each a small pool ``tank``; even numbers in group site_a, odd in site_b) for
+tests that need many hosts at once. The three hosts above are the lab without
+it, and stay as they are whatever extra hosts come and go.
 
 An SSH session to 127.0.0.N runs inside that host's namespace, so ``zfs ...``
 over SSH talks to that host's daemon and sees only that host's pool.
 
 Usage:
-    zfslab.py up [HOST...]          start (idempotent; no-op when already up)
-    zfslab.py down [--purge]        stop everything started here (by PID)
-    zfslab.py status [--json]       per-host state, PIDs, address
+    zfslab.py up [--hosts N] [HOST...]  start (idempotent; no-op when already up)
+    zfslab.py down [--purge]        stop every host that is up, extra ones too (by PID)
+    zfslab.py down --only-extra [HOST...]
+                                    stop extra hosts (all, or those named) and take them
+                                    out of the lab; nas1, nas2 and vault keep running
+    zfslab.py status [--json]       per-host state, PIDs, address, group
     zfslab.py run HOST -- CMD...    run CMD inside HOST's mount namespace
     zfslab.py stop-host HOST...     stop one host (others stay up)
     zfslab.py start-host HOST...    start one host
     zfslab.py check                 report missing prerequisites
     zfslab.py env                   print shell exports for the lab paths
+    zfslab.py inventory             print the generated zrelay inventory of the lab
 
 State lives in $ZRELAY_LAB_DIR (default /var/tmp/zrelay-lab):
 
@@ -27,13 +36,16 @@ State lives in $ZRELAY_LAB_DIR (default /var/tmp/zrelay-lab):
     authorized_keys                 the client public key (used by every sshd)
     known_hosts                     host key line for each address
     ssh_config                      ``Host 127.0.0.*`` block: key, known_hosts, root
+    inventory.yml                   zrelay inventory of every host in the lab, in groups
+                                    (the ``zrelay:`` section is inventory/lab.yml's)
+    extra-hosts                     the extra hosts in the lab (h04 ...), one a line
     HOST/sshd_config                per-host sshd configuration
     HOST/ssh_host_ed25519_key[.pub] per-host host key
     HOST/etczfs/                    bind-mounted over /etc/zfs (copy of zfsrc)
     HOST/varlib/                    bind-mounted over /var/lib/zfs (zpool.cache)
     HOST/home/                      bind-mounted over root's home: each host has its own,
                                     as separate machines do (no shared shell start-up files)
-    HOST/disk/POOL.img              sparse pool image
+    HOST/disk/POOL.img              sparse pool image (4 GiB; extra hosts 512 MiB)
     HOST/ns.pid                     namespace anchor process
     HOST/zfs-fuse.pid, sshd.pid     daemons
     HOST/*.log                      daemon logs
@@ -69,11 +81,24 @@ import threading
 import time
 from pathlib import Path
 
+#: The lab's own three hosts (name -> address, pool): always there, whatever extra hosts run.
 HOSTS: dict[str, tuple[str, str]] = {
     "nas1": ("127.0.0.2", "tank"),
     "nas2": ("127.0.0.3", "tank"),
     "vault": ("127.0.0.4", "backup"),
 }
+#: Their groups in the generated inventory (as in inventory/lab.yml).
+GROUPS: dict[str, tuple[str, ...]] = {"storage": ("nas1", "nas2"), "vaults": ("vault",)}
+#: Extra hosts (``up --hosts N``): hNN at 127.0.0.(NN+1), pool EXTRA_POOL, group by parity, so a
+#: host keeps its group however many others come and go.
+FIRST_EXTRA = len(HOSTS) + 1
+MAX_HOSTS = 99  # h99 at 127.0.0.100; each host is a zfs-fuse daemon (~100 MiB of memory) and an sshd
+EXTRA_POOL = "tank"
+EXTRA_GROUPS = ("site_a", "site_b")  # even numbers, odd numbers
+EXTRA_IMAGE_SIZE = 512 * 1024**2  # sparse; a few MiB are written
+#: At most this many hosts start at once (zfs-fuse start-up is CPU-bound; the machine has few cores).
+START_CONCURRENCY = 4
+REPO_INVENTORY = Path(__file__).resolve().parents[1] / "inventory" / "lab.yml"
 DEFAULT_DIR = "/var/tmp/zrelay-lab"
 SSH_PORT = 22
 #: Home of the user the lab's sshd logs in (root); every host gets its own (start_holder).
@@ -140,13 +165,85 @@ def paths() -> dict[str, Path]:
         "authorized_keys": d / "authorized_keys",
         "known_hosts": d / "known_hosts",
         "ssh_config": d / "ssh_config",
+        "inventory": d / "inventory.yml",
     }
 
 
+def extra_name(number: int) -> str:
+    return f"h{number:02d}"
+
+
+def extra_number(host: str) -> int | None:
+    """NN of an extra host's name hNN (h04 ... h99), None for any other name."""
+    digits = host[1:]
+    if host.startswith("h") and len(digits) == 2 and digits.isdigit():
+        n = int(digits)
+        if FIRST_EXTRA <= n <= MAX_HOSTS:
+            return n
+    return None
+
+
+def host_spec(host: str) -> tuple[str, str]:
+    """(address, pool) of a lab host, the usual three or an extra one."""
+    if host in HOSTS:
+        return HOSTS[host]
+    n = extra_number(host)
+    if n is None:
+        raise LabError(f"unknown host {host!r} (known: {', '.join(HOSTS)}, "
+                       f"or extra hosts {extra_name(FIRST_EXTRA)}..{extra_name(MAX_HOSTS)})")
+    return f"127.0.0.{n + 1}", EXTRA_POOL
+
+
+def host_group(host: str) -> str:
+    for group, members in GROUPS.items():
+        if host in members:
+            return group
+    n = extra_number(host)
+    if n is None:
+        raise LabError(f"unknown host {host!r}")
+    return EXTRA_GROUPS[n % 2]
+
+
 def check_host(host: str) -> str:
-    if host not in HOSTS:
-        raise LabError(f"unknown host {host!r} (known: {', '.join(HOSTS)})")
+    host_spec(host)
     return host
+
+
+def extra_hosts_path() -> Path:
+    return lab_dir() / "extra-hosts"
+
+
+def recorded_extras() -> list[str]:
+    """The extra hosts in the lab (started by up --hosts / start-host, not yet taken out)."""
+    try:
+        names = extra_hosts_path().read_text().split()
+    except OSError:
+        return []
+    return sorted({n for n in names if extra_number(n) is not None}, key=extra_number)
+
+
+def record_extras(names: list[str]) -> None:
+    names = sorted({n for n in names if extra_number(n) is not None}, key=extra_number)
+    if names:
+        write_if_changed(extra_hosts_path(), "".join(f"{n}\n" for n in names))
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            extra_hosts_path().unlink()
+
+
+def running_extras() -> list[str]:
+    """Extra hosts with a live process, recorded or not (nothing that runs is left out)."""
+    d = lab_dir()
+    if not d.is_dir():
+        return []
+    found = [e.name for e in d.iterdir() if e.is_dir() and extra_number(e.name) is not None]
+    return sorted((h for h in found if any(live_pids(h).values())), key=extra_number)
+
+
+def lab_hosts() -> list[str]:
+    """Every host of the lab: the usual three, then the extra ones recorded or running."""
+    extras = set(recorded_extras()) | set(running_extras())
+    return list(HOSTS) + sorted(extras, key=extra_number)
 
 
 # --------------------------------------------------------------------------
@@ -372,7 +469,7 @@ def keygen(path: Path, comment: str) -> None:
 
 
 def sshd_config_text(host: str) -> str:
-    addr, _ = HOSTS[host]
+    addr, _ = host_spec(host)
     p = paths()
     hd = host_dir(host)
     sftp = "/usr/lib/openssh/sftp-server"
@@ -404,13 +501,14 @@ def sshd_config_text(host: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ssh_config_text() -> str:
+def ssh_config_text(hosts: list[str] | None = None) -> str:
     p = paths()
+    hosts = list(HOSTS) if hosts is None else hosts
     aliases = []
-    for host, (addr, _) in HOSTS.items():
-        aliases += [f"Host {host}", f"    HostName {addr}", ""]
+    for host in hosts:
+        aliases += [f"Host {host}", f"    HostName {host_spec(host)[0]}", ""]
     common = [
-        "Host 127.0.0.* " + " ".join(HOSTS),
+        "Host 127.0.0.* " + " ".join(hosts),
         "    User root",
         f"    IdentityFile {p['key']}",
         "    IdentitiesOnly yes",
@@ -438,20 +536,73 @@ def write_if_changed(path: Path, text: str, mode: int = 0o644) -> None:
     tmp.replace(path)
 
 
-def prepare_common() -> None:
+def prepare_common(hosts: list[str] | None = None) -> None:
+    """Keys and configuration of HOSTS (default: the lab's), then the files every client reads."""
     p = paths()
     p["dir"].mkdir(parents=True, exist_ok=True)
     os.chmod(p["dir"], 0o700)
     keygen(p["key"], "zrelay-lab-client")
     write_if_changed(p["authorized_keys"], p["pub"].read_text(), 0o600)
-    for host in HOSTS:
+    hosts = lab_hosts() if hosts is None else hosts
+    for host in hosts:
         prepare_host(host)
+    write_client_files(hosts)
+
+
+def write_client_files(hosts: list[str]) -> None:
+    """known_hosts, ssh_config and inventory.yml for exactly HOSTS (whose host keys exist)."""
+    p = paths()
     known = []
-    for host, (addr, _) in HOSTS.items():
+    for host in hosts:
         pub = (host_dir(host) / "ssh_host_ed25519_key.pub").read_text().split()
-        known.append(f"{addr} {pub[0]} {pub[1]}")
+        known.append(f"{host_spec(host)[0]} {pub[0]} {pub[1]}")
     write_if_changed(p["known_hosts"], "\n".join(known) + "\n")
-    write_if_changed(p["ssh_config"], ssh_config_text())
+    write_if_changed(p["ssh_config"], ssh_config_text(hosts))
+    write_if_changed(p["inventory"], inventory_text(hosts))
+
+
+def zrelay_section(inventory: Path = REPO_INVENTORY) -> str:
+    """The ``zrelay:`` section of inventory/lab.yml, as written there (jobs, S3 target, limits)."""
+    try:
+        lines = inventory.read_text().splitlines()
+    except OSError:
+        return 'zrelay:\n  snapshot_name: "zrelay_%Y-%m-%dT%H:%M:%SZ"\n'
+    out: list[str] = []
+    for line in lines:
+        if out and line[:1] not in ("", " ", "#"):
+            break  # the next top-level key
+        if out or line.startswith("zrelay:"):
+            out.append(line)
+    return "\n".join(out).rstrip() + "\n" if out else ""
+
+
+def inventory_text(hosts: list[str]) -> str:
+    """The lab's zrelay inventory: HOSTS in their groups, settings and jobs of inventory/lab.yml.
+
+    With the usual three hosts it says what inventory/lab.yml says (for the
+    lab directory in use); extra hosts join groups site_a / site_b.
+    """
+    p = paths()
+    members: dict[str, list[str]] = {}
+    for host in hosts:
+        members.setdefault(host_group(host), []).append(host)
+    order = [*GROUPS, *EXTRA_GROUPS]
+    lines = [
+        "# The zrelay lab as lab/zfslab.py runs it now: written by every up and down, so edits",
+        "# are lost (copy it). Hosts " + ", ".join(hosts) + ".",
+        "",
+        "all:",
+        "  vars:",
+        "    user: root",
+        f"    port: {SSH_PORT}",
+        f"    identity_file: {p['key']}",
+        f"    known_hosts: {p['known_hosts']}",
+        "  children:",
+    ]
+    for group in sorted(members, key=order.index):
+        lines += [f"    {group}:", "      hosts:"]
+        lines += [f"        {h}: {{address: {host_spec(h)[0]}}}" for h in members[group]]
+    return "\n".join(lines) + "\n\n" + zrelay_section()
 
 
 def prepare_host(host: str) -> None:
@@ -479,7 +630,7 @@ def host_state(host: str) -> tuple[str, dict[str, int | None]]:
         return "down", pids
     if not all(pids.values()):
         return "partial", pids
-    addr, pool = HOSTS[host]
+    addr, pool = host_spec(host)
     try:
         r = ns_run(host, ["zpool", "list", "-H", "-o", "name", pool], pid=pids["ns"], timeout=10)
     except subprocess.TimeoutExpired:
@@ -494,7 +645,7 @@ def host_state(host: str) -> tuple[str, dict[str, int | None]]:
 
 def pool_mountpoints() -> list[str]:
     """Default mountpoints of the lab pools (same path on several hosts)."""
-    return sorted({f"/{pool}" for _, pool in HOSTS.values()})
+    return sorted({f"/{pool}" for _, pool in HOSTS.values()} | {f"/{EXTRA_POOL}"})
 
 
 def start_holder(host: str) -> int:
@@ -562,7 +713,6 @@ def start_daemon(host: str, holder: int) -> int:
         )
     # nsenter (mount namespace only) exec's the program: the PID is the daemon's
     write_pid(pf, proc.pid)
-    _, pool = HOSTS[host]
     deadline = time.monotonic() + DAEMON_READY_TIMEOUT
     while True:
         if proc.poll() is not None:
@@ -581,7 +731,7 @@ def start_daemon(host: str, holder: int) -> int:
 
 
 def ensure_pool(host: str, holder: int) -> str:
-    _, pool = HOSTS[host]
+    _, pool = host_spec(host)
     hd = host_dir(host)
     r = ns_run(host, ["zpool", "list", "-H", "-o", "name"], pid=holder, timeout=30, check=True)
     if pool in r.stdout.split():
@@ -600,7 +750,7 @@ def ensure_pool(host: str, holder: int) -> str:
                 )
         return "imported"
     with open(image, "wb") as f:
-        f.truncate(IMAGE_SIZE)
+        f.truncate(IMAGE_SIZE if host in HOSTS else EXTRA_IMAGE_SIZE)
     r = ns_run(host, ["zpool", "create", pool, str(image)], pid=holder, timeout=60)
     if r.returncode != 0:
         image.unlink()
@@ -609,7 +759,7 @@ def ensure_pool(host: str, holder: int) -> str:
 
 
 def start_sshd(host: str, holder: int) -> int:
-    addr, _ = HOSTS[host]
+    addr, _ = host_spec(host)
     hd = host_dir(host)
     Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
     if tcp_accepts(addr):
@@ -654,7 +804,7 @@ def start_host(host: str) -> str:
     pool_action = ensure_pool(host, holder)
     if not live_pids(host)["sshd"]:
         start_sshd(host, holder)
-    addr, pool = HOSTS[host]
+    addr, pool = host_spec(host)
     state, pids = host_state(host)
     if state != "up":
         raise LabError(f"{host}: started but not healthy ({state}, pids {pids}); see logs in {host_dir(host)}")
@@ -751,13 +901,16 @@ def require_preflight() -> None:
         raise LabError("the lab cannot run here:\n  - " + "\n  - ".join(problems))
 
 
-def parallel(hosts: list[str], fn) -> dict[str, str]:
+def parallel(hosts: list[str], fn, limit: int | None = None) -> dict[str, str]:
+    """fn(host) for every host in threads, at most LIMIT at once; errors of all hosts in one LabError."""
     results: dict[str, str] = {}
     errors: dict[str, BaseException] = {}
+    slots = threading.BoundedSemaphore(limit or max(1, len(hosts)))
 
     def worker(h: str) -> None:
         try:
-            results[h] = fn(h)
+            with slots:
+                results[h] = fn(h)
         except BaseException as e:  # noqa: BLE001 - reported below
             errors[h] = e
 
@@ -782,22 +935,55 @@ def parallel(hosts: list[str], fn) -> dict[str, str]:
 
 
 def cmd_up(hosts: list[str]) -> int:
+    """Start HOSTS; extra hosts among them join the lab (known_hosts, ssh_config, inventory)."""
     require_preflight()
     with locked():
-        if not all(host_state(h)[0] == "up" for h in hosts) or not paths()["ssh_config"].exists():
+        p = paths()
+        extras = [h for h in hosts if h not in HOSTS]
+        if extras:
+            p["dir"].mkdir(parents=True, exist_ok=True)
+            record_extras(recorded_extras() + extras)
+        if (not all(host_state(h)[0] == "up" for h in hosts)
+                or not p["ssh_config"].exists() or not p["inventory"].exists()):
             prepare_common()
-        parallel(hosts, start_host)
+        parallel(hosts, start_host, limit=START_CONCURRENCY)
     return 0
 
 
 def cmd_down(purge: bool) -> int:
+    """Stop every host that runs (extra ones too); the lab is the usual three again."""
     with locked():
         d = lab_dir()
         if d.exists():
-            parallel([h for h in HOSTS if host_dir(h).exists()], stop_host)
+            hosts = [h for h in HOSTS if host_dir(h).exists()] + sorted(
+                set(recorded_extras()) | set(running_extras()), key=extra_number)
+            parallel(hosts, stop_host)
+            record_extras([])
+            if not purge and all((host_dir(h) / "ssh_host_ed25519_key.pub").exists() for h in HOSTS):
+                write_client_files(list(HOSTS))
         if purge and d.exists():
             shutil.rmtree(d)
             print(f"removed {d}", file=sys.stderr)
+    return 0
+
+
+def cmd_down_extra(names: list[str], purge: bool) -> int:
+    """Stop extra hosts (NAMES, or all) and take them out of the lab; the usual three keep running."""
+    with locked():
+        if not lab_dir().exists():
+            return 0
+        in_lab = sorted(set(recorded_extras()) | set(running_extras()), key=extra_number)
+        targets = names or in_lab
+        parallel([h for h in targets if host_dir(h).exists()], stop_host)
+        record_extras([h for h in recorded_extras() if h not in targets])
+        remaining = [h for h in lab_hosts() if (host_dir(h) / "ssh_host_ed25519_key.pub").exists()]
+        if paths()["ssh_config"].exists():
+            write_client_files(remaining)
+        if purge:
+            for h in targets:
+                if host_dir(h).exists():
+                    shutil.rmtree(host_dir(h))
+                    print(f"removed {host_dir(h)}", file=sys.stderr)
     return 0
 
 
@@ -808,10 +994,13 @@ def cmd_stop_host(hosts: list[str]) -> int:
 
 
 def status_data() -> dict:
-    out = {"dir": str(lab_dir()), "ssh_config": str(paths()["ssh_config"]), "hosts": {}}
-    for host, (addr, pool) in HOSTS.items():
+    out = {"dir": str(lab_dir()), "ssh_config": str(paths()["ssh_config"]),
+           "inventory": str(paths()["inventory"]), "hosts": {}}
+    for host in lab_hosts():
+        addr, pool = host_spec(host)
         state, pids = host_state(host) if host_dir(host).exists() else ("down", {r: None for r in ROLES})
-        out["hosts"][host] = {"state": state, "address": addr, "pool": pool, "pids": pids}
+        out["hosts"][host] = {"state": state, "address": addr, "pool": pool, "group": host_group(host),
+                              "pids": pids}
     return out
 
 
@@ -821,9 +1010,10 @@ def cmd_status(as_json: bool) -> int:
         print(json.dumps(data, indent=2))
     else:
         print(f"lab dir: {data['dir']}")
+        print(f"{'host':6} {'state':8} {'address':11} {'pool':7} {'group':8} pids")
         for host, h in data["hosts"].items():
             pids = " ".join(f"{r}={p}" for r, p in h["pids"].items() if p) or "-"
-            print(f"{host:6} {h['state']:8} {h['address']:10} pool={h['pool']:7} {pids}")
+            print(f"{host:6} {h['state']:8} {h['address']:11} {h['pool']:7} {h['group']:8} {pids}")
     states = {h["state"] for h in data["hosts"].values()}
     return 0 if states == {"up"} else 3
 
@@ -847,16 +1037,37 @@ def cmd_env() -> int:
     print(f"export ZRELAY_LAB_SSH_CONFIG={p['ssh_config']}")
     print(f"export ZRELAY_LAB_KEY={p['key']}")
     print(f"export ZRELAY_LAB_KNOWN_HOSTS={p['known_hosts']}")
+    print(f"export ZRELAY_LAB_INVENTORY={p['inventory']}")
     return 0
 
 
+def hosts_count(text: str) -> int:
+    """argparse type of --hosts: the lab's three hosts up to MAX_HOSTS."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hosts {text!r}: not a whole number") from None
+    if not len(HOSTS) <= n <= MAX_HOSTS:
+        raise argparse.ArgumentTypeError(f"--hosts {n}: must be {len(HOSTS)} to {MAX_HOSTS} "
+                                         f"(the lab's {len(HOSTS)} hosts plus extra ones)")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="zfslab.py", description="zrelay zfs-fuse lab (three fake ZFS hosts)")
+    ap = argparse.ArgumentParser(prog="zfslab.py", description="zrelay zfs-fuse lab (three fake ZFS hosts, "
+                                 "or more with up --hosts N)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("up", help="start the lab (idempotent)")
     p.add_argument("hosts", nargs="*", metavar="HOST")
-    p = sub.add_parser("down", help="stop everything the lab started")
+    p.add_argument("--hosts", dest="count", type=hosts_count, metavar="N",
+                   help=f"N hosts: nas1, nas2, vault and extra hosts h04..hNN (up to {MAX_HOSTS}); "
+                        "running hosts are left as they are")
+    p = sub.add_parser("down", help="stop every host that is up (extra ones too)")
     p.add_argument("--purge", action="store_true", help="also delete the state dir (pool images, keys)")
+    p.add_argument("--only-extra", action="store_true",
+                   help="stop only extra hosts (all, or the HOSTs named) and take them out of the lab; "
+                        "with --purge delete just their state")
+    p.add_argument("extra", nargs="*", metavar="HOST", help="with --only-extra: these extra hosts only")
     p = sub.add_parser("status", help="show per-host state (exit 0 only when all hosts are up)")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("run", help="run a command inside a host's mount namespace")
@@ -868,14 +1079,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("hosts", nargs="+", metavar="HOST")
     sub.add_parser("check", help="report missing prerequisites")
     sub.add_parser("env", help="print shell exports for the lab paths")
+    sub.add_parser("inventory", help="print the generated zrelay inventory (every host of the lab, in groups)")
     args = ap.parse_args(argv)
+    if args.cmd == "up" and args.count is not None and args.hosts:
+        ap.error("up: give --hosts N or HOST names, not both")
+    if args.cmd == "down" and args.extra and not args.only_extra:
+        ap.error("down: HOST names go with --only-extra (stop-host HOST stops one host)")
+    if args.cmd == "down":
+        for h in args.extra:
+            if extra_number(h) is None:
+                ap.error(f"down --only-extra: {h!r} is not an extra host ({extra_name(FIRST_EXTRA)}.."
+                         f"{extra_name(MAX_HOSTS)}){'; stop-host ' + h + ' stops it' if h in HOSTS else ''}")
     os.environ["PATH"] = sbin_path()
     try:
         if args.cmd == "up":
+            if args.count is not None:
+                return cmd_up(list(HOSTS) + [extra_name(n) for n in range(FIRST_EXTRA, args.count + 1)])
             return cmd_up([check_host(h) for h in args.hosts] or list(HOSTS))
         if args.cmd == "start-host":
             return cmd_up([check_host(h) for h in args.hosts])
         if args.cmd == "down":
+            if args.only_extra:
+                return cmd_down_extra(args.extra, args.purge)
             return cmd_down(args.purge)
         if args.cmd == "stop-host":
             return cmd_stop_host([check_host(h) for h in args.hosts])
@@ -892,6 +1117,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problems else 0
         if args.cmd == "env":
             return cmd_env()
+        if args.cmd == "inventory":
+            print(inventory_text(lab_hosts()), end="")
+            return 0
     except LabError as e:
         print(f"zfslab: error: {e}", file=sys.stderr)
         return 1
