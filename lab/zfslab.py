@@ -183,6 +183,11 @@ def extra_number(host: str) -> int | None:
     return None
 
 
+def extra_order(host: str) -> int:
+    """Sort key of extra host names: by number (h04 before h10)."""
+    return extra_number(host) or 0
+
+
 def host_spec(host: str) -> tuple[str, str]:
     """(address, pool) of a lab host, the usual three or an extra one."""
     if host in HOSTS:
@@ -219,11 +224,11 @@ def recorded_extras() -> list[str]:
         names = extra_hosts_path().read_text().split()
     except OSError:
         return []
-    return sorted({n for n in names if extra_number(n) is not None}, key=extra_number)
+    return sorted({n for n in names if extra_number(n) is not None}, key=extra_order)
 
 
 def record_extras(names: list[str]) -> None:
-    names = sorted({n for n in names if extra_number(n) is not None}, key=extra_number)
+    names = sorted({n for n in names if extra_number(n) is not None}, key=extra_order)
     if names:
         write_if_changed(extra_hosts_path(), "".join(f"{n}\n" for n in names))
     else:
@@ -237,13 +242,13 @@ def running_extras() -> list[str]:
     if not d.is_dir():
         return []
     found = [e.name for e in d.iterdir() if e.is_dir() and extra_number(e.name) is not None]
-    return sorted((h for h in found if any(live_pids(h).values())), key=extra_number)
+    return sorted((h for h in found if any(live_pids(h).values())), key=extra_order)
 
 
 def lab_hosts() -> list[str]:
     """Every host of the lab: the usual three, then the extra ones recorded or running."""
     extras = set(recorded_extras()) | set(running_extras())
-    return list(HOSTS) + sorted(extras, key=extra_number)
+    return list(HOSTS) + sorted(extras, key=extra_order)
 
 
 # --------------------------------------------------------------------------
@@ -956,7 +961,7 @@ def cmd_down(purge: bool) -> int:
         d = lab_dir()
         if d.exists():
             hosts = [h for h in HOSTS if host_dir(h).exists()] + sorted(
-                set(recorded_extras()) | set(running_extras()), key=extra_number)
+                set(recorded_extras()) | set(running_extras()), key=extra_order)
             parallel(hosts, stop_host)
             record_extras([])
             if not purge and all((host_dir(h) / "ssh_host_ed25519_key.pub").exists() for h in HOSTS):
@@ -972,7 +977,7 @@ def cmd_down_extra(names: list[str], purge: bool) -> int:
     with locked():
         if not lab_dir().exists():
             return 0
-        in_lab = sorted(set(recorded_extras()) | set(running_extras()), key=extra_number)
+        in_lab = sorted(set(recorded_extras()) | set(running_extras()), key=extra_order)
         targets = names or in_lab
         parallel([h for h in targets if host_dir(h).exists()], stop_host)
         record_extras([h for h in recorded_extras() if h not in targets])
@@ -994,7 +999,7 @@ def cmd_stop_host(hosts: list[str]) -> int:
 
 
 def status_data() -> dict:
-    out = {"dir": str(lab_dir()), "ssh_config": str(paths()["ssh_config"]),
+    out: dict = {"dir": str(lab_dir()), "ssh_config": str(paths()["ssh_config"]),
            "inventory": str(paths()["inventory"]), "hosts": {}}
     for host in lab_hosts():
         addr, pool = host_spec(host)
