@@ -148,7 +148,6 @@ class DaemonStore:
             self.db.execute("INSERT OR REPLACE INTO daemon(id, pid, hostname, started, heartbeat, stopped, "
                             "inventory, metrics, loaded, load_error) VALUES (1,?,?,?,?,NULL,?,?,?,'')",
                             (os.getpid(), _HOSTNAME, at, at, inventory, metrics, at))
-            self.db.execute("DELETE FROM schedule")
 
     def heartbeat(self, now: float | None = None) -> None:
         self.db.execute("UPDATE daemon SET heartbeat=? WHERE id=1 AND pid=?",

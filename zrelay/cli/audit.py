@@ -25,9 +25,9 @@ from zrelay.inventory.model import Endpoint, suggest
 from zrelay.inventory.values import duration_text
 from zrelay.status.audit import Breach, HostCoverage, breaches, coverage
 from zrelay.status.collect import collect_status
+from zrelay.status.hosts import list_datasets
 from zrelay.status.report import LocationStatus
 from zrelay.units import human_seconds
-from zrelay.zfs import commands
 
 #: States whose rows say nothing about the RPO: the target was not inspected.
 NOT_INSPECTED = frozenset({"unreachable", "error"})
@@ -82,20 +82,12 @@ def jobs_touching(jobs: tuple[Job, ...], hosts: list[str]) -> list[Job]:
             or any(isinstance(t, Endpoint) and t.host in wanted for t in j.targets)]
 
 
-async def _listing(fleet: Fleet, host: str) -> tuple[str, list[str] | str]:
-    try:
-        result = await fleet.host(host).zfs(commands.datasets_argv())
-    except ZrelayError as exc:
-        return host, str(exc)
-    return host, [line for line in result.stdout.splitlines() if line.strip()]
-
-
 async def gather(inventory: Inventory, hosts: list[str]) -> Audit:
     """List every host and inspect the targets of the jobs touching them, concurrently."""
     jobs = jobs_touching(inventory.jobs, hosts)
     async with Fleet(inventory) as fleet:
         listed, rows = await asyncio.gather(
-            asyncio.gather(*(_listing(fleet, h) for h in hosts)),
+            asyncio.gather(*(list_datasets(fleet, h) for h in hosts)),
             collect_status(fleet, [j for j in jobs if j.rpo is not None]))
     found = {h: v for h, v in listed if isinstance(v, list)}
     covered = coverage(found, inventory.jobs)

@@ -57,6 +57,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "s3-verify": ("zrelay.cli.s3", "re-read stored objects and check every sha256"),
     "s3-prune": ("zrelay.cli.s3", "delete old chains by keep rules; never orphans an incremental"),
     "s3-abort-stale": ("zrelay.cli.s3", "list and abort multipart uploads left by crashed pushes"),
+    "daemon": ("zrelay.cli.daemon", "run every job's snapshot, sync, prune and s3-push on its schedule"),
+    "run-now": ("zrelay.cli.daemon", "ask the running daemon to run jobs now (or run them here without one)"),
 }
 
 

@@ -1,0 +1,119 @@
+"""One scheduled run: a job's snapshot, sync, prune or s3-push through the one engine.
+
+The daemon runs exactly what the commands run (``zrelay snapshot``, ``sync``, ``prune``,
+``s3-push`` of one job): the same engine calls, the same locks (a run waits up to
+``lock_wait`` for a manual run holding a target, so the two are serialized, never raced), the
+same record in the state store. Only the connections differ: each run gets its own
+``Fleet.for_run()`` over the daemon's long-lived connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from zrelay.engine import Engine, Fleet, SyncOptions, TaskResult
+from zrelay.engine.s3_receiver import s3_receivers
+from zrelay.errors import EXIT_BUSY, EXIT_JOB_FAILED, EXIT_OK, ZrelayError
+from zrelay.events import EventSink, Outcome
+from zrelay.inventory.model import Inventory, Job
+from zrelay.state import Recorder, fanout
+
+#: Worst first: a run of one job and kind has the worst outcome of its targets.
+SEVERITY = (Outcome.FAILED, Outcome.REFUSED, Outcome.BUSY, Outcome.OK, Outcome.NOOP, Outcome.SKIPPED)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run did: its outcome and one line, the targets it touched, bytes and time."""
+
+    job: str
+    kind: str
+    outcome: Outcome
+    message: str
+    targets: tuple[str, ...]
+    nbytes: int
+    started: float
+    finished: float
+    error_kind: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.finished - self.started
+
+
+def worst(results: Sequence[TaskResult]) -> Outcome:
+    if not results:
+        return Outcome.NOOP
+    return min((r.outcome for r in results), key=SEVERITY.index)
+
+
+def summary(results: Sequence[TaskResult], outcome: Outcome) -> str:
+    """One line: the messages of the targets that had the run's outcome."""
+    lines = [f"{r.target}: {r.message}" for r in results if r.outcome is outcome and r.message]
+    return "; ".join(lines)[:2000]
+
+
+def exit_code(results: Sequence[TaskResult]) -> int:
+    outcome = worst(results)
+    if outcome in (Outcome.FAILED, Outcome.REFUSED):
+        return EXIT_JOB_FAILED
+    return EXIT_BUSY if outcome is Outcome.BUSY else EXIT_OK
+
+
+async def run_kind(engine: Engine, job: Job, kind: str, options: SyncOptions) -> list[TaskResult]:
+    """The engine call of the command that does ``kind`` for one job."""
+    if kind == "snapshot":
+        return await engine.snapshots([job], options)   # taken only when the job's schedule says it is due
+    if kind == "sync":
+        return await engine.sync([job], options)
+    if kind == "prune":
+        return await engine.prune([job], options)
+    if kind == "s3-push":
+        return await engine.run([job], options, s3_receivers)
+    raise ValueError(f"unknown kind of run {kind!r}")
+
+
+async def run_one(inventory: Inventory, job: Job, kind: str, parent: Fleet, *, state_path: Path,
+                  events: EventSink, lock_wait: float) -> RunResult:
+    """Run ``kind`` for ``job`` over ``parent``'s connections, recorded in the state store as
+    ``daemon KIND``. Cancelled (SIGTERM past the stop timeout): the engine stops its streams
+    (targets left as they were, or resumable), the record says so, and the cancel goes on."""
+    started = time.time()
+    fleet = parent.for_run()
+    recorder = Recorder(state_path, f"daemon {kind}", [kind, job.name], inventory=str(inventory.path))
+    options = SyncOptions(wait_lock=lock_wait)
+    results: list[TaskResult] = []
+    error_kind: str | None = None
+    try:
+        with recorder:
+            engine = Engine(inventory, fanout(recorder.handle, events), fleet=fleet)
+            try:
+                results = await run_kind(engine, job, kind, options)
+            except asyncio.CancelledError:
+                recorder.set_exit_code(EXIT_JOB_FAILED)
+                raise
+            recorder.set_exit_code(exit_code(results))
+    except ZrelayError as exc:   # what a command would print as its one-line error
+        return RunResult(job.name, kind, Outcome.FAILED, str(exc), _targets(job, kind), 0, started,
+                         time.time(), type(exc).__name__)
+    finally:
+        await fleet.close()
+    outcome = worst(results)
+    if outcome is Outcome.FAILED:
+        error_kind = "failed"
+    elif outcome is Outcome.REFUSED:
+        error_kind = "refused"
+    return RunResult(job.name, kind, outcome, summary(results, outcome), tuple(r.target for r in results),
+                     sum(r.bytes for r in results), started, time.time(), error_kind)
+
+
+def _targets(job: Job, kind: str) -> tuple[str, ...]:
+    if kind == "snapshot":
+        return ("snapshot",)
+    if kind == "s3-push":
+        return tuple(str(t) for t in job.s3_targets)
+    return tuple(str(t) for t in job.targets)
