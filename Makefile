@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := zfs-fuse openssh-server openssh-client pv mbuffer tmux python3-venv zstd age
+APT_PACKAGES := zfs-fuse openssh-server openssh-client pv mbuffer tmux python3-venv zstd age systemd
 LAB := $(BIN)/python lab/zfslab.py
 # The OpenZFS tier (lab/openzfs.py: qemu guests, image built with mmdebstrap); binary:package
 OPENZFS_TOOLS := qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mmdebstrap:mmdebstrap \
@@ -28,7 +28,8 @@ install: deps venv
 # System packages, only when something is missing (apt is slow even when it has nothing to do).
 deps:
 	@missing=""; \
-	for bin in zfs-fuse:zfs-fuse sshd:openssh-server ssh:openssh-client pv:pv mbuffer:mbuffer tmux:tmux zstd:zstd age:age; do \
+	for bin in zfs-fuse:zfs-fuse sshd:openssh-server ssh:openssh-client pv:pv mbuffer:mbuffer tmux:tmux zstd:zstd age:age \
+	  systemd-analyze:systemd; do \
 	  command -v $${bin%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${bin%%:*} ] || missing="$$missing $${bin##*:}"; \
 	done; \
 	$(PY) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \

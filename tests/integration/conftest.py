@@ -12,7 +12,7 @@ import pytest
 #: only. On the OpenZFS tier (qemu guests under TCG, several times slower) they would only repeat
 #: the same checks; what differs by flavour is tested there (tests/openzfs and the other modules).
 FUSE_TIER_ONLY = frozenset({"test_install", "test_readme", "test_locks", "test_signals", "test_pipe_output",
-                            "test_ssh_options", "test_s3_restore_newest",
+                            "test_ssh_options", "test_s3_restore_newest", "test_systemd_unit",
                             # the inventory and its errors: no ZFS at all
                             "test_cli_inventory", "test_cli_errors",
                             # rows, schema, text and the store: the listings they read are parsed from
