@@ -117,13 +117,13 @@ class EventLog:
         self._priority = fmt == "text" and not tty and _journal_stream(self.stream)
         self._lock = threading.Lock()
 
-    def info(self, msg: str, **fields: object) -> None:
+    def info(self, msg: str, /, **fields: object) -> None:
         self._write("INFO", msg, fields)
 
-    def warning(self, msg: str, **fields: object) -> None:
+    def warning(self, msg: str, /, **fields: object) -> None:
         self._write("WARNING", msg, fields)
 
-    def error(self, msg: str, **fields: object) -> None:
+    def error(self, msg: str, /, **fields: object) -> None:
         self._write("ERROR", msg, fields)
 
     def event(self, event: Event) -> None:

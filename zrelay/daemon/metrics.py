@@ -261,6 +261,8 @@ def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``[IPv6]:PORT`` → (host, port). The host is required: an endpoint that
     listens on every interface is written so (``0.0.0.0:9811``), never by leaving it out."""
     text = text.strip()
+    if "/" in text:
+        raise ValueError(f"metrics address {text!r}: write HOST:PORT (no scheme or path), e.g. 127.0.0.1:9811")
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or not rest.startswith(":") or not host:
@@ -277,7 +279,7 @@ def parse_listen(text: str) -> tuple[str, int]:
                              f"or 0.0.0.0{text} (every interface)")
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"metrics address {text!r}: the port must be a number from 0 to 65535")
-    if any(c.isspace() or c in "/@[]" for c in host):
+    if any(c.isspace() or c in "@[]" for c in host):
         raise ValueError(f"metrics address {text!r}: {host!r} is not a host name or address")
     return host, int(port_text)
 
