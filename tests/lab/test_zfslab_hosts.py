@@ -162,3 +162,31 @@ def test_two_extra_hosts_up_in_their_groups_then_down_alone(lab: Any, z: ModuleT
     for h in lab.hosts:
         r = ssh_zfs_list(lab, lab.hosts[h])
         assert r.returncode == 0 and lab.pools[h] in r.stdout.split(), r.stderr
+
+
+@FUSE_ONLY
+@pytest.mark.lab
+def test_down_stops_extra_hosts_of_its_lab_directory(z: ModuleType, tmp_path: Path) -> None:
+    """A lab of its own (another directory, only two extra hosts): `down` finds them by their pid files."""
+    problems = z.preflight()
+    if problems:
+        pytest.skip("zfs-fuse lab unavailable: " + "; ".join(problems))
+    env = dict(os.environ, ZRELAY_LAB_DIR=str(tmp_path / "lab"))
+    hosts = ["h97", "h98"]
+    try:
+        r = cli("up", *hosts, env=env)
+        assert r.returncode == 0, r.stderr
+        r = cli("status", "--json", env=env)
+        st = json.loads(r.stdout)["hosts"]
+        assert r.returncode == 3  # nas1, nas2 and vault are not up in this directory
+        assert [st[h]["state"] for h in hosts] == ["up", "up"]
+        assert [st[h]["group"] for h in hosts] == ["site_b", "site_a"]
+        pids = [p for h in hosts for p in st[h]["pids"].values()]
+        r = cli("down", env=env)
+        assert r.returncode == 0, r.stderr
+        st = json.loads(cli("status", "--json", env=env).stdout)["hosts"]
+        assert list(st) == list(z.HOSTS)  # the extra hosts are out of the lab
+        assert all(z.is_zombie(p) for p in pids)  # gone (or exited, waiting to be reaped)
+        assert not any(z.tcp_accepts(z.host_spec(h)[0]) for h in hosts)
+    finally:
+        cli("down", "--purge", env=env)
