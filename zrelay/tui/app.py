@@ -16,6 +16,10 @@ Redraws are throttled to ``UI_INTERVAL`` and only touch cells whose text
 changed. ``s`` / ``p`` run ``zrelay sync`` / ``zrelay s3-push`` as separate
 processes, which record into the same store: the UI shows their progress the
 same way it shows anybody else's.
+
+Attached to a running ``zrelay daemon`` (zrelay.tui.attach), the hosts are not asked: the
+querier serves the daemon's last survey, re-read when the daemon makes a new one; a Schedule
+tab lists its timetable, and ``n`` asks it to run the selected job now.
 """
 
 from __future__ import annotations
@@ -39,22 +43,25 @@ from textual.notifications import SeverityLevel
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
+from zrelay.daemonstate import DaemonInfo
 from zrelay.errors import EXIT_BUSY, ZrelayError
 from zrelay.inventory.model import Inventory, Job, Target
 from zrelay.state import StoreView, TransferRow, read_view
 from zrelay.status.lifecycle import lifecycle_label
 from zrelay.status.report import TargetReport, targets_of
+from zrelay.tui.attach import (DAEMON_POLL, ANSWER_WAIT, DaemonView, SurveyQuerier, ask_run_now, daemon_label,
+                               daemon_summary, read_daemon, schedule_columns, schedule_key, schedule_rows)
 from zrelay.tui.detail import detail_for
 from zrelay.tui.model import (HOST_COLUMNS, Key, Matrix, build_matrix, clip, detail_columns, detail_rows,
                               host_rows, host_states, plural)
 from zrelay.tui.query import Querier, ThreadedQuerier
-from zrelay.tui.views import Column, DetailView, HelpScreen, HostsView, MatrixView
+from zrelay.tui.views import Column, DetailView, HelpScreen, HostsView, MatrixView, ScheduleView
 
 POLL_INTERVAL = 0.5   # s between store reads
 UI_INTERVAL = 0.25    # s: at most four redraws per second, however fast data arrives
 REFRESH_INTERVAL = 60.0  # s between refreshes of every host (``zrelay tui --refresh``)
 NO_S3_TARGET = "S3 push: no S3 target"  # the footer's reason when `p` has nothing to push
-TABS = ("hosts", "matrix", "detail")
+TABS = ("hosts", "matrix", "detail", "schedule")   # the schedule only when attached to the daemon
 
 
 class ReportReady(Message):
@@ -74,6 +81,21 @@ class StoreRead(Message):
     def __init__(self, view: StoreView) -> None:
         super().__init__()
         self.view = view
+
+
+class DaemonRead(Message):
+    def __init__(self, view: DaemonView) -> None:
+        super().__init__()
+        self.view = view
+
+
+@dataclass
+class RunNow:
+    """A run-now request left for the daemon, until its answer was shown."""
+
+    pattern: str
+    asked: float
+    taken: float | None = None
 
 
 @dataclass
@@ -108,12 +130,14 @@ class ZrelayApp(App[None]):
         Binding("p", "push", "S3 push"),
         # shown greyed out, instead of the one above, where the selected job has no S3 target
         Binding("p", "push_unavailable", NO_S3_TARGET),
+        Binding("n", "run_now", "Run now"),   # only attached to the daemon
         Binding("slash", "filter", "Filter"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
         Binding("1", "show_tab('hosts')", "Hosts", show=False),
         Binding("2", "show_tab('matrix')", "Matrix", show=False),
         Binding("3", "show_tab('detail')", "Detail", show=False),
+        Binding("4", "show_tab('schedule')", "Schedule", show=False),
         Binding("escape", "escape", "Back", show=False),
     ]
 
@@ -121,14 +145,30 @@ class ZrelayApp(App[None]):
                  clock: Callable[[], float] = time.time, querier: Querier | None = None,
                  store_reader: Callable[[], StoreView] | None = None, poll_interval: float = POLL_INTERVAL,
                  refresh_interval: float | None = REFRESH_INTERVAL,
-                 command_prefix: Sequence[str] | None = None) -> None:
+                 command_prefix: Sequence[str] | None = None, attach: DaemonInfo | None = None,
+                 daemon_reader: Callable[[Sequence[int]], DaemonView] | None = None,
+                 daemon_interval: float = DAEMON_POLL) -> None:
         super().__init__()
         self.inventory = inventory
         self.jobs = list(inventory.jobs if jobs is None else jobs)
         self.pairs: list[tuple[Job, Target]] = targets_of(self.jobs)
         self.store_path = Path(store_path)
         self.clock = clock
+        # attached: the daemon's survey answers instead of the hosts (zrelay.tui.attach)
+        self.daemon_info = attach
+        self.survey: SurveyQuerier | None = None
+        if attach is not None and querier is None:
+            querier = self.survey = SurveyQuerier(self.store_path, inventory)
+        elif isinstance(querier, SurveyQuerier):
+            self.survey = querier
         self.querier: Querier = querier if querier is not None else ThreadedQuerier(inventory)
+        self.daemon_reader = daemon_reader or (lambda ids: read_daemon(self.store_path, ids))
+        self.daemon_interval = daemon_interval
+        self.daemon_view: DaemonView | None = None
+        self.daemon_reads = 0
+        self.run_now_requests: dict[int, RunNow] = {}   # asked, answer not shown yet
+        self._survey_seen: float | None = None
+        self._daemon_busy = False
         self.store_reader = store_reader or (lambda: read_view(self.store_path))
         self.poll_interval = poll_interval
         self.refresh_interval = refresh_interval or None  # None or 0: only on r and when a run ends
@@ -171,6 +211,9 @@ class ZrelayApp(App[None]):
                 yield MatrixView()
             with TabPane("Detail", id="detail"):
                 yield DetailView()
+            if self.attached:
+                with TabPane("Schedule", id="schedule"):
+                    yield ScheduleView()
         yield Input(placeholder="filter hosts and datasets (Enter keeps it, Esc clears)", id="filter")
         yield Footer(show_command_palette=False)  # its 14 columns go to the keys (Ctrl+P still opens it)
 
@@ -182,6 +225,9 @@ class ZrelayApp(App[None]):
         if self.refresh_interval:
             self._refresh_timer = self.set_interval(self.refresh_interval, self._timed_refresh)
         self.poll_store()
+        if self.attached:
+            self.set_interval(self.daemon_interval, self.poll_daemon)
+            self.poll_daemon()
         self.call_after_refresh(self._first_frame)
         self.query_one(HostsView).table.focus()
 
@@ -230,6 +276,53 @@ class ZrelayApp(App[None]):
                    if k in ours and (old.last_results.get(k) is None or old.last_results[k].id != task.id)]
         if changed:
             self.ask_hosts(changed, full=False)
+
+    @property
+    def attached(self) -> bool:
+        """Whether the TUI serves the daemon's survey (and shows its schedule) instead of asking hosts."""
+        return self.daemon_info is not None
+
+    def poll_daemon(self) -> None:
+        if self._daemon_busy:
+            return
+        self._daemon_busy = True
+        self.run_worker(self._read_daemon, thread=True, group="daemon", exit_on_error=False)
+
+    def _read_daemon(self) -> None:
+        try:
+            view = self.daemon_reader(list(self.run_now_requests))
+        except Exception as exc:  # a reader's bug must not end the app: the bar says it
+            view = DaemonView(self.daemon_info, problem=f"{type(exc).__name__}: {exc}")
+        self.post_message(DaemonRead(view))
+
+    def on_daemon_read(self, message: DaemonRead) -> None:
+        """A look at the daemon: a new survey refreshes the matrix; run-now answers are told."""
+        self._daemon_busy = False
+        self.daemon_reads += 1
+        view = self.daemon_view = message.view
+        if view.info is not None:
+            self.daemon_info = view.info
+        self._dirty = True
+        if view.survey_at is not None and view.survey_at != self._survey_seen:
+            self._survey_seen = view.survey_at
+            if self.full_refreshes and (self.survey is None or self.survey.at != view.survey_at):
+                self.refresh_all()   # a new survey (the first refresh reads whichever is there)
+        for rid, (taken, answer) in view.requests.items():
+            asked = self.run_now_requests.get(rid)
+            if asked is None:
+                continue
+            if answer is not None:
+                del self.run_now_requests[rid]
+                self.notify(answer, title=f"zrelay daemon, run {asked.pattern} now", markup=False)
+            elif taken is not None and time.time() - taken >= ANSWER_WAIT:
+                del self.run_now_requests[rid]
+                self.notify(f"the zrelay daemon took the request to run {asked.pattern} now",
+                            markup=False)
+            elif taken is None and view.info is not None and not view.info.alive:
+                del self.run_now_requests[rid]
+                self.notify(f"the zrelay daemon (pid {view.info.pid}) is not running: nothing will run "
+                            f"{asked.pattern} until it is started again", severity="warning", markup=False)
+            asked.taken = taken
 
     def ask_hosts(self, pairs: Sequence[tuple[Job, Target]], full: bool) -> None:
         """Ask the hosts about ``pairs``; answers arrive as ReportReady messages."""
@@ -316,12 +409,25 @@ class ZrelayApp(App[None]):
             columns += [(f"l:{loc}", loc, max(13, len(loc))) for loc in self.matrix.locations]
             self.query_one(MatrixView).table.show(columns, self.matrix.table_rows())
             self._draw_detail()
+            if self.attached:
+                self._draw_schedule(now)
             self.query_one("#bar-main", Static).update(self._bar_text(states))
             self.query_one("#bar-fresh", Static).update(self._fresh_text())
         self._update_footer()
 
+    def _draw_schedule(self, now: float) -> None:
+        view = self.query_one(ScheduleView)
+        dv = self.daemon_view
+        rows = dv.schedule if dv is not None else ()
+        columns = schedule_columns(rows, self.size.width)
+        view.title.update(daemon_summary(self.daemon_info, now, dv.problem if dv else None)
+                          if dv is not None else "reading the zrelay daemon's schedule…")
+        view.table.show(columns, schedule_rows(rows, now, columns, self.filter_text))
+
     def _fresh_text(self) -> str:
         """How current the screen is: "as of HH:MM:SS", and the refresh under way, if any."""
+        if self.attached:
+            return self._survey_text()
         total, waiting = len(self.pairs), len(self.pending)
         as_of = self.as_of
         parts = []
@@ -332,9 +438,30 @@ class ZrelayApp(App[None]):
             parts.append(f"as of {clock_time(as_of)}")
         return " · ".join(parts)
 
+    def _survey_text(self) -> str:
+        """Attached: when the daemon's survey on screen was made, and whether the daemon still runs."""
+        info, survey = self.daemon_info, self.survey
+        parts = []
+        if info is not None and self.daemon_view is not None and not info.alive:
+            parts.append(f"[red]daemon pid {info.pid} stopped[/red]")
+        if survey is not None and survey.problem:
+            parts.append("[red]survey unreadable[/red]")
+        at = survey.at if survey is not None else self._survey_seen
+        what = "matrix as of" if self.size.width >= 100 else "as of"   # 80 columns: the bar's counts first
+        parts.append(f"{what} {clock_time(at)}" if at is not None
+                     else "[yellow]waiting for the daemon's first survey[/yellow]")
+        return " · ".join(parts)
+
     def _bar_text(self, states: dict) -> str:
         unreachable = sum(1 for s in states.values() if s.state == "unreachable")
-        parts = [f"[b]zrelay[/b] {self.inventory.path.name}", plural(len(self.inventory.hosts), "host")]
+        first = f"[b]zrelay[/b] {self.inventory.path.name}"
+        if self.attached:
+            label = daemon_label(self.daemon_info, self.size.width)
+            first = f"[b]{escape(label)}[/b]"
+            at = self.survey.at if self.survey is not None else None
+            self.title = (f"zrelay: {daemon_label(self.daemon_info, 200)}"
+                          + (f" — matrix as of {clock_time(at)}" if at is not None else ""))
+        parts = [first, plural(len(self.inventory.hosts), "host")]
         if unreachable:
             parts[-1] += f" ([red]{unreachable} unreachable[/red])"
         parts.append(plural(len(self.view.active), "transfer"))
@@ -370,15 +497,19 @@ class ZrelayApp(App[None]):
         return self.query_one("#tabs", TabbedContent).active
 
     def action_show_tab(self, tab: str) -> None:
+        if tab == "schedule" and not self.attached:
+            return
         self.query_one("#tabs", TabbedContent).active = tab
         self._focus_tab(tab)
 
     def _focus_tab(self, tab: str) -> None:
-        view: HostsView | MatrixView | DetailView
+        view: HostsView | MatrixView | DetailView | ScheduleView
         if tab == "hosts":
             view = self.query_one(HostsView)
         elif tab == "matrix":
             view = self.query_one(MatrixView)
+        elif tab == "schedule":
+            view = self.query_one(ScheduleView)
         else:
             view = self.query_one(DetailView)
         view.table.focus()
@@ -435,7 +566,7 @@ class ZrelayApp(App[None]):
             self.action_show_tab("matrix")
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.refresh_interval))
+        self.push_screen(HelpScreen(self.refresh_interval, self.attached))
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -480,6 +611,10 @@ class ZrelayApp(App[None]):
             return cell.job if cell else self.matrix.row_jobs.get(row)
         if tab == "detail":
             return self.detail_job
+        if tab == "schedule":
+            key = self.query_one(ScheduleView).table.selected_key()
+            rows = self.daemon_view.schedule if self.daemon_view is not None else ()
+            return next((r.job for r in rows if key == schedule_key(r)), None)
         key = self.query_one(HostsView).table.selected_key()
         if key is None:
             return None
@@ -519,7 +654,35 @@ class ZrelayApp(App[None]):
             return self.push_unavailable() is None
         if action == "push_unavailable":
             return None if self.push_unavailable() is not None else False
+        if action == "run_now" or (action == "show_tab" and parameters == ("schedule",)):
+            return self.attached
         return True
+
+    def action_run_now(self) -> None:
+        """Ask the daemon to run the selected job now; its answer is told when it has taken it."""
+        if not self.attached:
+            return
+        pattern = self.selected_pattern()
+        if pattern is None:
+            self.notify("Select a job first (a schedule row, a matrix cell, a transfer, or a host with jobs).",
+                        severity="warning")
+            return
+        self.run_worker(lambda: self._ask_run_now(pattern), thread=True, group="run-now", exit_on_error=False)
+
+    def _ask_run_now(self, pattern: str) -> None:
+        """On a worker thread: the request is one SQLite insert, which may wait on the daemon's writes."""
+        try:
+            rid = ask_run_now(self.store_path, [pattern])
+        except ZrelayError as exc:
+            self.call_from_thread(self.notify, f"cannot ask the zrelay daemon: {exc}", severity="error",
+                                  markup=False)
+            return
+
+        def asked() -> None:
+            self.run_now_requests[rid] = RunNow(pattern, time.time())
+            self.notify(f"asked the zrelay daemon to run {pattern} now (request {rid})", markup=False)
+            self.poll_daemon()
+        self.call_from_thread(asked)
 
     def launch(self, command: str) -> None:
         pattern = self.selected_pattern()

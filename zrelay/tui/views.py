@@ -132,6 +132,22 @@ class DetailView(Vertical):
         return self.query_one("#detail-title", Static)
 
 
+class ScheduleView(Vertical):
+    """The attached daemon's timetable: every job and kind, by next run (only when attached)."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="schedule-title")
+        yield LiveTable(id="schedule-table", cursor_type="row")
+
+    @property
+    def table(self) -> LiveTable:
+        return self.query_one("#schedule-table", LiveTable)
+
+    @property
+    def title(self) -> Static:
+        return self.query_one("#schedule-title", Static)
+
+
 HELP_WIDTH = 74  # the help's text fits an 80-column terminal (box border and padding: 6 columns)
 KEYS = (
     ("r", "refresh now: ask every host again"),
@@ -140,6 +156,12 @@ KEYS = (
     ("/", "filter hosts and datasets; Esc clears"),
     ("Enter", "matrix: open the dataset detail of the cell;  Esc: back"),
     ("1 2 3", "Hosts, Matrix, Detail;  ? this help;  q quit"),
+)
+#: Attached to the daemon, `r` re-reads its survey, `n` asks it to run, `4` shows its schedule.
+ATTACHED_KEYS = (
+    ("n", "ask the zrelay daemon to run the selected job now (r: re-read)"),
+    *KEYS[1:-1],
+    ("1-4", "Hosts, Matrix, Detail, Schedule;  ? this help;  q quit"),
 )
 
 
@@ -150,18 +172,22 @@ def _grid(entries: Sequence[str], columns: int, width: int) -> list[str]:
     return ["  " + "".join(e.ljust(cell) for e in row).rstrip() for row in rows]
 
 
-def help_text(refresh_interval: float | None = None) -> str:
+def help_text(refresh_interval: float | None = None, attached: bool = False) -> str:
     """The help: keys, then every matrix and detail glyph from the same tables as the legends.
 
     It fits 80×24 without scrolling: every line at most ``HELP_WIDTH`` wide, 22 lines at most.
     """
     when = (f"every {refresh_interval:g} s, " if refresh_interval else "") + "when any run ends, and on r"
-    intro = textwrap.wrap(f"zrelay tui: hosts, transfers (any process's) and divergence, live. Every host is "
-                          f"asked again {when}.", HELP_WIDTH)
+    text = (f"zrelay tui: hosts, transfers (any process's) and divergence, live. Every host is asked again "
+            f"{when}.")
+    if attached:
+        text = ("zrelay tui: attached to the zrelay daemon: its last survey of the hosts (re-read when "
+                "it makes a new one) and its schedule; no host is asked.")
+    intro = textwrap.wrap(text, HELP_WIDTH)
     lines = [escape(line) for line in intro]
     lines[0] = lines[0].replace("zrelay tui:", "[b]zrelay tui[/b]:", 1)
     lines += ["", "[b]Keys[/b]"]
-    lines += [f"  [b]{escape(key):<6}[/b] {escape(what)}" for key, what in KEYS]
+    lines += [f"  [b]{escape(key):<6}[/b] {escape(what)}" for key, what in (ATTACHED_KEYS if attached else KEYS)]
     lines += ["", "[b]Matrix[/b]"]
     lines += [escape(line) for line in _grid([f"{s.glyph} {s.name}" for s in SYMBOLS], 4, HELP_WIDTH)]
     hints = [f"{s.glyph} {s.hint}" for s in SYMBOLS if s.hint]
@@ -176,9 +202,9 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,question_mark,q", "dismiss_help", "Close")]
 
-    def __init__(self, refresh_interval: float | None = None) -> None:
+    def __init__(self, refresh_interval: float | None = None, attached: bool = False) -> None:
         super().__init__()
-        self.text = help_text(refresh_interval)
+        self.text = help_text(refresh_interval, attached)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
