@@ -155,8 +155,8 @@ BAD: list[tuple[str, list[str], str, str]] = [
      "snapshot: give either 'every' or 'cron', not both ('every' is at line 11)"),
     ("snapshot-both-block", ["snapshot:", "  cron: '@daily'", "  every: 1h"], "13:9",
      "snapshot: give either 'every' or 'cron', not both ('cron' is at line 12)"),
-    ("every-short", ["snapshot: {every: 30s}"], "11:25",
-     "snapshot.every: 30s is too short (at least 1m)"),
+    ("every-short", ["snapshot: {every: 5s}"], "11:25",
+     "snapshot.every: 5s is too short (at least 10s)"),
     ("every-integer", ["snapshot: {every: 15}"], "11:25",
      "snapshot.every: expected a duration such as 30s, 15m, 1h, 1d or 1w, got the integer 15 "
      "(add a unit: 15s, 15m, ...)"),

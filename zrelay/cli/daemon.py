@@ -129,8 +129,8 @@ def _span(seconds: float) -> str:
 
 
 def run_now(args: argparse.Namespace) -> int:
-    path, inventory = _inventory(args)
-    inventory.jobs_matching(args.patterns)   # an unknown pattern is a usage error, daemon or not
+    """A live daemon is asked (it matches the patterns against the inventory it has in force, which
+    may be older than the file when the file is broken); else the runs are made here."""
     state = default_path(getattr(args, "state", None))
     info = None
     if state.exists():
@@ -141,6 +141,7 @@ def run_now(args: argparse.Namespace) -> int:
             info = None
     if info is not None and info.alive:
         return _ask_daemon(state, args, info.pid)
+    path, inventory = _inventory(args)
     return _run_here(path, inventory, state, args)
 
 

@@ -107,6 +107,7 @@ class Fleet:
         per-run state, but this fleet's connections, probed hosts and per-host limits, so runs at
         the same time share the limits and a run after a quiet hour reconnects nothing.
         Closing it lets go of its locks and leaves the connections open."""
+        self.pool.forget_failures()   # a host that was down is tried again by the next run
         run = Fleet.__new__(Fleet)
         run.inventory = self.inventory
         run.pool = self.pool

@@ -26,8 +26,9 @@ from zrelay.inventory.yamlread import MappingNode, Node, NodeReader
 SNAPSHOT_KEYS = ["every", "cron", "name"]
 KEEP_RULES = ["within", "last", *BUCKETS, "stale_after"]
 HOOK_KEYS = ["pre_snapshot", "post_snapshot", "timeout"]
-#: Shortest ``every``: a schedule is checked once a minute at most.
-MIN_EVERY = 60
+#: Shortest ``every``: the daemon looks at its timetable once a second, but snapshots more
+#: often than this would only fill the pool's snapshot list.
+MIN_EVERY = 10
 DEFAULT_HOOK_TIMEOUT = Hooks().timeout
 _NONE = Lifecycle()
 

@@ -362,6 +362,9 @@ class Connection:
     def name(self) -> str:
         return self.host.name
 
+    def forget_failure(self) -> None:
+        self._failure = None
+
     async def connection(self) -> asyncssh.SSHClientConnection:
         async with self._lock:
             if self._failure is not None:
@@ -651,6 +654,12 @@ class ConnectionPool:
             conn = self._conns[name] = Connection(self._hosts[name],
                                                   forward_agent=name in self._forward_agent)
         return conn
+
+    def forget_failures(self) -> None:
+        """Let the next use of a host that could not be reached try again (a long-lived process's
+        next run: within one run every job on such a host fails the same way without a retry)."""
+        for conn in self._conns.values():
+            conn.forget_failure()
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._conns.values()), return_exceptions=True)
