@@ -38,6 +38,7 @@ from zbench import direct, fleet, syncoid  # noqa: E402
 from zbench import s3 as s3bench  # noqa: E402
 from zbench import inventory as inventorybench  # noqa: E402
 from zbench import prune_plan  # noqa: E402
+from zbench import daemon as daemonbench  # noqa: E402
 from zbench.common import (REPO, SOURCE, BenchError, Lab, negotiated_algorithms, openssh_cipher_options,  # noqa: E402
                            openssh_negotiated)
 
@@ -48,6 +49,8 @@ NAMES += s3bench.NAMES
 NAMES += wirebench.NAMES
 NAMES += inventorybench.NAMES
 NAMES += prune_plan.NAMES
+NAMES += fleet.STATUS_NAMES
+NAMES += daemonbench.NAMES
 #: Benchmarks that need no lab: run on their own when only they are asked for.
 LAB_FREE = set(inventorybench.NAMES) | set(prune_plan.NAMES)
 RELAY_GOAL = 0.9
@@ -57,10 +60,14 @@ NOOP_GOAL_S = 5.0
 #: cores varies by ±0.5 s from one run to the next, as much as the differences they measure.
 OFFICIAL = {"relay_mib": 512, "direct_large_mib": 2048, "transport_mib": 1024, "count": 100, "reps": 3,
             "reps_512": 5, "fleet_hosts": 50, "fleet_datasets": 20, "syncoid_incrementals": 10,
-            "inventory_hosts": 50_000}
+            "inventory_hosts": 50_000, "status_hosts": 500, "status_datasets": 20, "cycle_hosts": 50,
+            "cycle_datasets": 20, "cycle_persistent": 10, "cycle_fresh": 3, "soak_hosts": 10, "soak_cycles": 1000,
+            "soak_first": 100}
 QUICK = {"relay_mib": 64, "direct_large_mib": 128, "transport_mib": 128, "count": 10, "reps": 1,
          "reps_512": 1, "fleet_hosts": 10, "fleet_datasets": 5, "syncoid_incrementals": 3,
-         "inventory_hosts": 5_000}
+         "inventory_hosts": 5_000, "status_hosts": 50, "status_datasets": 5, "cycle_hosts": 10,
+         "cycle_datasets": 5, "cycle_persistent": 5, "cycle_fresh": 2, "soak_hosts": 5, "soak_cycles": 200,
+         "soak_first": 20}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -187,6 +194,12 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     if results.get("prune-plan"):
         for row in prune_plan.table_rows(results["prune-plan"]):
             add(*row)
+    if results.get("status-500"):
+        for row in fleet.status_rows(results["status-500"]):
+            add(*row)
+    if results.get("daemon"):
+        for row in daemonbench.table_rows(results["daemon"]):
+            add(*row)
     return rows
 
 
@@ -276,6 +289,14 @@ def main(argv: list[str] | None = None) -> int:
                 ({"fleet-50x20"}, "fleet-50x20", lambda: fleet.run(
                     lab, hosts=sizes["fleet_hosts"], datasets=sizes["fleet_datasets"], reps=sizes["reps"],
                     workdir=workdir)),
+                ({"status-500"}, "status-500", lambda: fleet.run_status(
+                    lab, hosts=sizes["status_hosts"], datasets=sizes["status_datasets"], reps=sizes["reps"],
+                    workdir=workdir)),
+                (set(daemonbench.NAMES), "daemon", lambda: daemonbench.run(
+                    lab, wanted=wanted, hosts=sizes["cycle_hosts"], datasets=sizes["cycle_datasets"],
+                    reps=sizes["reps"], persistent_cycles=sizes["cycle_persistent"],
+                    fresh_cycles=sizes["cycle_fresh"], soak_hosts=sizes["soak_hosts"],
+                    soak_cycles=sizes["soak_cycles"], soak_first=sizes["soak_first"], workdir=workdir)),
                 (set(s3bench.NAMES), "s3", lambda: s3bench.run(
                     lab, wanted=wanted, quick=args.quick, reps=sizes["reps"], ssh_opts=ssh_opts,
                     inventory_extra=extra, workdir=workdir, out=results.setdefault("s3", {}))),

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shlex
 import subprocess
 import sys
@@ -220,26 +221,28 @@ class LabProxy:
 
 
 class Replayer:
-    """Answers for simulated host ``index`` from the nas1 and vault recordings."""
+    """Answers for simulated host ``index`` from the nas1 and vault recordings of ``kind``
+    (``status``: what ``zrelay status`` asked; ``sync``: what a no-change sync asked)."""
 
-    def __init__(self, fleet: "Fleet", index: int) -> None:
-        self.fleet, self.index = fleet, index
+    def __init__(self, fleet: "Fleet", index: int, kind: str = "status") -> None:
+        self.fleet, self.index, self.kind = fleet, index, kind
 
     async def __call__(self, command: str) -> Answer:
         f = self.fleet
+        recs = f.recordings if self.kind == "status" else f.sync_recordings
         src_name = f.sim_source_root(self.index)
         m = f.target_re.search(command)
         if src_name in command:
-            key, rec = self.index, f.recordings[SOURCE]
+            key, rec = self.index, recs[SOURCE]
             recorded = command.replace(src_name, f.rec_source_root)
             forward = [(f.rec_source_root, src_name)]
         elif m:
-            key, rec = int(m.group(1)), f.recordings[TARGET]
+            key, rec = int(m.group(1)), recs[TARGET]
             recorded = command.replace(m.group(0), f.rec_target_root)
             forward = [(f.rec_target_root, m.group(0))]
         else:  # probes: no dataset in the command
             key, recorded, forward = self.index, command, []
-            rec = f.recordings[SOURCE] if command in f.recordings[SOURCE].answers else f.recordings[TARGET]
+            rec = recs[SOURCE] if command in recs[SOURCE].answers else recs[TARGET]
         answer = rec.answers.get(recorded)
         if answer is None:
             f.server.misses.append((f"h{self.index:03d}", command))
@@ -251,17 +254,20 @@ class Replayer:
 
 
 class Fleet:
-    def __init__(self, lab: Lab, workdir: Path, datasets: int, layout: str = "siblings") -> None:
+    def __init__(self, lab: Lab, workdir: Path, datasets: int, layout: str = "siblings", name: str = "fleet") -> None:
+        """``name``: the real datasets' parent (``tank/PREFIX/NAME``, ``NAMEp`` for ``separate``), one per
+        benchmark, so several benchmarks of one run each record their own."""
         self.lab, self.workdir, self.datasets, self.layout = lab, workdir, datasets, layout
         self.server = FleetServer(workdir)
         p = lab.prefix
         # siblings: a host's datasets are children of one parent (dNN); separate: each has its own parent
         # (dNN/data), so no listing can be shared between them
-        self.tag = "fleet" if layout == "siblings" else "fleetp"
+        self.tag = name if layout == "siblings" else f"{name}p"
         self.rec_source_root = f"tank/{p}/{self.tag}"
         self.rec_target_root = f"backup/{p}/{self.tag}"
         self.target_re = re.compile(rf"backup/{re.escape(p)}/{self.tag}-from-h(\d{{3}})(?![0-9])")
         self.recordings: dict[str, Recording] = {SOURCE: Recording(), TARGET: Recording()}
+        self.sync_recordings: dict[str, Recording] = {SOURCE: Recording(), TARGET: Recording()}
         self.known_guids: set[str] = set()
         self.expected: dict[str, str] = {}   # dNN -> state on the real lab
 
@@ -323,7 +329,12 @@ class Fleet:
             self.lab.zfs(TARGET, "create", "-p", dst)
         # another session may stop a lab host meanwhile ("host down" tests): start again from scratch
         attempt(self.lab, "fleet setup", create, undo)
-        for host, root in ((SOURCE, src), (TARGET, dst)):
+        self.read_guids()
+
+    def read_guids(self) -> None:
+        """Every GUID of the recorded datasets and snapshots on both hosts: the numbers the replay
+        makes unique per simulated host."""
+        for host, root in ((SOURCE, self.rec_source_root), (TARGET, self.rec_target_root)):
             out = self.lab.zfs(host, "get", "-H", "-p", "-o", "value", "-r", "guid", root)  # -r includes snapshots
             self.known_guids.update(x.strip() for x in out.split() if x.strip())
 
@@ -348,10 +359,8 @@ class Fleet:
             await asyncio.gather(*(p.close() for p in proxies))
         try:
             kh = self.server.write_known_hosts(self.workdir / "fleet_record_known_hosts", ports)
-            jobs = [{"name": f"d{j:02d}", "source": f"{SOURCE}:{self.rec_source_root}/{self.rel(j)}",
-                     "targets": [f"{TARGET}:{self.rec_target_root}/{self.rel(j)}"]} for j in range(self.datasets)]
             inv = self._inventory(self.workdir / "fleet-record.yml", dict(zip((SOURCE, TARGET), ports, strict=True)),
-                                  jobs, kh)
+                                  self.recorded_jobs(), kh)
             self.lab.wait_up()
             run = status(inv, self.workdir / "fleet-record-state.db")
         finally:
@@ -367,15 +376,60 @@ class Fleet:
             f"({run['seconds']:.2f} s through the proxy; states {dict(Counter(self.expected.values()))})")
         return {k: v for k, v in run.items() if k != "rows"}
 
-    def replay(self, hosts: int, reps: int) -> dict[str, Any]:
+    def recorded_jobs(self) -> list[dict[str, Any]]:
+        """The D jobs nas1 → vault of the real datasets (named dNN, as the replay's rows expect)."""
+        return [{"name": f"d{j:02d}", "source": f"{SOURCE}:{self.rec_source_root}/{self.rel(j)}",
+                 "targets": [f"{TARGET}:{self.rec_target_root}/{self.rel(j)}"]} for j in range(self.datasets)]
+
+    def record_sync(self) -> dict[str, Any]:
+        """Record what a no-change sync of the D jobs asks (listings of source and target, probes).
+
+        Streams cannot pass the recording proxy (it keeps answers as text), so a real sync straight
+        to the lab first brings every target up to date (the behind and missing ones); then the
+        daemon's own cycle (cycle_worker: one long-lived fleet, a warm-up cycle that connects and
+        probes, one timed cycle) runs through the proxies, and every target must come back NOOP.
+        The status recording is left as it was (its answers are those of before the catch-up)."""
+        catchup_inv = self.lab.write_inventory(self.workdir / f"{self.tag}-catchup.yml", self.recorded_jobs())
+        caught = attempt(self.lab, "fleet catch-up sync",
+                         lambda: cycles(catchup_inv, "fresh", warmup=0, count=1, expect=("ok", "noop"),
+                                        workdir=self.workdir))
+        self.read_guids()   # the replicas received just now
+        self.sync_recordings = {SOURCE: Recording(), TARGET: Recording()}
+        proxies = [LabProxy(self.lab, h, self.sync_recordings[h]) for h in (SOURCE, TARGET)]
+        ports = self.server.listen(proxies)
+
+        async def close() -> None:
+            await asyncio.gather(*(p.close() for p in proxies))
+        try:
+            kh = self.server.write_known_hosts(self.workdir / "fleet_record_sync_known_hosts", ports)
+            inv = self._inventory(self.workdir / f"{self.tag}-record-sync.yml",
+                                  dict(zip((SOURCE, TARGET), ports, strict=True)), self.recorded_jobs(), kh)
+            self.lab.wait_up()
+            run = cycles(inv, "persistent", warmup=1, count=1, expect=("noop",), workdir=self.workdir)
+        finally:
+            self.server.call(close())
+            self.server.close_listeners()
+        log(f"fleet: recorded a no-change sync, {sum(len(r.answers) for r in self.sync_recordings.values())} "
+            f"distinct commands (through the proxy: {run['warmup'][0]['seconds']:.2f} s connecting, "
+            f"{run['cycles'][0]['seconds']:.2f} s warm; catch-up {caught['cycles'][0]['outcomes']})")
+        return {"catch_up": caught["cycles"][0], "through_proxy": {"warmup": run["warmup"][0], "warm": run["cycles"][0]},
+                "commands": {h: sorted(r.answers) for h, r in self.sync_recordings.items()}}
+
+    def serve(self, hosts: int, kind: str = "status") -> Path:
+        """``hosts`` simulated hosts listening, answering from the ``kind`` recording; their inventory.
+        The caller closes the listeners (``server.close_listeners``)."""
         names = [f"h{k:03d}" for k in range(hosts)]
-        ports = self.server.listen([Replayer(self, k) for k in range(hosts)])
-        kh = self.server.write_known_hosts(self.workdir / f"fleet_{hosts}_known_hosts", ports)
+        ports = self.server.listen([Replayer(self, k, kind) for k in range(hosts)])
+        kh = self.server.write_known_hosts(self.workdir / f"fleet_{kind}_{hosts}_known_hosts", ports)
         jobs = [{"name": f"{names[k]}-d{j:02d}",
                  "source": f"{names[k]}:{self.sim_source_root(k)}/{self.rel(j)}",
                  "targets": [f"{names[(k + 1) % hosts]}:{self.sim_target_root(k)}/{self.rel(j)}"]}
                 for k in range(hosts) for j in range(self.datasets)]
-        inv = self._inventory(self.workdir / f"fleet-{hosts}.yml", dict(zip(names, ports, strict=True)), jobs, kh)
+        return self._inventory(self.workdir / f"fleet-{kind}-{hosts}.yml", dict(zip(names, ports, strict=True)),
+                               jobs, kh)
+
+    def replay(self, hosts: int, reps: int) -> dict[str, Any]:
+        inv = self.serve(hosts)
         runs = []
         try:
             for rep in range(reps):
@@ -411,6 +465,60 @@ class Fleet:
                 raise BenchError(f"fleet: row {r['job']} lacks source_newest/checked_at: {r}")
 
 
+def cycles(inventory: Path, mode: str, *, warmup: int, count: int, workdir: Path, lock_dir: Path | None = None,
+           expect: tuple[str, ...] = ("noop",), progress: int = 0) -> dict[str, Any]:
+    """No-change sync cycles as the daemon runs them, in a child process (bench/zbench/cycle_worker.py:
+    ``persistent`` = one long-lived Fleet and ``for_run()`` per cycle, ``fresh`` = a new Fleet each
+    cycle). Its run locks go to ``lock_dir`` (``ZRELAY_LOCK_DIR``; default ``WORKDIR/locks``), not the
+    machine's. BenchError when a timed cycle's target came back other than ``expect``."""
+    argv = [sys.executable, str(Path(__file__).with_name("cycle_worker.py")), "--inventory", str(inventory),
+            "--mode", mode, "--warmup", str(warmup), "--cycles", str(count), "--progress", str(progress)]
+    for e in expect:
+        argv += ["--expect", e]
+    env = zrelay_env()
+    env["ZRELAY_LOCK_DIR"] = str(lock_dir or workdir / "locks")
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True,
+                       env=env, stdin=subprocess.DEVNULL, timeout=7200, check=False)
+    try:
+        doc: dict[str, Any] = json.loads(r.stdout)
+    except ValueError:
+        raise BenchError(f"sync cycles ({mode}): exit {r.returncode}, no JSON: "
+                         f"{(r.stderr or '').strip()[-800:]}") from None
+    if doc["unexpected"] or r.returncode != 0:
+        raise BenchError(f"sync cycles ({mode}): targets not {'/'.join(expect)}: {doc['unexpected'][:3]}")
+    return doc
+
+
+def fs_type(path: Path) -> str:
+    """The type of the filesystem ``path`` is on (/proc/mounts, longest mount point that holds it)."""
+    best, kind = "", "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 3:
+                continue
+            mnt = fields[1].replace("\\040", " ")
+            inside = str(path) == mnt or str(path).startswith(mnt.rstrip("/") + "/")
+            if inside and len(mnt) >= len(best):
+                best, kind = mnt, fields[2]
+    return kind
+
+
+def ensure_fds(hosts: int) -> dict[str, int]:
+    """Enough file descriptors for ``hosts`` simulated hosts: this process holds a listener and an
+    accepted socket per host, the measured zrelay (which inherits the limit) a socket per host.
+    Raises the soft limit up to the hard one when needed; BenchError when even that is too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 3 * hosts + 256
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise BenchError(f"fleet: {hosts} hosts need about {need} file descriptors; the hard limit is {hard} "
+                             f"(raise it: ulimit -Hn)")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        soft = need
+    return {"soft": soft, "hard": hard, "needed": need}
+
+
 def status(inventory: Path, state: Path) -> dict[str, Any]:
     """``zrelay status --json`` as a subprocess: wall time, peak RSS (wait4), CPU, and the rows."""
     argv = [sys.executable, "-m", "zrelay", "-i", str(inventory), "--state", str(state), "status", "--json"]
@@ -442,9 +550,10 @@ def run(lab: Lab, *, hosts: int, datasets: int, reps: int, workdir: Path) -> dic
             for layout in LAYOUTS}
 
 
-def run_layout(lab: Lab, *, hosts: int, datasets: int, reps: int, workdir: Path, layout: str) -> dict[str, Any]:
+def run_layout(lab: Lab, *, hosts: int, datasets: int, reps: int, workdir: Path, layout: str,
+               name: str = "fleet") -> dict[str, Any]:
     log(f"fleet: layout {layout}")
-    fleet = Fleet(lab, workdir, datasets, layout)
+    fleet = Fleet(lab, workdir, datasets, layout, name)
     try:
         fleet.setup_lab()
         recorded = attempt(lab, "fleet record", fleet.record)
@@ -476,3 +585,48 @@ def _rows(d: dict[str, Any]) -> list[tuple[str, str, str, float | None, str, boo
         (f"fleet-{h}x{n} ({where}): peak RSS of zrelay status (1 host: {d['single_host']['max_peak_rss_mib']:.0f} MiB)",
          f"{d['fleet']['max_peak_rss_mib']:.0f} MiB", "—", None, "—", None),
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# status-500: the same at ten times the hosts
+
+STATUS_NAMES = ("status-500",)
+STATUS_RSS_GOAL_MIB = 300.0
+
+
+def run_status(lab: Lab, *, hosts: int, datasets: int, reps: int, workdir: Path,
+               layouts: tuple[str, ...] = LAYOUTS) -> dict[str, Any]:
+    """fleet-50x20's measurement at ``hosts`` hosts (its own recorded datasets, ``tank/PREFIX/scale``),
+    with the file-descriptor limit it needs, and a goal on peak RSS as well as on wall time."""
+    fds = ensure_fds(hosts)
+    log(f"status-{hosts}: file descriptors: soft limit {fds['soft']}, about {fds['needed']} needed")
+    out: dict[str, Any] = {"fd_limit": fds, "goal_s": GOAL_S, "rss_goal_mib": STATUS_RSS_GOAL_MIB,
+                           "server": "a thread of the benchmark process; zrelay status runs as its own process"}
+    for layout in layouts:
+        out[layout] = run_layout(lab, hosts=hosts, datasets=datasets, reps=reps, workdir=workdir, layout=layout,
+                                 name="scale")
+    return out
+
+
+def status_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, float | None, str, bool | None]]:
+    rows: list[tuple[str, str, str, float | None, str, bool | None]] = []
+    for layout in LAYOUTS:
+        if layout not in doc:
+            continue
+        d = doc[layout]
+        h, n = d["hosts"], d["datasets"]
+        where = "one parent" if layout == "siblings" else "a parent each"
+        sec, rss = d["fleet"]["median_seconds"], d["fleet"]["max_peak_rss_mib"]
+        runs = d["fleet"]["runs"]
+        cli_cpu = summary([r["cpu_s"] for r in runs])["median"]
+        server_cpu = summary([r["server_cpu_s"] for r in runs])["median"]
+        rows += [
+            (f"status-{h} ({where}): zrelay status --json, {h} hosts × {n} datasets vs {h} × (1 host)",
+             f"{sec:.2f} s", f"{h} × {d['single_host']['median_seconds']:.2f} s", d["ratio_serial_vs_fleet"],
+             f"≤ {GOAL_S:.0f} s", sec <= GOAL_S),
+            (f"status-{h} ({where}): peak RSS of zrelay status (1 host: {d['single_host']['max_peak_rss_mib']:.0f} MiB)",
+             f"{rss:.0f} MiB", "—", None, f"≤ {STATUS_RSS_GOAL_MIB:.0f} MiB", rss <= STATUS_RSS_GOAL_MIB),
+            (f"status-{h} ({where}): CPU of zrelay status / of the simulated hosts' server (median)",
+             f"{cli_cpu:.2f} s", f"{server_cpu:.2f} s", None, "—", None),
+        ]
+    return rows
