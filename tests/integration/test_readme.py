@@ -44,6 +44,11 @@ SKIPPED: dict[str, str] = {
     "pip install -c constraints.txt .": "tests/integration/test_install.py installs this way into a fresh venv",
     "make lab-up": "the lab and S3 fixtures bring the lab up (and never down while another session uses it)",
     "python3 lab/demo_data.py": "the test creates the same datasets under names of its own: the lab is shared",
+    "zrelay -i inventory/lab.yml daemon --systemd-unit > /etc/systemd/system/zrelay.service":
+        "installs a unit on this machine; tests/integration/test_systemd_unit.py verifies the unit",
+    "systemctl daemon-reload && systemctl enable --now zrelay": "starts a service on this machine; "
+        "tests/integration/test_daemon.py starts the daemon itself",
+    "curl -s 127.0.0.1:9811/metrics": "needs a running daemon; tests/integration/test_daemon.py scrapes its endpoint",
 }
 #: Lines run with bash whose exported variables the commands after them get.
 SHELL_ENV_LINES = {'eval "$(python3 lab/seaweed.py env)"'}

@@ -61,6 +61,7 @@ def test_the_daemon_section() -> None:
     jitter: 2m
     max_running: 6
     per_host: 1
+    group_limits: {offsite: 1}
     metrics: "[::1]:9900"
     stop_timeout: 1m
     retry: {first: 10s, max: 10m, attempts: 4}
@@ -75,6 +76,7 @@ def test_the_daemon_section() -> None:
 """
     settings = load(daemon=daemon).settings.daemon
     assert settings.jitter == 120 and settings.max_running == 6 and settings.per_host == 1
+    assert settings.group_limits == (("offsite", 1),)
     assert settings.metrics == "[::1]:9900" and settings.stop_timeout == 60
     assert settings.retry == RetryPolicy(first=10, max=600, attempts=4)
     assert settings.windows == (Window("offsite", 22 * 60, 6 * 60 + 30, ("s3-push",), "22:00-06:30 UTC"),)
@@ -117,6 +119,9 @@ def test_retry_backoff_doubles_up_to_the_cap() -> None:
     ({"daemon": "  daemon: {notify: {webhook: 'ftp://x'}}\n"}, "inv.yml:10:30", "http:// or https:// URL"),
     ({"daemon": "  daemon: {notify: {webhook_on: [fail]}}\n"}, "inv.yml:10:33", "unknown 'fail' (did you mean"),
     ({"daemon": "  daemon: {notify: {on_failure: []}}\n"}, "inv.yml:10:33", "an empty command"),
+    ({"daemon": "  daemon: {group_limits: {ofsite: 2}}\n"}, "inv.yml:10:27",
+     "daemon.group_limits: unknown group 'ofsite' (did you mean 'offsite'?)"),
+    ({"daemon": "  daemon: {group_limits: {offsite: 0}}\n"}, "inv.yml:10:36", "group_limits.offsite: 0 is out of range"),
     ({"daemon": "  daemon: {jiter: 1m}\n"}, "inv.yml:10:12", "did you mean 'jitter'?"),
 ])
 def test_refusals_name_file_line_column(parts: dict[str, str], where: str, message: str) -> None:

@@ -18,8 +18,8 @@ from zrelay.inventory.lifecycle_keys import RawLifecycle, job_lifecycle, lifecyc
 from zrelay.inventory.model import (DEFAULT_SNAPSHOT_NAME, Endpoint, Group, Host, Inventory, Job,
                                     Origin, S3Ref, S3Target, Settings, Target, name_list, suggest)
 from zrelay.inventory.problems import Errors, Place
-from zrelay.inventory.service import RunSchedule, Window
-from zrelay.inventory.service_keys import check_job_schedule, check_windows
+from zrelay.inventory.service import RunSchedule
+from zrelay.inventory.service_keys import check_groups, check_job_schedule
 from zrelay.inventory.resolve import (Inherited, RawGroup, RawHost, Vars, group_depths, inherit,
                                       resolve_host)
 from zrelay.inventory.yamlread import AliasBudget
@@ -62,7 +62,8 @@ class Builder:
         self.jobs: list[RawJob] = []
         self.s3_targets: dict[str, S3Target] = {}
         self.settings: dict[str, Any] = {}
-        self.windows: list[tuple[Window, Place]] = []   # the daemon's windows, checked against groups
+        #: (what, group, where) the daemon section names a group: checked once groups are known
+        self.daemon_groups: list[tuple[str, str, Place]] = []
         self.sources: list[str] = [str(path)]
         self.strict_files: set[str] = set()  # files read as zrelay inventories
         #: What YAML aliases have expanded to so far, in every file read.
@@ -157,7 +158,7 @@ class Builder:
             ungrouped = tuple(h for h in self.hosts if direct.get(h, ()) in ((), ("all",)))
             groups["ungrouped"] = Group("ungrouped", ungrouped, (), {}, self.groups["all"].origin)
         jobs = self._jobs(hosts)
-        check_windows(self.windows, groups, self.errors)
+        check_groups(self.daemon_groups, groups, self.errors)
         settings = Settings(**self.settings)
         return Inventory(self.path, hosts, groups, jobs, dict(self.s3_targets), settings,
                          tuple(dict.fromkeys(self.sources)))

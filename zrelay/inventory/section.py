@@ -49,7 +49,9 @@ class ZrelaySection(NodeReader):
                 daemon = reader.read(value_node)
                 if daemon is not None:
                     self.builder.settings["daemon"] = daemon
-                    self.builder.windows.extend(reader.window_places)
+                    self.builder.daemon_groups.extend(("window", w.group, place) for w, place in reader.window_places)
+                    self.builder.daemon_groups.extend(("daemon.group_limits", g, place)
+                                                      for g, place in reader.group_places)
             else:
                 self.fail(key_node, unknown_key(key, valid, "the zrelay section"))
 

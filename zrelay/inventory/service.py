@@ -101,7 +101,8 @@ class DaemonSettings:
     ``jitter``: each job's scheduled times move by a fixed amount in [0, jitter) s, the same for
     a job and kind on every restart, so a fleet's runs do not all start on the same second.
     ``max_running``: runs at once over the fleet; ``per_host``: runs at once touching one host
-    (as source or target). ``metrics``: ``ADDRESS:PORT`` of the Prometheus endpoint, None: off.
+    (as source or target); ``group_limits``: (group, N) — runs at once touching any host of the
+    group (a branch office's hosts sharing one uplink). ``metrics``: ``ADDRESS:PORT`` of the Prometheus endpoint, None: off.
     ``stop_timeout``: seconds SIGTERM waits for running streams before interrupting them.
     ``survey_every``: seconds between the daemon's listings of every target (status, matrix,
     metrics) when no run has listed them.
@@ -110,6 +111,7 @@ class DaemonSettings:
     jitter: int = 0
     max_running: int = 4
     per_host: int = 2
+    group_limits: tuple[tuple[str, int], ...] = ()
     windows: tuple[Window, ...] = ()
     retry: RetryPolicy = RetryPolicy()
     notify: Notify = Notify()

@@ -19,7 +19,7 @@ from zrelay.inventory.values import (Bad, check_positive, duration_text, unknown
                                      want_int, want_str)
 from zrelay.inventory.yamlread import MappingNode, Node, NodeReader, SequenceNode
 
-DAEMON_KEYS = ["jitter", "max_running", "per_host", "metrics", "stop_timeout", "survey_every", "lock_wait",
+DAEMON_KEYS = ["jitter", "max_running", "per_host", "group_limits", "metrics", "stop_timeout", "survey_every", "lock_wait",
                "retry", "windows", "notify"]
 RETRY_KEYS = ["first", "max", "attempts"]
 WINDOW_KEYS = ["group", "hours", "kinds"]
@@ -160,6 +160,7 @@ class DaemonReader:
     def __init__(self, reader: NodeReader) -> None:
         self.r = reader
         self.window_places: list[tuple[Window, Place]] = []
+        self.group_places: list[tuple[str, Place]] = []   # group_limits keys
 
     def read(self, node: Node) -> DaemonSettings | None:
         r = self.r
@@ -178,6 +179,11 @@ class DaemonReader:
                     fields[key] = check_positive(r.value(v_node), f"daemon.{key}")
                 elif key == "metrics":
                     fields[key] = check_listen(r.value(v_node), "daemon.metrics")
+                elif key == "group_limits":
+                    limits = self.group_limits(v_node)
+                    ok = ok and limits is not None
+                    if limits is not None:
+                        fields[key] = limits
                 elif key == "retry":
                     retry = self.retry(v_node)
                     ok = ok and retry is not None
@@ -200,6 +206,19 @@ class DaemonReader:
                 r.fail(v_node, str(bad))
                 ok = False
         return DaemonSettings(**fields) if ok else None
+
+    def group_limits(self, node: Node) -> tuple[tuple[str, int], ...] | None:
+        """``{GROUP: N}``: runs at once touching a host of GROUP; the groups are checked at the end."""
+        out: list[tuple[str, int]] = []
+        ok = True
+        for key, k_node, v_node in self.r.pairs(node, "daemon.group_limits") or []:
+            try:
+                out.append((key, check_positive(self.r.value(v_node), f"daemon.group_limits.{key}")))
+                self.group_places.append((key, self.r.place(k_node)))
+            except Bad as bad:
+                self.r.fail(v_node, str(bad))
+                ok = False
+        return tuple(out) if ok else None
 
     def retry(self, node: Node) -> RetryPolicy | None:
         fields: dict[str, int] = {}
@@ -293,11 +312,11 @@ class DaemonReader:
         return Notify(**fields) if ok else None
 
 
-def check_windows(windows: list[tuple[Window, Place]], groups: dict[str, Any], errors: Errors) -> None:
-    """A window names a group of the inventory (``all`` counts)."""
-    for window, place in windows:
-        if window.group not in groups:
-            errors.add(place, f"window: unknown group {window.group!r}{suggest(window.group, groups)}; "
+def check_groups(named: list[tuple[str, str, Place]], groups: dict[str, Any], errors: Errors) -> None:
+    """A window or a group limit names a group of the inventory (``all`` counts)."""
+    for what, group, place in named:
+        if group not in groups:
+            errors.add(place, f"{what}: unknown group {group!r}{suggest(group, groups)}; "
                               f"groups: {name_list(groups)}")
 
 
