@@ -296,6 +296,9 @@ def test_cron_is_the_next_tick_after_the_last_start_shifted_by_the_offset() -> N
     assert got.reason == "cron */10 * * * * at 10:21 UTC (+90s jitter)"
     missed = next_run(e, History(last_started=tick + 90), None, tick + 5 * D, SETTINGS)
     assert missed.at == tick + 690
+    minutely = entry(schedule=RunSchedule(cron=parse_cron("* * * * *")), offset=90)
+    # each tick moves by 90 s: the run of 10:10's tick starts 10:11:30, the next is 10:11's at 10:12:30
+    assert next_run(minutely, History(last_started=tick + 90), None, tick + 90, SETTINGS).at == tick + 150
 
 
 def test_every_and_cron_take_the_earlier() -> None:

@@ -13,6 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from zrelay.events import Outcome
 from zrelay.inventory.model import Inventory, Job
@@ -26,6 +27,9 @@ __all__ = ["Choice", "Entry", "History", "Key", "NextRun", "choose", "entries", 
 
 Key = tuple[str, str]  # (job name, kind)
 
+#: The daemon asks for every entry's next time on each look at the timetable; a cron entry's answer
+#: changes only when it runs again.
+_tick = lru_cache(maxsize=8192)(next_tick)
 _DEFAULT_TEXT = f"default: every {span_text(DEFAULT_EVERY)}"
 _SUCCESS = (Outcome.OK, Outcome.NOOP)
 _FAILURE = (Outcome.FAILED, Outcome.BUSY)
@@ -173,7 +177,7 @@ def entries(inventory: Inventory) -> list[Entry]:
     jitter = inventory.settings.daemon.jitter
     out: list[Entry] = []
     for job in inventory.jobs:
-        for kind, schedule in sorted(_schedules(job, inventory).items(), key=lambda kv: KINDS.index(kv[0])):
+        for kind, schedule in _schedules(job, inventory).items():  # built in KINDS order
             hosts = _hosts(job, kind)
             out.append(Entry(job=job.name, kind=kind, schedule=schedule, hosts=hosts,
                              windows=_windows(inventory, hosts, kind),
@@ -261,31 +265,32 @@ def _planned(entry: Entry, history: History, leader: History | None, now: float,
             return NextRun(at, f"retry {history.failures}/{retry.attempts} {when} (backoff)")
     schedule = entry.schedule
     last = history.last_started
-    options: list[tuple[float, str]] = []
-    waiting = "no schedule"
-    if schedule.follows is not None:
-        success = leader.last_success if leader is not None else None
-        if success is not None and (last is None or success > last):
-            options.append((success, f"after each {schedule.follows} (it succeeded at {when_text(success, now)})"))
-        else:
-            waiting = f"after each {schedule.follows} (next when it succeeds)"
+    options: list[tuple[float, int]] = []  # (time, which rule: 0 follows, 1 every, 2 cron)
+    success = leader.last_success if leader is not None else None
+    if schedule.follows is not None and success is not None and (last is None or success > last):
+        options.append((success, 0))
     if schedule.every is not None:
-        every = span_text(schedule.every)
-        if last is None:
-            options.append((now, f"first run (every {every})"))
-        else:
-            options.append((last + schedule.every + entry.offset,
-                            f"every {every} after {when_text(last, now)}{_jitter(entry)}"))
+        options.append((now if last is None else last + schedule.every + entry.offset, 1))
     if schedule.cron is not None:
-        if last is None:
-            options.append((now, f"first run (cron {schedule.cron.text})"))
-        else:
-            tick = next_tick(schedule.cron, math.floor(last - entry.offset)) + entry.offset
-            options.append((float(tick), f"cron {schedule.cron.text} at {when_text(tick, now)}{_jitter(entry)}"))
+        options.append((now if last is None else
+                        float(_tick(schedule.cron, math.floor(last - entry.offset)) + entry.offset), 2))
     if not options:
-        return NextRun(None, waiting)
-    at, reason = min(options)
-    return NextRun(at, reason)
+        if schedule.follows is not None:
+            return NextRun(None, f"after each {schedule.follows} (next when it succeeds)")
+        return NextRun(None, "no schedule")
+    at, rule = min(options)
+    # the reason is written for the winning rule only: choose() asks for every entry's time
+    if rule == 0:
+        return NextRun(at, f"after each {schedule.follows} (it succeeded at {when_text(at, now)})")
+    if rule == 1 and schedule.every is not None:
+        what = f"every {span_text(schedule.every)}"
+    else:
+        what = f"cron {schedule.cron.text}" if schedule.cron is not None else ""
+    if last is None:
+        return NextRun(at, f"first run ({what})")
+    if rule == 1:
+        return NextRun(at, f"{what} after {when_text(last, now)}{_jitter(entry)}")
+    return NextRun(at, f"{what} at {when_text(at, now)}{_jitter(entry)}")
 
 
 def next_run(entry: Entry, history: History, leader: History | None, now: float,
