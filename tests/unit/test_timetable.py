@@ -202,6 +202,12 @@ def test_windows_apply_by_the_groups_of_the_hosts_touched_and_by_kind() -> None:
     assert got[("plain", "sync")].windows == (night,)
 
 
+def test_an_entry_carries_the_groups_of_the_hosts_it_touches() -> None:
+    got = by_key(inventory())
+    assert got[("full", "snapshot")].groups == ("storage",)
+    assert got[("full", "sync")].groups == ("storage", "backup")
+
+
 def test_jitter_offsets_are_in_range_and_from_a_stable_hash() -> None:
     inv = with_daemon(inventory(), jitter=300)
     for e in entries(inv):
@@ -444,6 +450,29 @@ def test_a_jobs_kinds_never_overlap() -> None:
     assert [(e.key, why) for e, why in got.waiting] == [
         (("a", "sync"), "job a starts its snapshot first"),
         (("b", "sync"), "job b is running its snapshot"), (("b", "prune"), "job b is running its snapshot")]
+
+
+def test_group_limits_count_running_and_chosen_runs_touching_the_group() -> None:
+    inv = with_daemon(inventory(), group_limits=(("backup", 1),), max_running=10, per_host=10)
+    es = by_key(inv)
+    snap, sync, plain = es[("full", "snapshot")], es[("full", "sync")], es[("plain", "sync")]
+    got = choose([snap, plain], {}, {}, T0, inv.settings.daemon)
+    assert got.start == [snap, plain]  # the snapshot touches nas1 only, not the backup group
+    snapped = {snap.key: finished(started(History(), T0 - 100), "ok", "", T0 - 90)}  # the sync is due
+    got = choose([sync, plain], snapped, {}, T0, inv.settings.daemon)
+    assert got.start == [sync] and got.waiting == [(plain, "group backup has 1 runs (group_limits 1)")]
+    running = {("plain", "sync"): ("nas2", "vault")}
+    got = choose([sync, snap], {}, running, T0, inv.settings.daemon)
+    assert got.start == [snap]
+    got = choose([sync, plain], {**snapped, plain.key: started(History(), T0)}, running, T0, inv.settings.daemon)
+    assert got.start == [] and got.waiting == [(sync, "group backup has 1 runs (group_limits 1)")]
+
+
+def test_a_group_limit_on_all_counts_every_run_even_unknown_ones() -> None:
+    es = jobs_entries(("a", "snapshot", ("h1",)), ("b", "snapshot", ("h2",)))
+    limit_all = replace(SETTINGS, group_limits=(("all", 2),))
+    got = choose(es, {}, {("gone", "sync"): ("h9",)}, T0, limit_all)
+    assert got.start == es[:1] and got.waiting == [(es[1], "group all has 2 runs (group_limits 2)")]
 
 
 def test_wake_at_is_the_earliest_future_time_and_missing_histories_are_fresh() -> None:

@@ -24,6 +24,7 @@ EXAMPLES = settings(max_examples=200)
 CRONS = [parse_cron(text) for text in ("*/5 * * * *", "0 3 * * *", "30 */2 * * 1-5", "0 0 1 * *",
                                         "15 14 * * 0")]
 HOSTS = ("h1", "h2", "h3", "h4")
+HOST_GROUPS = {"h1": "g1", "h2": "g1", "h3": "g2", "h4": "g2"}
 
 times = st.floats(min_value=T0 - 40 * D, max_value=T0, allow_nan=False)
 windows = st.lists(st.builds(Window, group=st.sampled_from(["g1", "g2"]), start=st.integers(0, 1439),
@@ -60,8 +61,10 @@ def an_entry(draw: st.DrawFn, timed: bool = False, with_windows: bool = True) ->
     schedule = draw(schedules(kind))
     if timed:
         schedule = replace(schedule, follows=None, every=schedule.every or draw(EVERY))
-    return Entry(job=draw(A_JOB), kind=kind, schedule=schedule, hosts=draw(SOME_HOSTS),
-                 windows=draw(windows) if with_windows else (), offset=draw(AN_OFFSET))
+    hosts = draw(SOME_HOSTS)
+    return Entry(job=draw(A_JOB), kind=kind, schedule=schedule, hosts=hosts,
+                 windows=draw(windows) if with_windows else (), offset=draw(AN_OFFSET),
+                 groups=tuple(sorted({HOST_GROUPS[h] for h in hosts})))
 
 
 @st.composite
@@ -80,7 +83,9 @@ def leader_of(e: Entry, histories: dict[tuple[str, str], History]) -> History | 
     return histories.get((e.job, e.schedule.follows)) if e.schedule.follows else None
 
 
-daemon_settings = st.builds(DaemonSettings, max_running=st.integers(1, 6), per_host=st.integers(1, 3))
+daemon_settings = st.builds(DaemonSettings, max_running=st.integers(1, 6), per_host=st.integers(1, 3),
+                            group_limits=st.lists(st.tuples(st.sampled_from(["g1", "g2", "all"]), st.integers(1, 3)),
+                                                  max_size=2, unique_by=lambda g: g[0]).map(tuple))
 
 
 @EXAMPLES
@@ -127,6 +132,16 @@ def test_choose_keeps_the_budgets_and_holds_back_only_what_they_block(
     load = Counter(h for hosts in running.values() for h in hosts) + Counter(h for e in chosen for h in e.hosts)
     for e in chosen:
         assert all(load[h] <= budget.per_host for h in e.hosts), (e, load)
+    limits = dict(budget.group_limits)
+    by_key = {e.key: e for e in es}
+
+    def limited(e: Entry | None) -> list[str]:
+        return [g for g in limits if g == "all" or (e is not None and g in e.groups)]
+
+    group_load = Counter(g for key in running for g in limited(by_key.get(key))) + Counter(
+        g for e in chosen for g in limited(e))
+    for e in chosen:
+        assert all(group_load[g] <= limits[g] for g in limited(e)), (e, group_load)
     jobs = [e.job for e in chosen]
     assert len(jobs) == len(set(jobs))
     assert not set(jobs) & {job for job, _ in running}
@@ -137,7 +152,8 @@ def test_choose_keeps_the_budgets_and_holds_back_only_what_they_block(
     busy = {job for job, _ in running} | set(jobs)
     for e, why in got.waiting:
         assert (e.job in busy or len(running) + len(chosen) >= budget.max_running
-                or any(load[h] >= budget.per_host for h in e.hosts)), (e, why)
+                or any(load[h] >= budget.per_host for h in e.hosts)
+                or any(group_load[g] >= limits[g] for g in limited(e))), (e, why)
     futures = [at for e in es if e not in chosen
                if (at := next_run(e, histories.get(e.key, History()), leader_of(e, histories), T0,
                                   budget).at) is not None and at > T0]

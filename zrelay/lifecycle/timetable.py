@@ -45,6 +45,8 @@ class Entry:
     hosts: tuple[str, ...]
     windows: tuple[Window, ...]
     offset: int
+    #: every group holding one of ``hosts`` (ancestors too): what ``group_limits`` count
+    groups: tuple[str, ...] = ()
 
     @property
     def key(self) -> Key:
@@ -156,13 +158,14 @@ def _hosts(job: Job, kind: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(hosts))
 
 
-def _windows(inventory: Inventory, hosts: Sequence[str], kind: str) -> tuple[Window, ...]:
-    groups = {"all"}
-    for name in hosts:
-        host = inventory.hosts.get(name)
-        if host is not None:
-            groups.update(host.groups)
-    return tuple(w for w in inventory.settings.daemon.windows if kind in w.kinds and w.group in groups)
+def _groups(inventory: Inventory, hosts: Sequence[str]) -> tuple[str, ...]:
+    host_groups = (inventory.hosts[name].groups for name in hosts if name in inventory.hosts)
+    return tuple(dict.fromkeys(group for groups in host_groups for group in groups))
+
+
+def _windows(inventory: Inventory, groups: Sequence[str], kind: str) -> tuple[Window, ...]:
+    return tuple(w for w in inventory.settings.daemon.windows
+                 if kind in w.kinds and (w.group == "all" or w.group in groups))
 
 
 def entries(inventory: Inventory) -> list[Entry]:
@@ -179,9 +182,10 @@ def entries(inventory: Inventory) -> list[Entry]:
     for job in inventory.jobs:
         for kind, schedule in _schedules(job, inventory).items():  # built in KINDS order
             hosts = _hosts(job, kind)
+            groups = _groups(inventory, hosts)
             out.append(Entry(job=job.name, kind=kind, schedule=schedule, hosts=hosts,
-                             windows=_windows(inventory, hosts, kind),
-                             offset=jitter_offset(job.name, kind, jitter)))
+                             windows=_windows(inventory, groups, kind),
+                             offset=jitter_offset(job.name, kind, jitter), groups=groups))
     return out
 
 
@@ -328,6 +332,11 @@ def _leader(entry: Entry, histories: Mapping[Key, History]) -> History | None:
     return histories.get((entry.job, follows)) if follows is not None else None
 
 
+def _limited(entry: Entry | None, limits: Mapping[str, int]) -> list[str]:
+    """The limited groups a run counts against (``all``: every run; an unknown run: only that)."""
+    return [g for g in limits if g == "all" or (entry is not None and g in entry.groups)]
+
+
 def _order(kind: str) -> int:
     return KINDS.index(kind) if kind in KINDS else len(KINDS)
 
@@ -349,8 +358,10 @@ def choose(entries: Sequence[Entry], histories: Mapping[Key, History],
     """The due runs to start now, oldest first (then job, then KINDS order), within the budgets.
 
     A run starts while the fleet runs fewer than ``max_running``, each of its hosts is touched by
-    fewer than ``per_host`` runs, and no other run of its job is running or starting (a job's
-    runs go one after another). ``running``: the keys running now and the hosts they touch.
+    fewer than ``per_host`` runs, each group of ``group_limits`` holding one of its hosts by fewer
+    than its limit, and no other run of its job is running or starting (a job's runs go one after
+    another). ``running``: the keys running now and the hosts they touch (a key no entry has, as
+    after a reload, counts against the fleet and its hosts only).
     """
     due: list[tuple[float, str, int, Entry]] = []
     wake_at: float | None = None
@@ -365,6 +376,9 @@ def choose(entries: Sequence[Entry], histories: Mapping[Key, History],
     due.sort(key=lambda item: item[:3])
     fleet = len(running)
     load: Counter[str] = Counter(host for hosts in running.values() for host in set(hosts))
+    limits = dict(settings.group_limits)
+    known = {e.key: e for e in entries} if limits else {}
+    group_load: Counter[str] = Counter(g for key in running for g in _limited(known.get(key), limits))
     busy: dict[str, str] = {}
     for job, kind in running:
         busy.setdefault(job, f"is running its {kind}")
@@ -381,9 +395,15 @@ def choose(entries: Sequence[Entry], histories: Mapping[Key, History],
         if full is not None:
             waiting.append((entry, f"host {full} has {load[full]} runs (per_host {settings.per_host})"))
             continue
+        groups = _limited(entry, limits)
+        full = next((g for g in groups if group_load[g] >= limits[g]), None)
+        if full is not None:
+            waiting.append((entry, f"group {full} has {group_load[full]} runs (group_limits {limits[full]})"))
+            continue
         start.append(entry)
         fleet += 1
         load.update(set(entry.hosts))
+        group_load.update(groups)
         busy[entry.job] = f"starts its {entry.kind} first"
     return Choice(start=start, waiting=waiting, wake_at=wake_at)
 
