@@ -13,6 +13,7 @@ import pytest
 #: the same checks; what differs by flavour is tested there (tests/openzfs and the other modules).
 FUSE_TIER_ONLY = frozenset({"test_install", "test_readme", "test_locks", "test_signals", "test_pipe_output",
                             "test_ssh_options", "test_s3_restore_newest", "test_systemd_unit",
+                            "test_daemon_budgets",  # the N-host lab is zfs-fuse only
                             # the inventory and its errors: no ZFS at all
                             "test_cli_inventory", "test_cli_errors",
                             # rows, schema, text and the store: the listings they read are parsed from
@@ -23,7 +24,9 @@ FUSE_TIER_ONLY = frozenset({"test_install", "test_readme", "test_locks", "test_s
                             "test_lifecycle",
                             # coverage and RPO rules over `zfs list -t filesystem,volume`, which both
                             # dialects answer alike (nas2 and vault share one guest on that tier)
-                            "test_audit"})
+                            "test_audit",
+                            # the TUI attached to the daemon: what it shows, not how ZFS answers
+                            "test_daemon_tui"})
 
 #: Single tests of mixed modules that are zrelay's own behaviour too (S3 failure handling and
 #: refusals, host keys, logins, quoting of inventory values, connection sharing, Ctrl-C): the
