@@ -370,3 +370,20 @@ def test_schedule_order_and_columns_fit() -> None:
         columns = schedule_columns(rows, width)
         assert sum(w + 2 for _k, _l, w in columns) + 2 <= width, "padding and the scrollbar included"
         assert dict((k, w) for k, _l, w in columns)["reason"] >= 12
+
+
+def test_the_daemons_streams_say_daemon_in_the_hosts_view(tmp_path: Path) -> None:
+    """A daemon's run is recorded as ``daemon sync``: the row says so within its column (the pid is
+    the daemon's, which the bar names); other processes' rows keep their pid."""
+    from zrelay.state import StoreView, TransferRow
+    from zrelay.tui.model import HOST_COLUMNS, HostState, host_rows
+
+    inv = attach_inventory(tmp_path)
+    rows = [TransferRow(i, 3, "vm", "vault:backup/vm", "tank/vm@zrelay_1 (full)", "nas1", "vault", estimate=None,
+                        done=0, rate=0.0, started=NOW, updated=NOW, finished=None, ok=None, pid=4242 + i,
+                        command=command) for i, command in enumerate(("daemon sync", "sync"))]
+    shown = host_rows(inv, {"nas1": HostState("reachable")}, StoreView(read_at=NOW, active=tuple(rows)), NOW)
+    states = [str(cells[1]) for key, cells in shown if key.startswith("t:nas1:")]
+    assert states == ["daemon sync", "sync pid 4243"]
+    width = next(c[2] for c in HOST_COLUMNS if c[0] == "state" and len(c) > 2)
+    assert all(len(s) <= width for s in states)

@@ -183,8 +183,10 @@ def host_rows(inventory: Inventory, states: Mapping[str, HostState], view: Store
             what = Text.assemble("  ↳ ", clip(dataset, HOST_LABEL_MAX - 4 - len(arrow)), (arrow, "magenta"))
             eta = t.eta()
             total = f"/{human_bytes(t.estimate)}" if t.estimate else ""
+            # the daemon's runs say so ("daemon sync"); its pid is the daemon's, which the bar names when attached
+            who = t.command if t.command.startswith("daemon ") else f"{t.command} pid {t.pid}"
             rows.append((f"t:{name}:{t.id}", (
-                what, Text(f"{t.command} pid {t.pid}", style="dim"), progress_bar(t),
+                what, Text(who, style="dim"), progress_bar(t),
                 f"{human_bytes(t.rate)}/s", human_seconds(eta) if eta is not None else "-",
                 f"{human_bytes(t.done)}{total}", "")))
     return rows
