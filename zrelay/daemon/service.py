@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from zrelay.engine import Fleet
 from zrelay.errors import ZrelayError
 from zrelay.events import Event, JobFinished, Outcome, TransferFinished, TransferProgress, TransferStarted
 from zrelay.inventory import Inventory, load_inventory
-from zrelay.inventory.model import Host
+from zrelay.inventory.model import Host, Job
 from zrelay.lifecycle import timetable
 from zrelay.lifecycle.timetable import Entry, History, Key
 
@@ -91,7 +91,8 @@ class Daemon:
         self._reload = False
         self._survey: asyncio.Task[None] | None = None
         self._last_survey = 0.0
-        self._notices: set[asyncio.Task[None]] = set()
+        self._notices: set[asyncio.Future[None]] = set()
+        self._surveyed: dict[tuple[str, str], dict[str, Any]] = {}   # (job, target) → survey entry
         self._transfers: dict[tuple[str, str, str], int] = {}
         self.store: DaemonStore | None = None
 
@@ -203,6 +204,8 @@ class Daemon:
                                                   lambda line: self.log.warning(line)))
             self._notices.add(notice)
             notice.add_done_callback(self._notices.discard)
+            if entry.kind != "snapshot":
+                self._survey_after(entry.job)
         self._wake.set()
 
     def _event(self, event: Event) -> None:
@@ -256,34 +259,52 @@ class Daemon:
         self.store.save_schedule(rows)
         self.store.heartbeat(now)
 
-    async def survey(self) -> None:
-        """List every target (as ``status`` does) and every host's datasets: the TUI's matrix, the
-        lag, RPO and coverage metrics."""
+    async def survey(self, jobs: Sequence[Job] | None = None) -> None:
+        """List targets (as ``status`` does) for the TUI's matrix and the lag and RPO metrics:
+        every job's, with every host's datasets for the coverage metric; or, after a run, only
+        ``jobs``' targets, merged into the last survey (so the matrix follows each run)."""
         from zrelay.status.audit import breaches, coverage
         from zrelay.status.collect import collect_reports
         from zrelay.status.hosts import list_datasets
         from zrelay.status.survey import survey_dict
 
         inventory, fleet = self.inventory, self.fleet.for_run()
+        whole = jobs is None
         try:
             reports, listed = await asyncio.gather(
-                collect_reports(fleet, inventory.jobs),
-                asyncio.gather(*(list_datasets(fleet, h) for h in inventory.hosts)))
+                collect_reports(fleet, inventory.jobs if jobs is None else jobs),
+                asyncio.gather(*(list_datasets(fleet, h) for h in (inventory.hosts if whole else ()))))
         except ZrelayError as exc:
             self.log.warning("survey failed", error=str(exc))
             return
         finally:
             await fleet.close()
         now = time.time()
-        rows = [r.row for r in reports]
+        fresh = {(r.job.name, str(r.target)): survey_dict(r) for r in reports}
+        if whole:
+            self._surveyed = fresh
+        else:
+            self._surveyed.update(fresh)
+        rows = list(self._surveyed.values())
         if self.store is not None:
-            self.store.save_survey([survey_dict(r) for r in reports], now)
-        self.metrics.target_status([r.to_dict() for r in rows], now)
+            self.store.save_survey(rows, now)
+        self.metrics.target_status(rows, now)
+        if not whole:
+            return
         found = {h: v for h, v in listed if isinstance(v, list)}
         unprotected = sum(len(c.unprotected) for c in coverage(found, inventory.jobs).values())
-        self.metrics.audit(unprotected, len(breaches(rows)))
+        self.metrics.audit(unprotected, len(breaches([r.row for r in reports])))
         self.log.info("survey", targets=len(rows), unprotected=unprotected,
                       unreachable_hosts=len(listed) - len(found))
+
+    def _survey_after(self, job_name: str) -> None:
+        """A run changed what its job's targets hold: list them again (not during a full survey)."""
+        job = next((j for j in self.inventory.jobs if j.name == job_name), None)
+        if job is None or self._stop.is_set() or not job.targets:
+            return
+        task = asyncio.ensure_future(self.survey([job]))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
     # --- reload and shutdown --------------------------------------------------------------
 
@@ -306,6 +327,8 @@ class Daemon:
         # a reload is the user's answer to a refused run: every parked run may try again
         self.histories = {k: dataclasses.replace(h, parked=None) for k, h in self.histories.items() if k in keys}
         self.metrics.retain_jobs(j.name for j in inventory.jobs)
+        names = {j.name for j in inventory.jobs}
+        self._surveyed = {key: row for key, row in self._surveyed.items() if key[0] in names}
         self.metrics.inventory_loaded(True, now)
         if self.store is not None:
             self.store.loaded(True, "", now)
