@@ -7,7 +7,7 @@ import pytest
 
 from zrelay.errors import InventoryError
 from zrelay.inventory import loads_inventory
-from zrelay.inventory.service import DaemonSettings, RetryPolicy, RunSchedule, Window
+from zrelay.inventory.service import KINDS, DaemonSettings, RetryPolicy, RunSchedule, Window
 
 BASE = """\
 all:
@@ -142,3 +142,18 @@ def test_a_schedule_for_a_run_the_job_does_not_have() -> None:
     with pytest.raises(InventoryError) as info:
         loads_inventory(no_snapshot, "inv.yml")
     assert "schedule.sync: after snapshot, but the job has no 'snapshot:' key" in str(info.value)
+
+
+def test_inventory_list_json_shows_the_daemon_settings_and_schedules() -> None:
+    from zrelay.cli.inventory import list_json
+
+    daemon = ("  daemon:\n    group_limits: {offsite: 1}\n    windows: [{group: offsite, hours: '22:00-06:00'}]\n"
+              "    notify: {webhook: 'https://u:secret@hooks.example.net/x?token=abc'}\n")
+    inv = load(daemon=daemon, job="      schedule: {sync: 15m}\n      rpo: 2h\n", push=", push: 6h")
+    data = list_json(inv)["_meta"]["zrelay"]
+    assert data["jobs"][0]["schedule"] == {"sync": "every 15m"} and data["jobs"][0]["rpo"] == 7200
+    assert data["s3_targets"]["cloud"]["push"] == "every 6h"
+    shown = data["settings"]["daemon"]
+    assert shown["group_limits"] == {"offsite": 1} and shown["max_running"] == 4
+    assert shown["windows"] == [{"group": "offsite", "hours": "22:00-06:00 UTC", "kinds": list(KINDS)}]
+    assert "secret" not in shown["notify"]["webhook"] and "abc" not in shown["notify"]["webhook"]

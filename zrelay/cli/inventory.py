@@ -8,6 +8,8 @@ result is validated before it is written, and ``--dry-run`` shows the diff.
 
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import json
 import sys
@@ -173,16 +175,33 @@ def list_json(inventory: Inventory) -> dict[str, Any]:
         "hosts": {name: host_settings(inventory, h) for name, h in inventory.hosts.items()},
         "jobs": [{"name": j.name, "source": str(j.source), "recursive": j.recursive,
                   "snapshots": {"prefix": j.select.prefix, "regex": j.select.regex},
-                  "targets": [str(t) for t in j.targets], **lifecycle_json(j.lifecycle)}
+                  "targets": [str(t) for t in j.targets], **lifecycle_json(j.lifecycle),
+                  "rpo": j.rpo, "schedule": {kind: s.text for kind, s in j.schedule.items()}}
                  for j in inventory.jobs],
         "s3_targets": {name: {"bucket": t.bucket, "endpoint": t.endpoint, "prefix": t.prefix,
                               "region": t.region, "storage_class": t.storage_class,
-                              "profile": t.profile, "addressing_style": t.addressing_style}
+                              "profile": t.profile, "addressing_style": t.addressing_style,
+                              "push": t.push.text if t.push is not None else None}
                        for name, t in inventory.s3_targets.items()},
         "settings": {"snapshot_name": inventory.settings.snapshot_name,
                      "sends_per_host": inventory.settings.sends_per_host,
-                     "receives_per_host": inventory.settings.receives_per_host},
+                     "receives_per_host": inventory.settings.receives_per_host,
+                     "daemon": daemon_json(inventory)},
     }
+    return data
+
+
+def daemon_json(inventory: Inventory) -> dict[str, Any]:
+    """The ``zrelay.daemon:`` settings as they are in force (defaults filled in); the webhook's
+    secrets (password, query values) are not printed."""
+    from zrelay.daemon.notify import redact_url
+
+    daemon = inventory.settings.daemon
+    data = dataclasses.asdict(daemon)
+    data["group_limits"] = dict(daemon.group_limits)
+    data["windows"] = [{"group": w.group, "hours": w.text, "kinds": list(w.kinds)} for w in daemon.windows]
+    if daemon.notify.webhook is not None:
+        data["notify"]["webhook"] = redact_url(daemon.notify.webhook)
     return data
 
 
