@@ -51,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tui": ("zrelay.cli.tui", "live view: hosts and transfers, divergence matrix, dataset detail"),
     "inventory": ("zrelay.cli.inventory", "list, check and edit the inventory"),
     "release": ("zrelay.cli.release", "remove the holds zrelay keeps on a job's newest common snapshots"),
+    "allow": ("zrelay.cli.allow", "delegate (zfs allow) what zrelay needs per host, to run without root"),
     "s3-push": ("zrelay.cli.s3", "upload snapshots of jobs with S3 targets (full or incremental)"),
     "s3-ls": ("zrelay.cli.s3", "list stored chains per dataset, with sizes and health"),
     "s3-restore": ("zrelay.cli.s3", "restore a dataset from S3 into any host"),

@@ -44,6 +44,7 @@ class RawJob:
     rpo: int | None = None  # seconds; None: the source host's ``rpo`` (or none)
     schedule: dict[str, RunSchedule] = field(default_factory=dict)  # the daemon's runs by kind
     schedule_origin: Origin | None = None
+    allow_rollback: bool = False  # ``zrelay allow`` delegates rollback/destroy on the targets
     complete: bool = True  # False when a required part was missing or invalid
 
 
@@ -217,7 +218,7 @@ class Builder:
                           raw.origin, direct=raw.direct, send_options=raw.send_options,
                           compress=raw.compress, buffer=raw.buffer, lifecycle=lifecycle,
                           rpo=raw.rpo if raw.rpo is not None else _host_rpo(hosts, raw.source.host),
-                          schedule=raw.schedule)
+                          schedule=raw.schedule, allow_rollback=raw.allow_rollback)
                 template = self.settings.get("snapshot_name", DEFAULT_SNAPSHOT_NAME)
                 if (lifecycle_fits(job, raw.lifecycle, template, self.errors)
                         and check_job_schedule(job, raw.schedule_origin or raw.origin, self.errors)):

@@ -209,6 +209,9 @@ class Job:
     #: the daemon's schedules of this job's runs by kind (sync, prune, s3-push), as written
     schedule: Mapping[str, RunSchedule] = field(default_factory=dict, hash=False)
     rpo: int | None = None  # seconds a target may lag behind (its ``rpo``, else the source host's)
+    #: ``zrelay allow`` also delegates rollback and destroy on the targets (``sync --rollback``,
+    #: ``--abort-partial``); without it a non-root target can only receive
+    allow_rollback: bool = False
 
     def own_snapshots(self, default_template: str) -> SnapshotFilter | None:
         """The snapshots that are this job's to destroy: its ``select`` filter when it has one, else

@@ -133,7 +133,7 @@ class ZrelaySection(NodeReader):
         if items is None:
             return
         valid = ["source", "name", "recursive", "snapshots", "targets", "direct", "send_options",
-                 "snapshot", "keep", "hooks", "rpo", "schedule"]
+                 "snapshot", "keep", "hooks", "rpo", "schedule", "allow_rollback"]
         seen: set[str] = set()
         misspelt: set[str] = set()
         for key, k_node, v_node in items:
@@ -159,6 +159,8 @@ class ZrelaySection(NodeReader):
                     job.send_options = want_send_options(self.value(v_node))
                 elif key == "rpo":
                     job.rpo = want_duration(self.value(v_node), "rpo")
+                elif key == "allow_rollback":
+                    job.allow_rollback = want_bool(self.value(v_node), "allow_rollback")
                 elif key == "schedule":
                     schedule = read_job_schedule(self, v_node)
                     if schedule is None:

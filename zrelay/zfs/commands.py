@@ -345,6 +345,45 @@ def release_argv(tag: str, snapshots: str | Sequence[str], *, recursive: bool = 
             *_snapshot_names(snapshots, "release_argv")]
 
 
+#: Permissions ``zfs allow`` may delegate for zrelay (zrelay.allow says why each is needed).
+DELEGATED_PERMISSIONS = frozenset({"bookmark", "canmount", "create", "destroy", "hold", "mount", "receive",
+                                   "release", "rollback", "send", "snapshot"})
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\$?")
+
+
+def check_user(user: str) -> str:
+    """A login name as ``zfs allow -u`` and ``id`` take it: never empty, never an option."""
+    if not isinstance(user, str) or not _USER.fullmatch(user) or len(user) > 64:
+        raise InvalidName(f"user {user!r} must be letters, digits, '_', '.', '-' (not first) "
+                          "and may end in '$'")
+    return user
+
+
+def allow_argv(user: str, permissions: Sequence[str], dataset: str) -> list[str]:
+    """``zfs allow -u USER p1,p2 DATASET``: delegate to one user, on DATASET and its descendants."""
+    perms = list(permissions)
+    unknown = sorted(set(perms) - DELEGATED_PERMISSIONS)
+    if not perms or unknown:
+        raise ValueError(f"allow_argv: permissions must be some of {sorted(DELEGATED_PERMISSIONS)}, "
+                         f"got {perms!r}")
+    return [ZFS, "allow", "-u", check_user(user), ",".join(perms), check_dataset(dataset)]
+
+
+def allow_show_argv(dataset: str) -> list[str]:
+    """``zfs allow DATASET``: what is delegated there and on its ancestors (parse.parse_allow)."""
+    return [ZFS, "allow", check_dataset(dataset)]
+
+
+def identity_argv(user: str) -> list[str]:
+    """``id USER``: the uid and groups a delegation to a group or uid reaches (parse.parse_identity)."""
+    return ["id", check_user(user)]
+
+
+def delegation_argv(pool: str) -> list[str]:
+    """The pool's ``delegation`` property: when off, zfs ignores every ``zfs allow``."""
+    return ["zpool", "get", "-H", "-o", "value", "delegation", check_dataset(pool)]
+
+
 def create_argv(dataset: str, parents: bool = True,
                 props: Mapping[str, str] | None = None) -> list[str]:
     """``zfs create [-p] [-o k=v]...``; property names and values are checked like names."""

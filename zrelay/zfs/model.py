@@ -105,18 +105,20 @@ class Capabilities:
     embedded_data: bool = False      # `send -e`
     written: bool = False            # the `written` property: bytes changed since the newest snapshot
     batch_destroy: bool = False      # `zfs destroy ds@a,b,c`: several snapshots of one dataset, atomically
+    delegation: bool = False         # `zfs allow`: permissions delegated to ordinary users (zrelay allow)
 
     @classmethod
     def openzfs(cls, version: str) -> "Capabilities":
         return cls(Flavor.OPENZFS, version, list_parsable=True, send_estimate=True,
                    resume=True, bookmarks=True, raw_send=True, holds=True,
                    compressed_send=True, large_blocks=True, embedded_data=True, written=True,
-                   batch_destroy=True)
+                   batch_destroy=True, delegation=True)
 
     @classmethod
     def zfs_fuse(cls, version: str = "0.7.0") -> "Capabilities":
         # zfs-fuse can hold and release, but cannot list holds (`zfs holds` needs a missing
         # helper), so zrelay could never find its own holds again: treated as no holds.
+        # `zfs allow` fails the same way (pyzfs.py not found): no delegation either.
         return cls(Flavor.ZFS_FUSE, version, holds=False)
 
 
@@ -133,3 +135,37 @@ class SnapshotFilter:
         if self.regex is not None and re.search(self.regex, name) is None:
             return False
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class Delegation:
+    """One grant of a ``zfs allow`` listing: to whom, where it applies, what (permissions and @sets).
+
+    ``local``: on the dataset it was granted on; ``descendent``: on everything below it
+    (``zfs allow`` without ``-l``/``-d`` grants both).
+    """
+
+    who: str                 # "user", "group" or "everyone"
+    name: str | None         # the user or group (a number when it has no name there); None: everyone
+    local: bool
+    descendent: bool
+    permissions: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class DelegationListing:
+    """What ``zfs allow DATASET`` says was delegated on one dataset (the one asked, or an ancestor)."""
+
+    dataset: str
+    grants: tuple[Delegation, ...] = ()
+    sets: tuple[tuple[str, frozenset[str]], ...] = ()   # permission sets defined here: (@name, members)
+    create: frozenset[str] = frozenset()                # create time permissions (for a dataset's creator)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A login as ``id USER`` shows it: what a grant to a user, uid or group reaches."""
+
+    user: str
+    uid: int
+    groups: tuple[tuple[int, str | None], ...] = ()     # (gid, name); the name is None when unknown

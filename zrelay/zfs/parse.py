@@ -46,7 +46,8 @@ from zrelay.zfs.commands import (
     check_resume_token,
     lists_with_get,
 )
-from zrelay.zfs.model import Bookmark, Capabilities, DatasetState, Flavor, Snapshot
+from zrelay.zfs.model import (Bookmark, Capabilities, DatasetState, Delegation, DelegationListing, Flavor, Identity,
+                               Snapshot)
 from zrelay.zfs.quoting import STAGE_MARK
 
 # --- probe -----------------------------------------------------------------------
@@ -75,7 +76,7 @@ def parse_probe(stdout: str, stderr: str, rc: int, *, host: str = "?") -> Capabi
         return Capabilities(Flavor.OPENZFS, "pre-0.8", list_parsable=True, send_estimate=True,
                             resume=False, bookmarks=True, raw_send=False, holds=True,
                             compressed_send=False, large_blocks=True, embedded_data=True, written=True,
-                            batch_destroy=True)
+                            batch_destroy=True, delegation=True)
     if "zrelay-probe: no zfs" in stdout and "no zfs version" not in stdout:
         raise ZfsUnavailable(host, "zfs is not installed (or not on the PATH of this login)",
                              exit_status=rc)
@@ -338,6 +339,126 @@ def parse_userrefs(stdout: str) -> dict[str, int]:
         if prop == "userrefs":
             out[name] = _int(value, line)
     return out
+
+
+# --- delegated permissions (zfs allow) ------------------------------------------------------
+
+#: ``---- Permissions on NAME ----…`` (OpenZFS, illumos: the name, a space, dashes up to column 70).
+_ALLOW_HEADER = "---- Permissions on "
+#: The older banner form (OpenSolaris 2008, early ZFS on Linux): ``Local permissions on (NAME)``,
+#: one per section, between lines of dashes.
+_ALLOW_BANNER = re.compile(r"^(Permission sets|Create time permissions|Local permissions|Descendent permissions"
+                           r"|Local\+Descendent permissions) on \((.+)\)$")
+_ALLOW_TITLES = {"Permission sets": "sets", "Create time permissions": "create", "Local permissions": "local",
+                 "Descendent permissions": "descendent", "Local+Descendent permissions": "both"}
+
+
+class _AllowAcc:
+    """One dataset's section while its lines arrive."""
+
+    def __init__(self, dataset: str) -> None:
+        self.dataset = dataset
+        self.grants: list[Delegation] = []
+        self.sets: dict[str, frozenset[str]] = {}
+        self.create: frozenset[str] = frozenset()
+
+    def listing(self) -> DelegationListing:
+        return DelegationListing(self.dataset, tuple(self.grants), tuple(self.sets.items()), self.create)
+
+
+def _permission_list(text: str, line: str) -> frozenset[str]:
+    perms = frozenset(text.split(","))
+    if "" in perms:
+        raise ValueError(f"unexpected permission list in zfs allow line {line!r}")
+    return perms
+
+
+def parse_allow(stdout: str) -> list[DelegationListing]:
+    """Every section of ``zfs allow DATASET``: the dataset's own grants and its ancestors'.
+
+    Both forms are read: OpenZFS's (a ``---- Permissions on NAME ---`` header, then titled
+    blocks ``Permission sets:``, ``Create time permissions:``, ``Local permissions:``,
+    ``Descendent permissions:``, ``Local+Descendent permissions:``, one tab-indented line each:
+    ``@set perms``, ``perms``, ``user NAME perms``, ``group NAME perms``, ``everyone perms``) and
+    the older one, whose every block has its own ``… permissions on (NAME)`` banner and whose
+    ``everyone`` lines carry no word. Nothing delegated prints nothing. A line of another shape
+    raises ValueError: a grant read wrongly would make ``zrelay allow --check`` lie.
+    """
+    sections: dict[str, _AllowAcc] = {}
+    current: _AllowAcc | None = None
+    block: str | None = None
+    for line in stdout.splitlines():
+        text = line.strip()
+        if not text or set(text) == {"-"}:
+            continue
+        if line.startswith(_ALLOW_HEADER):
+            name, space, dashes = line[len(_ALLOW_HEADER):].rpartition(" ")
+            if not space or not name or set(dashes) - {"-"}:
+                raise ValueError(f"unexpected zfs allow header {line!r}")
+            current, block = sections.setdefault(name, _AllowAcc(name)), None
+            continue
+        banner = _ALLOW_BANNER.match(text)
+        if banner and not line[0].isspace():
+            current = sections.setdefault(banner.group(2), _AllowAcc(banner.group(2)))
+            block = _ALLOW_TITLES[banner.group(1)]
+            continue
+        if not line[0].isspace():
+            title = text[:-1] if text.endswith(":") else None
+            if current is None or title not in _ALLOW_TITLES:
+                raise ValueError(f"unexpected zfs allow line {line!r}")
+            block = _ALLOW_TITLES[title]
+            continue
+        if current is None or block is None:
+            raise ValueError(f"zfs allow line {line!r} outside any section")
+        words = text.split()
+        if block == "sets":
+            if len(words) != 2 or not words[0].startswith("@"):
+                raise ValueError(f"unexpected permission set line {line!r}")
+            current.sets[words[0]] = _permission_list(words[1], line)
+        elif block == "create":
+            if len(words) != 1:
+                raise ValueError(f"unexpected create time permissions line {line!r}")
+            current.create |= _permission_list(words[0], line)
+        else:
+            whom: str | None
+            if len(words) == 3 and words[0] in ("user", "group"):
+                who, whom, perms = words[0], words[1], words[2]
+            elif len(words) == 2 and words[0] == "everyone":
+                who, whom, perms = "everyone", None, words[1]
+            elif len(words) == 1:   # the older form prints everyone's grants without a word
+                who, whom, perms = "everyone", None, words[0]
+            else:
+                raise ValueError(f"unexpected zfs allow grant line {line!r}")
+            current.grants.append(Delegation(who, whom, local=block in ("local", "both"),
+                                             descendent=block in ("descendent", "both"),
+                                             permissions=_permission_list(perms, line)))
+    return [acc.listing() for acc in sections.values()]
+
+
+_ID_PART = re.compile(r"(\d+)(?:\(([^)]*)\))?")
+
+
+def parse_identity(stdout: str) -> Identity:
+    """``id USER``: ``uid=1001(zrelay) gid=1001(zrelay) groups=1001(zrelay),27(sudo)`` (GNU, BSD)."""
+    fields = dict(part.split("=", 1) for part in stdout.split() if "=" in part)
+    uid = _ID_PART.fullmatch(fields.get("uid", ""))
+    if uid is None or not uid.group(2):
+        raise ValueError(f"unexpected id output {stdout.strip()!r}")
+    groups: list[tuple[int, str | None]] = []
+    for part in filter(None, fields.get("groups", fields.get("gid", "")).split(",")):
+        m = _ID_PART.fullmatch(part)
+        if m is None:
+            raise ValueError(f"unexpected group {part!r} in id output {stdout.strip()!r}")
+        groups.append((int(m.group(1)), m.group(2) or None))
+    return Identity(uid.group(2), int(uid.group(1)), tuple(groups))
+
+
+def parse_on_off(stdout: str, what: str) -> bool:
+    """A boolean pool or dataset property from ``get -H -o value`` (``on``/``off``)."""
+    value = stdout.strip()
+    if value not in ("on", "off"):
+        raise ValueError(f"unexpected {what} value {value!r}")
+    return value == "on"
 
 
 # --- errors ---------------------------------------------------------------------------------
