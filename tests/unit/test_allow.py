@@ -196,3 +196,28 @@ def test_bad_arguments_exit_2_in_one_line(tmp_path: Path, args: tuple[str, ...],
     done = zrelay(*args, inventory=path)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_check_and_apply_results_read_at_80_columns() -> None:
+    from zrelay.cli.allow import GrantResult, HostResult, _result_lines
+    from zrelay.cli.layout import plain
+
+    src = allow.Grant("nas1", "tank/data", frozenset(SOURCE), ("source of nas1-data",))
+    dst = allow.Grant("vault", "backup/nas1", frozenset(TARGET),
+                      ("parent of target vault:backup/nas1/data (nas1-data)",), ("vault:backup/nas1/data",))
+    results = [HostResult(allow.HostAllow("nas1", "zrelay", (src,)), [GrantResult(src)]),
+               HostResult(allow.HostAllow("vault", "zrelay", (dst,)), [GrantResult(dst, missing=("canmount", "create"))],
+                          pools_off=["backup"]),
+               HostResult(allow.HostAllow("nas2", "root", (), skipped="root needs no delegation")),
+               HostResult(allow.HostAllow("tiny", "zrelay", ()), error="zfs-fuse cannot delegate permissions")]
+    text = [plain(line) for line in _result_lines(results, True, 80)]
+    assert all(len(line) <= 80 for line in text), text
+    assert text[0] == "zrelay allow --check: 4 host(s), 2 with something missing"
+    assert text[1:3] == ["nas1 (user zrelay)", "  tank/data  ok  (source of nas1-data)"]
+    assert "  backup/nas1  missing canmount,create  (parent of target" in "\n".join(text)
+    joined = " ".join(line.strip() for line in text)
+    assert "backup delegation=off: zfs ignores every grant (zpool set delegation=on backup)" in joined
+    assert "nas2 (user root): root needs no delegation" in text
+    assert "tiny (user zrelay): zfs-fuse cannot delegate permissions" in text
+    applied = [plain(line) for line in _result_lines(results[:1], False, 200)]
+    assert applied[2] == "  tank/data  granted bookmark,hold,release,send,snapshot  (source of nas1-data)"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from zrelay import allow
 from zrelay.cli import layout, output
-from zrelay.cli.layout import DROP, Cell, Column, Line, cell
+from zrelay.cli.layout import Line
 from zrelay.engine import Fleet
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, DatasetNotFound, InvalidName, UsageError, ZrelayError
 from zrelay.inventory import Inventory, load_inventory
@@ -208,43 +208,38 @@ def _results_json(results: list[HostResult], check: bool) -> dict[str, object]:
     return {"mode": "check" if check else "apply", "ok": not any(r.bad for r in results), "hosts": hosts}
 
 
-_COLUMNS = (Column("host", "HOST"), Column("user", "USER"), Column("dataset", "DATASET"),
-            Column("result", "RESULT"), Column("roles", "FOR"))
-
-
-def _rows(results: list[HostResult], check: bool) -> list[dict[str, Cell]]:
-    rows: list[dict[str, Cell]] = []
+def _result_lines(results: list[HostResult], check: bool, width: int | None) -> list[Line]:
+    """Per host a line (its user, or why nothing was done there), then one per dataset: ok, what is
+    missing or granted, or the error; each wrapped to the width, never cutting a word."""
+    bad = sum(1 for r in results if r.bad)
+    lines: list[Line] = [[(f"zrelay allow --check: {len(results)} host(s), {bad} with something missing" if check
+                           else f"zrelay allow --apply: {len(results)} host(s), {bad} with errors", "bold")]]
     for r in results:
-        base = {"host": cell(r.plan.host), "user": cell(r.plan.user or "-")}
-        if r.plan.skipped:
-            rows.append({**base, "result": cell(r.plan.skipped, style="dim")})
+        head: Line = [(r.plan.host, "bold"), (f" (user {r.plan.user})" if r.plan.user else "", "")]
+        if r.plan.skipped or r.error:
+            lines += layout.wrap([*head, (": ", ""), (r.plan.skipped or r.error or "", "dim" if r.plan.skipped else "red")],
+                                 width, 0, 4)
             continue
-        if r.error:
-            rows.append({**base, "result": cell(r.error, style="red")})
-            continue
+        lines.append(head)
         for pool in r.pools_off:
-            rows.append({**base, "dataset": cell(pool),
-                         "result": cell(f"delegation=off: zfs ignores every grant (zpool set delegation=on {pool})",
-                                        style="red")})
+            lines += layout.wrap([(pool, ""), (f"  delegation=off: zfs ignores every grant (zpool set delegation=on "
+                                               f"{pool})", "red")], width, 2, 6)
         for g in r.grants:
             if g.error:
-                result = cell(g.error, style="red")
+                verdict = (f"  {g.error}", "red")
             elif check and g.missing:
-                result = cell(f"missing {','.join(g.missing)}", style="red")
+                verdict = (f"  missing {','.join(g.missing)}", "red")
             elif check:
-                result = cell("ok", style="green")
+                verdict = ("  ok", "green")
             else:
-                result = cell("granted " + ",".join(g.grant.sorted_permissions), "granted", style="green")
-            rows.append({**base, "dataset": cell(g.grant.dataset), "result": result,
-                         "roles": cell("; ".join(g.grant.roles), f"{len(g.grant.roles)} role(s)")})
-    return rows
+                verdict = (f"  granted {','.join(g.grant.sorted_permissions)}", "green")
+            lines += layout.wrap([(g.grant.dataset, ""), verdict, (f"  ({'; '.join(g.grant.roles)})", "dim")],
+                                 width, 2, 6)
+    return lines
 
 
 def _print_results(results: list[HostResult], check: bool) -> None:
-    bad = sum(1 for r in results if r.bad)
-    title = (f"zrelay allow --check: {len(results)} host(s), {bad} with something missing" if check
-             else f"zrelay allow --apply: {len(results)} host(s), {bad} with errors")
-    output.print_table(title, _COLUMNS, _rows(results, check), steps=(("roles", 1), ("roles", DROP), ("user", DROP)))
+    output.print_lines(_result_lines(results, check, output.width()))
     if not check:
         for r in results:
             for g in r.grants:
