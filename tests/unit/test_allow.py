@@ -216,7 +216,7 @@ def test_check_and_apply_results_read_at_80_columns() -> None:
     assert text[1:3] == ["nas1 (user zrelay)", "  tank/data  ok  (source of nas1-data)"]
     assert "  backup/nas1  missing canmount,create  (parent of target" in "\n".join(text)
     joined = " ".join(line.strip() for line in text)
-    assert "backup delegation=off: zfs ignores every grant (zpool set delegation=on backup)" in joined
+    assert "backup  delegation=off: zfs ignores every grant (zpool set delegation=on backup)" in joined
     assert "nas2 (user root): root needs no delegation" in text
     assert "tiny (user zrelay): zfs-fuse cannot delegate permissions" in text
     applied = [plain(line) for line in _result_lines(results[:1], False, 200)]
