@@ -99,6 +99,45 @@ def connect_options(host: Host, *, forward_agent: bool = False) -> dict[str, obj
     return opts
 
 
+#: Parsed key files by (path, mtime, size): asyncssh would read and parse a known_hosts file (a
+#: line per host) and a private key again for every connection, which makes connecting to N hosts
+#: cost N² lines read. A changed file is read again.
+_PARSED: dict[tuple[str, str, int, int], object] = {}
+
+
+def _parsed(kind: str, path: str) -> object | None:
+    """``path`` read once as ``kind`` (known_hosts or a private key without passphrase), or None
+    (missing, unreadable or encrypted: asyncssh then reads it itself and reports the problem)."""
+    try:
+        st = Path(path).expanduser().stat()
+    except OSError:
+        return None
+    key = (kind, path, st.st_mtime_ns, st.st_size)
+    if key not in _PARSED:
+        try:
+            full = str(Path(path).expanduser())
+            _PARSED[key] = (asyncssh.read_known_hosts(full) if kind == "known_hosts"
+                            else asyncssh.read_private_key(full))
+        except (OSError, ValueError, asyncssh.KeyImportError):
+            return None
+        for stale in [k for k in _PARSED if k[:2] == (kind, path) and k != key]:
+            del _PARSED[stale]
+    return _PARSED[key]
+
+
+def with_parsed_files(opts: dict[str, object]) -> dict[str, object]:
+    """connect_options with the known_hosts file and the client keys given parsed (see _PARSED)."""
+    known = opts.get("known_hosts")
+    if isinstance(known, str) and (parsed := _parsed("known_hosts", known)) is not None:
+        opts = {**opts, "known_hosts": parsed}
+    keys = opts.get("client_keys")
+    if isinstance(keys, list) and all(isinstance(k, str) for k in keys):
+        loaded = [_parsed("key", k) for k in keys]
+        if all(k is not None for k in loaded):
+            opts = {**opts, "client_keys": loaded}
+    return opts
+
+
 def _known_hosts_path(host: Host) -> str:
     """The file asyncssh checked the host key against (ssh_options' UserKnownHostsFile wins)."""
     chosen = connect_options(host).get("known_hosts")
@@ -379,7 +418,7 @@ class Connection:
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         host = self.host
-        opts = connect_options(host, forward_agent=self.forward_agent)
+        opts = with_parsed_files(connect_options(host, forward_agent=self.forward_agent))
         watch = _Handshake()
         try:
             conn = await asyncssh.connect(client_factory=watch.client, **opts)
