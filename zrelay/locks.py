@@ -130,10 +130,19 @@ def identify(run_id: int | None = None, command: str = "", started: float | None
 
 
 _IMPORTED = time.time()
+_HOSTNAME = socket.gethostname()
+
+
+_STARTED: dict[int, float] = {}   # pid → its start time: read from /proc once per process
 
 
 def _self_started() -> float:
-    return _owner.started or process_started(os.getpid()) or _IMPORTED
+    if _owner.started:
+        return _owner.started
+    pid = os.getpid()
+    if pid not in _STARTED:
+        _STARTED[pid] = process_started(pid) or _IMPORTED
+    return _STARTED[pid]
 
 
 # --- keys -------------------------------------------------------------------------------
@@ -197,9 +206,22 @@ def s3_key(endpoint: str | None, region: str | None, bucket: str, key_prefix: st
 # --- the directory ------------------------------------------------------------------------
 
 
+_DIRS: dict[tuple[str | None, ...], Path] = {}   # this process's lock directory, by the settings that chose it
+
+
 def lock_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Where lock files live (see the module's docstring); created when missing."""
-    env = os.environ if environ is None else environ
+    """Where lock files live (see the module's docstring); created when missing. Chosen once per
+    process and settings (a run takes a lock per target; RunLock chooses again if it vanished)."""
+    if environ is not None:
+        return _choose_dir(environ)
+    key = tuple(os.environ.get(v) for v in (ENV_VAR, "XDG_RUNTIME_DIR", "XDG_STATE_HOME", "HOME"))
+    path = _DIRS.get(key)
+    if path is None:
+        path = _DIRS[key] = _choose_dir(os.environ)
+    return path
+
+
+def _choose_dir(env: Mapping[str, str]) -> Path:
     if env.get(ENV_VAR):
         path = Path(env[ENV_VAR]).expanduser()
         path.mkdir(parents=True, exist_ok=True)
@@ -258,6 +280,7 @@ class RunLock:
         self.key = key
         self.what = what
         self.path = lock_path(key, directory)
+        self._chosen_dir = directory is None
         self.held = False
         self.waited = False
         #: When the previous holder let go (its record), so a caller can tell whether what it
@@ -290,6 +313,13 @@ class RunLock:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, 0o666)
             except FileExistsError:
                 continue   # created by another run meanwhile: open that one
+            except FileNotFoundError:
+                if self._chosen_dir and not self.path.parent.exists():
+                    _DIRS.clear()   # the directory went away (a reboot's tmpfs, a cleaner): choose again
+                    self.path = lock_path(self.key)
+                    self._chosen_dir = False
+                    continue
+                raise
             try:
                 os.fchmod(fd, 0o666)   # other users' runs write their name into it too
             except OSError:
@@ -337,7 +367,7 @@ class RunLock:
         previous = self._read()
         released = previous.get("released")
         self.previous_release = float(released) if isinstance(released, (int, float)) else None
-        self._write({"pid": os.getpid(), "hostname": socket.gethostname(), "started": _self_started(),
+        self._write({"pid": os.getpid(), "hostname": _HOSTNAME, "started": _self_started(),
                      "run_id": _owner.run_id, "command": _owner.command, "what": self.what,
                      "key": self.key, "acquired": time.time()})
         return True
