@@ -41,6 +41,7 @@ from enum import Enum
 from typing import Any
 
 from zrelay.errors import PlanRefused
+from zrelay.selection import Selection, choose
 from zrelay.zfs.model import Bookmark, DatasetState, Snapshot, SnapshotFilter
 
 #: A send base: a snapshot, or a bookmark of one (same GUID, no data kept).
@@ -363,17 +364,21 @@ def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter,
 
 
 def plan_recursive(sources: dict[str, DatasetState], targets: dict[str, DatasetState],
-                   source_root: str, target_root: str, **kw: Any) -> list[Plan]:
-    """One plan per source dataset under ``source_root``, parents before children.
+                   source_root: str, target_root: str, *, selection: Selection | None = None,
+                   **kw: Any) -> list[Plan]:
+    """One plan per source dataset under ``source_root`` the job covers, parents before children.
 
     Parents first because a child can only be received once its parent exists.
     Each child maps to ``target_root`` plus the same relative path; a target
-    missing from ``targets`` is treated as absent.
+    missing from ``targets`` is treated as absent. Which datasets are covered is
+    ``selection`` (zrelay.selection: the job's ``exclude`` globs and the
+    ``zrelay:sync`` property); without one, every dataset not opted out.
     """
     source_root = source_root.rstrip("/")
     target_root = target_root.rstrip("/")
-    names = [n for n in sources if n == source_root or n.startswith(source_root + "/")]
-    names.sort(key=lambda n: n.split("/"))
+    if selection is None:
+        selection = choose(sources, source_root, recursive=True)
+    names = list(selection.included)
     plans: list[Plan] = []
     for name in names:
         tname = target_root + name[len(source_root):]

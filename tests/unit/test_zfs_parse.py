@@ -118,10 +118,32 @@ def test_probe_failures() -> None:
 # --- state: OpenZFS ---------------------------------------------------------------------------------
 
 
-def openzfs_outputs() -> list[str]:
+def as_recorded(argv: list[str]) -> list[str]:
+    """A state listing's argv without the zrelay:sync column, as the transcripts recorded it."""
+    def drop(word: str) -> str:
+        parts = word.split(",")
+        return ",".join(w for w in parts if w != c.SYNC_PROPERTY) if c.SYNC_PROPERTY in parts else word
+    return [drop(w) for w in argv]
+
+
+def with_sync_column(text: str, values: dict[str, str] | None = None) -> str:
+    """A recorded filesystem listing with the zrelay:sync column added: '-' (unset, as zfs prints a
+    user property nobody set) unless ``values`` names the dataset."""
+    return "".join(f"{line}\t{(values or {}).get(line.split(chr(9))[0], '-')}\n" for line in text.splitlines())
+
+
+def openzfs_outputs(sync: dict[str, str] | None = None) -> list[str]:
     fs, _, marks = c.list_state_argvs("tank", OZ, recursive=True)
     snaps = c.list_state_argvs("tank/data", OZ, recursive=True)[1]
-    return [out(OPENZFS, fs), out(OPENZFS, snaps), out(OPENZFS, marks)]
+    return [with_sync_column(out(OPENZFS, as_recorded(fs)), sync), out(OPENZFS, snaps), out(OPENZFS, marks)]
+
+
+def test_state_openzfs_reads_the_sync_property() -> None:
+    states = p.parse_state(openzfs_outputs({"tank/data/child": "false"}), OZ, "tank", recursive=True)
+    assert [states[n].sync_property for n in ("tank", "tank/data", "tank/data/child")] == [None, None, "false"]
+    six = out(OPENZFS, as_recorded(c.list_state_argvs("tank", OZ, recursive=True)[0]))
+    with pytest.raises(ValueError, match="tab-separated"):   # a listing without the column is not guessed at
+        p.parse_state([six, ""], OZ, "tank", recursive=True)
 
 
 def test_state_openzfs_recursive() -> None:
@@ -165,9 +187,9 @@ def test_state_resume_token_and_encryption() -> None:
     token = find(OPENZFS, quoting.quote(c.resume_token_argv("backup/data"))).stdout.strip()
     encryption = find(OPENZFS, "zfs list -H -p -o name,encryption,keystatus,encryptionroot -r backup/secret")
     _, algo, _, root = encryption.stdout.strip().split("\t")
-    fs = (f"backup/data\t1\t{token}\t/backup/data\toff\t-\n"
-          f"backup/data/%recv\t2\t-\t-\toff\t-\n"
-          f"backup/secret\t3\t-\t/backup/secret\t{algo}\t{root}\n")
+    fs = (f"backup/data\t1\t{token}\t/backup/data\toff\t-\t-\n"
+          f"backup/data/%recv\t2\t-\t-\toff\t-\t-\n"
+          f"backup/secret\t3\t-\t/backup/secret\t{algo}\t{root}\t-\n")
     states = p.parse_state([fs, ""], OZ, "backup/data", recursive=True)
     assert list(states) == ["backup/data"]
     assert states["backup/data"].resume_token == token
@@ -198,7 +220,18 @@ def test_state_guids_survive_send_receive_openzfs() -> None:
 
 def fuse_state(root: str, recursive: bool, nth: int | None = None) -> dict[str, DatasetState]:
     (argv,) = c.list_state_argvs(root, FUSE, recursive)
-    return p.parse_state([out(ZFS_FUSE, argv, nth)], FUSE, root, recursive)
+    return p.parse_state([out(ZFS_FUSE, as_recorded(argv), nth)], FUSE, root, recursive)
+
+
+def test_state_zfs_fuse_reads_the_sync_property() -> None:
+    """zfs-fuse prints the property for every name, snapshots too (inherited); the datasets' count."""
+    text = ("tank/a\ttype\tfilesystem\ntank/a\tguid\t1\ntank/a\tzrelay:sync\t-\n"
+            "tank/a/b\ttype\tfilesystem\ntank/a/b\tguid\t2\ntank/a/b\tzrelay:sync\tfalse\n"
+            "tank/a/b@s\ttype\tsnapshot\ntank/a/b@s\tguid\t3\ntank/a/b@s\tcreatetxg\t7\n"
+            "tank/a/b@s\tzrelay:sync\tfalse\n")
+    states = p.parse_state([text], FUSE, "tank/a", True)
+    assert states["tank/a"].sync_property is None and states["tank/a/b"].sync_property == "false"
+    assert [s.name for s in states["tank/a/b"].snapshots] == ["s"]
 
 
 def test_state_zfs_fuse_recursive() -> None:
@@ -467,7 +500,7 @@ def test_map_error_killed_and_empty() -> None:
 def test_is_not_found() -> None:
     for flavor, cmd in ((O, "zfs list -H -p -t snapshot -o name,guid tank/doesnotexist"),
                         (F, "zfs list -H -o name tank/doesnotexist"),
-                        (F, quoting.quote(c.list_state_argvs("tank/doesnotexist", FUSE, True)[0]))):
+                        (F, quoting.quote(as_recorded(c.list_state_argvs("tank/doesnotexist", FUSE, True)[0])))):
         assert p.is_not_found(find(load(flavor), cmd).stderr)
     # a receive into a missing parent is not "the dataset I listed is absent"
     assert not p.is_not_found(failing(F, f"{S} {T1} | zfs receive backup/nonexistent/deep", 0).stderr)

@@ -280,6 +280,7 @@ def result_dict(r: TaskResult) -> dict:
         "commands": [{"host": h, "command": c} for h, c in r.commands],
         "actions": [action_dict(a) for a in r.actions],
         "warnings": list(r.warnings),
+        "excluded": [{"dataset": d, "why": why} for d, why in r.excluded],
     }
 
 
@@ -307,6 +308,8 @@ def print_dry_run(results: list[TaskResult]) -> None:
         style = OUTCOME_STYLE.get(r.outcome, "")
         message = r.message.removeprefix(f"{r.source} → {r.target}: ")   # a busy target's names both ends
         lines += layout.wrap([(r.job, "bold"), (f" → {r.target}: ", ""), (message, style)], w, 0, 4)
+        for dataset, why in r.excluded:   # zrelay.selection: left alone, and why
+            lines += layout.wrap(f"excluded {dataset}: {why}", w, 2, 6)
         said: set[str] = set()
         for p in r.plans:
             # a destructive plan (rollback, receive -F) says why even when it is the only one

@@ -89,6 +89,8 @@ def print_prune(results: list[TaskResult], *, dry_run: bool) -> None:
             lines.append([(job, "bold")])
         style = output.OUTCOME_STYLE.get(r.outcome, "")
         lines += layout.wrap([(f"{r.target}: ", ""), (r.message, style)], w, 2, 6)
+        for dataset, why in r.excluded:   # left alone on every side (zrelay.selection)
+            lines += layout.wrap(f"excluded {dataset}: {why}", w, 4, 8)
         side = r.details
         if isinstance(side, SidePlan):
             for d in side.decisions:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 from datetime import datetime, timezone
 
-from zrelay import locks
+from zrelay import locks, selection
 from zrelay.actions import Action, command_lines, describe_change, same_commands
 from zrelay.engine.executor import Executor, run_command
 from zrelay.engine.fleet import Fleet
@@ -150,11 +150,16 @@ class Engine:
         run, take it: hooks and snapshot (see zrelay.engine.snapshots)."""
         from zrelay.engine.snapshots import newest_own, plan_snapshot, take   # only runs that snapshot
         newest = None
+        # the listing says which datasets the job covers (exclude globs, zrelay:sync=false)
+        states, caps = await asyncio.gather(
+            self.fleet.listing(job.source.host, job.source.dataset, job.recursive),
+            self.fleet.host(job.source.host).capabilities())
         if not force and job.lifecycle.snapshot is not None:
-            states = await self.fleet.listing(job.source.host, job.source.dataset, job.recursive)
             newest = newest_own(job, self.inventory, states)
+        root = states.get(job.source.dataset)
+        chosen = selection.of_job(job, states) if root is not None and root.exists else None
         step = plan_snapshot(self.fleet, job, now, force=force, newest=newest,
-                             why_forced="--now" if force else "--snapshot")
+                             why_forced="--now" if force else "--snapshot", chosen=chosen, caps=caps)
         if step.name is not None and not options.dry_run:
             await take(self.fleet, step)
         return step
@@ -184,6 +189,7 @@ class Engine:
                 planned = await self._plan(job, receiver, options, simulated)
                 result.plans = list(planned.details) if isinstance(planned.details, list) else []
                 result.details = planned.details
+                result.excluded = list(planned.excluded)
                 result.actions += planned.actions
                 self.emit(JobPlanned(job.name, receiver.name, planned.kind,
                                      planned.summary if round_ == 0 else f"planned again: {planned.summary}",

@@ -18,7 +18,7 @@ import os
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from zrelay import anchors
+from zrelay import anchors, selection
 from zrelay.actions import Action, ActionKind, Stream
 from zrelay.engine.fleet import Fleet
 from zrelay.engine.options import SyncOptions
@@ -74,6 +74,10 @@ class HostReceiver:
         plans = make_plans(job, target, source, dst_states, rollback=options.rollback,
                            resume_supported=dst_caps.resume, source_host=self.source.name,
                            target_host=self.dest.name)
+        chosen = selection.of_job(job, source)
+        # what the job leaves alone is not anchored either: its holds and bookmarks stay as they are
+        source, dst_states = chosen.keep(source), chosen.keep_target(target.dataset, dst_states)
+        excluded = [(f"{self.source.name}:{e.dataset}", e.because) for e in chosen.excluded]
         self._plans = plans
         await self._check_encryption(plans, options.decrypt)
         if self.direct and any(p.transfers for p in plans):
@@ -91,9 +95,9 @@ class HostReceiver:
             secure = await self._secure_actions(source, after, expected=True)
         refused = [p for p in plans if p.refused]
         return TargetPlan(
-            kind=overall_kind(plans), summary=summarise(plans), actions=actions, secure=secure,
+            kind=overall_kind(plans), summary=summarise(plans, len(excluded)), actions=actions, secure=secure,
             refusal=refusal(refused) if refused else None, refused_host=self.dest.name if refused else None,
-            resumes=resumes, dry_outcome=dry_outcome(plans), details=plans)
+            resumes=resumes, dry_outcome=dry_outcome(plans), details=plans, excluded=excluded)
 
     async def _target_states(self) -> tuple[dict[str, DatasetState], Capabilities]:
         job, target = self.job, self.target
@@ -273,7 +277,9 @@ class HostReceiver:
         src_states, dst_states = await asyncio.gather(
             self.fleet.states.get(self.source, job.source.dataset, job.recursive),
             self.fleet.states.get(self.dest, target.dataset, job.recursive))
-        return await self._secure_actions(src_states, dst_states, expected=False)
+        chosen = selection.of_job(job, src_states)
+        return await self._secure_actions(chosen.keep(src_states), chosen.keep_target(target.dataset, dst_states),
+                                          expected=False)
 
     # --- moving bytes ----------------------------------------------------------------------
 
@@ -357,8 +363,12 @@ def make_plans(job: Job, target: Endpoint, src_states: Mapping[str, DatasetState
                               job.source.dataset)
     kw = dict(select=job.select, rollback=rollback, resume_supported=resume_supported,
               source_host=source_host, target_host=target_host)
+    chosen = selection.of_job(job, src_states)   # the exclude globs and zrelay:sync=false
     if job.recursive:
-        return plan_recursive(dict(src_states), dict(dst_states), job.source.dataset, target.dataset, **kw)
+        return plan_recursive(dict(src_states), dict(dst_states), job.source.dataset, target.dataset,
+                              selection=chosen, **kw)
+    if not chosen.included:
+        return []
     dst = dst_states.get(target.dataset, DatasetState.absent(target.dataset))
     return [plan(src_root, dst, **kw)]   # type: ignore[arg-type]
 
@@ -519,14 +529,18 @@ def dry_outcome(plans: Sequence[Plan]) -> Outcome:
     return Outcome.NOOP
 
 
-def summarise(plans: Sequence[Plan]) -> str:
-    """A short line for tables: the plan itself for one dataset, counts per kind for many."""
+def summarise(plans: Sequence[Plan], excluded: int = 0) -> str:
+    """A short line for tables: the plan itself for one dataset, counts per kind for many; the
+    datasets the job leaves alone (zrelay.selection) are counted as excluded."""
+    left = f"{excluded} excluded" if excluded else ""
     if len(plans) == 1:
-        return describe(plans[0])
+        return describe(plans[0]) + (f" ({left})" if left else "")
+    if not plans:
+        return f"nothing to replicate: every dataset is excluded ({left})" if left else "nothing to replicate"
     counts: dict[str, int] = {}
     for p in plans:
         counts[p.kind.value] = counts.get(p.kind.value, 0) + 1
-    return f"{len(plans)} datasets: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+    return f"{len(plans)} datasets: " + ", ".join([*(f"{n} {k}" for k, n in counts.items()), *([left] if left else [])])
 
 
 def refusal(refused: Sequence[Plan]) -> str:

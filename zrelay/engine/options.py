@@ -41,6 +41,7 @@ class TaskResult:
     actions: list[Action] = field(default_factory=list)   # every action planned, in order (dry run: printed)
     warnings: list[str] = field(default_factory=list)
     details: object = None                                 # the receiver's own results (S3: per dataset)
+    excluded: list[tuple[str, str]] = field(default_factory=list)   # (host:dataset, why) left alone
 
     @property
     def commands(self) -> list[tuple[str, str]]:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from zrelay import anchors, locks
+from zrelay import anchors, locks, selection
 from zrelay.actions import Action, ActionKind
 from zrelay.engine.fleet import Fleet
 from zrelay.engine.options import SyncOptions, TaskResult
@@ -51,6 +51,7 @@ class JobPrune:
     plan: planner.PrunePlan
     steps: dict[str, list[_Step]] = field(default_factory=dict)   # side label → steps, in order
     where: dict[str, str] = field(default_factory=dict)           # side label → host:dataset / s3:NAME
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (host:dataset, why) left alone
 
 
 def pruned_jobs(jobs: Iterable[Job]) -> list[Job]:
@@ -120,9 +121,12 @@ class Pruner:
         life = job.lifecycle
         template = job.snapshot_template(self.inventory.settings.snapshot_name)
         source_states, source_holds = await self._side(job.source.host, job.source.dataset, job.recursive, fresh)
-        source_states = dated(source_states, template)   # a snapshot's time is the one its name says
-        hosts = list(await asyncio.gather(*(self._host_side(job, t, template, fresh) for t in job.host_targets)))
-        s3 = await asyncio.gather(*(self._s3_side(job, t.name) for t in job.s3_targets))
+        # what the job leaves alone (exclude globs, zrelay:sync=false) is pruned on no side
+        chosen = selection.of_job(job, source_states)
+        source_states = dated(chosen.keep(source_states), template)   # a snapshot's time is the one its name says
+        hosts = list(await asyncio.gather(*(self._host_side(job, t, template, fresh, chosen)
+                                            for t in job.host_targets)))
+        s3 = await asyncio.gather(*(self._s3_side(job, t.name, chosen) for t in job.s3_targets))
         now = int((options.now.timestamp() if options.now else time.time()))
         tags = {str(t): anchors.hold_tag(job.name, str(t)) for t in job.host_targets}
         # A side shared with another job (a cascade) on a host that cannot list holds: the other
@@ -146,7 +150,8 @@ class Pruner:
         if held_back:
             plan = planner.PrunePlan(tuple(replace(s, notes=(held_back[s.side],)) if s.side in held_back else s
                                            for s in plan.sides))
-        pruning = JobPrune(job, plan)
+        pruning = JobPrune(job, plan, excluded=[(f"{job.source.host}:{e.dataset}", e.because)
+                                                for e in chosen.excluded])
         for side in plan.sides:
             pruning.where[side.side] = (str(job.source) if side.side == planner.SOURCE else side.side)
             pruning.steps[side.side] = await self._steps(job, side)
@@ -177,16 +182,18 @@ class Pruner:
                   for name, st in states.items()}
         return states, holds
 
-    async def _host_side(self, job: Job, target: Endpoint, template: str, fresh: bool) -> planner.HostSide:
+    async def _host_side(self, job: Job, target: Endpoint, template: str, fresh: bool,
+                         chosen: selection.Selection) -> planner.HostSide:
         states, holds = await self._side(target.host, target.dataset, job.recursive, fresh)
+        states = chosen.keep_target(target.dataset, states)
         return planner.HostSide(str(target), target.host, target.dataset, dated(states, template), holds,
                                 job.lifecycle.policy_for(str(target)))
 
-    async def _s3_side(self, job: Job, name: str) -> planner.S3Side:
+    async def _s3_side(self, job: Job, name: str, chosen: selection.Selection) -> planner.S3Side:
         from zrelay.s3 import catalog   # boto3 only for jobs with S3 targets
         views = await catalog.load_views(self._store(name), host=job.source.host, dataset=job.source.dataset,
                                          recursive=job.recursive)
-        by_dataset = {dataset: view for (_host, dataset), view in views.items()}
+        by_dataset = {dataset: view for (_host, dataset), view in views.items() if chosen.why(dataset) is None}
         ends = {d: end for d, v in by_dataset.items() if (end := planner.chain_end(v)) is not None}
         return planner.S3Side(f"s3:{name}", ends, by_dataset, job.lifecycle.policy_for(f"s3:{name}"))
 
@@ -277,6 +284,8 @@ class Pruner:
                 if dropped and not options.dry_run:
                     result.outcome = Outcome.OK
             result.warnings = [f"warning: {n}" for n in side.notes]
+            if side.side == planner.SOURCE:
+                result.excluded = list(pruning.excluded)
             out.append(result)
         return out
 

@@ -37,6 +37,8 @@ class TargetPlan:
     resumes: bool = False                       # a stream resumes a receive: plan again after it
     dry_outcome: Outcome = Outcome.NOOP         # what a dry run reports
     details: object = None                      # the receiver's own plans (host: list[Plan])
+    #: (host:dataset, why) of each source dataset the job leaves alone (zrelay.selection)
+    excluded: list[tuple[str, str]] = field(default_factory=list)
     #: the receiver's last word on the target's result, after the run (or the dry run's plan):
     #: S3 pushes each dataset on its own, and the worst of them is the target's outcome
     verdict: Callable[[TaskResult], None] | None = None

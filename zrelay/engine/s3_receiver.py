@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from zrelay import locks
+from zrelay import locks, selection
 from zrelay.actions import Action, ActionKind, Stream
 from zrelay.engine.fleet import Fleet
 from zrelay.engine.options import SyncOptions, TaskResult
@@ -80,16 +80,18 @@ class S3Receiver:
     async def plan(self, source: Mapping[str, DatasetState], options: SyncOptions) -> TargetPlan:
         job = self.job
         views = await self.pusher.views(job)
-        root = job.source.dataset
-        names = sorted((n for n, st in source.items() if st.exists
-                        and (n == root or (job.recursive and n.startswith(root + "/")))),
-                       key=lambda n: n.split("/"))
+        chosen = selection.of_job(job, source)   # exclude globs, zrelay:sync=false
+        names = list(chosen.included)
+        excluded = [(f"{self.source.name}:{e.dataset}", e.because) for e in chosen.excluded]
         pushes: list[DatasetPush] = []
         for name in names:
             pushes.append(await self.pusher.plan_dataset(job, self.source, source[name],
                                                          views.get((job.source.host, name)),
                                                          new_chain=options.full, dry_run=options.dry_run))
         results = [p.result for p in pushes] or [PushResult(
+            job.name, self.name, str(job.source), Outcome.NOOP,
+            f"{job.source}: nothing to push, every dataset is excluded ({excluded[0][1]})")
+            if excluded else PushResult(
             job.name, self.name, str(job.source), Outcome.FAILED, f"{job.source}: dataset does not exist",
             failed_host=self.source.name)]
         self._sends = {}
@@ -105,7 +107,8 @@ class S3Receiver:
         summary = (plans[0][1].reason if len(plans) == 1 else "; ".join(f"{d}: {p.reason}" for d, p in plans)
                    if plans else verdict_of(results)[1])
         return TargetPlan(kind=kind, summary=summary, actions=actions, dry_outcome=worst(results),
-                          details=PushDetails(results), verdict=lambda result: settle(result, results))
+                          details=PushDetails(results), verdict=lambda result: settle(result, results),
+                          excluded=excluded)
 
     def _actions(self, push: DatasetPush) -> list[Action]:
         """One STREAM per send of ``push``, with the exact pipeline its source runs."""

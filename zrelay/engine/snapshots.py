@@ -3,7 +3,9 @@
 The step is planned into actions (pre-snapshot hook, snapshot, post-snapshot hook) that the dry
 run prints and ``take`` runs: ``zrelay snapshot``, ``sync --snapshot`` and the daemon share it.
 A recursive job's snapshot is one ``zfs snapshot -r``, so every dataset of the job is captured at
-the same instant. A failed pre-hook skips the snapshot and fails the job with the hook's own
+the same instant. When the job leaves datasets alone (zrelay.selection: ``exclude`` globs,
+``zrelay:sync=false``), only the covered ones are snapshotted: one atomic ``zfs snapshot`` naming
+each of them where the host takes several names, else one per covered subtree (zfs-fuse). A failed pre-hook skips the snapshot and fails the job with the hook's own
 words; the post-hook runs whenever the pre-hook ran.
 """
 
@@ -20,8 +22,9 @@ from zrelay.inventory.model import Inventory, Job
 from zrelay.inventory.policy import Hooks
 from zrelay.lifecycle.naming import name_time
 from zrelay.lifecycle.schedule import due
+from zrelay.selection import Selection
 from zrelay.zfs import commands, quoting
-from zrelay.zfs.model import DatasetState
+from zrelay.zfs.model import Capabilities, DatasetState, Flavor
 
 #: Seconds a hook's command may take beyond its own timeout before the connection gives up on it
 #: (``timeout -k 5`` has ended it by then).
@@ -59,10 +62,32 @@ def newest_own(job: Job, inventory: Inventory, states: Mapping[str, DatasetState
     return max(found) if found else None
 
 
+def snapshot_argvs(job: Job, name: str, chosen: Selection | None,
+                   caps: Capabilities | None) -> tuple[list[list[str]], str]:
+    """The ``zfs snapshot`` argvs that snapshot exactly the datasets ``chosen`` covers, and how,
+    in words (see the module docstring). Without a selection, or with nothing excluded, the
+    whole source: ``zfs snapshot [-r] root@name``."""
+    root = job.source.dataset
+    if chosen is None or chosen.everything:
+        return ([commands.snapshot_argv([f"{root}@{name}"], job.recursive)],
+                " (recursive: one atomic `zfs snapshot -r`)" if job.recursive else "")
+    left = f"{len(chosen.excluded)} excluded dataset{'s' if len(chosen.excluded) != 1 else ''} left out"
+    if caps is None or caps.flavor is not Flavor.ZFS_FUSE:
+        names = [f"{ds}@{name}" for ds in chosen.included]
+        return ([commands.snapshot_argv(names, False, caps=caps)],
+                f" (one atomic `zfs snapshot` of the {len(names)} covered datasets; {left})")
+    cover = chosen.cover()
+    return ([commands.snapshot_argv([f"{ds}@{name}"], whole, caps=caps) for ds, whole in cover],
+            f" ({len(cover)} `zfs snapshot` commands, one per covered subtree, as zfs-fuse takes one "
+            f"name per command; {left})")
+
+
 def plan_snapshot(fleet: Fleet, job: Job, now: datetime, *, force: bool,
-                  newest: int | None = None, why_forced: str = "--snapshot") -> SnapshotStep:
+                  newest: int | None = None, why_forced: str = "--snapshot",
+                  chosen: Selection | None = None, caps: Capabilities | None = None) -> SnapshotStep:
     """The step for ``job`` at ``now``: due by its schedule (``newest``: its newest own snapshot's
-    creation), or ``force`` (``--now``, or ``sync --snapshot`` of a job without a schedule)."""
+    creation), or ``force`` (``--now``, or ``sync --snapshot`` of a job without a schedule).
+    ``chosen``: the datasets the job covers (zrelay.selection), ``caps`` the source's."""
     inventory = fleet.inventory
     schedule = job.lifecycle.snapshot
     next_at: int | None = None
@@ -74,13 +99,17 @@ def plan_snapshot(fleet: Fleet, job: Job, now: datetime, *, force: bool,
         if not verdict.due:
             return SnapshotStep(job, None, verdict.reason, next_at=next_at)
         reason = verdict.reason
+    if chosen is not None and not chosen.included:
+        why = "; ".join(f"{e.dataset}: {e.because}" for e in chosen.excluded[:1])
+        return SnapshotStep(job, None, f"no snapshot: every dataset of the job is excluded ({why})",
+                            next_at=next_at)
     template = job.snapshot_template(inventory.settings.snapshot_name)
     name = inventory.settings.checked_snapshot_name(now.astimezone(timezone.utc), template)
     source = fleet.host(job.source.host)
     full = f"{job.source.dataset}@{name}"
+    argvs, how = snapshot_argvs(job, name, chosen, caps)
     snapshot = Action(ActionKind.SNAPSHOT, source.name, job.source.dataset,
-                      (source.command(commands.snapshot_argv([full], job.recursive)),),
-                      reason=reason + (" (recursive: one atomic `zfs snapshot -r`)" if job.recursive else ""))
+                      tuple(source.command(argv) for argv in argvs), reason=reason + how)
     step = SnapshotStep(job, name, reason, snapshot=snapshot, next_at=next_at, hooks=job.lifecycle.hooks)
     hooks = job.lifecycle.hooks
     if hooks is not None:

@@ -34,6 +34,7 @@ class RawJob:
     source: Endpoint | None = None
     source_origin: Origin | None = None
     recursive: bool = False
+    exclude: tuple[str, ...] = ()  # globs of descendants left alone (zrelay.selection)
     select: SnapshotFilter = SnapshotFilter()
     targets: list[tuple[Target, Origin]] = field(default_factory=list)
     direct: bool | None = None
@@ -218,7 +219,8 @@ class Builder:
                           raw.origin, direct=raw.direct, send_options=raw.send_options,
                           compress=raw.compress, buffer=raw.buffer, lifecycle=lifecycle,
                           rpo=raw.rpo if raw.rpo is not None else _host_rpo(hosts, raw.source.host),
-                          schedule=raw.schedule, allow_rollback=raw.allow_rollback)
+                          schedule=raw.schedule, allow_rollback=raw.allow_rollback,
+                          exclude=raw.exclude)
                 template = self.settings.get("snapshot_name", DEFAULT_SNAPSHOT_NAME)
                 if (lifecycle_fits(job, raw.lifecycle, template, self.errors)
                         and check_job_schedule(job, raw.schedule_origin or raw.origin, self.errors)):

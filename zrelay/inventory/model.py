@@ -212,6 +212,9 @@ class Job:
     #: ``zrelay allow`` also delegates rollback and destroy on the targets (``sync --rollback``,
     #: ``--abort-partial``); without it a non-root target can only receive
     allow_rollback: bool = False
+    #: globs of descendants (relative to ``exclude_base``) a recursive job leaves alone (zrelay.selection)
+    exclude: tuple[str, ...] = ()
+    exclude_base: str = ""  # the source the globs are relative to ("" = ``source``; set by ``narrowed``)
 
     def own_snapshots(self, default_template: str) -> SnapshotFilter | None:
         """The snapshots that are this job's to destroy: its ``select`` filter when it has one, else
@@ -257,7 +260,7 @@ class Job:
             lifecycle = replace(lifecycle, keep={moved.get(side, side): policy
                                                  for side, policy in lifecycle.keep.items()})
         return replace(self, source=Endpoint(self.source.host, dataset), targets=targets,
-                       lifecycle=lifecycle)
+                       lifecycle=lifecycle, exclude_base=self.exclude_base or base)
 
 
 @dataclass(frozen=True, slots=True)

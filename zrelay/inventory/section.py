@@ -13,6 +13,7 @@ from typing import Any
 
 from zrelay.errors import UsageError
 from zrelay.inventory.build import Builder, RawJob
+from zrelay.inventory.exclude_keys import check_exclude, read_exclude
 from zrelay.inventory.lifecycle_keys import SNAPSHOT_KEYS, read_hooks, read_keep, read_snapshot
 from zrelay.inventory.service_keys import DaemonReader, read_job_schedule, read_run_schedule
 from zrelay.inventory.model import (DEFAULT_STORAGE_CLASS, S3_SCHEME, Endpoint, S3Ref, S3Target,
@@ -132,8 +133,9 @@ class ZrelaySection(NodeReader):
         items = self.pairs(node, "job")
         if items is None:
             return
-        valid = ["source", "name", "recursive", "snapshots", "targets", "direct", "send_options",
+        valid = ["source", "name", "recursive", "exclude", "snapshots", "targets", "direct", "send_options",
                  "snapshot", "keep", "hooks", "rpo", "schedule", "allow_rollback"]
+        exclude_node: Node | None = None
         seen: set[str] = set()
         misspelt: set[str] = set()
         for key, k_node, v_node in items:
@@ -149,6 +151,13 @@ class ZrelaySection(NodeReader):
                         raise Bad(f"name {job.name!r} has leading or trailing whitespace")
                 elif key == "recursive":
                     job.recursive = want_bool(self.value(v_node), "recursive")
+                elif key == "exclude":
+                    exclude_node = k_node
+                    globs = read_exclude(self, v_node)
+                    if globs is None:
+                        job.complete = False
+                    else:
+                        job.exclude = globs
                 elif key == "direct":
                     job.direct = want_bool(self.value(v_node), "direct")
                 elif key == "compress":
@@ -182,6 +191,11 @@ class ZrelaySection(NodeReader):
                     misspelt.update(difflib.get_close_matches(key, valid, n=1, cutoff=0.6))
             except Bad as bad:
                 self.fail(v_node, str(bad))
+                job.complete = False
+        if exclude_node is not None:
+            problem = check_exclude(job.exclude, job.recursive, job.source)
+            if problem is not None:
+                self.fail(exclude_node, problem)
                 job.complete = False
         # a job that only takes and prunes snapshots (no replication) needs no targets
         lifecycle_only = "targets" not in seen and ("snapshot" in seen or "keep" in seen)

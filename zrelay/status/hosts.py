@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
+from zrelay import selection
 from zrelay.errors import RemoteCommandFailed, TargetBusy, TransportError, ZrelayError
 from zrelay.inventory.model import Endpoint, Job
 from zrelay.plan import Plan, PlanKind
@@ -132,7 +133,10 @@ def report_from_plans(job: Job, target: Endpoint, plans: Sequence[Plan], src_sta
     ``changes``: per target dataset, whether it changed since its newest snapshot (``target_changes``).
     """
     if not plans:
-        return failed_report(job, target, "error", "source has no datasets", now)
+        left = selection.of_job(job, src_states).excluded
+        return failed_report(job, target, "error", "source has no datasets" if not left else
+                             f"nothing is replicated: every dataset is excluded ({left[0].dataset}: "
+                             f"{left[0].because})", now)
     root = dst_states.get(target.dataset)
     newest = root.newest.name if root is not None and root.newest is not None else None
     targets = [dst_states.get(p.target) or DatasetState.absent(p.target) for p in plans]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
+from zrelay import selection
 from zrelay.errors import S3AccessDenied, S3Error, S3Unreachable, TransportError, ZrelayError
 from zrelay.inventory.model import Job, S3Ref, S3Target
 from zrelay.plan import Plan, plan
@@ -119,12 +120,12 @@ def report_from_s3(job: Job, ref: S3Ref, target: S3Target | None, src_states: Ma
                    views: Mapping[tuple[str, str], DatasetView], now: float) -> TargetReport:
     """The report of an S3 target from the source's listing and the bucket's chains (pure)."""
     root = job.source.dataset
-    names = sorted((n for n, st in src_states.items() if st.exists
-                    and (n == root or (job.recursive and n.startswith(root + "/")))),
-                   key=lambda n: n.split("/"))
-    if root not in names:
-        return failed_report(job, ref, "error", f"{job.source}: dataset does not exist", now,
-                             s3=s3_info(target))
+    chosen = selection.of_job(job, src_states)   # exclude globs, zrelay:sync=false
+    names = list(chosen.included)
+    if not names:
+        message = (f"{job.source}: nothing is pushed, every dataset is excluded ({chosen.excluded[0].because})"
+                   if chosen.excluded else f"{job.source}: dataset does not exist")
+        return failed_report(job, ref, "error", message, now, s3=s3_info(target))
     host = job.source.host
     results = [s3_dataset_status(src_states[n], views.get((host, n)), job.select, ref.name) for n in names]
     worst = min(range(len(results)), key=lambda i: STATES.index(results[i].state))

@@ -47,11 +47,16 @@ PROBE_SCRIPT = (
     "zpool upgrade -v 2>&1 | head -n 1"
 )
 
+#: The user property that opts a source dataset out of replication (zrelay.selection reads it);
+#: the state listings carry it, so deciding costs no extra round trip.
+SYNC_PROPERTY = "zrelay:sync"
+
 # Columns of the state listings; parse.py reads them by position.
-FS_COLUMNS = ("name", "guid", "receive_resume_token", "mountpoint", "encryption", "encryptionroot")
+FS_COLUMNS = ("name", "guid", "receive_resume_token", "mountpoint", "encryption", "encryptionroot",
+              SYNC_PROPERTY)
 SNAPSHOT_COLUMNS = ("name", "guid", "createtxg", "creation", "used", "referenced")
 BOOKMARK_COLUMNS = ("name", "guid", "createtxg", "creation")
-FUSE_PROPERTIES = ("type", "guid", "createtxg", "creation", "referenced")
+FUSE_PROPERTIES = ("type", "guid", "createtxg", "creation", "referenced", SYNC_PROPERTY)
 
 _TAG = re.compile(r"[A-Za-z0-9_.:][A-Za-z0-9_.:-]*")
 _TOKEN = re.compile(r"[0-9a-f]+(?:-[0-9a-f]+)+")

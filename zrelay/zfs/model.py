@@ -67,6 +67,7 @@ class DatasetState:
     bookmarks: tuple[Bookmark, ...] = ()
     resume_token: str | None = None
     encrypted: bool = False
+    sync_property: str | None = None   # its ``zrelay:sync`` user property (None: not set); zrelay.selection
 
     @classmethod
     def absent(cls, name: str) -> "DatasetState":

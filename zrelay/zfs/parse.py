@@ -42,6 +42,7 @@ from zrelay.zfs.commands import (
     FS_COLUMNS,
     PROBED_TOOLS,
     SNAPSHOT_COLUMNS,
+    SYNC_PROPERTY,
     TOOL_MARK,
     check_resume_token,
     lists_with_get,
@@ -125,13 +126,14 @@ class _Acc:
         self.bookmarks: list[Bookmark] = []
         self.resume_token: str | None = None
         self.encrypted = False
+        self.sync_property: str | None = None
 
     def state(self) -> DatasetState:
         snaps = sorted(self.snapshots, key=lambda s: s.createtxg)  # stable: ties keep listing order
         marks = sorted(self.bookmarks, key=lambda b: b.createtxg)
         return DatasetState(name=self.name, exists=True, snapshots=tuple(snaps),
                             bookmarks=tuple(marks), resume_token=self.resume_token,
-                            encrypted=self.encrypted)
+                            encrypted=self.encrypted, sync_property=self.sync_property)
 
 
 def parse_state(outputs: list[str], caps: Capabilities, root: str,
@@ -161,6 +163,11 @@ def parse_state(outputs: list[str], caps: Capabilities, root: str,
     return {name: a.state() for name, a in accs.items()}
 
 
+def _user_value(value: str) -> str | None:
+    """A user property's value as listed: ``-`` (and nothing) is "not set"."""
+    return None if value in ("-", "") else value
+
+
 def _parse_fs_listing(text: str, root: str, recursive: bool, acc: Callable[[str], _Acc]) -> None:
     for line in text.splitlines():
         if not line.strip():
@@ -172,6 +179,7 @@ def _parse_fs_listing(text: str, root: str, recursive: bool, acc: Callable[[str]
         token = f["receive_resume_token"]
         a.resume_token = None if token in ("-", "") else token
         a.encrypted = f["encryption"] not in ("off", "-", "")
+        a.sync_property = _user_value(f[SYNC_PROPERTY])
 
 
 def _parse_snapshot_listing(text: str, root: str, recursive: bool,
@@ -213,7 +221,7 @@ def _parse_get_tree(text: str, root: str, recursive: bool, acc: Callable[[str], 
         kind = p.get("type")
         if kind in ("filesystem", "volume"):
             if _in_scope(name, root, recursive):
-                acc(name)
+                acc(name).sync_property = _user_value(p.get(SYNC_PROPERTY, "-"))
         elif kind == "snapshot":
             dataset, _, snap = name.partition("@")
             if not snap or not _in_scope(dataset, root, recursive):
