@@ -173,7 +173,7 @@ def list_json(inventory: Inventory) -> dict[str, Any]:
         "inventory": str(inventory.path),
         "sources": list(inventory.sources),
         "hosts": {name: host_settings(inventory, h) for name, h in inventory.hosts.items()},
-        "jobs": [{"name": j.name, "source": str(j.source), "recursive": j.recursive,
+        "jobs": [{"name": j.name, "source": str(j.source), "recursive": j.recursive, "exclude": list(j.exclude),
                   "snapshots": {"prefix": j.select.prefix, "regex": j.select.regex},
                   "targets": [str(t) for t in j.targets], **lifecycle_json(j.lifecycle),
                   "rpo": j.rpo, "schedule": {kind: s.text for kind, s in j.schedule.items()}}
