@@ -269,3 +269,16 @@ def test_accepted_and_kept_on_the_job() -> None:
     assert problems("exclude: []") == []
     inventory = loads_inventory(HEAD + "      recursive: true\n      exclude: [tmp]\n", "inv.yml")
     assert inventory.jobs[0].exclude == ("tmp",) and inventory.jobs[0].exclude_base == ""
+
+
+def test_s3_status_reports_only_the_covered_datasets() -> None:
+    from zrelay.inventory.model import S3Ref, S3Target
+    from zrelay.status.s3 import report_from_s3
+    target = S3Target("offsite", "bucket", endpoint="http://127.0.0.1:1", prefix="p/")
+    s3_job = Job("j", Endpoint("nas1", "tank/data"), True, targets=(S3Ref("offsite"),), exclude=("tmp",))
+    report = report_from_s3(s3_job, S3Ref("offsite"), target, SOURCE, {}, 1_700_000_000)
+    assert [c.source for c in report.cells] == [f"nas1:{n}" for n in selection.of_job(s3_job, SOURCE).included]
+    assert report.row.datasets == 7   # tmp and tmp/x left out
+    opted = tree("tank/data", "tank/data/a", off=("tank/data",))
+    none = report_from_s3(s3_job, S3Ref("offsite"), target, opted, {}, 1_700_000_000)
+    assert "every dataset is excluded (zrelay:sync=false)" in none.row.message
