@@ -32,6 +32,11 @@ FUSE_TIER_ONLY = frozenset({"test_install", "test_readme", "test_locks", "test_s
 #: refusals, host keys, logins, quoting of inventory values, connection sharing, Ctrl-C): the
 #: same modules' replication tests still run on both tiers.
 FUSE_TIER_ONLY_TESTS = frozenset({
+    # the daemon's loop, signals, locks and retries do not depend on the ZFS flavour; its cycles and a
+    # SIGTERM mid-stream (resumable on OpenZFS) run on both tiers
+    "test_daemon.py::test_run_now_and_sighup_with_a_broken_inventory",
+    "test_daemon.py::test_a_manual_sync_waits_for_the_scheduled_one",
+    "test_daemon.py::test_a_host_that_is_down_is_retried_without_blocking_the_others",
     "test_s3.py::test_killed_push_leaves_no_object_and_a_stale_upload",
     "test_s3.py::test_interrupted_push_aborts_its_upload",
     "test_s3.py::test_restarting_the_s3_server_mid_upload",

@@ -142,8 +142,9 @@ def test_scheduled_cycles_snapshot_sync_prune_with_metrics_and_hooks(lab, tmp_pa
         "snapshot": {"every": "10s", "name": "auto_%Y%m%d-%H%M%S"},
         "keep": {"source": {"last": 2}, "targets": {"last": 3}}}], settings=settings)
     daemon = start_daemon(inv)
-    # four snapshot runs: each is followed by a sync and a prune
-    daemon.wait_log(rf"run finished job={name} kind=prune outcome=(ok|noop)", count=4, deadline=180)
+    # snapshot runs, each followed by a sync and a prune (fewer on the emulated OpenZFS guests)
+    cycles, deadline = (2, 600.0) if lab.tier == "openzfs" else (4, 180.0)
+    daemon.wait_log(rf"run finished job={name} kind=prune outcome=(ok|noop)", count=cycles, deadline=deadline)
     source, target = names(lab, "nas1", src), names(lab, "vault", dst)
     assert 1 <= len(source) <= 3, source          # last 2, plus one taken since the prune
     assert 2 <= len(target) <= 4 and set(target) & set(source), (source, target)
@@ -151,7 +152,7 @@ def test_scheduled_cycles_snapshot_sync_prune_with_metrics_and_hooks(lab, tmp_pa
     assert fingerprint(lab, "vault", dst)
 
     ok_syncs = daemon.sample("zrelay_runs_total", job=name, kind="sync", outcome="ok")
-    assert ok_syncs is not None and ok_syncs >= 3
+    assert ok_syncs is not None and ok_syncs >= cycles - 1
     assert (daemon.sample("zrelay_last_success_timestamp_seconds", job=name, kind="sync") or 0) > time.time() - 120
     assert daemon.sample("zrelay_next_run_timestamp_seconds", job=name, kind="snapshot") is not None
     survey = daemon.wait("a survey row for the target",
