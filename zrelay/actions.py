@@ -54,6 +54,8 @@ class Stream:
     estimate: int | None = None       # bytes, when the source could tell before sending
     full: bool = False                # a full stream (no base)
     resume: bool = False              # resumes an interrupted receive (zfs send -t)
+    bandwidth: int | None = None      # bytes per second it is held to when alone in its groups
+    limit: str = ""                   # what limits it, as the dry run says it (paths/throttle.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -290,7 +290,8 @@ def action_dict(a: Action) -> dict[str, Any]:
                            "commands": [{"host": h, "command": c} for h, c in a.commands]}
     if a.stream is not None:
         out["stream"] = {"label": a.stream.label, "target_host": a.stream.target_host,
-                         "estimate": a.stream.estimate, "full": a.stream.full, "resume": a.stream.resume}
+                         "estimate": a.stream.estimate, "full": a.stream.full, "resume": a.stream.resume,
+                         "bandwidth": a.stream.bandwidth, "limit": a.stream.limit}
     if a.expected:
         out["expected"] = True
     return out
@@ -322,6 +323,8 @@ def print_dry_run(results: list[TaskResult]) -> None:
             if action.destructive and action.reason not in said:
                 lines += layout.wrap(f"{action.kind.value}: {action.reason}", w, 2, 6)
                 said.add(action.reason)
+            if action.stream is not None and action.stream.limit:
+                lines += layout.wrap(action.stream.limit, w, 4, 8)
             for host, command in action.commands:
                 lines.append(command_line(host, command))
         if not r.commands and r.outcome not in (Outcome.REFUSED, Outcome.FAILED, Outcome.BUSY):  # they say why

@@ -36,7 +36,7 @@ from zrelay.events import (Event, EventSink, JobFinished, JobStarted, Outcome, T
 from zrelay.inventory import load_inventory
 from zrelay.inventory.lookup import find_inventory
 from zrelay.inventory.model import Endpoint, Inventory, Job, S3Target, suggest, name_list
-from zrelay.paths import s3restore
+from zrelay.paths import s3restore, throttle
 from zrelay.paths.s3push import PushResult
 from zrelay.s3 import catalog, chains, manifest as mf
 from zrelay.s3.chains import Chain, DatasetView, PrunePlan, SendRecord
@@ -306,6 +306,8 @@ def _print_push_dry_run(results: list[PushResult]) -> None:
             what = (f"full @{step['snapshot']}" if step["base"] is None
                     else f"incremental @{step['base']} → @{step['snapshot']}")
             out.print(f"  {what}", highlight=False)
+            if step.get("limit"):
+                out.print(f"    {step['limit']}", markup=False, highlight=False, soft_wrap=True)
             out.print(f"    [dim]{host}$[/dim] {step['command']}", highlight=False, soft_wrap=True)
             for key in cast(list[str], step["objects"]):
                 out.print(f"    [dim]object  [/dim] {key}", highlight=False, soft_wrap=True)
@@ -481,6 +483,8 @@ def run_restore(args: argparse.Namespace) -> int:
                     out.print(f"    [dim]{host}$[/dim] {command}", highlight=False, soft_wrap=True)
             for st in result.steps:
                 out.print(f"  {st['kind']} @{st['snapshot']} ({format_size(cast(int, st['size']))})", highlight=False)
+                if st.get("limit"):
+                    out.print(f"    {st['limit']}", markup=False, highlight=False, soft_wrap=True)
                 out.print(f"    [dim]{st['host']}$[/dim] {st['command']}", highlight=False, soft_wrap=True)
                 for key in cast(list[str], st["objects"]):
                     out.print(f"    [dim]object[/dim] {key}", highlight=False, soft_wrap=True)
@@ -545,7 +549,8 @@ async def _restore_plan(store: Store, target: S3Target, options: S3Options, sour
     return await s3restore.restore(store, options, view, args.snapshot, dest, dest_ep.dataset,
                                    dry_run=args.dry_run, wait=args.wait, verify_first=args.verify_first,
                                    poll_seconds=args.poll, events=sink,
-                                   say=output.error_line)
+                                   say=output.error_line,
+                                   limit=throttle.stream_limit(engine.inventory, target=dest_ep.host, s3=target))
 
 
 # --------------------------------------------------------------------------- s3-verify

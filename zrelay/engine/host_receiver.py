@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from zrelay import anchors, selection
+from zrelay import anchors, selection, units
 from zrelay.actions import Action, ActionKind, Stream
 from zrelay.engine.fleet import Fleet
 from zrelay.engine.options import SyncOptions
@@ -27,7 +27,7 @@ from zrelay.errors import (ArrivedDespiteFailure, BadStream, DatasetNotFound, Ho
                            PlanRefused, TransferFailed, TransportError, ZfsError, ZrelayError)
 from zrelay.events import Outcome
 from zrelay.inventory.model import Endpoint, Job
-from zrelay.paths import wire
+from zrelay.paths import throttle, wire
 from zrelay.paths.direct import LoginCheck, direct
 from zrelay.paths.relay import relay
 from zrelay.plan import Plan, PlanKind, SendStep, common_base, describe, plan, plan_recursive, target_after
@@ -56,6 +56,9 @@ class HostReceiver:
         self.source = fleet.host(job.source.host)
         self.dest = fleet.host(target.host)
         self._plans: list[Plan] = []
+        self.limit = throttle.stream_limit(fleet.inventory, job=job, source=job.source.host, target=target.host)
+        #: a direct stream's pipeline at another rate: its share of its budget groups when it starts
+        self._at_rate: dict[Stream, Callable[[int | None], str]] = {}
 
     async def lock_key(self) -> str:
         return await self.fleet.lock_key(self.target.host, self.target.dataset)
@@ -143,7 +146,10 @@ class HostReceiver:
         send_options = commands.stream_options(wanted, src_caps, dst_caps)
         raw = p.encrypted and not options.decrypt
         ssh = await self._login_check().stream_ssh() if self.direct else None
-        progress = self.direct and "pv" in await source.installed_tools()
+        tools = await source.installed_tools()
+        progress = self.direct and "pv" in tools
+        limit = self.limit
+        rate = limit.alone
         out: list[Stream] = []
         for label, step, (send_argv, recv_argv) in zip(stream_labels(p), plan_steps(p),
                                                          stream_argvs(p, src_caps, dst_caps, raw=raw,
@@ -154,15 +160,22 @@ class HostReceiver:
                 estimate = await self._estimate(src_caps, step, send_argv)
                 goal = step.snapshot.guid if step is not None else None
             link = await wire.negotiate(job, source, dest, send_argv)  # compression/buffer (paths/wire.py)
+            at_rate: Callable[[int | None], str] | None = None
             if ssh is not None:
-                pipeline = link.direct_pipeline(source, dest, send_argv, ssh, recv_argv, progress=progress)
-                source_command, target_command = pipeline, None
+                def at_rate(r: int | None, link: wire.Wire = link, send: list[str] = send_argv,
+                            recv: list[str] = recv_argv, ssh: list[str] = ssh) -> str:
+                    return link.direct_pipeline(source, dest, send, ssh, recv, progress=progress,
+                                                limiter=throttle.direct_limiter(limit, r, source.name, tools))
+                source_command, target_command = at_rate(rate), None
             else:
                 source_command = link.source_command(source, send_argv)
                 target_command = link.target_command(dest, recv_argv)
-            out.append(Stream(label, dest.name, p.target, tuple(send_argv), source_command, target_command,
-                              goal_guid=goal, estimate=estimate,
-                              full=step is not None and step.base is None, resume=p.kind is PlanKind.RESUME))
+            stream = Stream(label, dest.name, p.target, tuple(send_argv), source_command, target_command,
+                            goal_guid=goal, estimate=estimate, full=step is not None and step.base is None,
+                            resume=p.kind is PlanKind.RESUME, bandwidth=rate, limit=limit.describe())
+            if at_rate is not None and limit.groups:
+                self._at_rate[stream] = at_rate
+            out.append(stream)
         return out
 
     async def _check_resume(self, caps: Capabilities, send_argv: list[str]) -> tuple[int | None, int | None]:
@@ -290,11 +303,14 @@ class HostReceiver:
         try:
             try:
                 if stream.target_command is None:
-                    await direct(self.source, stream.source_command, self.dest.name, on_bytes,
-                                 target_dataset=stream.target_dataset)
+                    async with throttle.REGISTRY.fixed(self.limit) as rate:
+                        command = self._direct_command(stream, rate, notes)
+                        await direct(self.source, command, self.dest.name, on_bytes,
+                                     target_dataset=stream.target_dataset)
                 else:
-                    await relay(self.source, stream.source_command, self.dest, stream.target_command, on_bytes,
-                                target_dataset=stream.target_dataset)
+                    async with throttle.REGISTRY.stream(self.limit) as held:
+                        await relay(self.source, stream.source_command, self.dest, stream.target_command, on_bytes,
+                                    target_dataset=stream.target_dataset, throttle=held)
             except ZrelayError as exc:
                 await self._settle(exc, stream, plan_, notes)
         except ZrelayError as exc:
@@ -310,6 +326,18 @@ class HostReceiver:
             return True
         self.forget()
         return False
+
+    def _direct_command(self, stream: Stream, rate: int | None, notes: list[str]) -> str:
+        """The planned pipeline, or, when other streams of its budget groups run as it starts,
+        the same pipeline at its share (a direct stream's rate cannot change once it runs)."""
+        at_rate = self._at_rate.get(stream)
+        if at_rate is None or rate == stream.bandwidth:
+            return stream.source_command
+        groups = ", ".join(g for g, _ in self.limit.groups)
+        notes.append(f"{stream.label}: started at {units.human_rate(rate)}, its share of group {groups} "
+                     f"(planned {units.human_rate(stream.bandwidth)}: other streams were running there); "
+                     "a direct stream keeps the rate it starts with")
+        return at_rate(rate)
 
     async def _settle(self, exc: ZrelayError, stream: Stream, p: Plan | None, notes: list[str]) -> None:
         """After a failed stream, look at the target before saying anything; returns when the

@@ -28,6 +28,7 @@ from zrelay.engine.receiver import OnBytes, Receiver, TargetPlan
 from zrelay.errors import ManifestError, S3UsageError, SubjectFailed, ZrelayError
 from zrelay.events import Outcome
 from zrelay.inventory.model import Job, S3Target
+from zrelay.paths import throttle
 from zrelay.paths.s3push import DatasetPush, PushResult, S3Pusher
 from zrelay.s3 import manifest as mf
 from zrelay.s3.options import S3Options
@@ -65,6 +66,7 @@ class S3Receiver:
         self.host: str | None = None          # S3 has no receiving host (no ``receives`` limit)
         self.source = fleet.host(job.source.host)
         self._sends: dict[Action, tuple[DatasetPush, int]] = {}
+        self.limit = throttle.stream_limit(fleet.inventory, job=job, source=job.source.host, s3=self.target)
         pusher.prefetch(job)   # the bucket's listing overlaps the snapshot and the source's listing
 
     async def lock_key(self) -> str:
@@ -87,7 +89,8 @@ class S3Receiver:
         for name in names:
             pushes.append(await self.pusher.plan_dataset(job, self.source, source[name],
                                                          views.get((job.source.host, name)),
-                                                         new_chain=options.full, dry_run=options.dry_run))
+                                                         new_chain=options.full, dry_run=options.dry_run,
+                                                         limit=self.limit))
         results = [p.result for p in pushes] or [PushResult(
             job.name, self.name, str(job.source), Outcome.NOOP,
             f"{job.source}: nothing to push, every dataset is excluded ({excluded[0][1]})")
@@ -119,7 +122,8 @@ class S3Receiver:
             action = Action(ActionKind.STREAM, self.source.name, push.dataset, reason=plan.reason if plan else "",
                             stream=Stream(push.label(index), self.name, push.dataset, tuple(prep.send_argv),
                                           prep.command, sink=self.pusher.sink(prep), goal_guid=step.snapshot.guid,
-                                          estimate=prep.estimate, full=step.base is None))
+                                          estimate=prep.estimate, full=step.base is None,
+                                          bandwidth=self.limit.alone, limit=self.limit.describe()))
             self._sends[action] = (push, index)
             out.append(action)
         return out
@@ -129,7 +133,8 @@ class S3Receiver:
         datasets still go."""
         push, index = self._sends[action]
         try:
-            await self.pusher.send(self.source, push, index, on_bytes)
+            async with throttle.REGISTRY.stream(self.limit) as held:
+                await self.pusher.send(self.source, push, index, on_bytes, held)
         except (ZrelayError, ManifestError) as exc:
             raise SubjectFailed(exc) from exc
         return False

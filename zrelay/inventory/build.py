@@ -43,6 +43,7 @@ class RawJob:
     buffer: str | None = None
     lifecycle: RawLifecycle = field(default_factory=RawLifecycle)  # snapshot, keep, hooks
     rpo: int | None = None  # seconds; None: the source host's ``rpo`` (or none)
+    bandwidth: int | None = None  # bytes per second
     schedule: dict[str, RunSchedule] = field(default_factory=dict)  # the daemon's runs by kind
     schedule_origin: Origin | None = None
     allow_rollback: bool = False  # ``zrelay allow`` delegates rollback/destroy on the targets
@@ -220,7 +221,7 @@ class Builder:
                           compress=raw.compress, buffer=raw.buffer, lifecycle=lifecycle,
                           rpo=raw.rpo if raw.rpo is not None else _host_rpo(hosts, raw.source.host),
                           schedule=raw.schedule, allow_rollback=raw.allow_rollback,
-                          exclude=raw.exclude)
+                          exclude=raw.exclude, bandwidth=raw.bandwidth)
                 template = self.settings.get("snapshot_name", DEFAULT_SNAPSHOT_NAME)
                 if (lifecycle_fits(job, raw.lifecycle, template, self.errors)
                         and check_job_schedule(job, raw.schedule_origin or raw.origin, self.errors)):

@@ -137,6 +137,7 @@ class Host:
     buffer: str | None = None           # mbuffer on both ends: auto | off | SIZE (None: default)
     fastpath: bool = True               # zrelay's asyncssh speed-ups for its connections (transport/fastpath.py)
     rpo: int | None = None              # seconds: the RPO of jobs from this host without their own
+    bandwidth: int | None = None        # bytes per second, each stream from or to it (paths/throttle.py)
     groups: tuple[str, ...] = ()        # every group holding it (ancestors too), 'all' excluded
     vars: Mapping[str, Any] = field(default_factory=dict, hash=False)  # merged, as written
     origin: Origin | None = None
@@ -189,6 +190,7 @@ class S3Target:
     restore_days: int | None = None
     restore_tier: str | None = None            # Expedited | Standard | Bulk
     push: RunSchedule | None = None            # the daemon's s3-push schedule for jobs into it
+    bandwidth: int | None = None               # bytes per second, each push into it and restore from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +217,7 @@ class Job:
     #: globs of descendants (relative to ``exclude_base``) a recursive job leaves alone (zrelay.selection)
     exclude: tuple[str, ...] = ()
     exclude_base: str = ""  # the source the globs are relative to ("" = ``source``; set by ``narrowed``)
+    bandwidth: int | None = None  # bytes per second, each of its streams (paths/throttle.py)
 
     def own_snapshots(self, default_template: str) -> SnapshotFilter | None:
         """The snapshots that are this job's to destroy: its ``select`` filter when it has one, else
@@ -271,6 +274,8 @@ class Settings:
     sends_per_host: int = DEFAULT_SENDS_PER_HOST
     receives_per_host: int = DEFAULT_RECEIVES_PER_HOST
     daemon: DaemonSettings = DaemonSettings()
+    #: group → bytes per second shared by every stream touching a host of the group
+    bandwidth_groups: Mapping[str, int] = field(default_factory=dict, hash=False)
 
     def snapshot_name_at(self, when: _dt.datetime) -> str:
         """The snapshot name for ``when``; the template is always rendered in UTC."""

@@ -14,11 +14,12 @@ from typing import Any
 from zrelay.errors import UsageError
 from zrelay.inventory.build import Builder, RawJob
 from zrelay.inventory.exclude_keys import check_exclude, read_exclude
+from zrelay.inventory.bandwidth_keys import read_bandwidth_groups
 from zrelay.inventory.lifecycle_keys import SNAPSHOT_KEYS, read_hooks, read_keep, read_snapshot
 from zrelay.inventory.service_keys import DaemonReader, read_job_schedule, read_run_schedule
 from zrelay.inventory.model import (DEFAULT_STORAGE_CLASS, S3_SCHEME, Endpoint, S3Ref, S3Target,
                                     Target)
-from zrelay.inventory.values import (S3_CHECKS, Bad, check_buffer, check_compress, check_positive,
+from zrelay.inventory.values import (S3_CHECKS, Bad, check_bandwidth, check_buffer, check_compress, check_positive,
                                      snapshot_name_problem, unknown_key, want_bool, want_duration,
                                      want_send_options, want_str)
 from zrelay.inventory.yamlread import MappingNode, Node, NodeReader, SequenceNode
@@ -32,7 +33,7 @@ class ZrelaySection(NodeReader):
     builder: Builder
 
     def read_zrelay(self, node: Node) -> None:
-        valid = ["include", "snapshot_name", "limits", "s3_targets", "jobs", "daemon"]
+        valid = ["include", "snapshot_name", "limits", "s3_targets", "jobs", "daemon", "bandwidth_groups"]
         for key, key_node, value_node in self.pairs(node, "zrelay section") or []:
             if key == "include":
                 continue  # read first, by read_includes
@@ -45,6 +46,8 @@ class ZrelaySection(NodeReader):
                     self.read_s3_target(name, n_key, n_node)
             elif key == "jobs":
                 self.read_jobs(value_node)
+            elif key == "bandwidth_groups":
+                read_bandwidth_groups(self, self.builder, value_node)
             elif key == "daemon":
                 reader = DaemonReader(self)
                 daemon = reader.read(value_node)
@@ -134,7 +137,8 @@ class ZrelaySection(NodeReader):
         if items is None:
             return
         valid = ["source", "name", "recursive", "exclude", "snapshots", "targets", "direct", "send_options",
-                 "snapshot", "keep", "hooks", "rpo", "schedule", "allow_rollback"]
+                 "snapshot", "keep", "hooks", "rpo", "schedule", "allow_rollback",
+                 "bandwidth"]
         exclude_node: Node | None = None
         seen: set[str] = set()
         misspelt: set[str] = set()
@@ -170,6 +174,8 @@ class ZrelaySection(NodeReader):
                     job.rpo = want_duration(self.value(v_node), "rpo")
                 elif key == "allow_rollback":
                     job.allow_rollback = want_bool(self.value(v_node), "allow_rollback")
+                elif key == "bandwidth":
+                    job.bandwidth = check_bandwidth(self.value(v_node), "bandwidth")
                 elif key == "schedule":
                     schedule = read_job_schedule(self, v_node)
                     if schedule is None:

@@ -217,6 +217,29 @@ def check_buffer(value: Any, what: str) -> str:
     return text
 
 
+#: ``bandwidth``: bytes per second, in the size syntax of max_stream_size (binary units), ``/s`` optional.
+_RATE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?(?:/s)?", re.IGNORECASE)
+_RATE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+MIN_BANDWIDTH = 1 << 10
+
+
+def check_bandwidth(value: Any, what: str) -> int:
+    """A bandwidth limit in bytes per second: ``50M`` (= 50 MiB/s; K, M, G, T are 1024-based as in
+    every size of the inventory, ``MB``, ``MiB`` and ``/s`` may be written), or a plain number of bytes."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise Bad(f"{what}: expected a rate in bytes per second like 50M or 1.5G, got {describe(value)}")
+    if isinstance(value, (int, float)):
+        rate = int(value)
+    else:
+        match = _RATE.fullmatch(value.strip())
+        if match is None:
+            raise Bad(f"{what}: expected a rate in bytes per second like 50M or 1.5G, got {value!r}")
+        rate = int(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
+    if rate < MIN_BANDWIDTH:
+        raise Bad(f"{what}: {value!r} is below the smallest limit, 1K (1024 bytes per second)")
+    return rate
+
+
 def check_ciphers(value: Any, what: str) -> str:
     """auto | default | an OpenSSH Ciphers list (names, comma-separated; a list may start with +, - or ^)."""
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
@@ -272,6 +295,7 @@ HOST_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "buffer": check_buffer,
     "fastpath": want_bool,
     "rpo": lambda v, w: want_duration(v, w),  # recovery point objective of its jobs
+    "bandwidth": check_bandwidth,              # bytes per second of every stream from or to it
 }
 PATH_SETTINGS = frozenset({"identity_file", "known_hosts"})
 
@@ -450,6 +474,7 @@ S3_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "part_checksum": _one_of("md5", "sha256", "none"),
     "restore_days": check_positive,
     "restore_tier": _one_of("Expedited", "Standard", "Bulk"),
+    "bandwidth": check_bandwidth,
 }
 
 

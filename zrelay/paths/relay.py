@@ -23,6 +23,7 @@ from typing import Callable
 import asyncssh
 
 from zrelay.errors import TransferFailed, ZfsError, ZrelayError
+from zrelay.paths.throttle import Gate, Metering, Throttle
 from zrelay.transport.host import RemoteHost
 from zrelay.zfs import parse, quoting
 
@@ -123,8 +124,11 @@ class _Session(asyncssh.SSHClientSession[bytes]):
 class _Pipe:
     """Wires the sender's stdout into the receiver's stdin, with flow control."""
 
-    def __init__(self, on_bytes: Callable[[int], None]) -> None:
+    def __init__(self, on_bytes: Callable[[int], None], throttle: Throttle | None = None) -> None:
         self.on_bytes = on_bytes
+        self.throttle = throttle
+        self.metering: Metering | None = None
+        self.gate: Gate | None = None
         self.sender_chan: asyncssh.SSHClientChannel[bytes] | None = None
         self.receiver_chan: asyncssh.SSHClientChannel[bytes] | None = None
         self.sender_session: _Session | None = None
@@ -141,6 +145,8 @@ class _Pipe:
                 chan.write(data)
                 self.total += len(data)
                 self.on_bytes(len(data))
+                if self.metering is not None:
+                    self.metering.charge(len(data))
         elif len(self.receiver_stdout) < STDERR_CAP:
             self.receiver_stdout += data
 
@@ -154,13 +160,20 @@ class _Pipe:
             self._eof_sent = True
             chan.write_eof()
 
+    def bind_sender(self, chan: asyncssh.SSHClientChannel[bytes], session: _Session) -> None:
+        """The sender's channel is open: its reading pauses for the receiver or the throttle."""
+        self.sender_chan, self.sender_session = chan, session
+        self.gate = Gate(chan.pause_reading, chan.resume_reading)
+        if self.throttle is not None and self.throttle.rate is not None:
+            self.metering = Metering(self.throttle, self.gate)
+
     def on_pause(self, session: _Session) -> None:
-        if session is self.receiver_session and self.sender_chan is not None:
-            self.sender_chan.pause_reading()
+        if session is self.receiver_session and self.gate is not None:
+            self.gate.close("receiver")
 
     def on_resume(self, session: _Session) -> None:
-        if session is self.receiver_session and self.sender_chan is not None:
-            self.sender_chan.resume_reading()
+        if session is self.receiver_session and self.gate is not None:
+            self.gate.open("receiver")
 
     def on_closed(self, session: _Session, end: _End) -> None:
         # Whichever side ends first, the other must not wait forever: a failed receiver stops
@@ -184,10 +197,12 @@ class RelayResult:
 
 
 async def relay(source: RemoteHost, send_command: str, target: RemoteHost, receive_command: str,
-                on_bytes: Callable[[int], None], *, target_dataset: str | None = None) -> RelayResult:
-    """Run ``send_command`` on ``source`` piped into ``receive_command`` on ``target``."""
+                on_bytes: Callable[[int], None], *, target_dataset: str | None = None,
+                throttle: Throttle | None = None) -> RelayResult:
+    """Run ``send_command`` on ``source`` piped into ``receive_command`` on ``target``, at most
+    as fast as ``throttle`` lets it (paths/throttle.py; None or no rate: as fast as it goes)."""
     loop = asyncio.get_running_loop()
-    pipe = _Pipe(on_bytes)
+    pipe = _Pipe(on_bytes, throttle)
     sender_end, receiver_end = _End(bytearray(), program="zfs send"), _End(bytearray(), program="zfs receive")
     sender_done: asyncio.Future[None] = loop.create_future()
     receiver_done: asyncio.Future[None] = loop.create_future()
@@ -199,7 +214,7 @@ async def relay(source: RemoteHost, send_command: str, target: RemoteHost, recei
             rchan.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
             async with source.conn.bulk_session(lambda: _Session(pipe, sender_end, sender_done),
                                                 send_command) as (schan, ssession):
-                pipe.sender_chan, pipe.sender_session = schan, ssession
+                pipe.bind_sender(schan, ssession)
                 schan.write_eof()  # zfs send reads nothing
                 await asyncio.gather(sender_done, receiver_done)
     except BaseException:
@@ -207,6 +222,9 @@ async def relay(source: RemoteHost, send_command: str, target: RemoteHost, recei
             if chan is not None:
                 chan.close()
         raise
+    finally:
+        if pipe.metering is not None:
+            pipe.metering.stop()
     seconds = time.monotonic() - started
     sender_end.settle(send_command)
     receiver_end.settle(receive_command)

@@ -33,6 +33,7 @@ from zrelay.errors import (ManifestError, S3Error, S3StreamTooLarge, S3UsageErro
                            ZrelayError, blame)
 from zrelay.events import Outcome
 from zrelay.inventory.model import Job, S3Target
+from zrelay.paths.throttle import NONE, Gate, Limit, Metering, Throttle
 from zrelay.s3 import catalog, chains, manifest as mf, pipeline
 from zrelay.s3.chains import DatasetView, PushPlan, PushStep
 from zrelay.s3.options import S3Options
@@ -60,6 +61,7 @@ class _SendSession(asyncssh.SSHClientSession[bytes]):
         self._uploader = uploader
         self._end = end
         self._done = done
+        self.metering: Metering | None = None
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if datatype == asyncssh.EXTENDED_DATA_STDERR:
@@ -67,6 +69,8 @@ class _SendSession(asyncssh.SSHClientSession[bytes]):
                 self._end.stderr += data
         else:
             self._uploader.feed(data)
+            if self.metering is not None:
+                self.metering.charge(len(data))
 
     def eof_received(self) -> bool:
         return False
@@ -92,16 +96,22 @@ class StreamResult:
 
 
 async def stream_to_s3(source: RemoteHost, command: str, stages: list[str], uploader: StreamUploader,
-                       *, dataset: str | None = None) -> StreamResult:
-    """Run ``command`` on ``source`` and upload its stdout; abort the upload on any failure."""
+                       *, dataset: str | None = None, throttle: Throttle | None = None) -> StreamResult:
+    """Run ``command`` on ``source`` and upload its stdout; abort the upload on any failure.
+    ``throttle`` (paths/throttle.py) holds the bytes read from the source to its rate."""
     loop = asyncio.get_running_loop()
     end = _End()
     done: asyncio.Future[None] = loop.create_future()
     started = time.monotonic()
     chan: asyncssh.SSHClientChannel[bytes] | None = None
+    metering: Metering | None = None
     try:
-        async with source.conn.bulk_session(lambda: _SendSession(uploader, end, done), command) as (chan, _):
-            uploader.bind(pause=chan.pause_reading, resume=chan.resume_reading, stop=chan.close)
+        async with source.conn.bulk_session(lambda: _SendSession(uploader, end, done), command) as (chan, session):
+            # reading pauses while the uploader has its parts in flight, or the stream is ahead of its rate
+            gate = Gate(chan.pause_reading, chan.resume_reading)
+            uploader.bind(pause=lambda: gate.close("upload"), resume=lambda: gate.open("upload"), stop=chan.close)
+            if throttle is not None and throttle.rate is not None:
+                metering = session.metering = Metering(throttle, gate)
             chan.write_eof()  # the pipeline reads nothing
             await done
         if uploader.error is not None:
@@ -118,6 +128,9 @@ async def stream_to_s3(source: RemoteHost, command: str, stages: list[str], uplo
         if left:
             uploader.error = uploader.error or S3Error(uploader.store.name, "aborted")
         raise
+    finally:
+        if metering is not None:
+            metering.stop()
     return StreamResult(objects, sha, uploader.total, time.monotonic() - started, uploader.peak_outstanding)
 
 
@@ -230,7 +243,7 @@ class S3Pusher:
         return fut
 
     async def plan_dataset(self, job: Job, source: RemoteHost, state: DatasetState, view: DatasetView | None,
-                           *, new_chain: bool, dry_run: bool) -> DatasetPush:
+                           *, new_chain: bool, dry_run: bool, limit: Limit = NONE) -> DatasetPush:
         """Plan one dataset and prepare its sends; a failure is this dataset's, not the job's.
 
         A real run refuses a send whose size is known to pass max_stream_size here, before
@@ -243,7 +256,7 @@ class S3Pusher:
             p = chains.plan_push(state, view, select=job.select, new_chain=new_chain)
             result.plan = p
             caps = await source.capabilities()
-            push.sends = [await self._prepare(source, caps, state, step) for step in p.steps]
+            push.sends = [await self._prepare(source, caps, state, step, limit) for step in p.steps]
             result.steps = [prep.to_dict(self.options.concurrency) for prep in push.sends]
             result.message = p.reason
             if p.refused:
@@ -270,7 +283,7 @@ class S3Pusher:
         return push
 
     async def _prepare(self, source: RemoteHost, caps: Capabilities, state: DatasetState,
-                       step: PushStep) -> "Prepared":
+                       step: PushStep, limit: Limit = NONE) -> "Prepared":
         raw = state.encrypted and caps.raw_send
         send = commands.send_argv(step.snapshot.full_name, caps=caps,
                                   base=step.base.full_name if step.base else None, raw=raw)
@@ -290,7 +303,7 @@ class S3Pusher:
         send_id = mf.make_send_id(step.snapshot.guid, step.base.guid if step.base else None)
         send_dir = mf.send_prefix(self.target.prefix, source.name, state.name, step.snapshot.name, send_id)
         return Prepared(step, send, command, stages, filters, estimate, bound, parts, send_dir, raw,
-                        [problem] if problem else [])
+                        [problem] if problem else [], limit)
 
     async def _estimate(self, source: RemoteHost, caps: Capabilities, send: list[str]) -> int | None:
         if not caps.send_estimate:
@@ -312,13 +325,14 @@ class S3Pusher:
         """Where a send goes: its key prefix in the bucket (its stream objects and manifest)."""
         return f"s3://{self.target.bucket}/{prep.send_dir}"
 
-    async def send(self, source: RemoteHost, push: DatasetPush, index: int, on_bytes: Callable[[int], None]) -> None:
+    async def send(self, source: RemoteHost, push: DatasetPush, index: int, on_bytes: Callable[[int], None],
+                   throttle: Throttle | None = None) -> None:
         """Upload send ``index`` of ``push`` (multipart: completed, or aborted on any failure) and
         then write its manifest; the dataset's result records the failure, which is raised."""
         prep = push.sends[index]
         started = time.monotonic()
         try:
-            m = await self._upload(source, push, prep, on_bytes)
+            m = await self._upload(source, push, prep, on_bytes, throttle)
         except (ZrelayError, ManifestError) as exc:
             push.result.fail(exc)
             raise
@@ -328,7 +342,7 @@ class S3Pusher:
         push.chain, push.parent = m.chain, m.ref
 
     async def _upload(self, source: RemoteHost, push: DatasetPush, prep: "Prepared",
-                      on_bytes: Callable[[int], None]) -> mf.Manifest:
+                      on_bytes: Callable[[int], None], throttle: Throttle | None) -> mf.Manifest:
         step = prep.step
         started_at = _now()
         uploader = StreamUploader(
@@ -336,7 +350,8 @@ class S3Pusher:
             concurrency=self.options.concurrency, storage_class=self.options.storage_class,
             checksum=self.options.part_checksum, on_bytes=on_bytes,
             metadata={"zrelay-snapshot-guid": str(step.snapshot.guid), "zrelay-version": __version__})
-        res = await stream_to_s3(source, prep.command, prep.stages, uploader, dataset=push.dataset)
+        res = await stream_to_s3(source, prep.command, prep.stages, uploader, dataset=push.dataset,
+                                 throttle=throttle)
         ref = mf.send_ref(step.snapshot.name, mf.make_send_id(step.snapshot.guid,
                                                               step.base.guid if step.base else None))
         m = mf.Manifest(
@@ -375,6 +390,7 @@ class Prepared:
     send_dir: str
     raw: bool
     preflight: list[str]
+    limit: Limit = NONE       # bandwidth (paths/throttle.py), kept by the S3 receiver while it uploads
 
     def describe_parts(self, concurrency: int) -> str:
         return (f"part size {format_size(self.parts.part_size)} ({self.parts.basis}), ≤ "
@@ -391,7 +407,8 @@ class Prepared:
             "filters": self.filters.names(), "estimate": self.estimate, "size_bound": self.bound,
             "part_size": self.parts.part_size, "parts_per_object": self.parts.parts_per_object,
             "memory_bound": self.parts.memory_bound(concurrency),
-            "parts": self.describe_parts(concurrency), "problem": self.preflight[0] if self.preflight else None}
+            "parts": self.describe_parts(concurrency), "problem": self.preflight[0] if self.preflight else None,
+            "bandwidth": self.limit.alone, "limit": self.limit.describe()}
 
 
 def _now() -> str:

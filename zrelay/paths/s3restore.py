@@ -28,6 +28,7 @@ from zrelay.errors import (NewestNotRestorable, RestoreRefused, S3ChainBroken, S
                            S3ObjectArchived, S3UsageError, TransferFailed, ZrelayError)
 from zrelay.events import EventSink, TransferFinished, TransferProgress, TransferStarted, discard
 from zrelay.paths.progress import Meter
+from zrelay.paths.throttle import NONE, REGISTRY, Limit, Throttle
 from zrelay.s3 import chains, pipeline
 from zrelay.s3.chains import DatasetView, RestorePlan, SendRecord
 from zrelay.s3.options import ARCHIVE_CLASSES, S3Options
@@ -231,8 +232,10 @@ class _ReceiveState:
 
 
 async def receive_send(store: Store, send: SendRecord, dest: RemoteHost, command: str, stages: list[str],
-                       *, concurrency: int, dataset: str, on_bytes: Callable[[int], None]) -> int:
-    """Stream one stored send into ``command`` on ``dest``, verifying as it goes (module docstring)."""
+                       *, concurrency: int, dataset: str, on_bytes: Callable[[int], None],
+                       throttle: Throttle | None = None) -> int:
+    """Stream one stored send into ``command`` on ``dest``, verifying as it goes (module docstring);
+    each chunk waits for ``throttle`` (paths/throttle.py) before it is written."""
     m = send.manifest
     assert m is not None
     loop = asyncio.get_running_loop()
@@ -246,6 +249,8 @@ async def receive_send(store: Store, send: SendRecord, dest: RemoteHost, command
             chan.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
 
             async def write(data: bytes) -> bool:
+                if throttle is not None:
+                    await throttle.take(len(data))
                 await state.writable.wait()
                 if chan.is_closing() or state.done.done():
                     return False
@@ -343,8 +348,10 @@ class RestoreResult:
 async def restore(store: Store, options: S3Options, view: DatasetView, snapshot: str | None,
                   dest: RemoteHost, dataset: str, *, dry_run: bool = False, wait: bool = False,
                   verify_first: bool = False, poll_seconds: float = 60.0,
-                  events: EventSink = discard, say: Callable[[str], None] = lambda s: None) -> RestoreResult:
-    """Restore ``view``'s chain up to ``snapshot`` into ``dest``:``dataset``."""
+                  events: EventSink = discard, say: Callable[[str], None] = lambda s: None,
+                  limit: Limit = NONE) -> RestoreResult:
+    """Restore ``view``'s chain up to ``snapshot`` into ``dest``:``dataset``, each send at most
+    as fast as ``limit`` (the S3 target's and the host's bandwidth, throttle.stream_limit)."""
     started = time.monotonic()
     label = f"s3:{store.name}"
     target_ep = f"{dest.name}:{dataset}"
@@ -383,7 +390,8 @@ async def restore(store: Store, options: S3Options, view: DatasetView, snapshot:
         objects = [send.directory + o.name for o in send.manifest.objects]
         result.keys += objects
         result.steps.append({"snapshot": send.snapshot_name, "kind": send.manifest.kind, "host": dest.name,
-                             "command": command, "objects": objects, "size": send.manifest.size, "then": then})
+                             "command": command, "objects": objects, "size": send.manifest.size, "then": then,
+                             "bandwidth": limit.alone, "limit": limit.describe()})
     if dry_run:
         result.outcome = "dry-run"
         result.seconds = time.monotonic() - started
@@ -411,8 +419,10 @@ async def restore(store: Store, options: S3Options, view: DatasetView, snapshot:
         events(TransferStarted(view.endpoint, target_ep, label, dest.name, stream, m.size))
         ok = False
         try:
-            result.bytes += await receive_send(store, send, dest, command, stages, concurrency=options.concurrency,
-                                               dataset=dataset, on_bytes=meter.add)
+            async with REGISTRY.stream(limit) as throttle:
+                result.bytes += await receive_send(store, send, dest, command, stages,
+                                                   concurrency=options.concurrency, dataset=dataset,
+                                                   on_bytes=meter.add, throttle=throttle)
             ok = True
         finally:
             events(TransferFinished(view.endpoint, target_ep, stream, meter.done, meter.elapsed(), ok))

@@ -58,11 +58,12 @@ class Wire:
                                                    sudo=dest.host.sudo, first_stage=first_stage)
 
     def direct_pipeline(self, source: RemoteHost, dest: RemoteHost, send: Sequence[str],
-                        ssh: Sequence[str], receive: Sequence[str], *, progress: bool) -> str:
+                        ssh: Sequence[str], receive: Sequence[str], *, progress: bool,
+                        limiter: Sequence[str] | None = None) -> str:
         receive_command = self.target_command(dest, receive, first_stage=direct_ssh.TARGET_STAGE_BASE)
         return direct_ssh.wire_direct_pipeline(send, ssh, receive_command, progress=progress,
                                                sudo=source.host.sudo, compress=self.compress,
-                                               buffer=self.buffer)
+                                               buffer=self.buffer, limiter=limiter)
 
 
 OFF = Wire(why="off")

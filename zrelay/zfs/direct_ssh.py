@@ -131,12 +131,13 @@ def direct_pipeline(send: Sequence[str], ssh: Sequence[str], receive_command: st
 
 def wire_direct_pipeline(send: Sequence[str], ssh: Sequence[str], receive_command: str, *,
                          progress: bool, sudo: bool = False, compress: str | None = None,
-                         buffer: str | None = None) -> str:
-    """direct_pipeline with wire stages: ``zfs send [| pv] [| zstd] [| mbuffer] | ssh T '…'``.
+                         buffer: str | None = None, limiter: Sequence[str] | None = None) -> str:
+    """direct_pipeline with wire stages: ``zfs send [| pv] [| zstd] [| mbuffer] [| LIMITER] | ssh T '…'``.
 
     pv counts the stream before compression (progress in stream bytes); ``receive_command``
     is the target's stream_filters.wire_receive_command (stages from TARGET_STAGE_BASE).
-    Identical to direct_pipeline without compression and buffer.
+    ``limiter`` (stream_filters.rate_limit_argv) holds the bytes that go to ssh, the ones on
+    the network, to a bandwidth limit. Identical to direct_pipeline without any of these.
     """
     stages: list[Sequence[str]] = [send]
     if progress:
@@ -145,5 +146,7 @@ def wire_direct_pipeline(send: Sequence[str], ssh: Sequence[str], receive_comman
         stages.append(wire_compress_argv(compress))
     if buffer:
         stages.append(mbuffer_argv(buffer))
+    if limiter:
+        stages.append(limiter)
     stages.append([*ssh, receive_command])
     return guarded_pipeline(*stages, sudo=sudo)

@@ -21,6 +21,8 @@ PV_ARGV = ("pv", "-n", "-b", "-i", "0.25")
 #: Wire compressors, best first: what ``compress: auto`` picks when both ends have it.
 WIRE_COMPRESSORS = ("zstd", "lz4")
 MBUFFER_BLOCK = "128k"
+#: Tools that can hold a direct stream to a rate on the source, preferred first.
+RATE_LIMITERS = ("pv", "mbuffer")
 
 _SIZE = re.compile(r"[1-9][0-9]{0,5}[kKMG]?")
 _AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
@@ -97,6 +99,18 @@ def wire_decompress_argv(algo: str) -> list[str]:
 def mbuffer_argv(size: str) -> list[str]:
     """``mbuffer -q -s 128k -m SIZE``: absorbs the bursts of zfs send/receive on each end."""
     return ["mbuffer", "-q", "-s", MBUFFER_BLOCK, "-m", check_buffer_size(size)]
+
+
+def rate_limit_argv(tool: str, rate: int) -> list[str]:
+    """``pv -q -L RATE`` or ``mbuffer -q -r RATE``: hold a stream to ``rate`` bytes per second
+    (written in bytes, so both tools read the same number the same way)."""
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
+        raise ValueError(f"rate {rate!r} must be a positive number of bytes per second")
+    if tool == "pv":
+        return ["pv", "-q", "-L", str(rate)]
+    if tool == "mbuffer":
+        return ["mbuffer", "-q", "-r", str(rate)]
+    raise ValueError(f"unknown rate limiter {tool!r}")
 
 
 def wire_send_command(send: Sequence[str], *, compress: str | None = None, buffer: str | None = None,
