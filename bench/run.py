@@ -39,6 +39,7 @@ from zbench import s3 as s3bench  # noqa: E402
 from zbench import inventory as inventorybench  # noqa: E402
 from zbench import prune_plan  # noqa: E402
 from zbench import daemon as daemonbench  # noqa: E402
+from zbench import bandwidth as bandwidthbench  # noqa: E402
 from zbench.common import (REPO, SOURCE, BenchError, Lab, negotiated_algorithms, openssh_cipher_options,  # noqa: E402
                            openssh_negotiated)
 
@@ -51,6 +52,7 @@ NAMES += inventorybench.NAMES
 NAMES += prune_plan.NAMES
 NAMES += fleet.STATUS_NAMES
 NAMES += daemonbench.NAMES
+NAMES += bandwidthbench.NAMES
 #: Benchmarks that need no lab: run on their own when only they are asked for.
 LAB_FREE = set(inventorybench.NAMES) | set(prune_plan.NAMES)
 RELAY_GOAL = 0.9
@@ -62,12 +64,12 @@ OFFICIAL = {"relay_mib": 512, "direct_large_mib": 2048, "transport_mib": 1024, "
             "reps_512": 5, "fleet_hosts": 50, "fleet_datasets": 20, "syncoid_incrementals": 10,
             "inventory_hosts": 50_000, "status_hosts": 500, "status_datasets": 20, "cycle_hosts": 50,
             "cycle_datasets": 20, "cycle_persistent": 10, "cycle_fresh": 3, "soak_hosts": 10, "soak_cycles": 1000,
-            "soak_first": 100}
+            "soak_first": 100, "bandwidth_mib": 100, "bandwidth_limit_mib": 20}
 QUICK = {"relay_mib": 64, "direct_large_mib": 128, "transport_mib": 128, "count": 10, "reps": 1,
          "reps_512": 1, "fleet_hosts": 10, "fleet_datasets": 5, "syncoid_incrementals": 3,
          "inventory_hosts": 5_000, "status_hosts": 50, "status_datasets": 5, "cycle_hosts": 10,
          "cycle_datasets": 5, "cycle_persistent": 5, "cycle_fresh": 2, "soak_hosts": 5, "soak_cycles": 200,
-         "soak_first": 20}
+         "soak_first": 20, "bandwidth_mib": 32, "bandwidth_limit_mib": 16}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -200,6 +202,9 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     if results.get("daemon"):
         for row in daemonbench.table_rows(results["daemon"]):
             add(*row)
+    if results.get("bandwidth"):
+        for row in bandwidthbench.table_rows(results["bandwidth"]):
+            add(*row)
     return rows
 
 
@@ -306,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
                 (set(inventorybench.NAMES), "inventory", lambda: inventorybench.run(
                     hosts=sizes["inventory_hosts"], reps=sizes["reps"], workdir=workdir)),
                 (set(prune_plan.NAMES), "prune-plan", lambda: prune_plan.run(reps=sizes["reps"])),
+                (set(bandwidthbench.NAMES), "bandwidth", lambda: bandwidthbench.run(
+                    lab, size_mib=sizes["bandwidth_mib"], limit_mib=sizes["bandwidth_limit_mib"],
+                    reps=sizes["reps"], workdir=workdir)),
             ]
             exit_code = max(exit_code, run_steps(steps, wanted, results, loads))
     except BenchError as exc:

@@ -184,14 +184,16 @@ class Clock:
         return self.now
 
 
-def test_the_bucket_starts_empty_so_the_first_bytes_pay_too() -> None:
+def test_the_bucket_starts_with_one_burst_then_charges_every_byte() -> None:
     clock = Clock()
-    bucket = Throttle(1000.0, clock)
-    assert bucket.spend(500) == pytest.approx(0.5)
+    bucket = Throttle(float(MiB), clock)
+    burst = MiB * throttle.BURST_SECONDS
+    assert bucket.spend(int(burst)) == 0.0
+    assert bucket.spend(MiB // 2) == pytest.approx(0.5)
     clock.now += 0.5
     assert bucket.spend(0) == 0.0
     clock.now += 0.1
-    assert bucket.spend(100) == pytest.approx(0.0, abs=1e-9)   # 0.1 s earned 100 bytes
+    assert bucket.spend(MiB // 10) == pytest.approx(0.0, abs=1e-9)   # 0.1 s earned 0.1 MiB
 
 
 def test_idle_time_earns_at_most_a_burst() -> None:
@@ -206,7 +208,7 @@ def test_idle_time_earns_at_most_a_burst() -> None:
 def test_a_rate_change_applies_from_then_on() -> None:
     clock = Clock()
     bucket = Throttle(1000.0, clock)
-    bucket.spend(1000)                                # one second in debt at 1000 B/s
+    bucket.spend(throttle.MIN_BURST + 1000)           # one second in debt at 1000 B/s
     bucket.set_rate(500.0)
     assert bucket.spend(0) == pytest.approx(2.0)      # the same debt takes twice as long
 
@@ -221,6 +223,7 @@ def test_take_waits_for_the_tokens() -> None:
     async def scenario() -> None:
         clock = Clock()
         bucket = Throttle(1000.0, clock)
+        bucket.spend(throttle.MIN_BURST)              # the starting burst, spent
         real_sleep = asyncio.sleep
 
         async def fake_sleep(seconds: float) -> None:
@@ -254,7 +257,7 @@ def test_metering_pauses_the_channel_until_the_debt_is_paid() -> None:
     async def scenario() -> None:
         gate = Gate(lambda: calls.append("pause"), lambda: calls.append("resume"))
         metering = Metering(Throttle(float(MiB)), gate)
-        metering.charge(1024)                         # 1 ms ahead: below MAX_DEBT_SECONDS, no pause
+        metering.charge(int(MiB * throttle.BURST_SECONDS) + 1024)   # the burst and 1 ms: no pause
         assert calls == []
         metering.charge(MiB // 10)                    # 0.1 s ahead: paused, a timer resumes it
         assert calls == ["pause"]

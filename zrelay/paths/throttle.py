@@ -37,9 +37,10 @@ from zrelay.inventory.model import Host, Inventory, Job, S3Target
 from zrelay.units import human_rate
 from zrelay.zfs import stream_filters
 
-#: Bytes a throttle lets through at once after idling: a tenth of a second's worth (at least
-#: MIN_BURST), so a stream that waited on its receiver does not then rush far past its rate.
-BURST_SECONDS = 0.1
+#: Credit a throttle holds at most (and starts with): a quarter of a second's worth (at least
+#: MIN_BURST). A stream held up by its receiver, its uploads or a late timer makes up that much,
+#: and never rushes further past its rate than that.
+BURST_SECONDS = 0.25
 MIN_BURST = 64 * 1024
 #: A callback path pauses its source only once it is this far ahead: fewer, longer pauses
 #: (an SSH packet at 20 MiB/s is 1.5 ms of budget), at the cost of this much jitter.
@@ -169,14 +170,15 @@ def fair_shares(streams: Mapping[int, tuple[float | None, Iterable[str]]], budge
 class Throttle:
     """A token bucket: ``spend`` charges bytes and says how long the stream is ahead of its rate.
 
-    It starts empty (the first bytes are paid for like the rest, so a short stream keeps the
-    rate too) and holds at most a burst of credit. ``rate`` None: no limit, nothing waits.
-    The rate may change while the stream runs (a budget group's share)."""
+    It starts full, as a token bucket does (the stream's own start, sessions opening and
+    ``zfs send`` starting, costs it that much), and holds at most a burst of credit. ``rate``
+    None: no limit, nothing waits. The rate may change while the stream runs (a budget
+    group's share)."""
 
     def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._rate = rate
-        self._tokens = 0.0
+        self._tokens = self._burst()
         self._at = clock()
         self.on_change: Callable[[], None] = lambda: None
 
@@ -190,11 +192,13 @@ class Throttle:
         self._rate = rate
         self.on_change()
 
+    def _burst(self) -> float:
+        return max(MIN_BURST, self._rate * BURST_SECONDS) if self._rate is not None else 0.0
+
     def _refill(self) -> None:
         now = self._clock()
         if self._rate is not None:
-            burst = max(MIN_BURST, self._rate * BURST_SECONDS)
-            self._tokens = min(burst, self._tokens + (now - self._at) * self._rate)
+            self._tokens = min(self._burst(), self._tokens + (now - self._at) * self._rate)
         self._at = now
 
     def spend(self, n: int) -> float:
