@@ -3,8 +3,9 @@
 Planning reads both ends (one listing each per run, see fleet.StateCache),
 asks the pure planner (zrelay.plan) and turns its plans into actions: create
 the parent of a new replica, roll back (only where the plan says, with
-``--rollback``), one STREAM per send step with its exact command lines, the
-replica properties after a full stream, and, as expected actions, securing
+``--rollback``), one STREAM per send step with its exact command lines (the
+replica's properties given at receive, or set after a full stream where the
+host cannot: fixup_action), and, as expected actions, securing
 the new base (bookmark and holds, zrelay.anchors). The executor runs those
 very actions; this module also moves a stream's bytes and looks at the
 target when a stream failed.
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from zrelay import anchors, selection, units
@@ -33,10 +35,10 @@ from zrelay.paths.relay import relay
 from zrelay.plan import Plan, PlanKind, SendStep, common_base, describe, plan, plan_recursive, target_after
 from zrelay.transport.host import RemoteHost
 from zrelay.zfs import commands, direct_ssh, parse
-from zrelay.zfs.model import Capabilities, DatasetState, Snapshot
+from zrelay.zfs.model import Capabilities, DatasetState, ReplicaProperties, Snapshot
 
-#: Set on every replica right after its full receive (commands.replica_argv; s3-restore sets the same).
-REPLICA_PROPERTIES = commands.REPLICA_PROPERTIES
+#: Why a fixup_action runs; what it does follows.
+FIXUP_REASON = "a new replica is not mounted and keeps none of the source's paths: "
 #: Stream options used when a job names none (inventory ``send_options``), where both ends have them.
 DEFAULT_SEND_OPTIONS = ("large_blocks", "embedded", "compressed")
 #: Names per command: keeps a command line far below any ARG_MAX or sshd limit.
@@ -88,10 +90,11 @@ class HostReceiver:
         actions: list[Action] = []
         resumes = any(p.kind is PlanKind.RESUME for p in plans)
         # every dataset's streams are prepared at once (estimates, wire settings: round trips), kept in plan order
-        for built, replan in await asyncio.gather(*(self._transfer_actions(p, options)
+        for built, replan in await asyncio.gather(*(self._transfer_actions(p, options, source)
                                                     for p in plans if p.transfers)):
             actions += built
             resumes = resumes or replan
+        actions = with_fixup_warning(actions, self.dest.name, await self.dest.capabilities(), self.target.dataset)
         secure: list[Action] = []
         if any(p.transfers for p in plans):
             after = target_after(plans, dst_states, resumed_snapshots(actions, source))
@@ -108,10 +111,12 @@ class HostReceiver:
                                   self.dest.capabilities())
         return states, caps
 
-    async def _transfer_actions(self, p: Plan, options: SyncOptions) -> tuple[list[Action], bool]:
+    async def _transfer_actions(self, p: Plan, options: SyncOptions,
+                                source: Mapping[str, DatasetState]) -> tuple[list[Action], bool]:
         """The actions of one transferring plan, in order; True when what is left must be planned
         again once they ran (a dead resume token's partial receive is discarded first)."""
         dest = self.dest
+        volume = source.get(p.source, DatasetState.absent(p.source)).volume
         out: list[Action] = []
         if p.kind is PlanKind.FULL and p.target == self.target.dataset:
             parent = await dest.missing_parent(p.target)
@@ -125,21 +130,22 @@ class HostReceiver:
                                                                    destroy_later=True)),),
                               reason=p.reason))
         try:
-            streams = await self._streams(p, options)
+            streams = await self._streams(p, options, volume)
         except NoResumableState as exc:   # ``send -nvP -t`` says the token names a snapshot gone since
             if p.kind is not PlanKind.RESUME:
                 raise
             out.append(await self._discard_partial(p, options, first_line(str(exc))))
             return out, True
+        dst_caps = await dest.capabilities()
+        props = commands.receive_properties(self.job.properties_for(self.target), volume=volume,
+                                            top=self.job.is_top(p.source))
         for stream in streams:
             out.append(Action(ActionKind.STREAM, self.source.name, p.target, stream=stream, reason=p.reason))
-            if stream.full:
-                out.append(Action(ActionKind.SET_PROPERTIES, dest.name, p.target,
-                                  (dest.command(commands.set_argv(p.target, REPLICA_PROPERTIES)),),
-                                  reason="a new replica is not mounted and is read-only"))
+            if stream.full and props and not dst_caps.receive_props:
+                out.append(fixup_action(dest, p.target, props))
         return out, False
 
-    async def _streams(self, p: Plan, options: SyncOptions) -> list[Stream]:
+    async def _streams(self, p: Plan, options: SyncOptions, volume: bool) -> list[Stream]:
         source, dest, job = self.source, self.dest, self.job
         src_caps, dst_caps = await asyncio.gather(source.capabilities(), dest.capabilities())
         wanted = job.send_options if job.send_options is not None else DEFAULT_SEND_OPTIONS
@@ -153,7 +159,10 @@ class HostReceiver:
         out: list[Stream] = []
         for label, step, (send_argv, recv_argv) in zip(stream_labels(p), plan_steps(p),
                                                          stream_argvs(p, src_caps, dst_caps, raw=raw,
-                                                                      send_options=send_options)):
+                                                                      send_options=send_options,
+                                                                      properties=job.properties_for(self.target),
+                                                                      volume=volume,
+                                                                      top=job.is_top(p.source))):
             if p.kind is PlanKind.RESUME:
                 estimate, goal = await self._check_resume(src_caps, send_argv)
             else:
@@ -473,22 +482,72 @@ def plan_steps(p: Plan) -> list[SendStep | None]:
 
 
 def stream_argvs(p: Plan, src_caps: Capabilities, dst_caps: Capabilities, *, raw: bool = False,
-                 send_options: tuple[str, ...] = ()) -> list[tuple[list[str], list[str]]]:
+                 send_options: tuple[str, ...] = (), properties: ReplicaProperties | None = None,
+                 volume: bool = False, top: bool = True) -> list[tuple[list[str], list[str]]]:
     """(send argv, receive argv) for each stream of a plan; a resumed stream's flags come from its
-    token. ``-F`` only where the planner decided it (``Plan.force_receive``, said in its reason)."""
+    token. ``-F`` only where the planner decided it (``Plan.force_receive``, said in its reason).
+
+    ``properties`` (the job's for this target; None leaves properties to zfs): ``send -p`` when
+    they travel, and every receive, full, incremental or resumed, gets the same ``-o``/``-x``
+    (commands.receive_properties) where the target host takes them; elsewhere fixup_action sets
+    them after the full receive instead."""
     resumable = dst_caps.resume
+    props = None
+    if properties is not None and dst_caps.receive_props:
+        props = commands.receive_properties(properties, volume=volume, top=top)
+    send_props = properties is not None and properties.send
     if p.kind is PlanKind.RESUME:
         assert p.resume_token is not None
         return [(commands.send_argv("", caps=src_caps, resume_token=p.resume_token),
-                 commands.receive_argv(p.target, caps=dst_caps, resumable=True))]
+                 commands.receive_argv(p.target, caps=dst_caps, resumable=True, props=props))]
     out = []
     for step in p.steps:
         base = step.base.full_name if step.base is not None else None
         send = commands.send_argv(step.snapshot.full_name, caps=src_caps, base=base,
-                                  intermediates=step.intermediates, raw=raw, options=send_options)
+                                  intermediates=step.intermediates, raw=raw, options=send_options,
+                                  props=send_props)
         recv = commands.receive_argv(p.target, caps=dst_caps, force=p.force_receive and step.base is not None,
-                                     resumable=resumable)
+                                     resumable=resumable, props=props)
         out.append((send, recv))
+    return out
+
+
+def fixup_action(dest: RemoteHost, dataset: str, props: commands.ReceiveProperties) -> Action:
+    """Where the target host has no ``zfs receive -o/-x`` (zfs-fuse): the same properties set and
+    inherited right after the full receive (commands.replica_fixup_argvs). Set and inherited
+    values stay through later incremental receives, as ``-o``/``-x`` would."""
+    lines = tuple(dest.command(argv) for argv in commands.replica_fixup_argvs(dataset, props))
+    return Action(ActionKind.SET_PROPERTIES, dest.name, dataset, lines,
+                  reason=FIXUP_REASON + fixup_text(props))
+
+
+def fixup_text(props: commands.ReceiveProperties) -> str:
+    done = []
+    if props.set:
+        done.append("set " + ", ".join(f"{k}={v}" for k, v in props.set.items()))
+    if props.exclude:
+        done.append("inherited " + ", ".join(props.exclude))
+    return " and ".join(done)
+
+
+def with_fixup_warning(actions: list[Action], host: str, caps: Capabilities, target_root: str) -> list[Action]:
+    """``actions`` with the run's one warning line on the first fixup_action: what was done instead
+    of ``receive -o/-x``. zfs-fuse does not let a dataset below a replica that received properties
+    inherit a property it received itself (``zfs inherit`` leaves the received value in force, as
+    seen on zfs-fuse 0.7), so the line says where that leaves a recursive job's children."""
+    fixups = [i for i, a in enumerate(actions) if a.kind is ActionKind.SET_PROPERTIES]
+    if not fixups:
+        return actions
+    first = actions[fixups[0]]
+    text = first.reason.removeprefix(FIXUP_REASON)
+    children = any(actions[i].subject != target_root for i in fixups)
+    note = (f"warning: {host} ({caps.flavor.value}) cannot set properties at receive (no `zfs receive -o/-x`): "
+            f"{text} right after the full receive instead")
+    if children:
+        note += (f"; below {target_root} a dataset keeps the values it received despite the inherit "
+                 f"(a {caps.flavor.value} limit), and stays unmounted (canmount=noauto)")
+    out = list(actions)
+    out[fixups[0]] = replace(first, report=note)
     return out
 
 

@@ -18,12 +18,13 @@ from zrelay.inventory.lifecycle_keys import RawLifecycle, job_lifecycle, lifecyc
 from zrelay.inventory.model import (DEFAULT_SNAPSHOT_NAME, Endpoint, Group, Host, Inventory, Job,
                                     Origin, S3Ref, S3Target, Settings, Target, name_list, suggest)
 from zrelay.inventory.problems import Errors, Place
+from zrelay.inventory.property_keys import RawProperties
 from zrelay.inventory.service import RunSchedule
 from zrelay.inventory.service_keys import check_groups, check_job_schedule
 from zrelay.inventory.resolve import (Inherited, RawGroup, RawHost, Vars, group_depths, inherit,
                                       resolve_host)
 from zrelay.inventory.yamlread import AliasBudget
-from zrelay.zfs.model import SnapshotFilter
+from zrelay.zfs.model import ReplicaProperties, SnapshotFilter
 
 
 @dataclass
@@ -47,6 +48,8 @@ class RawJob:
     schedule: dict[str, RunSchedule] = field(default_factory=dict)  # the daemon's runs by kind
     schedule_origin: Origin | None = None
     allow_rollback: bool = False  # ``zrelay allow`` delegates rollback/destroy on the targets
+    properties: RawProperties = field(default_factory=RawProperties)  # the job's ``properties:``
+    target_properties: dict[str, RawProperties] = field(default_factory=dict)  # by target, as written
     complete: bool = True  # False when a required part was missing or invalid
 
 
@@ -221,7 +224,9 @@ class Builder:
                           compress=raw.compress, buffer=raw.buffer, lifecycle=lifecycle,
                           rpo=raw.rpo if raw.rpo is not None else _host_rpo(hosts, raw.source.host),
                           schedule=raw.schedule, allow_rollback=raw.allow_rollback,
-                          exclude=raw.exclude, bandwidth=raw.bandwidth)
+                          exclude=raw.exclude, bandwidth=raw.bandwidth,
+                          properties=raw.properties.over(ReplicaProperties()),
+                          target_properties=_target_properties(raw))
                 template = self.settings.get("snapshot_name", DEFAULT_SNAPSHOT_NAME)
                 if (lifecycle_fits(job, raw.lifecycle, template, self.errors)
                         and check_job_schedule(job, raw.schedule_origin or raw.origin, self.errors)):
@@ -401,3 +406,15 @@ def _cycles(starts: Iterable[_K], edges: Callable[[_K], Iterable[_K]]) -> list[l
                 stack.pop()
                 state[path.pop()] = 2
     return found
+
+
+def _target_properties(raw: RawJob) -> dict[str, ReplicaProperties]:
+    """Each target entry's ``properties:`` over the job's (the keys it names replace the job's),
+    keyed by the target as Job.properties_for looks it up."""
+    job = raw.properties.over(ReplicaProperties())
+    out: dict[str, ReplicaProperties] = {}
+    for text, props in raw.target_properties.items():
+        target = next((t for t, _ in raw.targets if str(t) == text), None)
+        if target is not None:
+            out[str(target)] = props.over(job)
+    return out

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 from zrelay.errors import InvalidName, InventoryError, UsageError
 from zrelay.inventory.policy import Lifecycle, template_prefix
 from zrelay.inventory.service import DaemonSettings, RunSchedule
-from zrelay.zfs.model import SnapshotFilter
+from zrelay.zfs.model import ReplicaProperties, SnapshotFilter
 from zrelay.zfs.names import dataset_problem, snapshot_problem
 
 DEFAULT_PORT = 22
@@ -218,6 +218,18 @@ class Job:
     exclude: tuple[str, ...] = ()
     exclude_base: str = ""  # the source the globs are relative to ("" = ``source``; set by ``narrowed``)
     bandwidth: int | None = None  # bytes per second, each of its streams (paths/throttle.py)
+    properties: ReplicaProperties = ReplicaProperties()   # ``properties:``: what replicas keep and get
+    #: a target entry's own ``properties:`` (the job's, with the keys it names replaced), by target
+    target_properties: Mapping[str, ReplicaProperties] = field(default_factory=dict, hash=False)
+
+    def is_top(self, dataset: str) -> bool:
+        """``dataset`` (on the source) is the job's own source as written, not one below it: what a
+        job's ``properties: set:`` is given to (the datasets below inherit it)."""
+        return dataset == (self.exclude_base or self.source.dataset)
+
+    def properties_for(self, target: Target) -> ReplicaProperties:
+        """The ``properties:`` that hold for ``target``: its entry's own, else the job's."""
+        return self.target_properties.get(str(target), self.properties)
 
     def own_snapshots(self, default_template: str) -> SnapshotFilter | None:
         """The snapshots that are this job's to destroy: its ``select`` filter when it has one, else
@@ -262,8 +274,10 @@ class Job:
         if any(side in moved for side in lifecycle.keep):
             lifecycle = replace(lifecycle, keep={moved.get(side, side): policy
                                                  for side, policy in lifecycle.keep.items()})
+        props = {moved.get(t, t): p for t, p in self.target_properties.items()}
         return replace(self, source=Endpoint(self.source.host, dataset), targets=targets,
-                       lifecycle=lifecycle, exclude_base=self.exclude_base or base)
+                       lifecycle=lifecycle, exclude_base=self.exclude_base or base,
+                       target_properties=props)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from zrelay.inventory.build import Builder, RawJob
 from zrelay.inventory.exclude_keys import check_exclude, read_exclude
 from zrelay.inventory.bandwidth_keys import read_bandwidth_groups
 from zrelay.inventory.lifecycle_keys import SNAPSHOT_KEYS, read_hooks, read_keep, read_snapshot
+from zrelay.inventory.property_keys import read_properties
 from zrelay.inventory.service_keys import DaemonReader, read_job_schedule, read_run_schedule
 from zrelay.inventory.model import (DEFAULT_STORAGE_CLASS, S3_SCHEME, Endpoint, S3Ref, S3Target,
                                     Target)
@@ -138,7 +139,7 @@ class ZrelaySection(NodeReader):
             return
         valid = ["source", "name", "recursive", "exclude", "snapshots", "targets", "direct", "send_options",
                  "snapshot", "keep", "hooks", "rpo", "schedule", "allow_rollback",
-                 "bandwidth"]
+                 "bandwidth", "properties"]
         exclude_node: Node | None = None
         seen: set[str] = set()
         misspelt: set[str] = set()
@@ -183,6 +184,12 @@ class ZrelaySection(NodeReader):
                     else:
                         job.schedule = schedule
                         job.schedule_origin = self.at(k_node)
+                elif key == "properties":
+                    props = read_properties(self, v_node, "job")
+                    if props is None:
+                        job.complete = False
+                    else:
+                        job.properties = props
                 elif key == "snapshots":
                     job.select = self.snapshot_filter(v_node)
                 elif key == "targets":
@@ -255,7 +262,13 @@ class ZrelaySection(NodeReader):
             raise Bad("targets: the list is empty; a job needs at least one target")
         for item in node.value:
             try:
-                text = want_str(self.value(item), "target")
+                entry = item
+                if isinstance(item, MappingNode):
+                    entry = self.target_entry(job, item)
+                    if entry is None:
+                        job.complete = False
+                        continue
+                text = want_str(self.value(entry), "target")
                 if text.startswith(S3_SCHEME + ":"):
                     s3_name = text[len(S3_SCHEME) + 1:]
                     target: Target = S3Ref(s3_name)
@@ -263,7 +276,32 @@ class ZrelaySection(NodeReader):
                         raise Bad(f"target {text!r}: missing S3 target name after 's3:'")
                 else:
                     target = self.endpoint(text, "target")
-                job.targets.append((target, self.at(item)))
+                job.targets.append((target, self.at(entry)))
             except Bad as bad:
-                self.fail(item, str(bad))
+                self.fail(entry, str(bad))
                 job.complete = False
+
+    def target_entry(self, job: RawJob, node: MappingNode) -> Node | None:
+        """``{target: host:pool/ds, properties: {...}}``: the target's node (None: reported as wrong);
+        its properties are kept by the target's text, for the Builder."""
+        valid = ["target", "properties"]
+        target: Node | None = None
+        props = None
+        ok = True
+        for key, k_node, v_node in self.pairs(node, "target entry") or []:
+            if key == "target":
+                target = v_node
+            elif key == "properties":
+                props = read_properties(self, v_node, "target entry")
+                ok = ok and props is not None
+            else:
+                self.fail(k_node, unknown_key(key, valid, "a target entry"))
+                ok = False
+        if target is None:
+            self.fail(node, "target entry has no 'target' (write it as {target: host:pool/dataset, properties: ...})")
+            return None
+        if props is not None and ok:
+            text = self.value(target)
+            if isinstance(text, str):
+                job.target_properties[text] = props
+        return target if ok else None

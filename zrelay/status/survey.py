@@ -107,14 +107,14 @@ def _unmark(a: Sequence[Any], dataset: str | None = None) -> Bookmark:
 def _state(s: DatasetState) -> dict[str, Any]:
     return {"name": s.name, "exists": s.exists, "snapshots": [_snap(x, s.name) for x in s.snapshots],
             "bookmarks": [_mark(b, s.name) for b in s.bookmarks], "resume_token": s.resume_token,
-            "encrypted": s.encrypted}
+            "encrypted": s.encrypted, "volume": s.volume}
 
 
 def _unstate(d: Mapping[str, Any]) -> DatasetState:
     name = d["name"]
     return DatasetState(name, bool(d["exists"]), tuple(_unsnap(a, name) for a in d["snapshots"]),
                         tuple(_unmark(a, name) for a in d["bookmarks"]), d.get("resume_token"),
-                        bool(d.get("encrypted", False)))
+                        bool(d.get("encrypted", False)), bool(d.get("volume", False)))
 
 
 # --- plans ----------------------------------------------------------------------------------

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from zrelay.errors import InvalidName, Unsupported
-from zrelay.zfs.model import Capabilities, Flavor
+from zrelay.zfs.model import Capabilities, Flavor, ReplicaProperties
 from zrelay.zfs.names import check_dataset, check_snapshot
 
 ZFS = "zfs"
@@ -279,13 +280,15 @@ def estimate_argv(send: Sequence[str]) -> list[str]:
 
 
 def receive_argv(target: str, *, caps: Capabilities, force: bool = False,
-                 resumable: bool | None = None, mount: bool = False) -> list[str]:
+                 resumable: bool | None = None, mount: bool = False,
+                 props: ReceiveProperties | None = None) -> list[str]:
     """``zfs receive`` into ``target`` (a dataset, or ``dataset@snap`` to name the snapshot).
 
     ``-s`` (keep a resume token if interrupted) whenever the host supports it
     and ``resumable`` is not False; ``-u`` unless ``mount`` so a replica is
     not mounted over anything; ``-F`` only when asked, since it discards
-    target changes.
+    target changes; ``props`` as ``-o name=value`` and ``-x name`` (where the
+    host has them, Unsupported otherwise: see replica_fixup_argvs).
     """
     if "@" in target:
         check_snapshot_name(target)
@@ -298,6 +301,14 @@ def receive_argv(target: str, *, caps: Capabilities, force: bool = False,
         argv.append("-F")
     if not mount:
         argv.append("-u")
+    if props is not None and props:
+        if not caps.receive_props:
+            raise Unsupported(f"{caps.flavor.value} cannot set properties at receive "
+                              "(no `zfs receive -o/-x`)")
+        for word in _check_props(props.set):
+            argv += ["-o", word]
+        for name in props.exclude:
+            argv += ["-x", check_property_name(name)]
     argv.append(target)
     return argv
 
@@ -401,16 +412,25 @@ def create_argv(dataset: str, parents: bool = True,
     return argv
 
 
+def check_property_name(name: str) -> str:
+    """A native (``compression``) or user (``module:name``) property name, or InvalidName."""
+    if not isinstance(name, str) or not _PROP_NAME.fullmatch(name) or len(name) > 255:
+        raise InvalidName(f"property name {name!r} is not valid (lower-case letters, digits, '_'; "
+                          "a user property has a ':', e.g. com.example:tag)")
+    return name
+
+
+def check_property_value(name: str, value: str) -> str:
+    """A property value zrelay passes on a command line (no quotes, no shell characters), or InvalidName."""
+    if not isinstance(value, str) or not _PROP_VALUE.fullmatch(value) or len(value) > 8191:
+        raise InvalidName(f"property value {value!r} for {name} has characters zrelay does not pass "
+                          "(letters, digits, spaces inside and _ . : / @ + , = -)")
+    return value
+
+
 def _check_props(props: Mapping[str, str]) -> list[str]:
     """``k=v`` words for ``-o``/``set``; names and values are checked like names."""
-    words = []
-    for key, value in props.items():
-        if not isinstance(key, str) or not _PROP_NAME.fullmatch(key):
-            raise InvalidName(f"property name {key!r} is not valid")
-        if not isinstance(value, str) or not _PROP_VALUE.fullmatch(value):
-            raise InvalidName(f"property value {value!r} for {key} has characters zrelay does not pass")
-        words.append(f"{key}={value}")
-    return words
+    return [f"{check_property_name(key)}={check_property_value(key, value)}" for key, value in props.items()]
 
 
 def set_argv(dataset: str, props: Mapping[str, str]) -> list[str]:
@@ -420,11 +440,86 @@ def set_argv(dataset: str, props: Mapping[str, str]) -> list[str]:
     return [ZFS, "set", *_check_props(props), check_dataset(dataset)]
 
 
-#: Set on a dataset right after its full receive, by sync and by s3-restore alike: a replica
-#: that gets mounted (at boot, by `zfs mount -a`) is modified by the mount itself, and the next
-#: incremental receive then fails with "modified since most recent snapshot". noauto keeps it
-#: unmounted unless asked (`zfs mount` still works).
+# --- properties of replicas -------------------------------------------------------------
+
+#: Every replica's own rule, at receive (``-o``) or right after a full receive (``zfs set``), for
+#: sync and s3-restore alike: a replica that gets mounted (at boot, by `zfs mount -a`) is modified
+#: by the mount itself, and the next incremental receive then fails with "modified since most
+#: recent snapshot". noauto keeps it unmounted unless asked (`zfs mount` still works). Filesystems
+#: only: a volume has no canmount.
 REPLICA_PROPERTIES = {"canmount": "noauto"}
+#: Kept from every stream that carries properties (``-x``): the replica inherits them from its
+#: parent on the target, so it never takes the source host's paths or shares.
+REPLICA_EXCLUDES = ("mountpoint", "sharenfs", "sharesmb")
+#: Properties a volume does not have (zfs refuses ``-o``/``-x`` of them on one).
+FILESYSTEM_ONLY = frozenset({
+    "mountpoint", "canmount", "sharenfs", "sharesmb", "recordsize", "atime", "relatime", "exec",
+    "setuid", "devices", "xattr", "acltype", "aclinherit", "aclmode", "snapdir", "quota", "refquota",
+    "zoned", "overlay", "dnodesize", "nbmand", "vscan", "utf8only", "normalization", "casesensitivity",
+    "filesystem_limit", "defcontext", "context", "fscontext", "rootcontext"})
+#: Properties only a volume has.
+VOLUME_ONLY = frozenset({"volsize", "volblocksize", "volmode"})
+#: Properties zfs does not take at receive time (``-o``): fixed at creation, or the volume's size.
+NOT_AT_RECEIVE = frozenset({"volsize", "version", "normalization", "utf8only", "casesensitivity",
+                            "volblocksize", "encryption", "keyformat", "keylocation", "pbkdf2iters"})
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveProperties:
+    """What one receive does to one replica's properties: ``-o name=value`` and ``-x name``."""
+
+    set: Mapping[str, str] = field(default_factory=dict, hash=False)
+    exclude: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.exclude)
+
+
+def receive_properties(props: ReplicaProperties, *, volume: bool, top: bool = True) -> ReceiveProperties:
+    """The ``-o``/``-x`` of one receive: zrelay's replica rules, then the job's ``properties:``.
+
+    Every filesystem gets canmount=noauto (REPLICA_PROPERTIES) unless the job sets canmount; a
+    stream with properties (``send``) loses REPLICA_EXCLUDES unless the job sets them. The job's
+    ``set`` lands on its ``top`` dataset; below it (a recursive job's children, each received on
+    its own) those names are excluded instead, so children inherit them as ``zfs receive -R -o``
+    would have it (a child with its own mountpoint=/x would be mounted over its parent's). A
+    volume gets nothing a volume does not have, a filesystem nothing only volumes have.
+    """
+    assign: dict[str, str] = {}
+    exclude: list[str] = []
+    if not volume:
+        assign.update(REPLICA_PROPERTIES)
+    if props.send:
+        exclude += REPLICA_EXCLUDES
+    for name, value in props.set.items():
+        if top or name in REPLICA_PROPERTIES:
+            assign[name] = value
+        else:
+            exclude.append(name)
+    exclude += props.exclude
+    drop = FILESYSTEM_ONLY if volume else VOLUME_ONLY
+    assign = {k: v for k, v in assign.items() if k not in drop}
+    kept: list[str] = []
+    for name in exclude:
+        if name not in assign and name not in drop and name not in kept:
+            kept.append(name)
+    return ReceiveProperties(assign, tuple(kept))
+
+
+def replica_fixup_argvs(dataset: str, props: ReceiveProperties) -> list[list[str]]:
+    """What a host without ``zfs receive -o/-x`` runs right after the receive instead: ``zfs set``
+    for each ``-o`` and ``zfs inherit`` for each ``-x`` (one property a command, as zfs-fuse takes
+    them). canmount first: inheriting a mountpoint remounts a dataset that could be mounted."""
+    first = [name for name in props.set if name in REPLICA_PROPERTIES]
+    argvs = [set_argv(dataset, {name: props.set[name]}) for name in first]
+    argvs += [inherit_argv(dataset, name) for name in props.exclude]
+    argvs += [set_argv(dataset, {name: value}) for name, value in props.set.items() if name not in first]
+    return argvs
+
+
+def inherit_argv(dataset: str, name: str) -> list[str]:
+    """``zfs inherit NAME DATASET``: the dataset takes the property from its parent again."""
+    return [ZFS, "inherit", check_property_name(name), check_dataset(dataset)]
 
 
 def replica_argv(dataset: str) -> list[str]:

@@ -7,7 +7,8 @@ different snapshot, a GUID cannot.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -68,6 +69,7 @@ class DatasetState:
     resume_token: str | None = None
     encrypted: bool = False
     sync_property: str | None = None   # its ``zrelay:sync`` user property (None: not set); zrelay.selection
+    volume: bool = False   # a zvol (type volume): no mountpoint, no canmount
 
     @classmethod
     def absent(cls, name: str) -> "DatasetState":
@@ -107,13 +109,14 @@ class Capabilities:
     written: bool = False            # the `written` property: bytes changed since the newest snapshot
     batch_destroy: bool = False      # `zfs destroy ds@a,b,c`: several snapshots of one dataset, atomically
     delegation: bool = False         # `zfs allow`: permissions delegated to ordinary users (zrelay allow)
+    receive_props: bool = False      # `zfs receive -o name=value` / `-x name` (zfs-fuse: "invalid option")
 
     @classmethod
     def openzfs(cls, version: str) -> "Capabilities":
         return cls(Flavor.OPENZFS, version, list_parsable=True, send_estimate=True,
                    resume=True, bookmarks=True, raw_send=True, holds=True,
                    compressed_send=True, large_blocks=True, embedded_data=True, written=True,
-                   batch_destroy=True, delegation=True)
+                   batch_destroy=True, delegation=True, receive_props=True)
 
     @classmethod
     def zfs_fuse(cls, version: str = "0.7.0") -> "Capabilities":
@@ -170,3 +173,25 @@ class Identity:
     user: str
     uid: int
     groups: tuple[tuple[int, str | None], ...] = ()     # (gid, name); the name is None when unknown
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaProperties:
+    """What a job (or one of its targets) asks of its replicas' properties (inventory ``properties:``).
+
+    ``send``: the stream carries the source's properties (``zfs send -p``); ``set``: given to the
+    replica at receive (``-o name=value``); ``exclude``: kept from the stream (``-x name``), the
+    replica inherits them from its parent on the target. The safe defaults zrelay adds on top
+    (never mounted, never the source's mountpoint or shares) are in zfs.commands.receive_properties.
+    """
+
+    send: bool = True
+    set: Mapping[str, str] = field(default_factory=dict, hash=False)
+    exclude: tuple[str, ...] = ()
+
+    def override(self, send: bool | None = None, set_: Mapping[str, str] | None = None,
+                  exclude: tuple[str, ...] | None = None) -> "ReplicaProperties":
+        """These properties with the keys a target entry names replaced (None: kept)."""
+        return ReplicaProperties(self.send if send is None else send,
+                                 dict(self.set) if set_ is None else dict(set_),
+                                 self.exclude if exclude is None else exclude)

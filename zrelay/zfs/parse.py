@@ -127,13 +127,15 @@ class _Acc:
         self.resume_token: str | None = None
         self.encrypted = False
         self.sync_property: str | None = None
+        self.volume = False
 
     def state(self) -> DatasetState:
         snaps = sorted(self.snapshots, key=lambda s: s.createtxg)  # stable: ties keep listing order
         marks = sorted(self.bookmarks, key=lambda b: b.createtxg)
         return DatasetState(name=self.name, exists=True, snapshots=tuple(snaps),
                             bookmarks=tuple(marks), resume_token=self.resume_token,
-                            encrypted=self.encrypted, sync_property=self.sync_property)
+                            encrypted=self.encrypted, sync_property=self.sync_property,
+                            volume=self.volume)
 
 
 def parse_state(outputs: list[str], caps: Capabilities, root: str,
@@ -180,6 +182,9 @@ def _parse_fs_listing(text: str, root: str, recursive: bool, acc: Callable[[str]
         a.resume_token = None if token in ("-", "") else token
         a.encrypted = f["encryption"] not in ("off", "-", "")
         a.sync_property = _user_value(f[SYNC_PROPERTY])
+        # the listing is of filesystems and volumes; a volume has no mountpoint, which zfs prints as "-"
+        # (a filesystem's is a path, "none" or "legacy")
+        a.volume = f["mountpoint"] == "-"
 
 
 def _parse_snapshot_listing(text: str, root: str, recursive: bool,
@@ -222,6 +227,7 @@ def _parse_get_tree(text: str, root: str, recursive: bool, acc: Callable[[str], 
         if kind in ("filesystem", "volume"):
             if _in_scope(name, root, recursive):
                 acc(name).sync_property = _user_value(p.get(SYNC_PROPERTY, "-"))
+                acc(name).volume = kind == "volume"
         elif kind == "snapshot":
             dataset, _, snap = name.partition("@")
             if not snap or not _in_scope(dataset, root, recursive):

@@ -1,0 +1,176 @@
+"""Properties on replicas, against the real lab (either tier).
+
+A replica carries the source's properties (``zfs send -p``: compression, recordsize, user
+properties), gets the job's ``set:`` and loses its ``exclude:``, and is never mounted and never
+at the source's mountpoint: at receive (``-o``/``-x``) where the target's zfs takes them, else set
+and inherited right after the full receive, which the run says in one warning line (zfs-fuse).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.helpers import make_dataset, write, write_inventory, zrelay
+
+pytestmark = pytest.mark.lab
+
+
+def prop(lab: Any, host: str, dataset: str, name: str) -> tuple[str, str]:
+    """(value, source) of one property, as ``zfs get`` says them."""
+    value, source = lab.zfs(host, "get", "-H", "-o", "value,source", name, dataset).rstrip("\n").split("\t")
+    return value, source
+
+
+def source_dataset(lab: Any, name: str) -> str:
+    """tank/NAME with the properties a replica should carry, its own mountpoint, and a snapshot."""
+    src = f"tank/{name}"
+    lab.run("nas1", "zfs", "create", "-p", "-o", "compression=gzip", "-o", "recordsize=32K",
+            "-o", f"mountpoint=/tank/{name}-mnt", src)
+    lab.run("nas1", "zfs", "set", "zrelay-test:tag=x", src)
+    lab.run("nas1", "zfs", "set", "zrelay-test:drop=y", src)
+    write(lab, "nas1", src, "f0", lab.mib(1))
+    lab.run("nas1", "zfs", "snapshot", f"{src}@zrelay_1")
+    return src
+
+
+def receive_line(commands: list[dict[str, str]], host: str) -> str:
+    return next(c["command"] for c in commands if c["host"] == host and "zfs receive" in c["command"])
+
+
+def test_properties_travel_set_and_exclude_apply_and_replica_stays_unmounted(lab, tmp_path: Path) -> None:
+    name = lab.unique()
+    src, dst = source_dataset(lab, name), f"backup/{name}"
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{
+        "source": f"nas1:{src}", "targets": [f"vault:{dst}"],
+        "properties": {"set": {"zrelay-test:set": "yes", "atime": "off"}, "exclude": ["zrelay-test:drop"]}}])
+    at_receive = lab.capabilities("vault").receive_props
+
+    dry = zrelay("sync", "--dry-run", "--json", inventory=inv)
+    assert dry.returncode == 0, dry.stderr
+    commands = json.loads(dry.stdout)[0]["commands"]
+    assert f"zfs send -p {src}@zrelay_1" in commands[0]["command"]
+    recv = receive_line(commands, "vault")
+    lines = [c["command"] for c in commands if c["host"] == "vault"]
+    if at_receive:
+        assert ("-u -o canmount=noauto -o zrelay-test:set=yes -o atime=off -x mountpoint -x sharenfs "
+                f"-x sharesmb -x zrelay-test:drop {dst}") in recv, recv
+        assert not any(line.startswith(("zfs set", "zfs inherit")) for line in lines), lines
+    else:   # zfs-fuse: no receive -o/-x, so the same right after the full receive
+        assert recv.endswith(f"zfs receive -u {dst}"), recv
+        after = lines[lines.index(recv) + 1:][:7]
+        assert after == [f"zfs set canmount=noauto {dst}", f"zfs inherit mountpoint {dst}",
+                         f"zfs inherit sharenfs {dst}", f"zfs inherit sharesmb {dst}",
+                         f"zfs inherit zrelay-test:drop {dst}", f"zfs set zrelay-test:set=yes {dst}",
+                         f"zfs set atime=off {dst}"], lines
+
+    full = zrelay("sync", "--json", inventory=inv)
+    assert full.returncode == 0, full.stderr + full.stdout
+    result = json.loads(full.stdout)[0]
+    assert result["outcome"] == "ok"
+    if at_receive:
+        assert result["warnings"] == []
+    else:   # one line says what was done instead
+        assert len(result["warnings"]) == 1
+        assert result["warnings"][0].startswith("warning: vault (zfs-fuse) cannot set properties at receive")
+
+    def replica_is_right(tag: str) -> None:
+        assert prop(lab, "vault", dst, "compression") == ("gzip", "received")
+        assert prop(lab, "vault", dst, "recordsize") == ("32K", "received")
+        assert prop(lab, "vault", dst, "zrelay-test:tag") == (tag, "received")
+        assert prop(lab, "vault", dst, "zrelay-test:set") == ("yes", "local")
+        assert prop(lab, "vault", dst, "atime") == ("off", "local")
+        assert prop(lab, "vault", dst, "zrelay-test:drop")[0] == "-"
+        assert prop(lab, "vault", dst, "canmount") == ("noauto", "local")
+        assert prop(lab, "vault", dst, "mounted")[0] == "no"
+        mountpoint, where = prop(lab, "vault", dst, "mountpoint")
+        assert mountpoint == f"/backup/{name}" and where in ("default", "inherited from backup"), (mountpoint, where)
+
+    replica_is_right("x")
+
+    # an incremental brings changed properties, and the same rules hold
+    lab.run("nas1", "zfs", "set", "zrelay-test:tag=x2", src)
+    lab.run("nas1", "zfs", "set", "zrelay-test:drop=y2", src)
+    write(lab, "nas1", src, "f1", lab.mib(1))
+    lab.run("nas1", "zfs", "snapshot", f"{src}@zrelay_2")
+    dry = zrelay("sync", "--dry-run", "--json", inventory=inv)
+    commands = json.loads(dry.stdout)[0]["commands"]
+    assert f"zfs send -p -i {src}@zrelay_1 {src}@zrelay_2" in commands[0]["command"]
+    if at_receive:
+        assert "-o canmount=noauto" in receive_line(commands, "vault")
+    incr = zrelay("sync", "--json", inventory=inv)
+    assert incr.returncode == 0, incr.stderr + incr.stdout
+    assert json.loads(incr.stdout)[0]["plans"][0]["kind"] == "incremental"
+    replica_is_right("x2")
+
+
+def test_a_target_entry_overrides_the_job(lab, tmp_path: Path) -> None:
+    """``send: false`` on one target: that replica has zfs's defaults, the other the source's."""
+    name = lab.unique()
+    src = source_dataset(lab, name)
+    carried, plain = f"backup/{name}", f"tank/{name}-plain"
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{
+        "source": f"nas1:{src}", "properties": {"set": {"zrelay-test:set": "job"}},
+        "targets": [f"vault:{carried}",
+                    {"target": f"nas2:{plain}", "properties": {"send": False}}]}])
+    dry = zrelay("sync", "--dry-run", "--json", inventory=inv)
+    assert dry.returncode == 0, dry.stderr
+    by_target = {r["target"]: r["commands"] for r in json.loads(dry.stdout)}
+    assert f"zfs send -p {src}@zrelay_1" in by_target[f"vault:{carried}"][0]["command"]
+    assert f"zfs send {src}@zrelay_1" in by_target[f"nas2:{plain}"][0]["command"]
+
+    run = zrelay("sync", "--json", inventory=inv)
+    assert run.returncode == 0, run.stderr + run.stdout
+    assert prop(lab, "vault", carried, "compression") == ("gzip", "received")
+    assert prop(lab, "nas2", plain, "compression")[1] != "received"
+    assert prop(lab, "nas2", plain, "zrelay-test:tag")[0] == "-"
+    assert prop(lab, "nas2", plain, "zrelay-test:set") == ("job", "local")   # set: is the job's still
+    assert prop(lab, "nas2", plain, "canmount") == ("noauto", "local")
+    assert prop(lab, "nas2", plain, "mounted")[0] == "no"
+
+
+def test_recursive_children_inherit_from_the_replica_and_a_replica_of_a_replica_keeps_the_rules(
+        lab, tmp_path: Path) -> None:
+    """set: lands on the job's own dataset and its children inherit it; a cascade keeps every rule.
+
+    zfs-fuse cannot make a dataset below a replica that received properties inherit one it received
+    itself (its `zfs inherit` leaves the received value in force), so there the children keep the
+    source's mountpoint, unmounted, and the run's warning says so."""
+    name = lab.unique()
+    src = source_dataset(lab, name)
+    child = f"{src}/child"
+    lab.run("nas1", "zfs", "create", "-o", f"mountpoint=/tank/{name}-child-mnt", child)
+    lab.run("nas1", "zfs", "snapshot", "-r", f"{src}@zrelay_2")
+    first, second = f"tank/{name}-r", f"backup/{name}-rr"
+    inv = write_inventory(tmp_path / "inv.yml", lab, [
+        {"source": f"nas1:{src}", "recursive": True, "targets": [f"nas2:{first}"],
+         "properties": {"set": {"mountpoint": f"/srv/{name}", "zrelay-test:set": "top"}}},
+        {"source": f"nas2:{first}", "recursive": True, "targets": [f"vault:{second}"]}])
+    one = zrelay("sync", f"nas1:{src}", "--json", inventory=inv)
+    assert one.returncode == 0, one.stderr + one.stdout
+    assert prop(lab, "nas2", first, "mountpoint") == (f"/srv/{name}", "local")
+    assert prop(lab, "nas2", f"{first}/child", "zrelay-test:set") == ("top", f"inherited from {first}")
+    if lab.capabilities("nas2").receive_props:
+        assert prop(lab, "nas2", f"{first}/child", "mountpoint") == (f"/srv/{name}/child", f"inherited from {first}")
+    else:
+        (warning,) = json.loads(one.stdout)[0]["warnings"]
+        assert f"below {first} a dataset keeps the values it received" in warning
+    for ds in (first, f"{first}/child"):
+        assert prop(lab, "nas2", ds, "canmount") == ("noauto", "local")
+        assert prop(lab, "nas2", ds, "mounted")[0] == "no"
+        assert prop(lab, "nas2", ds, "compression")[0] == "gzip"
+
+    two = zrelay("sync", f"nas2:{first}", "--json", inventory=inv)
+    assert two.returncode == 0, two.stderr + two.stdout
+    assert prop(lab, "vault", second, "mountpoint")[0] == f"/backup/{name}-rr"
+    if lab.capabilities("vault").receive_props:
+        assert prop(lab, "vault", f"{second}/child", "mountpoint")[0] == f"/backup/{name}-rr/child"
+    for ds in (second, f"{second}/child"):
+        assert prop(lab, "vault", ds, "canmount") == ("noauto", "local")
+        assert prop(lab, "vault", ds, "mounted")[0] == "no"
+        assert prop(lab, "vault", ds, "compression")[0] == "gzip"
+        assert prop(lab, "vault", ds, "recordsize")[0] == "32K"
+    assert prop(lab, "vault", second, "zrelay-test:tag")[0] == "x"
