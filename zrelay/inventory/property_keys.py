@@ -47,8 +47,8 @@ def read_properties(reader: NodeReader, node: Node, where: str) -> RawProperties
     items = reader.pairs(node, what)
     if items is None:
         return None
+    before = len(reader.errors.items)
     out = RawProperties()
-    ok = True
     set_nodes: dict[str, Node] = {}
     exclude_nodes: dict[str, Node] = {}
     for key, k_node, v_node in items:
@@ -56,79 +56,67 @@ def read_properties(reader: NodeReader, node: Node, where: str) -> RawProperties
             if key == "send":
                 out.send = want_bool(reader.value(v_node), f"{what}.send")
             elif key == "set":
-                out.set, set_nodes = _read_set(reader, v_node, f"{what}.set")
+                set_nodes = _read_set(reader, v_node, f"{what}.set")
+                out.set = {name: value for name, (value, _) in set_nodes.items()}
             elif key == "exclude":
-                out.exclude, exclude_nodes = _read_exclude(reader, v_node, f"{what}.exclude")
+                exclude_nodes = _read_exclude(reader, v_node, f"{what}.exclude")
+                out.exclude = tuple(exclude_nodes)
             else:
                 reader.fail(k_node, unknown_key(key, PROPERTY_KEYS, what))
-                ok = False
-        except _Fault as fault:
-            reader.fail(fault.node, fault.message)
-            ok = False
         except Bad as bad:
             reader.fail(v_node, str(bad))
-            ok = False
     for name, n_node in exclude_nodes.items():
         if name in set_nodes:
             reader.fail(n_node, f"{what}: {name} is both set and excluded; keep one")
-            ok = False
-    return out if ok else None
-
-
-class _Fault(Exception):
-    """A problem at one entry of a ``set`` mapping or an ``exclude`` list."""
-
-    def __init__(self, node: Node, message: str) -> None:
-        super().__init__(message)
-        self.node = node
-        self.message = message
-
-
-def _read_set(reader: NodeReader, node: Node, what: str) -> tuple[dict[str, str], dict[str, Node]]:
+    return out if len(reader.errors.items) == before else None
+def _read_set(reader: NodeReader, node: Node, what: str) -> dict[str, tuple[str, Node]]:
+    """name → (value, the name's node); each bad entry is reported where it is written."""
     if not isinstance(node, MappingNode):
         raise Bad(f"{what}: expected a mapping of property: value, such as {{compression: zstd}}, "
                   f"got {reader.kind(node)}")
-    values: dict[str, str] = {}
-    nodes: dict[str, Node] = {}
+    out: dict[str, tuple[str, Node]] = {}
     for name, k_node, v_node in reader.pairs(node, what) or []:
         problem = _name_problem(name)
         if problem:
-            raise _Fault(k_node, f"{what}: {problem}")
+            reader.fail(k_node, f"{what}: {problem}")
+            continue
         if name in NOT_AT_RECEIVE:
-            raise _Fault(k_node, f"{what}: {name} cannot be given at receive (zfs fixes it when the dataset "
-                                 "is created, or it is the volume's own)")
-        value = _property_value(reader.value(v_node))
+            reader.fail(k_node, f"{what}: {name} cannot be given at receive (zfs fixes it when the dataset "
+                                "is created, or it is the volume's own)")
+            continue
+        raw = reader.value(v_node)
+        value = _property_value(raw)
         if value is None:
-            raise _Fault(v_node, f"{what}.{name}: expected a value such as zstd, 1M, on, 2, "
-                                 f"got {describe(reader.value(v_node))}")
+            reader.fail(v_node, f"{what}.{name}: expected a value such as zstd, 1M, on, 2, got {describe(raw)}")
+            continue
         try:
             check_property_value(name, value)
         except InvalidName as exc:
-            raise _Fault(v_node, f"{what}.{name}: {exc}") from None
-        values[name] = value
-        nodes[name] = k_node
-    return values, nodes
+            reader.fail(v_node, f"{what}.{name}: {exc}")
+            continue
+        out[name] = (value, k_node)
+    return out
 
 
-def _read_exclude(reader: NodeReader, node: Node, what: str) -> tuple[tuple[str, ...], dict[str, Node]]:
+def _read_exclude(reader: NodeReader, node: Node, what: str) -> dict[str, Node]:
+    """name → its node, in the order written; each bad entry is reported where it is written."""
     if not isinstance(node, SequenceNode):
         raise Bad(f"{what}: expected a list of property names, such as [mountpoint, com.example:tag], "
                   f"got {reader.kind(node)}")
     names: dict[str, Node] = {}
     for item in node.value:
         name = reader.value(item)
-        if not isinstance(name, str):
-            raise _Fault(item, f"{what}: expected a property name, got {describe(name)}")
         problem = _name_problem(name)
         if problem:
-            raise _Fault(item, f"{what}: {problem}")
-        if name in REPLICA_PROPERTIES:
-            raise _Fault(item, f"{what}: {name} cannot be excluded: every replica gets "
-                               f"{name}={REPLICA_PROPERTIES[name]}; set it to choose another value")
-        if name in names:
-            raise _Fault(item, f"{what}: {name} is listed twice")
-        names[name] = item
-    return tuple(names), names
+            reader.fail(item, f"{what}: {problem}")
+        elif name in REPLICA_PROPERTIES:
+            reader.fail(item, f"{what}: {name} cannot be excluded: every replica gets "
+                              f"{name}={REPLICA_PROPERTIES[name]}; set it to choose another value")
+        elif name in names:
+            reader.fail(item, f"{what}: {name} is listed twice")
+        else:
+            names[name] = item
+    return names
 
 
 def _name_problem(name: Any) -> str | None:
