@@ -54,7 +54,9 @@ def test_full_restore_sets_canmount_noauto_like_sync(case2: Case) -> None:  # no
     dry = case.ok("s3-restore", "offsite", f"nas2:{case.src}", "--to", f"vault:{dst}", "--dry-run", "--json")
     commands = [c["command"] for c in json.loads(dry.stdout)["commands"]]
     full = next(i for i, c in enumerate(commands) if "zfs receive" in c)
-    assert commands[full + 1] == f"zfs set canmount=noauto {dst}", commands
+    # canmount=noauto, and the source's mountpoint and shares inherited (the push sent properties)
+    assert commands[full + 1].startswith("sh -c ") and commands[full + 1].endswith(
+        f" sh {dst} canmount=noauto mountpoint sharenfs sharesmb"), commands
 
     case.ok("s3-restore", "offsite", f"nas2:{case.src}", "--to", f"vault:{dst}")
     assert lab.zfs("vault", "get", "-H", "-o", "value", "canmount", dst).strip() == "noauto"

@@ -242,3 +242,12 @@ def test_every_problem_is_one_line_at_its_place(lines: list[str], where: str, me
     assert len(problems) == 1, problems
     text = problems[0].render()
     assert text.startswith(f"inv.yml:{where}: ") and message in text, text
+
+
+def test_a_full_restore_gets_the_same_rules_and_leaves_a_volume_alone() -> None:
+    from zrelay.paths.s3restore import replica_fixup
+    argv = replica_fixup("backup/d", ("-p",))
+    assert argv[:3] == ["sh", "-c", c.FIXUP_SCRIPT]
+    assert argv[3:] == ["sh", "backup/d", "canmount=noauto", "mountpoint", "sharenfs", "sharesmb"]
+    assert replica_fixup("backup/d", ("-i",))[4:] == ["backup/d", "canmount=noauto"]
+    assert '= volume ] && exit 0' in c.FIXUP_SCRIPT   # what a volume does not have is not touched

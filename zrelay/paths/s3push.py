@@ -32,7 +32,7 @@ from zrelay import __version__
 from zrelay.errors import (ManifestError, S3Error, S3StreamTooLarge, S3UsageError, TransferFailed, Unsupported,
                            ZrelayError, blame)
 from zrelay.events import Outcome
-from zrelay.inventory.model import Job, S3Target
+from zrelay.inventory.model import Job, S3Ref, S3Target
 from zrelay.paths.throttle import NONE, Gate, Limit, Metering, Throttle
 from zrelay.s3 import catalog, chains, manifest as mf, pipeline
 from zrelay.s3.chains import DatasetView, PushPlan, PushStep
@@ -256,7 +256,8 @@ class S3Pusher:
             p = chains.plan_push(state, view, select=job.select, new_chain=new_chain)
             result.plan = p
             caps = await source.capabilities()
-            push.sends = [await self._prepare(source, caps, state, step, limit) for step in p.steps]
+            props = job.properties_for(S3Ref(self.store.target.name)).send   # send -p: restores get them
+            push.sends = [await self._prepare(source, caps, state, step, limit, props) for step in p.steps]
             result.steps = [prep.to_dict(self.options.concurrency) for prep in push.sends]
             result.message = p.reason
             if p.refused:
@@ -283,10 +284,11 @@ class S3Pusher:
         return push
 
     async def _prepare(self, source: RemoteHost, caps: Capabilities, state: DatasetState,
-                       step: PushStep, limit: Limit = NONE) -> "Prepared":
+                       step: PushStep, limit: Limit = NONE,
+                       props: bool = False) -> "Prepared":
         raw = state.encrypted and caps.raw_send
         send = commands.send_argv(step.snapshot.full_name, caps=caps,
-                                  base=step.base.full_name if step.base else None, raw=raw)
+                                  base=step.base.full_name if step.base else None, raw=raw, props=props)
         filters = pipeline.choose_filters(self.target.name, self.options, await source.installed_tools(), source.name)
         command, stages = pipeline.push_command(send, filters, source.host.sudo)
         estimate = await self._estimate(source, caps, send)

@@ -37,7 +37,7 @@ from zrelay.s3.store import Head, Store
 from zrelay.s3.transfer import read_ranges
 from zrelay.transport.host import RemoteHost
 from zrelay.zfs import commands, parse
-from zrelay.zfs.model import DatasetState
+from zrelay.zfs.model import DatasetState, ReplicaProperties
 
 CHUNK = 8 * MiB
 WRITE_HIGH = 8 * MiB
@@ -384,8 +384,9 @@ async def restore(store: Store, options: S3Options, view: DatasetView, snapshot:
             raise S3UsageError(store.name, exc.message) from None
         planned.append((send, command, stages))
         result.commands.append((dest.name, command))
-        # the same rule as sync (commands.REPLICA_PROPERTIES): a mounted copy blocks the next incremental
-        then = [dest.command(commands.replica_argv(dataset))] if send.manifest.full else []
+        # the same rules as sync (commands.receive_properties): a mounted copy blocks the next incremental,
+        # a copy never takes the source's mountpoint or shares; after the full receive, the type being unknown
+        then = [dest.command(replica_fixup(dataset, send.manifest.send_flags))] if send.manifest.full else []
         result.commands += [(dest.name, c) for c in then]
         objects = [send.directory + o.name for o in send.manifest.objects]
         result.keys += objects
@@ -427,10 +428,17 @@ async def restore(store: Store, options: S3Options, view: DatasetView, snapshot:
         finally:
             events(TransferFinished(view.endpoint, target_ep, stream, meter.done, meter.elapsed(), ok))
         if m.full:
-            await dest.zfs(commands.replica_argv(dataset), dataset=dataset, retry_busy=True)
+            await dest.zfs(replica_fixup(dataset, m.send_flags), dataset=dataset, retry_busy=True)
     result.outcome = "ok"
     result.seconds = time.monotonic() - started
     return result
+
+
+def replica_fixup(dataset: str, send_flags: tuple[str, ...]) -> list[str]:
+    """What a restored full stream's dataset gets right after its receive: canmount=noauto, and the
+    source's mountpoint and shares inherited when the stream carried properties (``send -p``)."""
+    props = commands.receive_properties(ReplicaProperties(send="-p" in send_flags), volume=False)
+    return commands.replica_fixup_script_argv(dataset, props)
 
 
 def _progress(events: EventSink, job: str, target: str, stream: str, size: int) -> Callable[[int, float], None]:

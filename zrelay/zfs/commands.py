@@ -517,14 +517,23 @@ def replica_fixup_argvs(dataset: str, props: ReceiveProperties) -> list[list[str
     return argvs
 
 
+# Fixed script: the fixups of replica_fixup_argvs for a dataset whose type is not known when the
+# command is built (s3-restore's full receive): nothing on a volume, which has none of these
+# properties. The dataset is $1, then each property as name=value (set) or name (inherit);
+# property names never hold '=', so the two cannot be mistaken. Arguments are never spliced in.
+FIXUP_SCRIPT = ('ds=$1; shift; [ "$(zfs get -H -o value type "$ds")" = volume ] && exit 0; '
+                'for p; do case $p in *=*) zfs set "$p" "$ds" ;; *) zfs inherit "$p" "$ds" ;; esac || exit 1; done')
+
+
+def replica_fixup_script_argv(dataset: str, props: ReceiveProperties) -> list[str]:
+    """replica_fixup_argvs as one command that leaves a volume alone (see FIXUP_SCRIPT)."""
+    words = [argv[2] for argv in replica_fixup_argvs(dataset, props)]   # k=v or the name, in order
+    return ["sh", "-c", FIXUP_SCRIPT, "sh", check_dataset(dataset), *words]
+
+
 def inherit_argv(dataset: str, name: str) -> list[str]:
     """``zfs inherit NAME DATASET``: the dataset takes the property from its parent again."""
     return [ZFS, "inherit", check_property_name(name), check_dataset(dataset)]
-
-
-def replica_argv(dataset: str) -> list[str]:
-    """``zfs set canmount=noauto DATASET``: the replica rule above (REPLICA_PROPERTIES)."""
-    return set_argv(dataset, REPLICA_PROPERTIES)
 
 
 def destroy_snapshot_argv(snapshot: str) -> list[str]:
