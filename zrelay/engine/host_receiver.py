@@ -95,6 +95,7 @@ class HostReceiver:
             actions += built
             resumes = resumes or replan
         actions = with_fixup_warning(actions, self.dest.name, await self.dest.capabilities(), self.target.dataset)
+        actions = await self._unsent_warning(actions)
         secure: list[Action] = []
         if any(p.transfers for p in plans):
             after = target_after(plans, dst_states, resumed_snapshots(actions, source))
@@ -104,6 +105,16 @@ class HostReceiver:
             kind=overall_kind(plans), summary=summarise(plans, len(excluded)), actions=actions, secure=secure,
             refusal=refusal(refused) if refused else None, refused_host=self.dest.name if refused else None,
             resumes=resumes, dry_outcome=dry_outcome(plans), details=plans, excluded=excluded)
+
+    async def _unsent_warning(self, actions: list[Action]) -> list[Action]:
+        """The run's warning line when the job sends properties but its source cannot (sent_properties)."""
+        caps = await self.source.capabilities()
+        first = next((i for i, a in enumerate(actions) if a.kind is ActionKind.STREAM), None)
+        if first is None or caps.send_props or not self.job.properties_for(self.target).send:
+            return actions
+        out = list(actions)
+        out[first] = replace(out[first], report=unsent_warning(self.source.name, caps))
+        return out
 
     async def _target_states(self) -> tuple[dict[str, DatasetState], Capabilities]:
         job, target = self.job, self.target
@@ -136,9 +147,9 @@ class HostReceiver:
                 raise
             out.append(await self._discard_partial(p, options, first_line(str(exc))))
             return out, True
-        dst_caps = await dest.capabilities()
-        props = commands.receive_properties(self.job.properties_for(self.target), volume=volume,
-                                            top=self.job.is_top(p.source))
+        src_caps, dst_caps = await asyncio.gather(self.source.capabilities(), dest.capabilities())
+        props = commands.receive_properties(sent_properties(self.job.properties_for(self.target), src_caps),
+                                            volume=volume, top=self.job.is_top(p.source))
         for stream in streams:
             out.append(Action(ActionKind.STREAM, self.source.name, p.target, stream=stream, reason=p.reason))
             if stream.full and props and not dst_caps.receive_props:
@@ -160,7 +171,8 @@ class HostReceiver:
         for label, step, (send_argv, recv_argv) in zip(stream_labels(p), plan_steps(p),
                                                          stream_argvs(p, src_caps, dst_caps, raw=raw,
                                                                       send_options=send_options,
-                                                                      properties=job.properties_for(self.target),
+                                                                      properties=sent_properties(
+                                                                          job.properties_for(self.target), src_caps),
                                                                       volume=volume,
                                                                       top=job.is_top(p.source))):
             if p.kind is PlanKind.RESUME:
@@ -493,6 +505,8 @@ def stream_argvs(p: Plan, src_caps: Capabilities, dst_caps: Capabilities, *, raw
     them after the full receive instead."""
     resumable = dst_caps.resume
     props = None
+    if properties is not None:
+        properties = sent_properties(properties, src_caps)
     if properties is not None and dst_caps.receive_props:
         props = commands.receive_properties(properties, volume=volume, top=top)
     send_props = properties is not None and properties.send
@@ -510,6 +524,18 @@ def stream_argvs(p: Plan, src_caps: Capabilities, dst_caps: Capabilities, *, raw
                                      resumable=resumable, props=props)
         out.append((send, recv))
     return out
+
+
+def sent_properties(props: ReplicaProperties, src: Capabilities) -> ReplicaProperties:
+    """``props`` as the source can send them: a zfs whose stopped ``send -p`` leaves its snapshots
+    busy (zfs-fuse: until its daemon restarts, so they could never be pruned) sends without -p."""
+    return props if src.send_props or not props.send else replace(props, send=False)
+
+
+def unsent_warning(host: str, caps: Capabilities) -> str:
+    """What the run says when sent_properties dropped ``send``."""
+    return (f"warning: {host} ({caps.flavor.value}) sends without -p (a stopped `zfs send -p` leaves its "
+            "snapshots busy there until zfs restarts): the replica does not carry the source's properties")
 
 
 def fixup_action(dest: RemoteHost, dataset: str, props: commands.ReceiveProperties) -> Action:

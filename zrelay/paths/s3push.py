@@ -256,7 +256,8 @@ class S3Pusher:
             p = chains.plan_push(state, view, select=job.select, new_chain=new_chain)
             result.plan = p
             caps = await source.capabilities()
-            props = job.properties_for(S3Ref(self.store.target.name)).send   # send -p: restores get them
+            # send -p where the source sends it safely (see Capabilities.send_props): restores get them
+            props = job.properties_for(S3Ref(self.store.target.name)).send and caps.send_props
             push.sends = [await self._prepare(source, caps, state, step, limit, props) for step in p.steps]
             result.steps = [prep.to_dict(self.options.concurrency) for prep in push.sends]
             result.message = p.reason

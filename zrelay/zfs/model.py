@@ -110,13 +110,15 @@ class Capabilities:
     batch_destroy: bool = False      # `zfs destroy ds@a,b,c`: several snapshots of one dataset, atomically
     delegation: bool = False         # `zfs allow`: permissions delegated to ordinary users (zrelay allow)
     receive_props: bool = False      # `zfs receive -o name=value` / `-x name` (zfs-fuse: "invalid option")
+    send_props: bool = False         # `zfs send -p` safely: zfs-fuse has it, but a -p send that is stopped
+                                     # (SIGTERM) leaves its snapshots busy until the daemon restarts
 
     @classmethod
     def openzfs(cls, version: str) -> "Capabilities":
         return cls(Flavor.OPENZFS, version, list_parsable=True, send_estimate=True,
                    resume=True, bookmarks=True, raw_send=True, holds=True,
                    compressed_send=True, large_blocks=True, embedded_data=True, written=True,
-                   batch_destroy=True, delegation=True, receive_props=True)
+                   batch_destroy=True, delegation=True, receive_props=True, send_props=True)
 
     @classmethod
     def zfs_fuse(cls, version: str = "0.7.0") -> "Capabilities":

@@ -77,7 +77,7 @@ def parse_probe(stdout: str, stderr: str, rc: int, *, host: str = "?") -> Capabi
         return Capabilities(Flavor.OPENZFS, "pre-0.8", list_parsable=True, send_estimate=True,
                             resume=False, bookmarks=True, raw_send=False, holds=True,
                             compressed_send=False, large_blocks=True, embedded_data=True, written=True,
-                            batch_destroy=True, delegation=True)
+                            batch_destroy=True, send_props=True, delegation=True)
     if "zrelay-probe: no zfs" in stdout and "no zfs version" not in stdout:
         raise ZfsUnavailable(host, "zfs is not installed (or not on the PATH of this login)",
                              exit_status=rc)
