@@ -162,8 +162,10 @@ def test_the_probe_says_which_zfs_takes_receive_o_and_x() -> None:
 
 
 def test_volumes_are_told_from_filesystems_in_both_listings() -> None:
-    fs = ("tank/d\t1\t-\t/tank/d\toff\t-\n"
-          "tank/d/vol\t2\t-\t-\toff\t-\n")
+    def line(name: str, guid: int, mountpoint: str) -> str:
+        values = {"name": name, "guid": str(guid), "mountpoint": mountpoint, "encryption": "off"}
+        return "\t".join(values.get(column, "-") for column in c.FS_COLUMNS) + "\n"
+    fs = line("tank/d", 1, "/tank/d") + line("tank/d/vol", 2, "-")
     states = parse.parse_state([fs, ""], OZ, "tank/d", recursive=True)
     assert not states["tank/d"].volume and states["tank/d/vol"].volume
     fuse = ("tank/d\ttype\tfilesystem\ntank/d\tguid\t1\n"

@@ -114,7 +114,7 @@ def _unstate(d: Mapping[str, Any]) -> DatasetState:
     name = d["name"]
     return DatasetState(name, bool(d["exists"]), tuple(_unsnap(a, name) for a in d["snapshots"]),
                         tuple(_unmark(a, name) for a in d["bookmarks"]), d.get("resume_token"),
-                        bool(d.get("encrypted", False)), bool(d.get("volume", False)))
+                        bool(d.get("encrypted", False)), volume=bool(d.get("volume", False)))
 
 
 # --- plans ----------------------------------------------------------------------------------
