@@ -20,11 +20,12 @@ pytestmark = pytest.mark.lab
 USER = "zrelay-nonroot"
 
 #: Run as root on a guest: the user (idempotent), the lab's key in its authorized_keys with the
-#: modes sshd's StrictModes wants, and zfs where an ordinary login's PATH finds it (Debian keeps
+#: modes sshd's StrictModes wants, the account not locked, and zfs where an ordinary login's PATH finds it (Debian keeps
 #: it in /usr/sbin, which ssh does not put on a user's PATH). $1: user, $2: public key line.
 SETUP_USER = r'''
 set -e
 id "$1" >/dev/null 2>&1 || useradd -m -s /bin/sh "$1"
+usermod -p '*' "$1"   # no password, but not locked: sshd (UsePAM no) refuses every login of a locked account
 home=$(getent passwd "$1" | cut -d: -f6)
 mkdir -p "$home/.ssh"
 printf '%s\n' "$2" > "$home/.ssh/authorized_keys"
