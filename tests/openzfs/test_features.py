@@ -265,6 +265,6 @@ def test_estimate_gives_progress_totals_and_options_follow_both_ends(lab, tmp_pa
     make_dataset(lab, "nas1", src, mib=2, snaps=["s1"])
     dry = zrelay("sync", "--dry-run", inventory=inv)
     assert dry.returncode == 0, dry.stderr
-    assert f"zfs send -L -e -c {src}@s1" in dry.stdout
+    assert f"zfs send -L -e -c -p {src}@s1" in dry.stdout   # properties travel (README, properties:)
     proc, result = _sync(inv)
     assert proc.returncode == 0 and result["bytes"] > 0

@@ -509,7 +509,8 @@ def stream_argvs(p: Plan, src_caps: Capabilities, dst_caps: Capabilities, *, raw
         properties = sent_properties(properties, src_caps)
     if properties is not None and dst_caps.receive_props:
         props = commands.receive_properties(properties, volume=volume, top=top)
-    send_props = properties is not None and properties.send
+    # zfs refuses `send -p` of an encrypted dataset unless raw: a --decrypt send carries no properties
+    send_props = properties is not None and properties.send and (raw or not p.encrypted)
     if p.kind is PlanKind.RESUME:
         assert p.resume_token is not None
         return [(commands.send_argv("", caps=src_caps, resume_token=p.resume_token),

@@ -288,6 +288,7 @@ class S3Pusher:
                        step: PushStep, limit: Limit = NONE,
                        props: bool = False) -> "Prepared":
         raw = state.encrypted and caps.raw_send
+        props = props and (raw or not state.encrypted)   # zfs refuses `send -p` of an encrypted dataset unless raw
         send = commands.send_argv(step.snapshot.full_name, caps=caps,
                                   base=step.base.full_name if step.base else None, raw=raw, props=props)
         filters = pipeline.choose_filters(self.target.name, self.options, await source.installed_tools(), source.name)
