@@ -47,7 +47,7 @@ def extra_hosts(lab: Any) -> Any:
         assert up.returncode == 0, up.stderr
         yield z, new
     finally:
-        zfslab("down", "--only-extra", *new)
+        zfslab("down", "--only-extra", "--purge", *new)   # fresh pools for whoever uses these numbers next
 
 
 def overlaps(log: str, groups: dict[str, str]) -> tuple[int, dict[str, int], dict[str, int]]:
