@@ -17,6 +17,7 @@ from zrelay.inventory import Inventory, load_inventory
 from zrelay.inventory.service import KINDS
 from zrelay.lifecycle import timetable
 from zrelay.state import default_path
+from zrelay.units import human_duration
 
 #: Seconds ``run-now`` waits for the daemon to take its request (it looks once a second).
 TAKE_WAIT = 10.0
@@ -110,22 +111,11 @@ def check(inventory: Inventory, state: Path, count: int, as_json: bool) -> int:
     width = max((len(e.job) for _, e, _ in planned), default=3)
     for at, entry, why in planned:
         when = _dt.datetime.fromtimestamp(at, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        due = "due now" if at <= now else f"in {_span(at - now)}"
+        due = "due now" if at <= now else f"in {human_duration(at - now)}"
         print(f"{when}  {due:>12}  {entry.job:<{width}}  {entry.kind:<8}  {why}")
     if not planned:
         print("nothing is scheduled (no job has targets, a snapshot schedule or a keep policy)")
     return EXIT_OK
-
-
-def _span(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def run_now(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from zrelay.inventory.cron import parse_cron
 from zrelay.inventory.model import Job, Origin, name_list, suggest
@@ -169,9 +169,11 @@ class DaemonReader:
             return None
         fields: dict[str, Any] = {}
         ok = True
+        nested: dict[str, Callable[[Node], Any]] = {"group_limits": self.group_limits, "retry": self.retry,
+                                                    "windows": self.windows, "notify": self.notify}
         for key, k_node, v_node in items:
             try:
-                if key in ("jitter",):
+                if key == "jitter":
                     fields[key] = want_duration(r.value(v_node), f"daemon.{key}", 0)
                 elif key in ("stop_timeout", "survey_every", "lock_wait"):
                     fields[key] = want_duration(r.value(v_node), f"daemon.{key}", 1)
@@ -179,26 +181,11 @@ class DaemonReader:
                     fields[key] = check_positive(r.value(v_node), f"daemon.{key}")
                 elif key == "metrics":
                     fields[key] = check_listen(r.value(v_node), "daemon.metrics")
-                elif key == "group_limits":
-                    limits = self.group_limits(v_node)
-                    ok = ok and limits is not None
-                    if limits is not None:
-                        fields[key] = limits
-                elif key == "retry":
-                    retry = self.retry(v_node)
-                    ok = ok and retry is not None
-                    if retry is not None:
-                        fields[key] = retry
-                elif key == "windows":
-                    windows = self.windows(v_node)
-                    ok = ok and windows is not None
-                    if windows is not None:
-                        fields[key] = windows
-                elif key == "notify":
-                    notify = self.notify(v_node)
-                    ok = ok and notify is not None
-                    if notify is not None:
-                        fields[key] = notify
+                elif key in nested:   # a section of its own: its reader reports its problems
+                    value = nested[key](v_node)
+                    ok = ok and value is not None
+                    if value is not None:
+                        fields[key] = value
                 else:
                     r.fail(k_node, unknown_key(key, DAEMON_KEYS, "daemon"))
                     ok = False
