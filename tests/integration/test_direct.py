@@ -51,7 +51,8 @@ def test_direct_with_forwarded_agent_full_and_incremental(lab, tmp_path: Path, a
     # the whole pipeline is one line, to grep and paste (a pipe has no width: nothing is wrapped)
     pipeline = next(line for line in dry.stdout.splitlines() if "| ssh " in line)
     assert pipeline.lstrip().startswith("nas1$ ") and "zfs send" in pipeline
-    assert re.search(rf"zfs receive (-s )?-u {re.escape(dst)}'", pipeline)  # -s where receives resume (OpenZFS)
+    # -s where receives resume, -o/-x where receive sets properties (OpenZFS)
+    assert re.search(rf"zfs receive (-s )?-u( -[ox] \S+)* {re.escape(dst)}'", pipeline)
 
     full = zrelay("sync", "--direct", "--json", inventory=inv, env=agent)
     assert full.returncode == 0, full.stderr + full.stdout
