@@ -74,13 +74,13 @@ lint: venv
 test: install
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	ZRELAY_REQUIRE_LAB=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests
+	ZRELAY_REQUIRE_LAB=1 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests
 
 # The VM tier: same integration tests (plus tests/openzfs) against OpenZFS 2.3 guests. The image is
 # built here, visibly (about 20 minutes the first time, then cached in /var/tmp/zrelay-lab-openzfs);
 # the test session boots the guests (1-2 minutes) and powers off the ones it booted.
 test-openzfs: install openzfs-deps openzfs-image
-	ZRELAY_LAB=openzfs ZRELAY_REQUIRE_LAB=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(OPENZFS_TESTS)
+	ZRELAY_LAB=openzfs ZRELAY_REQUIRE_LAB=1 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 $(OPENZFS_TESTS)
 
 openzfs-deps:
 	@missing=""; \

@@ -26,7 +26,13 @@ FUSE_TIER_ONLY = frozenset({"test_install", "test_readme", "test_locks", "test_s
                             # dialects answer alike (nas2 and vault share one guest on that tier)
                             "test_audit",
                             # the TUI attached to the daemon: what it shows, not how ZFS answers
-                            "test_daemon_tui"})
+                            "test_daemon_tui",
+                            # which datasets a job covers is decided by zrelay (selection.py) over
+                            # `zfs list` and a user property, which both dialects answer alike
+                            "test_exclude",
+                            # the limiter is zrelay's own (relay, S3) or pv/mbuffer on the source
+                            # (direct): the same programs on both tiers
+                            "test_bandwidth"})
 
 #: Single tests of mixed modules that are zrelay's own behaviour too (S3 failure handling and
 #: refusals, host keys, logins, quoting of inventory values, connection sharing, Ctrl-C): the
@@ -59,6 +65,19 @@ FUSE_TIER_ONLY_TESTS = frozenset({
     "test_direct.py::test_direct_refused_before_sending_without_agent_or_key",
     "test_direct.py::test_direct_refused_when_source_does_not_know_the_target_key",
     "test_direct.py::test_direct_ciphers_setting_is_passed_to_the_source_ssh",
+    "test_direct.py::test_direct_with_a_key_on_the_source_via_inventory",
+    # planning and fan-out: the same sends on both tiers; OpenZFS runs its recursive, stepwise and
+    # concurrent cases through test_dry_run_is_what_runs and tests/openzfs
+    "test_sync.py::test_recursive_job_with_children",
+    "test_sync.py::test_two_targets_for_one_source",
+    "test_sync.py::test_third_host_push_concurrent",
+    "test_sync.py::test_snapshot_option_and_prefix_filter_stepwise",
+    "test_sync.py::test_space_in_names_quoted_safely",
+    "test_dry_run_is_what_runs.py::test_stepwise_incremental_around_an_unselected_snapshot",
+    # exit statuses of a pipeline and the host tools around zfs (zstd, age, mbuffer)
+    "test_stream_faults.py::test_stream_that_arrived_is_a_success_though_its_sender_died",
+    "test_s3.py::test_zstd_and_age_filters_on_the_hosts",
+    "test_wire.py::test_relay_with_zstd_and_mbuffer_full_and_incremental",
 })
 
 
