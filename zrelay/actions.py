@@ -70,6 +70,7 @@ class Action:
     stream: Stream | None = None               # for STREAM: both ends
     expected: bool = False                     # checked against the world before it runs
     report: str = ""                           # what the run's result says once it ran (past tense)
+    waits_for: str = ""                        # a dataset whose actions must end first (a clone's origin)
 
     @property
     def commands(self) -> list[tuple[str, str]]:

@@ -30,6 +30,14 @@ are not selected (manual or hourly snapshots excluded by the filter), ``-I``
 would leak them to the target, so the plan sends one ``-i`` step per selected
 snapshot instead, each from the previous one. A single snapshot to send is
 always one plain ``-i`` step.
+
+Clones: a source dataset that is a clone (``origin`` set) whose target does
+not exist yet is sent incrementally from its origin snapshot (``zfs send -i
+pool/origin@snap clone@first``) when the target side holds that snapshot by
+GUID, or receives it earlier in the same run: the replica is then a clone
+too and the origin's blocks are not sent twice. Otherwise it is sent in
+full, and the reason says why. A recursive job plans origins before their
+clones (parents still before children).
 """
 
 from __future__ import annotations
@@ -94,6 +102,7 @@ class Plan:
     source_host: str = ""          # where the source lives, for messages ("" when the caller did not say)
     target_host: str = ""          # where the target lives, for messages
     force_receive: bool = False    # incremental receives use -F (only with --rollback; said in ``reason``)
+    clone_of: str = ""             # FULL from a clone's origin: the target dataset holding that origin
 
     @property
     def source_at(self) -> str:
@@ -223,21 +232,52 @@ def _forward(source: DatasetState, start: Base, goal: Snapshot,
 
 def plan(source: DatasetState, target: DatasetState, *,
          select: SnapshotFilter = SnapshotFilter(), rollback: bool = False,
-         resume_supported: bool = True, source_host: str = "", target_host: str = "") -> Plan:
+         resume_supported: bool = True, source_host: str = "", target_host: str = "",
+         origin: Snapshot | None = None, origin_target: str = "") -> Plan:
     """Decide how to bring ``target`` up to the newest selected snapshot of ``source``.
 
     Pure: the same states always give the same plan, so the plan can be shown
     (dry run), checked, and then executed without surprises. ``source_host`` and
-    ``target_host`` only name the ends in the plan's texts.
+    ``target_host`` only name the ends in the plan's texts. ``origin``: the
+    source's origin snapshot (``source`` is a clone) when ``origin_target``, the
+    target side's copy of the origin's dataset, holds it by the time this plan
+    runs: a missing target is then received as a clone of it.
     """
     plan_ = _plan(source, target, select=select, rollback=rollback, resume_supported=resume_supported,
                   src=_where(source_host, source.name), dst=_where(target_host, target.name),
-                  dst_host=target_host)
-    return replace(plan_, source_host=source_host, target_host=target_host)
+                  dst_host=target_host, origin=origin, origin_target=_where(target_host, origin_target))
+    return replace(plan_, source_host=source_host, target_host=target_host,
+                   clone_of=origin_target if plan_.clone_of else "")
+
+
+def _full(source: DatasetState, selected: list[Snapshot], goal: Snapshot, select: SnapshotFilter,
+          src: str, dst: str, origin: Snapshot | None, origin_target: str) -> Plan:
+    """The plan of a missing target: a full send, or an incremental from a clone's origin."""
+    first = selected[0]
+    steps: tuple[SendStep, ...] = (SendStep(first, origin, False),)
+    if origin is not None:
+        lead = (f"{dst} does not exist and {src} is a clone of {origin.full_name}, which "
+                f"{origin_target} holds: received as a clone, {src}@{first.name} sent from the origin "
+                f"(`zfs send -i {origin.full_name}`, its blocks are not sent again)")
+    else:
+        why = ""
+        if source.origin:
+            why = (f" ({src} is a clone of {source.origin}, but the target side does not hold that "
+                   f"snapshot from this job: the replica is not a clone)")
+        lead = f"{dst} does not exist: {'one ' if first.guid == goal.guid else ''}full send of {src}@{first.name}{why}"
+    if first.guid == goal.guid:
+        reason = f"{lead}."
+    else:
+        more, _, how = _forward(source, first, goal, select)
+        steps += more
+        reason = f"{lead}, then {how}."
+    return Plan(PlanKind.FULL, source.name, "", steps=steps, behind=len(selected), reason=reason,
+                encrypted=source.encrypted, clone_of="x" if origin is not None else "")
 
 
 def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter, rollback: bool,
-          resume_supported: bool, src: str, dst: str, dst_host: str) -> Plan:
+          resume_supported: bool, src: str, dst: str, dst_host: str, origin: Snapshot | None = None,
+          origin_target: str = "") -> Plan:
     """plan(); ``src`` and ``dst`` are the two ends as messages name them (host:dataset)."""
     src_ds, dst_ds = source.name, target.name
     selected = [s for s in source.snapshots if select.matches(s.name)]
@@ -267,16 +307,9 @@ def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter,
                     f"(`zfs send -t`) before planning towards {src}@{goal.name}."))
 
     if not target.exists:
-        first = selected[0]
-        steps: tuple[SendStep, ...] = (SendStep(first, None, False),)
-        if first.guid == goal.guid:
-            reason = f"{dst} does not exist: one full send of {src}@{first.name}."
-        else:
-            more, _, how = _forward(source, first, goal, select)
-            steps += more
-            reason = f"{dst} does not exist: full send of {src}@{first.name}, then {how}."
-        return Plan(PlanKind.FULL, src_ds, dst_ds, steps=steps, behind=len(selected), reason=reason,
-                    encrypted=source.encrypted)
+        if origin is not None and not (origin.createtxg < selected[0].createtxg):
+            origin = None   # a clone's snapshots are all newer than its origin; anything else is not a clone stream
+        return replace(_full(source, selected, goal, select, src, dst, origin, origin_target), target=dst_ds)
 
     if found is None:
         have = (f"its snapshots {_at(target.snapshots)} have no GUID in common with {src}"
@@ -366,25 +399,124 @@ def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter,
 def plan_recursive(sources: dict[str, DatasetState], targets: dict[str, DatasetState],
                    source_root: str, target_root: str, *, selection: Selection | None = None,
                    **kw: Any) -> list[Plan]:
-    """One plan per source dataset under ``source_root`` the job covers, parents before children.
+    """One plan per source dataset under ``source_root`` the job covers, parents before children
+    and origins before their clones.
 
-    Parents first because a child can only be received once its parent exists.
-    Each child maps to ``target_root`` plus the same relative path; a target
-    missing from ``targets`` is treated as absent. Which datasets are covered is
-    ``selection`` (zrelay.selection: the job's ``exclude`` globs and the
-    ``zrelay:sync`` property); without one, every dataset not opted out.
+    Parents first because a child can only be received once its parent exists;
+    origins first because a clone is received from its origin's snapshot (see
+    the module docstring). Each child maps to ``target_root`` plus the same
+    relative path; a target missing from ``targets`` is treated as absent.
+    Which datasets are covered is ``selection`` (zrelay.selection: the job's
+    ``exclude`` globs and the ``zrelay:sync`` property); without one, every
+    dataset not opted out.
     """
     source_root = source_root.rstrip("/")
     target_root = target_root.rstrip("/")
     if selection is None:
         selection = choose(sources, source_root, recursive=True)
+
+    def target_of(name: str) -> str:
+        return target_root + name[len(source_root):]
+
     names = list(selection.included)
+    origins = _covered_origins(sources, names)
+    order, origins = origins_first(names, origins)
+    held = {name: {s.guid for s in state.snapshots} for name, state in targets.items()}
     plans: list[Plan] = []
-    for name in names:
-        tname = target_root + name[len(source_root):]
+    for name in order:
+        tname = target_of(name)
         tstate = targets.get(tname) or DatasetState.absent(tname)
-        plans.append(plan(sources[name], tstate, **kw))
+        origin, origin_target = None, ""
+        if name in origins:
+            snap = origins[name]
+            if snap.guid in held.get(target_of(snap.dataset), ()):
+                origin, origin_target = snap, target_of(snap.dataset)
+        p = plan(sources[name], tstate, origin=origin, origin_target=origin_target, **kw)
+        held[tname] = _held_after(p, sources[name], tstate)
+        plans.append(p)
     return plans
+
+
+def _covered_origins(sources: Mapping[str, DatasetState], names: Sequence[str]) -> dict[str, Snapshot]:
+    """Each covered clone's origin snapshot, where the origin's dataset is covered too (listed,
+    so its GUID is known). Other clones are sent in full."""
+    covered = set(names)
+    out: dict[str, Snapshot] = {}
+    for name in names:
+        origin = sources[name].origin
+        if not origin or "@" not in origin:
+            continue
+        dataset, _, snap = origin.partition("@")
+        if dataset not in covered or dataset == name:
+            continue
+        found = next((s for s in sources[dataset].snapshots if s.name == snap), None)
+        if found is not None:
+            out[name] = found
+    return out
+
+
+def origins_first(names: Sequence[str], origins: Mapping[str, Snapshot]) -> tuple[list[str], dict[str, Snapshot]]:
+    """``names`` (parents before children) reordered so that each clone comes after its origin's
+    dataset, and the origins that order keeps. Stable: without clones the order is unchanged.
+    A clone whose origin can only come after it (renamed below its own clone) loses its origin:
+    it is sent in full."""
+    kept = dict(origins)
+    if not kept:
+        return list(names), kept
+    covered = set(names)
+
+    def parent(name: str) -> str | None:
+        while "/" in name:
+            name = name.rsplit("/", 1)[0]
+            if name in covered:
+                return name
+        return None
+
+    parents = {name: parent(name) for name in names}
+    placed: set[str] = set()
+    order: list[str] = []
+    waiting: list[str] = []
+
+    def ready(name: str) -> bool:
+        deps = (parents[name], kept[name].dataset if name in kept else None)
+        return all(d is None or d in placed for d in deps)
+
+    def drain() -> None:
+        moved = True
+        while moved:
+            moved = False
+            for name in list(waiting):
+                if ready(name):
+                    waiting.remove(name)
+                    order.append(name)
+                    placed.add(name)
+                    moved = True
+
+    for name in names:
+        waiting.append(name)
+        drain()
+    while waiting:   # only a cycle through origins is left: the first waiting clone goes in full
+        clone = next(n for n in waiting if n in kept)
+        del kept[clone]
+        drain()
+    return order, kept
+
+
+def _held_after(p: Plan, source: DatasetState, target: DatasetState) -> set[int]:
+    """GUIDs the target of ``p`` holds once it ran: what it kept, each step's snapshot and what a
+    ``-I`` stream brings between its base and its snapshot (any of them can be a clone's origin)."""
+    kept = list(target.snapshots)
+    if p.rollback_to is not None and p.rollback_to in kept:
+        kept = kept[:kept.index(p.rollback_to) + 1]
+    held = {s.guid for s in kept}
+    if not p.transfers or p.kind is PlanKind.RESUME:
+        return held
+    for step in p.steps:
+        held.add(step.snapshot.guid)
+        if step.intermediates and step.base is not None:
+            held.update(s.guid for s in source.snapshots
+                        if step.base.createtxg < s.createtxg < step.snapshot.createtxg)
+    return held
 
 
 def describe(plan: Plan) -> str:
@@ -393,6 +525,11 @@ def describe(plan: Plan) -> str:
     kind = plan.kind
     if kind is PlanKind.FULL:
         first = plan.steps[0].snapshot
+        if plan.steps[0].base is not None:
+            rest = plan.steps[1:]
+            then = f", then {'-I' if len(rest) == 1 and rest[0].intermediates else f'-i ×{len(rest)}'}" if rest else ""
+            return (f"clone {src}@{first.name} from {plan.steps[0].base.full_name} → {dst}"
+                    f"{then} ({_count(plan.behind)})")
         if len(plan.steps) == 1:
             return f"full {src}@{first.name} → {dst} (1 snapshot)"
         rest = plan.steps[1:]

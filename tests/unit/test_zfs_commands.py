@@ -42,19 +42,25 @@ def recorded(records: list[Record], command: str, rc: int = 0) -> Record:
 # --- probe and listings ------------------------------------------------------------------------
 
 
+#: Columns added to the state listings after the transcripts were recorded: the zrelay:sync user
+#: property (printed as '-' when unset; tests/integration/test_exclude.py reads it from real hosts)
+#: and a clone's origin (tests/openzfs/test_clones.py).
+ADDED_COLUMNS = (c.SYNC_PROPERTY, "origin")
+
+
 def as_recorded(argv: list[str]) -> list[str]:
-    """A state listing's argv without the zrelay:sync column, as the transcripts recorded it (the
-    column is a user property, printed as '-' when unset; tests/integration/test_exclude.py reads
-    it from real hosts)."""
+    """A state listing's argv without ADDED_COLUMNS, as the transcripts recorded it."""
     def drop(word: str) -> str:
         parts = word.split(",")
-        return ",".join(w for w in parts if w != c.SYNC_PROPERTY) if c.SYNC_PROPERTY in parts else word
+        return ",".join(w for w in parts if w not in ADDED_COLUMNS) if c.SYNC_PROPERTY in parts else word
     return [drop(w) for w in argv]
 
 
-def test_state_listings_carry_the_sync_property() -> None:
+def test_state_listings_carry_the_sync_property_and_the_origin() -> None:
     for argvs in (c.list_state_argvs("tank", OZ, recursive=True), c.list_state_argvs("tank", FUSE, recursive=True)):
-        assert any(w.split(",")[-1] == "zrelay:sync" for w in argvs[0]) and as_recorded(argvs[0]) != argvs[0]
+        assert any("zrelay:sync" in w.split(",") for w in argvs[0]) and as_recorded(argvs[0]) != argvs[0]
+    oz_fs = c.list_state_argvs("tank", OZ, recursive=True)[0]
+    assert any(w.split(",")[-2:] == ["zrelay:sync", "origin"] for w in oz_fs)
     assert len(c.list_state_argvs("tank", OZ, recursive=True)) == 3   # still no extra round trip
 
 
@@ -82,7 +88,7 @@ def test_list_state_openzfs_single_dataset() -> None:
     argvs = c.list_state_argvs("tank/data", OZ, recursive=False)
     assert [quoting.quote(a) for a in argvs] == [
         "zfs list -H -p -t filesystem,volume -o name,guid,receive_resume_token,mountpoint,"
-        "encryption,encryptionroot,zrelay:sync tank/data",
+        "encryption,encryptionroot,zrelay:sync,origin tank/data",
         "zfs list -H -p -t snapshot -o name,guid,createtxg,creation,used,referenced -d 1 tank/data",
         "zfs list -H -p -t bookmark -o name,guid,createtxg,creation -d 1 tank/data",
     ]

@@ -118,24 +118,33 @@ def test_probe_failures() -> None:
 # --- state: OpenZFS ---------------------------------------------------------------------------------
 
 
+#: Columns added to the filesystem listing after the transcripts were recorded (see test_zfs_commands).
+ADDED_COLUMNS = (c.SYNC_PROPERTY, "origin")
+
+
 def as_recorded(argv: list[str]) -> list[str]:
-    """A state listing's argv without the zrelay:sync column, as the transcripts recorded it."""
+    """A state listing's argv without ADDED_COLUMNS, as the transcripts recorded it."""
     def drop(word: str) -> str:
         parts = word.split(",")
-        return ",".join(w for w in parts if w != c.SYNC_PROPERTY) if c.SYNC_PROPERTY in parts else word
+        return ",".join(w for w in parts if w not in ADDED_COLUMNS) if c.SYNC_PROPERTY in parts else word
     return [drop(w) for w in argv]
 
 
-def with_sync_column(text: str, values: dict[str, str] | None = None) -> str:
-    """A recorded filesystem listing with the zrelay:sync column added: '-' (unset, as zfs prints a
-    user property nobody set) unless ``values`` names the dataset."""
-    return "".join(f"{line}\t{(values or {}).get(line.split(chr(9))[0], '-')}\n" for line in text.splitlines())
+def with_sync_column(text: str, values: dict[str, str] | None = None,
+                     origins: dict[str, str] | None = None) -> str:
+    """A recorded filesystem listing with the zrelay:sync and origin columns added: '-' (unset, as
+    zfs prints a user property nobody set, and not a clone) unless ``values``/``origins`` name it."""
+    def row(line: str) -> str:
+        name = line.split("\t")[0]
+        return f"{line}\t{(values or {}).get(name, '-')}\t{(origins or {}).get(name, '-')}\n"
+    return "".join(row(line) for line in text.splitlines())
 
 
-def openzfs_outputs(sync: dict[str, str] | None = None) -> list[str]:
+def openzfs_outputs(sync: dict[str, str] | None = None, origins: dict[str, str] | None = None) -> list[str]:
     fs, _, marks = c.list_state_argvs("tank", OZ, recursive=True)
     snaps = c.list_state_argvs("tank/data", OZ, recursive=True)[1]
-    return [with_sync_column(out(OPENZFS, as_recorded(fs)), sync), out(OPENZFS, snaps), out(OPENZFS, marks)]
+    return [with_sync_column(out(OPENZFS, as_recorded(fs)), sync, origins), out(OPENZFS, snaps),
+            out(OPENZFS, marks)]
 
 
 def test_state_openzfs_reads_the_sync_property() -> None:
@@ -144,6 +153,12 @@ def test_state_openzfs_reads_the_sync_property() -> None:
     six = out(OPENZFS, as_recorded(c.list_state_argvs("tank", OZ, recursive=True)[0]))
     with pytest.raises(ValueError, match="tab-separated"):   # a listing without the column is not guessed at
         p.parse_state([six, ""], OZ, "tank", recursive=True)
+
+
+def test_state_openzfs_reads_a_clones_origin() -> None:
+    states = p.parse_state(openzfs_outputs(origins={"tank/data/child": "tank/data@manual-1"}), OZ, "tank",
+                           recursive=True)
+    assert [states[n].origin for n in ("tank", "tank/data", "tank/data/child")] == [None, None, "tank/data@manual-1"]
 
 
 def test_state_openzfs_recursive() -> None:
@@ -187,9 +202,9 @@ def test_state_resume_token_and_encryption() -> None:
     token = find(OPENZFS, quoting.quote(c.resume_token_argv("backup/data"))).stdout.strip()
     encryption = find(OPENZFS, "zfs list -H -p -o name,encryption,keystatus,encryptionroot -r backup/secret")
     _, algo, _, root = encryption.stdout.strip().split("\t")
-    fs = (f"backup/data\t1\t{token}\t/backup/data\toff\t-\t-\n"
-          f"backup/data/%recv\t2\t-\t-\toff\t-\t-\n"
-          f"backup/secret\t3\t-\t/backup/secret\t{algo}\t{root}\t-\n")
+    fs = (f"backup/data\t1\t{token}\t/backup/data\toff\t-\t-\t-\n"
+          f"backup/data/%recv\t2\t-\t-\toff\t-\t-\t-\n"
+          f"backup/secret\t3\t-\t/backup/secret\t{algo}\t{root}\t-\t-\n")
     states = p.parse_state([fs, ""], OZ, "backup/data", recursive=True)
     assert list(states) == ["backup/data"]
     assert states["backup/data"].resume_token == token

@@ -294,6 +294,8 @@ def action_dict(a: Action) -> dict[str, Any]:
                          "bandwidth": a.stream.bandwidth, "limit": a.stream.limit}
     if a.expected:
         out["expected"] = True
+    if a.waits_for:
+        out["waits_for"] = a.waits_for   # a clone's origin dataset: its actions end first
     return out
 
 

@@ -55,9 +55,9 @@ class Executor:
         stopping = False   # a chain failed: what runs finishes, nothing new starts
 
         async def run_chain(key: str, chain: list[Action]) -> bool:
-            parent = nearest_ancestor(key, order)
-            if parent is not None and not await asyncio.shield(done[parent]):
-                return False   # the parent's chain failed or asked to re-plan: the child waits for that
+            for before in dependencies(key, chain, order):
+                if not await asyncio.shield(done[before]):
+                    return False   # the parent's (origin's) chain failed or asked to re-plan: wait for that
             for action in chain:
                 if stopping:
                     return False
@@ -174,6 +174,17 @@ def chains(actions: Sequence[Action]) -> dict[str, list[Action]]:
         pending = []
     if pending:
         out.setdefault(pending[0].subject, []).extend(pending)
+    return out
+
+
+def dependencies(key: str, chain: Sequence[Action], keys: Iterable[str]) -> list[str]:
+    """The chains that must end before ``key``'s starts: its nearest planned ancestor (a child is
+    received into its parent) and a clone's origin dataset (the clone is received from its origin's
+    snapshot). The planner orders origins before clones, so these never wait on each other."""
+    keys = list(keys)
+    out = [parent] if (parent := nearest_ancestor(key, keys)) is not None else []
+    out += [a.waits_for for a in chain if a.waits_for and a.waits_for != key and a.waits_for in keys
+            and a.waits_for not in out]
     return out
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from zrelay import anchors, selection, units
 from zrelay.actions import Action, ActionKind, Stream
-from zrelay.engine.fleet import Fleet
+from zrelay.engine.fleet import Fleet, settled
 from zrelay.engine.options import SyncOptions
 from zrelay.engine.receiver import OnBytes, TargetPlan
 from zrelay.errors import (ArrivedDespiteFailure, BadStream, DatasetNotFound, HostsUnreachable, NoResumableState,
@@ -90,8 +90,9 @@ class HostReceiver:
         actions: list[Action] = []
         resumes = any(p.kind is PlanKind.RESUME for p in plans)
         # every dataset's streams are prepared at once (estimates, wire settings: round trips), kept in plan order
+        transferring = [p for p in plans if p.transfers]
         for built, replan in await asyncio.gather(*(self._transfer_actions(p, options, source)
-                                                    for p in plans if p.transfers)):
+                                                    for p in transferring)) if transferring else ():
             actions += built
             resumes = resumes or replan
         actions = with_fixup_warning(actions, self.dest.name, await self.dest.capabilities(), self.target.dataset)
@@ -118,7 +119,7 @@ class HostReceiver:
 
     async def _target_states(self) -> tuple[dict[str, DatasetState], Capabilities]:
         job, target = self.job, self.target
-        states, caps = await both(self.fleet.states.get(self.dest, target.dataset, job.recursive),
+        states, caps = await both(self.fleet.states.future(self.dest, target.dataset, job.recursive),
                                   self.dest.capabilities())
         return states, caps
 
@@ -150,9 +151,11 @@ class HostReceiver:
         src_caps, dst_caps = await asyncio.gather(self.source.capabilities(), dest.capabilities())
         props = commands.receive_properties(sent_properties(self.job.properties_for(self.target), src_caps),
                                             volume=volume, top=self.job.is_top(p.source))
-        for stream in streams:
-            out.append(Action(ActionKind.STREAM, self.source.name, p.target, stream=stream, reason=p.reason))
-            if stream.full and props and not dst_caps.receive_props:
+        for i, stream in enumerate(streams):
+            creates = p.kind is PlanKind.FULL and i == 0   # a full stream, or a clone's from its origin
+            out.append(Action(ActionKind.STREAM, self.source.name, p.target, stream=stream, reason=p.reason,
+                              waits_for=p.clone_of if creates else ""))
+            if creates and props and not dst_caps.receive_props:
                 out.append(fixup_action(dest, p.target, props))
         return out, False
 
@@ -588,6 +591,8 @@ def step_label(step: SendStep) -> str:
     if step.base is None:
         return f"{step.snapshot.full_name} (full)"
     flag = "-I" if step.intermediates else "-i"
+    if step.base.dataset != step.snapshot.dataset:   # a clone, from its origin
+        return f"{step.base.full_name} → {step.snapshot.full_name} ({flag}, clone)"
     return f"{step.snapshot.dataset}{step.base.ref} → @{step.snapshot.name} ({flag})"
 
 
@@ -674,8 +679,24 @@ U = TypeVar("U")
 
 async def both(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
     """Both results, like gather, but when both ends fail to connect the error names both hosts
-    (gather would report only the first, and a fix of it would just show the next)."""
-    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    (gather would report only the first, and a fix of it would just show the next).
+
+    When ``first`` is a future already under way (a shared listing, see StateCache.future),
+    ``second`` runs in this task meanwhile and the future is awaited shielded: no task, no
+    gather, which a no-change cycle over a thousand targets would pay three times a target."""
+    a: object
+    b: object
+    if asyncio.isfuture(first):
+        try:
+            b = await second
+        except Exception as exc:   # as gather(return_exceptions=True): the other one still counts
+            b = exc
+        try:
+            a = await settled(first)
+        except Exception as exc:
+            a = exc
+    else:
+        a, b = await asyncio.gather(first, second, return_exceptions=True)
     errors = [r for r in (a, b) if isinstance(r, BaseException)]
     unreachable = list({e.host: e for e in errors if isinstance(e, TransportError)}.values())
     if len(unreachable) > 1:

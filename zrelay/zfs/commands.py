@@ -54,7 +54,7 @@ SYNC_PROPERTY = "zrelay:sync"
 
 # Columns of the state listings; parse.py reads them by position.
 FS_COLUMNS = ("name", "guid", "receive_resume_token", "mountpoint", "encryption", "encryptionroot",
-              SYNC_PROPERTY)
+              SYNC_PROPERTY, "origin")
 SNAPSHOT_COLUMNS = ("name", "guid", "createtxg", "creation", "used", "referenced")
 BOOKMARK_COLUMNS = ("name", "guid", "createtxg", "creation")
 FUSE_PROPERTIES = ("type", "guid", "createtxg", "creation", "referenced", SYNC_PROPERTY)

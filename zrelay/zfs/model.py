@@ -70,6 +70,7 @@ class DatasetState:
     encrypted: bool = False
     sync_property: str | None = None   # its ``zrelay:sync`` user property (None: not set); zrelay.selection
     volume: bool = False   # a zvol (type volume): no mountpoint, no canmount
+    origin: str | None = None   # a clone's origin snapshot (``pool/ds@snap``); None: not a clone (or not listed)
 
     @classmethod
     def absent(cls, name: str) -> "DatasetState":

@@ -9,6 +9,7 @@ dropping a snapshot the planner would then miss.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 import signal
@@ -128,6 +129,7 @@ class _Acc:
         self.encrypted = False
         self.sync_property: str | None = None
         self.volume = False
+        self.origin: str | None = None
 
     def state(self) -> DatasetState:
         snaps = sorted(self.snapshots, key=lambda s: s.createtxg)  # stable: ties keep listing order
@@ -135,7 +137,7 @@ class _Acc:
         return DatasetState(name=self.name, exists=True, snapshots=tuple(snaps),
                             bookmarks=tuple(marks), resume_token=self.resume_token,
                             encrypted=self.encrypted, sync_property=self.sync_property,
-                            volume=self.volume)
+                            volume=self.volume, origin=self.origin)
 
 
 def parse_state(outputs: list[str], caps: Capabilities, root: str,
@@ -165,6 +167,39 @@ def parse_state(outputs: list[str], caps: Capabilities, root: str,
     return {name: a.state() for name, a in accs.items()}
 
 
+class ListingMemo:
+    """The states parsed from the last listing of each (root, recursive), kept while its text stays
+    the same.
+
+    Why: a long-lived process (the daemon) lists the same datasets every cycle, and when
+    nothing changed the text is the same as last time, so parsing it again (hundreds of
+    lines per listing, a hundred listings per cycle at 50 hosts) is wasted. The states are
+    frozen, so the same objects serve every cycle; each call returns a dict of its own.
+    Keyed by a SHA-256 of the outputs (their text is not kept); one entry per (root,
+    recursive, dialect), so it holds at most what one cycle lists. One memo per host.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, bool, bool, int], tuple[bytes, dict[str, DatasetState]]] = {}
+
+    def parse_state(self, outputs: list[str], caps: Capabilities, root: str,
+                    recursive: bool) -> dict[str, DatasetState]:
+        """parse_state's answer for these outputs: the kept one when they are the same as last time."""
+        digest = hashlib.sha256()
+        for text in outputs:
+            data = text.encode("utf-8", "surrogateescape")
+            digest.update(len(data).to_bytes(8, "big"))
+            digest.update(data)
+        key = (root, recursive, lists_with_get(caps), len(outputs))
+        seen = digest.digest()
+        kept = self._last.get(key)
+        if kept is not None and kept[0] == seen:
+            return dict(kept[1])
+        states = parse_state(outputs, caps, root, recursive)
+        self._last[key] = (seen, states)
+        return dict(states)
+
+
 def _user_value(value: str) -> str | None:
     """A user property's value as listed: ``-`` (and nothing) is "not set"."""
     return None if value in ("-", "") else value
@@ -185,6 +220,7 @@ def _parse_fs_listing(text: str, root: str, recursive: bool, acc: Callable[[str]
         # the listing is of filesystems and volumes; a volume has no mountpoint, which zfs prints as "-"
         # (a filesystem's is a path, "none" or "legacy")
         a.volume = f["mountpoint"] == "-"
+        a.origin = _user_value(f["origin"])   # "-": not a clone
 
 
 def _parse_snapshot_listing(text: str, root: str, recursive: bool,
@@ -215,31 +251,46 @@ def _parse_bookmark_listing(text: str, root: str, recursive: bool,
 
 
 def _parse_get_tree(text: str, root: str, recursive: bool, acc: Callable[[str], _Acc]) -> None:
-    """zfs-fuse: ``name<TAB>property<TAB>value`` lines, one line per property per name."""
+    """zfs-fuse: ``name<TAB>property<TAB>value`` lines, one line per property per name.
+
+    The daemon parses a hundred such listings of hundreds of lines every cycle, so the
+    loop avoids per-line helpers; a line of another shape still raises as _fields does."""
     props: dict[str, dict[str, str]] = {}
     for line in text.splitlines():
-        if not line.strip():
-            continue
-        name, prop, value = _fields(line, 3)
-        props.setdefault(name, {})[prop] = value
+        parts = line.split("\t")
+        if len(parts) != 3:
+            if not line.strip():
+                continue
+            _fields(line, 3)   # raises, naming the line
+        name, prop, value = parts
+        found = props.get(name)
+        if found is None:
+            found = props[name] = {}
+        found[prop] = value
+    prefix = root + "/"
     for name, p in props.items():
         kind = p.get("type")
-        if kind in ("filesystem", "volume"):
-            if _in_scope(name, root, recursive):
-                acc(name).sync_property = _user_value(p.get(SYNC_PROPERTY, "-"))
-                acc(name).volume = kind == "volume"
-        elif kind == "snapshot":
+        if kind == "snapshot":
             dataset, _, snap = name.partition("@")
-            if not snap or not _in_scope(dataset, root, recursive):
+            if not snap or "%" in dataset or not (dataset == root or (recursive and dataset.startswith(prefix))):
                 continue
-            line = f"{name}: {p}"
             try:
-                acc(dataset).snapshots.append(Snapshot(dataset, snap, _int(p["guid"], line),
-                                                       _int(p["createtxg"], line),
-                                                       _int(p.get("creation", "0"), line),
-                                                       _int(p.get("referenced", "0"), line)))
+                guid, txg = p["guid"], p["createtxg"]
+                creation, referenced = p.get("creation", "0"), p.get("referenced", "0")
             except KeyError as missing:
                 raise ValueError(f"zfs get output lacks {missing} for {name!r}") from None
+            try:
+                snapshot = Snapshot(dataset, snap, int(guid), int(txg), int(creation), int(referenced))
+            except ValueError:
+                line = f"{name}: {p}"
+                snapshot = Snapshot(dataset, snap, _int(guid, line), _int(txg, line), _int(creation, line),
+                                    _int(referenced, line))
+            acc(dataset).snapshots.append(snapshot)
+        elif kind in ("filesystem", "volume"):
+            if _in_scope(name, root, recursive):
+                a = acc(name)
+                a.sync_property = _user_value(p.get(SYNC_PROPERTY, "-"))
+                a.volume = kind == "volume"
         else:
             raise ValueError(f"zfs get output has no usable type for {name!r}: {p}")
 
