@@ -29,7 +29,6 @@ from zrelay.errors import BaseNotSecured, PlanRefused, TargetBusy, ZrelayError, 
 from zrelay.events import EventSink, JobFinished, JobPlanned, JobStarted, Outcome, discard
 from zrelay.inventory.model import Endpoint, Inventory, Job
 from zrelay.plan import with_new_snapshot
-from zrelay.zfs.model import DatasetState
 
 if TYPE_CHECKING:
     from zrelay.engine.snapshots import SnapshotStep
@@ -88,9 +87,13 @@ class Engine:
         now = options.now or datetime.now(timezone.utc)
         jobs = list(jobs)
         self.fleet.share_listings(jobs)   # a source snapshotted first is forgotten, then listed on its own
-        nested = await asyncio.gather(*(self._run_job(job, list(receivers(self, job, options)), options, now)
-                                        for job in jobs))
-        return [r for results in nested for r in results]
+        if options.take_snapshot:
+            nested = await asyncio.gather(*(self._run_job(job, list(receivers(self, job, options)), options, now)
+                                            for job in jobs))
+            return [r for results in nested for r in results]
+        # no snapshot step: one task per target, not one per job and one per target as well
+        return list(await asyncio.gather(*(self._run_target(job, receiver, options, [], None)
+                                           for job in jobs for receiver in receivers(self, job, options))))
 
     async def _run_job(self, job: Job, receivers: list[Receiver], options: SyncOptions,
                        now: datetime) -> list[TaskResult]:
@@ -164,12 +167,6 @@ class Engine:
             await take(self.fleet, step)
         return step
 
-    async def _source(self, job: Job, simulated: str | None) -> dict[str, DatasetState]:
-        states = await self.fleet.listing(job.source.host, job.source.dataset, job.recursive)
-        if simulated:
-            states = with_new_snapshot(states, simulated, int(time.time()))
-        return states
-
     async def _run_target(self, job: Job, receiver: Receiver, options: SyncOptions, snapshot: list[Action],
                           simulated: str | None) -> TaskResult:
         started = time.monotonic()
@@ -200,7 +197,8 @@ class Engine:
                     result.outcome = planned.dry_outcome
                     result.message = planned.summary
                     break
-                replan = await Executor(self.fleet, self.emit, receiver, result, options, notes).run(planned.actions)
+                replan = (await Executor(self.fleet, self.emit, receiver, result, options, notes).run(planned.actions)
+                          if planned.actions else False)
                 acted = bool(planned.actions)   # a rollback alone changes the target too
                 transferred = transferred or acted
                 if acted:   # what securing the base is expected to be once these actions ran
@@ -247,7 +245,11 @@ class Engine:
     async def _plan(self, job: Job, receiver: Receiver, options: SyncOptions, simulated: str | None) -> TargetPlan:
         """The receiver's plan; a dry run, holding no lock, plans only while no other zrelay holds the target."""
         async def planned() -> TargetPlan:
-            source, _ = await both(self._source(job, simulated), receiver.prepare())
+            # the source's listing under way (shared by the job's targets) while the target is read
+            listing = self.fleet.states.future(self.fleet.host(job.source.host), job.source.dataset, job.recursive)
+            source, _ = await both(listing, receiver.prepare())
+            if simulated:
+                source = with_new_snapshot(source, simulated, int(time.time()))
             return await receiver.plan(source, options)
         if not options.dry_run:
             return await planned()

@@ -16,6 +16,7 @@ from zrelay import locks
 from zrelay.inventory.model import Inventory, Job
 from zrelay.transport.host import RemoteHost
 from zrelay.transport.ssh import ConnectionPool
+from zrelay.zfs import parse
 from zrelay.zfs.model import DatasetState
 
 T = TypeVar("T")
@@ -44,43 +45,92 @@ class StateCache:
 
     With ``share`` the datasets of many jobs on one host are served from one
     recursive listing of their parent (see shared_listings). A dataset that
-    changed during the run (``forget``) is listed on its own again.
+    changed during the run (``forget``) is listed on its own again. With ``memos``
+    (a long-lived fleet's, see Fleet.for_run) a listing whose text did not change
+    since the last run is not parsed again (parse.ListingMemo).
+
+    A listing is one task; what is served from a parent's listing is a plain future
+    filled when the parent's is, so a cycle of a thousand targets does not pay a task
+    per dataset.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, memos: dict[str, parse.ListingMemo] | None = None) -> None:
         self._futures: dict[tuple[str, str, bool], asyncio.Future[dict[str, DatasetState]]] = {}
         self._cover: dict[tuple[str, str], str] = {}
         self._stale: set[tuple[str, str]] = set()
+        self._memos = memos
 
     def share(self, host: str, datasets: Iterable[str]) -> None:
         """Announce the datasets this run will ask ``host`` about."""
         for dataset, parent in shared_listings(datasets).items():
             self._cover[(host, dataset)] = parent
 
-    async def get(self, host: RemoteHost, dataset: str, recursive: bool) -> dict[str, DatasetState]:
+    def future(self, host: RemoteHost, dataset: str, recursive: bool) -> asyncio.Future[dict[str, DatasetState]]:
+        """The listing as a future, started by the first ask. Shared by every asker: await it
+        shielded (``get``), so one asker being cancelled does not cancel it for the others."""
         key = (host.name, dataset, recursive)
         fut = self._futures.get(key)
         if fut is None:
             parent = self._cover.get((host.name, dataset))
             if parent is not None and (host.name, dataset) not in self._stale:
-                work = self._from_parent(host, parent, dataset, recursive)
+                fut = _subset(self.future(host, parent, True), dataset, recursive)
             else:
-                work = host.state(dataset, recursive)
-            fut = self._futures[key] = asyncio.ensure_future(work)
-        return await asyncio.shield(fut)
+                memo = None
+                if self._memos is not None:
+                    memo = self._memos.get(host.name)
+                    if memo is None:
+                        memo = self._memos[host.name] = parse.ListingMemo()
+                fut = asyncio.ensure_future(host.state(dataset, recursive, memo))
+            self._futures[key] = fut
+        return fut
 
-    async def _from_parent(self, host: RemoteHost, parent: str, dataset: str,
-                           recursive: bool) -> dict[str, DatasetState]:
-        states = await self.get(host, parent, True)
-        out = {name: st for name, st in states.items()
-               if name == dataset or (recursive and name.startswith(dataset + "/"))}
-        out.setdefault(dataset, DatasetState.absent(dataset))
-        return out
+    async def get(self, host: RemoteHost, dataset: str, recursive: bool) -> dict[str, DatasetState]:
+        return await settled(self.future(host, dataset, recursive))
 
     def forget(self, host: str, dataset: str) -> None:
         self._stale.add((host, dataset))
         for key in [k for k in self._futures if k[0] == host and k[1] == dataset]:
             del self._futures[key]
+
+
+def _subset(listing: asyncio.Future[dict[str, DatasetState]], dataset: str,
+            recursive: bool) -> asyncio.Future[dict[str, DatasetState]]:
+    """A future of ``dataset``'s part of a parent's ``listing`` (its descendants too when
+    ``recursive``; absent when the listing lacks it), with the listing's error if it fails."""
+    out: asyncio.Future[dict[str, DatasetState]] = listing.get_loop().create_future()
+
+    def fill(done: asyncio.Future[dict[str, DatasetState]]) -> None:
+        if out.done():
+            return
+        if done.cancelled():
+            out.cancel()
+            return
+        error = done.exception()
+        if error is not None:
+            out.set_exception(error)
+            return
+        states = done.result()
+        if recursive:
+            prefix = dataset + "/"
+            part = {name: st for name, st in states.items() if name == dataset or name.startswith(prefix)}
+            part.setdefault(dataset, DatasetState.absent(dataset))
+        else:
+            found = states.get(dataset)
+            part = {dataset: found if found is not None else DatasetState.absent(dataset)}
+        out.set_result(part)
+
+    if listing.done():
+        fill(listing)
+    else:
+        listing.add_done_callback(fill)
+    return out
+
+
+async def settled(fut: asyncio.Future[T]) -> T:
+    """A shared future's result: at once when it is done (no scheduling), else awaited shielded."""
+    if fut.done():
+        return fut.result()
+    return await asyncio.shield(fut)
 
 
 class Fleet:
@@ -99,19 +149,23 @@ class Fleet:
         self._addresses: dict[str, asyncio.Future[str]] = {}   # host name → address its lock keys use
         self._closers: list[Callable[[], Awaitable[object]]] = []
         self.per_run: dict[str, Any] = {}   # what a data path keeps for the run (direct mode's login checks)
-
+        #: host name → its last listings' parsed states, shared by the runs of a long-lived fleet (for_run)
+        self._memos: dict[str, parse.ListingMemo] | None = None
         self._owns_pool = True
 
     def for_run(self) -> "Fleet":
         """A fleet for one run of a long-lived process (the daemon): its own listings, locks and
         per-run state, but this fleet's connections, probed hosts and per-host limits, so runs at
         the same time share the limits and a run after a quiet hour reconnects nothing.
-        Closing it lets go of its locks and leaves the connections open."""
+        Closing it lets go of its locks and leaves the connections open. A listing whose text is
+        the same as in the previous run is not parsed again (parse.ListingMemo)."""
         self.pool.forget_failures()   # a host that was down is tried again by the next run
+        if self._memos is None:
+            self._memos = {}
         run = Fleet.__new__(Fleet)
         run.inventory = self.inventory
         run.pool = self.pool
-        run.states = StateCache()
+        run.states = StateCache(self._memos)
         run.started_at = time.time()
         run._hosts = self._hosts
         run.sends = self.sends
@@ -120,6 +174,7 @@ class Fleet:
         run._addresses = {}
         run._closers = []
         run.per_run = {}
+        run._memos = self._memos
         run._owns_pool = False
         return run
 
@@ -199,7 +254,7 @@ class Fleet:
         fut = self._addresses.get(host)
         if fut is None:
             fut = self._addresses[host] = asyncio.ensure_future(locks.resolve(entry.address))
-        return locks.dataset_key(await asyncio.shield(fut), entry.port, dataset)
+        return locks.dataset_key(await settled(fut), entry.port, dataset)
 
     async def unheld(self, key: str, what: str, work: Callable[[], Awaitable[T]], wait: float = 0.0,
                      on_wait: Callable[[locks.Holder | None], None] | None = None,

@@ -90,8 +90,10 @@ class RemoteHost:
                 continue
             raise error
 
-    async def state(self, dataset: str, recursive: bool = False) -> dict[str, DatasetState]:
-        """Snapshots (with GUIDs), resume token etc. of ``dataset`` (and descendants)."""
+    async def state(self, dataset: str, recursive: bool = False,
+                    memo: parse.ListingMemo | None = None) -> dict[str, DatasetState]:
+        """Snapshots (with GUIDs), resume token etc. of ``dataset`` (and descendants); ``memo``
+        (a long-lived fleet's) parses a listing only when its text changed."""
         caps = await self.capabilities()
         outputs: list[str] = []
         for argv in commands.list_state_argvs(dataset, caps, recursive):
@@ -99,7 +101,8 @@ class RemoteHost:
                 outputs.append((await self.zfs(argv, dataset=dataset)).stdout)
             except DatasetNotFound:
                 return {dataset: DatasetState.absent(dataset)}
-        states = parse.parse_state(outputs, caps, dataset, recursive)
+        states = (memo.parse_state(outputs, caps, dataset, recursive) if memo is not None
+                  else parse.parse_state(outputs, caps, dataset, recursive))
         if dataset not in states:
             states[dataset] = DatasetState.absent(dataset)
         return states
