@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import functools
 import hashlib
 import ipaddress
 import json
@@ -72,11 +73,13 @@ SHARED_PARENTS = ("/run/lock", "/var/lock")
 SUBDIR = "zrelay"
 POLL_INTERVAL = 0.25          # s between LOCK_NB attempts while waiting
 HOLDER_GRACE = 1.0            # s a loser waits for a fresh holder to write who it is
+RECORD_MAX = 4096             # bytes of a lock file read as its record (who holds it, or when it was let go)
 RESOLVE_TIMEOUT = 5.0         # s for getaddrinfo; after that the name itself is the key
 PROC_LOCKS = "/proc/locks"    # the kernel's list of file locks and their holders (Linux)
 PLAN_TRIES = 3                # while_free: runs that came and went during the work, then busy
 
 T = TypeVar("T")
+_JSON = json.JSONEncoder(ensure_ascii=False)   # one encoder for every record (json.dumps makes one per call)
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,9 @@ def s3_key(endpoint: str | None, region: str | None, bucket: str, key_prefix: st
 
 
 _DIRS: dict[tuple[str | None, ...], Path] = {}   # this process's lock directory, by the settings that chose it
+#: the same, by ``$ZRELAY_LOCK_DIR`` alone where nothing else chose it (that variable, or a shared
+#: directory): one environment lookup per lock instead of four
+_BY_SETTING: dict[str | None, Path] = {}
 
 
 def lock_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -214,10 +220,16 @@ def lock_dir(environ: Mapping[str, str] | None = None) -> Path:
     process and settings (a run takes a lock per target; RunLock chooses again if it vanished)."""
     if environ is not None:
         return _choose_dir(environ)
-    key = tuple(os.environ.get(v) for v in (ENV_VAR, "XDG_RUNTIME_DIR", "XDG_STATE_HOME", "HOME"))
+    setting = os.environ.get(ENV_VAR)
+    path = _BY_SETTING.get(setting)
+    if path is not None:
+        return path
+    key = (setting, *(os.environ.get(v) for v in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "HOME")))
     path = _DIRS.get(key)
     if path is None:
         path = _DIRS[key] = _choose_dir(os.environ)
+        if setting or str(path.parent) in SHARED_PARENTS:
+            _BY_SETTING[setting] = path
     return path
 
 
@@ -265,9 +277,15 @@ def _shared_dir(path: Path) -> bool:
 
 def lock_path(key: str, directory: Path | None = None) -> Path:
     """The lock file of ``key``: a hash, so any dataset name makes a safe file name."""
+    return _lock_path(key, directory or lock_dir())
+
+
+@functools.lru_cache(maxsize=8192)
+def _lock_path(key: str, directory: Path) -> Path:
+    """lock_path, remembered: a daemon takes the same targets' locks every cycle."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     kind = key.split(" ", 1)[0]
-    return (directory or lock_dir()) / f"{kind}-{digest}.lock"
+    return directory / f"{kind}-{digest}.lock"
 
 
 # --- the lock ---------------------------------------------------------------------------------
@@ -288,6 +306,7 @@ class RunLock:
         self.previous_release: float | None = None
         self._fd: int | None = None
         self._writable = False
+        self._size: int | None = None   # bytes in the lock file as this lock last read or wrote it
 
     # --- file ---
 
@@ -316,6 +335,7 @@ class RunLock:
             except FileNotFoundError:
                 if self._chosen_dir and not self.path.parent.exists():
                     _DIRS.clear()   # the directory went away (a reboot's tmpfs, a cleaner): choose again
+                    _BY_SETTING.clear()
                     self.path = lock_path(self.key)
                     self._chosen_dir = False
                     continue
@@ -332,21 +352,34 @@ class RunLock:
         if fd is None:
             return {}
         try:
-            data = os.pread(fd, 4096, 0)
+            data = os.pread(fd, RECORD_MAX, 0)
+        except OSError:
+            self._size = None
+            return {}
+        self._size = len(data)
+        try:
             value = json.loads(data.decode() or "{}")
-        except (OSError, ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):
             return {}
         return value if isinstance(value, dict) else {}
 
     def _write(self, record: dict) -> None:
+        """The record, padded with blanks over whatever longer record the file held: one write,
+        no truncation (a journalled metadata change on a disk filesystem, twice per target).
+        Readers read the first RECORD_MAX bytes, and JSON ignores the trailing blanks."""
         if self._fd is None or not self._writable:
             return
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        data = (_JSON.encode(record) + "\n").encode()
         try:
-            os.ftruncate(self._fd, 0)
+            if self._size is None:   # what the file holds is unknown: start it afresh
+                os.ftruncate(self._fd, 0)
+            elif len(data) < self._size:
+                data = data.ljust(self._size, b" ")
             os.pwrite(self._fd, data, 0)
         except OSError:
-            pass   # who holds the lock is information; the flock itself is what counts
+            self._size = None   # who holds the lock is information; the flock itself is what counts
+            return
+        self._size = len(data)
 
     # --- locking ---
 
@@ -423,6 +456,7 @@ class RunLock:
     def close(self) -> None:
         fd, self._fd = self._fd, None
         self.held = False
+        self._size = None
         if fd is not None:
             os.close(fd)   # closing the only descriptor drops the flock
 
@@ -460,8 +494,10 @@ class Probe:
     """What a look at a key's lock found, without taking it."""
 
     holder: Holder | None                      # the other zrelay holding it now; None: nobody else
-    stamp: tuple[int, ...] | None = None   # the lock file's device, inode, mtime and size: a run
-                                           # taking or letting go of the lock writes it, so it moves
+    stamp: tuple[int, ...] | None = None   # the lock file's device, inode, mtime, size and a hash of
+                                           # its record: a run taking or letting go of the lock writes
+                                           # its own time there, so it moves (mtime alone moves in the
+                                           # kernel's coarse ticks, and padded records keep the size)
 
     def changed_since(self, earlier: "Probe") -> bool:
         """Whether a run took (or let go of) the lock between ``earlier`` and this look."""
@@ -484,7 +520,11 @@ def probe(key: str, directory: Path | None = None) -> Probe:
         return Probe(None)   # unreadable (another user's mode): its runs cannot be ours to wait for
     try:
         st = os.fstat(fd)
-        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        try:
+            seen = os.pread(fd, RECORD_MAX, 0)
+        except OSError:
+            seen = b""
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, hash(seen))
         pid = _kernel_holder(st)
         if pid is None:   # no /proc/locks: a shared flock, dropped at once, tells whether one is held
             try:
@@ -499,7 +539,7 @@ def probe(key: str, directory: Path | None = None) -> Probe:
         elif pid < 0:
             return Probe(None, stamp)
         try:
-            record = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+            record = json.loads(os.pread(fd, RECORD_MAX, 0).decode() or "{}")
         except (OSError, ValueError, UnicodeDecodeError):
             record = {}
         named = isinstance(record, dict) and "pid" in record and "released" not in record
