@@ -56,3 +56,38 @@ def test_a_volume_is_received_without_canmount_or_mountpoint(lab, tmp_path: Path
     assert incr.returncode == 0, incr.stderr + incr.stdout
     assert json.loads(incr.stdout)[0]["outcome"] == "ok"
     assert "zrelay_2" in lab.zfs("vault", "list", "-H", "-o", "name", "-t", "snapshot", "-r", f"{dst}/vol")
+
+
+def _zvol_sha256(lab, host: str, volume: str, mib: int) -> str:
+    """sha256 of a volume's first ``mib`` MiB, read from its device node (waiting for udev to make it)."""
+    script = (f'for i in $(seq 100); do [ -e "/dev/zvol/{volume}" ] && break; udevadm settle; sleep 0.2; done; '
+              f'dd if="/dev/zvol/{volume}" bs=1M count={mib} status=none | sha256sum')
+    return lab.run(host, "sh", "-c", script).stdout.split()[0]
+
+
+def _zvol_write(lab, host: str, volume: str, offset_mib: int, mib: int) -> None:
+    script = (f'for i in $(seq 100); do [ -e "/dev/zvol/{volume}" ] && break; udevadm settle; sleep 0.2; done; '
+              f'dd if=/dev/urandom of="/dev/zvol/{volume}" bs=1M seek={offset_mib} count={mib} '
+              f'conv=fsync status=none')
+    lab.run(host, "sh", "-c", script)
+
+
+def test_a_volume_replicates_byte_identical_full_and_incremental(lab, tmp_path: Path) -> None:
+    name = lab.unique()
+    src, dst = f"tank/{name}", f"backup/{name}"
+    size = lab.mib(16, minimum=8)
+    lab.run("nas1", "zfs", "create", "-V", f"{size}M", src)
+    _zvol_write(lab, "nas1", src, 0, size // 2)
+    lab.run("nas1", "zfs", "snapshot", f"{src}@zrelay_1")
+    inv = write_inventory(tmp_path / "inv.yml", lab, [{"source": f"nas1:{src}", "targets": [f"vault:{dst}"]}])
+
+    full = zrelay("sync", "--json", inventory=inv, timeout=900)
+    assert full.returncode == 0, full.stderr + full.stdout
+    assert _zvol_sha256(lab, "vault", dst, size) == _zvol_sha256(lab, "nas1", src, size)
+
+    _zvol_write(lab, "nas1", src, size // 2, size // 4)   # the incremental brings only these blocks
+    lab.run("nas1", "zfs", "snapshot", f"{src}@zrelay_2")
+    incr = zrelay("sync", "--json", inventory=inv, timeout=900)
+    assert incr.returncode == 0, incr.stderr + incr.stdout
+    assert json.loads(incr.stdout)[0]["outcome"] == "ok"
+    assert _zvol_sha256(lab, "vault", dst, size) == _zvol_sha256(lab, "nas1", src, size)
