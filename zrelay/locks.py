@@ -363,13 +363,13 @@ class RunLock:
             return {}
         return value if isinstance(value, dict) else {}
 
-    def _write(self, record: dict) -> None:
-        """The record, padded with blanks over whatever longer record the file held: one write,
-        no truncation (a journalled metadata change on a disk filesystem, twice per target).
-        Readers read the first RECORD_MAX bytes, and JSON ignores the trailing blanks."""
+    def _write(self, record: str) -> None:
+        """The record (a line of JSON), padded with blanks over whatever longer record the file
+        held: one write, no truncation (a journalled metadata change on a disk filesystem, twice
+        per target). Readers read the first RECORD_MAX bytes, and JSON ignores the blanks."""
         if self._fd is None or not self._writable:
             return
-        data = (_JSON.encode(record) + "\n").encode()
+        data = record.encode()
         try:
             if self._size is None:   # what the file holds is unknown: start it afresh
                 os.ftruncate(self._fd, 0)
@@ -400,9 +400,9 @@ class RunLock:
         previous = self._read()
         released = previous.get("released")
         self.previous_release = float(released) if isinstance(released, (int, float)) else None
-        self._write({"pid": os.getpid(), "hostname": _HOSTNAME, "started": _self_started(),
-                     "run_id": _owner.run_id, "command": _owner.command, "what": self.what,
-                     "key": self.key, "acquired": time.time()})
+        held, _ = _records(os.getpid(), _HOSTNAME, _self_started(), _owner.run_id, _owner.command,
+                           self.what, self.key)
+        self._write(f"{held}{time.time()!r}}}\n")
         return True
 
     def holder(self) -> Holder | None:
@@ -449,7 +449,9 @@ class RunLock:
     def release(self) -> None:
         """Let go: record when (for the next holder), unlock, close."""
         if self.held:
-            self._write({"released": time.time(), "pid": os.getpid(), "what": self.what, "key": self.key})
+            _, released = _records(os.getpid(), _HOSTNAME, _self_started(), _owner.run_id, _owner.command,
+                                   self.what, self.key)
+            self._write(f'{{"released": {time.time()!r}, {released}\n')
             self.held = False
         self.close()
 
@@ -473,6 +475,18 @@ class RunLock:
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
                         tb: TracebackType | None) -> None:
         self.release()
+
+
+@functools.lru_cache(maxsize=8192)
+def _records(pid: int, hostname: str, started: float, run_id: int | None, command: str, what: str,
+             key: str) -> tuple[str, str]:
+    """A lock's two records but for their time, encoded once (a daemon takes the same locks every
+    cycle): the holder's, ending where ``"acquired"``'s value goes, and the let-go one's, after
+    its ``"released"`` value. A time goes in as ``repr``, which is how JSON writes a float."""
+    held = _JSON.encode({"pid": pid, "hostname": hostname, "started": started, "run_id": run_id,
+                         "command": command, "what": what, "key": key})
+    released = _JSON.encode({"pid": pid, "what": what, "key": key})
+    return f'{held[:-1]}, "acquired": ', released[1:]
 
 
 def _holder_of(record: dict) -> Holder:
