@@ -25,15 +25,21 @@ destroy    either ``keep:`` on that side: prune's ``zfs destroy ds@a,b`` and ``d
 rollback   target ``allow_rollback: true``: ``zfs rollback -r`` of ``sync --rollback``
 ========== ====== ==================================================================================
 
-Not needed, and so not granted: ``userprop`` (zrelay sets no user property: holds are not
-properties), the listings (``zfs list``, ``get``, ``holds`` need no delegation), and any other
-property (streams are sent without ``-p``/``-R``, so a receive sets none).
+Properties (a job's ``properties:``, per target): the receive sets every property the stream
+carries and every ``-o``, and clears every ``-x``, each checked as that property's permission
+(``userprop`` for user properties). So a target is also granted the job's ``set`` and ``exclude``
+names and, when properties travel (``send``, the default), those its source sets locally or
+received (``zfs get -s local,received``, read from the source by ``--apply`` and ``--check``; the
+printed plan says which source they come from).
+
+Not needed, and so not granted: the listings (``zfs list``, ``get``, ``holds`` need no
+delegation); holds are not properties.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from zrelay.errors import UsageError
 from zrelay.inventory.model import Inventory, Job, suggest
@@ -56,6 +62,18 @@ PRIVILEGED_USERS = frozenset({"root"})
 
 
 @dataclass(frozen=True, slots=True)
+class Sent:
+    """A source whose ``zfs send -p`` streams land below a grant's dataset."""
+
+    host: str
+    dataset: str
+    recursive: bool
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.dataset}"
+
+
+@dataclass(frozen=True, slots=True)
 class Grant:
     """What one user needs on one dataset of one host, and which jobs need it."""
 
@@ -64,6 +82,7 @@ class Grant:
     permissions: frozenset[str]
     roles: tuple[str, ...]            # "source of JOB", "parent of target HOST:DS (JOB)", …
     parent_of: tuple[str, ...] = ()   # targets received below it (not a pool): --apply creates it if missing
+    sent_from: tuple[Sent, ...] = ()  # sources whose properties (send -p) are received below it
 
     @property
     def sorted_permissions(self) -> tuple[str, ...]:
@@ -97,14 +116,18 @@ def required(jobs: Iterable[Job]) -> list[Grant]:
     perms: dict[tuple[str, str], set[str]] = {}
     roles: dict[tuple[str, str], list[str]] = {}
     below: dict[tuple[str, str], list[str]] = {}
+    sent: dict[tuple[str, str], list[Sent]] = {}
 
-    def need(host: str, dataset: str, wanted: Iterable[str], role: str, target: str | None = None) -> None:
+    def need(host: str, dataset: str, wanted: Iterable[str], role: str, target: str | None = None,
+             sends: Sent | None = None) -> None:
         key = (host, dataset)
         perms.setdefault(key, set()).update(wanted)
         if role not in roles.setdefault(key, []):
             roles[key].append(role)
         if target is not None and target not in below.setdefault(key, []):
             below[key].append(target)
+        if sends is not None and sends not in sent.setdefault(key, []):
+            sent[key].append(sends)
 
     for job in jobs:
         source = set(SOURCE_PERMISSIONS)
@@ -117,13 +140,24 @@ def required(jobs: Iterable[Job]) -> list[Grant]:
                 wanted |= PRUNE_PERMISSIONS
             if job.allow_rollback:
                 wanted |= ROLLBACK_PERMISSIONS
+            props = job.properties_for(target)
+            # receive -o and -x, each checked as the property (user properties: userprop)
+            wanted |= {"userprop" if ":" in name else name for name in (*props.set, *props.exclude)}
             parent = target_parent(target.dataset)
             role = (f"target {target} ({job.name})" if parent == target.dataset
                     else f"parent of target {target} ({job.name})")
             # a dataset below the pool's top may not exist yet: --apply creates it (a pool it cannot)
-            need(target.host, parent, wanted, role, str(target) if "/" in parent else None)
-    return [Grant(h, d, frozenset(p), tuple(roles[(h, d)]), tuple(below.get((h, d), ())))
-            for (h, d), p in perms.items()]
+            need(target.host, parent, wanted, role, str(target) if "/" in parent else None,
+                 Sent(job.source.host, job.source.dataset, job.recursive) if props.send else None)
+    return [Grant(h, d, frozenset(p), tuple(roles[(h, d)]), tuple(below.get((h, d), ())),
+                  tuple(sent.get((h, d), ()))) for (h, d), p in perms.items()]
+
+
+def with_sent(grant: Grant, sent: Mapping[Sent, frozenset[str]]) -> Grant:
+    """``grant`` with the permissions of the properties its sources send (parse.parse_sent_properties
+    of each source's listing); a source missing from ``sent`` adds nothing."""
+    extra = frozenset().union(*(sent.get(s, frozenset()) for s in grant.sent_from))
+    return replace(grant, permissions=grant.permissions | extra) if extra - grant.permissions else grant
 
 
 def select_hosts(inventory: Inventory, patterns: Sequence[str]) -> list[str]:

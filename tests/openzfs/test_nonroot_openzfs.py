@@ -107,3 +107,43 @@ def test_sync_and_prune_as_an_ordinary_user_with_the_delegated_permissions(lab, 
     finally:
         lab.destroy("nas1", f"{lab.pools['nas1']}/{name}")
         lab.destroy("vault", parent)
+
+
+def test_the_properties_a_source_sends_are_delegated_too(lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A source with its own compression and a user property: ``allow`` reads them from the
+    source and grants them (and the job's set/exclude names) on the target's parent, so the
+    replica, received as the user, carries them."""
+    lab.require("nas1", "delegation")
+    lab.require("vault", "delegation")
+    key = _public_key(lab)
+    for host in dict((lab.machines[h], h) for h in ("nas1", "vault")).values():
+        lab.run(host, "sh", "-c", SETUP_USER, "setup", USER, key)
+    name = lab.unique("np")
+    src, parent = f"{lab.pools['nas1']}/{name}/data", f"{lab.pools['vault']}/{name}"
+    dst = f"{parent}/data"
+    make_dataset(lab, "nas1", src, mib=lab.mib(1))
+    lab.run("nas1", "zfs", "set", "compression=gzip", "zrelay-test:owner=alice", src)
+    job = {"name": name, "source": f"nas1:{src}", "targets": [f"vault:{dst}"],
+           "properties": {"set": {"recordsize": "64K"}, "exclude": ["atime"]}}
+    as_root = write_inventory(tmp_path / "root.yml", lab, [job])
+    as_user = write_inventory(tmp_path / "user.yml", lab, [job], hosts={h: {"user": USER} for h in lab.hosts})
+    try:
+        plan = zrelay("allow", "--json", "--user", USER, "vault", inventory=as_root)
+        (grant,) = json.loads(plan.stdout)["hosts"][0]["grants"]
+        assert grant["properties_from"] == [f"nas1:{src}"] and {"recordsize", "atime"} <= set(grant["permissions"])
+        applied = zrelay("allow", "--apply", "--json", "--user", USER, "nas1", "vault", inventory=as_root)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        (target,) = [g for h in json.loads(applied.stdout)["hosts"] if h["host"] == "vault" for g in h["grants"]]
+        assert {"compression", "userprop", "recordsize", "atime"} <= set(target["permissions"])
+        check = zrelay("allow", "--check", "--json", "--user", USER, "nas1", "vault", inventory=as_root)
+        assert check.returncode == 0 and json.loads(check.stdout)["ok"], check.stdout
+
+        done = zrelay("sync", "--snapshot", "--json", inventory=as_user)
+        assert done.returncode == 0, done.stdout + done.stderr
+        got = lab.zfs("vault", "get", "-H", "-o", "property,value,source",
+                      "compression,recordsize,zrelay-test:owner", dst)
+        assert "compression\tgzip\treceived" in got and "zrelay-test:owner\talice\treceived" in got, got
+        assert "recordsize\t65536\tlocal" in got or "recordsize\t64K\tlocal" in got, got
+    finally:
+        lab.destroy("nas1", f"{lab.pools['nas1']}/{name}")
+        lab.destroy("vault", parent)

@@ -160,6 +160,35 @@ def test_missing_against_a_parsed_listing() -> None:
     assert allow.missing(grant, [], ME) == tuple(sorted(TARGET))
 
 
+# --- properties on replicas --------------------------------------------------------------------
+
+
+def test_set_and_exclude_names_are_granted_on_the_target_and_sent_properties_come_from_the_source() -> None:
+    got = grants("{source: nas1:tank/a, recursive: true, targets: [nas2:tank/r/a],"
+                 " properties: {set: {compression: zstd, 'com.example:tier': cold}, exclude: [atime]}}")
+    target = got[("nas2", "tank/r")]
+    assert target.permissions == TARGET | {"compression", "userprop", "atime"}
+    assert target.sent_from == (allow.Sent("nas1", "tank/a", True),)
+    assert got[("nas1", "tank/a")].sent_from == ()                       # the source sets nothing
+    sent = {allow.Sent("nas1", "tank/a", True): parse.parse_sent_properties(
+        "tank/a\trecordsize\ntank/a\tcom.example:owner\ntank/a/b\tcompression\n")}
+    assert allow.with_sent(target, sent).permissions == target.permissions | {"recordsize"}
+    assert allow.with_sent(target, {}) is target
+
+
+def test_a_job_that_sends_no_properties_needs_none_of_the_sources() -> None:
+    got = grants("{source: nas1:tank/a, targets: [nas2:tank/r/a], properties: {send: false}}")
+    assert got[("nas2", "tank/r")].sent_from == () and got[("nas2", "tank/r")].permissions == TARGET
+
+
+def test_a_target_entry_with_its_own_properties_gets_its_own_grant() -> None:
+    got = grants("{source: nas1:tank/a, targets: [nas2:tank/r/a,"
+                 " {target: 'vault:backup/r/a', properties: {send: false, set: {readonly: 'on'}}}]}")
+    assert got[("vault", "backup/r")].permissions == TARGET | {"readonly"}
+    assert got[("vault", "backup/r")].sent_from == ()
+    assert got[("nas2", "tank/r")].sent_from == (allow.Sent("nas1", "tank/a", False),)
+
+
 # --- the command line, offline -----------------------------------------------------------------
 
 
@@ -181,6 +210,7 @@ def test_dry_run_prints_each_hosts_commands_exactly_and_connects_nowhere(tmp_pat
     assert data == {"hosts": [{"host": "vault", "user": "backup", "skipped": None, "grants": [{
         "dataset": "backup/r", "permissions": sorted(TARGET | {"rollback", "destroy"}),
         "roles": ["parent of target vault:backup/r/a (nas1:tank/a)"], "targets_below": ["vault:backup/r/a"],
+        "properties_from": ["nas1:tank/a"],
         "command": "zfs allow -u backup canmount,create,destroy,hold,mount,receive,release,rollback backup/r"}]}]}
 
 

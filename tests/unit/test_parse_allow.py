@@ -152,3 +152,9 @@ def test_allow_argvs_take_no_option_from_a_name() -> None:
         c.allow_argv("zrelay", ["send", "allow"], "tank/data")   # never delegates the right to delegate
     with pytest.raises(ValueError):
         c.allow_argv("zrelay", [], "tank/data")
+    # a native property's name delegates setting it; user properties go as userprop, never by name
+    assert c.allow_argv("zrelay", ["receive", "compression", "userprop"], "tank/data")[4] == \
+        "receive,compression,userprop"
+    for bad in ("com.example:tier", "promote", "rename", "userquota", "-x", "a,b"):
+        with pytest.raises(ValueError):
+            c.allow_argv("zrelay", ["receive", bad], "tank/data")

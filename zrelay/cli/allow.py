@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from zrelay import allow
 from zrelay.cli import layout, output
@@ -142,10 +142,39 @@ async def _check_host(host: RemoteHost, plan: allow.HostAllow) -> HostResult:
     return result
 
 
+async def _sent_properties(fleet: Fleet, plans: list[allow.HostAllow]
+                           ) -> tuple[dict[allow.Sent, frozenset[str]], dict[allow.Sent, str]]:
+    """What each source a target grant depends on sends with ``zfs send -p`` (as permissions), and
+    why a source could not be read. A source that does not exist yet sends nothing yet."""
+    wanted = list(dict.fromkeys(s for p in plans if not p.skipped for g in p.grants for s in g.sent_from))
+
+    async def one(sent: allow.Sent) -> tuple[allow.Sent, frozenset[str] | None, str | None]:
+        try:
+            got = await fleet.host(sent.host).zfs(commands.sent_properties_argv(sent.dataset, sent.recursive),
+                                                  dataset=sent.dataset)
+            return sent, parse.parse_sent_properties(got.stdout), None
+        except DatasetNotFound:
+            return sent, frozenset(), None
+        except (ZrelayError, ValueError) as exc:
+            return sent, None, f"cannot read the properties {sent} sends: {exc}"
+
+    found: dict[allow.Sent, frozenset[str]] = {}
+    errors: dict[allow.Sent, str] = {}
+    for sent, perms, error in await asyncio.gather(*(one(s) for s in wanted)):
+        if perms is not None:
+            found[sent] = perms
+        if error is not None:
+            errors[sent] = error
+    return found, errors
+
+
 async def _each_host(inventory: Inventory, plans: list[allow.HostAllow], check: bool) -> list[HostResult]:
-    async def one(fleet: Fleet, plan: allow.HostAllow) -> HostResult:
+    async def one(fleet: Fleet, plan: allow.HostAllow, errors: dict[allow.Sent, str]) -> HostResult:
         if plan.skipped:
             return HostResult(plan)
+        unread = [errors[s] for g in plan.grants for s in g.sent_from if s in errors]
+        if unread:   # granting less than the receive needs would only fail later, in a sync
+            return HostResult(plan, error=unread[0])
         try:
             host = fleet.host(plan.host)
             return await (_check_host(host, plan) if check else _apply_host(host, plan))
@@ -153,7 +182,9 @@ async def _each_host(inventory: Inventory, plans: list[allow.HostAllow], check: 
             return HostResult(plan, error=str(exc))
 
     async with Fleet(inventory) as fleet:
-        return list(await asyncio.gather(*(one(fleet, p) for p in plans)))
+        sent, errors = await _sent_properties(fleet, plans)
+        plans = [replace(p, grants=tuple(allow.with_sent(g, sent) for g in p.grants)) for p in plans]
+        return list(await asyncio.gather(*(one(fleet, p, errors) for p in plans)))
 
 
 # --- output ------------------------------------------------------------------------------------
@@ -166,7 +197,7 @@ def _command(inventory: Inventory, host: str, argv: list[str]) -> str:
 
 def _grant_json(inventory: Inventory, plan: allow.HostAllow, g: allow.Grant) -> dict[str, object]:
     return {"dataset": g.dataset, "permissions": list(g.sorted_permissions), "roles": list(g.roles),
-            "targets_below": list(g.parent_of),
+            "targets_below": list(g.parent_of), "properties_from": [str(s) for s in g.sent_from],
             "command": _command(inventory, plan.host, g.argv(plan.user)) if plan.user and not plan.skipped else None}
 
 
@@ -189,6 +220,9 @@ def _print_plan(inventory: Inventory, plans: list[allow.HostAllow]) -> None:
             why = "; ".join(g.roles)
             if g.parent_of:
                 why += " (must exist: --apply creates it)"
+            if g.sent_from:
+                why += (f"; plus the properties {', '.join(map(str, g.sent_from))} sends (send -p), "
+                        "read from there by --apply and --check")
             lines += layout.wrap(f"# {why}", w, 4, 6, style="dim")
             lines.append(output.command_line(p.host, _command(inventory, p.host, g.argv(p.user))))
     if any(p.grants and not p.skipped for p in plans):

@@ -363,7 +363,13 @@ def release_argv(tag: str, snapshots: str | Sequence[str], *, recursive: bool = 
 
 #: Permissions ``zfs allow`` may delegate for zrelay (zrelay.allow says why each is needed).
 DELEGATED_PERMISSIONS = frozenset({"bookmark", "canmount", "create", "destroy", "hold", "mount", "receive",
-                                   "release", "rollback", "send", "snapshot"})
+                                   "release", "rollback", "send", "snapshot", "userprop"})
+#: A native property's name, which is also the permission to set it (``zfs allow -u U compression``).
+_NATIVE_PROPERTY = re.compile(r"[a-z][a-z0-9_]*")
+#: Permissions that are no property and that zrelay never delegates (the right to delegate, among them).
+_NEVER_DELEGATED = frozenset({"allow", "clone", "diff", "promote", "rename", "share", "groupquota", "groupused",
+                              "userquota", "userused", "projectquota", "projectused", "groupobjquota",
+                              "groupobjused", "userobjquota", "userobjused", "projectobjquota", "projectobjused"})
 _USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\$?")
 
 
@@ -376,18 +382,27 @@ def check_user(user: str) -> str:
 
 
 def allow_argv(user: str, permissions: Sequence[str], dataset: str) -> list[str]:
-    """``zfs allow -u USER p1,p2 DATASET``: delegate to one user, on DATASET and its descendants."""
+    """``zfs allow -u USER p1,p2 DATASET``: delegate to one user, on DATASET and its descendants.
+    Besides DELEGATED_PERMISSIONS a native property's name delegates setting it (at receive too)."""
     perms = list(permissions)
-    unknown = sorted(set(perms) - DELEGATED_PERMISSIONS)
+    unknown = sorted(p for p in set(perms) - DELEGATED_PERMISSIONS
+                     if p in _NEVER_DELEGATED or not _NATIVE_PROPERTY.fullmatch(p))
     if not perms or unknown:
-        raise ValueError(f"allow_argv: permissions must be some of {sorted(DELEGATED_PERMISSIONS)}, "
-                         f"got {perms!r}")
+        raise ValueError(f"allow_argv: permissions must be some of {sorted(DELEGATED_PERMISSIONS)} or "
+                         f"native property names, got {perms!r}")
     return [ZFS, "allow", "-u", check_user(user), ",".join(perms), check_dataset(dataset)]
 
 
 def allow_show_argv(dataset: str) -> list[str]:
     """``zfs allow DATASET``: what is delegated there and on its ancestors (parse.parse_allow)."""
     return [ZFS, "allow", check_dataset(dataset)]
+
+
+def sent_properties_argv(dataset: str, recursive: bool) -> list[str]:
+    """The properties ``zfs send -p`` carries from ``dataset`` (and below): those set locally or
+    received there, one ``name<TAB>property`` line each (``zrelay allow`` grants them on targets)."""
+    return [ZFS, "get", "-H", "-o", "name,property", "-s", "local,received", "all",
+            *(["-r"] if recursive else []), check_dataset(dataset)]
 
 
 def identity_argv(user: str) -> list[str]:

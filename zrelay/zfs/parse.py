@@ -503,6 +503,18 @@ def parse_allow(stdout: str) -> list[DelegationListing]:
 _ID_PART = re.compile(r"(\d+)(?:\(([^)]*)\))?")
 
 
+def parse_sent_properties(stdout: str) -> frozenset[str]:
+    """The permissions that setting the listed properties takes (commands.sent_properties_argv):
+    a native property's own name, ``userprop`` for any user property (``module:name``)."""
+    out: set[str] = set()
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        _, prop = _fields(line, 2)
+        out.add("userprop" if ":" in prop else prop)
+    return frozenset(out)
+
+
 def parse_identity(stdout: str) -> Identity:
     """``id USER``: ``uid=1001(zrelay) gid=1001(zrelay) groups=1001(zrelay),27(sudo)`` (GNU, BSD)."""
     fields = dict(part.split("=", 1) for part in stdout.split() if "=" in part)
