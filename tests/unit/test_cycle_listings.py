@@ -224,3 +224,50 @@ def test_both_of_two_coroutines_runs_them_side_by_side() -> None:
             return "b"
         assert await asyncio.wait_for(both(waits(), opens()), 5) == ("b", "a")
     asyncio.run(main())
+
+
+# --- planning only what changed -------------------------------------------------------------------
+
+
+def test_pure_memo_answers_again_only_for_the_same_arguments() -> None:
+    from zrelay.engine.fleet import PureMemo
+
+    calls: list[tuple[object, ...]] = []
+
+    def planned(states: dict[str, DatasetState], rollback: bool) -> list[str]:
+        calls.append((dict(states), rollback))
+        return sorted(states)
+    memo = PureMemo()
+    listing = states_of("tank/a", "tank/b")
+    first = memo.call("job→target", planned, listing, False)
+    assert memo.call("job→target", planned, dict(listing), False) is first and len(calls) == 1, \
+        "an equal listing (here: the same states in a new dict) is planned once"
+    listing["tank/c"] = DatasetState("tank/c")   # the caller's own dict changed after the call
+    assert memo.call("job→target", planned, listing, False) == ["tank/a", "tank/b", "tank/c"] and len(calls) == 2
+    assert memo.call("job→target", planned, listing, True) is not None and len(calls) == 3, "another option"
+    memo.call("other target", planned, listing, True)
+    assert len(calls) == 4, "each subject has its own answer"
+
+    def failing(states: dict[str, DatasetState]) -> list[str]:
+        calls.append(("failed",))
+        raise ValueError("no source")
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            memo.call("broken", failing, listing)
+    assert calls[-2:] == [("failed",), ("failed",)], "a failure is not kept"
+
+
+def test_runs_of_a_long_lived_fleet_share_memos_a_fleet_of_its_own_keeps_none(tmp_path: Any) -> None:
+    from zrelay.engine.fleet import Fleet
+    from zrelay.inventory import load_inventory
+
+    inv_path = tmp_path / "inv.yml"
+    inv_path.write_text("all:\n  hosts:\n    a: {address: 127.0.0.1}\n    b: {address: 127.0.0.1}\n"
+                        "zrelay:\n  jobs:\n    - {source: 'a:tank/x', targets: ['b:backup/x']}\n")
+    inv = load_inventory(str(inv_path))
+    parent = Fleet(inv)
+    one, two = parent.for_run(), parent.for_run()
+    assert one.plans is not None and one.plans is two.plans
+    assert one.states._memos is two.states._memos is not None
+    alone = Fleet(inv)
+    assert alone.plans is None and alone.states._memos is None

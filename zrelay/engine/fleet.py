@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from zrelay import locks
@@ -133,6 +133,34 @@ async def settled(fut: asyncio.Future[T]) -> T:
     return await asyncio.shield(fut)
 
 
+class PureMemo:
+    """The last answer of a pure function per subject, given again while its arguments are equal.
+
+    Why: a long-lived process plans every target every cycle, and when nothing changed its
+    listings are the same objects as last cycle (parse.ListingMemo), so the plans are too.
+    Arguments compare by equality, which for the same objects is identity and costs nothing;
+    a mapping is kept as a copy, so the caller may change its own afterwards. One entry per
+    subject (a job's target), so it holds what one cycle planned. A failure is not kept.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[object, tuple[tuple[object, ...], Any]] = {}
+
+    def call(self, subject: object, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        inputs = (fn, tuple(_kept(a) for a in args), tuple((k, _kept(v)) for k, v in sorted(kwargs.items())))
+        kept = self._kept.get(subject)
+        if kept is not None and kept[0] == inputs:
+            return kept[1]
+        value = fn(*args, **kwargs)
+        self._kept[subject] = (inputs, value)
+        return value
+
+
+def _kept(value: object) -> object:
+    """An argument as PureMemo keeps it: a mapping copied (its values are the frozen states)."""
+    return dict(value) if isinstance(value, Mapping) else value
+
+
 class Fleet:
     """Every host of one inventory as one run reaches it; close it when the run ends."""
 
@@ -151,6 +179,8 @@ class Fleet:
         self.per_run: dict[str, Any] = {}   # what a data path keeps for the run (direct mode's login checks)
         #: host name → its last listings' parsed states, shared by the runs of a long-lived fleet (for_run)
         self._memos: dict[str, parse.ListingMemo] | None = None
+        #: plans of unchanged listings, kept by a long-lived fleet for its runs (None: plan every time)
+        self.plans: PureMemo | None = None
         self._owns_pool = True
 
     def for_run(self) -> "Fleet":
@@ -162,6 +192,7 @@ class Fleet:
         self.pool.forget_failures()   # a host that was down is tried again by the next run
         if self._memos is None:
             self._memos = {}
+            self.plans = PureMemo()
         run = Fleet.__new__(Fleet)
         run.inventory = self.inventory
         run.pool = self.pool
@@ -175,6 +206,7 @@ class Fleet:
         run._closers = []
         run.per_run = {}
         run._memos = self._memos
+        run.plans = self.plans
         run._owns_pool = False
         return run
 

@@ -76,12 +76,12 @@ class HostReceiver:
     async def plan(self, source: Mapping[str, DatasetState], options: SyncOptions) -> TargetPlan:
         job, target = self.job, self.target
         dst_states, dst_caps = await self._target_states()
-        plans = make_plans(job, target, source, dst_states, rollback=options.rollback,
-                           resume_supported=dst_caps.resume, source_host=self.source.name,
-                           target_host=self.dest.name)
-        chosen = selection.of_job(job, source)
-        # what the job leaves alone is not anchored either: its holds and bookmarks stay as they are
-        source, dst_states = chosen.keep(source), chosen.keep_target(target.dataset, dst_states)
+        inputs = (job, target, source, dst_states, options.rollback, dst_caps.resume, self.source.name,
+                  self.dest.name)
+        memo = self.fleet.plans   # a long-lived fleet's: unchanged listings, the plans of last time
+        plans, chosen, source, dst_states = (memo.call(("host", job.name, self.name), plan_target, *inputs)
+                                             if memo is not None else plan_target(*inputs))
+        plans, source, dst_states = list(plans), dict(source), dict(dst_states)   # the kept ones stay as they are
         excluded = [(f"{self.source.name}:{e.dataset}", e.because) for e in chosen.excluded]
         self._plans = plans
         await self._check_encryption(plans, options.decrypt)
@@ -423,6 +423,19 @@ def make_plans(job: Job, target: Endpoint, src_states: Mapping[str, DatasetState
         return []
     dst = dst_states.get(target.dataset, DatasetState.absent(target.dataset))
     return [plan(src_root, dst, **kw)]   # type: ignore[arg-type]
+
+
+def plan_target(job: Job, target: Endpoint, source: Mapping[str, DatasetState],
+                dst_states: Mapping[str, DatasetState], rollback: bool, resume_supported: bool,
+                source_host: str, target_host: str
+                ) -> tuple[list[Plan], selection.Selection, dict[str, DatasetState], dict[str, DatasetState]]:
+    """make_plans, the job's selection, and both listings without what the job leaves alone (it is
+    not anchored either: its holds and bookmarks stay as they are). Pure, so a long-lived fleet
+    keeps the answer while the listings stay the same (fleet.PureMemo)."""
+    plans = make_plans(job, target, source, dst_states, rollback=rollback, resume_supported=resume_supported,
+                       source_host=source_host, target_host=target_host)
+    chosen = selection.of_job(job, source)
+    return plans, chosen, chosen.keep(source), chosen.keep_target(target.dataset, dst_states)
 
 
 async def plan_host_target(fleet: Fleet, job: Job, target: Endpoint, *, rollback: bool = False
