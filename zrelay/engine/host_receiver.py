@@ -95,7 +95,7 @@ class HostReceiver:
                                                     for p in transferring)) if transferring else ():
             actions += built
             resumes = resumes or replan
-        actions = with_fixup_warning(actions, self.dest.name, await self.dest.capabilities(), self.target.dataset)
+        actions = with_fixup_warning(actions, self.dest.name, dst_caps, self.target.dataset)
         actions = await self._unsent_warning(actions)
         secure: list[Action] = []
         if any(p.transfers for p in plans):
@@ -109,9 +109,11 @@ class HostReceiver:
 
     async def _unsent_warning(self, actions: list[Action]) -> list[Action]:
         """The run's warning line when the job sends properties but its source cannot (sent_properties)."""
-        caps = await self.source.capabilities()
         first = next((i for i, a in enumerate(actions) if a.kind is ActionKind.STREAM), None)
-        if first is None or caps.send_props or not self.job.properties_for(self.target).send:
+        if first is None:
+            return actions
+        caps = await self.source.capabilities()
+        if caps.send_props or not self.job.properties_for(self.target).send:
             return actions
         out = list(actions)
         out[first] = replace(out[first], report=unsent_warning(self.source.name, caps))
