@@ -135,6 +135,29 @@ def test_coverage_sorts_sources_replicas_and_the_rest() -> None:
     assert got["vault"].unprotected == ("backup", "backup/home/ann")
 
 
+def test_excluded_datasets_are_unprotected_as_a_sync_would_leave_them() -> None:
+    data = Job("data", Endpoint.parse("nas1:tank/data"), True, targets=(Endpoint.parse("vault:backup/data"),),
+               exclude=("scratch", "*/cache"))
+    listing = {"tank": None, "tank/data": None, "tank/data/scratch": None, "tank/data/scratch/x": None,
+               "tank/data/home": None, "tank/data/home/cache": None, "tank/data/vm": "false",
+               "tank/data/vm/disk": "true"}
+    got = coverage({"nas1": listing}, [data])["nas1"]
+    assert got.protected == ("tank/data", "tank/data/home")
+    assert got.unprotected == ("tank", "tank/data/home/cache", "tank/data/scratch", "tank/data/scratch/x",
+                               "tank/data/vm", "tank/data/vm/disk")   # zrelay:sync=true below an opt-out: still out
+    # a listing of names alone knows no property: only the globs apply
+    names = coverage({"nas1": list(listing)}, [data])["nas1"]
+    assert "tank/data/vm" in names.protected and "tank/data/scratch" in names.unprotected
+
+
+def test_the_audit_listing_carries_the_sync_property() -> None:
+    from zrelay.zfs import commands, parse
+    assert commands.datasets_argv() == ["zfs", "list", "-H", "-o", "name,zrelay:sync", "-t", "filesystem,volume"]
+    assert parse.parse_datasets("tank\t-\ntank/a\tfalse\n\n") == {"tank": None, "tank/a": "false"}
+    with pytest.raises(ValueError):
+        parse.parse_datasets("tank\n")
+
+
 def test_a_cascade_middle_is_protected_not_a_replica() -> None:
     jobs = [job("nas1:tank/a", "nas2:tank/a"), job("nas2:tank/a", "vault:backup/a")]
     assert classify("tank/a", covers(jobs)["nas2"]) == PROTECTED

@@ -89,7 +89,7 @@ async def gather(inventory: Inventory, hosts: list[str]) -> Audit:
         listed, rows = await asyncio.gather(
             asyncio.gather(*(list_datasets(fleet, h) for h in hosts)),
             collect_status(fleet, [j for j in jobs if j.rpo is not None]))
-    found = {h: v for h, v in listed if isinstance(v, list)}
+    found = {h: v for h, v in listed if isinstance(v, dict)}
     covered = coverage(found, inventory.jobs)
     results = [HostResult(h, covered[h]) if h in covered else HostResult(h, None, str(v))
                for h, v in listed]

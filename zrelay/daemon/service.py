@@ -291,7 +291,7 @@ class Daemon:
         self.metrics.target_status(rows, now)
         if not whole:
             return
-        found = {h: v for h, v in listed if isinstance(v, list)}
+        found = {h: v for h, v in listed if isinstance(v, dict)}
         unprotected = sum(len(c.unprotected) for c in coverage(found, inventory.jobs).values())
         self.metrics.audit(unprotected, len(breaches([r.row for r in reports])))
         self.log.info("survey", targets=len(rows), unprotected=unprotected,

@@ -18,7 +18,7 @@ from zrelay.plan import Plan, PlanKind
 from zrelay.standing import Changed, Standing, changed_since_newest, standing, worst_behind
 from zrelay.status.report import (KIND_STATE, STATES, DatasetCell, LocationStatus, TargetReport, busy_report,
                                   failed_report, location_row)
-from zrelay.zfs import commands
+from zrelay.zfs import commands, parse
 from zrelay.zfs.model import DatasetState
 
 if TYPE_CHECKING:  # the engine (and asyncssh) load only when hosts are queried: the TUI paints first
@@ -148,11 +148,15 @@ def report_from_plans(job: Job, target: Endpoint, plans: Sequence[Plan], src_sta
     return TargetReport(job, target, row, cells, tuple(plans), dict(src_states), dict(dst_states))
 
 
-async def list_datasets(fleet: Fleet, host: str) -> tuple[str, list[str] | str]:
-    """(host, every filesystem and volume it has) or (host, why it could not be asked): what
-    ``zrelay audit`` and the daemon's coverage check sort into protected and unprotected."""
+async def list_datasets(fleet: Fleet, host: str) -> tuple[str, dict[str, str | None] | str]:
+    """(host, every filesystem and volume it has with its ``zrelay:sync`` value) or (host, why it
+    could not be asked): what ``zrelay audit`` and the daemon's coverage check sort into
+    protected and unprotected."""
     try:
         result = await fleet.host(host).zfs(commands.datasets_argv())
     except ZrelayError as exc:
         return host, str(exc)
-    return host, [line for line in result.stdout.splitlines() if line.strip()]
+    try:
+        return host, parse.parse_datasets(result.stdout)
+    except ValueError as exc:
+        return host, str(exc)

@@ -125,9 +125,10 @@ def probe_argv() -> list[str]:
 
 
 def datasets_argv() -> list[str]:
-    """Every filesystem and volume on the host, one name a line (``zrelay audit``); zfs-fuse
-    and OpenZFS alike take ``-t filesystem,volume``."""
-    return [ZFS, "list", "-H", "-o", "name", "-t", "filesystem,volume"]
+    """Every filesystem and volume on the host with its ``zrelay:sync`` value, one a line
+    (``zrelay audit``: an opted-out dataset is not protected); zfs-fuse and OpenZFS alike take
+    ``-t filesystem,volume`` and a user property in ``-o``."""
+    return [ZFS, "list", "-H", "-o", f"name,{SYNC_PROPERTY}", "-t", "filesystem,volume"]
 
 
 def exists_argv(dataset: str) -> list[str]:

@@ -503,6 +503,16 @@ def parse_allow(stdout: str) -> list[DelegationListing]:
 _ID_PART = re.compile(r"(\d+)(?:\(([^)]*)\))?")
 
 
+def parse_datasets(stdout: str) -> dict[str, str | None]:
+    """Each dataset of ``commands.datasets_argv`` with its ``zrelay:sync`` value (None: not set)."""
+    out: dict[str, str | None] = {}
+    for line in stdout.splitlines():
+        if line.strip():
+            name, value = _fields(line, 2)
+            out[name] = _user_value(value)
+    return out
+
+
 def parse_sent_properties(stdout: str) -> frozenset[str]:
     """The permissions that setting the listed properties takes (commands.sent_properties_argv):
     a native property's own name, ``userprop`` for any user property (``module:name``)."""
