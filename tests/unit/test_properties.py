@@ -263,3 +263,26 @@ def test_a_full_restore_gets_the_same_rules_and_leaves_a_volume_alone() -> None:
     assert argv[3:] == ["sh", "backup/d", "canmount=noauto", "mountpoint", "sharenfs", "sharesmb"]
     assert replica_fixup("backup/d", ("-i",))[4:] == ["backup/d", "canmount=noauto"]
     assert '= volume ] && exit 0' in c.FIXUP_SCRIPT   # what a volume does not have is not touched
+
+
+def test_inventory_list_json_shows_properties_allow_rollback_and_bandwidth() -> None:
+    from zrelay.cli.inventory import list_json
+
+    inv = loads_inventory("""\
+all:
+  hosts:
+    nas1: {address: 192.0.2.1}
+    vault: {address: 192.0.2.3}
+zrelay:
+  jobs:
+    - source: nas1:tank/a
+      allow_rollback: true
+      bandwidth: 20M
+      properties: {set: {compression: zstd}, exclude: ['com.example:tag']}
+      targets: [vault:backup/a, {target: 'vault:backup/b', properties: {send: false}}]
+""", "inv.yml")
+    (job,) = list_json(inv)["_meta"]["zrelay"]["jobs"]
+    assert job["properties"] == {"send": True, "set": {"compression": "zstd"}, "exclude": ["com.example:tag"]}
+    assert job["target_properties"] == {"vault:backup/b": {"send": False, "set": {"compression": "zstd"},
+                                                           "exclude": ["com.example:tag"]}}
+    assert job["allow_rollback"] is True and job["bandwidth"] == 20 * 2**20   # M: MiB/s, as zfs and pv count

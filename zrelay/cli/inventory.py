@@ -22,6 +22,7 @@ from zrelay.inventory.edit import EditResult, InventoryEditor, parse_assignment
 from zrelay.inventory.lifecycle_keys import lifecycle_json
 from zrelay.inventory.lookup import find_inventory
 from zrelay.inventory.model import name_list, suggest
+from zrelay.zfs.model import ReplicaProperties
 
 #: Host settings in the order ``show`` and ``list --json`` print them.
 SETTINGS = ("address", "port", "user", "identity_file", "known_hosts", "ssh_options", "sudo",
@@ -176,7 +177,10 @@ def list_json(inventory: Inventory) -> dict[str, Any]:
         "jobs": [{"name": j.name, "source": str(j.source), "recursive": j.recursive, "exclude": list(j.exclude),
                   "snapshots": {"prefix": j.select.prefix, "regex": j.select.regex},
                   "targets": [str(t) for t in j.targets], **lifecycle_json(j.lifecycle),
-                  "rpo": j.rpo, "schedule": {kind: s.text for kind, s in j.schedule.items()}}
+                  "rpo": j.rpo, "schedule": {kind: s.text for kind, s in j.schedule.items()},
+                  "properties": properties_json(j.properties),
+                  "target_properties": {t: properties_json(p) for t, p in j.target_properties.items()},
+                  "allow_rollback": j.allow_rollback, "bandwidth": j.bandwidth}
                  for j in inventory.jobs],
         "s3_targets": {name: {"bucket": t.bucket, "endpoint": t.endpoint, "prefix": t.prefix,
                               "region": t.region, "storage_class": t.storage_class,
@@ -189,6 +193,11 @@ def list_json(inventory: Inventory) -> dict[str, Any]:
                      "daemon": daemon_json(inventory)},
     }
     return data
+
+
+def properties_json(props: ReplicaProperties) -> dict[str, Any]:
+    """A job's (or target entry's) ``properties:`` as in force, defaults filled in."""
+    return {"send": props.send, "set": dict(props.set), "exclude": list(props.exclude)}
 
 
 def daemon_json(inventory: Inventory) -> dict[str, Any]:
