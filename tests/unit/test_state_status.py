@@ -80,6 +80,16 @@ def test_detail_for_maps_recursive_children() -> None:
     assert detail_for("nas2:tank/a", [report]) is None
 
 
+def test_detail_of_an_excluded_child_shows_no_copy_of_it() -> None:
+    job = Job("j", Endpoint("nas1", "tank/a"), recursive=True, targets=(Endpoint("vault", "b/a"),),
+              exclude=("c",))
+    src = {"tank/a": SRC, "tank/a/c": ds("tank/a/c", ("s1", 11))}
+    dst = {"b/a": ds("b/a", ("s1", 1))}
+    report = report_from_plans(job, Endpoint("vault", "b/a"), [plan(src["tank/a"], dst["b/a"])], src, dst, 5000)
+    assert detail_for("nas1:tank/a/c", [report]) is None      # not "missing" on vault: the job leaves it out
+    assert detail_for("nas1:tank/a", [report]) is not None
+
+
 def test_detail_columns_follow_the_inventory_not_the_order_answers_came_in() -> None:
     vault, nas2 = Endpoint("vault", "b/a"), Endpoint("nas2", "r/a")
     job = Job("j", Endpoint("nas1", "tank/a"), targets=(vault, nas2))

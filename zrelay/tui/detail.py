@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
+from zrelay import selection
 from zrelay.inventory.model import Endpoint, Target
 from zrelay.plan import PlanKind, plan
 from zrelay.status.report import BROKEN, KIND_STATE, TargetReport
@@ -118,6 +119,8 @@ def detail_for(source_endpoint: str, reports: Iterable[TargetReport]) -> Dataset
         root = r.job.source.dataset
         if not (dataset == root or (r.job.recursive and dataset.startswith(root + "/"))):
             continue
+        if r.source_states and selection.of_job(r.job, r.source_states).why(dataset) is not None:
+            continue   # the job leaves this dataset out (exclude:, zrelay:sync=false): no copy of it to show
         if isinstance(r.target, Endpoint):
             tname = r.target.dataset + dataset[len(root):]
             label = f"{r.target.host}:{tname}"
