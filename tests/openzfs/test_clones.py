@@ -37,7 +37,8 @@ def test_a_clone_is_received_as_a_clone_after_its_origin(lab, tmp_path: Path) ->
     lab.run("nas1", "zfs", "snapshot", "-r", f"{src}@zrelay_2")
     try:
         inv = write_inventory(tmp_path / "inv.yml", lab, [
-            {"source": f"nas1:{src}", "recursive": True, "targets": [f"vault:{dst}"]}])
+            {"source": f"nas1:{src}", "recursive": True, "targets": [f"vault:{dst}"],
+             "snapshots": {"prefix": "zrelay_"}, "keep": {"targets": {"last": 1}}}])
 
         dry = zrelay("sync", "--dry-run", "--json", inventory=inv, timeout=900)
         assert dry.returncode == 0, dry.stderr
@@ -65,6 +66,12 @@ def test_a_clone_is_received_as_a_clone_after_its_origin(lab, tmp_path: Path) ->
         assert again.returncode == 0, again.stderr + again.stdout
         assert snapshots(lab, "vault", f"{dst}/aclone") == snapshots(lab, "nas1", f"{src}/aclone")
         assert _prop(lab, "vault", f"{dst}/aclone", "origin") == f"{dst}/base@zrelay_1"
+
+        # prune keeps the replica clone's origin (zfs could not destroy it) and goes on with the rest
+        pruned = zrelay("prune", "--json", inventory=inv, timeout=900)
+        assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+        assert "the origin of" in pruned.stdout
+        assert [n for n, _ in snapshots(lab, "vault", f"{dst}/base")] == ["zrelay_1", "zrelay_3"]
     finally:   # clones before their origins (the lab's cleanup destroys by name)
         lab.run("nas1", "zfs", "destroy", "-r", f"{src}/aclone", check=False)
         lab.run("vault", "zfs", "destroy", "-r", f"{dst}/aclone", check=False)

@@ -295,3 +295,29 @@ def test_cascades_name_the_other_jobs_on_a_side() -> None:
     assert cascades(b, jobs, "vault", "backup/x") == ["a (target)", "c (source)"]
     assert cascades(a, jobs, "nas1", "tank/x") == []
     assert cascades(b, jobs, "nas2", "tank/y") == []
+
+
+# --------------------------------------------------------------------------- clones
+
+
+def test_the_origin_of_a_clone_is_kept_on_either_side() -> None:
+    src = history(6)
+    base = job(src, target=src, target_policy=KeepPolicy(last=1))
+    clones = {f"{SRC}@auto_01": ("tank/data-clone",)}
+    source = SourceSide("nas1", SRC, base.source.datasets, NO_HOLDS, KeepPolicy(last=2), clones)
+    target = HostSide(VAULT, "vault", DST, base.hosts[0].datasets, {}, KeepPolicy(last=1),
+                      clones={f"{DST}@auto_02": ("backup/data-clone", "backup/other")})
+    plan = plan_prune(PruneInput(SEL, base.now, source, (target,), (), job_tag_prefix(JOB), TAGS))
+    assert dropped(plan) == ["auto_00", "auto_02", "auto_03"]
+    assert "the origin of tank/data-clone (a clone: zfs cannot destroy it)" in decisions(plan)["auto_01"].reasons
+    assert dropped(plan, VAULT) == ["auto_00", "auto_01", "auto_03", "auto_04"]
+    assert decisions(plan, VAULT)["auto_02"].reasons == (
+        "the origin of backup/data-clone, backup/other (a clone: zfs cannot destroy it)",)
+
+
+def test_clones_are_read_from_their_listing() -> None:
+    from zrelay.zfs import commands, parse
+    assert commands.clones_tree_argv("tank/a", True) == \
+        ["zfs", "get", "-H", "-o", "name,value", "-t", "snapshot", "clones", "-r", "tank/a"]
+    assert parse.parse_clones("tank/a@1\t\ntank/a@2\ttank/b,tank/c\ntank/a@3\t-\n") == \
+        {"tank/a@2": ("tank/b", "tank/c")}

@@ -28,8 +28,8 @@ from zrelay.inventory.policy import SOURCE_SIDE
 from zrelay.lifecycle import prune as planner
 from zrelay.lifecycle.naming import dated
 from zrelay.lifecycle.retention import describe_policy
-from zrelay.zfs import commands, quoting
-from zrelay.zfs.model import DatasetState
+from zrelay.zfs import commands, parse, quoting
+from zrelay.zfs.model import DatasetState, Flavor
 
 if TYPE_CHECKING:
     from zrelay.s3.store import Store
@@ -121,6 +121,7 @@ class Pruner:
         life = job.lifecycle
         template = job.snapshot_template(self.inventory.settings.snapshot_name)
         source_states, source_holds = await self._side(job.source.host, job.source.dataset, job.recursive, fresh)
+        source_clones = await self._clones(job.source.host, job.source.dataset, job.recursive, source_states)
         # what the job leaves alone (exclude globs, zrelay:sync=false) is pruned on no side
         chosen = selection.of_job(job, source_states)
         source_states = dated(chosen.keep(source_states), template)   # a snapshot's time is the one its name says
@@ -145,7 +146,7 @@ class Pruner:
         plan = planner.plan_prune(planner.PruneInput(
             select=select, now=now,
             source=planner.SourceSide(job.source.host, job.source.dataset, source_states, source_holds,
-                                      source_policy),
+                                      source_policy, source_clones),
             hosts=tuple(hosts), s3=tuple(s3), tag_prefix=anchors.job_tag_prefix(job.name), tags=tags))
         if held_back:
             plan = planner.PrunePlan(tuple(replace(s, notes=(held_back[s.side],)) if s.side in held_back else s
@@ -182,12 +183,23 @@ class Pruner:
                   for name, st in states.items()}
         return states, holds
 
+    async def _clones(self, host: str, dataset: str, recursive: bool,
+                      states: dict[str, DatasetState]) -> dict[str, tuple[str, ...]]:
+        """Snapshot → its clones, where the host lists them (OpenZFS): the planner keeps those."""
+        remote = self.fleet.host(host)
+        if (await remote.capabilities()).flavor is not Flavor.OPENZFS \
+                or not any(s.snapshots for s in states.values()):
+            return {}
+        listed = await remote.zfs(commands.clones_tree_argv(dataset, recursive), dataset=dataset)
+        return parse.parse_clones(listed.stdout)
+
     async def _host_side(self, job: Job, target: Endpoint, template: str, fresh: bool,
                          chosen: selection.Selection) -> planner.HostSide:
         states, holds = await self._side(target.host, target.dataset, job.recursive, fresh)
+        clones = await self._clones(target.host, target.dataset, job.recursive, states)
         states = chosen.keep_target(target.dataset, states)
         return planner.HostSide(str(target), target.host, target.dataset, dated(states, template), holds,
-                                job.lifecycle.policy_for(str(target)))
+                                job.lifecycle.policy_for(str(target)), clones=clones)
 
     async def _s3_side(self, job: Job, name: str, chosen: selection.Selection) -> planner.S3Side:
         from zrelay.s3 import catalog   # boto3 only for jobs with S3 targets

@@ -60,6 +60,7 @@ class SourceSide:
     datasets: Mapping[str, DatasetState]
     holds: Mapping[str, tuple[str, ...]] | None = None
     policy: KeepPolicy | None = None
+    clones: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # snapshot full name → its clones
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class HostSide:
     holds: Mapping[str, tuple[str, ...]] | None = None
     policy: KeepPolicy | None = None
     resume_from: Mapping[str, int] = field(default_factory=dict)
+    clones: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # snapshot full name → its clones
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,6 +446,17 @@ def _decide(side: str, dataset: str, kind: str, items: Sequence[Snapshot | Bookm
     return [i for i in range(len(items)) if i not in reasons]
 
 
+def _guard_origins(own: Sequence[Snapshot], clones: Mapping[str, tuple[str, ...]],
+                   guard: dict[int, list[str]]) -> None:
+    """Keep the origin of a clone: zfs refuses to destroy it (the whole ``destroy ds@a,b`` with it)."""
+    if not clones:
+        return
+    for i, snap in enumerate(own):
+        deps = clones.get(snap.full_name)
+        if deps:
+            guard.setdefault(i, []).append(f"the origin of {', '.join(deps)} (a clone: zfs cannot destroy it)")
+
+
 # --------------------------------------------------------------------------- the source
 
 
@@ -483,6 +496,7 @@ def _plan_source(job: PruneInput, tags: _Tags, matches: _Selector) -> SidePlan:
         kept = keep_indexes(list(map(_CREATION, own)), policy)
         position = dict(zip(map(_GUID, own), range(len(own))))
         guard = holds.blocking(name, own)
+        _guard_origins(own, side.clones, guard)
         for need in needs:
             # the base itself and everything after it (createtxg order); no base: everything
             wanted: list[tuple[int, str]] = []
@@ -571,6 +585,7 @@ def _plan_host(job: PruneInput, host: HostSide, tags: _Tags, matches: _Selector)
         own = list(compress(snaps, flags))
         kept = keep_indexes(list(map(_CREATION, own)), policy)
         guard = holds.blocking(tname, own)
+        _guard_origins(own, host.clones, guard)
         if shared_at is None:
             why = ("shares no snapshot with the source (sync decides about it)" if source is not None
                    and source.exists else f"its source dataset {sname or '?'} does not exist "

@@ -196,6 +196,12 @@ def userrefs_tree_argv(dataset: str, recursive: bool) -> list[str]:
             *(["-r"] if recursive else ["-d", "1"]), check_dataset(dataset)]
 
 
+def clones_tree_argv(dataset: str, recursive: bool) -> list[str]:
+    """Each snapshot's clones (``-`` or empty: none), one round trip (OpenZFS; parse.parse_clones)."""
+    return [ZFS, "get", "-H", "-o", "name,value", "-t", "snapshot", "clones",
+            *(["-r"] if recursive else ["-d", "1"]), check_dataset(dataset)]
+
+
 def userrefs_argv(snapshot: str) -> list[str]:
     """Number of user holds on a snapshot; works on both dialects."""
     return [ZFS, "get", "-H", "-p", "-o", "name,property,value", "userrefs",

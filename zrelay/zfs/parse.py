@@ -503,6 +503,20 @@ def parse_allow(stdout: str) -> list[DelegationListing]:
 _ID_PART = re.compile(r"(\d+)(?:\(([^)]*)\))?")
 
 
+def parse_clones(stdout: str) -> dict[str, tuple[str, ...]]:
+    """Snapshot full name → the datasets cloned from it, from ``commands.clones_tree_argv``
+    (snapshots without clones are left out)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        name, value = _fields(line, 2)
+        clones = tuple(c for c in value.split(",") if c and c != "-")
+        if clones:
+            out[name] = clones
+    return out
+
+
 def parse_datasets(stdout: str) -> dict[str, str | None]:
     """Each dataset of ``commands.datasets_argv`` with its ``zrelay:sync`` value (None: not set)."""
     out: dict[str, str | None] = {}
