@@ -187,3 +187,51 @@ def test_encrypted_dataset_is_pushed_raw_and_restored_locked(case: Case) -> None
     lab.run("vault", "zfs", "load-key", dst, input=PASSPHRASE + "\n")
     assert lab.run("vault", "zfs", "get", "-H", "-o", "value", "keystatus", dst).stdout.strip() == "available"
     assert _digests(lab, "vault", dst) == _digests(lab, "nas1", case.src)
+
+
+def _holds(lab: Any, snapshot: str) -> list[str]:
+    out = lab.run("nas1", "zfs", "holds", "-H", snapshot, check=False).stdout
+    return [line.split("\t")[1] for line in out.splitlines() if line.strip()]
+
+
+def test_the_chain_end_is_held_and_bookmarked_and_a_push_goes_on_from_its_bookmark(case: Case) -> None:
+    """Each push anchors its chain end on the source (a hold per job and target, a bookmark).
+    When the chain end is destroyed anyway (after ``zrelay release``), the next push sends from
+    the bookmark instead of starting a new chain, and the whole chain restores into another
+    host with the source's data."""
+    lab = case.lab
+    lab.require("nas1", "bookmarks")
+    lab.require("nas1", "holds")
+    make_dataset(lab, "nas1", case.src, mib=lab.mib(2, minimum=1), snaps=["s1", "s2"])
+    first = case.push()
+    assert first["outcome"] == "ok", first
+    assert any(t.endswith(":s3:offsite") for t in _holds(lab, f"{case.src}@s2"))
+    assert _holds(lab, f"{case.src}@s1") == []
+    marks = lab.run("nas1", "zfs", "list", "-H", "-o", "name", "-t", "bookmark", case.src).stdout.split()
+    assert f"{case.src}#s2" in marks
+
+    write(lab, "nas1", case.src, "more", 1)
+    lab.run("nas1", "zfs", "snapshot", f"{case.src}@s3")
+    second = case.push()
+    assert second["outcome"] == "ok", second
+    assert any(t.endswith(":s3:offsite") for t in _holds(lab, f"{case.src}@s3"))
+    assert _holds(lab, f"{case.src}@s2") == []                       # the hold moved on
+
+    # another tool prunes the chain end after the user released zrelay's holds
+    case.ok("release", "--json")
+    assert _holds(lab, f"{case.src}@s3") == []
+    lab.run("nas1", "zfs", "destroy", f"{case.src}@s3")
+    write(lab, "nas1", case.src, "last", 1)
+    lab.run("nas1", "zfs", "snapshot", f"{case.src}@s4")
+    dry = case.push("--dry-run")
+    assert dry["plan"]["kind"] == "incremental", dry
+    assert any(f"-i {case.src}#s3 {case.src}@s4" in c["command"] for c in dry["commands"]), dry["commands"]
+    third = case.push()
+    assert third["outcome"] == "ok" and third["plan"]["kind"] == "incremental", third
+
+    dst = case.target()
+    case.ok("s3-restore", "offsite", f"nas1:{case.src}", "--to", f"vault:{dst}")
+    restored = snapshots(lab, "vault", dst)
+    source = snapshots(lab, "nas1", case.src)
+    assert [n for n, _ in restored] == ["s1", "s2", "s3", "s4"]
+    assert dict(restored)["s4"] == dict(source)["s4"] and dict(restored)["s1"] == dict(source)["s1"]

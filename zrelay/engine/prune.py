@@ -129,7 +129,7 @@ class Pruner:
                                             for t in job.host_targets)))
         s3 = await asyncio.gather(*(self._s3_side(job, t.name, chosen) for t in job.s3_targets))
         now = int((options.now.timestamp() if options.now else time.time()))
-        tags = {str(t): anchors.hold_tag(job.name, str(t)) for t in job.host_targets}
+        tags = {str(t): anchors.hold_tag(job.name, str(t)) for t in (*job.host_targets, *job.s3_targets)}
         # A side shared with another job (a cascade) on a host that cannot list holds: the other
         # job's base there cannot be told apart, so that side is left to the other job's own prune.
         held_back: dict[str, str] = {}

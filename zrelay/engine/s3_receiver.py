@@ -9,6 +9,13 @@ The executor runs those actions under the source's ``sends`` limit; this module
 moves one upload's bytes (zrelay.paths.s3push: multipart, completed or aborted,
 then the manifest).
 
+The chain is anchored on the source as a host target's base is (zrelay.anchors): after a
+dataset's sends, its chain end (the newest stored snapshot, which the next push extends) is
+bookmarked and carries the job's hold for this target (``zrelay:JOB:s3:NAME``), moved off the
+older one. Another tool's pruning then cannot destroy it; when it is destroyed anyway (after
+``zrelay release``), the next push sends from its bookmark (``zfs send -i ds#name``) instead of
+starting a new chain.
+
 A dataset's chain is its own: a dataset whose plan or upload fails fails alone
 (``SubjectFailed``), the job's other datasets are pushed, and the target's outcome
 is the worst of its datasets' (``TargetPlan.verdict``), as ``s3-push`` always did.
@@ -20,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from zrelay import locks, selection
+from zrelay import anchors, locks, selection
 from zrelay.actions import Action, ActionKind, Stream
 from zrelay.engine.fleet import Fleet
 from zrelay.engine.options import SyncOptions, TaskResult
@@ -28,15 +35,18 @@ from zrelay.engine.receiver import OnBytes, Receiver, TargetPlan
 from zrelay.errors import ManifestError, S3UsageError, SubjectFailed, ZrelayError
 from zrelay.events import Outcome
 from zrelay.inventory.model import Job, S3Target
+from zrelay.lifecycle.prune import chain_end
 from zrelay.paths import throttle
 from zrelay.paths.s3push import DatasetPush, PushResult, S3Pusher
 from zrelay.s3 import manifest as mf
 from zrelay.s3.options import S3Options
 from zrelay.s3.store import Store
-from zrelay.zfs.model import DatasetState
+from zrelay.zfs import commands
+from zrelay.zfs.model import DatasetState, Snapshot
 
 if TYPE_CHECKING:
     from zrelay.engine.core import Engine
+    from zrelay.s3.chains import DatasetView
 
 #: The push plan kinds, most telling first: a job's task shows the first any of its datasets had.
 KIND_ORDER = ("refused", "full", "incremental", "no-source-snapshot", "noop")
@@ -99,9 +109,10 @@ class S3Receiver:
             failed_host=self.source.name)]
         self._sends = {}
         actions: list[Action] = []
+        anchoring = await self._anchor_actions(pushes, source, views)
         for push in pushes:
-            if push.runs:   # a dataset refused or failed before its upload runs nothing
-                mine = self._actions(push)
+            if push.runs or push.dataset in anchoring:   # refused or failed before its upload: nothing
+                mine = (self._actions(push) if push.runs else []) + anchoring.get(push.dataset, [])
                 push.result.commands = [c for a in mine for c in a.commands]
                 actions += mine
         plans = [(r.dataset, r.plan) for r in results if r.plan is not None]
@@ -112,6 +123,59 @@ class S3Receiver:
         return TargetPlan(kind=kind, summary=summary, actions=actions, dry_outcome=worst(results),
                           details=PushDetails(results), verdict=lambda result: settle(result, results),
                           excluded=excluded)
+
+    async def _anchor_actions(self, pushes: list[DatasetPush], source: Mapping[str, DatasetState],
+                              views: Mapping[tuple[str, str], DatasetView]) -> dict[str, list[Action]]:
+        """Per dataset: bookmark its chain end on the source and move this target's hold onto it
+        (run after the dataset's sends, in its chain of actions: skipped when they fail)."""
+        caps = await self.source.capabilities()
+        if not (caps.bookmarks or caps.holds):
+            return {}
+        ends: dict[str, Snapshot] = {}
+        for push in pushes:
+            plan = push.result.plan
+            if plan is None or plan.refused or not (push.runs or plan.kind == "noop"):
+                continue
+            state = source.get(push.dataset)
+            if state is None:
+                continue
+            if push.runs and plan.steps:
+                guid: int | None = plan.steps[-1].snapshot.guid
+            else:
+                view = views.get((self.job.source.host, push.dataset))
+                end = chain_end(view) if view is not None else None
+                guid = end.guid if end is not None else None
+            snap = state.by_guid().get(guid) if guid is not None else None
+            if snap is not None:
+                ends[push.dataset] = snap
+        if not ends:
+            return {}
+        why = "the chain end stays a valid incremental base for the next push"
+        out: dict[str, list[Action]] = {}
+        if caps.bookmarks:
+            for snap_name, mark in anchors.bookmarks_to_create(source, ends.values()):
+                dataset = snap_name.partition("@")[0]
+                out.setdefault(dataset, []).append(Action(
+                    ActionKind.BOOKMARK, self.source.name, snap_name,
+                    (self.source.command(commands.bookmarks_argv([(snap_name, mark)], caps=caps)),), reason=why))
+        if caps.holds:
+            tag = anchors.hold_tag(self.job.name, self.name)
+            held_names = await self.source.held_snapshots(self.job.source.dataset, self.job.recursive)
+            wanted = set(ends)
+            held = await self.source.holds([s for s in held_names if s.partition("@")[0] in wanted]) \
+                if held_names else []
+            for dataset, snap in ends.items():
+                moves = anchors.hold_moves(tag, [snap.full_name], held, [dataset])
+                if moves.hold:   # first: the chain is never without its hold
+                    out.setdefault(dataset, []).append(Action(
+                        ActionKind.HOLD, self.source.name, moves.hold[0],
+                        (self.source.command(commands.hold_argv(tag, list(moves.hold))),), reason=why))
+                if moves.release:
+                    out.setdefault(dataset, []).append(Action(
+                        ActionKind.RELEASE, self.source.name, moves.release[0],
+                        (self.source.command(commands.release_argv(tag, list(moves.release))),),
+                        reason="the job's older chain end is no longer needed"))
+        return out
 
     def _actions(self, push: DatasetPush) -> list[Action]:
         """One STREAM per send of ``push``, with the exact pipeline its source runs."""
