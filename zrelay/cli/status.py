@@ -14,8 +14,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, TextIO
 
 from zrelay.cli import layout, output
 from zrelay.cli.layout import DROP, Cell, Column, Line, Table, cell
@@ -60,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.prometheus:
         write_prometheus(Path(args.prometheus), rows)
     if args.json:
-        json.dump([r.to_dict() for r in rows], sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        write_json((r.to_dict() for r in rows), sys.stdout)
     else:
         print_table(rows, detail=args.detail)
     return exit_code(rows)
@@ -80,6 +80,94 @@ async def _collect(inventory: Inventory, jobs: Iterable[Job], store_path: Path) 
     # read the store after the hosts answered, so a transfer that ended meanwhile is not shown running
     store: StoreView = read_view(store_path)
     return [annotate(r, store) for r in rows]
+
+
+# --- JSON ----------------------------------------------------------------------------
+#
+# Exactly what ``json.dump(rows, out, indent=2)`` and a newline write, built faster: with an
+# indent the standard library encodes in Python, a call and a write per piece of text (10,000
+# rows: 2 s and a million writes). Here strings go through its C encoder and each row is
+# joined into one piece of text; rows are written a few hundred at a time.
+
+_encode_str = json.encoder.encode_basestring_ascii
+_INF = float("inf")
+#: Rows encoded between writes: a few hundred KB of text at a time, not the whole answer.
+_ROWS_PER_WRITE = 500
+
+
+def _json_float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (_INF, -_INF):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
+#: The encoder of each scalar type, found with one lookup (subclasses: _json_scalar).
+_SCALARS: dict[type, Callable[[Any], str]] = {
+    str: _encode_str, int: int.__repr__, float: _json_float, bool: lambda b: "true" if b else "false",
+    type(None): lambda _: "null"}
+
+
+def _json_scalar(value: Any) -> str | None:
+    """``value`` as JSON when it is a string, number, boolean or null (None otherwise)."""
+    encode = _SCALARS.get(type(value))
+    if encode is not None:
+        return encode(value)
+    if isinstance(value, str):
+        return _encode_str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return _json_float(value)
+    return None
+
+
+def _json_key(key: Any) -> str:
+    """A dict key as json writes it: strings as they are, numbers, booleans and null as text."""
+    if isinstance(key, str):
+        return _encode_str(key)
+    if isinstance(key, (int, float)) or key is None:
+        return '"' + str(_json_scalar(key)) + '"'
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+
+
+def _json_value(value: Any, nesting: str) -> str:
+    """``value`` as json.dumps(indent=2) writes it on a line indented by ``nesting``."""
+    encode = _SCALARS.get(type(value))
+    if encode is not None:
+        return encode(value)
+    text = _json_scalar(value)
+    if text is not None:
+        return text
+    inner = nesting + "  "
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = ",\n".join(f"{inner}{_json_key(k)}: {_json_value(v, inner)}" for k, v in value.items())
+        return "{\n" + items + "\n" + nesting + "}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        return "[\n" + ",\n".join(inner + _json_value(v, inner) for v in value) + "\n" + nesting + "]"
+    return json.dumps(value)   # what JSON cannot hold: json's own TypeError
+
+
+def write_json(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
+    """The rows as ``status --json`` prints them (what json.dump with indent=2 writes, then a newline)."""
+    chunk: list[str] = []
+    first = True
+    for row in rows:
+        chunk.append("  " + _json_value(row, "  "))
+        if len(chunk) == _ROWS_PER_WRITE:
+            out.write(("[\n" if first else ",\n") + ",\n".join(chunk))
+            chunk, first = [], False
+    if chunk:
+        out.write(("[\n" if first else ",\n") + ",\n".join(chunk))
+        first = False
+    out.write("[]\n" if first else "\n]\n")
 
 
 # --- text ----------------------------------------------------------------------------
