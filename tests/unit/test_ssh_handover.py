@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 import asyncssh
 
 from zrelay.inventory.model import Host
-from zrelay.transport.ssh import Connection
+from zrelay.transport.ssh import Connection, ConnectionPool
 
 
 class _Server(asyncssh.SSHServer):
@@ -184,3 +184,26 @@ def test_a_shell_that_ends_before_its_marks_tells_the_owner_nothing() -> None:
     shell.exit_status_received(255)
     shell.connection_lost(None)
     assert shell.closed and not shell.marked and owner.events == []
+
+
+async def _without_warm(tmp: Path) -> dict[str, Any]:
+    opened: list[str] = []
+    async with _server(tmp, opened) as host:
+        pool = ConnectionPool({"h": host})
+        pool.without_warm_sessions()
+        conn = pool.get("h")
+        try:
+            first = await conn.run("echo one")
+            second = await conn.run("echo two")
+            await asyncio.sleep(0.2)   # a warm session would be opening now
+            return {"out": (first.stdout, second.stdout), "opened": len(opened), "warm_task": conn._warm_task,
+                    "warm": conn._warm}
+        finally:
+            await pool.close()
+
+
+def test_a_pool_without_warm_sessions_opens_no_shell_ahead_of_need(tmp_path: Path) -> None:
+    """``status`` streams nothing: a shell opened ahead of need would cost every host a login shell."""
+    r = asyncio.run(asyncio.wait_for(_without_warm(tmp_path), 60))
+    assert r["out"] == ("one\n", "two\n")
+    assert r["opened"] == 1 and r["warm_task"] is None and r["warm"] is None   # the command shell only

@@ -76,6 +76,7 @@ def exit_code(rows: list[LocationStatus]) -> int:
 
 async def _collect(inventory: Inventory, jobs: Iterable[Job], store_path: Path) -> list[LocationStatus]:
     async with Fleet(inventory) as fleet:
+        fleet.pool.without_warm_sessions()   # status streams nothing
         rows = await collect_status(fleet, jobs)
     # read the store after the hosts answered, so a transfer that ended meanwhile is not shown running
     store: StoreView = read_view(store_path)

@@ -383,9 +383,11 @@ class CommandShell:
 class Connection:
     """A lazily opened, shared SSH connection to one host."""
 
-    def __init__(self, host: Host, *, forward_agent: bool = False) -> None:
+    def __init__(self, host: Host, *, forward_agent: bool = False, warm_sessions: bool = True) -> None:
         self.host = host
         self.forward_agent = forward_agent
+        #: Open a shell ahead of need for the next stream (_warm_up); off where no stream follows.
+        self.warm_sessions = warm_sessions
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(max(1, host.max_sessions))
@@ -536,7 +538,7 @@ class Connection:
     def _warm_up(self) -> None:
         """Open one shell ahead of need (see _ShellSession), when a slot is free. Called once a
         command shell has answered, so that the two login shells do not start side by side."""
-        if self._warm is not None or (self._warm_task is not None and not self._warm_task.done()):
+        if not self.warm_sessions or self._warm is not None or (self._warm_task is not None and not self._warm_task.done()):
             return
         self._warm_task = asyncio.ensure_future(self._open_warm())
 
@@ -682,6 +684,14 @@ class ConnectionPool:
         self._hosts = hosts
         self._forward_agent = forward_agent
         self._conns: dict[str, Connection] = {}
+        self._warm_sessions = True
+
+    def without_warm_sessions(self) -> None:
+        """Open no shell ahead of need (Connection._warm_up) on any connection: for a run that only
+        asks (``status``), where no stream follows and each would cost every host a login shell."""
+        self._warm_sessions = False
+        for conn in self._conns.values():
+            conn.warm_sessions = False
 
     def forward_agent_to(self, names: set[str]) -> None:
         """Forward the local agent to these hosts (only connections opened from now on)."""
@@ -690,8 +700,8 @@ class ConnectionPool:
     def get(self, name: str) -> Connection:
         conn = self._conns.get(name)
         if conn is None:
-            conn = self._conns[name] = Connection(self._hosts[name],
-                                                  forward_agent=name in self._forward_agent)
+            conn = self._conns[name] = Connection(self._hosts[name], forward_agent=name in self._forward_agent,
+                                                  warm_sessions=self._warm_sessions)
         return conn
 
     def forget_failures(self) -> None:
