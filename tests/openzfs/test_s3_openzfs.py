@@ -225,7 +225,9 @@ def test_the_chain_end_is_held_and_bookmarked_and_a_push_goes_on_from_its_bookma
     lab.run("nas1", "zfs", "snapshot", f"{case.src}@s4")
     dry = case.push("--dry-run")
     assert dry["plan"]["kind"] == "incremental", dry
-    assert any(f"-i {case.src}#s3 {case.src}@s4" in c["command"] for c in dry["commands"]), dry["commands"]
+    commands = [c["command"] for c in dry["commands"]]
+    assert any(f"-i '{case.src}#s3' {case.src}@s4" in c for c in commands), commands   # '#' quoted
+    assert any(c.startswith("zfs bookmark") and f"{case.src}@s4" in c for c in commands), commands
     third = case.push()
     assert third["outcome"] == "ok" and third["plan"]["kind"] == "incremental", third
 
