@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from zrelay.inventory.model import Endpoint, Job, Target
 from zrelay.state import StoreView
-from zrelay.status.hosts import inspect_target
+from zrelay.status.hosts import inspect_target, share_changes
 from zrelay.status.lifecycle import lifecycle_of, row_lifecycle
 from zrelay.status.report import LocationStatus, TargetReport, annotate, targets_of
 from zrelay.status.s3 import S3Access, inspect_s3
@@ -33,6 +33,7 @@ async def collect_reports(fleet: Fleet, jobs: Iterable[Job]) -> list[TargetRepor
     access = S3Access()
     jobs = list(jobs)
     fleet.share_listings(jobs)
+    share_changes(fleet, jobs)
     reports = list(await asyncio.gather(*(inspect(fleet, j, t, now, access) for j, t in targets_of(jobs))))
     living = [j for j in jobs if j.lifecycle.snapshot is not None or j.lifecycle.keep]
     if not living:

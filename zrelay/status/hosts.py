@@ -7,9 +7,10 @@ engine (and asyncssh) load only when a host is queried.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from zrelay import selection
 from zrelay.errors import RemoteCommandFailed, TargetBusy, TransportError, ZrelayError
@@ -87,10 +88,15 @@ async def inspect_target(fleet: Fleet, job: Job, target: Endpoint, now: float | 
     at = time.time() if now is None else now
 
     from zrelay.engine import plan_host_target   # asyncssh loads only when hosts are queried
+    looks = 0
 
     async def look() -> tuple[list[Plan], dict[str, DatasetState], dict[str, DatasetState], dict[str, Changed]]:
+        nonlocal looks
+        looks += 1
         plans, src_states, dst_states = await plan_host_target(fleet, job, target)
-        return plans, src_states, dst_states, await target_changes(fleet, job, target, plans, dst_states)
+        # a second look follows another zrelay's write: the parent's shared answer may predate it
+        changes = await target_changes(fleet, job, target, plans, dst_states, shared=looks == 1)
+        return plans, src_states, dst_states, changes
     try:
         plans, src_states, dst_states, changes = await fleet.unheld_target(target.host, target.dataset,
                                                                            f"{job.source} → {target}", look)
@@ -105,16 +111,55 @@ async def inspect_target(fleet: Fleet, job: Job, target: Endpoint, now: float | 
     return report_from_plans(job, target, plans, src_states, dst_states, at, changes)
 
 
+#: ``Fleet.per_run`` keys: per host, target dataset → the parent whose one recursive ``zfs get``
+#: serves it (share_changes); and the futures of those answers, per (host, parent).
+_CHANGES_COVER = "status:changes-cover"
+_CHANGES = "status:changes"
+
+
+def share_changes(fleet: Fleet, jobs: Iterable[Job]) -> None:
+    """Let the rows of sibling target datasets on one host read whether they changed from one
+    recursive ``zfs get`` of their parent, as their listings come from one listing of it
+    (``Fleet.share_listings``): a host receiving many jobs is asked once, not once per job."""
+    from zrelay.engine.fleet import shared_listings   # asyncssh loads only when hosts are queried
+
+    wanted: dict[str, set[str]] = {}
+    for job in jobs:
+        for t in job.host_targets:
+            wanted.setdefault(t.host, set()).add(t.dataset)
+    fleet.per_run[_CHANGES_COVER] = {host: shared_listings(datasets) for host, datasets in wanted.items()}
+
+
+async def _changes(fleet: Fleet, host: str, dataset: str, recursive: bool,
+                   shared: bool) -> tuple[str, dict[str, int | None]]:
+    """``RemoteHost.changes`` of ``dataset``, from its parent's shared answer where share_changes
+    set one up (and ``shared``); the dataset alone when that answer failed."""
+    dest = fleet.host(host)
+    parent = fleet.per_run.get(_CHANGES_COVER, {}).get(host, {}).get(dataset) if shared else None
+    if parent is None:
+        return await dest.changes(dataset, recursive)
+    answers: dict[tuple[str, str], asyncio.Future[tuple[str, dict[str, int | None]]]]
+    answers = fleet.per_run.setdefault(_CHANGES, {})
+    fut = answers.get((host, parent))
+    if fut is None:
+        fut = answers[(host, parent)] = asyncio.ensure_future(dest.changes(parent, True))
+    try:
+        return await asyncio.shield(fut)
+    except ZrelayError:
+        return await dest.changes(dataset, recursive)
+
+
 async def target_changes(fleet: Fleet, job: Job, target: Endpoint, plans: Sequence[Plan],
-                         dst_states: Mapping[str, DatasetState]) -> dict[str, Changed]:
+                         dst_states: Mapping[str, DatasetState], *, shared: bool = True) -> dict[str, Changed]:
     """For each target dataset an incremental would be received into: did it change since its
-    newest snapshot? One ``zfs get`` on the target, only when some plan sends incrementally."""
+    newest snapshot? One ``zfs get`` on the target (or its parent's, shared with its siblings:
+    share_changes), only when some plan sends incrementally."""
     wanted = [p.target for p in plans if p.kind is PlanKind.INCREMENTAL and p.steps]
     if not wanted:
         return {}
     dest = fleet.host(target.host)
     caps = await dest.capabilities()
-    prop, values = await dest.changes(target.dataset, job.recursive)
+    prop, values = await _changes(fleet, target.host, target.dataset, job.recursive, shared)
     out: dict[str, Changed] = {}
     for name in wanted:
         value = values.get(name)
