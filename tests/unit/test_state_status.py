@@ -193,7 +193,15 @@ def test_s3_in_sync_with_what_is_stored() -> None:
     assert (row.target_kind, row.location, row.target, row.message) == ("s3", "s3:offsite", "s3:offsite", "")
     assert row.base_age_seconds == 20 * 3600 and row.source_newest == "c"
     assert row.s3 == {"url": "s3://bucket/p/zrelay/v1/", "endpoint": "http://127.0.0.1:1", "chains": 1, "sends": 3,
-                      "stored_bytes": 3000, "restorable_newest": "c", "broken_chains": 0, "unfinished_sends": 0}
+                      "stored_bytes": 3000, "restorable_newest": "c", "broken_chains": 0, "unfinished_sends": 0,
+                      "listed_bytes": 4500, "object_count": 6,   # the manifests are objects too
+                      "storage_classes": {"STANDARD": {"objects": 6, "bytes": 4500}},
+                      "chain_costs": [{"dataset": f"{HOST}:{DS}", "root": row.s3["chain_costs"][0]["root"],
+                                       "healthy": True, "sends": 3, "newest": "c", "newest_created": S3C.creation,
+                                       "listed_bytes": 4500, "object_count": 6,
+                                       "storage_classes": {"STANDARD": {"objects": 6, "bytes": 4500}},
+                                       "manifest_size": 3000}]}
+    assert row.s3["chain_costs"][0]["root"].startswith("@a/")
     assert [(c.source, c.location, c.state) for c in r.cells] == [(f"{HOST}:{DS}", "s3:offsite", "in-sync")]
     assert exit_code([row]) == 0 and "s3" in row.to_dict()
 

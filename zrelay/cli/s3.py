@@ -36,6 +36,10 @@ from zrelay.events import (Event, EventSink, JobFinished, JobStarted, Outcome, T
 from zrelay.inventory import load_inventory
 from zrelay.inventory.lookup import find_inventory
 from zrelay.inventory.model import Endpoint, Inventory, Job, S3Target, suggest, name_list
+from zrelay.inventory.policy import BUCKETS, KeepPolicy
+from zrelay.inventory.values import Bad, want_duration, want_int
+from zrelay.lifecycle.prune import keep_chains
+from zrelay.lifecycle.retention import describe_policy
 from zrelay.paths import s3restore, throttle
 from zrelay.paths.s3push import PushResult
 from zrelay.s3 import catalog, chains, manifest as mf
@@ -108,6 +112,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("patterns", nargs="*", metavar="PATTERN", help="host, host:dataset or job name")
     p.add_argument("--keep-chains", type=int, metavar="N", help="keep the newest N chains per dataset (N ≥ 1)")
     p.add_argument("--keep-days", type=float, metavar="D", help="keep chains with a snapshot from the last D days")
+    p.add_argument("--keep", metavar="POLICY",
+                   help="keep chains by a keep policy, as a job's keep: writes it, e.g. 'monthly=6,daily=7' "
+                        "(within, last, hourly, daily, weekly, monthly, yearly; each chain dated by its newest "
+                        "snapshot)")
     p.add_argument("--orphan-grace", default="24h", metavar="DURATION",
                    help="delete unfinished sends (no manifest) older than this (default 24h)")
     p.add_argument("-n", "--dry-run", action="store_true", help="list what would be deleted")
@@ -355,6 +363,7 @@ def run_ls(args: argparse.Namespace) -> int:
     listing = asyncio.run(_ls(targets, scopes))
     if args.json:
         _dump([{"target": t.name, "bucket": t.bucket, "prefix": mf.root(t.prefix),
+                **_cost_dict(chains.StorageCost.combined(v.cost for v in views)),
                 "datasets": [_view_dict(v) for v in views]} for t, views in listing])
     else:
         for t, views in listing:
@@ -387,6 +396,7 @@ def _send_dict(s: SendRecord, chain: Chain | None) -> dict[str, Any]:
         "parent_guid": str(m.parent.guid) if m and m.parent else None,
         "created": m.snapshot.creation if m else None,
         "size": m.size if m else s.stored_bytes,
+        **_cost_dict(s.cost),
         "compression": m.compression if m else None,
         "encryption": (m.encryption or {}).get("type") if m else None,
         "storage_class": m.storage_class if m else None,
@@ -396,11 +406,19 @@ def _send_dict(s: SendRecord, chain: Chain | None) -> dict[str, Any]:
     }
 
 
+def _cost_dict(cost: chains.StorageCost) -> dict[str, Any]:
+    """The listing's own numbers for some objects (docs/s3-layout.md, s3-ls --json)."""
+    d = cost.to_dict()
+    return {"listed_bytes": d["bytes"], "object_count": d["objects"], "storage_classes": d["storage_classes"]}
+
+
 def _view_dict(v: DatasetView) -> dict[str, Any]:
     return {
         "dataset": v.endpoint, "host": v.host, "name": v.dataset, "healthy": v.healthy,
+        **_cost_dict(v.cost),
         "chains": [{"root": c.root, "healthy": c.healthy, "broken_at": c.broken_at, "reason": c.broken_reason,
                     "sends": [_send_dict(s, c) for s in c.sends], "size": c.stored_bytes,
+                    **_cost_dict(c.cost), "manifest_size": c.manifest_size,
                     "newest_restorable": c.tip.snapshot_name if c.tip else None} for c in v.chains],
         "orphans": [_send_dict(s, None) for s in v.orphans],
     }
@@ -412,23 +430,29 @@ def _print_views(target: S3Target, views: list[DatasetView]) -> None:
     out.print(f"[bold]{target.name}[/bold]  {where}", highlight=False)
     if not views:
         out.print("  (nothing stored)")
+    elif len(views) > 1:
+        out.print(f"  {len(views)} datasets: {chains.StorageCost.combined(v.cost for v in views).summary()}",
+                  highlight=False)
     for v in views:
         state = "[green]healthy[/green]" if v.healthy else "[red]BROKEN[/red]"
-        size = sum(c.stored_bytes for c in v.chains)
-        out.print(f"  [bold]{v.endpoint}[/bold]  {len(v.chains)} chain(s), {format_size(size)}, {state}",
-                  highlight=False)
+        out.print(f"  [bold]{v.endpoint}[/bold]  {len(v.chains)} chain(s), {state}", highlight=False)
+        out.print(f"    stored {v.cost.summary()}", highlight=False)
         width = max((len(_what(s.manifest)) for c in v.chains for s in c.sends if s.manifest), default=10)
         for i, c in enumerate(v.chains, 1):
             health = "[green]healthy[/green]" if c.healthy else f"[red]broken at {c.broken_at}[/red]: {c.broken_reason}"
-            out.print(f"    chain {i}  {c.root}  {len(c.sends)} send(s), {format_size(c.stored_bytes)}  {health}",
-                      highlight=False, soft_wrap=True)
+            out.print(f"    chain {i}  {c.root}  {len(c.sends)} send(s)  {health}", highlight=False, soft_wrap=True)
+            cost = c.cost
+            said = ("" if c.manifest_size == c.stored_bytes
+                    else f" (the manifests say {format_size(c.manifest_size)} of streams)")
+            out.print(f"      stored {cost.summary()}{said}", highlight=False, soft_wrap=True)
             for s in c.sends:
                 m = s.manifest
                 assert m is not None
                 mark = "ok" if s.ref in c.restorable else ("DAMAGED" if s.problems() else "unrestorable")
                 filters = "+".join(x for x in (m.compression, (m.encryption or {}).get("type")) if x) or "-"
-                out.print(f"      {m.kind:<11} {_what(m):<{width}} {format_size(m.size):>10}  {filters:<8} "
-                          f"{m.storage_class:<12} {_when(m.snapshot.creation)}  {mark}", highlight=False,
+                classes = "+".join(s.cost.classes) or "-"
+                out.print(f"      {m.kind:<11} {_what(m):<{width}} {format_size(s.stored_bytes):>10}  {filters:<8} "
+                          f"{classes:<12} {_when(m.snapshot.creation)}  {mark}", highlight=False,
                           soft_wrap=True)
         for s in v.orphans:
             out.print(f"    [yellow]unfinished[/yellow] {s.ref}  {format_size(s.stored_bytes)}  "
@@ -599,8 +623,10 @@ async def _verify(target: S3Target, options: S3Options,
 def run_prune(args: argparse.Namespace) -> int:
     inventory = _inventory(args)
     target = _target(inventory, args.target)
-    if args.keep_chains is None and args.keep_days is None:
-        raise UsageError("s3-prune needs --keep-chains N and/or --keep-days D (it never deletes everything)")
+    if args.keep_chains is None and args.keep_days is None and args.keep is None:
+        raise UsageError("s3-prune needs --keep-chains N, --keep-days D and/or --keep POLICY "
+                         "(it never deletes everything)")
+    policy = keep_policy(args.keep) if args.keep is not None else None
     if args.keep_chains is not None and args.keep_chains < 1:
         raise UsageError("--keep-chains must be at least 1: the newest chain is always kept")
     if args.keep_days is not None and args.keep_days < 0:
@@ -609,7 +635,7 @@ def run_prune(args: argparse.Namespace) -> int:
         grace = parse_duration(args.orphan_grace)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    plans, deleted, failures = asyncio.run(_prune(target, _scope(inventory, args.patterns), args, grace))
+    plans, deleted, failures = asyncio.run(_prune(target, _scope(inventory, args.patterns), args, grace, policy))
     refused = [(p, d) for p in plans for d in p.refused]
     if args.json:
         _dump({"target": target.name, "dry_run": args.dry_run, "deleted": deleted, "failures": failures,
@@ -623,13 +649,50 @@ def run_prune(args: argparse.Namespace) -> int:
     return EXIT_JOB_FAILED if refused or failures else EXIT_OK
 
 
+def keep_policy(text: str) -> KeepPolicy:
+    """``--keep 'monthly=6,daily=7'`` (or ``monthly: 6, …``, braces allowed) as a KeepPolicy,
+    read by the same checks as a job's ``keep:``; a usage error naming --keep otherwise."""
+    rules: dict[str, int] = {}
+    valid = ["within", "last", *BUCKETS]
+    body = text.strip().removeprefix("{").removesuffix("}")
+    for part in (p.strip() for p in body.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.replace(":", "=", 1).partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not value:
+            raise UsageError(f"--keep: {part!r} is not RULE=N (e.g. monthly=6)")
+        if key not in valid:
+            raise UsageError(f"--keep: unknown rule {key!r}; rules: {', '.join(valid)}")
+        if key in rules:
+            raise UsageError(f"--keep: {key} is given twice")
+        try:
+            if key == "within":
+                rules[key] = want_duration(value, "--keep within")
+            else:
+                if not value.isdigit():
+                    raise Bad(f"--keep {key}: expected an integer, got {value!r}")
+                rules[key] = want_int(int(value), f"--keep {key}", 1)
+        except Bad as exc:
+            raise UsageError(str(exc)) from None
+    policy = KeepPolicy(**rules)
+    if policy.empty:
+        raise UsageError(f"--keep keeps nothing; give at least one of {', '.join(valid)}")
+    return policy
+
+
 async def _prune(target: S3Target, scopes: list[tuple[str | None, str | None]], args: argparse.Namespace,
-                 grace: float) -> tuple[list[PrunePlan], list[str], list[str]]:
+                 grace: float, policy: KeepPolicy | None = None) -> tuple[list[PrunePlan], list[str], list[str]]:
     store = Store(target)
     now = time.time()
     keep_seconds = args.keep_days * 86400 if args.keep_days is not None else None
-    plans = [chains.plan_prune(v, keep_chains=args.keep_chains, keep_seconds=keep_seconds, now=now,
-                               orphan_grace=grace) for v in await _views(store, scopes)]
+    plans = []
+    for v in await _views(store, scopes):
+        keep = keep_chains(v.chains, policy) if policy is not None else None
+        plans.append(chains.plan_prune(v, keep_chains=args.keep_chains, keep_seconds=keep_seconds, now=now,
+                                       orphan_grace=grace, keep=keep,
+                                       drop_reason=f"not kept by --keep ({describe_policy(policy)})"
+                                       if policy is not None else "not kept by the policy"))
     deleted: list[str] = []
     failures: list[str] = []
     if not args.dry_run:

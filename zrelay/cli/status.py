@@ -385,6 +385,14 @@ def detail_lines(rows: list[LocationStatus], width: int | None, now: float) -> l
                                 f"{s3['sends']} send(s); {s3['broken_chains']} broken, "
                                 f"{s3['unfinished_sends']} unfinished")
                 field("restorable", snap(s3["restorable_newest"]))
+                for i, c in enumerate(s3.get("chain_costs") or []):   # what each chain costs, as listed
+                    classes = c["storage_classes"]
+                    where = ", ".join(f"{k} {output.human_bytes(v['bytes'])}" if len(classes) > 1 else k
+                                      for k, v in classes.items())
+                    of = f" of {c['dataset']}" if r.datasets > 1 else ""
+                    field("chains" if i == 0 else "", f"{c['root']}{of}: {output.human_bytes(c['listed_bytes'])} "
+                                                      f"in {c['object_count']} objects, {where}"
+                                                      + ("" if c["healthy"] else " (broken)"))
         if r.transfer:
             field("transfer", transfer_label(r.transfer))
         if r.message:

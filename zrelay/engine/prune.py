@@ -127,7 +127,7 @@ class Pruner:
         source_states = dated(chosen.keep(source_states), template)   # a snapshot's time is the one its name says
         hosts = list(await asyncio.gather(*(self._host_side(job, t, template, fresh, chosen)
                                             for t in job.host_targets)))
-        s3 = await asyncio.gather(*(self._s3_side(job, t.name, chosen) for t in job.s3_targets))
+        s3 = await asyncio.gather(*(self._s3_side(job, t.name, chosen, template) for t in job.s3_targets))
         now = int((options.now.timestamp() if options.now else time.time()))
         tags = {str(t): anchors.hold_tag(job.name, str(t)) for t in (*job.host_targets, *job.s3_targets)}
         # A side shared with another job (a cascade) on a host that cannot list holds: the other
@@ -201,13 +201,13 @@ class Pruner:
         return planner.HostSide(str(target), target.host, target.dataset, dated(states, template), holds,
                                 job.lifecycle.policy_for(str(target)), clones=clones)
 
-    async def _s3_side(self, job: Job, name: str, chosen: selection.Selection) -> planner.S3Side:
+    async def _s3_side(self, job: Job, name: str, chosen: selection.Selection, template: str) -> planner.S3Side:
         from zrelay.s3 import catalog   # boto3 only for jobs with S3 targets
         views = await catalog.load_views(self._store(name), host=job.source.host, dataset=job.source.dataset,
                                          recursive=job.recursive)
         by_dataset = {dataset: view for (_host, dataset), view in views.items() if chosen.why(dataset) is None}
         ends = {d: end for d, v in by_dataset.items() if (end := planner.chain_end(v)) is not None}
-        return planner.S3Side(f"s3:{name}", ends, by_dataset, job.lifecycle.policy_for(f"s3:{name}"))
+        return planner.S3Side(f"s3:{name}", ends, by_dataset, job.lifecycle.policy_for(f"s3:{name}"), template)
 
     # --- actions ----------------------------------------------------------------------------
 

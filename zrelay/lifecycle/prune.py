@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 from zrelay.inventory.model import Job
 from zrelay.inventory.policy import KeepPolicy
+from zrelay.lifecycle.naming import name_time
 from zrelay.lifecycle.retention import describe_policy, keep_indexes, span_text
 from zrelay.s3 import chains
 from zrelay.s3.chains import DatasetView
@@ -99,6 +100,7 @@ class S3Side:
     ends: Mapping[str, ChainEnd]
     views: Mapping[str, DatasetView] = field(default_factory=dict)
     policy: KeepPolicy | None = None
+    template: str | None = None                      # the job's snapshot name template: dates its snapshots
 
 
 @dataclass(frozen=True, slots=True)
@@ -626,7 +628,7 @@ def _plan_s3(job: PruneInput, s3: S3Side, matches: _Selector) -> SidePlan:
                if all(s.manifest is not None for s in c.sends)
                and all(matches.flags([s.manifest.snapshot.name for s in c.sends if s.manifest is not None]))]
         own_roots = {c.root for c in own}
-        dated = {c.root: c.newest_creation for c in own}
+        dated = {c.root: chain_date(c, s3.template) for c in own}
         keep = _chain_keep(own, dated, policy)
         for c in view.chains:
             if c.root not in own_roots:
@@ -649,6 +651,27 @@ def _plan_s3(job: PruneInput, s3: S3Side, matches: _Selector) -> SidePlan:
             if d.refused:
                 notes.append(f"{s3.label} {name}: {d.refused}")
     return SidePlan(s3.label, None, policy, tuple(decisions), stored=stored, notes=tuple(notes))
+
+
+def chain_date(chain: chains.Chain, template: str | None) -> int:
+    """When a stored chain was last extended, as its keep policy reads it: its newest snapshot,
+    dated as the job's template reads that snapshot's name (the time it stands for, like the
+    job's snapshots on every other side), else by the snapshot's creation."""
+    out = 0
+    for s in chain.sends:
+        if s.manifest is None:
+            continue
+        named = name_time(template, s.manifest.snapshot.name) if template else None
+        out = max(out, named if named is not None else s.manifest.snapshot.creation)
+    return out
+
+
+def keep_chains(stored: Sequence[chains.Chain], policy: KeepPolicy,
+                template: str | None = None) -> dict[str, list[str]]:
+    """Root → reasons for the chains of one dataset (oldest first) that ``policy`` keeps, each
+    chain dated by ``chain_date``: what ``zrelay prune`` and ``s3-prune --keep`` hand to
+    zrelay.s3.chains.plan_prune, which adds the rules that protect the rest."""
+    return _chain_keep(stored, {c.root: chain_date(c, template) for c in stored}, policy)
 
 
 def _chain_keep(own: Sequence[chains.Chain], dated: Mapping[str, int], policy: KeepPolicy) -> dict[str, list[str]]:

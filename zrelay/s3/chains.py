@@ -14,12 +14,14 @@ an interrupted prune leaves a shorter chain, never a headless one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from zrelay.errors import NewestNotRestorable, RestoreRefused
 from zrelay.plan import PlanKind, SendStep, plan
 from zrelay.s3.manifest import KeyInfo, Manifest, make_send_id, send_ref
+from zrelay.units import human_bytes
 from zrelay.zfs.model import Bookmark, DatasetState, Snapshot, SnapshotFilter
 
 DEFAULT_ORPHAN_GRACE = 24 * 3600.0  # a push may still be writing a send this young
@@ -33,6 +35,61 @@ class Listed:
     size: int
     modified: float = 0.0          # unix seconds
     storage_class: str = "STANDARD"
+
+
+@dataclass(frozen=True, slots=True)
+class ClassCost:
+    """Objects and bytes of one storage class, as the bucket listing reports them."""
+
+    objects: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StorageCost:
+    """What some stored objects cost: their count, bytes and storage classes, from the listing
+    (ListObjectsV2 ``Size`` and ``StorageClass``), never from a manifest. Manifests count too:
+    they are objects the bucket bills like any other."""
+
+    objects: int = 0
+    bytes: int = 0
+    classes: Mapping[str, ClassCost] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, listed: Iterable[Listed]) -> StorageCost:
+        objects = size = 0
+        classes: dict[str, ClassCost] = {}
+        for item in listed:
+            objects += 1
+            size += item.size
+            was = classes.get(item.storage_class, ClassCost())
+            classes[item.storage_class] = ClassCost(was.objects + 1, was.bytes + item.size)
+        return cls(objects, size, dict(sorted(classes.items())))
+
+    @classmethod
+    def combined(cls, costs: Iterable[StorageCost]) -> StorageCost:
+        objects = size = 0
+        classes: dict[str, ClassCost] = {}
+        for cost in costs:
+            objects += cost.objects
+            size += cost.bytes
+            for name, c in cost.classes.items():
+                was = classes.get(name, ClassCost())
+                classes[name] = ClassCost(was.objects + c.objects, was.bytes + c.bytes)
+        return cls(objects, size, dict(sorted(classes.items())))
+
+    def summary(self) -> str:
+        """``6.0 MiB in 8 objects, STANDARD`` (each class with its bytes when there are several)."""
+        if len(self.classes) > 1:
+            where = ", ".join(f"{name} {human_bytes(c.bytes)}" for name, c in self.classes.items())
+        else:
+            where = next(iter(self.classes), "")
+        head = f"{human_bytes(self.bytes)} in {self.objects} object{'s' if self.objects != 1 else ''}"
+        return f"{head}, {where}" if where else head
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"objects": self.objects, "bytes": self.bytes,
+                "storage_classes": {k: {"objects": c.objects, "bytes": c.bytes} for k, c in self.classes.items()}}
 
 
 @dataclass
@@ -69,6 +126,11 @@ class SendRecord:
     @property
     def newest_modified(self) -> float:
         return max((f.modified for f in self.files.values()), default=0.0)
+
+    @property
+    def cost(self) -> StorageCost:
+        """Every object of this send as listed, its manifest included."""
+        return StorageCost.of(self.files.values())
 
     def problems(self) -> list[str]:
         """Why this send cannot be used on its own (empty when it can)."""
@@ -121,6 +183,16 @@ class Chain:
         return sum(s.stored_bytes for s in self.sends)
 
     @property
+    def cost(self) -> StorageCost:
+        """Every object of every send of this chain as listed (what the bucket bills for it)."""
+        return StorageCost.of(f for s in self.sends for f in s.files.values())
+
+    @property
+    def manifest_size(self) -> int:
+        """The streams' bytes as the chain's manifests record them (beside the listed ``cost``)."""
+        return sum(s.manifest.size for s in self.sends if s.manifest is not None)
+
+    @property
     def started(self) -> int:
         """Creation time of the full's snapshot (0 when the full is missing)."""
         full = self.full
@@ -167,6 +239,12 @@ class DatasetView:
     @property
     def newest_chain(self) -> Chain | None:
         return self.chains[-1] if self.chains else None
+
+    @property
+    def cost(self) -> StorageCost:
+        """Every object stored for this dataset as listed: its chains and its unfinished sends."""
+        return StorageCost.of(f for s in [*(s for c in self.chains for s in c.sends), *self.orphans]
+                              for f in s.files.values())
 
     def restorable_sends(self) -> list[tuple[Chain, SendRecord]]:
         return [(c, s) for c in self.chains for s in c.sends if s.ref in c.restorable]
@@ -586,7 +664,7 @@ def plan_prune(view: DatasetView, *, keep_chains: int | None, keep_seconds: floa
                 why.append(f"older than the newest {keep_chains} chain(s)")
             if keep_seconds is not None:
                 why.append(f"no snapshot from the last {_days(keep_seconds)}")
-            if not why:
+            if keep is not None or not why:
                 why.append(drop_reason)
             decisions.append(ChainDecision(chain, True, why))
     kept_healthy = any(not d.delete and d.chain.healthy for d in decisions)

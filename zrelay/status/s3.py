@@ -49,14 +49,31 @@ def s3_info(target: S3Target | None, views: Sequence[DatasetView] | None = None,
              "endpoint": target.endpoint if target else None}
     if views is None:
         return {**where, "chains": None, "sends": None, "stored_bytes": None, "restorable_newest": None,
-                "broken_chains": None, "unfinished_sends": None}
+                "broken_chains": None, "unfinished_sends": None, "listed_bytes": None, "object_count": None,
+                "storage_classes": None, "chain_costs": None}
     return {**where,
             "chains": sum(len(v.chains) for v in views),
             "sends": sum(len(c.sends) for v in views for c in v.chains),
             "stored_bytes": sum(c.stored_bytes for v in views for c in v.chains),
             "restorable_newest": _restorable_newest(root),
             "broken_chains": sum(1 for v in views for c in v.chains if not c.healthy),
-            "unfinished_sends": sum(len(v.orphans) for v in views)}
+            "unfinished_sends": sum(len(v.orphans) for v in views),
+            **_cost(chains.StorageCost.combined(v.cost for v in views)),
+            "chain_costs": [chain_cost(v, c) for v in views for c in v.chains]}
+
+
+def _cost(cost: chains.StorageCost) -> dict[str, Any]:
+    d = cost.to_dict()
+    return {"listed_bytes": d["bytes"], "object_count": d["objects"], "storage_classes": d["storage_classes"]}
+
+
+def chain_cost(view: DatasetView, chain: Chain) -> dict[str, Any]:
+    """What one stored chain costs, as the bucket listing reports it (docs/status-json.md)."""
+    named = [s for s in chain.sends if s.manifest is not None]
+    newest = max(named, key=lambda s: s.createtxg) if named else None
+    return {"dataset": view.endpoint, "root": chain.root, "healthy": chain.healthy, "sends": len(chain.sends),
+            "newest": newest.snapshot_name if newest else None, "newest_created": chain.newest_creation or None,
+            **_cost(chain.cost), "manifest_size": chain.manifest_size}
 
 
 def _restorable_newest(view: DatasetView | None) -> str | None:
