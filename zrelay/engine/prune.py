@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -261,10 +262,14 @@ class Pruner:
             chains = [d for d in stored.chains if d.delete]
             what = (f"{_count(len(chains), 'whole chain')} of {dataset}" if chains
                     else f"unfinished sends of {dataset}")
+            dates = {d.name: d.creation for d in side.decisions if d.dataset == dataset and d.kind == "chain"}
+            # which chains go: each with the date the policy read and what it holds in the bucket
+            which = "; ".join(f"{d.chain.root} (newest snapshot {_day(dates.get(d.chain.root))}, "
+                              f"{d.chain.cost.summary()})" for d in chains)
             action = Action(ActionKind.DESTROY, side.side, dataset,
                             tuple(f"delete s3://{store.bucket}/{quoting.quote([key])}" for key in keys),
-                            reason=f"{what} not kept by the policy ({describe_policy(side.policy)})"
-                            if side.policy else f"{what}")
+                            reason=(f"{what} not kept by the policy ({describe_policy(side.policy)})"
+                                    if side.policy else f"{what}") + (f": {which}" if which else ""))
 
             async def run(keys: Sequence[str] = keys, store: Store = store) -> None:
                 for key in keys:
@@ -321,3 +326,10 @@ class Pruner:
 
 def _count(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _day(ts: int | None) -> str:
+    """``2026-03-10 14:00 UTC``: when a stored chain's newest snapshot was taken, as its policy read it."""
+    if not ts:
+        return "unknown"
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
