@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from zrelay import anchors, locks, selection
