@@ -71,6 +71,17 @@ class Recording:
     answers: dict[str, Answer] = field(default_factory=dict)
 
 
+class _LikeSshd(asyncssh.SSHServer):
+    """A simulated host's connection sends what OpenSSH's sshd sends: asyncssh puts an SSH_MSG_IGNORE
+    packet before every packet it sends (a protection CBC ciphers need), sshd does not, so a client
+    of these hosts decoded and decrypted twice the packets a real host sends it. The connection
+    leaves them out while its cipher is AEAD, as zrelay's own client side does."""
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        from zrelay.transport.ssh import _skip_ignore_packets
+        _skip_ignore_packets(conn)  # type: ignore[arg-type]
+
+
 class FleetServer:
     """SSH listeners on 127.0.0.1 (one per simulated host) in an event loop on a thread of this process."""
 
@@ -102,7 +113,8 @@ class FleetServer:
             for handler in handlers:
                 server = await asyncssh.listen(
                     "127.0.0.1", 0, server_host_keys=[self.host_key], authorized_client_keys=self.authorized,
-                    process_factory=self._process_factory(handler), allow_scp=False, sftp_factory=None,
+                    server_factory=_LikeSshd, process_factory=self._process_factory(handler), allow_scp=False,
+                    sftp_factory=None,
                     agent_forwarding=False, x11_forwarding=False, line_editor=False, max_pktsize=32768)
                 self.servers.append(server)
                 ports.append(server.sockets[0].getsockname()[1])
