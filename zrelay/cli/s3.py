@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import sys
@@ -683,16 +684,24 @@ def keep_policy(text: str) -> KeepPolicy:
 
 async def _prune(target: S3Target, scopes: list[tuple[str | None, str | None]], args: argparse.Namespace,
                  grace: float, policy: KeepPolicy | None = None) -> tuple[list[PrunePlan], list[str], list[str]]:
-    store = Store(target)
+    from zrelay.s3 import retention
+
+    # deleting is the prune key's (``prune_profile``): a push-only key cannot delete
+    store = Store(dataclasses.replace(target, profile=target.prune_profile or target.profile))
     now = time.time()
     keep_seconds = args.keep_days * 86400 if args.keep_days is not None else None
     plans = []
     for v in await _views(store, scopes):
         keep = keep_chains(v.chains, policy) if policy is not None else None
-        plans.append(chains.plan_prune(v, keep_chains=args.keep_chains, keep_seconds=keep_seconds, now=now,
-                                       orphan_grace=grace, keep=keep,
-                                       drop_reason=f"not kept by --keep ({describe_policy(policy)})"
-                                       if policy is not None else "not kept by the policy"))
+
+        def planned(locked: dict[str, str] | None = None) -> PrunePlan:
+            return chains.plan_prune(v, keep_chains=args.keep_chains, keep_seconds=keep_seconds, now=now,
+                                     orphan_grace=grace, keep=keep, locked=locked,
+                                     drop_reason=f"not kept by --keep ({describe_policy(policy)})"
+                                     if policy is not None else "not kept by the policy")
+        plan = planned()
+        locked = await retention.locked(store, plan, now)   # Object Lock: kept, with until when
+        plans.append(planned(locked) if locked else plan)
     deleted: list[str] = []
     failures: list[str] = []
     if not args.dry_run:

@@ -73,7 +73,9 @@ class Pruner:
         store = self._stores.get(name)
         if store is None:
             from zrelay.s3.store import Store   # boto3 only for jobs with S3 targets
-            store = self._stores[name] = Store(self.inventory.s3_targets[name])
+            target = self.inventory.s3_targets[name]
+            # deleting is the prune key's (``prune_profile``): a push-only key cannot delete
+            store = self._stores[name] = Store(replace(target, profile=target.prune_profile or target.profile))
         return store
 
     async def prune(self, jobs: Iterable[Job], options: SyncOptions) -> list[TaskResult]:
@@ -144,11 +146,16 @@ class Pruner:
             if host_side.holds is None and shared and host_side.policy is not None:
                 held_back[host_side.label] = self._held_back(host_side.host, shared)
                 hosts[i] = replace(host_side, policy=None)
-        plan = planner.plan_prune(planner.PruneInput(
+        prune_input = planner.PruneInput(
             select=select, now=now,
             source=planner.SourceSide(job.source.host, job.source.dataset, source_states, source_holds,
                                       source_policy, source_clones),
-            hosts=tuple(hosts), s3=tuple(s3), tag_prefix=anchors.job_tag_prefix(job.name), tags=tags))
+            hosts=tuple(hosts), s3=tuple(s3), tag_prefix=anchors.job_tag_prefix(job.name), tags=tags)
+        plan = planner.plan_prune(prune_input)
+        locked = await self._locked(plan, now)
+        if locked:   # Object Lock: what S3 still retains is kept, and the plan says until when
+            plan = planner.plan_prune(replace(prune_input, s3=tuple(
+                replace(side, locked=locked.get(side.label, {})) for side in s3)))
         if held_back:
             plan = planner.PrunePlan(tuple(replace(s, notes=(held_back[s.side],)) if s.side in held_back else s
                                            for s in plan.sides))
@@ -158,6 +165,20 @@ class Pruner:
             pruning.where[side.side] = (str(job.source) if side.side == planner.SOURCE else side.side)
             pruning.steps[side.side] = await self._steps(job, side)
         return pruning
+
+    async def _locked(self, plan: planner.PrunePlan, now: int) -> dict[str, dict[str, dict[str, str]]]:
+        """S3 side label → dataset → chain root / send ref → why it stays (zrelay.s3.retention)."""
+        from zrelay.s3 import retention   # boto3 only for jobs with S3 targets
+        out: dict[str, dict[str, dict[str, str]]] = {}
+        for side in plan.sides:
+            if side.host is not None or not side.stored:
+                continue
+            store = self._store(side.side.removeprefix("s3:"))
+            for dataset, stored in side.stored.items():
+                found = await retention.locked(store, stored, now)
+                if found:
+                    out.setdefault(side.side, {})[dataset] = found
+        return out
 
     @staticmethod
     def _held_back(host: str, shared: list[str]) -> str:

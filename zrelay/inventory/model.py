@@ -165,6 +165,21 @@ class Group:
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectLock:
+    """S3 Object Lock retention that every object of a push is written with (the bucket must
+    have Object Lock enabled): S3 refuses to delete it, and zrelay prune keeps its chain, for
+    ``days`` after it was written. GOVERNANCE can be lifted by a key with the bypass permission
+    (zrelay never does); COMPLIANCE by nobody."""
+
+    mode: str      # GOVERNANCE | COMPLIANCE
+    days: int
+
+    @property
+    def seconds(self) -> int:
+        return self.days * 86400
+
+
+@dataclass(frozen=True, slots=True)
 class S3Target:
     """An S3 bucket (and key prefix) that jobs can replicate into."""
 
@@ -191,6 +206,8 @@ class S3Target:
     restore_tier: str | None = None            # Expedited | Standard | Bulk
     push: RunSchedule | None = None            # the daemon's s3-push schedule for jobs into it
     bandwidth: int | None = None               # bytes per second, each push into it and restore from it
+    object_lock: ObjectLock | None = None      # retention written with every object (S3 Object Lock)
+    prune_profile: str | None = None           # credentials that delete (prune); ``profile`` pushes
 
 
 @dataclass(frozen=True, slots=True)

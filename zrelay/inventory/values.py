@@ -455,6 +455,23 @@ def _check_recipients(value: Any, what: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _check_object_lock(value: Any, what: str) -> Any:
+    """``{mode: GOVERNANCE|COMPLIANCE, days: N}``."""
+    from zrelay.inventory.model import ObjectLock
+
+    if not isinstance(value, dict):
+        raise Bad(f"{what}: expected a mapping {{mode: GOVERNANCE|COMPLIANCE, days: N}}, got {value!r}")
+    unknown = sorted(set(value) - {"mode", "days"})
+    if unknown:
+        raise Bad(f"{what}: unknown key {unknown[0]!r} (mode, days)")
+    mode = value.get("mode")
+    if not isinstance(mode, str) or mode.upper() not in ("GOVERNANCE", "COMPLIANCE"):
+        raise Bad(f"{what}: mode must be GOVERNANCE or COMPLIANCE, got {mode!r}")
+    if "days" not in value:
+        raise Bad(f"{what}: days is missing (how long each object is locked)")
+    return ObjectLock(mode.upper(), check_positive(value["days"], f"{what}: days"))
+
+
 S3_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "bucket": _check_bucket,
     "endpoint": _check_endpoint_url,
@@ -475,6 +492,8 @@ S3_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "restore_days": check_positive,
     "restore_tier": _one_of("Expedited", "Standard", "Bulk"),
     "bandwidth": check_bandwidth,
+    "object_lock": _check_object_lock,
+    "prune_profile": lambda v, w: want_str(v, w),
 }
 
 

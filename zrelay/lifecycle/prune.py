@@ -101,6 +101,8 @@ class S3Side:
     views: Mapping[str, DatasetView] = field(default_factory=dict)
     policy: KeepPolicy | None = None
     template: str | None = None                      # the job's snapshot name template: dates its snapshots
+    #: per dataset: chain root / send ref → why S3 still retains it (Object Lock; zrelay.s3.retention)
+    locked: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,7 +639,8 @@ def _plan_s3(job: PruneInput, s3: S3Side, matches: _Selector) -> SidePlan:
         if healthy:
             keep.setdefault(healthy[-1].root, []).append("newest complete chain")
         result = chains.plan_prune(view, keep_chains=None, keep_seconds=None, now=job.now,
-                                   orphan_grace=job.orphan_grace, keep=keep, drop_reason=dropped_why)
+                                   orphan_grace=job.orphan_grace, keep=keep, drop_reason=dropped_why,
+                                   locked=s3.locked.get(name))
         foreign = [o for o in result.orphans_deleted if not matches(o.snapshot_name)]
         if foreign:
             result.orphans_deleted = [o for o in result.orphans_deleted if all(o is not f for f in foreign)]

@@ -629,7 +629,8 @@ class PrunePlan:
 def plan_prune(view: DatasetView, *, keep_chains: int | None, keep_seconds: float | None, now: float,
                orphan_grace: float = DEFAULT_ORPHAN_GRACE,
                keep: Mapping[str, Sequence[str]] | None = None,
-               drop_reason: str = "not kept by the policy") -> PrunePlan:
+               drop_reason: str = "not kept by the policy",
+               locked: Mapping[str, str] | None = None) -> PrunePlan:
     """Which chains (and orphan sends) of one dataset go.
 
     A chain is kept when it is one of the newest ``keep_chains`` or holds a
@@ -638,7 +639,9 @@ def plan_prune(view: DatasetView, *, keep_chains: int | None, keep_seconds: floa
     names it; the newest chain is always kept. Safety over the rules: when
     every kept chain is broken, the newest complete chain is kept too, and
     the decision records the refusal. A chain no rule keeps gets
-    ``drop_reason`` when only ``keep`` decided.
+    ``drop_reason`` when only ``keep`` decided. ``locked`` (chain root or
+    orphan send ref → why: S3 Object Lock retention not over yet, see
+    zrelay.s3.retention) is kept whatever the rules say: S3 would refuse.
     """
     if keep_chains is None and keep_seconds is None and keep is None:
         raise ValueError("pruning needs --keep-chains and/or --keep-days")
@@ -656,6 +659,8 @@ def plan_prune(view: DatasetView, *, keep_chains: int | None, keep_seconds: floa
             reasons.append(f"has a snapshot from the last {_days(keep_seconds)}")
         if keep is not None and chain.root in keep:
             reasons.extend(r for r in keep[chain.root] if r not in reasons)
+        if locked and chain.root in locked:
+            reasons.append(locked[chain.root])
         if reasons:
             decisions.append(ChainDecision(chain, False, reasons))
         else:
@@ -680,7 +685,7 @@ def plan_prune(view: DatasetView, *, keep_chains: int | None, keep_seconds: floa
                 break
     plan_ = PrunePlan(view, list(reversed(decisions)))
     for orphan in view.orphans:
-        if now - orphan.newest_modified >= orphan_grace:
+        if now - orphan.newest_modified >= orphan_grace and not (locked and orphan.ref in locked):
             plan_.orphans_deleted.append(orphan)
         else:
             plan_.orphans_kept.append(orphan)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import functools
 import hashlib
 import os
@@ -221,12 +222,22 @@ class Store:
             resp = self.client.get_object(Bucket=self.bucket, Key=key)
             return bytes(resp["Body"].read(limit + 1))
 
+    def lock_arguments(self) -> dict[str, Any]:
+        """The Object Lock retention a new object is written with (none without ``object_lock``):
+        the target's mode, until its days from now."""
+        lock = self.target.object_lock
+        if lock is None:
+            return {}
+        until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=lock.days)
+        return {"ObjectLockMode": lock.mode, "ObjectLockRetainUntilDate": until}
+
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/json",
                   storage_class: str = "STANDARD") -> None:
         """A small object in one PUT, with Content-MD5 so the server checks it."""
         with s3_errors(self.name, key, "writing"):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
-                                   ContentMD5=b64(hashlib.md5(data).digest()), StorageClass=storage_class)
+                                   ContentMD5=b64(hashlib.md5(data).digest()), StorageClass=storage_class,
+                                   **self.lock_arguments())
 
     def head(self, key: str) -> Head:
         with s3_errors(self.name, key, "reading"):
@@ -235,9 +246,31 @@ class Store:
                     r.get("Restore"), dict(r.get("Metadata") or {}))
 
     def delete(self, key: str) -> None:
-        """One object at a time: batch DeleteObjects needs a body checksum some servers reject."""
+        """One object at a time: batch DeleteObjects needs a body checksum some servers reject.
+        A target with ``object_lock`` is a versioned bucket: there a plain delete only hides the
+        object behind a delete marker, so every version of the key is deleted instead."""
         with s3_errors(self.name, key, "deleting"):
-            self.client.delete_object(Bucket=self.bucket, Key=key)
+            if self.target.object_lock is None:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+                return
+            listed = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
+            for entry in [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])]:
+                if entry["Key"] == key:
+                    self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=entry["VersionId"])
+
+    def retained_until(self, key: str) -> float | None:
+        """When the Object Lock retention of ``key`` ends (epoch seconds); None: not locked."""
+        import botocore.exceptions
+        with s3_errors(self.name, key, "reading the retention of"):
+            try:
+                got = self.client.get_object_retention(Bucket=self.bucket, Key=key)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchObjectLockConfiguration",
+                                                                  "ObjectLockConfigurationNotFoundError"):
+                    return None
+                raise
+        until = got.get("Retention", {}).get("RetainUntilDate")
+        return until.timestamp() if until is not None else None
 
     def check_bucket(self) -> None:
         """Fail early, with the bucket's name, when it is missing or not ours to use."""
@@ -254,7 +287,8 @@ class Store:
         with s3_errors(self.name, key, "starting upload of"):
             r = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, StorageClass=storage_class,
                                                     Metadata=metadata,
-                                                    ContentType="application/octet-stream", **extra)
+                                                    ContentType="application/octet-stream", **extra,
+                                                    **self.lock_arguments())
         return str(r["UploadId"])
 
     def upload_part(self, key: str, upload_id: str, number: int, body: bytes | bytearray,
