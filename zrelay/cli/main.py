@@ -58,6 +58,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "s3-verify": ("zrelay.cli.s3", "re-read stored objects and check every sha256"),
     "s3-prune": ("zrelay.cli.s3", "delete old chains by keep rules; never orphans an incremental"),
     "s3-abort-stale": ("zrelay.cli.s3", "list and abort multipart uploads left by crashed pushes"),
+    "drill": ("zrelay.cli.drill", "restore a snapshot into a scratch dataset and prove it equals the source"),
     "daemon": ("zrelay.cli.daemon", "run every job's snapshot, sync, prune and s3-push on its schedule"),
     "run-now": ("zrelay.cli.daemon", "ask the running daemon to run jobs now (or run them here without one)"),
 }
@@ -130,7 +131,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 #: Commands whose process ends right after their handler (see _exit_now): nothing of theirs
 #: runs in the background once the handler has returned.
-FAST_EXIT = frozenset({"sync", "status", "audit", "s3-push", "s3-restore", "s3-ls", "s3-verify", "s3-prune",
+FAST_EXIT = frozenset({"sync", "drill", "status", "audit", "s3-push", "s3-restore", "s3-ls", "s3-verify", "s3-prune",
                        "s3-abort-stale"})
 
 

@@ -1,0 +1,181 @@
+"""``zrelay drill``: prove a copy can be restored, and record the evidence.
+
+Per job (or the jobs matching PATTERN) and copy (each target, ``--from TARGET``, or one at
+random with ``--random``): restore a snapshot into a new scratch dataset under ``--to
+HOST:PARENT``, compare its GUID and its tree checksum with the source's, destroy the scratch
+copy (unless ``--keep``) and record the result in the state store, where ``status`` shows
+the last drill per job and target. Exit codes: 0 every drill ok, 1 a mismatch or a failure,
+2 bad arguments; a dry run prints every command and changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+
+from zrelay import drill as d
+from zrelay import locks
+from zrelay.cli import layout, output
+from zrelay.cli.layout import Line
+from zrelay.cli.main import add_wait_lock
+from zrelay.drillstate import DrillStore
+from zrelay.engine.drill import DrillOptions, drill
+from zrelay.engine.fleet import Fleet
+from zrelay.events import EventSink
+from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, TargetBusy, UsageError, ZrelayError
+from zrelay.inventory import load_inventory
+from zrelay.inventory.lookup import find_inventory
+from zrelay.inventory.model import Endpoint, Inventory, Job, S3Ref, Target, name_list
+from zrelay.state import default_path
+from zrelay.zfs.names import snapshot_problem
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("drill", help="restore a snapshot into a scratch dataset, prove it equals the source",
+                       description="Restore a snapshot of each job's copies (host replicas and S3 targets) into "
+                                   "a new scratch dataset under --to, compare its GUID and a checksum of its file "
+                                   "tree with the source's, destroy the scratch copy and record the result "
+                                   "(shown by `zrelay status`).")
+    p.add_argument("patterns", nargs="*", metavar="PATTERN", help="host, host:dataset or job name")
+    p.add_argument("--to", required=True, metavar="HOST:PARENT",
+                   help="where scratch datasets are created (below PARENT, which must exist)")
+    p.add_argument("--from", dest="copy", metavar="TARGET",
+                   help="drill this target of the job (host:dataset or s3:NAME; default: each of its targets)")
+    p.add_argument("--snapshot", metavar="NAME", help="the snapshot to drill (default: the newest the copy and "
+                                                      "the source both hold)")
+    p.add_argument("--random", action="store_true",
+                   help="one target chosen at random (without --from), and a snapshot at random (without --snapshot)")
+    p.add_argument("--keep", action="store_true", help="leave the scratch dataset for inspection")
+    p.add_argument("-n", "--dry-run", action="store_true", help="print the exact commands; change nothing")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_wait_lock(p)
+    p.set_defaults(handler=run)
+
+
+def _target(text: str) -> Target:
+    if text.startswith("s3:"):
+        name = text[3:]
+        if not name:
+            raise UsageError(f"--from {text!r}: missing the S3 target's name after 's3:'")
+        return S3Ref(name)
+    try:
+        return Endpoint.parse(text)
+    except UsageError as exc:
+        raise UsageError(f"--from: {exc}") from None
+
+
+def drills_of(inventory: Inventory, jobs: list[Job], copy: Target | None,
+              rng: random.Random | None) -> list[tuple[Job, Target]]:
+    """(job, copy) pairs to drill: ``copy`` of every job that has it, else every target (one at random
+    with ``rng``). UsageError when nothing matches."""
+    pairs: list[tuple[Job, Target]] = []
+    for job in jobs:
+        if copy is not None:
+            if copy in job.targets:
+                pairs.append((job, copy))
+        elif job.targets:
+            pairs += [(job, rng.choice(list(job.targets)))] if rng is not None else [(job, t) for t in job.targets]
+    if not pairs:
+        if copy is not None:
+            known = sorted({str(t) for j in jobs for t in j.targets})
+            raise UsageError(f"--from {copy}: no matching job has this target"
+                             + (f"; their targets: {name_list(known)}" if known else ""))
+        raise UsageError("no matching job has a target to drill")
+    return pairs
+
+
+def run(args: argparse.Namespace) -> int:
+    inventory = load_inventory(find_inventory(args.inventory))
+    try:
+        to = Endpoint.parse(args.to)
+    except UsageError as exc:
+        raise UsageError(f"--to: {exc}") from None
+    inventory.host(to.host)
+    if args.snapshot is not None:
+        problem = snapshot_problem(args.snapshot)
+        if problem:
+            raise UsageError(f"--snapshot: {problem}")
+    copy = _target(args.copy) if args.copy else None
+    if isinstance(copy, S3Ref) and copy.name not in inventory.s3_targets:
+        raise UsageError(f"--from {copy}: no S3 target {copy.name!r} in the inventory")
+    if isinstance(copy, Endpoint):
+        inventory.host(copy.host)
+    rng = random.Random() if args.random else None
+    pairs = drills_of(inventory, inventory.jobs_matching(args.patterns), copy, rng)
+    opts = DrillOptions(to=to, snapshot=args.snapshot, rng=rng, dry_run=args.dry_run, keep=args.keep,
+                        wait_lock=args.wait_lock)
+    show = not args.json and not args.dry_run
+    results: list[d.Evidence] = []
+    with output.ProgressView(enabled=show) as view:
+        results = asyncio.run(_all(inventory, pairs, opts, view.handle))
+    if not args.dry_run:
+        with DrillStore(default_path(getattr(args, "state", None))) as store:
+            for ev in results:
+                if ev.result not in d.RESULTS:   # busy: nothing was drilled
+                    continue
+                store.record(ev.job, ev.copy, ev.source, ev.snapshot, ev.source_guid, ev.started, ev.finished,
+                             ev.result, ev.message, ev.detail)
+    if args.json:
+        json.dump([ev.to_dict() for ev in results], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        output.print_lines(lines(results, output.width(), dry_run=args.dry_run))
+    if any(ev.result == "busy" for ev in results) and all(ev.result in (d.OK, "busy") for ev in results):
+        return TargetBusy.exit_code
+    return EXIT_OK if all(ev.result in (d.OK, "dry-run") for ev in results) else EXIT_JOB_FAILED
+
+
+async def _all(inventory: Inventory, pairs: list[tuple[Job, Target]], opts: DrillOptions,
+               events: EventSink) -> list[d.Evidence]:
+    """One drill after the other (each restores a whole snapshot: no point in competing for the disks)."""
+    out: list[d.Evidence] = []
+    async with Fleet(inventory) as fleet:
+        locks.identify(0, "drill")
+        for job, copy in pairs:
+            started = time.time()
+            try:
+                out.append(await drill(fleet, job, copy, opts, events=events))
+            except UsageError:
+                raise
+            except TargetBusy as exc:
+                out.append(d.Evidence(job.name, str(copy), str(job.source), "", started=started,
+                                      finished=time.time(), result="busy", message=str(exc)))
+            except ZrelayError as exc:   # before the drill changed anything: a host or the bucket did not answer
+                out.append(d.Evidence(job.name, str(copy), str(job.source), "", started=started,
+                                      finished=time.time(), result=d.FAILED, message=str(exc)))
+    return out
+
+
+_STYLE = {d.OK: "green", d.MISMATCH: "red", d.FAILED: "red", "busy": "yellow", "dry-run": "cyan"}
+
+
+def lines(results: list[d.Evidence], width: int | None, *, dry_run: bool = False) -> list[Line]:
+    """What each drill did: a heading, the verdict and why; the commands in a dry run."""
+    out: list[Line] = []
+    for ev in results:
+        snap = f" @{ev.snapshot}" if ev.snapshot else ""
+        out.append([(f"drill {ev.job}: {ev.copy}{snap}", "bold"), ("  ", ""),
+                    (ev.result.upper() if ev.result != "dry-run" else "dry run", _STYLE.get(ev.result, ""))])
+        if dry_run and ev.steps:
+            out += layout.wrap(f"into {ev.scratch}, compared with {ev.source}@{ev.snapshot} "
+                               f"(GUID {ev.source_guid})", width, 2)
+            for step in ev.steps:
+                note = f"  # {step.detail}" if step.detail else ""
+                out.append(output.command_line(step.host, step.line + note, indent=4))
+            continue
+        if ev.message:
+            out += layout.wrap(ev.message, width, 2)
+        if ev.scratch and ev.result not in ("busy",):
+            moved = f", {output.human_bytes(ev.bytes)} restored" if ev.bytes else ""
+            fate = "kept for inspection" if ev.kept else "destroyed"
+            out += layout.wrap(f"scratch {ev.scratch} {fate}{moved}", width, 2)
+        if ev.source_tree and ev.copy_tree:
+            out += layout.wrap(f"tree sha256 source {ev.source_tree['sha256'][:16]}… copy "
+                               f"{ev.copy_tree['sha256'][:16]}… ({ev.copy_tree['entries']} entries)", width, 2)
+        for problem in ev.cleanup:
+            out += layout.wrap(f"clean-up: {problem}", width, 2, style="yellow")
+    return out

@@ -1,0 +1,140 @@
+"""Restore drills' evidence, in the state store's SQLite file: one row per drill.
+
+Why the state store: ``status`` and the daemon already read that file, and a drill's
+evidence (what was restored from where, when, and what was compared) must outlive the
+process that ran it. Plain stdlib like zrelay.state: no asyncio, no UI.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from zrelay.errors import StateError
+from zrelay.state import BUSY_TIMEOUT_MS, StateStore
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS drills(
+    id INTEGER PRIMARY KEY,
+    job TEXT NOT NULL,
+    copy TEXT NOT NULL,
+    source TEXT NOT NULL,
+    snapshot TEXT NOT NULL,
+    guid TEXT,                  -- 64 bits unsigned: more than an SQLite INTEGER holds
+    started REAL NOT NULL,
+    finished REAL,
+    result TEXT NOT NULL CHECK (result IN ('ok', 'mismatch', 'failed')),
+    message TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS drills_by_copy ON drills(job, copy, started);
+"""
+
+#: Drills kept per job and copy (the newest); older evidence is dropped when a drill is recorded.
+KEEP_PER_COPY = 200
+
+_COLUMNS = ("id", "job", "copy", "source", "snapshot", "guid", "started", "finished", "result", "message", "detail")
+
+
+class DrillStore:
+    """The ``drills`` table of the state store file; one connection, one thread."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if not readonly:
+            StateStore(self.path).close()   # the run history's tables and WAL mode first
+        elif not self.path.exists():
+            raise StateError(f"{self.path}: no state store yet")
+        try:
+            target = f"file:{self.path}?mode=ro" if readonly else str(self.path)
+            self.db = sqlite3.connect(target, uri=readonly, timeout=BUSY_TIMEOUT_MS / 1000,
+                                      isolation_level=None, check_same_thread=False)
+            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if not readonly:
+                self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "DrillStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _has_table(self) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='drills'").fetchone() is not None
+
+    def record(self, job: str, copy: str, source: str, snapshot: str, guid: int | None, started: float,
+               finished: float | None, result: str, message: str, detail: dict[str, Any]) -> int:
+        """Add one drill's evidence; keeps the newest KEEP_PER_COPY per job and copy."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self.db.execute(
+                    "INSERT INTO drills(job, copy, source, snapshot, guid, started, finished, result, message, "
+                    "detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (job, copy, source, snapshot, None if guid is None else str(guid), started, finished, result, message,
+                     json.dumps(detail, sort_keys=True)))
+                self.db.execute("DELETE FROM drills WHERE job=? AND copy=? AND id NOT IN ("
+                                "SELECT id FROM drills WHERE job=? AND copy=? ORDER BY started DESC, id DESC "
+                                "LIMIT ?)", (job, copy, job, copy, KEEP_PER_COPY))
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: {exc}") from exc
+        return int(cur.lastrowid or 0)
+
+    def drills(self, job: str | None = None, copy: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest drills (of ``job`` → ``copy`` when given), newest first."""
+        if not self._has_table():
+            return []
+        clauses, params = [], []
+        for column, value in (("job", job), ("copy", copy)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        rows = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM drills {where}"
+                               "ORDER BY started DESC, id DESC LIMIT ?", (*params, limit))
+        return [_row(r) for r in rows]
+
+    def last(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """The newest drill per (job, copy): what ``status`` shows."""
+        if not self._has_table():
+            return {}
+        rows = self.db.execute(
+            f"SELECT {', '.join('d.' + c for c in _COLUMNS)} FROM drills d JOIN ("
+            "  SELECT job, copy, MAX(started) AS s FROM drills GROUP BY job, copy) m "
+            "ON d.job = m.job AND d.copy = m.copy AND d.started = m.s ORDER BY d.id")
+        return {(row["job"], row["copy"]): row for row in map(_row, rows)}
+
+
+def _row(r: tuple[Any, ...]) -> dict[str, Any]:
+    row = dict(zip(_COLUMNS, r))
+    row["guid"] = int(row["guid"]) if row["guid"] else None
+    try:
+        row["detail"] = json.loads(row["detail"] or "{}")
+    except ValueError:
+        row["detail"] = {}
+    return row
+
+
+def last_drills(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest drill per (job, copy) in the store at ``path``; {} when there is none yet."""
+    if not Path(path).exists():
+        return {}
+    try:
+        with DrillStore(path, readonly=True) as store:
+            return store.last()
+    except (StateError, sqlite3.Error):
+        return {}
+
+
+__all__ = ["DrillStore", "KEEP_PER_COPY", "last_drills"]
