@@ -26,7 +26,8 @@ from zrelay.inventory import Inventory, Job, load_inventory
 from zrelay.state import StoreView, default_path, read_view
 from zrelay.status.collect import collect_status
 from zrelay.status.lifecycle import lifecycle_label
-from zrelay.status.report import BROKEN, BUSY, NOT_CHECKED, RUNNING, LocationStatus, annotate
+from zrelay.drillstate import last_drills
+from zrelay.status.report import BROKEN, BUSY, NOT_CHECKED, RUNNING, LocationStatus, annotate, annotate_drill
 
 #: States that make ``status`` exit 1, so cron/monitoring can alert on them.
 BAD_STATES = frozenset({"unreachable", "error", BROKEN, "diverged", "no-common-base"})
@@ -80,7 +81,8 @@ async def _collect(inventory: Inventory, jobs: Iterable[Job], store_path: Path) 
         rows = await collect_status(fleet, jobs)
     # read the store after the hosts answered, so a transfer that ended meanwhile is not shown running
     store: StoreView = read_view(store_path)
-    return [annotate(r, store) for r in rows]
+    drills = last_drills(store_path)
+    return [annotate_drill(annotate(r, store), drills) for r in rows]
 
 
 # --- JSON ----------------------------------------------------------------------------
@@ -241,12 +243,19 @@ def last_run_label(r: LocationStatus, now: float) -> str:
     return f"{r.last_run['outcome']} {_ago(r.last_run['finished_at'], now)}"
 
 
+def drill_label(last: dict, now: float) -> str:
+    """``drill ok 3d ago``: the newest restore drill of a target (zrelay drill)."""
+    return f"drill {last['result']} {_ago(last['when'], now)}"
+
+
 def _cells(r: LocationStatus, now: float) -> dict[str, Cell]:
     style = _STYLE.get(r.state, "")
     last = last_run_label(r, now)
     note = ""
     if r.s3 and r.s3.get("stored_bytes") is not None:
         note = f"{output.human_bytes(r.s3['stored_bytes'])} stored"
+    if r.last_drill:
+        note = ", ".join(filter(None, (note, drill_label(r.last_drill, now))))
     return {"target": cell(r.target), "state": cell(*state_forms(r), style=style),
             "lag": cell(output.human_seconds(r.lag_seconds)),
             "last": cell(last, last.removesuffix(" ago")), "note": cell(note)}
@@ -376,6 +385,10 @@ def detail_lines(rows: list[LocationStatus], width: int | None, now: float) -> l
             field("last run", f"{last_run_label(r, now)}{moved}" + (f": {said}" if said else ""))
         field("last success", _ago(r.last_success_at, now) if r.last_success_at else "never")
         field("moved in total", output.human_bytes(r.bytes_total))
+        if r.last_drill:
+            drill = r.last_drill
+            field("last drill", f"{drill['result']} {_ago(drill['when'], now)} (@{drill['snapshot']})"
+                                + (f": {drill['message']}" if drill.get("message") else ""))
         if r.s3:
             s3 = r.s3
             where = f"{s3['url']}" + (f" ({s3['endpoint']})" if s3.get("endpoint") else "")

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any, Iterable, Mapping
 
+from zrelay.drill import last_drill_field
 from zrelay.errors import LockHolder
 from zrelay.inventory.model import Endpoint, Job, S3Ref, Target
 from zrelay.plan import Plan, PlanKind
@@ -77,6 +78,7 @@ class LocationStatus:
     lifecycle: dict | None = None        # next snapshot due, kept and next prune's drops (snapshot:/keep:)
     rpo_seconds: int | None = None       # the job's RPO (``rpo:``, else its source host's); None: none set
     rpo_breach: bool | None = None       # base older than the RPO, or no base; None: no RPO, or not inspected
+    last_drill: dict | None = None       # newest restore drill of this target (zrelay drill): when, snapshot, result
 
     def to_dict(self) -> dict:
         """The row as ``dataclasses.asdict`` gives it (fields in schema order, nested values
@@ -221,6 +223,12 @@ def annotate(row: LocationStatus, store: StoreView) -> LocationStatus:
             changes["planned_state"] = row.state
             changes["state"] = RUNNING
     return replace(row, **changes) if changes else row
+
+
+def annotate_drill(row: LocationStatus, drills: Mapping[tuple[str, str], dict[str, Any]]) -> LocationStatus:
+    """Add the newest restore drill of the row's job and target (zrelay.drillstate), if any."""
+    last = last_drill_field(drills.get((row.job, row.target)))
+    return replace(row, last_drill=last) if last is not None else row
 
 
 def transfer_dict(t: TransferRow) -> dict:
