@@ -428,6 +428,12 @@ class S3ChecksumMismatch(S3Error):
     """Stored bytes do not hash to what the manifest recorded; ``key`` names the object."""
 
 
+class S3ResumeMismatch(S3Error):
+    """A part of the regenerated stream differs from the part an unfinished upload already holds
+    (a send that is not reproducible, other send flags): that upload is aborted, never completed
+    with parts of two streams; ``key`` names the object."""
+
+
 class S3StreamTooLarge(S3Error):
     """The stream would exceed the configured maximum size (found before or while uploading)."""
 

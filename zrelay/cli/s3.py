@@ -65,6 +65,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="show the plan, object keys, part size and remote commands; upload nothing")
     p.add_argument("--full", action="store_true", help="start a new chain: a full send of the newest snapshot")
     p.add_argument("--snapshot", action="store_true", help="take a new source snapshot first")
+    p.add_argument("--no-resume", action="store_true",
+                   help="upload every send anew, even where a killed push left an unfinished upload of it "
+                        "(default: continue it, keeping the stored parts that match)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     add_wait_lock(p)
     _stream_flags(p)
@@ -180,7 +183,8 @@ def _options(target: S3Target, args: argparse.Namespace) -> S3Options:
         age_recipients=tuple(getattr(args, "age_recipient", None) or ()),
         age_identity=getattr(args, "age_identity", None),
         part_checksum=getattr(args, "part_checksum", None),
-        storage_class=getattr(args, "storage_class", None))
+        storage_class=getattr(args, "storage_class", None),
+        resume=False if getattr(args, "no_resume", False) else None)
 
 
 def _recorder(args: argparse.Namespace, inventory: Inventory, argv: list[str]) -> Recorder:
@@ -255,7 +259,8 @@ def run_push(args: argparse.Namespace) -> int:
     receivers = functools.partial(s3_receivers, only=args.target, stream_options=stream_options)
     show = not args.json and not args.dry_run   # bars on a terminal, a line per stream elsewhere
     argv = ["s3-push", *args.patterns] + (["--target", args.target] if args.target else []) + [
-        flag for flag, on in (("--full", args.full), ("--snapshot", args.snapshot)) if on]
+        flag for flag, on in (("--full", args.full), ("--snapshot", args.snapshot),
+                              ("--no-resume", args.no_resume)) if on]
     with _recorder(args, inventory, argv) as recorder, output.ProgressView(enabled=show) as view:
         locks.identify(recorder.run_id, "s3-push")
         tasks = asyncio.run(_push(inventory, jobs, options, receivers, fanout(view.handle, recorder.handle)))
@@ -322,6 +327,11 @@ def _print_push_dry_run(results: list[PushResult]) -> None:
                 out.print(f"    [dim]object  [/dim] {key}", highlight=False, soft_wrap=True)
             out.print(f"    [dim]manifest[/dim] {step['manifest']}", highlight=False, soft_wrap=True)
             out.print(f"    {step['parts']}", markup=False, soft_wrap=True)
+            resume = cast("dict[str, Any] | None", step.get("resume"))
+            if resume:
+                out.print(f"    {resume['line']}", markup=False, highlight=False, soft_wrap=True)
+            if step.get("resume_note"):
+                out.print(f"    {step['resume_note']}", markup=False, highlight=False, soft_wrap=True)
             if step["problem"]:
                 out.print(f"    [red]refused before upload:[/red] {step['problem']}", highlight=False, soft_wrap=True)
         if not r.steps and r.outcome not in (Outcome.REFUSED, Outcome.FAILED):
@@ -335,6 +345,10 @@ def _print_push_summary(results: list[PushResult]) -> None:
         rows.append(output.ResultRow(r.job, output.result_cells(f"{r.dataset} → {r.target}", r.outcome, r.bytes,
                                                                 r.seconds, detail), detail))
     output.print_results("zrelay s3-push", rows)
+    for r in results:
+        for note in r.notes:
+            output.console().print(f"note: {r.target}: {r.dataset.split(':', 1)[0]}:{note}", markup=False,
+                                   highlight=False, soft_wrap=True)
     bad = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.REFUSED)]
     for r in bad:
         job = "" if r.job == r.dataset else f"{r.job} "

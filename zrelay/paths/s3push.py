@@ -12,6 +12,13 @@ are completed only after the source pipeline exited cleanly; the manifest is
 written only after every object is complete; any failure (source error,
 S3 error, size limit, Ctrl-C) aborts the multipart uploads.
 
+Resume: a push killed before it completed (``kill -9``, power loss, an S3
+outage its abort could not reach) leaves its multipart upload behind. The
+next push of the same send finds it by its key, which the snapshot GUIDs and
+filters fix, and continues it: parts it holds are compared with the
+regenerated stream and kept when equal (zrelay.s3.resume); the first
+difference aborts that upload and the send starts over with a new one.
+
 ``S3Pusher`` has two halves, so the engine (zrelay.engine.s3_receiver) can
 show a plan before running it: ``plan_dataset`` prepares every send of a
 dataset (pipeline, keys, part size) without changing anything; ``send`` runs
@@ -23,22 +30,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import asyncssh
 
 from zrelay import __version__
-from zrelay.errors import (ManifestError, S3Error, S3StreamTooLarge, S3UsageError, TransferFailed, Unsupported,
-                           ZrelayError, blame)
+from zrelay.errors import (ManifestError, S3Error, S3NotFound, S3ResumeMismatch, S3StreamTooLarge, S3UsageError,
+                           TransferFailed, Unsupported, ZrelayError, blame)
 from zrelay.events import Outcome
 from zrelay.inventory.model import Job, S3Ref, S3Target
 from zrelay.paths.throttle import NONE, Gate, Limit, Metering, Throttle
-from zrelay.s3 import catalog, chains, manifest as mf, pipeline
+from zrelay.s3 import catalog, chains, manifest as mf, pipeline, resume as resuming
 from zrelay.s3.chains import DatasetView, PushPlan, PushStep
 from zrelay.s3.options import S3Options
 from zrelay.s3.sizing import PartPlan, format_size, plan_parts, preflight_problem
-from zrelay.s3.store import Store
+from zrelay.s3.resume import Resume
+from zrelay.s3.store import Store, Upload
 from zrelay.s3.transfer import StreamUploader
 from zrelay.transport.host import RemoteHost
 from zrelay.zfs import commands, parse
@@ -165,6 +173,9 @@ class PushResult:
     commands: list[tuple[str, str]] = field(default_factory=list)
     steps: list[dict[str, object]] = field(default_factory=list)   # per send: what, command, keys, parts
     failed_host: str | None = None
+    uploaded: int = 0            # bytes of parts sent to S3 by this run (an abandoned resume's too)
+    skipped: int = 0             # bytes of parts an unfinished upload held already, compared and kept
+    notes: list[str] = field(default_factory=list)   # resumed, or not resumed and why
 
     def to_dict(self) -> dict[str, object]:
         return {"job": self.job, "target": self.target, "dataset": self.dataset,
@@ -176,7 +187,8 @@ class PushResult:
                     "steps": [{"snapshot": s.snapshot.name, "base": s.base.name if s.base else None}
                               for s in self.plan.steps]},
                 "commands": [{"host": h, "command": c} for h, c in self.commands],
-                "steps": self.steps, "failed_host": self.failed_host}
+                "steps": self.steps, "failed_host": self.failed_host,
+                "uploaded": self.uploaded, "skipped": self.skipped, "notes": list(self.notes)}
 
     def fail(self, exc: Exception) -> None:
         """Record ``exc`` as this dataset's failure (errors.blame names the host at fault)."""
@@ -258,7 +270,9 @@ class S3Pusher:
             caps = await source.capabilities()
             # send -p where the source sends it safely (see Capabilities.send_props): restores get them
             props = job.properties_for(S3Ref(self.store.target.name)).send and caps.send_props
-            push.sends = [await self._prepare(source, caps, state, step, limit, props) for step in p.steps]
+            unfinished = await self._unfinished(source.name, state.name, result) if p.transfers else []
+            push.sends = [await self._prepare(source, caps, state, step, limit, props, unfinished)
+                          for step in p.steps]
             result.steps = [prep.to_dict(self.options.concurrency) for prep in push.sends]
             result.message = p.reason
             if p.refused:
@@ -284,9 +298,34 @@ class S3Pusher:
         result.seconds = time.monotonic() - started
         return push
 
+    async def _unfinished(self, host: str, dataset: str, result: PushResult) -> list[Upload]:
+        """The dataset's unfinished uploads, when resuming; one that cannot be listed (a policy
+        without s3:ListBucketMultipartUploads) only means nothing is resumed, said in a note."""
+        if not self.options.resume:
+            return []
+        try:
+            return await asyncio.to_thread(self.store.list_uploads, mf.dataset_prefix(self.target.prefix, host,
+                                                                                      dataset))
+        except S3Error as exc:
+            result.notes.append(f"{dataset}: unfinished uploads not read, nothing resumed: {exc.message}")
+            return []
+
+    async def _resume(self, key: str, unfinished: list[Upload], planned: int) -> tuple[Resume | None, str | None]:
+        """The unfinished upload of ``key`` to continue, and a note when one is left alone."""
+        candidates = []
+        for u in unfinished:
+            if u.key != key:
+                continue
+            try:
+                candidates.append((u.upload_id, await asyncio.to_thread(self.store.list_parts, u.key,
+                                                                       u.upload_id)))
+            except S3NotFound:   # aborted meanwhile (s3-abort-stale)
+                continue
+        return resuming.choose(key, candidates, planned_part_size=planned)
+
     async def _prepare(self, source: RemoteHost, caps: Capabilities, state: DatasetState,
                        step: PushStep, limit: Limit = NONE,
-                       props: bool = False) -> "Prepared":
+                       props: bool = False, unfinished: list[Upload] | None = None) -> "Prepared":
         raw = state.encrypted and caps.raw_send
         props = props and (raw or not state.encrypted)   # zfs refuses `send -p` of an encrypted dataset unless raw
         send = commands.send_argv(step.snapshot.full_name, caps=caps,
@@ -306,8 +345,24 @@ class S3Pusher:
                                     what="estimated stream" if estimate is not None else "stream (upper bound)")
         send_id = mf.make_send_id(step.snapshot.guid, step.base.guid if step.base else None)
         send_dir = mf.send_prefix(self.target.prefix, source.name, state.name, step.snapshot.name, send_id)
+        first_key = send_dir + mf.stream_name(0, filters.extension)
+        fresh = parts
+        resume: Resume | None = None
+        note: str | None = None
+        if any(u.key == first_key for u in unfinished or ()):
+            if filters.encrypted:
+                note = (f"the unfinished upload of {first_key} is not resumed (age encrypts every stream "
+                        "with a new key, so no part could match): a new upload starts; s3-abort-stale "
+                        "removes the old one")
+            else:
+                resume, note = await self._resume(first_key, unfinished or [], parts.part_size)
+        if resume is not None and resume.part_size != parts.part_size:
+            again = plan_parts(estimate=estimate, max_stream_size=self.options.max_stream_size,
+                               part_size=resume.part_size, max_object_size=self.options.max_object_size)
+            parts = replace(again, basis=f"the unfinished upload's; planned {format_size(fresh.part_size)}: "
+                                         f"{fresh.basis}")
         return Prepared(step, send, command, stages, filters, estimate, bound, parts, send_dir, raw,
-                        [problem] if problem else [], limit)
+                        [problem] if problem else [], limit, resume, note, fresh)
 
     async def _estimate(self, source: RemoteHost, caps: Capabilities, send: list[str]) -> int | None:
         if not caps.send_estimate:
@@ -335,8 +390,16 @@ class S3Pusher:
         then write its manifest; the dataset's result records the failure, which is raised."""
         prep = push.sends[index]
         started = time.monotonic()
+        label = push.label(index)
+        if prep.resume_note:
+            push.result.notes.append(f"{label}: {prep.resume_note}")
         try:
-            m = await self._upload(source, push, prep, on_bytes, throttle)
+            try:
+                m = await self._upload(source, push, prep, on_bytes, throttle, prep.resume, prep.parts, label)
+            except S3ResumeMismatch as exc:   # aborted: the send starts over, in a new upload
+                push.result.notes.append(f"{label}: {exc.message}")
+                m = await self._upload(source, push, prep, on_bytes, throttle, None,
+                                       prep.fresh_parts or prep.parts, label)
         except (ZrelayError, ManifestError) as exc:
             push.result.fail(exc)
             raise
@@ -346,16 +409,26 @@ class S3Pusher:
         push.chain, push.parent = m.chain, m.ref
 
     async def _upload(self, source: RemoteHost, push: DatasetPush, prep: "Prepared",
-                      on_bytes: Callable[[int], None], throttle: Throttle | None) -> mf.Manifest:
+                      on_bytes: Callable[[int], None], throttle: Throttle | None,
+                      resume: Resume | None, parts: PartPlan, label: str) -> mf.Manifest:
         step = prep.step
         started_at = _now()
         uploader = StreamUploader(
-            self.store, prep.send_dir, prep.filters.extension, prep.parts,
+            self.store, prep.send_dir, prep.filters.extension, parts,
             concurrency=self.options.concurrency, storage_class=self.options.storage_class,
-            checksum=self.options.part_checksum, on_bytes=on_bytes,
+            checksum=self.options.part_checksum, on_bytes=on_bytes, resume=resume,
             metadata={"zrelay-snapshot-guid": str(step.snapshot.guid), "zrelay-version": __version__})
-        res = await stream_to_s3(source, prep.command, prep.stages, uploader, dataset=push.dataset,
-                                 throttle=throttle)
+        try:
+            res = await stream_to_s3(source, prep.command, prep.stages, uploader, dataset=push.dataset,
+                                     throttle=throttle)
+        finally:
+            push.result.uploaded += uploader.uploaded
+        push.result.skipped += uploader.skipped
+        if resume is not None:
+            push.result.notes.append(
+                f"{label}: resumed upload {resume.short_id}: "
+                f"{format_size(uploader.skipped)} stored before were compared and kept, "
+                f"{format_size(uploader.uploaded)} uploaded")
         ref = mf.send_ref(step.snapshot.name, mf.make_send_id(step.snapshot.guid,
                                                               step.base.guid if step.base else None))
         m = mf.Manifest(
@@ -370,7 +443,7 @@ class S3Pusher:
             send_command=prep.command, raw=prep.raw,
             compression=prep.filters.compression, encryption=prep.filters.encryption_record(),
             size=res.size, sha256=res.sha256, objects=tuple(res.objects),
-            storage_class=self.options.storage_class, part_checksum=self.options.part_checksum,
+            storage_class=self.options.storage_class, part_checksum=uploader.checksum,
             estimate=prep.estimate, zrelay_version=__version__, started=started_at, finished=_now())
         problems = mf.manifest_problems(m)
         if problems:
@@ -395,6 +468,9 @@ class Prepared:
     raw: bool
     preflight: list[str]
     limit: Limit = NONE       # bandwidth (paths/throttle.py), kept by the S3 receiver while it uploads
+    resume: Resume | None = None        # the unfinished upload this send continues
+    resume_note: str | None = None      # an unfinished upload left alone, and why
+    fresh_parts: PartPlan | None = None  # the parts as planned, should the resume be abandoned
 
     def describe_parts(self, concurrency: int) -> str:
         return (f"part size {format_size(self.parts.part_size)} ({self.parts.basis}), ≤ "
@@ -412,7 +488,9 @@ class Prepared:
             "part_size": self.parts.part_size, "parts_per_object": self.parts.parts_per_object,
             "memory_bound": self.parts.memory_bound(concurrency),
             "parts": self.describe_parts(concurrency), "problem": self.preflight[0] if self.preflight else None,
-            "bandwidth": self.limit.alone, "limit": self.limit.describe()}
+            "bandwidth": self.limit.alone, "limit": self.limit.describe(),
+            "resume": None if self.resume is None else {**self.resume.to_dict(), "line": self.resume.describe()},
+            "resume_note": self.resume_note}
 
 
 def _now() -> str:

@@ -43,6 +43,7 @@ class S3Options:
     storage_class: str = "STANDARD"
     restore_days: int = 7                  # how long a restored archive copy stays readable
     restore_tier: str = "Standard"
+    resume: bool = True                    # s3-push continues an unfinished upload of the same send
     extra: tuple[tuple[str, Any], ...] = field(default=())
 
     @classmethod

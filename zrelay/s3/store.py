@@ -32,6 +32,7 @@ from zrelay.errors import (S3AccessDenied, S3ChecksumMismatch, S3Error, S3NotFou
 from zrelay.inventory.endpoints import s3_endpoint_problem, s3_region_problem
 from zrelay.inventory.model import S3Target
 from zrelay.s3.chains import Listed
+from zrelay.s3.resume import StoredPart, stored_part
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -327,6 +328,15 @@ class Store:
                 for u in page.get("Uploads", []) or []:
                     initiated = u.get("Initiated")
                     out.append(Upload(u["Key"], u["UploadId"], initiated.timestamp() if initiated else 0.0))
+        return out
+
+    def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
+        """What an unfinished upload holds (zrelay.s3.resume): number, size, ETag, SHA-256."""
+        out: list[StoredPart] = []
+        with s3_errors(self.name, key, "listing the parts of"):
+            paginator = self.client.get_paginator("list_parts")
+            for page in paginator.paginate(Bucket=self.bucket, Key=key, UploadId=upload_id):
+                out.extend(stored_part(p) for p in page.get("Parts", []) or [])
         return out
 
     # -- reading ------------------------------------------------------------------------

@@ -10,6 +10,12 @@ thread while parts upload. Any failure, cancellation or Ctrl-C aborts every
 multipart upload of the stream (and deletes objects of it already completed),
 so nothing half-written ever becomes visible.
 
+Resume (zrelay.s3.resume): given the parts an unfinished upload of the first
+object already holds, each regenerated part with a stored counterpart is
+compared with it (size, MD5/SHA-256) instead of uploaded; equal parts go into
+the completed object as they are, and the first difference fails the stream,
+which aborts that upload, so an object never mixes parts of two streams.
+
 Download: an object is read as consecutive ranges, ``concurrency`` GETs in
 flight, yielded in order.
 """
@@ -24,8 +30,9 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-from zrelay.errors import S3Error, S3StreamTooLarge
+from zrelay.errors import S3Error, S3ResumeMismatch, S3StreamTooLarge
 from zrelay.s3.manifest import StoredObject, stream_name
+from zrelay.s3.resume import Resume, StoredPart
 from zrelay.s3.sizing import PartPlan, format_size
 from zrelay.s3.store import Store
 
@@ -52,14 +59,18 @@ class StreamUploader:
     def __init__(self, store: Store, send_dir: str, extension: str, plan: PartPlan, *,
                  concurrency: int, storage_class: str, checksum: str,
                  metadata: dict[str, str] | None = None,
-                 on_bytes: Callable[[int], None] = lambda n: None) -> None:
+                 on_bytes: Callable[[int], None] = lambda n: None, resume: Resume | None = None) -> None:
         self.store = store
         self.send_dir = send_dir
         self.extension = extension
         self.plan = plan
         self.concurrency = concurrency
         self.storage_class = storage_class
-        self.checksum = checksum
+        self.resume = resume
+        # parts added to a resumed upload carry the checksum its stored parts carry
+        self.checksum = checksum if resume is None else resume.checksum
+        self.uploaded = 0     # bytes of parts this run uploaded
+        self.skipped = 0      # bytes of parts a resumed upload held already, found equal
         self.metadata = metadata or {}
         self.on_bytes = on_bytes
         self.error: BaseException | None = None
@@ -126,8 +137,12 @@ class StreamUploader:
             index = len(self._objects)
             name = stream_name(index, self.extension)
             obj = _Object(index, self.send_dir + name, name)
-            obj.created = asyncio.ensure_future(self._run(
-                self.store.create_upload, obj.key, self.storage_class, self.metadata, self.checksum))
+            if index == 0 and self.resume is not None and self.resume.key == obj.key:
+                obj.created = self._loop.create_future()
+                obj.created.set_result(self.resume.upload_id)
+            else:
+                obj.created = asyncio.ensure_future(self._run(
+                    self.store.create_upload, obj.key, self.storage_class, self.metadata, self.checksum))
             self._objects.append(obj)
         return obj
 
@@ -145,6 +160,18 @@ class StreamUploader:
         if self._outstanding >= self._limit_outstanding and not self._paused:
             self._paused = True
             self._pause()
+
+    def _stored(self, obj: _Object, number: int) -> StoredPart | None:
+        """The part a resumed upload already holds under ``number`` of ``obj``, if any."""
+        if self.resume is None or obj.index != 0 or self.resume.key != obj.key:
+            return None
+        return self.resume.parts.get(number)
+
+    def _mismatch(self, obj: _Object, where: str) -> S3ResumeMismatch:
+        assert self.resume is not None
+        return S3ResumeMismatch(self.store.name, (
+            f"the regenerated stream differs from what upload {self.resume.short_id} of {obj.key} holds "
+            f"{where}: that upload is aborted and the send starts over"), obj.key)
 
     def _release(self, part: bytearray) -> None:
         if len(part) == self.plan.part_size and len(self._free) < self.concurrency + 2:
@@ -173,9 +200,20 @@ class StreamUploader:
                     return
                 assert obj.created is not None
                 upload_id = await obj.created
+                stored = self._stored(obj, number)
                 reusable = False
-                entry = await self._run(self.store.upload_part, obj.key, upload_id, number, part, self.checksum)
-                reusable = True
+                if stored is not None:
+                    why = await self._run(stored.difference, part)
+                    reusable = True
+                    if why is not None:
+                        raise self._mismatch(obj, f"at part {number} ({why})")
+                    entry = stored.entry()
+                    self.skipped += len(part)
+                else:
+                    entry = await self._run(self.store.upload_part, obj.key, upload_id, number, part,
+                                            self.checksum)
+                    reusable = True
+                    self.uploaded += len(part)
                 obj.entries.append(entry)
             await asyncio.wrap_future(hashed)
         except BaseException as exc:  # noqa: BLE001 - recorded, re-raised by finish()
@@ -207,6 +245,12 @@ class StreamUploader:
                     self._ship(part)
         self._finished = True
         await self._drain()
+        if self.error is None and self.resume is not None and self._objects:
+            head = self._objects[0]
+            beyond = [n for n in self.resume.parts if n > head.parts]
+            if beyond:   # the stored stream was longer: not the stream regenerated now
+                self.fail(self._mismatch(head, f"beyond its end (part {max(beyond)} stored, "
+                                               f"{head.parts} regenerated)"))
         if self.error is not None:
             raise self.error
         for obj in self._objects:
