@@ -122,7 +122,7 @@ class StreamUploader:
             self._fill += n
             view = view[n:]
             if self._fill == size:
-                part, self._part = self._part, None
+                part, self._part, self._fill = self._part, None, 0   # no empty part after a full one
                 self._ship(part)
 
     def fail(self, exc: BaseException) -> None:
