@@ -32,7 +32,11 @@ FUSE_TIER_ONLY = frozenset({"test_install", "test_readme", "test_locks", "test_s
                             "test_exclude",
                             # the limiter is zrelay's own (relay, S3) or pv/mbuffer on the source
                             # (direct): the same programs on both tiers
-                            "test_bandwidth"})
+                            "test_bandwidth",
+                            # the bucket's side: what S3 lists and retains, whatever sent the stream
+                            "test_s3_cost", "test_s3_object_lock",
+                            # the daemon's cached listings and plans: zrelay's own, over either dialect
+                            "test_cycle_memo"})
 
 #: Single tests of mixed modules that are zrelay's own behaviour too (S3 failure handling and
 #: refusals, host keys, logins, quoting of inventory values, connection sharing, Ctrl-C): the
