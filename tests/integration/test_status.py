@@ -33,6 +33,7 @@ ROW_SCHEMA: dict[str, tuple] = {
     "last_run": (dict, type(None)), "last_success_at": (*NUM, type(None)), "bytes_total": (int,),
     "transfer": (dict, type(None)), "checked_at": NUM, "s3": (dict, type(None)), "holder": (dict, type(None)),
     "lifecycle": (dict, type(None)), "rpo_seconds": (int, type(None)), "rpo_breach": (bool, type(None)),
+    "last_drill": (dict, type(None)),
 }
 #: ``lifecycle`` of a job with ``snapshot:`` or ``keep:`` (tests/integration/test_lifecycle.py checks its values)
 LIFECYCLE_SCHEMA: dict[str, tuple] = {
