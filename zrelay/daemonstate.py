@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from zrelay.errors import StateError
-from zrelay.state import BUSY_TIMEOUT_MS, STALE_AFTER, StateStore, run_alive
+from zrelay.state import STALE_AFTER, TablesBeside, run_alive
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS daemon(
@@ -103,37 +103,11 @@ class Request:
     requested: float
 
 
-class DaemonStore:
+class DaemonStore(TablesBeside):
     """The daemon's tables in the state store file; one connection, one thread."""
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        self.path = Path(path)
-        if not readonly:
-            StateStore(self.path).close()   # the run history's tables and WAL mode first
-        elif not self.path.exists():
-            raise StateError(f"{self.path}: no state store yet")
-        try:
-            target = f"file:{self.path}?mode=ro" if readonly else str(self.path)
-            self.db = sqlite3.connect(target, uri=readonly, timeout=BUSY_TIMEOUT_MS / 1000,
-                                      isolation_level=None, check_same_thread=False)
-            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            if not readonly:
-                self.db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: {exc}") from exc
-
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> "DaemonStore":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _has(self, table: str) -> bool:
-        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
-                               (table,)).fetchone() is not None
+        super().__init__(path, _SCHEMA, readonly=readonly)
 
     # --- the daemon itself ---------------------------------------------------------------
 
@@ -167,7 +141,7 @@ class DaemonStore:
 
     def daemon(self, now: float | None = None) -> DaemonInfo | None:
         """The daemon recorded here, and whether it is alive (heartbeat fresh, process there)."""
-        if not self._has("daemon"):
+        if not self.has_table("daemon"):
             return None
         row = self.db.execute("SELECT pid, hostname, started, heartbeat, stopped, inventory, metrics, loaded, "
                               "load_error FROM daemon WHERE id=1").fetchone()
@@ -190,7 +164,7 @@ class DaemonStore:
                  for r in rows])
 
     def schedule(self) -> list[ScheduleRow]:
-        if not self._has("schedule"):
+        if not self.has_table("schedule"):
             return []
         return [ScheduleRow(job, kind, text, next_at, reason, bool(running), json.loads(history))
                 for job, kind, text, next_at, reason, running, history in self.db.execute(
@@ -199,7 +173,7 @@ class DaemonStore:
 
     def histories(self) -> dict[tuple[str, str], dict[str, Any]]:
         """The history saved per (job, kind): a restarted daemon goes on from it."""
-        if not self._has("schedule"):
+        if not self.has_table("schedule"):
             return {}
         return {(job, kind): json.loads(history)
                 for job, kind, history in self.db.execute("SELECT job, kind, history FROM schedule")}
@@ -239,7 +213,7 @@ class DaemonStore:
 
     def survey(self) -> tuple[float, list[dict[str, Any]]] | None:
         """(when, status rows as ``status --json`` writes them) of the daemon's last listing."""
-        if not self._has("survey"):
+        if not self.has_table("survey"):
             return None
         row = self.db.execute("SELECT at, rows FROM survey WHERE id=1").fetchone()
         return None if row is None else (row[0], json.loads(row[1]))

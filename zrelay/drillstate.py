@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from zrelay.errors import StateError
-from zrelay.state import BUSY_TIMEOUT_MS, StateStore
+from zrelay.state import TablesBeside
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS drills(
@@ -38,36 +38,11 @@ KEEP_PER_COPY = 200
 _COLUMNS = ("id", "job", "copy", "source", "snapshot", "guid", "started", "finished", "result", "message", "detail")
 
 
-class DrillStore:
+class DrillStore(TablesBeside):
     """The ``drills`` table of the state store file; one connection, one thread."""
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        self.path = Path(path)
-        if not readonly:
-            StateStore(self.path).close()   # the run history's tables and WAL mode first
-        elif not self.path.exists():
-            raise StateError(f"{self.path}: no state store yet")
-        try:
-            target = f"file:{self.path}?mode=ro" if readonly else str(self.path)
-            self.db = sqlite3.connect(target, uri=readonly, timeout=BUSY_TIMEOUT_MS / 1000,
-                                      isolation_level=None, check_same_thread=False)
-            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            if not readonly:
-                self.db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: {exc}") from exc
-
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> "DrillStore":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _has_table(self) -> bool:
-        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='drills'").fetchone() is not None
+        super().__init__(path, _SCHEMA, readonly=readonly)
 
     def record(self, job: str, copy: str, source: str, snapshot: str, guid: int | None, started: float,
                finished: float | None, result: str, message: str, detail: dict[str, Any]) -> int:
@@ -93,7 +68,7 @@ class DrillStore:
 
     def drills(self, job: str | None = None, copy: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The newest drills (of ``job`` → ``copy`` when given), newest first."""
-        if not self._has_table():
+        if not self.has_table("drills"):
             return []
         clauses, params = [], []
         for column, value in (("job", job), ("copy", copy)):
@@ -107,7 +82,7 @@ class DrillStore:
 
     def last(self) -> dict[tuple[str, str], dict[str, Any]]:
         """The newest drill per (job, copy): what ``status`` shows."""
-        if not self._has_table():
+        if not self.has_table("drills"):
             return {}
         rows = self.db.execute(
             f"SELECT {', '.join('d.' + c for c in _COLUMNS)} FROM drills d JOIN ("

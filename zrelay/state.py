@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Self, Sequence
 
 from zrelay.events import (Event, EventSink, JobFinished, JobPlanned, JobStarted, Outcome, TransferFinished,
                            TransferProgress, TransferStarted)
@@ -899,3 +899,38 @@ def read_view(path: Path, now: float | None = None) -> StoreView:
 
 __all__ = ["StateStore", "Recorder", "StoreView", "RunRow", "TaskRow", "TransferRow", "Totals", "CompactStats",
            "default_path", "fanout", "read_view", "run_alive"]
+
+
+class TablesBeside:
+    """Tables of another module (the daemon's, the drills') in the state store file: the run
+    history's tables and WAL mode are made first, then ``schema``; one connection, one thread."""
+
+    def __init__(self, path: Path, schema: str, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if not readonly:
+            StateStore(self.path).close()
+        elif not self.path.exists():
+            raise StateError(f"{self.path}: no state store yet")
+        try:
+            target = f"file:{self.path}?mode=ro" if readonly else str(self.path)
+            self.db = sqlite3.connect(target, uri=readonly, timeout=BUSY_TIMEOUT_MS / 1000,
+                                      isolation_level=None, check_same_thread=False)
+            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if not readonly:
+                self.db.executescript(schema)
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def has_table(self, table: str) -> bool:
+        """A read-only store made by an older zrelay may lack the table."""
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                               (table,)).fetchone() is not None
