@@ -245,19 +245,19 @@ def plan(source: DatasetState, target: DatasetState, *,
     """
     plan_ = _plan(source, target, select=select, rollback=rollback, resume_supported=resume_supported,
                   src=_where(source_host, source.name), dst=_where(target_host, target.name),
-                  dst_host=target_host, origin=origin, origin_target=_where(target_host, origin_target))
-    return replace(plan_, source_host=source_host, target_host=target_host,
-                   clone_of=origin_target if plan_.clone_of else "")
+                  dst_host=target_host, origin=origin, origin_target=origin_target)
+    return replace(plan_, source_host=source_host, target_host=target_host)
 
 
 def _full(source: DatasetState, selected: list[Snapshot], goal: Snapshot, select: SnapshotFilter,
-          src: str, dst: str, origin: Snapshot | None, origin_target: str) -> Plan:
-    """The plan of a missing target: a full send, or an incremental from a clone's origin."""
+          src: str, dst: str, origin: Snapshot | None, origin_target: str, dst_host: str) -> Plan:
+    """The plan of a missing target: a full send, or an incremental from a clone's origin, which
+    ``origin_target`` (a dataset on ``dst_host``) holds."""
     first = selected[0]
     steps: tuple[SendStep, ...] = (SendStep(first, origin, False),)
     if origin is not None:
         lead = (f"{dst} does not exist and {src} is a clone of {origin.full_name}, which "
-                f"{origin_target} holds: received as a clone, {src}@{first.name} sent from the origin "
+                f"{_where(dst_host, origin_target)} holds: received as a clone, {src}@{first.name} sent from the origin "
                 f"(`zfs send -i {origin.full_name}`, its blocks are not sent again)")
     else:
         why = ""
@@ -272,7 +272,7 @@ def _full(source: DatasetState, selected: list[Snapshot], goal: Snapshot, select
         steps += more
         reason = f"{lead}, then {how}."
     return Plan(PlanKind.FULL, source.name, "", steps=steps, behind=len(selected), reason=reason,
-                encrypted=source.encrypted, clone_of="x" if origin is not None else "")
+                encrypted=source.encrypted, clone_of=origin_target if origin is not None else "")
 
 
 def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter, rollback: bool,
@@ -309,7 +309,7 @@ def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter,
     if not target.exists:
         if origin is not None and not (origin.createtxg < selected[0].createtxg):
             origin = None   # a clone's snapshots are all newer than its origin; anything else is not a clone stream
-        return replace(_full(source, selected, goal, select, src, dst, origin, origin_target), target=dst_ds)
+        return replace(_full(source, selected, goal, select, src, dst, origin, origin_target, dst_host), target=dst_ds)
 
     if found is None:
         have = (f"its snapshots {_at(target.snapshots)} have no GUID in common with {src}"
