@@ -280,7 +280,7 @@ def lock_path(key: str, directory: Path | None = None) -> Path:
     return _lock_path(key, directory or lock_dir())
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1 << 16)
 def _lock_path(key: str, directory: Path) -> Path:
     """lock_path, remembered: a daemon takes the same targets' locks every cycle."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]

@@ -175,6 +175,7 @@ class Fleet:
         self.receives = {name: asyncio.Semaphore(inventory.receives_limit(name)) for name in inventory.hosts}
         self._locks: set[locks.RunLock] = set()               # targets this run holds
         self._addresses: dict[str, asyncio.Future[str]] = {}   # host name → address its lock keys use
+        self._keys: dict[tuple[str, str], str] = {}   # (host, dataset) → its lock key, once made
         self._closers: list[Callable[[], Awaitable[object]]] = []
         self.per_run: dict[str, Any] = {}   # what a data path keeps for the run (direct mode's login checks)
         #: host name → its last listings' parsed states, shared by the runs of a long-lived fleet (for_run)
@@ -203,6 +204,7 @@ class Fleet:
         run.receives = self.receives
         run._locks = set()
         run._addresses = {}
+        run._keys = {}
         run._closers = []
         run.per_run = {}
         run._memos = self._memos
@@ -282,11 +284,15 @@ class Fleet:
 
     async def lock_key(self, host: str, dataset: str) -> str:
         """The lock key of ``host:dataset``: the host's resolved address (once per run), port, dataset."""
+        key = self._keys.get((host, dataset))
+        if key is not None:
+            return key
         entry = self.inventory.hosts[host]
         fut = self._addresses.get(host)
         if fut is None:
             fut = self._addresses[host] = asyncio.ensure_future(locks.resolve(entry.address))
-        return locks.dataset_key(await settled(fut), entry.port, dataset)
+        key = self._keys[(host, dataset)] = locks.dataset_key(await settled(fut), entry.port, dataset)
+        return key
 
     async def unheld(self, key: str, what: str, work: Callable[[], Awaitable[T]], wait: float = 0.0,
                      on_wait: Callable[[locks.Holder | None], None] | None = None,

@@ -444,10 +444,10 @@ async def plan_host_target(fleet: Fleet, job: Job, target: Endpoint, *, rollback
                            ) -> tuple[list[Plan], dict[str, DatasetState], dict[str, DatasetState]]:
     """Plan ``job`` towards ``target`` without acting (``status``): the plans and both listings."""
     source, dest = fleet.host(job.source.host), fleet.host(target.host)
-    (src_states, dst_states), dst_caps = await asyncio.gather(
-        both(fleet.states.get(source, job.source.dataset, job.recursive),
-             fleet.states.get(dest, target.dataset, job.recursive)),
-        dest.capabilities())
+    # the target's listing probed its capabilities already: awaited after it, they cost no task
+    src_states, dst_states = await both(fleet.states.future(source, job.source.dataset, job.recursive),
+                                        fleet.states.get(dest, target.dataset, job.recursive))
+    dst_caps = await dest.capabilities()
     plans = make_plans(job, target, src_states, dst_states, rollback=rollback, resume_supported=dst_caps.resume,
                        source_host=source.name, target_host=dest.name)
     return plans, src_states, dst_states

@@ -144,7 +144,7 @@ async def _changes(fleet: Fleet, host: str, dataset: str, recursive: bool,
     if fut is None:
         fut = answers[(host, parent)] = asyncio.ensure_future(dest.changes(parent, True))
     try:
-        return await asyncio.shield(fut)
+        return fut.result() if fut.done() else await asyncio.shield(fut)   # done: no scheduling
     except ZrelayError:
         return await dest.changes(dataset, recursive)
 

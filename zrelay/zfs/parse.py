@@ -41,6 +41,7 @@ from zrelay.errors import (
 from zrelay.zfs.commands import (
     BOOKMARK_COLUMNS,
     FS_COLUMNS,
+    FUSE_PROPERTIES,
     PROBED_TOOLS,
     SNAPSHOT_COLUMNS,
     SYNC_PROPERTY,
@@ -250,11 +251,61 @@ def _parse_bookmark_listing(text: str, root: str, recursive: bool,
                                                _int(f["createtxg"], line), _int(f["creation"], line)))
 
 
-def _parse_get_tree(text: str, root: str, recursive: bool, acc: Callable[[str], _Acc]) -> None:
-    """zfs-fuse: ``name<TAB>property<TAB>value`` lines, one line per property per name.
+#: The order ``zfs get`` prints FUSE_PROPERTIES in for each name, as the fast path below reads them.
+_GET_ORDER = ("type", "guid", "createtxg", "creation", "referenced", SYNC_PROPERTY)
+assert set(_GET_ORDER) == set(FUSE_PROPERTIES)
 
-    The daemon parses a hundred such listings of hundreds of lines every cycle, so the
-    loop avoids per-line helpers; a line of another shape still raises as _fields does."""
+
+def _get_records(text: str) -> Iterable[tuple[str, ...]] | None:
+    """(name, type, guid, createtxg, creation, referenced, zrelay:sync) per name, when ``text`` is
+    exactly what ``zfs get`` prints for _GET_ORDER: each name's properties on consecutive lines in
+    that order, three fields a line. None for anything else (the line-by-line parser then reads
+    it, and names a bad line). Slicing in C instead of a loop per line: a daemon reads hundreds
+    of these listings a cycle, ``status`` a thousand over a large fleet."""
+    flat = text.replace("\n", "\t").split("\t")
+    if flat[-1] == "":
+        flat.pop()
+    width = len(_GET_ORDER)
+    stride = 3 * width
+    count, rest = divmod(len(flat), stride)
+    if rest or not count or flat[1::3] != list(_GET_ORDER) * count:
+        return None
+    names = flat[0::stride]
+    if any(flat[3 * i::stride] != names for i in range(1, width)):
+        return None
+    return zip(names, *(flat[3 * i + 2::stride] for i in range(width)))
+
+
+def _parse_get_tree(text: str, root: str, recursive: bool, acc: Callable[[str], _Acc]) -> None:
+    """zfs-fuse: ``name<TAB>property<TAB>value`` lines, one line per property per name."""
+    records = _get_records(text)
+    if records is None:
+        records = _get_records_by_line(text)
+    prefix = root + "/"
+    for name, kind, guid, txg, creation, referenced, sync in records:
+        if kind == "snapshot":
+            dataset, _, snap = name.partition("@")
+            if not snap or "%" in dataset or not (dataset == root or (recursive and dataset.startswith(prefix))):
+                continue
+            try:
+                snapshot = Snapshot(dataset, snap, int(guid), int(txg), int(creation), int(referenced))
+            except ValueError:
+                line = f"{name}: guid {guid}, createtxg {txg}, creation {creation}, referenced {referenced}"
+                snapshot = Snapshot(dataset, snap, _int(guid, line), _int(txg, line), _int(creation, line),
+                                    _int(referenced, line))
+            acc(dataset).snapshots.append(snapshot)
+        elif kind in ("filesystem", "volume"):
+            if _in_scope(name, root, recursive):
+                a = acc(name)
+                a.sync_property = _user_value(sync)
+                a.volume = kind == "volume"
+        else:
+            raise ValueError(f"zfs get output has no usable type for {name!r}: type {kind!r}")
+
+
+def _get_records_by_line(text: str) -> list[tuple[str, ...]]:
+    """_get_records for lines in any order or with properties missing; a line of another shape
+    raises as _fields does, naming it."""
     props: dict[str, dict[str, str]] = {}
     for line in text.splitlines():
         parts = line.split("\t")
@@ -267,32 +318,14 @@ def _parse_get_tree(text: str, root: str, recursive: bool, acc: Callable[[str], 
         if found is None:
             found = props[name] = {}
         found[prop] = value
-    prefix = root + "/"
+    out = []
     for name, p in props.items():
-        kind = p.get("type")
-        if kind == "snapshot":
-            dataset, _, snap = name.partition("@")
-            if not snap or "%" in dataset or not (dataset == root or (recursive and dataset.startswith(prefix))):
-                continue
-            try:
-                guid, txg = p["guid"], p["createtxg"]
-                creation, referenced = p.get("creation", "0"), p.get("referenced", "0")
-            except KeyError as missing:
-                raise ValueError(f"zfs get output lacks {missing} for {name!r}") from None
-            try:
-                snapshot = Snapshot(dataset, snap, int(guid), int(txg), int(creation), int(referenced))
-            except ValueError:
-                line = f"{name}: {p}"
-                snapshot = Snapshot(dataset, snap, _int(guid, line), _int(txg, line), _int(creation, line),
-                                    _int(referenced, line))
-            acc(dataset).snapshots.append(snapshot)
-        elif kind in ("filesystem", "volume"):
-            if _in_scope(name, root, recursive):
-                a = acc(name)
-                a.sync_property = _user_value(p.get(SYNC_PROPERTY, "-"))
-                a.volume = kind == "volume"
-        else:
-            raise ValueError(f"zfs get output has no usable type for {name!r}: {p}")
+        if p.get("type") == "snapshot" and ("guid" not in p or "createtxg" not in p):
+            missing = "guid" if "guid" not in p else "createtxg"
+            raise ValueError(f"zfs get output lacks {missing!r} for {name!r}")
+        out.append((name, p.get("type", ""), p.get("guid", ""), p.get("createtxg", ""), p.get("creation", "0"),
+                    p.get("referenced", "0"), p.get(SYNC_PROPERTY, "-")))
+    return out
 
 
 def parse_exists(stdout: str, dataset: str) -> bool:
