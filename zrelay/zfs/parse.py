@@ -318,7 +318,7 @@ def _get_records_by_line(text: str) -> list[tuple[str, ...]]:
         if found is None:
             found = props[name] = {}
         found[prop] = value
-    out = []
+    out: list[tuple[str, ...]] = []
     for name, p in props.items():
         if p.get("type") == "snapshot" and ("guid" not in p or "createtxg" not in p):
             missing = "guid" if "guid" not in p else "createtxg"
