@@ -43,8 +43,9 @@ clones (parents still before children).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from enum import Enum
 from typing import Any
 
@@ -243,14 +244,16 @@ def plan(source: DatasetState, target: DatasetState, *,
     target side's copy of the origin's dataset, holds it by the time this plan
     runs: a missing target is then received as a clone of it.
     """
-    plan_ = _plan(source, target, select=select, rollback=rollback, resume_supported=resume_supported,
-                  src=_where(source_host, source.name), dst=_where(target_host, target.name),
-                  dst_host=target_host, origin=origin, origin_target=origin_target)
-    return replace(plan_, source_host=source_host, target_host=target_host)
+    # every plan names its hosts: made with them, not copied afterwards (a status of 10,000 rows)
+    make = partial(Plan, source_host=source_host, target_host=target_host)
+    return _plan(source, target, select=select, rollback=rollback, resume_supported=resume_supported,
+                 src=_where(source_host, source.name), dst=_where(target_host, target.name),
+                 dst_host=target_host, origin=origin, origin_target=origin_target, make=make)
 
 
-def _full(source: DatasetState, selected: list[Snapshot], goal: Snapshot, select: SnapshotFilter,
-          src: str, dst: str, origin: Snapshot | None, origin_target: str, dst_host: str) -> Plan:
+def _full(source: DatasetState, target: str, selected: list[Snapshot], goal: Snapshot, select: SnapshotFilter,
+          src: str, dst: str, origin: Snapshot | None, origin_target: str, dst_host: str,
+          make: Callable[..., Plan]) -> Plan:
     """The plan of a missing target: a full send, or an incremental from a clone's origin, which
     ``origin_target`` (a dataset on ``dst_host``) holds."""
     first = selected[0]
@@ -271,13 +274,13 @@ def _full(source: DatasetState, selected: list[Snapshot], goal: Snapshot, select
         more, _, how = _forward(source, first, goal, select)
         steps += more
         reason = f"{lead}, then {how}."
-    return Plan(PlanKind.FULL, source.name, "", steps=steps, behind=len(selected), reason=reason,
+    return make(PlanKind.FULL, source.name, target, steps=steps, behind=len(selected), reason=reason,
                 encrypted=source.encrypted, clone_of=origin_target if origin is not None else "")
 
 
 def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter, rollback: bool,
           resume_supported: bool, src: str, dst: str, dst_host: str, origin: Snapshot | None = None,
-          origin_target: str = "") -> Plan:
+          origin_target: str = "", make: Callable[..., Plan] = Plan) -> Plan:
     """plan(); ``src`` and ``dst`` are the two ends as messages name them (host:dataset)."""
     src_ds, dst_ds = source.name, target.name
     selected = [s for s in source.snapshots if select.matches(s.name)]
@@ -287,7 +290,7 @@ def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter,
     if not selected:
         have = (f"none of its {_count(len(source.snapshots))} matches {_filter_text(select)}"
                 if source.snapshots else "it has no snapshots at all")
-        return Plan(
+        return make(
             PlanKind.NO_SOURCE_SNAPSHOT, src_ds, dst_ds, base=base,
             reason=(f"{src} has no snapshot to replicate ({have}); a snapshot must be taken first, "
                     f"e.g. `zrelay sync --snapshot`."),
@@ -300,7 +303,7 @@ def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter,
         if base is not None:
             newer = {s.guid for s in _after(source, base)}
             behind = sum(1 for s in selected if s.guid in newer)
-        return Plan(
+        return make(
             PlanKind.RESUME, src_ds, dst_ds, base=base, resume_token=target.resume_token, behind=behind,
             encrypted=source.encrypted, partial_full=not target.snapshots,
             reason=(f"{dst} holds the resume token of an interrupted receive, which will be resumed "
@@ -309,12 +312,12 @@ def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter,
     if not target.exists:
         if origin is not None and not (origin.createtxg < selected[0].createtxg):
             origin = None   # a clone's snapshots are all newer than its origin; anything else is not a clone stream
-        return replace(_full(source, selected, goal, select, src, dst, origin, origin_target, dst_host), target=dst_ds)
+        return _full(source, dst_ds, selected, goal, select, src, dst, origin, origin_target, dst_host, make)
 
     if found is None:
         have = (f"its snapshots {_at(target.snapshots)} have no GUID in common with {src}"
                 if target.snapshots else "it has no snapshots")
-        return Plan(
+        return make(
             PlanKind.NO_COMMON_BASE, src_ds, dst_ds,
             reason=f"{dst} exists but shares no snapshot with {src} ({have}), so nothing can be sent incrementally.",
             options=(f"destroy or rename {dst} yourself (`zfs destroy -r {dst_ds}` {_on(dst_host)}), "
@@ -363,7 +366,7 @@ def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter,
                     f"(`zfs rename {dst_ds}@{stuck[0].name} {dst_ds}@{stuck[0].name}-old` {_on(dst_host)})",
                     "or point the job at a new target dataset")
                 reason = f"{diverged}; refused, and --rollback cannot fix it."
-            return Plan(PlanKind.DIVERGED, src_ds, dst_ds, base=found[0], reason=reason,
+            return make(PlanKind.DIVERGED, src_ds, dst_ds, base=found[0], reason=reason,
                         options=options, conflicts=conflicts)
         rollback_to = tbase
         prefix = f"Rolling {dst} back to @{tbase.name} destroys {_at(offending)}, then "
@@ -379,10 +382,10 @@ def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter,
             why = (f"the newest common snapshot {src}{sbase.ref} is newer than the newest "
                    f"selected snapshot @{goal.name}")
         if rollback_to is not None:
-            return Plan(PlanKind.INCREMENTAL, src_ds, dst_ds, base=sbase, rollback_to=rollback_to,
+            return make(PlanKind.INCREMENTAL, src_ds, dst_ds, base=sbase, rollback_to=rollback_to,
                         conflicts=conflicts, encrypted=source.encrypted,
                         reason=f"{prefix}nothing is sent, because {why}.")
-        return Plan(PlanKind.NOOP, src_ds, dst_ds, base=sbase, reason=f"Up to date: {why}.")
+        return make(PlanKind.NOOP, src_ds, dst_ds, base=sbase, reason=f"Up to date: {why}.")
 
     steps, sent, how = _forward(source, sbase, goal, select)
     reason = f"{prefix}{dst} is {_count(len(sent))} behind {src}@{goal.name}: sending {how}."
@@ -391,7 +394,7 @@ def _plan(source: DatasetState, target: DatasetState, *, select: SnapshotFilter,
         # it such a target fails with "destination has been modified since most recent snapshot"
         reason += (f" With --rollback the receive is forced (`zfs receive -F`): changes made on {dst} "
                    f"since @{tbase.name} are discarded.")
-    return Plan(PlanKind.INCREMENTAL, src_ds, dst_ds, steps=steps, base=sbase, rollback_to=rollback_to,
+    return make(PlanKind.INCREMENTAL, src_ds, dst_ds, steps=steps, base=sbase, rollback_to=rollback_to,
                 behind=len(sent), conflicts=conflicts, reason=reason, encrypted=source.encrypted,
                 force_receive=rollback)
 
