@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+from zrelay.drill import RESULTS, Evidence
 from zrelay.errors import StateError
 from zrelay.state import TablesBeside
 
@@ -65,6 +66,16 @@ class DrillStore(TablesBeside):
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: {exc}") from exc
         return int(cur.lastrowid or 0)
+
+    def record_all(self, evidence: Iterable[Evidence]) -> int:
+        """Record each drill that ran to a result (a busy one drilled nothing); how many were."""
+        done = 0
+        for ev in evidence:
+            if ev.result in RESULTS:
+                self.record(ev.job, ev.copy, ev.source, ev.snapshot, ev.source_guid, ev.started, ev.finished,
+                            ev.result, ev.message, ev.detail)
+                done += 1
+        return done
 
     def drills(self, job: str | None = None, copy: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The newest drills (of ``job`` → ``copy`` when given), newest first."""

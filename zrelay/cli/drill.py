@@ -15,7 +15,6 @@ import asyncio
 import json
 import random
 import sys
-import time
 
 from zrelay import drill as d
 from zrelay import locks
@@ -23,13 +22,13 @@ from zrelay.cli import layout, output
 from zrelay.cli.layout import Line
 from zrelay.cli.main import add_wait_lock
 from zrelay.drillstate import DrillStore
-from zrelay.engine.drill import DrillOptions, drill
+from zrelay.engine.drill import BUSY, DrillOptions, drill_each, drill_pairs
 from zrelay.engine.fleet import Fleet
 from zrelay.events import EventSink
-from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, TargetBusy, UsageError, ZrelayError
+from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, TargetBusy, UsageError
 from zrelay.inventory import load_inventory
 from zrelay.inventory.lookup import find_inventory
-from zrelay.inventory.model import Endpoint, Inventory, Job, S3Ref, Target, name_list
+from zrelay.inventory.model import Endpoint, Inventory, Job, S3Ref, Target
 from zrelay.state import default_path
 from zrelay.zfs.names import snapshot_problem
 
@@ -68,26 +67,6 @@ def _target(text: str) -> Target:
         raise UsageError(f"--from: {exc}") from None
 
 
-def drills_of(inventory: Inventory, jobs: list[Job], copy: Target | None,
-              rng: random.Random | None) -> list[tuple[Job, Target]]:
-    """(job, copy) pairs to drill: ``copy`` of every job that has it, else every target (one at random
-    with ``rng``). UsageError when nothing matches."""
-    pairs: list[tuple[Job, Target]] = []
-    for job in jobs:
-        if copy is not None:
-            if copy in job.targets:
-                pairs.append((job, copy))
-        elif job.targets:
-            pairs += [(job, rng.choice(list(job.targets)))] if rng is not None else [(job, t) for t in job.targets]
-    if not pairs:
-        if copy is not None:
-            known = sorted({str(t) for j in jobs for t in j.targets})
-            raise UsageError(f"--from {copy}: no matching job has this target"
-                             + (f"; their targets: {name_list(known)}" if known else ""))
-        raise UsageError("no matching job has a target to drill")
-    return pairs
-
-
 def run(args: argparse.Namespace) -> int:
     inventory = load_inventory(find_inventory(args.inventory))
     try:
@@ -105,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(copy, Endpoint):
         inventory.host(copy.host)
     rng = random.Random() if args.random else None
-    pairs = drills_of(inventory, inventory.jobs_matching(args.patterns), copy, rng)
+    pairs = drill_pairs(inventory.jobs_matching(args.patterns), copy, rng)
     opts = DrillOptions(to=to, snapshot=args.snapshot, rng=rng, dry_run=args.dry_run, keep=args.keep,
                         wait_lock=args.wait_lock)
     show = not args.json and not args.dry_run
@@ -114,43 +93,25 @@ def run(args: argparse.Namespace) -> int:
         results = asyncio.run(_all(inventory, pairs, opts, view.handle))
     if not args.dry_run:
         with DrillStore(default_path(getattr(args, "state", None))) as store:
-            for ev in results:
-                if ev.result not in d.RESULTS:   # busy: nothing was drilled
-                    continue
-                store.record(ev.job, ev.copy, ev.source, ev.snapshot, ev.source_guid, ev.started, ev.finished,
-                             ev.result, ev.message, ev.detail)
+            store.record_all(results)
     if args.json:
         json.dump([ev.to_dict() for ev in results], sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         output.print_lines(lines(results, output.width(), dry_run=args.dry_run))
-    if any(ev.result == "busy" for ev in results) and all(ev.result in (d.OK, "busy") for ev in results):
+    if any(ev.result == BUSY for ev in results) and all(ev.result in (d.OK, BUSY) for ev in results):
         return TargetBusy.exit_code
     return EXIT_OK if all(ev.result in (d.OK, "dry-run") for ev in results) else EXIT_JOB_FAILED
 
 
 async def _all(inventory: Inventory, pairs: list[tuple[Job, Target]], opts: DrillOptions,
                events: EventSink) -> list[d.Evidence]:
-    """One drill after the other (each restores a whole snapshot: no point in competing for the disks)."""
-    out: list[d.Evidence] = []
     async with Fleet(inventory) as fleet:
         locks.identify(0, "drill")
-        for job, copy in pairs:
-            started = time.time()
-            try:
-                out.append(await drill(fleet, job, copy, opts, events=events))
-            except UsageError:
-                raise
-            except TargetBusy as exc:
-                out.append(d.Evidence(job.name, str(copy), str(job.source), "", started=started,
-                                      finished=time.time(), result="busy", message=str(exc)))
-            except ZrelayError as exc:   # before the drill changed anything: a host or the bucket did not answer
-                out.append(d.Evidence(job.name, str(copy), str(job.source), "", started=started,
-                                      finished=time.time(), result=d.FAILED, message=str(exc)))
-    return out
+        return await drill_each(fleet, pairs, opts, events=events)
 
 
-_STYLE = {d.OK: "green", d.MISMATCH: "red", d.FAILED: "red", "busy": "yellow", "dry-run": "cyan"}
+_STYLE = {d.OK: "green", d.MISMATCH: "red", d.FAILED: "red", BUSY: "yellow", "dry-run": "cyan"}
 
 
 def lines(results: list[d.Evidence], width: int | None, *, dry_run: bool = False) -> list[Line]:
@@ -169,7 +130,7 @@ def lines(results: list[d.Evidence], width: int | None, *, dry_run: bool = False
             continue
         if ev.message:
             out += layout.wrap(ev.message, width, 2)
-        if ev.scratch and ev.result not in ("busy",):
+        if ev.scratch and ev.result != BUSY:
             moved = f", {output.human_bytes(ev.bytes)} restored" if ev.bytes else ""
             fate = "kept for inspection" if ev.kept else "destroyed"
             out += layout.wrap(f"scratch {ev.scratch} {fate}{moved}", width, 2)

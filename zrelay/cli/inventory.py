@@ -180,7 +180,8 @@ def list_json(inventory: Inventory) -> dict[str, Any]:
                   "rpo": j.rpo, "schedule": {kind: s.text for kind, s in j.schedule.items()},
                   "properties": properties_json(j.properties),
                   "target_properties": {t: properties_json(p) for t, p in j.target_properties.items()},
-                  "allow_rollback": j.allow_rollback, "bandwidth": j.bandwidth}
+                  "allow_rollback": j.allow_rollback, "bandwidth": j.bandwidth,
+                  "drill_to": str(j.drill_to) if j.drill_to is not None else None}
                  for j in inventory.jobs],
         "s3_targets": {name: {"bucket": t.bucket, "endpoint": t.endpoint, "prefix": t.prefix,
                               "region": t.region, "storage_class": t.storage_class,

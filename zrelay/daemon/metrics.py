@@ -6,7 +6,8 @@ prometheus_client's own. Labels name jobs, kinds and targets, nothing else: neve
 secret. The ``job`` label is the zrelay job; Prometheus renames it ``exported_job`` next to its
 own scrape ``job`` unless the scrape sets ``honor_labels: true``.
 
-Per-target gauges come from the daemon's surveys (``zrelay status --json`` rows): a job or target
+Per-target gauges come from the daemon's surveys (``zrelay status --json`` rows, with each target's
+newest drill from the ``drills`` table): a job or target
 that a reload removed loses its samples, it does not linger with its last value.
 """
 
@@ -139,6 +140,12 @@ class DaemonMetrics:
         self._snapshots = _Tracked(Gauge(
             "zrelay_snapshots", "The job's snapshots on each side: as its keep policy counts them, "
             "and for an S3 target the stored sends.", ["job", "target", "side"], registry=r))
+        self._drill_at = _Tracked(Gauge(
+            "zrelay_last_drill_timestamp_seconds", "When the newest restore drill of the target finished "
+            "(zrelay drill, or the daemon's scheduled drill).", ["job", "target"], registry=r))
+        self._drill_result = _Tracked(Gauge(
+            "zrelay_last_drill_result", "1 for the result of the target's newest restore drill (ok, "
+            "mismatch or failed); the other results have no sample.", ["job", "target", "result"], registry=r))
         self._known = _Known(registry=r)
         self._lock = threading.Lock()
         self._active: dict[tuple[str, str], int] = {}
@@ -193,7 +200,8 @@ class DaemonMetrics:
     # --- targets -------------------------------------------------------------------------------
 
     def _per_target(self) -> tuple[_Tracked, ...]:
-        return (self._lag, self._behind, self._rpo, self._rpo_breach, self._snapshots)
+        return (self._lag, self._behind, self._rpo, self._rpo_breach, self._snapshots, self._drill_at,
+                self._drill_result)
 
     def target_status(self, rows: Sequence[Mapping[str, Any]], now: float) -> None:
         """Per-target gauges from a survey's ``status --json`` rows; a value the row does not know
@@ -222,6 +230,10 @@ class DaemonMetrics:
             put(self._rpo_breach, None if breach is None else int(bool(breach)), job, target)
             for side, count in _snapshot_counts(row).items():
                 put(self._snapshots, count, job, target, side)
+            drill = row.get("last_drill")
+            if isinstance(drill, Mapping) and drill.get("result"):
+                put(self._drill_at, drill.get("when"), job, target)
+                put(self._drill_result, 1, job, target, str(drill["result"]))
         for metric, labels in seen.items():
             metric.keep_only(labels)
 

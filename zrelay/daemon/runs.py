@@ -1,7 +1,7 @@
-"""One scheduled run: a job's snapshot, sync, prune or s3-push through the one engine.
+"""One scheduled run: a job's snapshot, sync, prune, s3-push or drill through the one engine.
 
 The daemon runs exactly what the commands run (``zrelay snapshot``, ``sync``, ``prune``,
-``s3-push`` of one job): the same engine calls, the same locks (a run waits up to
+``s3-push`` of one job, ``drill JOB --to DRILL_TO``): the same engine calls, the same locks (a run waits up to
 ``lock_wait`` for a manual run holding a target, so the two are serialized, never raced), the
 same record in the state store. Only the connections differ: each run gets its own
 ``Fleet.for_run()`` over the daemon's long-lived connections.
@@ -15,10 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from zrelay import drill as d
+from zrelay.drillstate import DrillStore
 from zrelay.engine import Engine, Fleet, SyncOptions, TaskResult
+from zrelay.engine.drill import BUSY, DrillOptions, drill_each, drill_pairs
 from zrelay.engine.s3_receiver import s3_receivers
-from zrelay.errors import EXIT_BUSY, EXIT_JOB_FAILED, EXIT_OK, ZrelayError
-from zrelay.events import EventSink, Outcome
+from zrelay.errors import EXIT_BUSY, EXIT_JOB_FAILED, EXIT_OK, UsageError, ZrelayError
+from zrelay.events import EventSink, JobFinished, Outcome
 from zrelay.inventory.model import Inventory, Job
 from zrelay.state import Recorder, fanout
 
@@ -39,6 +42,8 @@ class RunResult:
     started: float
     finished: float
     error_kind: str | None = None
+    #: not retried by itself, it waits for the user (a drill that found a mismatch)
+    parked: bool = False
 
     @property
     def seconds(self) -> float:
@@ -74,7 +79,46 @@ async def run_kind(engine: Engine, job: Job, kind: str, options: SyncOptions) ->
         return await engine.prune([job], options)
     if kind == "s3-push":
         return await engine.run([job], options, s3_receivers)
+    if kind == "drill":
+        return await drill_job(engine, job, options)
     raise ValueError(f"unknown kind of run {kind!r}")
+
+
+#: A drill's result as a run's outcome: a mismatch is a failure (and is not retried, see ``parks``).
+_DRILL_OUTCOME = {d.OK: Outcome.OK, d.MISMATCH: Outcome.FAILED, d.FAILED: Outcome.FAILED, BUSY: Outcome.BUSY}
+
+
+async def drill_job(engine: Engine, job: Job, options: SyncOptions) -> list[TaskResult]:
+    """``zrelay drill JOB --to DRILL_TO``: each of the job's targets, one after the other; one
+    TaskResult per drill, its Evidence in ``details`` (what the drills table records)."""
+    if job.drill_to is None:
+        raise UsageError(f"job {job.name!r} has no 'drill_to:': nowhere to restore a drill")
+    opts = DrillOptions(to=job.drill_to, wait_lock=options.wait_lock)
+    results = []
+    for ev in await drill_each(engine.fleet, drill_pairs([job], None, None), opts, events=engine.emit):
+        outcome = _DRILL_OUTCOME.get(ev.result, Outcome.FAILED)
+        message = f"drill {ev.result}: {ev.message}" if ev.result != d.OK else ev.message
+        seconds = (ev.finished or ev.started) - ev.started
+        # recorded apart from the copy's replication totals (its last success is a sync's, not a drill's)
+        engine.emit(JobFinished(job.name, ev.source, f"{ev.copy} (drill)", outcome, message, ev.bytes, seconds))
+        results.append(TaskResult(job.name, ev.source, ev.copy, outcome, message, ev.bytes, seconds, details=ev))
+    return results
+
+
+def parks(kind: str, results: Sequence[TaskResult]) -> bool:
+    """A drill that found a copy unlike its source is not tried again by itself: running the same
+    restore again proves nothing new, and costs a full restore. It waits for the user, as a
+    refused plan does (``zrelay run-now`` or an inventory reload)."""
+    return kind == "drill" and any(isinstance(r.details, d.Evidence) and r.details.result == d.MISMATCH
+                                   for r in results)
+
+
+def record_drills(state_path: Path, results: Sequence[TaskResult]) -> None:
+    """The drills' evidence into the state store's ``drills`` table, as ``zrelay drill`` records it."""
+    evidence = [r.details for r in results if isinstance(r.details, d.Evidence)]
+    if evidence:
+        with DrillStore(state_path) as store:
+            store.record_all(evidence)
 
 
 async def run_one(inventory: Inventory, job: Job, kind: str, parent: Fleet, *, state_path: Path,
@@ -97,18 +141,22 @@ async def run_one(inventory: Inventory, job: Job, kind: str, parent: Fleet, *, s
                 recorder.set_exit_code(EXIT_JOB_FAILED)
                 raise
             recorder.set_exit_code(exit_code(results))
+            record_drills(state_path, results)
     except ZrelayError as exc:   # what a command would print as its one-line error
         return RunResult(job.name, kind, Outcome.FAILED, str(exc), _targets(job, kind), 0, started,
                          time.time(), type(exc).__name__)
     finally:
         await fleet.close()
     outcome = worst(results)
-    if outcome is Outcome.FAILED:
+    parked = parks(kind, results)
+    if parked:
+        error_kind = "mismatch"
+    elif outcome is Outcome.FAILED:
         error_kind = "failed"
     elif outcome is Outcome.REFUSED:
         error_kind = "refused"
     return RunResult(job.name, kind, outcome, summary(results, outcome), tuple(r.target for r in results),
-                     sum(r.bytes for r in results), started, time.time(), error_kind)
+                     sum(r.bytes for r in results), started, time.time(), error_kind, parked)
 
 
 def _targets(job: Job, kind: str) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ from zrelay.daemon.metrics import DaemonMetrics, MetricsServer
 from zrelay.daemon.notify import RunReport, notify
 from zrelay.daemon.runs import RunResult, run_one
 from zrelay.daemonstate import DaemonStore, ScheduleRow
+from zrelay.drillstate import last_drills
 from zrelay.engine import Fleet
 from zrelay.errors import ZrelayError
 from zrelay.events import Event, JobFinished, Outcome, TransferFinished, TransferProgress, TransferStarted
@@ -189,7 +190,7 @@ class Daemon:
             result = task.result()
         outcome = result.outcome.value
         self.histories[entry.key] = timetable.finished(self.histories.get(entry.key, History()), outcome,
-                                                       result.message, now)
+                                                       result.message, now, park=result.parked)
         self.metrics.run_finished(entry.job, entry.kind, outcome, result.seconds, result.nbytes, now,
                                   result.error_kind)
         log = self.log.error if outcome in ("failed", "refused") else self.log.info
@@ -266,6 +267,7 @@ class Daemon:
         from zrelay.status.audit import breaches, coverage
         from zrelay.status.collect import collect_reports
         from zrelay.status.hosts import list_datasets
+        from zrelay.status.report import annotate_drill
         from zrelay.status.survey import survey_dict
 
         inventory, fleet = self.inventory, self.fleet.for_run()
@@ -280,7 +282,9 @@ class Daemon:
         finally:
             await fleet.close()
         now = time.time()
-        fresh = {(r.job.name, str(r.target)): survey_dict(r) for r in reports}
+        drills = last_drills(self.state_path)   # each target's newest drill: its metrics, the TUI's rows
+        fresh = {(r.job.name, str(r.target)): survey_dict(dataclasses.replace(r, row=annotate_drill(r.row, drills)))
+                 for r in reports}
         if whole:
             self._surveyed = fresh
         else:

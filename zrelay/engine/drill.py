@@ -19,13 +19,13 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, cast
+from typing import Callable, Sequence, cast
 
 from zrelay import drill as d
 from zrelay.engine.fleet import Fleet
-from zrelay.errors import S3UsageError, UsageError, ZfsError, ZrelayError
+from zrelay.errors import S3UsageError, TargetBusy, UsageError, ZfsError, ZrelayError
 from zrelay.events import EventSink, TransferFinished, TransferProgress, TransferStarted, discard
-from zrelay.inventory.model import Endpoint, Job, S3Ref, Target
+from zrelay.inventory.model import Endpoint, Job, S3Ref, Target, name_list
 from zrelay.paths import s3restore, throttle
 from zrelay.paths.progress import Meter
 from zrelay.paths.relay import relay
@@ -36,6 +36,10 @@ from zrelay.s3.store import Store
 from zrelay.transport.host import RemoteHost
 from zrelay.zfs import quoting
 from zrelay.zfs.model import DatasetState
+
+
+#: A drill's result when another zrelay held what it needed: nothing was drilled, nothing recorded.
+BUSY = "busy"
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,49 @@ async def drill(fleet: Fleet, job: Job, copy: Target, opts: DrillOptions, *,
         fleet.let_go(lock)
     ev.finished = now()
     return ev
+
+
+def drill_pairs(jobs: Sequence[Job], copy: Target | None, rng: random.Random | None) -> list[tuple[Job, Target]]:
+    """(job, copy) pairs to drill: ``copy`` of every job that has it, else every target (one at random
+    with ``rng``). UsageError when nothing matches."""
+    pairs: list[tuple[Job, Target]] = []
+    for job in jobs:
+        if copy is not None:
+            if copy in job.targets:
+                pairs.append((job, copy))
+        elif job.targets:
+            pairs += [(job, rng.choice(list(job.targets)))] if rng is not None else [(job, t) for t in job.targets]
+    if not pairs:
+        if copy is not None:
+            known = sorted({str(t) for j in jobs for t in j.targets})
+            raise UsageError(f"--from {copy}: no matching job has this target"
+                             + (f"; their targets: {name_list(known)}" if known else ""))
+        raise UsageError("no matching job has a target to drill")
+    return pairs
+
+
+async def drill_each(fleet: Fleet, pairs: Sequence[tuple[Job, Target]], opts: DrillOptions, *,
+                     events: EventSink = discard) -> list[d.Evidence]:
+    """Drill each (job, copy) one after the other (each restores a whole snapshot: no point in
+    competing for the disks): what ``zrelay drill`` and the daemon's scheduled drills run.
+
+    A copy that is busy (another zrelay holds the scratch lock) gives ``busy`` evidence, a host or
+    bucket that did not answer before anything changed ``failed``; a UsageError (a bad argument,
+    nothing to drill) is raised as it is."""
+    out: list[d.Evidence] = []
+    for job, copy in pairs:
+        started = time.time()
+        try:
+            out.append(await drill(fleet, job, copy, opts, events=events))
+        except UsageError:
+            raise
+        except TargetBusy as exc:
+            out.append(d.Evidence(job.name, str(copy), str(job.source), "", started=started,
+                                  finished=time.time(), result=BUSY, message=str(exc)))
+        except ZrelayError as exc:   # before the drill changed anything: a host or the bucket did not answer
+            out.append(d.Evidence(job.name, str(copy), str(job.source), "", started=started,
+                                  finished=time.time(), result=d.FAILED, message=str(exc)))
+    return out
 
 
 # --------------------------------------------------------------------------- looking

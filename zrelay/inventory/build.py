@@ -47,6 +47,8 @@ class RawJob:
     bandwidth: int | None = None  # bytes per second
     schedule: dict[str, RunSchedule] = field(default_factory=dict)  # the daemon's runs by kind
     schedule_origin: Origin | None = None
+    drill_to: Endpoint | None = None  # where scheduled drills restore (host:SCRATCH_PARENT)
+    drill_to_origin: Origin | None = None
     allow_rollback: bool = False  # ``zrelay allow`` delegates rollback/destroy on the targets
     properties: RawProperties = field(default_factory=RawProperties)  # the job's ``properties:``
     target_properties: dict[str, RawProperties] = field(default_factory=dict)  # by target, as written
@@ -208,6 +210,8 @@ class Builder:
                     ok = False
                     continue
                 targets.append(target)
+            if raw.drill_to is not None and not self._check_drill_to(raw):
+                ok = False
             name = raw.name if raw.name is not None else str(raw.source)
             name_origin = raw.name_origin or raw.source_origin
             if name in names:
@@ -226,7 +230,7 @@ class Builder:
                           schedule=raw.schedule, allow_rollback=raw.allow_rollback,
                           exclude=raw.exclude, bandwidth=raw.bandwidth,
                           properties=raw.properties.over(ReplicaProperties()),
-                          target_properties=_target_properties(raw))
+                          target_properties=_target_properties(raw), drill_to=raw.drill_to)
                 template = self.settings.get("snapshot_name", DEFAULT_SNAPSHOT_NAME)
                 if (lifecycle_fits(job, raw.lifecycle, template, self.errors)
                         and check_job_schedule(job, raw.schedule_origin or raw.origin, self.errors)):
@@ -259,6 +263,22 @@ class Builder:
             members.update(dict.fromkeys(self.groups[g].hosts))
             todo.extend(self.groups[g].children)
         return list(members)
+
+    def _check_drill_to(self, raw: RawJob) -> bool:
+        """``drill_to`` names a host of the inventory and a scratch parent outside the job's source and
+        host targets (a restore inside them would be replicated, or received over)."""
+        assert raw.drill_to is not None and raw.source is not None
+        origin = raw.drill_to_origin or raw.origin
+        if raw.drill_to.host not in self.hosts:
+            self.errors.add(origin, self._unknown_host(raw.drill_to.host, "drill_to"))
+            return False
+        for what, other in (("source", raw.source),
+                            *(("target", t) for t, _ in raw.targets if isinstance(t, Endpoint))):
+            if other.contains(raw.drill_to):
+                self.errors.add(origin, f"drill_to {raw.drill_to} is inside the job's {what} {other}; "
+                                        "give a scratch parent outside it")
+                return False
+        return True
 
     def _check_target(self, raw: RawJob, target: Target, origin: Origin,
                       earlier: list[Target]) -> bool:

@@ -238,6 +238,8 @@ class Job:
     properties: ReplicaProperties = ReplicaProperties()   # ``properties:``: what replicas keep and get
     #: a target entry's own ``properties:`` (the job's, with the keys it names replaced), by target
     target_properties: Mapping[str, ReplicaProperties] = field(default_factory=dict, hash=False)
+    #: ``drill_to:``: where the daemon's scheduled drills restore (``host:SCRATCH_PARENT``); None: nowhere
+    drill_to: Endpoint | None = None
 
     def is_top(self, dataset: str) -> bool:
         """``dataset`` (on the source) is the job's own source as written, not one below it: what a

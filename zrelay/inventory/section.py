@@ -139,7 +139,7 @@ class ZrelaySection(NodeReader):
             return
         valid = ["source", "name", "recursive", "exclude", "snapshots", "targets", "direct", "send_options",
                  "snapshot", "keep", "hooks", "rpo", "schedule", "allow_rollback",
-                 "bandwidth", "properties"]
+                 "bandwidth", "properties", "drill_to"]
         exclude_node: Node | None = None
         seen: set[str] = set()
         misspelt: set[str] = set()
@@ -184,6 +184,9 @@ class ZrelaySection(NodeReader):
                     else:
                         job.schedule = schedule
                         job.schedule_origin = self.at(k_node)
+                elif key == "drill_to":
+                    job.drill_to_origin = self.at(v_node)
+                    job.drill_to = self.endpoint(self.value(v_node), "drill_to")
                 elif key == "properties":
                     props = read_properties(self, v_node, "job")
                     if props is None:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from zrelay.inventory.policy import CronSpec
 
 #: The kinds of run the daemon schedules per job, in the order one cycle of a job does them.
-KINDS = ("snapshot", "sync", "prune", "s3-push")
+#: A drill (a full restore into ``drill_to``, zrelay.engine.drill) runs only where a job schedules it.
+KINDS = ("snapshot", "sync", "prune", "s3-push", "drill")
 
 #: A job's runs without a schedule of their own (and not following another kind) run this often.
 DEFAULT_EVERY = 900

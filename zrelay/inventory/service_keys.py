@@ -113,7 +113,7 @@ def _after(value: Any, what: str, kind: str) -> str:
 
 
 def read_job_schedule(reader: NodeReader, node: Node) -> dict[str, RunSchedule] | None:
-    """A job's ``schedule: {sync: 15m, prune: "0 3 * * *", s3-push: after snapshot}``."""
+    """A job's ``schedule: {sync: 15m, prune: "0 3 * * *", s3-push: after snapshot, drill: 30d}``."""
     items = reader.pairs(node, "schedule")
     if items is None:
         return None
@@ -137,9 +137,11 @@ def check_job_schedule(job: Job, origin: Origin, errors: Errors) -> bool:
     """A schedule for a run the job does not have, or after one it does not have, is a mistake."""
     ok = True
     has = {"snapshot": job.lifecycle.snapshot is not None, "sync": bool(job.host_targets),
-           "prune": bool(job.lifecycle.keep), "s3-push": bool(job.s3_targets)}
+           "prune": bool(job.lifecycle.keep), "s3-push": bool(job.s3_targets),
+           "drill": job.drill_to is not None and bool(job.targets)}
     why = {"snapshot": "no 'snapshot:' key", "sync": "no host targets", "prune": "no 'keep:' key",
-           "s3-push": "no S3 targets"}
+           "s3-push": "no S3 targets",
+           "drill": "no targets" if not job.targets else "no 'drill_to:' key (where drills restore)"}
     for kind, schedule in job.schedule.items():
         if not has[kind]:
             errors.add(origin, f"job {job.name!r}: schedule.{kind}: the job has {why[kind]}, so it never runs a {kind}")

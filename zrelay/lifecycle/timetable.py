@@ -79,7 +79,9 @@ def describe(schedule: RunSchedule) -> str:
 def _kinds_of(job: Job) -> list[str]:
     snapshot = job.lifecycle.snapshot
     has = {"snapshot": snapshot is not None and (snapshot.every is not None or snapshot.cron is not None),
-           "sync": bool(job.host_targets), "prune": bool(job.lifecycle.keep), "s3-push": bool(job.s3_targets)}
+           "sync": bool(job.host_targets), "prune": bool(job.lifecycle.keep), "s3-push": bool(job.s3_targets),
+           # a drill is a full restore: only where the job schedules one (never a default)
+           "drill": "drill" in job.schedule and job.drill_to is not None and bool(job.targets)}
     return [kind for kind in KINDS if has[kind]]
 
 
@@ -151,10 +153,13 @@ def _schedules(job: Job, inventory: Inventory) -> dict[str, RunSchedule]:
 
 def _hosts(job: Job, kind: str) -> tuple[str, ...]:
     """The hosts a run touches: a snapshot or an S3 push only the source; a sync or prune the
-    source and every host target (a prune lists the targets to keep the replicas' bases)."""
+    source and every host target (a prune lists the targets to keep the replicas' bases); a
+    drill those and the host it restores to."""
     hosts = [job.source.host]
-    if kind in ("sync", "prune"):
+    if kind in ("sync", "prune", "drill"):
         hosts.extend(t.host for t in job.host_targets)
+    if kind == "drill" and job.drill_to is not None:
+        hosts.append(job.drill_to.host)
     return tuple(dict.fromkeys(hosts))
 
 
@@ -174,7 +179,8 @@ def entries(inventory: Inventory) -> list[Entry]:
     A snapshot for a job with a snapshot ``every``/``cron``; a sync for one with host targets
     (after each snapshot by default); a prune for one with a keep policy (after each sync, else
     snapshot); an S3 push for one with S3 targets (its targets' ``push``, else after each
-    snapshot). Without anything to follow: every DEFAULT_EVERY. A ``follows`` that could never
+    snapshot); a drill only for a job whose ``schedule:`` has one (and a ``drill_to``).
+    Without anything to follow: every DEFAULT_EVERY. A ``follows`` that could never
     start (the job lacks that run, or runs only follow each other) falls back to every DEFAULT_EVERY.
     """
     jitter = inventory.settings.daemon.jitter
@@ -210,16 +216,19 @@ def started(history: History, at: float) -> History:
     return replace(history, requested=None, last_started=at)
 
 
-def finished(history: History, outcome: str, message: str, at: float) -> History:
+def finished(history: History, outcome: str, message: str, at: float, *, park: bool = False) -> History:
     """The run ended at ``at`` with ``outcome`` (an Outcome value; ValueError for another word).
 
     ok/noop clear failures and a parked refusal; failed/busy count a failure in a row; refused
     parks the entry with ``message`` until the user asks again; skipped changes nothing else.
+    ``park``: a failure that running again would not change (a drill's mismatch) parks it too.
     """
     result = Outcome(outcome)
     history = replace(history, last_finished=at, last_outcome=result.value)
     if result in _SUCCESS:
         return replace(history, failures=0, parked=None, last_success=at)
+    if park and result is not Outcome.SKIPPED:
+        return replace(history, failures=0, parked=message or f"the run {result.value}")
     if result in _FAILURE:
         return replace(history, failures=history.failures + 1)
     if result is Outcome.REFUSED:
@@ -311,7 +320,9 @@ def next_run(entry: Entry, history: History, leader: History | None, now: float,
     if history.requested is not None:
         return NextRun(min(history.requested, now), "run-now requested")
     if history.parked is not None:
-        return NextRun(None, f"refused: {history.parked}; waits for `zrelay run-now` or an inventory reload")
+        what = "refused" if history.last_outcome in (None, Outcome.REFUSED.value) else \
+            f"{history.last_outcome}, not retried"
+        return NextRun(None, f"{what}: {history.parked}; waits for `zrelay run-now` or an inventory reload")
     planned = _planned(entry, history, leader, now, settings)
     if planned.at is None or not entry.windows:
         return planned
