@@ -95,7 +95,8 @@ async def drill_job(engine: Engine, job: Job, options: SyncOptions) -> list[Task
         raise UsageError(f"job {job.name!r} has no 'drill_to:': nowhere to restore a drill")
     opts = DrillOptions(to=job.drill_to, wait_lock=options.wait_lock)
     results = []
-    for ev in await drill_each(engine.fleet, drill_pairs([job], None, None), opts, events=engine.emit):
+    for ev in await drill_each(engine.fleet, drill_pairs([job], None, None), opts, events=engine.emit,
+                                  raise_usage=False):
         outcome = _DRILL_OUTCOME.get(ev.result, Outcome.FAILED)
         message = f"drill {ev.result}: {ev.message}" if ev.result != d.OK else ev.message
         seconds = (ev.finished or ev.started) - ev.started

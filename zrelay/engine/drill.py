@@ -135,20 +135,24 @@ def drill_pairs(jobs: Sequence[Job], copy: Target | None, rng: random.Random | N
 
 
 async def drill_each(fleet: Fleet, pairs: Sequence[tuple[Job, Target]], opts: DrillOptions, *,
-                     events: EventSink = discard) -> list[d.Evidence]:
+                     events: EventSink = discard, raise_usage: bool = True) -> list[d.Evidence]:
     """Drill each (job, copy) one after the other (each restores a whole snapshot: no point in
     competing for the disks): what ``zrelay drill`` and the daemon's scheduled drills run.
 
     A copy that is busy (another zrelay holds the scratch lock) gives ``busy`` evidence, a host or
-    bucket that did not answer before anything changed ``failed``; a UsageError (a bad argument,
-    nothing to drill) is raised as it is."""
+    bucket that did not answer before anything changed ``failed``. A UsageError (a bad argument,
+    nothing to drill) is raised as it is, or with ``raise_usage=False`` (the daemon: nobody types
+    the arguments, and one target must not keep the others from being drilled) ``failed`` evidence."""
     out: list[d.Evidence] = []
     for job, copy in pairs:
         started = time.time()
         try:
             out.append(await drill(fleet, job, copy, opts, events=events))
-        except UsageError:
-            raise
+        except UsageError as exc:
+            if raise_usage:
+                raise
+            out.append(d.Evidence(job.name, str(copy), str(job.source), "", started=started,
+                                  finished=time.time(), result=d.FAILED, message=str(exc)))
         except TargetBusy as exc:
             out.append(d.Evidence(job.name, str(copy), str(job.source), "", started=started,
                                   finished=time.time(), result=BUSY, message=str(exc)))
