@@ -288,21 +288,25 @@ class Evidence:
     cleanup: list[str] = field(default_factory=list)   # what could not be cleaned up, if anything
     bytes: int = 0
     steps: list[Step] = field(default_factory=list)
+    dataset: str = ""                # the dataset's path below the job's source ("": the source itself)
+    round: float = 0.0               # when the drill of the copy began: one value for a whole tree
+    excluded: list[str] = field(default_factory=list)  # datasets of the tree left alone, with why
 
     @property
     def detail(self) -> dict[str, Any]:
         """What was compared, for the store's ``detail`` column."""
         return {"source_guid": self.source_guid, "received_guid": self.received_guid,
                 "source_tree": self.source_tree, "copy_tree": self.copy_tree, "scratch": self.scratch,
-                "kept": self.kept, "cleanup": self.cleanup, "bytes": self.bytes, "message": self.message}
+                "kept": self.kept, "cleanup": self.cleanup, "bytes": self.bytes, "message": self.message,
+                "dataset": self.dataset, "round": self.round or self.started}
 
     def to_dict(self) -> dict[str, Any]:
         return {"job": self.job, "copy": self.copy, "source": self.source, "scratch": self.scratch,
                 "snapshot": self.snapshot, "guid": self.source_guid, "received_guid": self.received_guid,
                 "started_at": self.started, "finished_at": self.finished, "result": self.result,
                 "message": self.message, "source_tree": self.source_tree, "copy_tree": self.copy_tree,
-                "kept": self.kept, "cleanup": self.cleanup, "bytes": self.bytes,
-                "commands": [s.to_dict() for s in self.steps]}
+                "kept": self.kept, "cleanup": self.cleanup, "bytes": self.bytes, "dataset": self.dataset,
+                "excluded": self.excluded, "commands": [s.to_dict() for s in self.steps]}
 
 
 def last_drill_field(row: dict[str, Any] | None) -> dict[str, Any] | None:

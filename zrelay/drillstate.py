@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
 
-from zrelay.drill import RESULTS, Evidence
+from zrelay.drill import FAILED, MISMATCH, OK, RESULTS, Evidence
 from zrelay.errors import StateError
 from zrelay.state import TablesBeside
 
@@ -92,14 +92,48 @@ class DrillStore(TablesBeside):
         return [_row(r) for r in rows]
 
     def last(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """The newest drill per (job, copy): what ``status`` shows."""
+        """The newest drill per (job, copy): what ``status`` shows. A recursive job's copy is drilled
+        dataset by dataset in one round: its newest round counts as one drill, as bad as its worst
+        dataset (named in the message), ended when its last dataset ended."""
         if not self.has_table("drills"):
             return {}
         rows = self.db.execute(
             f"SELECT {', '.join('d.' + c for c in _COLUMNS)} FROM drills d JOIN ("
             "  SELECT job, copy, MAX(started) AS s FROM drills GROUP BY job, copy) m "
             "ON d.job = m.job AND d.copy = m.copy AND d.started = m.s ORDER BY d.id")
-        return {(row["job"], row["copy"]): row for row in map(_row, rows)}
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for newest in map(_row, rows):
+            key = (newest["job"], newest["copy"])
+            begun = newest["detail"].get("round")
+            if not isinstance(begun, (int, float)) or begun >= newest["started"]:
+                out[key] = newest
+                continue
+            same = [r for r in map(_row, self.db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM drills WHERE job = ? AND copy = ? AND started >= ? "
+                "ORDER BY started, id", (*key, begun))) if r["detail"].get("round") == begun]
+            out[key] = round_row(same or [newest])
+        return out
+
+
+_WORST = (MISMATCH, FAILED, OK)
+
+
+def round_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The drills of one round (a recursive job's datasets, oldest first) as one: the first
+    dataset's snapshot, the worst result and why (naming the dataset), the last end."""
+    worst = min(rows, key=lambda r: _WORST.index(r["result"]) if r["result"] in _WORST else 0)
+    combined = dict(rows[0])
+    finished = [r["finished"] for r in rows if r["finished"] is not None]
+    combined["finished"] = max(finished) if len(finished) == len(rows) else None
+    combined["result"] = worst["result"]
+    if worst["result"] == OK:
+        combined["message"] = (f"{len(rows)} datasets: each GUID and tree sha256 equals the source's"
+                               if len(rows) > 1 else worst["message"])
+    else:
+        bad = sum(1 for r in rows if r["result"] != OK)
+        combined["message"] = (f"{worst['source']}: {worst['message']}"
+                               + (f" ({bad} of {len(rows)} datasets not ok)" if len(rows) > 1 else ""))
+    return combined
 
 
 def _row(r: tuple[Any, ...]) -> dict[str, Any]:

@@ -155,3 +155,20 @@ def test_metrics_show_each_targets_newest_drill() -> None:
     m.target_status([{**row, "last_drill": {**row["last_drill"], "when": 2000.0, "result": "ok"}}], T0)
     text = m.render().decode()
     assert 'result="ok"' in text and 'result="mismatch"' not in text
+
+
+def test_a_recursive_round_counts_as_one_drill_as_bad_as_its_worst_dataset(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from zrelay.drillstate import DrillStore, last_drills
+
+    path = tmp_path / "state.db"
+    with DrillStore(path) as store:
+        store.record("j", "nas2:r", "nas1:s", "a", 1, 10.0, 11.0, "ok", "equal", {"round": 10.0})   # an older round
+        for i, (src, result) in enumerate((("nas1:s", "ok"), ("nas1:s/a", "mismatch"), ("nas1:s/b", "ok"))):
+            store.record("j", "nas2:r", src, "b", 2, 100.0 + i, 101.0 + i, result,
+                         "file contents differ" if result == "mismatch" else "equal", {"round": 100.0})
+        store.record("k", "nas2:k", "nas1:k", "c", 3, 50.0, 51.0, "ok", "equal", {})   # no round: as it is
+    last = last_drills(path)
+    assert last[("j", "nas2:r")]["result"] == "mismatch"
+    assert last[("j", "nas2:r")]["message"] == "nas1:s/a: file contents differ (1 of 3 datasets not ok)"
+    assert last[("j", "nas2:r")]["snapshot"] == "b" and last[("j", "nas2:r")]["finished"] == 103.0
+    assert last[("k", "nas2:k")]["message"] == "equal"

@@ -119,8 +119,11 @@ def lines(results: list[d.Evidence], width: int | None, *, dry_run: bool = False
     out: list[Line] = []
     for ev in results:
         snap = f" @{ev.snapshot}" if ev.snapshot else ""
-        out.append([(f"drill {ev.job}: {ev.copy}{snap}", "bold"), ("  ", ""),
+        below = f" {ev.dataset}" if ev.dataset else ""   # a dataset below a recursive job's source
+        out.append([(f"drill {ev.job}: {ev.copy}{below}{snap}", "bold"), ("  ", ""),
                     (ev.result.upper() if ev.result != "dry-run" else "dry run", _STYLE.get(ev.result, ""))])
+        for left in ev.excluded:
+            out += layout.wrap(f"excluded {left}: not drilled", width, 2)
         if dry_run and ev.steps:
             out += layout.wrap(f"into {ev.scratch}, compared with {ev.source}@{ev.snapshot} "
                                f"(GUID {ev.source_guid})", width, 2)

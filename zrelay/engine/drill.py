@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Callable, Sequence, cast
 
 from zrelay import drill as d
+from zrelay import selection
 from zrelay.engine.fleet import Fleet
 from zrelay.errors import S3UsageError, TargetBusy, UsageError, ZfsError, ZrelayError
 from zrelay.events import EventSink, TransferFinished, TransferProgress, TransferStarted, discard
@@ -66,13 +67,19 @@ class _Sides:
 
 
 async def drill(fleet: Fleet, job: Job, copy: Target, opts: DrillOptions, *,
-                events: EventSink = discard, now: Callable[[], float] = time.time) -> d.Evidence:
+                events: EventSink = discard, now: Callable[[], float] = time.time,
+                shown_as: str | None = None, dataset: str = "", round_: float | None = None) -> d.Evidence:
     """Run (or with ``opts.dry_run`` only plan) one drill of ``job``'s ``copy``; never raises for what
-    happens once the drill started changing things: the evidence says ``failed`` and why."""
+    happens once the drill started changing things: the evidence says ``failed`` and why.
+
+    A dataset below a recursive job's source is drilled as ``job.narrowed(...)`` with its own copy;
+    ``shown_as`` (the target as the job names it), ``dataset`` (the path below the job's source)
+    and ``round_`` (when the drill of the whole tree began) go into its evidence."""
     started = now()
     src = fleet.host(job.source.host)
     dest = fleet.host(opts.to.host)
-    ev = d.Evidence(job.name, str(copy), str(job.source), "", started=started)
+    ev = d.Evidence(job.name, shown_as or str(copy), str(job.source), "", started=started, dataset=dataset,
+                    round=started if round_ is None else round_)
     sides = await _look(fleet, job, copy, src)
     if not sides.source_state.exists:
         raise UsageError(f"{job.source} does not exist: nothing to drill against")
@@ -83,7 +90,8 @@ async def drill(fleet: Fleet, job: Job, copy: Target, opts: DrillOptions, *,
     if not await dest.exists(opts.to.dataset):
         raise UsageError(f"--to {opts.to}: {opts.to.dataset} does not exist on {opts.to.host}; "
                          "create the scratch parent first (the drill creates only datasets below it)")
-    scratch = await _free_name(dest, opts.to.dataset, job.name, datetime.fromtimestamp(started, timezone.utc))
+    scratch = await _free_name(dest, opts.to.dataset, f"{job.name}-{dataset}" if dataset else job.name,
+                               datetime.fromtimestamp(started, timezone.utc))
     ev.scratch = f"{opts.to.host}:{scratch}"
     volume = sides.source_state.volume
     src_clone = d.source_clone_name(job.source.dataset, scratch)
@@ -137,29 +145,67 @@ def drill_pairs(jobs: Sequence[Job], copy: Target | None, rng: random.Random | N
 async def drill_each(fleet: Fleet, pairs: Sequence[tuple[Job, Target]], opts: DrillOptions, *,
                      events: EventSink = discard, raise_usage: bool = True) -> list[d.Evidence]:
     """Drill each (job, copy) one after the other (each restores a whole snapshot: no point in
-    competing for the disks): what ``zrelay drill`` and the daemon's scheduled drills run.
+    competing for the disks): what ``zrelay drill`` and the daemon's scheduled drills run. A
+    recursive job's copy is drilled dataset by dataset (parents first, one scratch each), the
+    datasets the job leaves alone (``exclude:``, ``zrelay:sync=false``) left out and named.
 
     A copy that is busy (another zrelay holds the scratch lock) gives ``busy`` evidence, a host or
-    bucket that did not answer before anything changed ``failed``. A UsageError (a bad argument,
-    nothing to drill) is raised as it is, or with ``raise_usage=False`` (the daemon: nobody types
-    the arguments, and one target must not keep the others from being drilled) ``failed`` evidence."""
+    bucket that did not answer before anything changed ``failed``. A UsageError about the job's
+    own dataset (a bad argument, nothing to drill) is raised as it is, or with
+    ``raise_usage=False`` (the daemon: nobody types the arguments, and one target must not keep
+    the others from being drilled) ``failed`` evidence; about a dataset below it (not replicated
+    yet), always ``failed`` evidence for that dataset."""
     out: list[d.Evidence] = []
     for job, copy in pairs:
         started = time.time()
+
+        def failed(result: str, exc: ZrelayError, sub: Job = job, rel: str = "") -> d.Evidence:
+            return d.Evidence(job.name, str(copy), str(sub.source), "", started=started, finished=time.time(),
+                              result=result, message=str(exc), dataset=rel, round=started)
+
         try:
-            out.append(await drill(fleet, job, copy, opts, events=events))
-        except UsageError as exc:
+            tree, excluded = await _tree(fleet, job, copy)
+        except ZrelayError as exc:   # the source's listing: its host did not answer
+            out.append(failed(d.FAILED, exc))
+            continue
+        first = len(out)
+        for sub, sub_copy, rel in tree:
+            try:
+                out.append(await drill(fleet, sub, sub_copy, opts, events=events, shown_as=str(copy),
+                                       dataset=rel, round_=started))
+            except UsageError as exc:
+                if raise_usage and not rel:
+                    raise
+                out.append(failed(d.FAILED, exc, sub, rel))
+            except TargetBusy as exc:
+                out.append(failed(BUSY, exc, sub, rel))
+            except ZrelayError as exc:   # before the drill changed anything: a host or the bucket did not answer
+                out.append(failed(d.FAILED, exc, sub, rel))
+        if excluded and len(out) == first:    # the job's own dataset is left alone: nothing to drill
+            problem = UsageError(f"{job.source} is left alone ({excluded[0].split(': ', 1)[-1]}): nothing to drill")
             if raise_usage:
-                raise
-            out.append(d.Evidence(job.name, str(copy), str(job.source), "", started=started,
-                                  finished=time.time(), result=d.FAILED, message=str(exc)))
-        except TargetBusy as exc:
-            out.append(d.Evidence(job.name, str(copy), str(job.source), "", started=started,
-                                  finished=time.time(), result=BUSY, message=str(exc)))
-        except ZrelayError as exc:   # before the drill changed anything: a host or the bucket did not answer
-            out.append(d.Evidence(job.name, str(copy), str(job.source), "", started=started,
-                                  finished=time.time(), result=d.FAILED, message=str(exc)))
+                raise problem
+            out.append(failed(d.FAILED, problem))
+        if excluded:
+            out[first].excluded = excluded
     return out
+
+
+async def _tree(fleet: Fleet, job: Job, copy: Target) -> tuple[list[tuple[Job, Target, str]], list[str]]:
+    """What a drill of ``job``'s ``copy`` covers: (job narrowed to the dataset, its copy, path below the
+    job's source) parents first, and the datasets the job leaves alone with why (one line each)."""
+    if not job.recursive:
+        return [(job, copy, "")], []
+    states = await fleet.host(job.source.host).state(job.source.dataset, recursive=True)
+    chosen = selection.of_job(job, states)
+    if not chosen.included and not chosen.excluded:   # no such source: the drill says so
+        return [(job, copy, "")], []
+    index = job.targets.index(copy)
+    tree = []
+    for dataset in chosen.included:
+        sub = job.narrowed(dataset)
+        tree.append((sub, sub.targets[index], selection.relative(dataset, job.source.dataset)))
+    return tree, [f"{job.source.host}:{e.dataset}: {e.why}" for e in chosen.excluded]
 
 
 # --------------------------------------------------------------------------- looking
