@@ -24,7 +24,7 @@ TAKE_WAIT = 10.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("daemon", help="run every job's snapshot, sync, prune and s3-push on its schedule",
+    p = sub.add_parser("daemon", help="run every job's snapshot, sync, prune, s3-push and drill on its schedule",
                        description="Run as a service (foreground; systemd starts it): each job's runs on their "
                                    "schedules (the job's snapshot:, schedule: and its S3 targets' push:), with "
                                    "the budgets, windows, retries and notifications of zrelay.daemon in the "
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run-now", help="ask the running daemon to run jobs now (or run them here without one)",
                        description="Ask the running daemon to start the matching jobs' runs now, ahead of their "
                                    "schedules (a refused run waiting for you is tried again). Without a running "
-                                   "daemon, the runs are made here, in order: snapshot, sync, prune, s3-push.")
+                                   "daemon, the runs are made here, in order: snapshot, sync, prune, s3-push, drill.")
     r.add_argument("patterns", nargs="*", metavar="JOB|PATTERN", help="job name, host or host:dataset; default: all")
     r.add_argument("--kind", action="append", choices=KINDS, dest="kinds", default=[],
                    help="only this kind of run (repeatable; default: every kind the job has)")
