@@ -302,10 +302,10 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def zrelay_env() -> dict[str, str]:
-    """Environment for subprocesses: this repository's zrelay first on the import path."""
+def zrelay_env(code: Path = REPO) -> dict[str, str]:
+    """Environment for subprocesses: this repository's zrelay (or ``code``'s, a checkout) first on the import path."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(code) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 

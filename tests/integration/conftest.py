@@ -39,7 +39,11 @@ FUSE_TIER_ONLY = frozenset({"test_install", "test_readme", "test_locks", "test_s
                             "test_cycle_memo",
                             # restore drills and resumed S3 uploads pass on the OpenZFS guests too
                             # (run there by hand), but cost 17 minutes of the VM tier's time there
-                            "test_drill", "test_s3_resume"})
+                            "test_drill", "test_s3_resume",
+                            # drills of a damaged replica, of a recursive job's tree and from the daemon:
+                            # zrelay's comparisons and bookkeeping over the same commands
+                            # (tests/openzfs/test_drill_volume covers what only OpenZFS has)
+                            "test_drill_mismatch", "test_drill_recursive", "test_drill_daemon"})
 
 #: Single tests of mixed modules that are zrelay's own behaviour too (S3 failure handling and
 #: refusals, host keys, logins, quoting of inventory values, connection sharing, Ctrl-C): the

@@ -69,6 +69,14 @@ def test_drill_from_a_host_replica_is_ok_recorded_and_leaves_nothing(lab: Any, t
     assert {h for h, c in lines if c.startswith("zfs clone")} == {"nas1", "vault"}
     assert {h: datasets(lab, h, name) for h in ("nas1", "nas2", "vault")} == before, "a dry run changes nothing"
     assert json.loads(run(inv, state, "status", "--json").stdout)[0]["last_drill"] is None, "nothing recorded"
+    # without --to, the job's drill_to: says where
+    with_key = write_inventory(tmp_path / "inv-drill-to.yml", lab, [{
+        "name": name, "source": f"nas1:{src}", "targets": [f"nas2:{replica}"], "drill_to": f"vault:{parent}"}])
+    keyed = run(with_key, state, "drill", "--dry-run", "--json")
+    assert keyed.returncode == 0, keyed.stderr
+    keyed_lines = [(c["host"], c["command"]) for c in json.loads(keyed.stdout)[0]["commands"]]
+    assert ("nas2", f"zfs send {replica}@s2") in keyed_lines
+    assert any(h == "vault" and c.startswith(f"zfs receive -u {parent}/zrelay-drill-") for h, c in keyed_lines)
 
     r = run(inv, state, "drill", "--to", f"vault:{parent}", "--json")
     assert r.returncode == 0, (r.stdout, r.stderr)
@@ -102,7 +110,8 @@ def test_bad_arguments_are_one_line_and_exit_2(lab: Any, tmp_path: Path) -> None
                        (["--to", "vault:tank", "--from", "s3:nope"], "no S3 target 'nope'"),
                        (["--to", "vault:tank", "--from", "vault:tank/other"], "no matching job has this target"),
                        (["--to", "vault:tank", "--snapshot", "a;b"], "--snapshot"),
-                       (["--to", f"vault:{lab.pools['vault']}/{name}missing"], "does not exist")):
+                       (["--to", f"vault:{lab.pools['vault']}/{name}missing"], "does not exist"),
+                       ([], "has no drill_to: key")):
         r = run(inv, state, "drill", *args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         err = one_line_error(r)

@@ -40,8 +40,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "tree with the source's, destroy the scratch copy and record the result "
                                    "(shown by `zrelay status`).")
     p.add_argument("patterns", nargs="*", metavar="PATTERN", help="host, host:dataset or job name")
-    p.add_argument("--to", required=True, metavar="HOST:PARENT",
-                   help="where scratch datasets are created (below PARENT, which must exist)")
+    p.add_argument("--to", metavar="HOST:PARENT",
+                   help="where scratch datasets are created (below PARENT, which must exist; default: each "
+                        "job's drill_to:)")
     p.add_argument("--from", dest="copy", metavar="TARGET",
                    help="drill this target of the job (host:dataset or s3:NAME; default: each of its targets)")
     p.add_argument("--snapshot", metavar="NAME", help="the snapshot to drill (default: the newest the copy and "
@@ -69,11 +70,13 @@ def _target(text: str) -> Target:
 
 def run(args: argparse.Namespace) -> int:
     inventory = load_inventory(find_inventory(args.inventory))
-    try:
-        to = Endpoint.parse(args.to)
-    except UsageError as exc:
-        raise UsageError(f"--to: {exc}") from None
-    inventory.host(to.host)
+    to: Endpoint | None = None
+    if args.to is not None:
+        try:
+            to = Endpoint.parse(args.to)
+        except UsageError as exc:
+            raise UsageError(f"--to: {exc}") from None
+        inventory.host(to.host)
     if args.snapshot is not None:
         problem = snapshot_problem(args.snapshot)
         if problem:
@@ -85,12 +88,18 @@ def run(args: argparse.Namespace) -> int:
         inventory.host(copy.host)
     rng = random.Random() if args.random else None
     pairs = drill_pairs(inventory.jobs_matching(args.patterns), copy, rng)
-    opts = DrillOptions(to=to, snapshot=args.snapshot, rng=rng, dry_run=args.dry_run, keep=args.keep,
-                        wait_lock=args.wait_lock)
+    groups: dict[Endpoint, list[tuple[Job, Target]]] = {}
+    for job, target in pairs:
+        where = to or job.drill_to
+        if where is None:
+            raise UsageError(f"job {job.name!r} has no drill_to: key: say where to restore with --to HOST:PARENT")
+        groups.setdefault(where, []).append((job, target))
+    runs = [(DrillOptions(to=where, snapshot=args.snapshot, rng=rng, dry_run=args.dry_run, keep=args.keep,
+                          wait_lock=args.wait_lock), group) for where, group in groups.items()]
     show = not args.json and not args.dry_run
     results: list[d.Evidence] = []
     with output.ProgressView(enabled=show) as view:
-        results = asyncio.run(_all(inventory, pairs, opts, view.handle))
+        results = asyncio.run(_all(inventory, runs, view.handle))
     if not args.dry_run:
         with DrillStore(default_path(getattr(args, "state", None))) as store:
             store.record_all(results)
@@ -104,11 +113,15 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if all(ev.result in (d.OK, "dry-run") for ev in results) else EXIT_JOB_FAILED
 
 
-async def _all(inventory: Inventory, pairs: list[tuple[Job, Target]], opts: DrillOptions,
+async def _all(inventory: Inventory, runs: list[tuple[DrillOptions, list[tuple[Job, Target]]]],
                events: EventSink) -> list[d.Evidence]:
+    """Each group of drills into its scratch parent (--to, or the jobs' drill_to:), one after the other."""
+    results: list[d.Evidence] = []
     async with Fleet(inventory) as fleet:
         locks.identify(0, "drill")
-        return await drill_each(fleet, pairs, opts, events=events)
+        for opts, pairs in runs:
+            results += await drill_each(fleet, pairs, opts, events=events)
+    return results
 
 
 _STYLE = {d.OK: "green", d.MISMATCH: "red", d.FAILED: "red", BUSY: "yellow", "dry-run": "cyan"}
