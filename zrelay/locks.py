@@ -526,6 +526,9 @@ def probe(key: str, directory: Path | None = None) -> Probe:
     This process's own locks do not count: it is not "another zrelay".
     """
     path = lock_path(key, directory)
+    if not os.access(path, os.F_OK, follow_symlinks=False):
+        return Probe(None)   # never locked on this machine since boot (asked without an exception: status
+                             # looks at thousands of targets, most never locked here)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
