@@ -265,3 +265,36 @@ def test_transfer_running_in_another_process(lab, big: tuple[str, str, int], tmp
     done = json.loads(zrelay("--state", str(state), "status", "--json", inventory=inv).stdout)[0]
     assert done["state"] == "in-sync" and done["transfer"] is None and done["last_run"]["outcome"] == "ok"
     assert done["last_run"]["bytes"] >= mib * 1024 * 1024
+
+
+def test_status_from_two_processes_equals_one(lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``--processes 2`` splits the jobs by source host (nas1's, nas2's) and gives the rows one
+    process gives, in the same order."""
+    name = lab.unique("sp")
+    pools = lab.pools
+    try:
+        for host, ds in (("nas1", f"{pools['nas1']}/{name}a"), ("nas2", f"{pools['nas2']}/{name}b"),
+                         ("nas1", f"{pools['nas1']}/{name}c")):
+            make_dataset(lab, host, ds, snaps=["zrelay_1"])
+        jobs = [{"source": f"nas1:{pools['nas1']}/{name}a", "targets": [f"vault:{pools['vault']}/{name}a"]},
+                {"source": f"nas2:{pools['nas2']}/{name}b", "targets": [f"vault:{pools['vault']}/{name}b"]},
+                {"source": f"nas1:{pools['nas1']}/{name}c", "targets": [f"vault:{pools['vault']}/{name}c"]}]
+        inv = write_inventory(tmp_path / "inv.yml", lab, jobs)
+        state = str(tmp_path / "state.db")
+        assert zrelay("--state", state, "sync", f"nas1:{pools['nas1']}/{name}a", inventory=inv).returncode == 0
+
+        def rows(*args: str) -> list[dict]:
+            proc = zrelay("--state", state, "status", "--json", *args, inventory=inv)
+            assert proc.returncode == 0, proc.stderr
+            return [{k: v for k, v in r.items() if k not in ("checked_at", "base_age_seconds")}
+                    for r in json.loads(proc.stdout)]
+        one = rows("--processes", "1")
+        assert [(r["job"], r["state"]) for r in one] == [
+            (j["source"], s) for j, s in zip(jobs, ("in-sync", "missing", "missing"))]
+        assert rows("--processes", "2") == one
+        bad = zrelay("status", "--processes", "0", inventory=inv)
+        assert bad.returncode == 2 and "--processes" in bad.stderr
+    finally:
+        for host, ds in (("nas1", f"{pools['nas1']}/{name}a"), ("nas2", f"{pools['nas2']}/{name}b"),
+                         ("nas1", f"{pools['nas1']}/{name}c"), ("vault", f"{pools['vault']}/{name}a")):
+            lab.destroy(host, ds)

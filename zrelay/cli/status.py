@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from zrelay.cli import layout, output
 from zrelay.cli.layout import DROP, Cell, Column, Line, Table, cell
+from zrelay.cli.status_split import MIN_HOSTS_PER_PROCESS, collect_split, process_count
 from zrelay.engine import Fleet
 from zrelay.errors import EXIT_JOB_FAILED, EXIT_OK, UsageError
 from zrelay.inventory import Inventory, Job, load_inventory
@@ -49,7 +50,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="every field of every target, one block each (the table shows what fits the width)")
     p.add_argument("--prometheus", metavar="FILE",
                    help="also write the metrics in Prometheus textfile format to FILE (atomically)")
+    p.add_argument("--processes", type=_positive, metavar="N",
+                   help=f"ask the hosts from N processes, split by source host (default: one per core, "
+                        f"while each has {MIN_HOSTS_PER_PROCESS}+ source hosts)")
     p.set_defaults(handler=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     inventory = load_inventory(find_inventory(args.inventory))
     jobs = inventory.jobs_matching(args.patterns)
     store_path = default_path(getattr(args, "state", None))
-    rows = asyncio.run(_collect(inventory, jobs, store_path))
+    parts = process_count(len({j.source.host for j in jobs}), len(os.sched_getaffinity(0)),
+                          getattr(args, "processes", None))
+    rows = collect_split(lambda group: asyncio.run(_collect(inventory, group, store_path)), jobs, parts)
     if args.prometheus:
         write_prometheus(Path(args.prometheus), rows)
     if args.json:
