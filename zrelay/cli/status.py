@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -29,6 +30,12 @@ from zrelay.status.collect import collect_status
 from zrelay.status.lifecycle import lifecycle_label
 from zrelay.drillstate import last_drills
 from zrelay.status.report import BROKEN, BUSY, NOT_CHECKED, RUNNING, LocationStatus, annotate, annotate_drill
+
+#: The cyclic garbage collector's thresholds while ``status`` runs: a status of 10,000 rows makes
+#: millions of short-lived objects, few of them in cycles, and with the default (a pass every 700
+#: allocations, the older generations over every live object) the collector took a fifth of the
+#: time of a status over 500 hosts. Larger batches; the same objects are collected.
+GC_THRESHOLDS = (20_000, 50, 100)
 
 #: States that make ``status`` exit 1, so cron/monitoring can alert on them.
 BAD_STATES = frozenset({"unreachable", "error", BROKEN, "diverged", "no-common-base"})
@@ -69,7 +76,9 @@ def _positive(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from zrelay.cli.main import find_inventory
 
+    gc.set_threshold(*GC_THRESHOLDS)
     inventory = load_inventory(find_inventory(args.inventory))
+    gc.freeze()   # the inventory lives as long as the process: never scanned again
     jobs = inventory.jobs_matching(args.patterns)
     store_path = default_path(getattr(args, "state", None))
     parts = process_count(len({j.source.host for j in jobs}), len(os.sched_getaffinity(0)),
