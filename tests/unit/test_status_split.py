@@ -55,12 +55,16 @@ def fake_rows(jobs: list[Job]) -> list[LocationStatus]:
     return [LocationStatus(job.name, str(job.source), str(t), f"pid {os.getpid()}") for job, t in targets_of(jobs)]
 
 
+def by_target(row: LocationStatus) -> tuple[str, str]:
+    return row.job, row.target
+
+
 def test_rows_come_back_in_one_process_order_from_several_processes() -> None:
     jobs = jobs_of([(h % 7, 1 + h % 3) for h in range(40)])
-    rows = collect_split(fake_rows, jobs, 3)
+    rows = collect_split(fake_rows, jobs, 3, key=by_target)
     assert [(r.job, r.target) for r in rows] == [(j.name, str(t)) for j, t in targets_of(jobs)]
     assert len({r.state for r in rows}) == 3 and f"pid {os.getpid()}" not in {r.state for r in rows}
-    assert {r.state for r in collect_split(fake_rows, jobs, 1)} == {f"pid {os.getpid()}"}, "one part: no fork"
+    assert {r.state for r in collect_split(fake_rows, jobs, 1, key=by_target)} == {f"pid {os.getpid()}"}, "one part: no fork"
 
 
 def failing(jobs: list[Job]) -> list[LocationStatus]:
@@ -71,7 +75,7 @@ def failing(jobs: list[Job]) -> list[LocationStatus]:
 
 def test_an_error_in_a_process_is_raised_here() -> None:
     with pytest.raises(UsageError, match="h3: cannot be asked"):
-        collect_split(failing, jobs_of([(h, 1) for h in range(6)]), 3)
+        collect_split(failing, jobs_of([(h, 1) for h in range(6)]), 3, key=by_target)
 
 
 def dies(jobs: list[Job]) -> list[LocationStatus]:
@@ -80,4 +84,4 @@ def dies(jobs: list[Job]) -> list[LocationStatus]:
 
 def test_a_process_that_dies_is_an_error_not_a_hang() -> None:
     with pytest.raises(Exception, match="ended without an answer"):
-        collect_split(dies, jobs_of([(h, 1) for h in range(4)]), 2)
+        collect_split(dies, jobs_of([(h, 1) for h in range(4)]), 2, key=by_target)

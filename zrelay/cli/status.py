@@ -83,11 +83,17 @@ def run(args: argparse.Namespace) -> int:
     store_path = default_path(getattr(args, "state", None))
     parts = process_count(len({j.source.host for j in jobs}), len(os.sched_getaffinity(0)),
                           getattr(args, "processes", None))
-    rows = collect_split(lambda group: asyncio.run(_collect(inventory, group, store_path)), jobs, parts)
+
+    def collect(group: list[Job]) -> list[tuple[LocationStatus, str]]:
+        """The group's rows, with their JSON made in the process that asked (in parallel)."""
+        rows = asyncio.run(_collect(inventory, group, store_path))
+        return [(r, row_text(r.to_dict()) if args.json else "") for r in rows]
+    answers = collect_split(collect, jobs, parts, key=lambda answer: (answer[0].job, answer[0].target))
+    rows = [row for row, _ in answers]
     if args.prometheus:
         write_prometheus(Path(args.prometheus), rows)
     if args.json:
-        write_json((r.to_dict() for r in rows), sys.stdout)
+        write_json_texts((text for _, text in answers), sys.stdout)
     else:
         print_table(rows, detail=args.detail)
     return exit_code(rows)
@@ -185,10 +191,20 @@ def _json_value(value: Any, nesting: str) -> str:
 
 def write_json(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
     """The rows as ``status --json`` prints them (what json.dump with indent=2 writes, then a newline)."""
+    write_json_texts((row_text(row) for row in rows), out)
+
+
+def row_text(row: dict[str, Any]) -> str:
+    """One row of ``status --json``, as write_json prints it (made where the row is, see run)."""
+    return "  " + _json_value(row, "  ")
+
+
+def write_json_texts(texts: Iterable[str], out: TextIO) -> None:
+    """write_json of rows already turned into text by row_text."""
     chunk: list[str] = []
     first = True
-    for row in rows:
-        chunk.append("  " + _json_value(row, "  "))
+    for text in texts:
+        chunk.append(text)
         if len(chunk) == _ROWS_PER_WRITE:
             out.write(("[\n" if first else ",\n") + ",\n".join(chunk))
             chunk, first = [], False

@@ -16,17 +16,18 @@ import os
 import pickle
 import signal
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from zrelay.errors import ZrelayError
 from zrelay.inventory import Job
-from zrelay.status.report import LocationStatus, targets_of
+from zrelay.status.report import targets_of
 
 #: Hosts each extra process must have to be worth its start (a fork, imports already done, its
 #: own connections): below this many source hosts per process, fewer processes.
 MIN_HOSTS_PER_PROCESS = 100
 MAX_PROCESSES = 8
 
-Collect = Callable[[list[Job]], list[LocationStatus]]
+T = TypeVar("T")
 
 
 def process_count(source_hosts: int, cpus: int, asked: int | None = None) -> int:
@@ -58,9 +59,11 @@ def split_by_source(jobs: Sequence[Job], parts: int) -> list[list[Job]]:
     return [sorted(g, key=lambda job: position[id(job)]) for g in groups if g]
 
 
-def collect_split(collect: Collect, jobs: Sequence[Job], parts: int) -> list[LocationStatus]:
-    """``collect(jobs)`` in ``parts`` forked processes (split_by_source), the rows merged in the
-    order of ``targets_of(jobs)``; one process (this one) when there is one part."""
+def collect_split(collect: Callable[[list[Job]], list[T]], jobs: Sequence[Job], parts: int,
+                  key: Callable[[T], tuple[str, str]]) -> list[T]:
+    """``collect(jobs)`` in ``parts`` forked processes (split_by_source), the answers (a row each,
+    with what the process made of it) merged in the order of ``targets_of(jobs)`` by ``key``
+    (job name, target); one process (this one) when there is one part."""
     groups = split_by_source(jobs, parts)
     if len(groups) <= 1:
         return collect(list(jobs))
@@ -73,9 +76,9 @@ def collect_split(collect: Collect, jobs: Sequence[Job], parts: int) -> list[Loc
             proc.start()
             send.close()
             children.append((proc, receive))
-        rows: list[LocationStatus] = []
+        answers: list[T] = []
         for child, receive in children:
-            rows += _answer(child, receive)
+            answers += _answer(child, receive)
     finally:
         for child, receive in children:
             receive.close()
@@ -83,11 +86,10 @@ def collect_split(collect: Collect, jobs: Sequence[Job], parts: int) -> list[Loc
                 child.kill()
             child.join()
     order = {(job.name, str(target)): i for i, (job, target) in enumerate(targets_of(jobs))}
-    return sorted(rows, key=lambda r: order.get((r.job, r.target), len(order)))
+    return sorted(answers, key=lambda answer: order.get(key(answer), len(order)))
 
 
-def _answer(child: multiprocessing.process.BaseProcess,
-            receive: multiprocessing.connection.Connection) -> list[LocationStatus]:
+def _answer(child: multiprocessing.process.BaseProcess, receive: multiprocessing.connection.Connection) -> list[T]:
     try:
         kind, value = receive.recv()
     except EOFError:
@@ -100,7 +102,8 @@ def _answer(child: multiprocessing.process.BaseProcess,
     raise ZrelayError(str(value))
 
 
-def _child(collect: Collect, group: list[Job], send: multiprocessing.connection.Connection) -> None:
+def _child(collect: Callable[[list[Job]], list[T]], group: list[Job],
+           send: multiprocessing.connection.Connection) -> None:
     """In the forked process: the rows of ``group``, or the error, sent back as one message.
     Ctrl-C ends it quietly (the parent reports the interruption)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
