@@ -47,7 +47,10 @@ class DrillStore(TablesBeside):
 
     def record(self, job: str, copy: str, source: str, snapshot: str, guid: int | None, started: float,
                finished: float | None, result: str, message: str, detail: dict[str, Any]) -> int:
-        """Add one drill's evidence; keeps the newest KEEP_PER_COPY per job and copy."""
+        """Add one drill's evidence; keeps the newest KEEP_PER_COPY per job and copy, and every
+        drill of this one's round (a recursive job's tree, however many datasets it has)."""
+        begun = detail.get("round")
+        keep_from = float(begun) if isinstance(begun, (int, float)) and not isinstance(begun, bool) else started
         try:
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -56,9 +59,9 @@ class DrillStore(TablesBeside):
                     "detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (job, copy, source, snapshot, None if guid is None else str(guid), started, finished, result, message,
                      json.dumps(detail, sort_keys=True)))
-                self.db.execute("DELETE FROM drills WHERE job=? AND copy=? AND id NOT IN ("
+                self.db.execute("DELETE FROM drills WHERE job=? AND copy=? AND started < ? AND id NOT IN ("
                                 "SELECT id FROM drills WHERE job=? AND copy=? ORDER BY started DESC, id DESC "
-                                "LIMIT ?)", (job, copy, job, copy, KEEP_PER_COPY))
+                                "LIMIT ?)", (job, copy, keep_from, job, copy, KEEP_PER_COPY))
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise

@@ -126,3 +126,21 @@ def test_store_keeps_the_evidence_and_status_shows_the_newest_per_target(tmp_pat
     other = LocationStatus("k", "nas1:tank/s", "nas2:tank/r", "in-sync")
     assert annotate_drill(other, last).last_drill is None
     assert "last_drill" in row.to_dict()
+
+
+def test_a_round_larger_than_the_kept_count_is_kept_whole(tmp_path: Path) -> None:
+    """A recursive job's tree of more datasets than KEEP_PER_COPY: its newest round stays whole (older
+    drills go), so status still counts every dataset of it."""
+    from zrelay.drillstate import KEEP_PER_COPY
+
+    path = tmp_path / "state.db"
+    with DrillStore(path) as store:
+        store.record("j", "nas2:r", "nas1:s", "old", 1, 1.0, 2.0, "ok", "equal", {})
+        size = KEEP_PER_COPY + 50
+        for i in range(size):
+            result = "mismatch" if i == 3 else "ok"
+            store.record("j", "nas2:r", "nas1:s", "s", i, 100.0 + i, 100.5 + i, result, result, {"round": 100.0})
+        kept = store.drills("j", "nas2:r", limit=10 * size)
+    assert len(kept) == size and "old" not in {r["snapshot"] for r in kept}
+    newest = last_drills(path)[("j", "nas2:r")]
+    assert newest["result"] == "mismatch" and f"of {size} datasets" in newest["message"], newest
