@@ -251,29 +251,31 @@ def _parse_bookmark_listing(text: str, root: str, recursive: bool,
                                                _int(f["createtxg"], line), _int(f["creation"], line)))
 
 
-#: The order ``zfs get`` prints FUSE_PROPERTIES in for each name, as the fast path below reads them.
-_GET_ORDER = ("type", "guid", "createtxg", "creation", "referenced", SYNC_PROPERTY)
-assert set(_GET_ORDER) == set(FUSE_PROPERTIES)
+#: What the zfs-fuse listing's reader takes from each name, in this order (all of FUSE_PROPERTIES).
+_RECORD = ("type", "guid", "createtxg", "creation", "referenced", SYNC_PROPERTY)
+#: What a listing read line by line may lack, and stands for it (guid and createtxg it may not).
+_MISSING = {"creation": "0", "referenced": "0", SYNC_PROPERTY: "-"}
 
 
 def _get_records(text: str) -> Iterable[tuple[str, ...]] | None:
-    """(name, type, guid, createtxg, creation, referenced, zrelay:sync) per name, when ``text`` is
-    exactly what ``zfs get`` prints for _GET_ORDER: each name's properties on consecutive lines in
-    that order, three fields a line. None for anything else (the line-by-line parser then reads
-    it, and names a bad line). Slicing in C instead of a loop per line: a daemon reads hundreds
-    of these listings a cycle, ``status`` a thousand over a large fleet."""
+    """(name, *_RECORD values) per name, when ``text`` is exactly what ``zfs get`` prints for
+    FUSE_PROPERTIES: each name's properties on consecutive lines in the order asked, three fields
+    a line. None for anything else (the line-by-line reader then reads it, and names a bad
+    line). Slicing in C instead of a loop per line: a daemon reads hundreds of these listings a
+    cycle, ``status`` a thousand over a large fleet."""
     flat = text.replace("\n", "\t").split("\t")
     if flat[-1] == "":
         flat.pop()
-    width = len(_GET_ORDER)
+    width = len(FUSE_PROPERTIES)
     stride = 3 * width
     count, rest = divmod(len(flat), stride)
-    if rest or not count or flat[1::3] != list(_GET_ORDER) * count:
+    if rest or not count or flat[1::3] != list(FUSE_PROPERTIES) * count:
         return None
     names = flat[0::stride]
     if any(flat[3 * i::stride] != names for i in range(1, width)):
         return None
-    return zip(names, *(flat[3 * i + 2::stride] for i in range(width)))
+    column = {prop: flat[3 * i + 2::stride] for i, prop in enumerate(FUSE_PROPERTIES)}
+    return zip(names, *(column[prop] for prop in _RECORD))
 
 
 def _parse_get_tree(text: str, root: str, recursive: bool, acc: Callable[[str], _Acc]) -> None:
@@ -323,8 +325,7 @@ def _get_records_by_line(text: str) -> list[tuple[str, ...]]:
         if p.get("type") == "snapshot" and ("guid" not in p or "createtxg" not in p):
             missing = "guid" if "guid" not in p else "createtxg"
             raise ValueError(f"zfs get output lacks {missing!r} for {name!r}")
-        out.append((name, p.get("type", ""), p.get("guid", ""), p.get("createtxg", ""), p.get("creation", "0"),
-                    p.get("referenced", "0"), p.get(SYNC_PROPERTY, "-")))
+        out.append((name, *(p.get(prop, _MISSING.get(prop, "")) for prop in _RECORD)))
     return out
 
 
