@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
-from zbench.common import REPO, BenchError, Lab, log, summary  # noqa: E402
+from zbench.common import REPO, BenchError, Lab, log, old_checkout, short_rev, summary, write_results  # noqa: E402
 from zbench.fleet import LAYOUTS, Fleet, fs_type  # noqa: E402
 
 
@@ -61,10 +61,7 @@ def main() -> int:
     ap.add_argument("--cycles", type=int, default=5, help="timed cycles per worker")
     ap.add_argument("--output", type=Path)
     args = ap.parse_args()
-    old_rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.old], capture_output=True,
-                             text=True, check=True).stdout.strip()
-    new_rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, check=True).stdout.strip()
+    old_rev, new_rev = short_rev(args.old), short_rev("HEAD")
     lab = Lab()
     out: dict[str, Any] = {"old": old_rev, "new": f"{new_rev} (working tree)", "hosts": args.hosts,
                            "datasets": args.datasets, "reps": args.reps, "cycles": args.cycles,
@@ -74,38 +71,37 @@ def main() -> int:
         work = Path(tmp)
         old = work / "old"
         locks = Path("/dev/shm") / work.name if fs_type(Path("/dev/shm")) == "tmpfs" else work / "locks"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(old), old_rev], check=True)
-        try:
-            lab.acquire()
-            lab.wait_up()
-            for layout in args.layout or LAYOUTS:
-                (work / layout).mkdir()
-                fleet = Fleet(lab, work / layout, args.datasets, layout, name="cycle")
-                try:
-                    fleet.setup_lab()
-                    fleet.record_sync()
-                    inv = fleet.serve(args.hosts, "sync")
-                    runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
-                    for rep in range(args.reps):
-                        for which in (("old", "new") if rep % 2 == 0 else ("new", "old")):
-                            doc = worker(old if which == "old" else REPO, inv, args.cycles, locks)
-                            cyc = doc["cycles"]
-                            row = {"seconds": statistics.median(c["seconds"] for c in cyc),
-                                   "cpu_s": statistics.median(c["cpu_s"] for c in cyc), "load": os.getloadavg()[0]}
-                            runs[which].append(row)
-                            log(f"{layout} {which} ({old_rev if which == 'old' else new_rev}) rep {rep + 1}: "
-                                f"cycle {row['seconds']:.3f} s, CPU {row['cpu_s']:.3f} s (load {row['load']:.1f})")
-                    out["layouts"][layout] = {
-                        which: {"cpu_s": summary([r["cpu_s"] for r in rows]),
-                                "seconds": summary([r["seconds"] for r in rows]), "workers": rows}
-                        for which, rows in runs.items()}
-                finally:
-                    fleet.server.stop()
-        finally:
-            lab.cleanup()
-            lab.release()
-            shutil.rmtree(locks, ignore_errors=True)
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)], check=False)
+        with old_checkout(old_rev, old):
+            try:
+                lab.acquire()
+                lab.wait_up()
+                for layout in args.layout or LAYOUTS:
+                    (work / layout).mkdir()
+                    fleet = Fleet(lab, work / layout, args.datasets, layout, name="cycle")
+                    try:
+                        fleet.setup_lab()
+                        fleet.record_sync()
+                        inv = fleet.serve(args.hosts, "sync")
+                        runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
+                        for rep in range(args.reps):
+                            for which in (("old", "new") if rep % 2 == 0 else ("new", "old")):
+                                doc = worker(old if which == "old" else REPO, inv, args.cycles, locks)
+                                cyc = doc["cycles"]
+                                row = {"seconds": statistics.median(c["seconds"] for c in cyc),
+                                       "cpu_s": statistics.median(c["cpu_s"] for c in cyc), "load": os.getloadavg()[0]}
+                                runs[which].append(row)
+                                log(f"{layout} {which} ({old_rev if which == 'old' else new_rev}) rep {rep + 1}: "
+                                    f"cycle {row['seconds']:.3f} s, CPU {row['cpu_s']:.3f} s (load {row['load']:.1f})")
+                        out["layouts"][layout] = {
+                            which: {"cpu_s": summary([r["cpu_s"] for r in rows]),
+                                    "seconds": summary([r["seconds"] for r in rows]), "workers": rows}
+                            for which, rows in runs.items()}
+                    finally:
+                        fleet.server.stop()
+            finally:
+                lab.cleanup()
+                lab.release()
+                shutil.rmtree(locks, ignore_errors=True)
     out["load_end"] = os.getloadavg()
     print(f"{'layout':10} {'code':18} {'CPU/cycle':>10} {'wall/cycle':>11}")
     for layout, d in out["layouts"].items():
@@ -113,9 +109,7 @@ def main() -> int:
             code = old_rev if which == "old" else f"{new_rev}+"
             print(f"{layout:10} {which + ' ' + code:18} {d[which]['cpu_s']['median']:9.3f}s "
                   f"{d[which]['seconds']['median']:10.3f}s")
-    if args.output:
-        args.output.write_text(json.dumps(out, indent=1) + "\n")
-        print(f"results: {args.output}")
+    write_results(args.output, out)
     return 0
 
 

@@ -14,9 +14,7 @@ temporary git worktree, first on the import path.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -28,12 +26,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
 from zbench import fleet as fleetbench  # noqa: E402
-from zbench.common import REPO, BenchError, Lab, attempt, log, summary  # noqa: E402
-
-
-def rev(name: str) -> str:
-    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", name], capture_output=True, text=True,
-                          check=True).stdout.strip()
+from zbench.common import (REPO, BenchError, Lab, attempt, log, old_checkout, short_rev, summary,  # noqa: E402
+                           write_results)
 
 
 def main() -> int:
@@ -45,17 +39,15 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3, help="runs of each code, alternating")
     ap.add_argument("--output", type=Path)
     args = ap.parse_args()
-    old_rev, new_rev = rev(args.old), rev("HEAD")
+    old_rev, new_rev = short_rev(args.old), short_rev("HEAD")
     out: dict[str, Any] = {"old": old_rev, "new": f"{new_rev} (working tree)", "hosts": args.hosts,
                            "datasets": args.datasets, "layout": args.layout, "reps": args.reps,
                            "started": datetime.now(UTC).isoformat(timespec="seconds"), "load_start": os.getloadavg()}
     fleetbench.ensure_fds(args.hosts)
     lab = Lab()
     runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
-    with tempfile.TemporaryDirectory(prefix="zrelay-status-ab-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="zrelay-status-ab-") as tmp, old_checkout(old_rev, Path(tmp) / "old") as old:
         work = Path(tmp)
-        old = work / "old"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(old), old_rev], check=True)
         fleet = fleetbench.Fleet(lab, work, args.datasets, args.layout, name="scale")
         try:
             lab.acquire()
@@ -79,7 +71,6 @@ def main() -> int:
             fleet.server.stop()
             lab.cleanup()
             lab.release()
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)], check=False)
     out["load_end"] = os.getloadavg()
     for which, rows in runs.items():
         out[which + "_runs"] = rows
@@ -90,9 +81,7 @@ def main() -> int:
         code = old_rev if which == "old" else f"{new_rev}+"
         print(f"{which + ' ' + code:18} {d['seconds']['median']:7.2f}s {d['cpu_s']['median']:7.2f}s "
               f"{d['peak_rss_mib']['median']:7.0f} MiB {d['server_cpu_s']['median']:10.2f}s")
-    if args.output:
-        args.output.write_text(json.dumps(out, indent=1) + "\n")
-        print(f"results: {args.output}")
+    write_results(args.output, out)
     return 0
 
 

@@ -302,6 +302,30 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def short_rev(name: str) -> str:
+    """``git rev-parse --short NAME`` in this repository."""
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", name], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@contextlib.contextmanager
+def old_checkout(rev: str, where: Path) -> Iterator[Path]:
+    """``rev`` checked out at ``where`` (a detached git worktree of this repository) while the block
+    runs, removed afterwards: the older code an A/B benchmark runs beside this one."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(where), rev], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(where)], check=False)
+
+
+def write_results(path: Path | None, doc: dict[str, Any]) -> None:
+    """A benchmark's JSON results to ``path`` (when given), and where they went."""
+    if path is not None:
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"results: {path}")
+
+
 def zrelay_env(code: Path = REPO) -> dict[str, str]:
     """Environment for subprocesses: this repository's zrelay (or ``code``'s, a checkout) first on the import path."""
     env = dict(os.environ)

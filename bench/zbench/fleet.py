@@ -48,7 +48,7 @@ from typing import Any
 
 import asyncssh
 
-from zbench.common import (HOSTS, SOURCE, TARGET, BenchError, Lab, attempt, log, summary, zrelay_env)
+from zbench.common import (HOSTS, REPO, SOURCE, TARGET, BenchError, Lab, attempt, log, summary, zrelay_env)
 
 GOAL_S = 10.0
 LAYOUTS = ("siblings", "separate")
@@ -544,13 +544,13 @@ def ensure_fds(hosts: int) -> dict[str, int]:
     return {"soft": soft, "hard": hard, "needed": need}
 
 
-def status(inventory: Path, state: Path, code: Path | None = None) -> dict[str, Any]:
+def status(inventory: Path, state: Path, code: Path = REPO) -> dict[str, Any]:
     """``zrelay status --json`` as a subprocess (of ``code``, a checkout; default this one): wall
     time, peak RSS (wait4), CPU, and the rows."""
     argv = [sys.executable, "-m", "zrelay", "-i", str(inventory), "--state", str(state), "status", "--json"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            env=zrelay_env(code) if code is not None else zrelay_env(), cwd=code)
+                            env=zrelay_env(code), cwd=code)
     # read both pipes on threads so a large --json output cannot block the child
     out: dict[str, bytes] = {}
     readers = [threading.Thread(target=lambda k=k, s=s: out.__setitem__(k, s.read()))  # type: ignore[misc]
